@@ -1,0 +1,386 @@
+"""Typed, frozen configuration for every stage of the pipeline.
+
+Each config is a pydantic model (frozen, unknown keys rejected) whose fields carry a one-line
+doc. Named presets (``paper``, ``default``, ``demo``) are built by :func:`preset` functions with
+keyword overrides::
+
+    TransferConfig.preset("paper", num_inference_steps=2)
+    PipelineConfig.from_yaml("configs/cityscapes_to_acdc_night.yaml")
+
+Validation errors are raised as :class:`ConfigError` (a ``ValueError``) naming the field, what
+was expected and what was received. :func:`config_digest` is the one stable hash of an
+effective config, used for caching and lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DOMAINS = ("night", "snow", "rain", "fog", "game")
+Domain = Literal["night", "snow", "rain", "fog", "game"]
+PresetName = Literal["paper", "default", "demo"]
+
+#: Text that follows "driving" in the prompt of each target domain (SPEC §2).
+DOMAIN_PHRASES: dict[str, str] = {
+    "night": "at night",
+    "snow": "in snow",
+    "rain": "under rain",
+    "fog": "in fog",
+    "game": "in a game",
+}
+#: Transfer strength of the authors' release per domain (SPEC §2).
+DOMAIN_STRENGTHS: dict[str, float] = {
+    "night": 0.90,
+    "snow": 0.65,
+    "rain": 0.65,
+    "fog": 0.60,
+    "game": 0.60,
+}
+SD15_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+CONTROLNET_SEG_ID = "lllyasviel/control_v11p_sd15_seg"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names field, expectation and value."""
+
+
+def _format_validation_error(model: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        received = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{model}.{field}: unknown key (received {received!r}); check the spelling")
+        else:
+            lines.append(f"{model}.{field}: {e['msg']} (received {received!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(type(self).__name__, err)) from None
+
+    def replace(self, **overrides: Any) -> Self:
+        """A copy with ``overrides`` applied and validated again."""
+        return type(self)(**{**self.model_dump(), **overrides})
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides: Any) -> Self:
+        """The named preset (``paper``, ``default``, ``demo``) with ``overrides`` applied."""
+        presets = cls._presets()
+        if name not in presets:
+            raise ConfigError(
+                f"{cls.__name__}.preset: expected one of {sorted(presets)}, received {name!r}"
+            )
+        return cls(**{**presets[name], **overrides})
+
+    @classmethod
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        return {"paper": {}, "default": {}, "demo": {}}
+
+
+class ModelsConfig(_Config):
+    """Where the diffusion components come from."""
+
+    base: str = Field(SD15_MODEL_ID, description="Hub id or local folder of Stable Diffusion 1.5")
+    controlnet: str | None = Field(
+        CONTROLNET_SEG_ID,
+        description="Hub id or local folder of the segmentation ControlNet; None: <base>/controlnet",
+    )
+    revision: str | None = Field(None, description="Hub revision of the base model (None: main)")
+    controlnet_revision: str | None = Field(None, description="Hub revision of the ControlNet")
+
+
+class TransferConfig(_Config):
+    """Zero-shot image transfer (SPEC §2)."""
+
+    domain: Domain = Field("night", description="Target domain; selects prompt and strength")
+    prompt: str | None = Field(None, description="Prompt; None: 'driving <domain phrase>'+suffix")
+    prompt_suffix: str = Field(", best quality", description="Appended to the derived prompt")
+    negative_prompt: str = Field("lower quality, worst quality", description="CFG negative prompt")
+    strength: float | None = Field(None, description="S in (0, 1]; None: the domain's default")
+    num_inference_steps: int = Field(20, description="T, DDIM steps of the full schedule")
+    eta: float = Field(1.0, description="DDIM eta; 1.0 is stochastic as in the release")
+    guidance_scale: float = Field(9.0, description="Classifier-free guidance scale")
+    controlnet_conditioning_scale: float = Field(1.0, description="ControlNet residual scale")
+    timestep_spacing: Literal["leading", "trailing", "linspace"] = Field(
+        "leading", description="DDIM timestep grid; SD 1.5 uses 'leading' (1, 51, ..., 951)"
+    )
+    timestep_mode: Literal["consistent", "release"] = Field(
+        "consistent",
+        description="'consistent': noise, invert and denoise at one t; 'release': noise at "
+        "floor(1000*S), denoise from the grid step below (the authors' defect)",
+    )
+    palette: Literal["ade20k", "cityscapes"] = Field(
+        "ade20k", description="Condition-map palette; ControlNet seg was trained on ADE20K"
+    )
+    method: Literal["zodi", "sdedit", "inst", "wo_si"] = Field(
+        "zodi",
+        description="zodi; Table 2 ablations: sdedit (no ControlNet, random noise), inst (no "
+        "ControlNet, stochastic inversion), wo_si (ControlNet, random noise)",
+    )
+    seed: int = Field(42, description="Global seed")
+    seed_policy: Literal["per_image", "global"] = Field(
+        "per_image",
+        description="'per_image': seed from (seed, sample_id); 'global': every image reseeded "
+        "with `seed` as the release does",
+    )
+    short_side: int = Field(512, description="Generation short side in pixels")
+    size_multiple: int = Field(64, description="Generation sides are multiples of this")
+    resize_to_source: bool = Field(False, description="Resize outputs back to source resolution")
+    batch_size: int = Field(4, description="Images per sampler call")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto': float16 on CUDA, float32 on CPU"
+    )
+    compile: bool = Field(False, description="torch.compile the UNet and ControlNet (GPU)")
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model sources")
+
+    @field_validator("strength")
+    @classmethod
+    def _check_strength(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 < v <= 1.0:
+            raise ValueError(f"expected a strength in (0, 1], received {v}")
+        return v
+
+    @field_validator("num_inference_steps", "batch_size", "short_side", "size_multiple")
+    @classmethod
+    def _check_positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"expected an integer >= 1, received {v}")
+        return v
+
+    @field_validator("eta", "guidance_scale", "controlnet_conditioning_scale")
+    @classmethod
+    def _check_non_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError(f"expected a value >= 0, received {v}")
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("expected a non-empty prompt, received an empty string")
+        return v
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> Self:
+        if self.short_side % self.size_multiple:
+            raise ValueError(
+                f"short_side: expected a multiple of size_multiple={self.size_multiple}, "
+                f"received {self.short_side}"
+            )
+        return self
+
+    @property
+    def effective_prompt(self) -> str:
+        return self.prompt or f"driving {DOMAIN_PHRASES[self.domain]}{self.prompt_suffix}"
+
+    @property
+    def effective_strength(self) -> float:
+        return self.strength if self.strength is not None else DOMAIN_STRENGTHS[self.domain]
+
+    @classmethod
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        return {
+            "paper": {
+                "palette": "cityscapes",
+                "timestep_mode": "release",
+                "seed_policy": "global",
+                "batch_size": 1,
+            },
+            "default": {},
+            "demo": {
+                "num_inference_steps": 4,
+                "short_side": 64,
+                "size_multiple": 64,
+                "batch_size": 4,
+                "device": "cpu",
+                "guidance_scale": 3.0,
+            },
+        }
+
+
+class TrainConfig(_Config):
+    """Model adaptation (SPEC §3)."""
+
+    config: str = Field(
+        "deeplabv3plus_r50-release_zodi_4xb-100e_cityscapes-512x1024.py",
+        description="mmseg config file: a path, or a name under zodi_core/seg/configs",
+    )
+    source_only_config: str = Field(
+        "deeplabv3plus_r50-release_source-only_4xb-100e_cityscapes-512x1024.py",
+        description="mmseg config of the source-only baseline",
+    )
+    scheme: Literal["release", "concat"] = Field(
+        "release",
+        description="'release': L_sim+CE(src) then a second forward for CE(gen); 'concat': one "
+        "forward of the concatenated pair (differs in BatchNorm statistics)",
+    )
+    lambda_sim: float = Field(0.1, description="Weight λ of the similarity loss")
+    feature_stage: int = Field(-1, description="Backbone stage whose pooled features L_sim uses")
+    seeds: tuple[int, ...] = Field((0,), description="Training seeds (paper: three)")
+    max_epochs: int | None = Field(None, description="Override the config's epochs")
+    max_iters: int | None = Field(None, description="Override with an iteration budget")
+    batch_size: int | None = Field(None, description="Override the config's batch size")
+    pretrained: str | None = Field(None, description="Local path of ImageNet backbone weights")
+
+    @classmethod
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        return {
+            "paper": {"seeds": (0, 1, 2)},
+            "default": {},
+            "demo": {
+                "config": "deeplabv3plus_r18-tiny_zodi_2xb-demo_synthetic-64x128.py",
+                "source_only_config": "deeplabv3plus_r18-tiny_source-only_2xb-demo_synthetic-64x128.py",
+            },
+        }
+
+
+class EvalConfig(_Config):
+    """Evaluation (SPEC §4)."""
+
+    height: int = Field(512, description="Images and labels are resized to this height")
+    width: int = Field(1024, description="Images and labels are resized to this width")
+    proxy: bool = Field(True, description="Also evaluate on generated images of the source val")
+    batch_size: int = Field(1, description="Images per forward pass")
+
+    @classmethod
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        return {"paper": {}, "default": {}, "demo": {"height": 64, "width": 128}}
+
+
+class StorageConfig(_Config):
+    """Where artifacts go: a local folder or ``s3://bucket/prefix``."""
+
+    root: str = Field("./zodi-demo/artifacts", description="Local folder or s3://bucket/prefix")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (None: AWS)")
+    region: str | None = Field(None, description="S3 region (None: from the AWS config chain)")
+
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("expected a folder or s3://bucket/prefix, received an empty string")
+        if v.startswith("s3://") and len(v) <= len("s3://"):
+            raise ValueError(f"expected s3://bucket[/prefix], received {v!r}")
+        return v
+
+
+class DatasetSpec(_Config):
+    """One dataset to ingest."""
+
+    dataset: Literal["cityscapes", "acdc", "gta5"] = Field(..., description="On-disk layout")
+    root: str = Field(..., description="Dataset root folder")
+    split: str = Field("train", description="Split folder (cityscapes, acdc)")
+    condition: str | None = Field(None, description="ACDC condition (night, snow, rain, fog)")
+    subset: int | None = Field(None, description="Random subset of this size (GTA5: 1000)")
+    subset_seed: int = Field(0, description="Seed of the random subset")
+    name: str | None = Field(None, description="Report name; None: derived")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.dataset == "acdc" and self.condition is None:
+            raise ValueError("condition: expected one of night, snow, rain, fog for acdc, received None")
+        if self.subset is not None and self.subset < 1:
+            raise ValueError(f"subset: expected an integer >= 1, received {self.subset}")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.dataset == "acdc":
+            return f"acdc-{self.condition}-{self.split}"
+        if self.dataset == "gta5":
+            return "gta5"
+        return f"{self.dataset}-{self.split}"
+
+
+class PipelineConfig(_Config):
+    """The whole pipeline: ingest → shard → transfer → merge → train → evaluate → report."""
+
+    source: DatasetSpec = Field(
+        default_factory=lambda: DatasetSpec(dataset="cityscapes", root="data/cityscapes"),
+        description="Labelled source training set",
+    )
+    source_val: DatasetSpec | None = Field(None, description="Source val split (proxy evaluation)")
+    targets: tuple[DatasetSpec, ...] = Field((), description="Real target sets to evaluate on")
+    domains: tuple[Domain, ...] = Field(("night",), description="Target domains to transfer to")
+    transfer: TransferConfig = Field(default_factory=TransferConfig, description="Transfer")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Adaptation")
+    evaluation: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Artifacts")
+    shard_size: int = Field(8, description="Source images per transfer shard")
+
+    @field_validator("shard_size")
+    @classmethod
+    def _check_shard(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"expected an integer >= 1, received {v}")
+        return v
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides: Any) -> Self:
+        if name not in ("paper", "default", "demo"):
+            raise ConfigError(
+                f"PipelineConfig.preset: expected one of ['default', 'demo', 'paper'], "
+                f"received {name!r}"
+            )
+        base = {
+            "transfer": TransferConfig.preset(name).model_dump(),
+            "train": TrainConfig.preset(name).model_dump(),
+            "evaluation": EvalConfig.preset(name).model_dump(),
+        }
+        if name == "demo":
+            base["shard_size"] = 4
+        return cls(**_deep_merge(base, overrides))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
+        """Load YAML; a top-level ``preset:`` key selects the base preset (default ``default``)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: expected a mapping, received {type(data).__name__}")
+        name = data.pop("preset", "default")
+        return cls.preset(name, **_deep_merge(data, overrides))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_digest(config: BaseModel | dict[str, Any], length: int = 16) -> str:
+    """Stable hex digest of an effective config (canonical JSON, sorted keys)."""
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]

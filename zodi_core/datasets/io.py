@@ -1,0 +1,59 @@
+"""Reading images and labels referenced by manifests (any storage URI)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from zodi_core import storage
+from zodi_core.labels import check_train_ids, label_ids_to_train_ids
+
+LABEL_FORMATS = ("label_ids", "train_ids")
+
+
+def decode_png(data: bytes, name: str, mode: str | None = None) -> np.ndarray:
+    """Decode and fully load a PNG; raise ValueError naming ``name`` if corrupt or truncated."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if mode is not None and im.mode != mode:
+                im = im.convert(mode)
+            return np.asarray(im)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{name}: corrupt or truncated image ({err})") from None
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def read_image(uri: str, **storage_options) -> np.ndarray:
+    """Read an RGB image: (H, W, 3) uint8."""
+    return decode_png(storage.read_bytes(uri, **storage_options), uri, mode="RGB")
+
+
+def read_label(uri: str, label_format: str, **storage_options) -> np.ndarray:
+    """Read a label map as train ids: (H, W) uint8 in 0..18 or 255.
+
+    ``label_format`` is ``label_ids`` (Cityscapes/GTA5 label ids, mapped through the table) or
+    ``train_ids`` (ACDC ``*_gt_labelTrainIds.png``, checked).
+    """
+    raw = decode_png(storage.read_bytes(uri, **storage_options), uri)
+    if raw.ndim != 2:
+        raise ValueError(f"{uri}: expected a single-channel label map, got shape {raw.shape}")
+    if label_format == "label_ids":
+        try:
+            return label_ids_to_train_ids(raw)
+        except ValueError as err:
+            raise ValueError(f"{uri}: {err}") from None
+    if label_format == "train_ids":
+        try:
+            check_train_ids(raw)
+        except ValueError as err:
+            raise ValueError(f"{uri}: {err}") from None
+        return raw.astype(np.uint8)
+    raise ValueError(f"label_format: expected one of {LABEL_FORMATS}, received {label_format!r}")

@@ -1,0 +1,77 @@
+"""Cityscapes label ids → 19 train ids, in one table (cityscapesScripts' `labels.py` convention).
+
+The 19 train classes are MMSegmentation's ``CityscapesDataset.METAINFO['classes']`` in order;
+every other label id maps to :data:`IGNORE_INDEX`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+IGNORE_INDEX = 255
+NUM_CLASSES = 19
+
+CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+    "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
+    "truck", "bus", "train", "motorcycle", "bicycle",
+)  # fmt: skip
+
+#: label id → train id for the 34 Cityscapes label ids (0..33) plus license plate (-1 → 255).
+LABEL_ID_TO_TRAIN_ID: dict[int, int] = {
+    0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255,
+    7: 0, 8: 1, 9: 255, 10: 255, 11: 2, 12: 3, 13: 4, 14: 255, 15: 255, 16: 255,
+    17: 5, 18: 255, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,
+    27: 14, 28: 15, 29: 255, 30: 255, 31: 16, 32: 17, 33: 18,
+}  # fmt: skip
+
+#: train id → the canonical label id (inverse of the table above for the 19 classes).
+TRAIN_ID_TO_LABEL_ID: dict[int, int] = {
+    t: lid for lid, t in LABEL_ID_TO_TRAIN_ID.items() if t != IGNORE_INDEX
+}
+
+_LUT = np.full(256, -1, dtype=np.int16)
+for _lid, _tid in LABEL_ID_TO_TRAIN_ID.items():
+    _LUT[_lid] = _tid
+
+
+def valid_label_ids() -> set[int]:
+    return set(LABEL_ID_TO_TRAIN_ID)
+
+
+def label_ids_to_train_ids(label: np.ndarray) -> np.ndarray:
+    """Map a Cityscapes label-id map to train ids.
+
+    Args:
+        label: (H, W) uint8 label ids in 0..33.
+    Returns:
+        (H, W) uint8 train ids in 0..18, or 255 for ignored pixels.
+    Raises:
+        ValueError: some ids are outside the table (the message lists them).
+    """
+    label = np.asarray(label)
+    if label.dtype != np.uint8:
+        if label.size and (label.min() < 0 or label.max() > 255):
+            raise ValueError(f"label ids outside the table: range {label.min()}..{label.max()}")
+        label = label.astype(np.uint8)
+    out = _LUT[label]
+    if (out < 0).any():
+        bad = sorted(int(v) for v in np.unique(label[out < 0]))
+        raise ValueError(f"label ids outside the table: {bad}")
+    return out.astype(np.uint8)
+
+
+def train_ids_to_label_ids(train: np.ndarray) -> np.ndarray:
+    """Inverse map (255 → 0 'unlabeled'), for writing Cityscapes-style label-id maps."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for t, lid in TRAIN_ID_TO_LABEL_ID.items():
+        lut[t] = lid
+    return lut[np.asarray(train, dtype=np.uint8)]
+
+
+def check_train_ids(train: np.ndarray) -> None:
+    """Raise ValueError if a train-id map holds values other than 0..18 and 255."""
+    vals = np.unique(np.asarray(train))
+    bad = [int(v) for v in vals if not (0 <= v < NUM_CLASSES or v == IGNORE_INDEX)]
+    if bad:
+        raise ValueError(f"train ids outside 0..18 and 255: {bad}")

@@ -1,0 +1,165 @@
+"""Parquet manifests: schemas, atomic write, validated read.
+
+A manifest is one Parquet file, one row per sample. Its schema name and version live in the
+file's key-value metadata (``zodi.schema``, ``zodi.schema_version``) and are checked on read.
+Every stage reads the previous stage's manifest, never the previous stage's folders.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from zodi_core import storage
+
+SCHEMA_VERSION = 1
+
+#: One row per labelled sample of a dataset (output of ingestion).
+SAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("image_uri", pa.string(), nullable=False),
+        pa.field("label_uri", pa.string(), nullable=False),
+        pa.field("label_format", pa.string(), nullable=False),  # "label_ids" | "train_ids"
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("image_sha256", pa.string(), nullable=False),
+        pa.field("label_sha256", pa.string(), nullable=False),
+    ]
+)
+
+#: One row per transferred image (output of the transfer stage), joined to sources on sample_id.
+TRANSFER_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("domain", pa.string(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("label_uri", pa.string(), nullable=False),
+        pa.field("label_format", pa.string(), nullable=False),
+        pa.field("generated_uri", pa.string()),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("negative_prompt", pa.string(), nullable=False),
+        pa.field("strength", pa.float32(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("k", pa.int32(), nullable=False),
+        pa.field("first_timestep", pa.int32(), nullable=False),
+        pa.field("palette", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("model_revisions", pa.string(), nullable=False),  # JSON {component: id@rev}
+        pa.field("config_digest", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # "ok" | "skipped" | "failed"
+        pa.field("error", pa.string()),
+        pa.field("seconds", pa.float32(), nullable=False),
+    ]
+)
+
+#: Ingestion rejects (written beside the manifest with --skip-invalid).
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "samples": SAMPLE_SCHEMA,
+    "transfer": TRANSFER_SCHEMA,
+    "rejects": REJECT_SCHEMA,
+}
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, unreadable, or of the wrong schema."""
+
+
+def to_table(rows: Iterable[Mapping[str, Any]], schema_name: str) -> pa.Table:
+    """Build a table of the named schema from row dicts (missing nullable columns → null)."""
+    schema = SCHEMAS[schema_name]
+    rows = list(rows)
+    columns = {}
+    for field in schema:
+        values = [r.get(field.name) for r in rows]
+        if not field.nullable and any(v is None for v in values):
+            i = next(i for i, v in enumerate(values) if v is None)
+            raise ManifestError(f"{schema_name} manifest row {i}: column {field.name!r} is required")
+        columns[field.name] = pa.array(values, type=field.type)
+    return pa.table(columns, schema=schema)
+
+
+def write_manifest(
+    table: pa.Table | Iterable[Mapping[str, Any]],
+    uri: str,
+    schema_name: str,
+    extra_metadata: Mapping[str, str] | None = None,
+    **storage_options: Any,
+) -> str:
+    """Validate and atomically write a manifest; return its URI."""
+    if not isinstance(table, pa.Table):
+        table = to_table(table, schema_name)
+    schema = SCHEMAS[schema_name]
+    if not table.schema.equals(schema, check_metadata=False):
+        try:
+            table = table.select(schema.names).cast(schema)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise ManifestError(f"{uri}: table does not match the {schema_name} schema: {err}") from None
+    meta = {
+        b"zodi.schema": schema_name.encode(),
+        b"zodi.schema_version": str(SCHEMA_VERSION).encode(),
+    }
+    for k, v in (extra_metadata or {}).items():
+        meta[f"zodi.{k}".encode()] = str(v).encode()
+    table = table.replace_schema_metadata(meta)
+    table.validate(full=True)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return storage.write_bytes(uri, buf.getvalue(), **storage_options)
+
+
+def read_manifest(uri: str, schema_name: str | None = None, **storage_options: Any) -> pa.Table:
+    """Read a manifest and check its schema name and version."""
+    try:
+        data = storage.read_bytes(uri, **storage_options)
+    except FileNotFoundError:
+        raise ManifestError(f"{uri}: manifest not found") from None
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ManifestError(f"{uri}: not a readable Parquet file ({err})") from None
+    meta = table.schema.metadata or {}
+    name = meta.get(b"zodi.schema", b"").decode()
+    version = meta.get(b"zodi.schema_version", b"0").decode()
+    if schema_name is not None and name != schema_name:
+        raise ManifestError(f"{uri}: expected a {schema_name!r} manifest, found {name or 'no schema'!r}")
+    if int(version) > SCHEMA_VERSION:
+        raise ManifestError(
+            f"{uri}: schema version {version} is newer than this zodi ({SCHEMA_VERSION}); upgrade"
+        )
+    return table
+
+
+def manifest_metadata(table: pa.Table) -> dict[str, str]:
+    """The ``zodi.*`` key-value metadata of a manifest, without the prefix."""
+    meta = table.schema.metadata or {}
+    return {k.decode()[5:]: v.decode() for k, v in meta.items() if k.startswith(b"zodi.")}
+
+
+def summarize(table: pa.Table) -> dict[str, Any]:
+    """Counts per dataset/split/domain, for printing."""
+    out: dict[str, Any] = {"rows": table.num_rows, "metadata": manifest_metadata(table)}
+    keys = [c for c in ("dataset", "split", "domain", "status") if c in table.column_names]
+    if keys and table.num_rows:
+        grouped = table.group_by(keys).aggregate([([], "count_all")])
+        out["groups"] = grouped.to_pylist()
+    return out
+
+
+def dumps_summary(table: pa.Table) -> str:
+    return json.dumps(summarize(table), indent=2)
