@@ -14,6 +14,7 @@ effective config, used for caching and lineage.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 from pathlib import Path
@@ -62,14 +63,24 @@ def _format_validation_error(model: str, err: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+_NESTING: contextvars.ContextVar[int] = contextvars.ContextVar("zodi_config_nesting", default=0)
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     def __init__(self, **data: Any) -> None:
+        # Nested models are validated inside the outer one: only the outermost call converts
+        # pydantic's error into one ConfigError, so nested fields read "Outer.inner.field".
+        token = _NESTING.set(_NESTING.get() + 1)
         try:
             super().__init__(**data)
         except ValidationError as err:
+            if _NESTING.get() > 1:
+                raise
             raise ConfigError(_format_validation_error(type(self).__name__, err)) from None
+        finally:
+            _NESTING.reset(token)
 
     def replace(self, **overrides: Any) -> Self:
         """A copy with ``overrides`` applied and validated again."""
