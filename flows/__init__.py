@@ -1,0 +1,1 @@
+"""Prefect flows that chain the tasks as numbered steps, with no business logic."""

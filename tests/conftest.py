@@ -12,4 +12,5 @@ pytest_plugins = [
     "fixtures_data",
     "fixtures_ceph",
     "fixtures_models",
+    "fixtures_prefect",
 ]

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zodi_core import __version__, manifest, storage
-from zodi_core.config import TransferConfig, config_digest
+from zodi_core.config import ModelsConfig, TransferConfig, config_digest
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,30 @@ def code_version() -> str:
     return h.hexdigest()[:12]
 
 
-def transfer_cache_key(shard: ShardRef, config: TransferConfig, model_revisions: str = "") -> str:
-    """Cache key of one transfer shard: shard content, transfer config, model revisions, code.
+def transfer_cache_key(
+    shard: ShardRef, config: TransferConfig, out_root: str, model_revisions: str = ""
+) -> str:
+    """Cache key of one transfer shard: shard content, transfer config, model revisions, code,
+    and the destination (a cached result points at images under ``out_root``).
 
     Not the run id: the same shard with the same settings is reused across runs.
     """
-    parts = [shard.digest, config_digest(config), model_revisions, code_version()]
+    parts = [shard.digest, config_digest(config), model_revisions, code_version(), out_root]
     return "transfer-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def models_fingerprint(models: ModelsConfig) -> str:
+    """Identity of the diffusion models for cache keys: hub id@revision, or a local folder's
+    content digest (so replacing the weights in a folder invalidates cached shards)."""
+    from zodi_core.transfer.models import folder_digest
+
+    parts = []
+    for source, revision in ((models.base, models.revision), (models.controlnet, models.controlnet_revision)):
+        if source is None:
+            continue
+        path = Path(source).expanduser()
+        parts.append(f"{source}@local:{folder_digest(path)}" if path.is_dir() else f"{source}@{revision or 'main'}")
+    return ",".join(parts)
 
 
 def shard_output_uri(root: str, domain: str, shard: ShardRef, config: TransferConfig) -> str:
@@ -228,3 +245,33 @@ def write_report(report: dict[str, Any], root: str) -> dict[str, str]:
 
 def flatten(items: Iterable[Iterable[Any]]) -> list[Any]:
     return [x for it in items for x in it]
+
+
+def render_sample_grid(paired_uri: str, out_uri: str, n: int = 4, palette: str | None = None) -> str:
+    """PNG grid of ``n`` pairs of a paired manifest, one row each: source | condition | generated.
+
+    The condition is rendered with the palette recorded in the manifest (what the sampler saw).
+    """
+    import numpy as np
+    from PIL import Image
+
+    from zodi_core.conditions import render_condition
+    from zodi_core.datasets.io import encode_png, read_image, read_label
+
+    table = manifest.read_manifest(paired_uri, "transfer")
+    rows = table.slice(0, n).to_pylist()
+    if not rows:
+        raise ValueError(f"{paired_uri}: no pairs to show")
+    grid_rows = []
+    for r in rows:
+        generated = read_image(r["generated_uri"])
+        h, w = generated.shape[:2]
+        source = np.asarray(Image.fromarray(read_image(r["source_uri"])).resize((w, h), Image.BICUBIC))
+        label = read_label(r["label_uri"], r["label_format"])
+        condition = render_condition(label, palette or r["palette"], (w, h))
+        grid_rows.append(np.concatenate([source, condition, generated], axis=1))
+    width = max(x.shape[1] for x in grid_rows)
+    grid = np.concatenate(
+        [np.pad(x, ((0, 0), (0, width - x.shape[1]), (0, 0))) for x in grid_rows], axis=0
+    )
+    return storage.write_bytes(out_uri, encode_png(grid))

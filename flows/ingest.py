@@ -1,0 +1,25 @@
+"""ingest_flow: dataset folders → samples manifests (source train, source val, targets)."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.ingest import ingest_dataset_task
+from zodi_core import storage
+from zodi_core.config import DatasetSpec
+
+
+@flow(name="ingest_flow")
+def ingest_flow(
+    datasets: list[DatasetSpec], out_root: str, skip_invalid: bool = False
+) -> dict[str, str]:
+    """Ingest each dataset into ``<out_root>/manifests/<label>.parquet``; return label → URI."""
+    # 1. ingest every dataset in parallel
+    futures = {
+        spec.label: ingest_dataset_task.submit(
+            spec, storage.join_uri(out_root, "manifests", f"{spec.label}.parquet"), skip_invalid
+        )
+        for spec in datasets
+    }
+    # 2. wait; a failed ingest fails the flow with its reasons
+    return {label: fut.result() for label, fut in futures.items()}

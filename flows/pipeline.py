@@ -1,0 +1,61 @@
+"""zodi_pipeline: ingest → shard → transfer → merge → train (source-only, ZoDi) → evaluate → report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.states import Failed
+
+from flows.evaluate import evaluate_flow
+from flows.ingest import ingest_flow
+from flows.train import train_flow
+from flows.transfer import transfer_flow
+from tasks.report import publish_report_task, sample_grid_task
+from zodi_core import storage
+from zodi_core.config import PipelineConfig
+
+
+@flow(name="zodi_pipeline")
+def zodi_pipeline(config: PipelineConfig) -> Any:
+    """Run the whole method on ``config``; return the report (dict with the report URIs)."""
+    logger = get_run_logger()
+    root = config.storage.root
+    val_specs = [config.source_val] if config.source_val else []
+    # 1. ingest source train, source val and real targets into samples manifests
+    manifests = ingest_flow([config.source, *val_specs, *config.targets], root)
+    source_uri = manifests[config.source.label]
+    target_uris = {spec.label: manifests[spec.label] for spec in config.targets}
+    # 2-4. shard, transfer and merge the source train split into each target domain
+    transfer_state = transfer_flow(
+        source_uri, list(config.domains), root, config.transfer, config.shard_size, return_state=True
+    )
+    transfer = transfer_state.result(raise_on_failure=False)
+    if transfer_state.is_failed():
+        return Failed(message=transfer_state.message, data={"transfer": transfer["domains"]})
+    # 5. transfer the source val split too: the proxy targets (no real target image needed)
+    proxy_uris: dict[str, str] = {}
+    if config.source_val and config.evaluation.proxy:
+        proxy_state = transfer_flow(
+            manifests[config.source_val.label],
+            list(config.domains),
+            storage.join_uri(root, "proxy"),
+            config.transfer,
+            config.shard_size,
+            return_state=True,
+        )
+        proxy = proxy_state.result(raise_on_failure=False)
+        if proxy_state.is_failed():
+            return Failed(message=f"proxy {proxy_state.message}", data={"transfer": proxy["domains"]})
+        proxy_uris = proxy["paired"]
+    # 6. train source-only and one ZoDi model per domain
+    checkpoints = train_flow(source_uri, transfer["paired"], root, config.train)
+    # 7. evaluate every model on every real target and on its proxy
+    results = evaluate_flow(checkpoints, target_uris, proxy_uris, root, config.train, config.evaluation)
+    # 8. sample grids and the report (JSON + Markdown in storage, a Prefect artifact for people)
+    grids = {d: sample_grid_task(uri, root, d) for d, uri in transfer["paired"].items()}
+    report = publish_report_task(
+        {"results": results, "transfer": transfer["domains"], "sample_grids": grids}, root
+    )
+    logger.info("report: %s", report["uris"]["markdown"])
+    return report

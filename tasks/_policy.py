@@ -1,0 +1,30 @@
+"""Retry and cache helpers shared by the tasks."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from zodi_core import storage
+
+#: Errors worth a retry: transient I/O (network, S3 throttling), never bad data or bad config.
+RETRYABLE = (ConnectionError, TimeoutError, storage.StorageError)
+
+
+def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
+    """``retry_condition_fn``: retry only transient I/O errors."""
+    try:
+        state.result()
+    except RETRYABLE:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is final, not retried
+        return False
+    return False
+
+
+def content_digest(*uris: str) -> str:
+    """Digest of the bytes behind some URIs (manifests, config files), for cache keys."""
+    h = hashlib.sha256()
+    for uri in uris:
+        h.update(uri.encode() + b"\0" + storage.read_bytes(uri) + b"\0")
+    return h.hexdigest()[:24]

@@ -1,0 +1,82 @@
+"""Prefect flows on synthetic data and tiny models, under one session-scoped test harness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from zodi_core.config import DatasetSpec, TransferConfig
+
+pytestmark = pytest.mark.slow
+
+
+def _transfer_config(models_dir: Path) -> TransferConfig:
+    return TransferConfig.preset(
+        "demo",
+        num_inference_steps=2,
+        batch_size=2,
+        models={"base": str(models_dir), "controlnet": None},
+    )
+
+
+def _ingest(root: Path, out: Path) -> str:
+    from flows.ingest import ingest_flow
+
+    spec = DatasetSpec(dataset="cityscapes", root=str(root / "cityscapes"), split="train")
+    return ingest_flow([spec], str(out))[spec.label]
+
+
+def _paired_rows(uri: str) -> list[dict]:
+    rows = pq.read_table(uri).to_pylist()
+    keep = ("sample_id", "domain", "generated_uri", "config_digest", "seed", "k")
+    return [{k: r[k] for k in keep} for r in rows]
+
+
+def test_transfer_flow_failed_shard_rerun_computes_only_that_shard(
+    prefect_harness, synthetic_copy, tiny_models_dir, tmp_path
+):
+    from flows.transfer import transfer_flow
+
+    out = tmp_path / "artifacts"
+    samples_uri = _ingest(synthetic_copy, out)
+    config = _transfer_config(tiny_models_dir)
+
+    # A real fault after ingestion: one source image is truncated on disk.
+    victim = sorted((synthetic_copy / "cityscapes" / "leftImg8bit" / "train").rglob("*.png"))[5]
+    good_bytes = victim.read_bytes()
+    victim.write_bytes(good_bytes[: len(good_bytes) // 3])
+
+    state = transfer_flow(samples_uri, ["night"], str(out), config, shard_size=2, return_state=True)
+    assert state.is_failed()
+    summary = state.result(raise_on_failure=False)["domains"]["night"]
+    assert list(summary["shards_failed"]) == ["shard-00002"]  # 8 images, shards of 2: index 5 → 2
+    assert victim.name.removesuffix("_leftImg8bit.png") in summary["shards_failed"]["shard-00002"]
+    assert "shard-00002" in state.message
+    assert len(summary["shards_computed"]) == 3
+    assert summary["images_written"] == 7 and summary["images_failed"] == 1
+    assert not (out / "paired").exists()  # nothing merged from a failed run
+
+    # Repair: the rerun recomputes the failed shard only; inside it, the good image is skipped.
+    victim.write_bytes(good_bytes)
+    state = transfer_flow(samples_uri, ["night"], str(out), config, shard_size=2, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    summary = result["domains"]["night"]
+    assert summary["shards_computed"] == ["shard-00002"]
+    assert sorted(summary["shards_cached"]) == ["shard-00000", "shard-00001", "shard-00003"]
+    assert summary["images_written"] == 1 and summary["shards_failed"] == {}
+
+    # The final paired manifest equals a clean run's (same ids, digests, seeds, paths).
+    clean_out = tmp_path / "clean"
+    clean = transfer_flow(samples_uri, ["night"], str(clean_out), config, shard_size=2)
+    repaired_rows = _paired_rows(result["paired"]["night"])
+    clean_rows = _paired_rows(clean["paired"]["night"])
+    assert len(repaired_rows) == 8
+    for a, b in zip(repaired_rows, clean_rows, strict=True):
+        assert a["generated_uri"].replace(str(out), "") == b["generated_uri"].replace(str(clean_out), "")
+        assert {k: v for k, v in a.items() if k != "generated_uri"} == {
+            k: v for k, v in b.items() if k != "generated_uri"
+        }
+    assert "domain=night" in result["paired"]["night"]
