@@ -11,7 +11,10 @@ install:
 demo: install
 	$(VENV)/bin/zodi demo $(if $(WORKDIR),--workdir $(WORKDIR),)
 
+# The S3 tests run against a real Ceph RADOS Gateway on 127.0.0.1 (Debian packages, installed
+# once by scripts/ceph_rgw.sh; the test session starts and stops the daemons itself).
 test: install
+	@bash scripts/ceph_rgw.sh install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

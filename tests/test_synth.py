@@ -1,0 +1,195 @@
+"""The synthetic street-scene generator: determinism, exact labels, real layouts, looks."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zodi_core.cli import main
+from zodi_core.datasets.synth import (
+    CONDITIONS,
+    STYLES,
+    cityscapes_palette,
+    generate_scene,
+    render_scene,
+    write_synthetic,
+)
+from zodi_core.labels import NUM_CLASSES, label_ids_to_train_ids
+
+SKY, ROAD = 10, 0
+GROUND = (0, 1, 9)  # road, sidewalk, terrain
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _scene(i: int = 0, style: str = "city"):
+    rng = np.random.default_rng([123, i])
+    scene = generate_scene(rng, (256, 128))
+    return scene, render_scene(scene, rng, style)
+
+
+def test_write_synthetic_same_seed_gives_identical_bytes(synthetic_root, tmp_path):
+    write_synthetic(tmp_path, seed=0)
+    assert _files(tmp_path) == _files(synthetic_root)
+
+
+def test_write_synthetic_different_seed_differs(synthetic_root, tmp_path):
+    write_synthetic(tmp_path, seed=1, n_train=2, n_val=0, n_target=1, n_gta=1)
+    ours, base = _files(tmp_path), _files(synthetic_root)
+    assert ours.keys() <= base.keys()
+    assert all(ours[k] != base[k] for k in ours)
+
+
+def test_write_synthetic_images_do_not_depend_on_counts(synthetic_root, tmp_path):
+    # Each image has its own seed stream: asking for fewer images gives a prefix of the set.
+    write_synthetic(tmp_path, seed=0, n_train=2, n_val=1, n_target=1, n_gta=1)
+    ours, base = _files(tmp_path), _files(synthetic_root)
+    assert len(ours) == 2 * 3 + 1 * 3 + 4 * 2 + 2
+    assert all(ours[k] == base[k] for k in ours)
+
+
+def test_write_synthetic_uses_the_public_layouts(synthetic_root):
+    patterns = [
+        r"cityscapes/leftImg8bit/(train|val)/(\w+)/\2_\d{6}_\d{6}_leftImg8bit\.png",
+        r"cityscapes/gtFine/(train|val)/(\w+)/\2_\d{6}_\d{6}_gtFine_(labelIds|color)\.png",
+        r"acdc/rgb_anon/(night|fog|rain|snow)/val/(GOPR\d{4})/\2_frame_\d{6}_rgb_anon\.png",
+        r"acdc/gt/(night|fog|rain|snow)/val/(GOPR\d{4})/\2_frame_\d{6}_gt_labelTrainIds\.png",
+        r"gta5/(images|labels)/\d{5}\.png",
+    ]
+    files = sorted(_files(synthetic_root))
+    unmatched = [f for f in files if not any(re.fullmatch(p, f) for p in patterns)]
+    assert unmatched == []
+    count = {p: sum(bool(re.fullmatch(p, f)) for f in files) for p in patterns}
+    assert list(count.values()) == [12, 24, 16, 16, 16]
+    cities = {f.split("/")[3] for f in files if f.startswith("cityscapes/leftImg8bit/train/")}
+    assert len(cities) == 2
+
+
+def test_write_synthetic_label_files_agree(synthetic_root):
+    """labelIds, colour and image of each Cityscapes frame describe the same scene."""
+    palette = cityscapes_palette()
+    for label_path in sorted((synthetic_root / "cityscapes/gtFine").rglob("*_labelIds.png")):
+        train = label_ids_to_train_ids(_png(label_path))
+        colour = _png(Path(str(label_path).replace("_labelIds", "_color")))
+        np.testing.assert_array_equal(colour, palette[train])
+        relative = label_path.relative_to(synthetic_root / "cityscapes/gtFine")
+        image_path = synthetic_root / "cityscapes/leftImg8bit" / relative.parent
+        image_path = image_path / label_path.name.replace("_gtFine_labelIds", "_leftImg8bit")
+        assert _png(image_path).shape == (*train.shape, 3)
+    for gt in (synthetic_root / "acdc/gt").rglob("*_gt_labelTrainIds.png"):
+        values = set(np.unique(_png(gt)).tolist())
+        assert values <= set(range(NUM_CLASSES)) | {255}
+
+
+def test_cityscapes_palette_is_mmsegs():
+    from mmseg.datasets import CityscapesDataset
+
+    palette = cityscapes_palette()
+    assert palette[:19].tolist() == [list(c) for c in CityscapesDataset.METAINFO["palette"]]
+    assert palette[255].tolist() == [0, 0, 0]
+
+
+def test_write_synthetic_train_split_covers_all_classes(synthetic_root):
+    present: set[int] = set()
+    for p in (synthetic_root / "cityscapes/gtFine/train").rglob("*_labelIds.png"):
+        present |= set(np.unique(label_ids_to_train_ids(_png(p))).tolist())
+    assert set(range(NUM_CLASSES)) <= present
+
+
+def test_render_scene_is_a_function_of_the_labels():
+    """Every class in the label is recognisable from colour alone, and edges follow labels."""
+    for i in range(3):
+        scene, image = _scene(i)
+        img = image.astype(np.float32)
+        classes = [c for c in np.unique(scene.label) if c != 255]
+        means = np.stack([img[scene.label == c].mean(axis=0) for c in classes])
+        dist = ((img[..., None, :] - means[None, None]) ** 2).sum(-1)
+        pred = np.asarray(classes)[dist.argmin(-1)]
+        valid = scene.label != 255
+        # Nearest class colour recovers most pixels (random labels would give ~1/len(classes)).
+        assert (pred[valid] == scene.label[valid]).mean() > 0.6
+        grad = np.abs(np.diff(img, axis=1)).sum(-1)
+        boundary = scene.label[:, 1:] != scene.label[:, :-1]
+        assert grad[boundary].mean() > 3 * grad[~boundary].mean()
+
+
+def test_render_scene_changing_a_label_changes_only_those_pixels():
+    rng = np.random.default_rng(5)
+    scene = generate_scene(rng)
+    base = render_scene(scene, np.random.default_rng(9), "game")
+    changed = scene.label == ROAD
+    scene.label[changed] = 9  # road → terrain
+    after = render_scene(scene, np.random.default_rng(9), "game")
+    diff = np.abs(after.astype(int) - base.astype(int)).sum(-1) > 0
+    assert diff[changed].mean() > 0.9
+    # The game look draws the same random numbers whatever the labels: the rest is untouched.
+    np.testing.assert_array_equal(after[~changed], base[~changed])
+
+
+def test_render_scene_conditions_have_their_look():
+    scene, city = _scene(1)
+    looks = {style: render_scene(scene, np.random.default_rng(0), style) for style in STYLES}
+    lum = {k: v.astype(np.float32).mean(-1) for k, v in looks.items()}
+    ground = np.isin(scene.label, GROUND)
+    assert lum["night"].mean() < 0.5 * lum["city"].mean()
+    assert lum["fog"].std() < 0.6 * lum["city"].std()
+    assert lum["rain"].mean() < lum["city"].mean()
+    assert lum["snow"][ground].mean() > lum["city"][ground].mean() + 40
+
+    def saturation(img):
+        img = img.astype(np.float32)
+        return (img.max(-1) - img.min(-1)).mean()
+
+    assert saturation(looks["game"]) > 1.3 * saturation(looks["city"])
+
+
+def test_render_scene_rejects_unknown_style():
+    scene, _ = _scene()
+    with pytest.raises(ValueError, match=r"style: expected one of .* received 'dusk'"):
+        render_scene(scene, np.random.default_rng(0), "dusk")
+
+
+def test_write_synthetic_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="size: expected width and height >= 32, received 16x128"):
+        write_synthetic(tmp_path, size=(16, 128))
+    with pytest.raises(ValueError, match="n_val: expected an integer >= 0, received -1"):
+        write_synthetic(tmp_path, n_val=-1)
+
+
+def test_acdc_targets_are_other_scenes(synthetic_root):
+    cs = {p.name: _png(p) for p in (synthetic_root / "cityscapes/gtFine").rglob("*_labelIds.png")}
+    cs_train = [label_ids_to_train_ids(v) for v in cs.values()]
+    for condition in CONDITIONS:
+        for gt in (synthetic_root / "acdc/gt" / condition).rglob("*.png"):
+            assert not any(np.array_equal(_png(gt), t) for t in cs_train)
+
+
+def test_cli_synth_writes_and_reports_json(tmp_path, capsys):
+    code = main(
+        ["synth", "--out", str(tmp_path), "--seed", "3", "--size", "64x32", "--n-train", "2",
+         "--n-val", "1", "--n-target", "1", "--n-gta", "1", "--json"]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["ok"] and summary["counts"]["cityscapes_train"] == 2
+    assert Path(summary["gta5"]) == tmp_path / "gta5"
+    image = _png(next((tmp_path / "gta5/images").glob("*.png")))
+    assert image.shape == (32, 64, 3)
+
+
+def test_cli_synth_rejects_bad_size(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["synth", "--out", str(tmp_path), "--size", "256by128"])
+    assert "expected WIDTHxHEIGHT" in capsys.readouterr().err

@@ -1,0 +1,218 @@
+"""Ingestion: a dataset folder → a validated ``samples`` Parquet manifest.
+
+Every sample is decoded fully (a truncated PNG fails here, not in training) and checked: image
+and label present, same size, label values inside the table of its format. All bad files are
+collected and reported, each as one line ``PATH: reason``. Without ``skip_invalid`` any bad file
+fails the run and no manifest is written (an existing manifest at the destination is left as it
+was); with it, the good samples are written and the rejects go to a ``rejects`` manifest beside
+it (:func:`rejects_uri_for`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zodi_core import manifest, storage
+from zodi_core.config import DatasetSpec
+from zodi_core.datasets.io import decode_png
+from zodi_core.datasets.readers import Candidate, Problem, ScanResult, scan_dataset
+from zodi_core.labels import check_train_ids, label_ids_to_train_ids
+
+
+class IngestError(ValueError):
+    """Ingestion found bad files; ``problems`` holds every one, the message lists them a line each."""
+
+    def __init__(self, message: str, problems: list[Problem]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+@dataclass
+class IngestResult:
+    """What :func:`ingest_dataset` wrote.
+
+    Attributes:
+        manifest_uri: the samples manifest.
+        n_samples: rows in it.
+        rejects: every bad file found (empty unless ``skip_invalid``: otherwise the run fails).
+        rejects_uri: the rejects manifest (``skip_invalid`` only; written even when empty, so it
+            never describes an older run).
+    """
+
+    manifest_uri: str
+    n_samples: int
+    rejects: list[Problem] = field(default_factory=list)
+    rejects_uri: str | None = None
+
+
+def rejects_uri_for(out_uri: str) -> str:
+    """Where the rejects of the manifest at ``out_uri`` go: ``<out without .parquet>.rejects.parquet``."""
+    out_uri = str(out_uri)
+    stem = out_uri[: -len(".parquet")] if out_uri.endswith(".parquet") else out_uri
+    return f"{stem}.rejects.parquet"
+
+
+def _strip_name(message: str, path: str) -> str:
+    """Drop the ``PATH: `` prefix that the io helpers put on their messages."""
+    return message[len(path) + 2 :] if message.startswith(f"{path}: ") else message
+
+
+def check_sample(
+    candidate: Candidate, label_format: str
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Decode one image/label pair fully and check it.
+
+    Returns:
+        (row fields ``image_uri, label_uri, width, height, image_sha256, label_sha256`` or None,
+        every problem found: both files are checked even when the first one is bad).
+    """
+    problems: list[Problem] = []
+    img_path, lab_path = str(candidate.image_path), str(candidate.label_path)
+    image = label = None
+    try:
+        img_bytes = candidate.image_path.read_bytes()
+        image = decode_png(img_bytes, img_path, mode="RGB")
+    except (OSError, ValueError) as err:
+        problems.append(Problem(img_path, _strip_name(str(err), img_path)))
+    try:
+        lab_bytes = candidate.label_path.read_bytes()
+        label = decode_png(lab_bytes, lab_path)
+        if label.ndim != 2:
+            raise ValueError(f"expected a single-channel label map, found shape {label.shape}")
+        if label_format == "label_ids":
+            label_ids_to_train_ids(label)
+        else:
+            check_train_ids(label)
+    except (OSError, ValueError) as err:
+        problems.append(Problem(lab_path, _strip_name(str(err), lab_path)))
+        label = None
+    if image is not None and label is not None and image.shape[:2] != label.shape:
+        h, w = image.shape[:2]
+        lh, lw = label.shape
+        problems.append(
+            Problem(lab_path, f"size {lw}x{lh} does not match its image {img_path} ({w}x{h})")
+        )
+    if problems:
+        return None, problems
+    return {
+        "image_uri": img_path,
+        "label_uri": lab_path,
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "image_sha256": hashlib.sha256(img_bytes).hexdigest(),
+        "label_sha256": hashlib.sha256(lab_bytes).hexdigest(),
+    }, []
+
+
+def _format_problems(problems: Iterable[Problem]) -> str:
+    return "\n".join(str(p) for p in problems)
+
+
+def ingest_dataset(
+    spec: DatasetSpec,
+    out_uri: str,
+    *,
+    skip_invalid: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+) -> IngestResult:
+    """Scan, decode and check a dataset; write its samples manifest atomically.
+
+    Args:
+        spec: the dataset (layout, root, split, condition, subset).
+        out_uri: destination manifest (local path or ``s3://...``).
+        skip_invalid: write the good samples and a rejects manifest instead of failing.
+        workers: decoding threads (None: ``min(8, cpu count)``).
+        progress: show a tqdm bar on stderr.
+    Returns:
+        the :class:`IngestResult`.
+    Raises:
+        IngestError: bad files (without ``skip_invalid``), or no valid sample at all; the message
+            is a summary line then one ``PATH: reason`` line per bad file. Nothing is written.
+    """
+    from tqdm import tqdm
+
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers: expected an integer >= 1, received {workers}")
+    if "://" in spec.root:
+        raise ValueError(
+            f"root: expected a local dataset folder (readers list files on disk), received "
+            f"{spec.root!r}; copy the dataset locally first (the manifest may go to S3)"
+        )
+    root = Path(spec.root).expanduser().resolve()
+    spec = spec.model_copy(update={"root": str(root)})
+
+    # 1. list and pair files by id (layout problems: unpaired files, empty or missing folders).
+    scan: ScanResult = scan_dataset(spec)
+    problems = list(scan.problems)
+
+    # 2. decode and check every pair, in parallel (PIL and hashlib release the GIL).
+    rows: list[dict[str, Any]] = []
+    n_workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        results = pool.map(lambda c: check_sample(c, scan.label_format), scan.candidates)
+        bar = tqdm(
+            zip(scan.candidates, results, strict=True),
+            total=len(scan.candidates),
+            desc=f"ingest {spec.label}",
+            unit="img",
+            file=sys.stderr,
+            disable=not progress or not scan.candidates,
+        )
+        for cand, (fields, bad) in bar:
+            if bad:
+                problems.extend(bad)
+                continue
+            rows.append(
+                {
+                    "sample_id": cand.sample_id,
+                    "dataset": scan.dataset,
+                    "split": scan.split,
+                    "domain": scan.domain,
+                    "label_format": scan.label_format,
+                    **fields,
+                }
+            )
+    problems.sort(key=lambda p: (p.path, p.reason))
+
+    # 3. fail with every problem listed, or keep the good rows.
+    where = f"{spec.dataset} at {root}"
+    if problems and not skip_invalid:
+        raise IngestError(
+            f"{len(problems)} problem(s) in {where}; no manifest written "
+            f"(--skip-invalid writes the good samples):\n{_format_problems(problems)}",
+            problems,
+        )
+    if not rows:
+        raise IngestError(
+            f"no valid sample in {where}; no manifest written:\n{_format_problems(problems)}",
+            problems,
+        )
+
+    # 4. write atomically: rejects first, so a manifest never appears without its rejects.
+    rows.sort(key=lambda r: r["sample_id"])
+    meta = {
+        "dataset_spec": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
+        "n_rejected": str(len(problems)),
+    }
+    rejects_uri = None
+    if skip_invalid:
+        rejects_uri = rejects_uri_for(out_uri)
+        manifest.write_manifest(
+            [{"path": p.path, "reason": p.reason} for p in problems],
+            rejects_uri,
+            "rejects",
+            extra_metadata={"manifest": str(out_uri)},
+        )
+    uri = manifest.write_manifest(rows, out_uri, "samples", extra_metadata=meta)
+    if not skip_invalid:
+        storage.delete(rejects_uri_for(out_uri))  # a stale rejects list would describe another run
+    return IngestResult(uri, len(rows), problems, rejects_uri)

@@ -1,0 +1,260 @@
+"""Readers for the real on-disk dataset layouts (SPEC §4): Cityscapes, ACDC, GTA5.
+
+A reader lists a dataset folder and pairs images with labels **by id** (never by listing order),
+without decoding anything. It returns the candidate pairs and every layout problem it found
+(image without label, label without image, empty folder, wrong layout), each naming a path.
+Decoding and checking the pixels is :mod:`zodi_core.datasets.ingest`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from zodi_core.config import DatasetSpec
+
+#: label_format of each dataset's label files (see zodi_core.datasets.io.read_label).
+LABEL_FORMATS = {"cityscapes": "label_ids", "acdc": "train_ids", "gta5": "label_ids"}
+#: domain column of each dataset's samples (ACDC: the condition).
+DOMAINS = {"cityscapes": "source", "gta5": "game"}
+
+CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
+CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
+ACDC_IMAGE_SUFFIX = "_rgb_anon.png"
+ACDC_LABEL_SUFFIX = "_gt_labelTrainIds.png"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An image and its label, paired by id; not yet decoded."""
+
+    sample_id: str
+    image_path: Path
+    label_path: Path
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bad file or folder: ``str(problem)`` is the one-line report ``PATH: reason``."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class ScanResult:
+    """What a reader found: candidate pairs sorted by sample_id, and layout problems."""
+
+    dataset: str
+    split: str
+    domain: str
+    label_format: str
+    candidates: list[Candidate] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _files_by_id(folder: Path, suffix: str, depth: int) -> dict[str, Path]:
+    """Files named ``<id><suffix>`` exactly ``depth`` folders below ``folder``, keyed by id."""
+    pattern = "/".join(["*"] * depth + [f"*{suffix}"])
+    out: dict[str, Path] = {}
+    for p in sorted(folder.glob(pattern)):
+        if p.is_file():
+            out[p.name[: -len(suffix)]] = p
+    return out
+
+
+def _pair(
+    result: ScanResult,
+    images: dict[str, Path],
+    labels: dict[str, Path],
+    expected_label: Callable[[str], Path],
+    expected_image: Callable[[str], Path],
+    keep: set[str] | None = None,
+) -> None:
+    """Join images and labels on id; report each unpaired file with the path it expected.
+
+    ``keep``: ids of the images to keep (a random subset); the labels of images left out are
+    ignored, but a label without any image is reported whatever the subset.
+    """
+    for key in sorted(images.keys() | labels.keys()):
+        if keep is not None and key in images and key not in keep:
+            continue
+        img, lab = images.get(key), labels.get(key)
+        if img is not None and lab is not None:
+            result.candidates.append(Candidate(key, img, lab))
+        elif img is not None:
+            reason = f"image without label (expected {expected_label(key)})"
+            result.problems.append(Problem(str(img), reason))
+        else:
+            reason = f"label without image (expected {expected_image(key)})"
+            result.problems.append(Problem(str(lab), reason))
+
+
+def _subset_keys(
+    keys: Iterable[str], subset: int | None, seed: int, where: Path
+) -> set[str] | None:
+    """A random subset of ``subset`` image ids, drawn among the sorted ids with ``seed``."""
+    if subset is None:
+        return None
+    ids = sorted(keys)
+    if subset > len(ids):
+        raise ValueError(
+            f"subset: expected at most the {len(ids)} images in {where}, received {subset}"
+        )
+    pick = np.random.default_rng(seed).choice(len(ids), size=subset, replace=False)
+    return {ids[i] for i in pick}
+
+
+def _require_dir(result: ScanResult, path: Path, expected: str) -> bool:
+    if path.is_dir():
+        return True
+    result.problems.append(
+        Problem(str(path), f"wrong layout: folder not found; expected {expected}")
+    )
+    return False
+
+
+def scan_cityscapes(
+    root: str | Path, split: str = "train", subset: int | None = None, subset_seed: int = 0
+) -> ScanResult:
+    """Cityscapes ``leftImg8bit/<split>/<city>/<frame id>_leftImg8bit.png`` with
+    ``gtFine/<split>/<city>/<frame id>_gtFine_labelIds.png``; sample_id = frame id
+    (``<city>_<seq>_<frame>``), joined on (city, frame id). ``subset``: see :func:`scan_gta5`."""
+    root = Path(root)
+    result = ScanResult("cityscapes", split, DOMAINS["cityscapes"], LABEL_FORMATS["cityscapes"])
+    img_dir, gt_dir = root / "leftImg8bit" / split, root / "gtFine" / split
+    layout = f"<root>/leftImg8bit/{split}/<city>/<city>_<seq>_<frame>{CITYSCAPES_IMAGE_SUFFIX}"
+    ok = _require_dir(result, img_dir, f"{layout} (Cityscapes layout)")
+    ok &= _require_dir(
+        result, gt_dir, f"<root>/gtFine/{split}/<city>/<frame id>{CITYSCAPES_LABEL_SUFFIX}"
+    )
+    if not ok:
+        return result
+    # Key on "city/frame id" so that a frame filed under the wrong city does not pair.
+    images = {
+        f"{p.parent.name}/{sid}": p
+        for sid, p in _files_by_id(img_dir, CITYSCAPES_IMAGE_SUFFIX, 1).items()
+    }
+    labels = {
+        f"{p.parent.name}/{sid}": p
+        for sid, p in _files_by_id(gt_dir, CITYSCAPES_LABEL_SUFFIX, 1).items()
+    }
+    if not images and not labels:
+        result.problems.append(Problem(str(img_dir), f"empty folder: no images matching {layout}"))
+        return result
+    _pair(
+        result,
+        images,
+        labels,
+        lambda key: gt_dir / f"{key}{CITYSCAPES_LABEL_SUFFIX}",
+        lambda key: img_dir / f"{key}{CITYSCAPES_IMAGE_SUFFIX}",
+        _subset_keys(images, subset, subset_seed, img_dir),
+    )
+    result.candidates = [
+        Candidate(c.sample_id.split("/", 1)[1], c.image_path, c.label_path)
+        for c in result.candidates
+    ]
+    return result
+
+
+def scan_acdc(
+    root: str | Path,
+    condition: str,
+    split: str = "val",
+    subset: int | None = None,
+    subset_seed: int = 0,
+) -> ScanResult:
+    """ACDC ``rgb_anon/<condition>/<split>/<sequence>/<name>_rgb_anon.png`` with
+    ``gt/<condition>/<split>/<sequence>/<name>_gt_labelTrainIds.png``; sample_id = name.
+    ``subset``: see :func:`scan_gta5`."""
+    root = Path(root)
+    result = ScanResult("acdc", split, condition, LABEL_FORMATS["acdc"])
+    img_dir = root / "rgb_anon" / condition / split
+    gt_dir = root / "gt" / condition / split
+    layout = f"<root>/rgb_anon/{condition}/{split}/<sequence>/<name>{ACDC_IMAGE_SUFFIX}"
+    ok = _require_dir(result, img_dir, f"{layout} (ACDC layout)")
+    ok &= _require_dir(
+        result, gt_dir, f"<root>/gt/{condition}/{split}/<sequence>/<name>{ACDC_LABEL_SUFFIX}"
+    )
+    if not ok:
+        return result
+    images = {
+        f"{p.parent.name}/{sid}": p
+        for sid, p in _files_by_id(img_dir, ACDC_IMAGE_SUFFIX, 1).items()
+    }
+    labels = {
+        f"{p.parent.name}/{sid}": p for sid, p in _files_by_id(gt_dir, ACDC_LABEL_SUFFIX, 1).items()
+    }
+    if not images and not labels:
+        result.problems.append(Problem(str(img_dir), f"empty folder: no images matching {layout}"))
+        return result
+    _pair(
+        result,
+        images,
+        labels,
+        lambda key: gt_dir / f"{key}{ACDC_LABEL_SUFFIX}",
+        lambda key: img_dir / f"{key}{ACDC_IMAGE_SUFFIX}",
+        _subset_keys(images, subset, subset_seed, img_dir),
+    )
+    paired, seen = [], {}
+    for c in result.candidates:
+        name = c.sample_id.split("/", 1)[1]
+        if name in seen:  # ACDC names carry the sequence, so a repeat is a misplaced copy
+            result.problems.append(
+                Problem(str(c.image_path), f"duplicate sample id {name!r} (also {seen[name]})")
+            )
+            continue
+        seen[name] = c.image_path
+        paired.append(Candidate(name, c.image_path, c.label_path))
+    result.candidates = sorted(paired, key=lambda c: c.sample_id)
+    return result
+
+
+def scan_gta5(root: str | Path, subset: int | None = None, subset_seed: int = 0) -> ScanResult:
+    """GTA5 ``images/<nnnnn>.png`` with ``labels/<nnnnn>.png``; sample_id = ``<nnnnn>``.
+
+    ``subset``: keep a random subset of this many images, drawn among all image ids (sorted)
+    with ``numpy.random.default_rng(subset_seed)``, so the subset depends only on the image list
+    and the seed (the same rule for every reader). Labels without an image are reported whatever
+    the subset.
+    """
+    root = Path(root)
+    result = ScanResult("gta5", "all", DOMAINS["gta5"], LABEL_FORMATS["gta5"])
+    img_dir, lab_dir = root / "images", root / "labels"
+    ok = _require_dir(result, img_dir, "<root>/images/<nnnnn>.png (GTA5 layout)")
+    ok &= _require_dir(result, lab_dir, "<root>/labels/<nnnnn>.png (GTA5 layout)")
+    if not ok:
+        return result
+    images = _files_by_id(img_dir, ".png", 0)
+    labels = _files_by_id(lab_dir, ".png", 0)
+    if not images and not labels:
+        result.problems.append(
+            Problem(str(img_dir), "empty folder: no images matching <root>/images/<nnnnn>.png")
+        )
+        return result
+    _pair(
+        result,
+        images,
+        labels,
+        lambda sid: lab_dir / f"{sid}.png",
+        lambda sid: img_dir / f"{sid}.png",
+        _subset_keys(images, subset, subset_seed, img_dir),
+    )
+    return result
+
+
+def scan_dataset(spec: DatasetSpec) -> ScanResult:
+    """Dispatch on ``spec.dataset`` to the reader of its layout."""
+    if spec.dataset == "cityscapes":
+        return scan_cityscapes(spec.root, spec.split, spec.subset, spec.subset_seed)
+    if spec.dataset == "acdc":
+        return scan_acdc(spec.root, spec.condition, spec.split, spec.subset, spec.subset_seed)
+    if spec.dataset == "gta5":
+        return scan_gta5(spec.root, spec.subset, spec.subset_seed)
+    raise ValueError(f"dataset: expected one of cityscapes, acdc, gta5, received {spec.dataset!r}")

@@ -1,0 +1,542 @@
+"""Procedural street scenes with exact labels, written in the real dataset layouts (SPEC §4).
+
+Each scene is drawn as a label map first (19 Cityscapes train ids, 255 ignored), then rendered
+into an RGB image *from* that map: per-class colours and textures, per-instance colour jitter,
+a look (``city``, ``game``, or an ACDC condition) and sensor noise. So every labelled pixel is
+exact, and a segmentation model can learn the mapping image → label.
+
+Determinism: every image has its own ``numpy.random.Generator`` seeded by
+``(seed, stream, index)``, so one image does not depend on how many others are generated, and
+the source, target and game sets are different scenes (different streams) of the same kind.
+
+It is the embedded data of the demo and the fixture of every test::
+
+    roots = write_synthetic("data/synthetic", seed=0)
+    roots["cityscapes"]  # → ".../cityscapes" with leftImg8bit/ and gtFine/
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zodi_core.labels import IGNORE_INDEX, train_ids_to_label_ids
+
+# Train ids, named for readability of the drawing code (order of labels.CLASSES).
+ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY = range(11)
+PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(11, 19)
+
+#: ACDC conditions rendered by :func:`write_synthetic` (SPEC §4).
+CONDITIONS = ("night", "fog", "rain", "snow")
+#: Looks accepted by :func:`render_scene`.
+STYLES = ("city", "game", *CONDITIONS)
+
+#: Two cities per Cityscapes split (names of the real ones).
+CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt", "lindau")}
+#: One GoPro-style sequence name per ACDC condition.
+ACDC_SEQUENCES = {"night": "GOPR0351", "fog": "GOPR0475", "rain": "GOPR0573", "snow": "GOPR0607"}
+
+# Seed streams: source scenes (one per split), ACDC targets (one per condition), GTA5 scenes.
+_STREAM_CITYSCAPES = {"train": 0, "val": 1}
+_STREAM_ACDC = {c: 10 + i for i, c in enumerate(CONDITIONS)}
+_STREAM_GTA5 = 20
+
+#: Base colour per train id of the "city" look (RGB, 0..255): plausible street colours, chosen
+#: so that neighbouring classes differ (these are NOT the Cityscapes label palette).
+_BASE_RGB = np.array(
+    [
+        (92, 88, 96),  # road
+        (160, 146, 150),  # sidewalk
+        (120, 104, 92),  # building
+        (172, 164, 140),  # wall
+        (126, 98, 70),  # fence
+        (70, 72, 78),  # pole
+        (34, 36, 38),  # traffic light
+        (226, 196, 40),  # traffic sign
+        (56, 112, 42),  # vegetation
+        (150, 160, 92),  # terrain
+        (132, 176, 228),  # sky
+        (150, 60, 70),  # person
+        (190, 100, 40),  # rider
+        (40, 60, 150),  # car
+        (190, 190, 196),  # truck
+        (214, 170, 30),  # bus
+        (90, 140, 120),  # train
+        (20, 20, 24),  # motorcycle
+        (30, 130, 200),  # bicycle
+    ],
+    dtype=np.float32,
+)
+#: Classes whose instances get their own colour jitter (cars are not all the same colour).
+_JITTERED = (BUILDING, PERSON, RIDER, CAR, TRUCK, BUS, TRAIN)
+_GROUND = (ROAD, SIDEWALK, TERRAIN)
+
+# Part codes drawn with the labels and used by the renderer (texture, not label).
+_PART_WINDOW, _PART_WHEEL, _PART_LAMP = 1, 2, 3
+
+
+@dataclass
+class Scene:
+    """A drawn scene: labels plus the rendering hints drawn with them.
+
+    Attributes:
+        label: (H, W) uint8 train ids in 0..18, 255 for the ignored ego-vehicle band.
+        instance: (H, W) int32 instance index (0: none), for per-instance colour jitter.
+        part: (H, W) uint8 part code (windows, wheels, lamps) that shades but does not relabel.
+        depth: (H, W) float32 in [0, 1], 0 at the horizon and 1 at the bottom row (fog density).
+        horizon: row of the horizon.
+        road_centre: (H,) float32 column of the road's centre line on each row (lane marks).
+        lights: (y, x, radius, (r, g, b)) light sources, lit by the night look.
+    """
+
+    label: np.ndarray
+    instance: np.ndarray
+    part: np.ndarray
+    depth: np.ndarray
+    horizon: int
+    road_centre: np.ndarray
+    lights: list[tuple[float, float, float, tuple[int, int, int]]] = field(default_factory=list)
+    n_instances: int = 0
+
+
+class _Canvas:
+    """Drawing state: label, instance and part maps, and the road geometry."""
+
+    def __init__(self, width: int, height: int, rng: np.random.Generator) -> None:
+        self.w, self.h, self.rng = width, height, rng
+        self.label = np.full((height, width), SKY, dtype=np.uint8)
+        self.instance = np.zeros((height, width), dtype=np.int32)
+        self.part = np.zeros((height, width), dtype=np.uint8)
+        self.yy, self.xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        self.n_inst = 0
+        self.lights: list[tuple[float, float, float, tuple[int, int, int]]] = []
+        # Road geometry: vanishing point (vx, horizon); at depth s (0 at the horizon, 1 at the
+        # bottom) the road centre is vx + (cb - vx)·s and its half-width rw·s.
+        self.horizon = int(height * rng.uniform(0.38, 0.5))
+        self.vx = width * rng.uniform(0.4, 0.6)
+        self.cb = width * rng.uniform(0.45, 0.55)
+        self.rw = width * rng.uniform(0.4, 0.6)
+        self.sw = width * rng.uniform(0.15, 0.3)
+        self.tw = width * rng.uniform(0.0, 0.35)
+        self.s = np.clip((self.yy - self.horizon) / (height - self.horizon), 0.0, 1.0)
+
+    def new_instance(self) -> int:
+        self.n_inst += 1
+        return self.n_inst
+
+    def row(self, s: float) -> float:
+        return self.horizon + s * (self.h - self.horizon)
+
+    def centre(self, s: float) -> float:
+        return self.vx + (self.cb - self.vx) * s
+
+    def paint(self, mask: np.ndarray, cls: int, inst: int = 0, part: int = 0) -> None:
+        self.label[mask] = cls
+        self.instance[mask] = inst
+        self.part[mask] = part
+
+    def rect(self, x0, y0, x1, y1) -> np.ndarray:
+        return (self.xx >= x0) & (self.xx < x1) & (self.yy >= y0) & (self.yy < y1)
+
+    def ellipse(self, cx, cy, rx, ry) -> np.ndarray:
+        rx, ry = max(rx, 0.6), max(ry, 0.6)
+        return ((self.xx - cx) / rx) ** 2 + ((self.yy - cy) / ry) ** 2 <= 1.0
+
+
+def _draw_facades(c: _Canvas) -> None:
+    """Buildings and tree rows lining the street, with sky gaps; walls at their feet."""
+    rng, x = c.rng, 0.0
+    while x < c.w:
+        bw = c.w * rng.uniform(0.08, 0.25)
+        near_centre = abs(x + bw / 2 - c.vx) / c.w  # far blocks (near the vanishing point) are low
+        top = c.horizon - c.h * rng.uniform(0.05, 0.2 + 0.6 * near_centre)
+        kind = rng.choice(3, p=[0.7, 0.22, 0.08])
+        if kind == 0:
+            c.paint(c.rect(x, top, x + bw, c.h), BUILDING, c.new_instance())
+        elif kind == 1:
+            c.paint(c.rect(x, c.horizon - 2, x + bw, c.h), VEGETATION)
+            for _ in range(int(rng.integers(2, 5))):
+                cx = x + rng.uniform(0, bw)
+                c.paint(c.ellipse(cx, top + c.h * 0.06, bw * 0.35, c.h * 0.1), VEGETATION)
+        else:  # a gap: distant buildings just above the horizon
+            c.paint(c.rect(x, c.horizon - c.h * 0.04, x + bw, c.h), BUILDING, c.new_instance())
+        x += bw
+    if rng.random() < 0.8:  # a wall along the base of one side
+        left = rng.random() < 0.5
+        x0, x1 = (
+            (0.0, c.w * rng.uniform(0.15, 0.35)) if left else (c.w * rng.uniform(0.65, 0.85), c.w)
+        )
+        c.paint(c.rect(x0, c.horizon + c.h * rng.uniform(-0.05, 0.05), x1, c.h), WALL)
+
+
+def _side_edge(c: _Canvas, reach: float, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the depth s and row where the line at ``reach`` from the road centre meets it."""
+    xs = np.arange(c.w, dtype=np.float32) + 0.5
+    sign = -1.0 if left else 1.0
+    denom = c.cb - c.vx + sign * reach
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (xs - c.vx) / denom
+    s = np.where(np.isfinite(s) & (s > 0.02), s, np.nan)
+    return s, c.horizon + s * (c.h - c.horizon)
+
+
+def _draw_ground(c: _Canvas) -> None:
+    """Road, sidewalks, terrain verges and fences, in perspective toward the vanishing point."""
+    below = c.yy >= c.horizon
+    off = np.abs(c.xx - (c.vx + (c.cb - c.vx) * c.s))
+    verge = c.s * (c.rw + c.sw + c.tw)
+    c.paint(below & (off < verge) & (c.s > 0), TERRAIN)
+    c.paint(below & (off < c.s * (c.rw + c.sw)) & (c.s > 0), SIDEWALK)
+    c.paint(below & (off < c.s * c.rw) & (c.s > 0), ROAD)
+    if c.rng.random() < 0.7:  # a fence on the outer edge of one verge
+        left = c.rng.random() < 0.5
+        s, y_edge = _side_edge(c, c.rw + c.sw + c.tw, left)
+        valid = ~np.isnan(s)
+        height = np.where(valid, s * c.h * 0.18, 0)
+        top = np.where(valid, y_edge - height, np.inf)
+        mask = (c.yy >= top[None, :]) & (c.yy < np.where(valid, y_edge, -1)[None, :])
+        mask &= c.label != ROAD
+        c.paint(mask, FENCE)
+
+
+def _draw_street_furniture(c: _Canvas) -> None:
+    """Poles with traffic lights or signs, and trees on the verges."""
+    rng = c.rng
+    for _ in range(int(rng.integers(2, 6))):
+        s = rng.uniform(0.15, 0.9)
+        left = rng.random() < 0.5
+        x = c.centre(s) + (-1 if left else 1) * s * (c.rw + c.sw * rng.uniform(0.5, 0.9))
+        y = c.row(s)
+        ph, pw = s * c.h * rng.uniform(0.6, 0.9), max(1.0, s * c.w * 0.012)
+        c.paint(c.rect(x - pw / 2, y - ph, x + pw / 2, y), POLE)
+        top = y - ph
+        kind = rng.choice(3)
+        if kind == 0:  # traffic light: a dark box with three lamps, one lit
+            bw, bh = pw * 3, s * c.h * 0.12
+            c.paint(c.rect(x - bw / 2, top, x + bw / 2, top + bh), LIGHT)
+            lit = int(rng.integers(3))
+            colour = ((255, 40, 30), (255, 180, 20), (40, 255, 90))[lit]
+            ly = top + bh * (lit + 0.5) / 3
+            c.paint(c.ellipse(x, ly, bw * 0.3, bh * 0.13), LIGHT, part=_PART_LAMP)
+            c.lights.append((ly, x, max(2.0, bh * 0.5), colour))
+        elif kind == 1:  # traffic sign: a plate or a disc on the pole
+            r = s * c.h * rng.uniform(0.04, 0.07)
+            if rng.random() < 0.5:
+                c.paint(c.ellipse(x, top + r, r, r), SIGN)
+            else:
+                c.paint(c.rect(x - r, top, x + r, top + 1.5 * r), SIGN)
+        else:  # street lamp: pole only, a light at the top
+            c.lights.append((top, x, max(3.0, s * c.h * 0.12), (255, 220, 150)))
+    for _ in range(int(rng.integers(0, 4))):  # trees: vegetation crown and trunk
+        s = rng.uniform(0.2, 0.8)
+        left = rng.random() < 0.5
+        x = c.centre(s) + (-1 if left else 1) * s * (c.rw + c.sw + c.tw * 0.5)
+        y, th = c.row(s), s * c.h * 0.5
+        c.paint(c.rect(x - s * 2, y - th, x + s * 2, y), VEGETATION)
+        c.paint(c.ellipse(x, y - th, s * c.w * 0.08, s * c.h * 0.18), VEGETATION)
+
+
+def _draw_vehicle(c: _Canvas, cls: int, x: float, y: float, s: float) -> None:
+    """A vehicle seen from behind, standing on row ``y`` at horizontal centre ``x``."""
+    lane = s * c.rw
+    w, h = {
+        CAR: (0.45 * lane, 0.36 * lane),
+        TRUCK: (0.6 * lane, 0.62 * lane),
+        BUS: (0.62 * lane, 0.7 * lane),
+        TRAIN: (0.8 * lane, 0.6 * lane),
+    }[cls]
+    inst = c.new_instance()
+    body = c.rect(x - w / 2, y - h * 0.6, x + w / 2, y - h * 0.08)
+    wheels = c.rect(x - w * 0.45, y - h * 0.12, x - w * 0.25, y) | c.rect(
+        x + w * 0.25, y - h * 0.12, x + w * 0.45, y
+    )
+    if cls == CAR:
+        cabin = c.rect(x - w * 0.38, y - h, x + w * 0.38, y - h * 0.6)
+        c.paint(body, cls, inst)
+        c.paint(cabin, cls, inst, _PART_WINDOW)
+    else:
+        c.paint(c.rect(x - w / 2, y - h, x + w / 2, y - h * 0.08), cls, inst)
+        c.paint(
+            c.rect(x - w * 0.42, y - h * 0.92, x + w * 0.42, y - h * 0.62), cls, inst, _PART_WINDOW
+        )
+    c.paint(wheels, cls, inst, _PART_WHEEL)
+    r = max(1.0, w * 0.06)
+    for side in (-1, 1):  # tail lights, lit at night
+        c.paint(c.ellipse(x + side * w * 0.4, y - h * 0.35, r, r), cls, inst, _PART_LAMP)
+        c.lights.append((y - h * 0.35, x + side * w * 0.4, 3 * r, (255, 30, 20)))
+
+
+def _draw_person(c: _Canvas, x: float, y: float, s: float, cls: int = PERSON) -> None:
+    """A standing pedestrian (or a rider's upper body when ``cls`` is RIDER)."""
+    ph = s * c.rw * 0.33
+    inst = c.new_instance()
+    c.paint(c.rect(x - ph * 0.1, y - ph * 0.82, x + ph * 0.1, y), cls, inst)
+    c.paint(c.rect(x - ph * 0.14, y - ph * 0.82, x + ph * 0.14, y - ph * 0.4), cls, inst)
+    c.paint(c.ellipse(x, y - ph * 0.9, ph * 0.08, ph * 0.09), cls, inst, _PART_WINDOW)
+
+
+def _draw_two_wheeler(c: _Canvas, cls: int, x: float, y: float, s: float) -> None:
+    """A bicycle or motorcycle seen from the side, with its rider (label RIDER)."""
+    size = s * c.rw * (0.28 if cls == BICYCLE else 0.34)
+    r = size * 0.25
+    for dx in (-size * 0.35, size * 0.35):
+        ring = c.ellipse(x + dx, y - r, r, r) & ~c.ellipse(x + dx, y - r, r * 0.6, r * 0.6)
+        c.paint(ring, cls, part=_PART_WHEEL)
+    c.paint(c.rect(x - size * 0.35, y - r * 1.3, x + size * 0.35, y - r * 0.8), cls)
+    if cls == MOTORCYCLE:
+        c.paint(c.rect(x - size * 0.2, y - r * 1.8, x + size * 0.25, y - r * 0.8), cls)
+    _draw_person(c, x, y - r * 1.2, s * 0.85, cls=RIDER)
+
+
+def _draw_agents(c: _Canvas) -> None:
+    """Vehicles on the road and people on the sidewalks, drawn far to near (occlusion)."""
+    rng = c.rng
+    agents = []
+    for _ in range(int(rng.integers(2, 7))):
+        cls = int(rng.choice([CAR, CAR, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE]))
+        agents.append((rng.uniform(0.2, 0.85), cls, rng.uniform(-0.7, 0.7)))
+    for _ in range(int(rng.integers(1, 5))):
+        side = -1 if rng.random() < 0.5 else 1
+        agents.append((rng.uniform(0.25, 0.9), PERSON, side * rng.uniform(1.05, 1.0 + c.sw / c.rw)))
+    for s, cls, offset in sorted(agents):
+        x, y = c.centre(s) + offset * s * c.rw, c.row(s)
+        if cls == PERSON:
+            _draw_person(c, x, y, s)
+        elif cls in (MOTORCYCLE, BICYCLE):
+            _draw_two_wheeler(c, cls, x, y, s)
+        else:
+            _draw_vehicle(c, cls, x, y, s)
+
+
+def generate_scene(rng: np.random.Generator, size: tuple[int, int] = (256, 128)) -> Scene:
+    """Draw one street scene's labels.
+
+    Args:
+        rng: the scene's own generator (the only source of randomness).
+        size: (width, height) in pixels.
+    Returns:
+        the :class:`Scene`; ``label`` is (H, W) uint8 train ids (0..18, 255 ego band).
+    """
+    width, height = size
+    c = _Canvas(width, height, rng)
+    _draw_facades(c)
+    _draw_ground(c)
+    _draw_street_furniture(c)
+    _draw_agents(c)
+    if rng.random() < 0.5:  # the ego vehicle's bonnet: ignored, as in Cityscapes
+        bonnet = c.ellipse(width / 2, height * 1.18, width * 0.7, height * 0.24)
+        c.paint(bonnet, IGNORE_INDEX)
+    road_centre = c.vx + (c.cb - c.vx) * c.s[:, 0]
+    return Scene(c.label, c.instance, c.part, c.s, c.horizon, road_centre, c.lights, c.n_inst)
+
+
+def _glow(shape: tuple[int, int], lights, scale: float) -> np.ndarray:
+    """(H, W, 3) float32 additive glow of Gaussian light sources."""
+    h, w = shape
+    out = np.zeros((h, w, 3), dtype=np.float32)
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    xx = np.arange(w, dtype=np.float32)[None, :]
+    for y, x, r, rgb in lights:
+        g = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * r * r)).astype(np.float32)
+        out += g[..., None] * (np.asarray(rgb, dtype=np.float32) * scale)
+    return out
+
+
+def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") -> np.ndarray:
+    """Render a scene's labels into an image.
+
+    Args:
+        scene: from :func:`generate_scene`.
+        rng: generator for colour jitter, textures and noise.
+        style: one of :data:`STYLES` (``city``: Cityscapes-like; ``game``: saturated, flat;
+            ``night``/``fog``/``rain``/``snow``: ACDC-like conditions).
+    Returns:
+        (H, W, 3) uint8 RGB image.
+    """
+    if style not in STYLES:
+        raise ValueError(f"style: expected one of {STYLES}, received {style!r}")
+    label, inst, part = scene.label, scene.instance, scene.part
+    h, w = label.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    # 1. class colours (ignored pixels: dark ego-vehicle grey), per-instance jitter.
+    lut = np.zeros((256, 3), dtype=np.float32)
+    lut[:19] = _BASE_RGB
+    lut[IGNORE_INDEX] = (38, 38, 42)
+    img = lut[label]
+    jitter = rng.uniform(-60, 60, size=(scene.n_instances + 1, 3)).astype(np.float32)
+    jitter[0] = 0
+    jittered = np.isin(label, _JITTERED)
+    img[jittered] += jitter[inst[jittered]]
+    # 2. textures that live inside classes: windows, tiles, lane marks, foliage, sky gradient.
+    flat = style == "game"
+    windows = (label == BUILDING) & ((xx // 5) % 3 == 1) & ((yy // 6) % 3 == 1)
+    img[windows] = img[windows] * 0.45 + 20
+    tiles = (label == SIDEWALK) & (((xx + yy // 2) % 11 == 0) | (yy % 7 == 0))
+    img[tiles] *= 0.8
+    lane = (label == ROAD) & (np.abs(xx - scene.road_centre[:, None]) < 0.5 + scene.depth * 2)
+    lane &= ((yy * 0.25 / np.maximum(scene.depth, 0.05)).astype(int) % 2) == 0
+    img[lane] = (215, 215, 205)
+    fence = (label == FENCE) & (((xx % 4) == 0) | ((yy % 4) == 0))
+    img[fence] *= 0.55
+    sky = label == SKY
+    img[sky] *= (0.85 + 0.3 * yy[sky] / max(scene.horizon, 1))[:, None]
+    img[part == _PART_WINDOW] = img[part == _PART_WINDOW] * 0.3 + (40, 55, 70)
+    img[part == _PART_WHEEL] = (18, 18, 20)
+    img[part == _PART_LAMP] = (230, 60, 40)
+    if not flat:
+        veg = label == VEGETATION
+        img[veg] *= rng.uniform(0.6, 1.3, size=(int(veg.sum()), 1)).astype(np.float32)
+        terrain = label == TERRAIN
+        img[terrain] *= rng.uniform(0.8, 1.15, size=(int(terrain.sum()), 1)).astype(np.float32)
+        # Shading: nearer ground is brighter, like a sunlit street.
+        img *= (0.85 + 0.2 * scene.depth)[..., None]
+    # 3. the look.
+    grey = img.mean(axis=2, keepdims=True)
+    ground = np.isin(label, _GROUND)
+    if style == "game":
+        img = grey + 1.7 * (img - grey)  # saturated
+        img = np.round(img / 24) * 24  # flat, posterised shading
+    elif style == "night":
+        img = img * 0.22 + (0, 2, 12)
+        img[sky] = (8, 10, 22)
+        img += _glow((h, w), scene.lights, 0.9)
+        img[part == _PART_LAMP] = (255, 200, 160)
+    elif style == "fog":
+        density = np.where(sky, 0.92, 0.88 - 0.45 * scene.depth)[..., None]
+        img = img * (1 - density) + 200 * density
+    elif style == "rain":
+        img = (grey * 0.3 + img * 0.7) * 0.62
+        drops = rng.random((h, w)) < 0.01
+        streaks = np.zeros((h, w), dtype=bool)
+        for k in range(7):  # diagonal streaks: each drop smeared down-left
+            streaks[k:, : w - k // 2] |= drops[: h - k, k // 2 :]
+        img[streaks] = img[streaks] * 0.4 + 150
+    elif style == "snow":
+        img = img * 0.9 + 25
+        img[ground] = img[ground] * 0.35 + 175
+        img[sky] = (205, 208, 214)
+        flakes = rng.random((h, w)) < 0.012
+        img[flakes] = 250
+    # 4. sensor noise.
+    sigma = 2.0 if flat else 6.0
+    img += rng.standard_normal((h, w, 3), dtype=np.float32) * sigma
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def cityscapes_palette() -> np.ndarray:
+    """(256, 3) uint8 colour of each train id (MMSegmentation's Cityscapes palette; others black)."""
+    from mmseg.datasets import CityscapesDataset
+
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[:19] = np.asarray(CityscapesDataset.METAINFO["palette"], dtype=np.uint8)
+    return lut
+
+
+def _scene_rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stream, index])
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    from zodi_core.datasets.io import encode_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(array))
+
+
+def _parse_size(size: tuple[int, int]) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size: expected (width, height), received {size!r}") from None
+    if width < 32 or height < 32:
+        raise ValueError(f"size: expected width and height >= 32, received {width}x{height}")
+    return width, height
+
+
+def write_synthetic(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = (256, 128),
+    n_train: int = 8,
+    n_val: int = 4,
+    n_target: int = 4,
+    n_gta: int = 8,
+) -> dict[str, Any]:
+    """Write a synthetic Cityscapes, ACDC (night, fog, rain, snow; val) and GTA5 set.
+
+    Layouts (SPEC §4), under ``out_dir``:
+
+    - ``cityscapes/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` and
+      ``cityscapes/gtFine/<split>/<city>/<frame id>_gtFine_{labelIds,color}.png``;
+    - ``acdc/rgb_anon/<condition>/val/<sequence>/<name>_rgb_anon.png`` and
+      ``acdc/gt/<condition>/val/<sequence>/<name>_gt_labelTrainIds.png``;
+    - ``gta5/images/<nnnnn>.png`` and ``gta5/labels/<nnnnn>.png`` (Cityscapes label ids).
+
+    Args:
+        out_dir: destination folder (created; existing files of the same names are replaced).
+        seed: base seed; the same seed gives byte-identical files.
+        size: (width, height) of every image.
+        n_train, n_val: Cityscapes images per split (alternating between two cities).
+        n_target: ACDC images per condition.
+        n_gta: GTA5 images.
+    Returns:
+        ``{"cityscapes": root, "acdc": root, "gta5": root, "counts": {...}}`` (roots as str).
+    """
+    size = _parse_size(size)
+    for name, n in (
+        ("n_train", n_train),
+        ("n_val", n_val),
+        ("n_target", n_target),
+        ("n_gta", n_gta),
+    ):
+        if int(n) < 0:
+            raise ValueError(f"{name}: expected an integer >= 0, received {n}")
+    out = Path(out_dir)
+    palette = cityscapes_palette()
+    counts: dict[str, int] = {}
+
+    # 1. Cityscapes: the labelled source, a city look.
+    cs = out / "cityscapes"
+    for split, n in (("train", n_train), ("val", n_val)):
+        for i in range(n):
+            rng = _scene_rng(seed, _STREAM_CITYSCAPES[split], i)
+            scene = generate_scene(rng, size)
+            city = CITIES[split][i % 2]
+            frame_id = f"{city}_{i // 2:06d}_{19 + 10 * i:06d}"
+            _save_png(cs / "leftImg8bit" / split / city / f"{frame_id}_leftImg8bit.png",
+                      render_scene(scene, rng, "city"))  # fmt: skip
+            gt = cs / "gtFine" / split / city
+            _save_png(gt / f"{frame_id}_gtFine_labelIds.png", train_ids_to_label_ids(scene.label))
+            _save_png(gt / f"{frame_id}_gtFine_color.png", palette[scene.label])
+        counts[f"cityscapes_{split}"] = n
+
+    # 2. ACDC: other scenes of the same kind, in each condition's look; train-id labels.
+    acdc = out / "acdc"
+    for condition in CONDITIONS:
+        seq = ACDC_SEQUENCES[condition]
+        for i in range(n_target):
+            rng = _scene_rng(seed, _STREAM_ACDC[condition], i)
+            scene = generate_scene(rng, size)
+            name = f"{seq}_frame_{100 + 7 * i:06d}"
+            _save_png(acdc / "rgb_anon" / condition / "val" / seq / f"{name}_rgb_anon.png",
+                      render_scene(scene, rng, condition))  # fmt: skip
+            _save_png(acdc / "gt" / condition / "val" / seq / f"{name}_gt_labelTrainIds.png",
+                      scene.label)  # fmt: skip
+        counts[f"acdc_{condition}_val"] = n_target
+
+    # 3. GTA5: a game look, label ids, numbered from 00001 like the release.
+    gta = out / "gta5"
+    for i in range(n_gta):
+        rng = _scene_rng(seed, _STREAM_GTA5, i)
+        scene = generate_scene(rng, size)
+        _save_png(gta / "images" / f"{i + 1:05d}.png", render_scene(scene, rng, "game"))
+        _save_png(gta / "labels" / f"{i + 1:05d}.png", train_ids_to_label_ids(scene.label))
+    counts["gta5"] = n_gta
+
+    return {"cityscapes": str(cs), "acdc": str(acdc), "gta5": str(gta), "counts": counts}
