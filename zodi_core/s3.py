@@ -1,0 +1,370 @@
+"""S3 backend of :class:`zodi_core.storage.Storage` (AWS S3 or any S3-compatible server).
+
+Opened by :func:`zodi_core.storage.open_storage` for ``s3://bucket/prefix`` roots. Credentials come
+from the standard AWS chain (environment, ``~/.aws/config``, instance role); this module never reads,
+logs or writes them. The boto3 client is created on first use, never at import.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from zodi_core.storage import Storage, StorageError, _check_key
+
+#: Object metadata key holding the hex SHA-256 of the object's bytes (``x-amz-meta-sha256``).
+SHA256_META = "sha256"
+
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "InvalidClientTokenId",
+}
+_DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
+_MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+def _sha256_file(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class S3Storage(Storage):
+    """Objects under ``s3://bucket/prefix``.
+
+    Atomic publish: a single PUT is atomic in S3 (readers see the old object or the new one, never a
+    part), and a multipart upload stays invisible until ``CompleteMultipartUpload``; boto3 aborts
+    the upload when a part fails. A process killed mid-upload leaves invisible parts that cost
+    storage until a bucket lifecycle rule (``AbortIncompleteMultipartUpload``) removes them.
+
+    Integrity: every put stores the SHA-256 of the bytes as object metadata (``x-amz-meta-sha256``);
+    small puts also send ``Content-MD5`` so the server refuses a body damaged in transit. Every read
+    (:meth:`get_bytes`, :meth:`get_file`) recomputes the SHA-256 and raises :class:`StorageError` on
+    a mismatch. Objects written by other tools (no such metadata) are read unchecked.
+
+    Args:
+        root: ``s3://bucket`` or ``s3://bucket/prefix``; every key is relative to the prefix.
+        endpoint_url: an S3-compatible server (Ceph RGW, ...); None for AWS (or ``AWS_ENDPOINT_URL``).
+        region: the region; None takes it from the AWS config chain.
+        multipart_threshold: objects at least this large (bytes) go up and down in parts.
+        multipart_chunksize: part size in bytes (S3's minimum is 5 MiB).
+        max_concurrency: threads per multipart transfer.
+        connect_timeout: seconds to open a connection, so an unreachable endpoint fails fast.
+        read_timeout: seconds to wait for a response on an open connection.
+        max_attempts: attempts per request, first one included (botocore "standard" retries).
+        client: a ready boto3 S3 client (tests); built from the arguments above when None.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        *,
+        multipart_threshold: int = 64 << 20,
+        multipart_chunksize: int = 16 << 20,
+        max_concurrency: int = 4,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 3,
+        client: Any = None,
+    ) -> None:
+        root = str(root)
+        if not root.startswith("s3://"):
+            raise StorageError(f"S3 root: expected s3://bucket[/prefix], received {root!r}")
+        bucket, _, prefix = root.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise StorageError(f"S3 root {root!r}: no bucket name; expected s3://bucket[/prefix]")
+        self.bucket = bucket
+        self.prefix = _check_key(prefix) if prefix.strip("/") else ""
+        self.root = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.endpoint_url = endpoint_url
+        self.region = region
+        if multipart_chunksize < 5 << 20:
+            raise StorageError(
+                f"multipart_chunksize: expected at least 5 MiB (S3's minimum part size), "
+                f"received {multipart_chunksize} bytes"
+            )
+        self.multipart_threshold = multipart_threshold
+        self.multipart_chunksize = multipart_chunksize
+        self.max_concurrency = max_concurrency
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_attempts = max_attempts
+        self._client = client
+        self._bucket_seen = False  # head_bucket answered once: a 404 now means a missing key
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.root!r}, endpoint_url={self.endpoint_url!r})"
+
+    # -- client and errors -------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client, created on first use."""
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            options: dict[str, Any] = {
+                "connect_timeout": self.connect_timeout,
+                "read_timeout": self.read_timeout,
+                "retries": {"mode": "standard", "total_max_attempts": self.max_attempts},
+            }
+            if self.endpoint_url:
+                # S3-compatible servers on an IP address cannot serve virtual-host buckets, and
+                # older ones (Ceph 16) predate the CRC32 checksums botocore now adds by default.
+                options["s3"] = {"addressing_style": "path"}
+                options["request_checksum_calculation"] = "when_required"
+                options["response_checksum_validation"] = "when_required"
+            session = boto3.session.Session(region_name=self.region)
+            self._client = session.client(
+                "s3", endpoint_url=self.endpoint_url, config=Config(**options)
+            )
+        return self._client
+
+    def _transfer_config(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(
+            multipart_threshold=self.multipart_threshold,
+            multipart_chunksize=self.multipart_chunksize,
+            max_concurrency=self.max_concurrency,
+        )
+
+    def _key(self, key: str) -> str:
+        key = _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _where(self) -> str:
+        return self.endpoint_url or "the AWS S3 endpoint"
+
+    def _error(self, exc: BaseException, key: str | None, action: str) -> Exception:
+        """Translate a boto3 error into FileNotFoundError / StorageError that says what to fix."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
+        uri = self.uri(key) if key else self.root
+        # s3transfer wraps the ClientError of a failed part in its own error: find the cause.
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, ClientError | BotoCoreError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return StorageError(f"{uri}: {action} failed: {exc}")
+        if isinstance(cause, NoCredentialsError | PartialCredentialsError):
+            return StorageError(
+                f"{uri}: {action} failed: no usable AWS credentials; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / ~/.aws/credentials)"
+            )
+        if isinstance(cause, ConnectionError):
+            return StorageError(
+                f"{uri}: {action} failed: cannot reach {self._where()} ({cause}); check "
+                "endpoint_url and that the server is running and reachable"
+            )
+        if isinstance(cause, BotoCoreError):
+            return StorageError(f"{uri}: {action} failed: {cause}")
+        err = cause.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "NoSuchBucket":
+            return StorageError(
+                f"{uri}: {action} failed: bucket {self.bucket!r} does not exist at "
+                f"{self._where()}; create it or fix the storage root"
+            )
+        if code in _MISSING_KEY_CODES and key is not None:
+            return FileNotFoundError(f"{uri}: no such object")
+        if code in _CREDENTIAL_CODES:
+            return StorageError(
+                f"{uri}: {action} failed: the server rejected the credentials ({code}); check "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile) for "
+                f"{self._where()}"
+            )
+        if code in _DENIED_CODES or status == 403:
+            return StorageError(
+                f"{uri}: {action} failed: access denied ({code or status}); the credentials are "
+                f"wrong or lack permission on bucket {self.bucket!r}; check AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY and the bucket policy"
+            )
+        return StorageError(
+            f"{uri}: {action} failed: {code or status}: {err.get('Message', cause)}"
+        )
+
+    def _head(self, key: str) -> dict | None:
+        """HEAD the object; None when it is missing (after checking that the bucket exists)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in _MISSING_KEY_CODES:
+                raise self._error(exc, key, "HEAD") from None
+        except Exception as exc:
+            raise self._error(exc, key, "HEAD") from None
+        # A HEAD answers a bare 404 both for a missing key and for a missing bucket.
+        self._check_bucket(key)
+        return None
+
+    def _check_bucket(self, key: str | None) -> None:
+        if self._bucket_seen:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            err = self._error(exc, key, "HEAD bucket")
+            if isinstance(err, FileNotFoundError):
+                err = StorageError(
+                    f"{self.root}: bucket {self.bucket!r} does not exist at {self._where()}; "
+                    "create it or fix the storage root"
+                )
+            raise err from None
+        self._bucket_seen = True
+
+    def _verify(self, key: str, got: str, meta: dict) -> None:
+        want = (meta or {}).get(SHA256_META)
+        if want and want != got:
+            raise StorageError(
+                f"{self.uri(key)}: checksum mismatch on read-back (stored sha256 {want}, "
+                f"read {got}); the object is corrupt: write it again"
+            )
+
+    # -- Storage interface --------------------------------------------------------------------
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        """Upload ``data`` (one atomic PUT, or multipart above the threshold); return the URI."""
+        data = bytes(data)
+        meta = {SHA256_META: hashlib.sha256(data).hexdigest()}
+        if len(data) >= self.multipart_threshold:
+            return self._upload(key, io.BytesIO(data), meta)
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ContentMD5=md5, Metadata=meta
+            )
+        except Exception as exc:
+            raise self._error(exc, key, "PUT") from None
+        return self.uri(key)
+
+    def put_file(self, key: str, path: str | os.PathLike) -> str:
+        """Upload a local file, streamed, in parts above the threshold; return the URI."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file to upload to {self.uri(key)}")
+        meta = {SHA256_META: _sha256_file(path)}
+        with open(path, "rb") as f:
+            return self._upload(key, f, meta)
+
+    def put_stream(self, key: str, fileobj: BinaryIO, sha256: str | None = None) -> str:
+        """Upload a readable binary stream (multipart above the threshold); return the URI.
+
+        ``sha256`` (hex digest of the stream's bytes), when given, is stored for read-back checks.
+        """
+        return self._upload(key, fileobj, {SHA256_META: sha256} if sha256 else {})
+
+    def _upload(self, key: str, fileobj: BinaryIO, meta: dict[str, str]) -> str:
+        try:
+            self.client.upload_fileobj(
+                fileobj,
+                self.bucket,
+                self._key(key),
+                ExtraArgs={"Metadata": meta},
+                Config=self._transfer_config(),
+            )
+        except Exception as exc:
+            raise self._error(exc, key, "upload") from None
+        return self.uri(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read an object whole, checking its stored SHA-256; FileNotFoundError if missing."""
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            data = resp["Body"].read()
+        except Exception as exc:
+            raise self._error(exc, key, "GET") from None
+        self._verify(key, hashlib.sha256(data).hexdigest(), resp.get("Metadata", {}))
+        return data
+
+    def get_file(self, key: str, path: str | os.PathLike) -> Path:
+        """Download to ``path`` (ranged parts above the threshold), check the SHA-256, then rename
+        into place, so ``path`` never holds a partial or corrupt download."""
+        head = self._head(key)
+        if head is None:
+            raise FileNotFoundError(f"{self.uri(key)}: no such object")
+        dst = Path(path)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                # If the object is replaced mid-download, the parts mix two versions: the SHA-256
+                # check below (against the metadata of the HEAD above) catches that.
+                self.client.download_fileobj(
+                    self.bucket, self._key(key), f, Config=self._transfer_config()
+                )
+            self._verify(key, _sha256_file(tmp), head.get("Metadata", {}))
+            os.replace(tmp, dst)
+        except (StorageError, FileNotFoundError):
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        except Exception as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise self._error(exc, key, "download") from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return dst
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under ``prefix`` (a folder-like path relative to the root, or one key), sorted.
+
+        As for a folder, ``prefix="a"`` matches ``a`` and ``a/...`` but not ``ab``.
+        """
+        rel = _check_key(prefix) if prefix else ""
+        if rel:
+            full = self._key(rel)
+            query = full
+        else:
+            full = ""
+            query = f"{self.prefix}/" if self.prefix else ""
+        start = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=query
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    name = obj["Key"]
+                    if not full or name == full or name.startswith(f"{full}/"):
+                        keys.append(name[start:])
+        except Exception as exc:
+            raise self._error(exc, None, "LIST") from None
+        yield from sorted(keys)
+
+    def delete(self, key: str) -> None:
+        """Delete an object; a missing key is not an error, a missing bucket is."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            err = self._error(exc, key, "DELETE")
+            if not isinstance(err, FileNotFoundError):
+                raise err from None
