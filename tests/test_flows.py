@@ -80,3 +80,38 @@ def test_transfer_flow_failed_shard_rerun_computes_only_that_shard(
             k: v for k, v in b.items() if k != "generated_uri"
         }
     assert "domain=night" in result["paired"]["night"]
+
+
+@pytest.mark.ceph
+def test_transfer_flow_on_s3_results_and_artifacts_in_ceph(
+    prefect_harness, synthetic_root, tiny_models_dir, s3_root, ceph_s3, monkeypatch, tmp_path
+):
+    import boto3
+
+    from deployments.blocks import save_s3_result_storage
+    from flows.transfer import transfer_flow
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", ceph_s3.endpoint_url)
+    samples_uri = _ingest(synthetic_root, tmp_path / "manifests")
+    block = save_s3_result_storage(
+        "zodi-test-results", f"{s3_root}/prefect-results", endpoint_url=ceph_s3.endpoint_url
+    )
+    flow = transfer_flow.with_options(result_storage=block)
+    config = _transfer_config(tiny_models_dir)
+
+    first = flow(samples_uri, ["night"], s3_root, config, shard_size=4)
+    assert first["domains"]["night"]["images_written"] == 8
+    second = flow(samples_uri, ["night"], s3_root, config, shard_size=4)
+    assert sorted(second["domains"]["night"]["shards_cached"]) == ["shard-00000", "shard-00001"]
+    assert second["domains"]["night"]["images_written"] == 0
+
+    # Images, shard manifests, the paired manifest and Prefect's results all live in Ceph.
+    bucket, _, prefix = s3_root.removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=ceph_s3.endpoint_url)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    rel = [k.removeprefix(prefix + "/") for k in keys]
+    assert sum(k.startswith("images/night/") for k in rel) == 8
+    assert sum(k.startswith("transfer/night/shards/") for k in rel) == 2
+    assert "paired/domain=night/paired.parquet" in rel
+    assert sum(k.startswith("prefect-results/") for k in rel) >= 2  # one result per shard
+    assert second["paired"]["night"].startswith("s3://")

@@ -90,7 +90,11 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = _check_key(prefix) if prefix.strip("/") else ""
         self.root = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self.endpoint_url = endpoint_url
+        # The standard variables name an S3-compatible endpoint for every stage at once; URI-level
+        # helpers (storage.read_bytes(uri)) then reach it without passing options around.
+        self.endpoint_url = (
+            endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        )
         self.region = region
         if multipart_chunksize < 5 << 20:
             raise StorageError(

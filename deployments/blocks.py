@@ -1,0 +1,32 @@
+"""Result-storage blocks: Prefect persists task results (and so cache records) to S3 through a
+prefect-aws ``S3Bucket`` block, which must be saved server-side before a flow can use it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def save_s3_result_storage(
+    name: str, root: str, endpoint_url: str | None = None, region: str | None = None
+) -> Any:
+    """Save (idempotently) an ``S3Bucket`` block for ``root`` = ``s3://bucket/prefix``.
+
+    Credentials are not stored in the block: boto3 finds them in the standard AWS chain
+    (environment, ``~/.aws``, instance role) of whichever worker reads or writes results.
+    Returns the saved block; pass it as ``flow.with_options(result_storage=block)`` or reference
+    it as ``s3-bucket/<name>``.
+    """
+    from prefect_aws import AwsCredentials, S3Bucket
+    from prefect_aws.client_parameters import AwsClientParameters
+
+    if not root.startswith("s3://"):
+        raise ValueError(f"root: expected s3://bucket[/prefix], received {root!r}")
+    bucket, _, prefix = root.removeprefix("s3://").partition("/")
+    params = AwsClientParameters(endpoint_url=endpoint_url) if endpoint_url else AwsClientParameters()
+    block = S3Bucket(
+        bucket_name=bucket,
+        bucket_folder=prefix.strip("/"),
+        credentials=AwsCredentials(region_name=region, aws_client_parameters=params),
+    )
+    block.save(name, overwrite=True)
+    return S3Bucket.load(name)
