@@ -115,3 +115,60 @@ def test_transfer_flow_on_s3_results_and_artifacts_in_ceph(
     assert "paired/domain=night/paired.parquet" in rel
     assert sum(k.startswith("prefect-results/") for k in rel) >= 2  # one result per shard
     assert second["paired"]["night"].startswith("s3://")
+
+
+def test_transfer_killed_mid_shard_leaves_no_partial_image_or_orphan_row(
+    synthetic_root, tiny_models_dir, tmp_path
+):
+    """SIGKILL a transfer mid-shard: every visible image is complete, no manifest row lacks its
+    image, and the rerun skips what was written and finishes the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    from zodi_core import manifest
+
+    out = tmp_path / "out"
+    samples_uri = _ingest_local(synthetic_root, tmp_path)
+    manifest_uri = str(out / "transfer-night.parquet")
+    cmd = [
+        sys.executable, "-m", "zodi_core.cli", "transfer", "--manifest", samples_uri,
+        "--domain", "night", "--preset", "demo", "--steps", "8", "--batch-size", "1",
+        "--models", str(tiny_models_dir), "--out", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    images = out / "images" / "night"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if images.is_dir() and any(p.suffix == ".png" for p in images.iterdir()):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "transfer finished before it could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    visible = sorted(p for p in images.iterdir() if p.suffix == ".png")
+    assert 1 <= len(visible) < 8
+    for p in visible:
+        with Image.open(p) as im:
+            im.load()  # a half-written PNG would raise here
+    assert not (out / "transfer-night.parquet").exists()  # no manifest row without its image
+
+    rerun = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    table = manifest.read_manifest(manifest_uri, "transfer")
+    statuses = table.column("status").to_pylist()
+    assert statuses.count("skipped") == len(visible) and statuses.count("ok") == 8 - len(visible)
+    for uri in table.column("generated_uri").to_pylist():
+        assert os.path.exists(uri)
+
+
+def _ingest_local(root: Path, tmp_path: Path) -> str:
+    from zodi_core.datasets.ingest import ingest_dataset
+
+    spec = DatasetSpec(dataset="cityscapes", root=str(root / "cityscapes"), split="train")
+    return ingest_dataset(spec, str(tmp_path / "samples.parquet"), progress=False).manifest_uri
