@@ -182,6 +182,10 @@ class RunSummary:
         )
 
 
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
 def render_report_markdown(report: dict[str, Any]) -> str:
     """Markdown report: mIoU per target, source-only vs ZoDi, proxy estimates, shard status."""
     lines = ["# ZoDi pipeline report", ""]
@@ -196,8 +200,7 @@ def render_report_markdown(report: dict[str, Any]) -> str:
         for name, res in results.items():
             cells = []
             for t in targets:
-                m = res.get("targets", {}).get(t, {}).get("mIoU")
-                cells.append("–" if m is None else f"{m:.1f}")
+                cells.append(_pct(res.get("targets", {}).get(t, {}).get("mIoU")))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     proxies = {n: r.get("proxy", {}) for n, r in results.items() if r.get("proxy")}
@@ -211,9 +214,7 @@ def render_report_markdown(report: dict[str, Any]) -> str:
         for name, per_domain in proxies.items():
             for domain, p in per_domain.items():
                 real = p.get("real_mIoU")
-                lines.append(
-                    f"| {name} | {domain} | {p['mIoU']:.1f} | {'–' if real is None else f'{real:.1f}'} |"
-                )
+                lines.append(f"| {name} | {domain} | {_pct(p.get('mIoU'))} | {_pct(real)} |")
         lines.append("")
     transfer = report.get("transfer", {})
     if transfer:
@@ -275,3 +276,53 @@ def render_sample_grid(paired_uri: str, out_uri: str, n: int = 4, palette: str |
         [np.pad(x, ((0, 0), (0, width - x.shape[1]), (0, 0))) for x in grid_rows], axis=0
     )
     return storage.write_bytes(out_uri, encode_png(grid))
+
+
+def evaluation_jobs(
+    models: dict[str, list[dict[str, Any]]], targets: list[str], proxies: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Evaluation jobs for each trained model (``{name: [train result per seed]}``).
+
+    A ZoDi model ``zodi-<d>`` gets the real targets and the proxy of its own domain; the
+    source-only model gets the real targets and every domain's proxy (the baseline estimate).
+    evaluate_checkpoint takes one proxy manifest, so extra proxies become extra jobs.
+    """
+    jobs = []
+    for name, runs in sorted(models.items()):
+        checkpoints = [r["checkpoint"] for r in sorted(runs, key=lambda r: r["seed"])]
+        config = runs[0]["config"]
+        if name.startswith("zodi-"):
+            domains = [name.removeprefix("zodi-")] if name.removeprefix("zodi-") in proxies else []
+        else:
+            domains = sorted(proxies)
+        for i, domain in enumerate(domains or [None]):
+            jobs.append(
+                {
+                    "model": name,
+                    "checkpoints": checkpoints,
+                    "config": config,
+                    "manifests": targets if i == 0 else [],
+                    "proxy": proxies.get(domain) if domain else None,
+                    "proxy_domain": domain,
+                    "slug": name if i == 0 else f"{name}-proxy-{domain}",
+                }
+            )
+    return [j for j in jobs if j["manifests"] or j["proxy"]]
+
+
+def collect_evaluations(jobs: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fold evaluation results into ``{model: {"targets": ..., "proxy": ..., "reports": [...]}}``."""
+    out: dict[str, Any] = {}
+    for job, run in zip(jobs, runs, strict=True):
+        entry = out.setdefault(job["model"], {"targets": {}, "proxy": {}, "reports": []})
+        entry["reports"].append(run["report_md"])
+        for name, miou in run["targets"].items():
+            if name.startswith("proxy-"):
+                entry["proxy"][job["proxy_domain"]] = {"mIoU": miou}
+            else:
+                entry["targets"][name] = {"mIoU": miou}
+    for entry in out.values():
+        for domain, p in entry["proxy"].items():
+            real = [v["mIoU"] for n, v in entry["targets"].items() if f"-{domain}-" in f"-{n}-"]
+            p["real_mIoU"] = real[0] if real else None
+    return out

@@ -1,0 +1,130 @@
+"""zodi_core.pipeline: sharding, cache keys, merging, evaluation jobs and the report (no Prefect)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from zodi_core import manifest, pipeline
+from zodi_core.config import TransferConfig
+
+
+def _samples(n: int, shuffle_seed: int | None = None) -> list[dict]:
+    rows = [
+        {
+            "sample_id": f"city_{i:06d}_000019",
+            "dataset": "cityscapes",
+            "split": "train",
+            "domain": "source",
+            "image_uri": f"/data/{i}.png",
+            "label_uri": f"/data/{i}_label.png",
+            "label_format": "label_ids",
+            "width": 256,
+            "height": 128,
+            "image_sha256": f"img{i}",
+            "label_sha256": f"lab{i}",
+        }
+        for i in range(n)
+    ]
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(rows)
+    return rows
+
+
+def test_shard_manifest_sorted_and_independent_of_row_order(tmp_path):
+    a = manifest.write_manifest(_samples(10), str(tmp_path / "a.parquet"), "samples")
+    b = manifest.write_manifest(_samples(10, shuffle_seed=3), str(tmp_path / "b.parquet"), "samples")
+    shards_a = pipeline.shard_manifest(a, 4)
+    shards_b = pipeline.shard_manifest(b, 4)
+    assert [len(s.sample_ids) for s in shards_a] == [4, 4, 2]
+    assert [s.sample_ids for s in shards_a] == [s.sample_ids for s in shards_b]
+    assert [s.digest for s in shards_a] == [s.digest for s in shards_b]
+    assert shards_a[0].sample_ids[0] == "city_000000_000019"
+
+
+def test_shard_digest_changes_with_image_content(tmp_path):
+    rows = _samples(4)
+    a = manifest.write_manifest(rows, str(tmp_path / "a.parquet"), "samples")
+    rows[1]["image_sha256"] = "changed"
+    b = manifest.write_manifest(rows, str(tmp_path / "b.parquet"), "samples")
+    assert pipeline.shard_manifest(a, 4)[0].digest != pipeline.shard_manifest(b, 4)[0].digest
+
+
+def test_shard_manifest_rejects_bad_size_and_empty(tmp_path):
+    uri = manifest.write_manifest(_samples(2), str(tmp_path / "a.parquet"), "samples")
+    with pytest.raises(ValueError, match="shard_size.*received 0"):
+        pipeline.shard_manifest(uri, 0)
+    empty = manifest.write_manifest([], str(tmp_path / "e.parquet"), "samples")
+    with pytest.raises(ValueError, match="empty"):
+        pipeline.shard_manifest(empty, 2)
+
+
+def test_transfer_cache_key_covers_config_destination_and_content(tmp_path):
+    uri = manifest.write_manifest(_samples(4), str(tmp_path / "a.parquet"), "samples")
+    shard = pipeline.shard_manifest(uri, 4)[0]
+    cfg = TransferConfig.preset("demo")
+    key = pipeline.transfer_cache_key(shard, cfg, "/out")
+    assert key == pipeline.transfer_cache_key(shard, cfg, "/out")
+    assert key != pipeline.transfer_cache_key(shard, cfg.replace(strength=0.5), "/out")
+    assert key != pipeline.transfer_cache_key(shard, cfg.replace(prompt="driving at dusk"), "/out")
+    assert key != pipeline.transfer_cache_key(shard, cfg, "/elsewhere")
+    assert key != pipeline.transfer_cache_key(shard, cfg, "/out", "base@other-revision")
+
+
+def _transfer_rows(ids, status="ok"):
+    return [
+        {
+            "sample_id": i, "domain": "night", "source_uri": f"/s/{i}.png", "label_uri": f"/l/{i}.png",
+            "label_format": "label_ids", "generated_uri": f"/g/{i}.png", "prompt": "p",
+            "negative_prompt": "n", "strength": 0.9, "seed": 1, "k": 18, "first_timestep": 901,
+            "palette": "ade20k", "method": "zodi", "model_revisions": "{}", "config_digest": "abc",
+            "status": status, "error": None, "seconds": 0.1,
+        }
+        for i in ids
+    ]  # fmt: skip
+
+
+def test_merge_shard_manifests_sorts_and_refuses_duplicates(tmp_path):
+    s1 = manifest.write_manifest(_transfer_rows(["b", "a"]), str(tmp_path / "1.parquet"), "transfer")
+    s2 = manifest.write_manifest(_transfer_rows(["c"]), str(tmp_path / "2.parquet"), "transfer")
+    out = pipeline.paired_manifest_uri(str(tmp_path), "night")
+    merged = pipeline.merge_shard_manifests([s2, s1], out, "night")
+    assert merged["rows"] == 3 and merged["config_digests"] == ["abc"]
+    table = manifest.read_manifest(out, "transfer")
+    assert table.column("sample_id").to_pylist() == ["a", "b", "c"]
+    assert manifest.manifest_metadata(table)["domain"] == "night"
+    with pytest.raises(ValueError, match=r"more than one shard.*'a'"):
+        pipeline.merge_shard_manifests([s1, s1], out, "night")
+
+
+def test_evaluation_jobs_and_collect_put_proxy_beside_real_target():
+    models = {
+        "source-only": [{"checkpoint": "/so/1.pth", "seed": 1, "config": "so.py"}, {"checkpoint": "/so/0.pth", "seed": 0, "config": "so.py"}],
+        "zodi-night": [{"checkpoint": "/z/0.pth", "seed": 0, "config": "z.py"}],
+    }  # fmt: skip
+    jobs = pipeline.evaluation_jobs(models, ["/t/acdc-night.parquet"], {"night": "/p/night.parquet", "fog": "/p/fog.parquet"})
+    by_slug = {j["slug"]: j for j in jobs}
+    assert set(by_slug) == {"source-only", "source-only-proxy-night", "zodi-night"}
+    assert by_slug["source-only"]["checkpoints"] == ["/so/0.pth", "/so/1.pth"]
+    assert by_slug["source-only"]["proxy_domain"] == "fog" and by_slug["source-only"]["manifests"]
+    assert by_slug["source-only-proxy-night"]["manifests"] == []
+    assert by_slug["zodi-night"]["proxy"] == "/p/night.parquet"
+    runs = [
+        {"report_md": "r1", "targets": {"acdc-night-val": 20.0, "proxy-fog": 30.0}},
+        {"report_md": "r2", "targets": {"proxy-night": 18.0}},
+        {"report_md": "r3", "targets": {"acdc-night-val": 25.0, "proxy-night": 24.0}},
+    ]
+    ordered = [by_slug["source-only"], by_slug["source-only-proxy-night"], by_slug["zodi-night"]]
+    results = pipeline.collect_evaluations(ordered, runs)
+    assert results["zodi-night"]["proxy"]["night"] == {"mIoU": 24.0, "real_mIoU": 25.0}
+    assert results["source-only"]["proxy"]["fog"]["real_mIoU"] is None
+    assert results["source-only"]["proxy"]["night"]["real_mIoU"] == 20.0
+    md = pipeline.render_report_markdown({"results": results})
+    assert "| zodi-night | 25.0 |" in md and "| zodi-night | night | 24.0 | 25.0 |" in md
+
+
+def test_run_summary_line_counts():
+    s = pipeline.RunSummary(shards_computed=["shard-00001"], shards_cached=["shard-00000"])
+    s.add_images({"written": 3, "skipped": 1, "failed": 0})
+    assert s.line() == "shards: 1 computed, 1 cached, 0 failed; images: 3 written, 1 skipped, 0 failed"
