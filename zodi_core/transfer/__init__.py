@@ -1,0 +1,35 @@
+"""Zero-shot image transfer (SPEC §2): the sampler, its model loader, manifest runner and preview.
+
+- :mod:`.models`: device/dtype choice, :func:`load_components`, the tiny random-weight pipeline.
+- :mod:`.sampler`: :class:`TransferSampler`, ControlNet + stochastic inversion, batched.
+- :mod:`.runner`: :func:`transfer_manifest`, samples manifest → images + transfer manifest.
+- :mod:`.preview`: one image at several strengths, as a contact sheet.
+
+Torch, diffusers and transformers are imported inside functions, so importing this package is cheap.
+"""
+
+from zodi_core.transfer.models import Components, load_components, resolve_device, write_tiny_models
+from zodi_core.transfer.runner import TransferResult, transfer_manifest
+from zodi_core.transfer.sampler import (
+    TransferOutput,
+    TransferSampler,
+    generation_size,
+    plan_timesteps,
+    sample_seed,
+    transfer_digest,
+)
+
+__all__ = [
+    "Components",
+    "TransferOutput",
+    "TransferResult",
+    "TransferSampler",
+    "generation_size",
+    "load_components",
+    "plan_timesteps",
+    "resolve_device",
+    "sample_seed",
+    "transfer_digest",
+    "transfer_manifest",
+    "write_tiny_models",
+]

@@ -1,0 +1,167 @@
+"""``zodi transfer``, ``zodi preview`` and ``zodi tiny-models``: the image-transfer stage."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from zodi_core.config import DOMAINS
+
+
+def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "transfer",
+        parents=[parent],
+        help="transfer every sample of a manifest to a target domain",
+        description="Transfer each source image of a samples manifest to the target domain with "
+        "ControlNet + stochastic inversion (SPEC §2). Writes <out>/images/<domain>/<id>.png and "
+        "<out>/transfer-<domain>.parquet; a rerun skips images already written with the same "
+        "config digest. Exit code 1 if any image failed.",
+    )
+    p.add_argument("--manifest", required=True, help="samples manifest (local path or s3:// URI)")
+    p.add_argument("--domain", required=True, choices=DOMAINS, help="target domain")
+    p.add_argument("--out", required=True, help="output root (local folder or s3://bucket/prefix)")
+    p.add_argument(
+        "--manifest-out", help="transfer manifest URI (default: <out>/transfer-<domain>.parquet)"
+    )
+    p.add_argument("--sample-ids", help="comma-separated subset of sample ids")
+    _add_common(p)
+    p.set_defaults(func=run_transfer)
+
+    p = sub.add_parser(
+        "preview",
+        parents=[parent],
+        help="contact sheet of one image at several strengths",
+        description="Source | condition | one generated image per strength: choose a strength "
+        "without any target image (the paper's Fig. A).",
+    )
+    p.add_argument("--image", required=True, help="source RGB image (PNG, path or URI)")
+    p.add_argument("--label", required=True, help="its label map (PNG)")
+    p.add_argument("--label-format", default="label_ids", choices=("label_ids", "train_ids"))
+    p.add_argument("--domain", required=True, choices=DOMAINS, help="target domain")
+    p.add_argument(
+        "--strengths", default="0.4,0.65,0.9", help="comma-separated strengths in (0, 1]"
+    )
+    p.add_argument("--out", required=True, help="output PNG")
+    _add_common(p, strength=False, batch=False)
+    p.set_defaults(func=run_preview)
+
+    p = sub.add_parser(
+        "tiny-models",
+        parents=[parent],
+        help="write a tiny random-weight SD 1.5 + ControlNet pipeline (tests, demo)",
+        description="A tiny pipeline with Stable Diffusion 1.5's architecture and random weights, "
+        "in diffusers' folder format (controlnet/ inside), loadable with --models DIR.",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
+    p.set_defaults(func=run_tiny_models)
+
+
+def _add_common(p: argparse.ArgumentParser, strength: bool = True, batch: bool = True) -> None:
+    p.add_argument("--preset", default="default", choices=("paper", "default", "demo"))
+    p.add_argument("--prompt", help="prompt (default: 'driving <domain phrase>, best quality')")
+    if strength:
+        p.add_argument("--strength", type=float, help="S in (0, 1] (default: the domain's)")
+    p.add_argument("--models", help="base model: hub id or local folder (with controlnet/ inside)")
+    p.add_argument("--controlnet", help="ControlNet: hub id or local folder")
+    if batch:
+        p.add_argument("--batch-size", type=int, help="images per sampler call")
+    p.add_argument("--steps", type=int, help="T, DDIM steps of the full schedule")
+    p.add_argument("--method", choices=("zodi", "sdedit", "inst", "wo_si"), help="ablation")
+    p.add_argument("--seed", type=int, help="global seed")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"))
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """TransferConfig from --preset plus the options given on the command line."""
+    from zodi_core.config import TransferConfig
+
+    overrides: dict[str, Any] = {"domain": args.domain}
+    for opt, field in (
+        ("prompt", "prompt"),
+        ("strength", "strength"),
+        ("batch_size", "batch_size"),
+        ("steps", "num_inference_steps"),
+        ("method", "method"),
+        ("seed", "seed"),
+        ("device", "device"),
+        ("dtype", "dtype"),
+    ):
+        value = getattr(args, opt, None)
+        if value is not None:
+            overrides[field] = value
+    if args.prompt is not None and not args.prompt.strip():
+        raise ValueError("--prompt: expected a non-empty prompt, received an empty string")
+    if getattr(args, "strength", None) is not None and not 0.0 < args.strength <= 1.0:
+        raise ValueError(f"--strength: expected a value in (0, 1], received {args.strength}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps: expected an integer >= 1, received {args.steps}")
+    if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size: expected an integer >= 1, received {args.batch_size}")
+    config = TransferConfig.preset(args.preset, **overrides)
+    models = config.models.model_dump()
+    if args.models:
+        models["base"] = args.models
+        local = Path(args.models).expanduser()
+        if args.models.startswith(("/", ".", "~")) and not local.is_dir():
+            raise FileNotFoundError(f"--models: model folder {args.models!r} does not exist")
+        if (local / "controlnet").is_dir():
+            models["controlnet"] = None  # <base>/controlnet, as `zodi tiny-models` writes
+    if args.controlnet:
+        models["controlnet"] = args.controlnet
+    return config.replace(models=models)
+
+
+def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
+    from zodi_core.transfer.runner import transfer_manifest
+
+    config = build_config(args)
+    ids = None
+    if args.sample_ids:
+        ids = [s.strip() for s in args.sample_ids.split(",") if s.strip()]
+    result = transfer_manifest(
+        args.manifest, config, args.out, sample_ids=ids, manifest_uri=args.manifest_out
+    )
+    summary = result.summary()
+    if result.failed:
+        summary["errors"] = result.errors
+        summary["exit_code"] = 1
+    return summary
+
+
+def run_preview(args: argparse.Namespace) -> dict[str, Any]:
+    from zodi_core import storage
+    from zodi_core.datasets.io import encode_png, read_image, read_label
+    from zodi_core.transfer.models import load_components, resolve_device
+    from zodi_core.transfer.preview import make_preview, parse_strengths
+    from zodi_core.transfer.sampler import TransferSampler
+
+    strengths = parse_strengths(args.strengths)
+    config = build_config(args)
+    if not storage.exists(args.image):
+        raise FileNotFoundError(f"--image: {args.image!r} does not exist")
+    if not storage.exists(args.label):
+        raise FileNotFoundError(f"--label: {args.label!r} does not exist")
+    image = read_image(args.image)
+    label = read_label(args.label, args.label_format)
+    if label.shape != image.shape[:2]:
+        raise ValueError(
+            f"--label: size {label.shape[1]}x{label.shape[0]} differs from --image size "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
+    device, dtype = resolve_device(config.device, config.dtype)
+    sampler = TransferSampler(load_components(config.models, device, dtype), config)
+    sample_id = Path(args.image).stem
+    sheet = make_preview(sampler, image, label, strengths, config, sample_id)
+    uri = storage.write_bytes(args.out, encode_png(sheet))
+    return {"out": uri, "strengths": strengths, "width": sheet.shape[1], "height": sheet.shape[0]}
+
+
+def run_tiny_models(args: argparse.Namespace) -> dict[str, Any]:
+    from zodi_core.transfer.models import write_tiny_models
+
+    out = write_tiny_models(args.out, seed=args.seed)
+    return {"out": str(out)}
