@@ -70,6 +70,8 @@ def test_transfer_cache_key_covers_config_destination_and_content(tmp_path):
     assert key != pipeline.transfer_cache_key(shard, cfg.replace(prompt="driving at dusk"), "/out")
     assert key != pipeline.transfer_cache_key(shard, cfg, "/elsewhere")
     assert key != pipeline.transfer_cache_key(shard, cfg, "/out", "base@other-revision")
+    # Outputs do not depend on the batch size, so neither does the key.
+    assert key == pipeline.transfer_cache_key(shard, cfg.replace(batch_size=1), "/out")
 
 
 def _transfer_rows(ids, status="ok"):

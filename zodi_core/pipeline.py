@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from zodi_core import __version__, manifest, storage
-from zodi_core.config import ModelsConfig, TransferConfig, config_digest
+from zodi_core.config import ModelsConfig, TransferConfig
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,9 @@ def transfer_cache_key(
 
     Not the run id: the same shard with the same settings is reused across runs.
     """
-    parts = [shard.digest, config_digest(config), model_revisions, code_version(), out_root]
+    from zodi_core.transfer.sampler import transfer_digest
+
+    parts = [shard.digest, transfer_digest(config), model_revisions, code_version(), out_root]
     return "transfer-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
@@ -107,9 +109,10 @@ def models_fingerprint(models: ModelsConfig) -> str:
 
 
 def shard_output_uri(root: str, domain: str, shard: ShardRef, config: TransferConfig) -> str:
-    return storage.join_uri(
-        root, "transfer", domain, "shards", f"{shard.name}-{shard.digest}-{config_digest(config)}.parquet"
-    )
+    from zodi_core.transfer.sampler import transfer_digest
+
+    name = f"{shard.name}-{shard.digest}-{transfer_digest(config)}.parquet"
+    return storage.join_uri(root, "transfer", domain, "shards", name)
 
 
 def paired_manifest_uri(root: str, domain: str) -> str:
