@@ -1,0 +1,366 @@
+"""Evaluation (SPEC §4): mIoU, per-class IoU and aAcc over the 19 classes, per target manifest.
+
+Images and labels are resized to ``EvalConfig.height × width`` (512×1024) at load time and the
+prediction is compared with the resized label. Areas and metrics are MMSeg's own
+(``IoUMetric.intersect_and_union`` per image, ``IoUMetric.total_area_to_metrics`` per target);
+a confusion matrix is accumulated beside them for the report's figure.
+
+:func:`evaluate_checkpoint` is what ``zodi evaluate`` and the Prefect task call. With several
+checkpoints (one final checkpoint per training seed) each target is reported as mean ± std over
+seeds, the paper's protocol; a best checkpoint is reported separately. A proxy manifest (a
+transfer manifest of the source val split: generated target-like images with the source labels)
+is evaluated with the same model and reported beside the real target of the same domain — the
+paper's claim that generated images estimate target performance without target images.
+
+Outputs under ``out``: ``report.json``, ``report.md`` and ``confusion_<target>.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zodi_core import storage
+from zodi_core.config import EvalConfig
+from zodi_core.labels import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from zodi_core.manifest import read_manifest
+
+
+@dataclass
+class Areas:
+    """Pixel areas summed over images: MMSeg's four (C,) vectors plus a (C, C) confusion matrix
+    (rows: label, columns: prediction)."""
+
+    intersect: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
+    union: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
+    pred: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
+    label: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
+    confusion: np.ndarray = field(
+        default_factory=lambda: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    )
+    images: int = 0
+
+    def add(self, pred, label) -> None:
+        """Accumulate one image: ``pred`` and ``label`` (H, W) integer tensors, 255 ignored."""
+        import torch
+        from mmseg.evaluation import IoUMetric
+
+        pred = torch.as_tensor(pred).long()
+        label = torch.as_tensor(label).to(pred.device).long()
+        if pred.shape != label.shape:
+            raise ValueError(
+                f"pred: expected the label's shape {tuple(label.shape)}, received {tuple(pred.shape)}"
+            )
+        bad = label[(label != IGNORE_INDEX) & ((label < 0) | (label >= NUM_CLASSES))]
+        if bad.numel():
+            raise ValueError(f"label: ids outside 0..18 and 255: {sorted(set(bad.tolist()))}")
+        areas = IoUMetric.intersect_and_union(pred, label, NUM_CLASSES, IGNORE_INDEX)
+        for name, value in zip(("intersect", "union", "pred", "label"), areas, strict=True):
+            setattr(self, name, getattr(self, name) + value.cpu().numpy().astype(np.int64))
+        valid = label != IGNORE_INDEX
+        idx = label[valid] * NUM_CLASSES + pred[valid]
+        counts = torch.bincount(idx, minlength=NUM_CLASSES**2).cpu().numpy()
+        self.confusion += counts.reshape(NUM_CLASSES, NUM_CLASSES)
+        self.images += 1
+
+    def metrics(self) -> dict[str, Any]:
+        """``{"mIoU", "aAcc" (percent), "per_class": {class: IoU % or None}, "images"}``.
+
+        Classes absent from both labels and predictions have no IoU (None) and are left out of
+        the mean, as MMSeg's IoUMetric does.
+        """
+        import torch
+        from mmseg.evaluation import IoUMetric
+
+        areas = [torch.from_numpy(a) for a in (self.intersect, self.union, self.pred, self.label)]
+        m = IoUMetric.total_area_to_metrics(*areas, ["mIoU"])
+        iou = np.asarray(m["IoU"], dtype=np.float64)
+        per_class = {
+            c: (None if math.isnan(v) else round(100 * float(v), 2))
+            for c, v in zip(CLASSES, iou, strict=True)
+        }
+        return {
+            "mIoU": round(100 * float(np.nanmean(iou)), 2) if not np.isnan(iou).all() else None,
+            "aAcc": round(100 * float(m["aAcc"]), 2),
+            "per_class": per_class,
+            "images": self.images,
+        }
+
+
+def target_name(manifest_uri: str, image_column: str | None = None) -> str:
+    """A report name from a manifest's contents: ``acdc-night-val``, ``proxy-night``, ..."""
+    table = read_manifest(manifest_uri)
+    if table.num_rows == 0:
+        raise ValueError(f"{manifest_uri}: the manifest is empty (0 rows)")
+    cols = table.column_names
+    if "generated_uri" in cols and image_column == "generated_uri":
+        domains = sorted(set(table.column("domain").to_pylist()))
+        return "proxy-" + "+".join(domains)
+    parts = []
+    for col in ("dataset", "domain", "split"):
+        if col in cols:
+            values = sorted(set(table.column(col).to_pylist()))
+            parts.append("+".join(values))
+    return "-".join(parts)
+
+
+def load_model(config: str | os.PathLike, checkpoint_uri: str, device: str = "cpu"):
+    """Build the config's model and load a checkpoint (local or remote) into it, in eval mode.
+
+    A ZoDi checkpoint (keys ``segmentor.*``) loads into its plain segmentor config and back.
+    """
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from zodi_core.seg.checkpoint import load_checkpoint_file
+    from zodi_core.seg.train import load_config
+
+    cfg = load_config(config)
+    init_default_scope(cfg.get("default_scope", "mmseg"))
+    model = MODELS.build(cfg.model)
+    with tempfile.TemporaryDirectory(prefix="zodi-eval-") as tmp:
+        path = _local_copy(checkpoint_uri, Path(tmp))
+        ckpt = load_checkpoint_file(str(path))
+    state = ckpt.get("state_dict", ckpt)
+    own = set(model.state_dict())
+    if not own & set(state):
+        if all(k.startswith("segmentor.") for k in state):
+            state = {k[len("segmentor.") :]: v for k, v in state.items()}
+        elif all(k.startswith("segmentor.") for k in own):
+            state = {f"segmentor.{k}": v for k, v in state.items()}
+    missing = sorted(own - set(state))
+    unexpected = sorted(set(state) - own)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {checkpoint_uri} does not fit config {config}: missing keys "
+            f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected keys "
+            f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def _local_copy(uri: str, tmp: Path) -> Path:
+    if not uri.startswith("s3://"):
+        path = Path(uri.removeprefix("file://"))
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {uri} not found")
+        return path
+    root, name = storage.split_uri(uri)
+    return storage.open_storage(root).get_file(name, tmp / name)
+
+
+def evaluate_model(
+    model, manifest_uri: str, eval_config: EvalConfig, image_column: str | None = None
+) -> Areas:
+    """Run ``model`` on every row of a manifest at the evaluation size; return the areas."""
+    import torch
+    from mmengine.dataset import pseudo_collate
+    from torch.utils.data import DataLoader
+
+    from zodi_core.seg.datasets import ZoDiManifestDataset
+
+    dataset = ZoDiManifestDataset(
+        manifest=manifest_uri,
+        image_column=image_column,
+        test_mode=True,
+        pipeline=[
+            dict(type="LoadZoDiSample", scale=(eval_config.width, eval_config.height)),
+            dict(type="PackSegInputs"),
+        ],
+    )
+    loader = DataLoader(dataset, batch_size=eval_config.batch_size, collate_fn=pseudo_collate)
+    areas = Areas()
+    with torch.no_grad():
+        for batch in loader:
+            for sample in model.val_step(batch):
+                areas.add(sample.pred_sem_seg.data.squeeze(0), sample.gt_sem_seg.data.squeeze(0))
+    return areas
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    return round(float(np.mean(vals)), 2), round(std, 2)
+
+
+def aggregate_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """mean ± std (sample std, ddof=1) over seeds of mIoU, aAcc and every class IoU."""
+    out: dict[str, Any] = {"runs": len(runs)}
+    for key in ("mIoU", "aAcc"):
+        out[key], out[f"{key}_std"] = _mean_std([r[key] for r in runs])
+    out["per_class"] = {c: _mean_std([r["per_class"][c] for r in runs])[0] for c in CLASSES}
+    out["images"] = runs[0]["images"]
+    return out
+
+
+def render_confusion_png(confusion: np.ndarray, title: str) -> bytes:
+    """A row-normalised (C, C) confusion matrix as a PNG (rows: label, columns: prediction)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = confusion.sum(axis=1, keepdims=True)
+    norm = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(9, 8))
+    im = ax.imshow(norm, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(NUM_CLASSES), CLASSES, rotation=90, fontsize=7)
+    ax.set_yticks(range(NUM_CLASSES), CLASSES, fontsize=7)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("label")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _fmt(mean: float | None, std: float | None = None) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: one row per target (proxy estimate beside its real target), then
+    per-class IoU."""
+    targets = report["targets"]
+    proxies = {t["domain"]: name for name, t in targets.items() if t["proxy"]}
+    multi = report["seeds"] > 1
+    lines = [
+        f"# Evaluation: {Path(report['config']).name}",
+        "",
+        f"Checkpoints: {report['seeds']} (mean ± std over seeds)" if multi else
+        f"Checkpoint: `{report['checkpoints'][0]}`",
+        f"Resolution: {report['height']}x{report['width']}; mIoU over {NUM_CLASSES} classes (%).",
+        "",
+        "| target | images | mIoU | aAcc | proxy mIoU (generated) |" + (" best ckpt mIoU |" if report.get("best_checkpoint") else ""),
+        "|---|---|---|---|---|" + ("---|" if report.get("best_checkpoint") else ""),
+    ]  # fmt: skip
+    for name, t in targets.items():
+        s = t["summary"]
+        std = {k: s.get(f"{k}_std") if multi else None for k in ("mIoU", "aAcc")}
+        proxy = "–"
+        if not t["proxy"] and t["domain"] in proxies:
+            ps = targets[proxies[t["domain"]]]["summary"]
+            proxy = f"{_fmt(ps['mIoU'], ps.get('mIoU_std') if multi else None)} ({proxies[t['domain']]})"
+        row = f"| {name} | {s['images']} | {_fmt(s['mIoU'], std['mIoU'])} | {_fmt(s['aAcc'], std['aAcc'])} | {proxy} |"
+        if report.get("best_checkpoint"):
+            row += f" {_fmt(t['best']['mIoU']) if t.get('best') else '–'} |"
+        lines.append(row)
+    lines += ["", "## Per-class IoU (%)", "", "| class | " + " | ".join(targets) + " |",
+              "|---|" + "---|" * len(targets)]  # fmt: skip
+    for c in CLASSES:
+        cells = [_fmt(t["summary"]["per_class"][c]) for t in targets.values()]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
+
+
+def evaluate_checkpoint(
+    checkpoints: str | list[str],
+    config: str | os.PathLike,
+    manifests: list[str],
+    out: str,
+    *,
+    proxy_manifest: str | None = None,
+    best_checkpoint: str | None = None,
+    eval_config: EvalConfig | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate one checkpoint, or one per seed, on target manifests (+ proxy); write the report.
+
+    Args:
+        checkpoints: a checkpoint URI, or the final checkpoints of several seeds.
+        config: the mmseg config the checkpoints were trained with (path or bundled name).
+        manifests: samples manifests of the real targets (ACDC conditions, GTA5, Cityscapes val).
+        out: folder (local or ``s3://``) for ``report.json``, ``report.md``, confusion PNGs.
+        proxy_manifest: transfer manifest of generated images of the source val split.
+        best_checkpoint: reported separately (the paper's best epoch).
+        eval_config: resolution and batch size (default: 512×1024, batch 1).
+        device: 'cpu', 'cuda'...; default CUDA when available.
+    Returns:
+        ``{"report_json", "report_md", "confusion_png": [...], "targets": {name: mIoU}}``.
+    """
+    import torch
+
+    eval_config = eval_config or EvalConfig()
+    checkpoints = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)
+    if not checkpoints:
+        raise ValueError("checkpoints: expected at least one checkpoint URI, received none")
+    if not manifests and not proxy_manifest:
+        raise ValueError("manifests: expected at least one target manifest (or a proxy manifest)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sets = [(m, None, False) for m in manifests]
+    if proxy_manifest:
+        sets.append((proxy_manifest, "generated_uri", True))
+    names = [target_name(m, col) for m, col, _ in sets]
+    if len(set(names)) != len(names):
+        names = [f"{n}#{i}" for i, n in enumerate(names)]
+
+    runs: dict[str, list[Areas]] = {n: [] for n in names}
+    for ckpt in checkpoints:
+        model = load_model(config, ckpt, device)
+        for name, (m, col, _) in zip(names, sets, strict=True):
+            runs[name].append(evaluate_model(model, m, eval_config, col))
+    best: dict[str, dict] = {}
+    if best_checkpoint:
+        model = load_model(config, best_checkpoint, device)
+        for name, (m, col, _) in zip(names, sets, strict=True):
+            best[name] = evaluate_model(model, m, eval_config, col).metrics()
+
+    report: dict[str, Any] = {
+        "config": str(config),
+        "checkpoints": checkpoints,
+        "best_checkpoint": best_checkpoint,
+        "seeds": len(checkpoints),
+        "height": eval_config.height,
+        "width": eval_config.width,
+        "targets": {},
+    }
+    pngs = []
+    for name, (m, _col, is_proxy) in zip(names, sets, strict=True):
+        per_run = [a.metrics() for a in runs[name]]
+        domains = sorted(set(read_manifest(m).column("domain").to_pylist()))
+        report["targets"][name] = {
+            "manifest": m,
+            "proxy": is_proxy,
+            "domain": "+".join(domains),
+            "summary": aggregate_runs(per_run) if len(per_run) > 1 else per_run[0],
+            "runs": per_run,
+            "best": best.get(name),
+        }
+        confusion = sum(a.confusion for a in runs[name])
+        png_uri = storage.join_uri(out, f"confusion_{_slug(name)}.png")
+        storage.write_bytes(png_uri, render_confusion_png(confusion, name))
+        report["targets"][name]["confusion_png"] = png_uri
+        pngs.append(png_uri)
+    json_uri = storage.write_bytes(
+        storage.join_uri(out, "report.json"), json.dumps(report, indent=2).encode()
+    )
+    md_uri = storage.write_bytes(
+        storage.join_uri(out, "report.md"), render_markdown(report).encode()
+    )
+    return {
+        "report_json": json_uri,
+        "report_md": md_uri,
+        "confusion_png": pngs,
+        "targets": {n: t["summary"]["mIoU"] for n, t in report["targets"].items()},
+    }

@@ -1,0 +1,83 @@
+"""Loading mmengine checkpoints under torch ≥ 2.6, whose ``torch.load`` defaults to
+``weights_only=True``.
+
+mmengine 0.10 calls ``torch.load(filename, map_location)`` without ``weights_only``; a
+checkpoint written by its Runner pickles the message hub (``mmengine.logging.HistoryBuffer``,
+numpy arrays and scalars), so the safe unpickler refuses it ("Unsupported global:
+mmengine.logging.history_buffer.HistoryBuffer"). Instead of switching the safe loader off for
+the whole process (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), :func:`checkpoint_loading` allows
+exactly the classes an mmengine checkpoint holds, for the duration of a ``with`` block.
+
+One more global appears in those pickles: ``builtins.getattr``, because a ``HistoryBuffer``
+pickles its statistics methods as ``getattr(HistoryBuffer, 'mean')``. Allowing the real getattr
+would let a malicious file walk to any function (and defeat the safe loader), so the name is
+bound to :func:`_history_buffer_getattr`, which resolves only those attributes.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _numpy_globals() -> list[Any]:
+    """numpy's reconstruction helpers and dtype classes (arrays and scalars in the log history)."""
+    found: list[Any] = [np.ndarray, np.dtype]
+    for module_name in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            module = __import__(module_name, fromlist=["_reconstruct", "scalar"])
+        except ImportError:
+            continue
+        found += [module._reconstruct, module.scalar]
+        break
+    # One class per dtype (numpy >= 1.25: numpy.dtypes.Float64DType, ...).
+    found += [type(np.dtype(t)) for t in np.sctypeDict.values() if isinstance(t, type)]
+    return list(dict.fromkeys(found))
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` restricted to HistoryBuffer's statistics methods (see module doc)."""
+    from mmengine.logging import HistoryBuffer
+
+    allowed = {"min", "max", "current", "mean", *HistoryBuffer._statistics_methods}
+    if obj is HistoryBuffer and name in allowed:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f"checkpoint: refused getattr({getattr(obj, '__name__', type(obj).__name__)}, {name!r}); "
+        f"only HistoryBuffer statistics methods are allowed"
+    )
+
+
+def safe_globals() -> list[Any]:
+    """The globals an mmengine Runner checkpoint pickles besides tensors and containers."""
+    import codecs
+
+    from mmengine.config import ConfigDict
+    from mmengine.logging import HistoryBuffer, MessageHub
+
+    return [
+        HistoryBuffer,
+        MessageHub,
+        ConfigDict,
+        codecs.encode,  # bytes of numpy scalars (pickle protocol 2)
+        (_history_buffer_getattr, "builtins.getattr"),
+        *_numpy_globals(),
+    ]
+
+
+@contextmanager
+def checkpoint_loading() -> Iterator[None]:
+    """Within the block, ``torch.load`` (weights only) accepts mmengine checkpoints."""
+    with torch.serialization.safe_globals(safe_globals()):
+        yield
+
+
+def load_checkpoint_file(path: str, map_location: str = "cpu") -> dict[str, Any]:
+    """``torch.load`` of an mmengine checkpoint, weights-only with the allowed classes above."""
+    with checkpoint_loading():
+        return torch.load(path, map_location=map_location, weights_only=True)

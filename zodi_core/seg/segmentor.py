@@ -1,0 +1,357 @@
+"""ZoDi model adaptation for any MMSeg segmentor (SPEC §3, paper Eq. 6–8).
+
+:class:`ZoDiSegmentor` wraps an existing segmentor config — any backbone, neck and decode head —
+and adds the similarity loss between the backbone features of each source image I and its
+generated twin I'::
+
+    L = λ·(1 − cos(GAP(F(I)), GAP(F(I')))) + L_seg(I, y) + L_seg(I', y)
+
+where L_seg is whatever the wrapped segmentor's heads compute (cross-entropy with ignore 255 in
+the paper's DeepLabv3+; auxiliary heads included when the config has them). Adding ZoDi to an
+mmseg config takes a few lines::
+
+    custom_imports = dict(imports=['zodi_core.seg'], allow_failed_imports=False)
+    model = dict(_delete_=True, type='ZoDiSegmentor', segmentor={{_base_.model}},
+                 lambda_sim=0.1, feature_stage=-1, scheme='release')
+    train_dataloader = dict(dataset=dict(_delete_=True, type='ZoDiPairedDataset', manifest=...,
+                                         pipeline={{_base_.paired_train_pipeline}}))
+
+Two schemes, equal in loss value and gradient when BatchNorm is frozen (eval mode):
+
+- ``release`` (the authors' release): forward the sources → L_seg(I) + λ·L_sim (the generated
+  features from a backbone-only forward of I'), backward; a second forward of I' → L_seg(I'),
+  backward; one optimizer step per batch of pairs. Each forward normalises its own domain:
+  BatchNorm running statistics see a source batch, a generated batch, and the generated batch
+  again (the backbone-only forward).
+- ``concat``: one forward of the 2N-image batch [I; I']. BatchNorm normalises over both domains
+  jointly (batch statistics mix day and night), and the running statistics are updated once per
+  step with the mixed batch. Mean-reduced head losses over 2N images are (L(I) + L(I')) / 2 (the
+  two halves share their labels, hence their valid-pixel counts), so they are doubled to give
+  the sum of Eq. 8. About one third fewer backbone passes than ``release``; one graph of 2N
+  images is alive at once instead of N (peak memory; see ``bench/train_step.py``).
+
+Logged per iteration (mmengine ``log_vars``): ``loss_sim`` (λ·L_sim, part of the total),
+``cos_mean`` (mean cosine; L_sim = 1 − cos_mean), ``ce_src`` and ``ce_gen`` (the decode head's
+loss on the source and generated halves; not added to the total a second time).
+
+Data-parallel note: mmengine's ``MMDistributedDataParallel.train_step`` calls the module's
+``forward(mode='loss')`` and never its ``train_step``, so under DDP the ``concat`` scheme is what
+runs; use ``scheme='concat'`` there (or a single process) to get the scheme you asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseDataPreprocessor
+from mmengine.optim import OptimWrapper
+from mmseg.models.segmentors import BaseSegmentor
+from mmseg.registry import MODELS
+from mmseg.utils import add_prefix
+from torch import Tensor, nn
+
+from zodi_core.seg.losses import scale_losses, select_stage, similarity_loss, sum_losses
+
+SCHEMES = ("release", "concat")
+#: Metainfo key marking each data sample of a paired batch as "source" or "generated".
+ROLE_KEY = "zodi_role"
+
+
+@MODELS.register_module()
+class ZoDiDataPreProcessor(BaseDataPreprocessor):
+    """Batch a paired batch as one 2N batch [sources; generated] with the wrapped preprocessor.
+
+    Input (from ``PackZoDiPairInputs`` + ``pseudo_collate``): ``inputs`` and ``gen_inputs``, N
+    (3, H, W) uint8 tensors each, and N data samples. Output: ``inputs`` (2N, 3, H, W) float32
+    normalised by ``inner`` (mean/std, padding, BGR→RGB, exactly as the plain model), and 2N data
+    samples, the second N deep copies of the first tagged ``zodi_role='generated'``. A batch
+    without ``gen_inputs`` (validation, source-only data) goes through ``inner`` unchanged.
+    """
+
+    def __init__(self, inner: dict | nn.Module) -> None:
+        super().__init__()
+        self.inner = MODELS.build(inner) if isinstance(inner, dict) else inner
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        gen = data.get("gen_inputs")
+        if gen is None:
+            return self.inner(data, training)
+        samples = list(data["data_samples"])
+        gen = list(gen)
+        if len(gen) != len(samples):
+            raise ValueError(
+                f"gen_inputs: expected one generated image per data sample ({len(samples)}), "
+                f"received {len(gen)}"
+            )
+        gen_samples = []
+        for s in samples:
+            s.set_metainfo({ROLE_KEY: "source"})
+            g = copy.deepcopy(s)
+            g.set_metainfo({ROLE_KEY: "generated"})
+            gen_samples.append(g)
+        batch = {"inputs": list(data["inputs"]) + gen, "data_samples": samples + gen_samples}
+        return self.inner(batch, training)
+
+
+@contextmanager
+def _capture_output(module: nn.Module) -> Iterator[list[Any]]:
+    """Record the outputs of ``module``'s calls (a forward hook) while the context is open."""
+    outputs: list[Any] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def _capture_forward(module: nn.Module | None) -> Iterator[list[Any]]:
+    """Record ``module.forward`` outputs, including direct ``self.forward(x)`` calls (mmseg's
+    ``BaseDecodeHead.loss`` calls ``self.forward``, which bypasses forward hooks)."""
+    outputs: list[Any] = []
+    if module is None:
+        yield outputs
+        return
+    original = module.forward
+    had_instance_attr = "forward" in vars(module)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        outputs.append(out)
+        return out
+
+    module.forward = recording
+    try:
+        yield outputs
+    finally:
+        if had_instance_attr:
+            module.forward = original
+        else:
+            del module.forward  # back to the class's method
+
+
+def _head_loss(head: nn.Module, logits: Tensor, data_samples: list) -> Tensor:
+    """The decode head's loss terms on some of its logits, for logging (no accuracy, no sampler).
+
+    ``BaseDecodeHead.loss_by_feat`` would do, but it also computes the pixel accuracy with a
+    top-k over classes, which doubled the time of a CPU training step when called per half.
+    """
+    label = torch.stack([s.gt_sem_seg.data for s in data_samples]).squeeze(1)
+    logits = F.interpolate(
+        logits, size=label.shape[-2:], mode="bilinear", align_corners=head.align_corners
+    )
+    terms = head.loss_decode if isinstance(head.loss_decode, nn.ModuleList) else [head.loss_decode]
+    return sum(t(logits, label, ignore_index=head.ignore_index).detach() for t in terms)
+
+
+@MODELS.register_module()
+class ZoDiSegmentor(BaseSegmentor):
+    """Any mmseg segmentor plus ZoDi's similarity loss on paired batches (see module doc).
+
+    Args:
+        segmentor: config (or module) of the segmentor to adapt; it needs a ``backbone``.
+        lambda_sim: λ of Eq. 8 (paper: 0.1).
+        feature_stage: which of the backbone's outputs is F (-1: last stage, ResNet layer4).
+        scheme: ``'release'`` or ``'concat'`` (see module doc).
+        data_preprocessor: used for the wrapped segmentor only when its config has none
+            (mmengine's Runner passes the config's top-level ``data_preprocessor`` here).
+    """
+
+    def __init__(
+        self,
+        segmentor: dict | nn.Module,
+        lambda_sim: float = 0.1,
+        feature_stage: int = -1,
+        scheme: str = "release",
+        data_preprocessor: dict | None = None,
+        init_cfg: dict | None = None,
+    ) -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(
+                f"ZoDiSegmentor.scheme: expected one of {SCHEMES}, received {scheme!r}"
+            )
+        if lambda_sim < 0:
+            raise ValueError(
+                f"ZoDiSegmentor.lambda_sim: expected a value >= 0, received {lambda_sim}"
+            )
+        super().__init__(data_preprocessor=None, init_cfg=init_cfg)
+        if isinstance(segmentor, dict):
+            segmentor = dict(segmentor)
+            if segmentor.get("data_preprocessor") is None and data_preprocessor is not None:
+                segmentor["data_preprocessor"] = data_preprocessor
+            segmentor = MODELS.build(segmentor)
+        self.segmentor = segmentor
+        if getattr(self.segmentor, "backbone", None) is None:
+            raise ValueError(
+                f"ZoDiSegmentor.segmentor: expected a segmentor with a backbone, received "
+                f"{type(self.segmentor).__name__}"
+            )
+        self.lambda_sim = float(lambda_sim)
+        self.feature_stage = int(feature_stage)
+        self.scheme = scheme
+        self.data_preprocessor = ZoDiDataPreProcessor(self.segmentor.data_preprocessor)
+
+    # -- delegation: the wrapper behaves as the wrapped segmentor outside paired training --
+    @property
+    def backbone(self) -> nn.Module:
+        return self.segmentor.backbone
+
+    @property
+    def decode_head(self) -> nn.Module | None:
+        return getattr(self.segmentor, "decode_head", None)
+
+    @property
+    def with_neck(self) -> bool:
+        return bool(getattr(self.segmentor, "with_neck", False))
+
+    @property
+    def with_auxiliary_head(self) -> bool:
+        return bool(getattr(self.segmentor, "with_auxiliary_head", False))
+
+    @property
+    def with_decode_head(self) -> bool:
+        return self.decode_head is not None
+
+    @property
+    def num_classes(self) -> int:
+        return self.segmentor.num_classes
+
+    @property
+    def align_corners(self) -> bool:
+        return self.segmentor.align_corners
+
+    def extract_feat(self, inputs: Tensor) -> Any:
+        return self.segmentor.extract_feat(inputs)
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
+        return self.segmentor.encode_decode(inputs, batch_img_metas)
+
+    def predict(self, inputs: Tensor, data_samples: list | None = None) -> list:
+        return self.segmentor.predict(inputs, data_samples)
+
+    def _forward(self, inputs: Tensor, data_samples: list | None = None) -> Any:
+        return self.segmentor._forward(inputs, data_samples)
+
+    # -- ZoDi --
+    @staticmethod
+    def num_pairs(data_samples: list) -> int:
+        """N for a paired batch of 2N samples ([sources; generated]), 0 for a plain batch."""
+        roles = [s.metainfo.get(ROLE_KEY) for s in data_samples]
+        if not any(roles):
+            return 0
+        n = len(roles) // 2
+        if len(roles) % 2 or roles != ["source"] * n + ["generated"] * n:
+            raise ValueError(
+                f"data_samples: expected N sources followed by their N generated twins, "
+                f"received roles {roles}"
+            )
+        return n
+
+    def _similarity_terms(self, feats_src: Any, feats_gen: Any) -> dict[str, Tensor]:
+        f_src = select_stage(feats_src, self.feature_stage)
+        f_gen = select_stage(feats_gen, self.feature_stage)
+        loss_sim, cos = similarity_loss(f_src, f_gen, self.lambda_sim)
+        return {"loss_sim": loss_sim, "cos_mean": cos.detach().mean()}
+
+    def loss(self, inputs: Tensor, data_samples: list) -> dict[str, Tensor]:
+        """Losses of a batch; a paired batch gets the ``concat`` scheme's Eq. 8 in one forward.
+
+        Args:
+            inputs: (B, 3, H, W) float32 normalised images; a paired batch is [I; I'] (2N).
+            data_samples: B ``SegDataSample`` with ``gt_sem_seg`` (train ids, 255 ignored).
+        """
+        n = self.num_pairs(data_samples)
+        if n == 0:
+            return self.segmentor.loss(inputs, data_samples)
+        head = self.decode_head
+        with _capture_output(self.segmentor.backbone) as feats, _capture_forward(head) as logits:
+            losses = self.segmentor.loss(inputs, data_samples)
+        stage = feats[0]
+        halves = (
+            (stage[:n], stage[n:])
+            if isinstance(stage, Tensor)
+            else ([f[:n] for f in stage], [f[n:] for f in stage])
+        )
+        # Mean-reduced losses over [I; I'] are (L(I) + L(I')) / 2 → x2 is the sum of Eq. 8.
+        out = scale_losses(losses, 2.0)
+        out.update(self._similarity_terms(*halves))
+        if head is not None and logits and hasattr(head, "loss_decode"):
+            with torch.no_grad():
+                out["ce_src"] = _head_loss(head, logits[0][:n], data_samples[:n])
+                out["ce_gen"] = _head_loss(head, logits[0][n:], data_samples[n:])
+        return out
+
+    def source_pass(self, src: Tensor, gen: Tensor, src_samples: list) -> dict[str, Tensor]:
+        """Release scheme, first backward: L_seg(I) + λ·L_sim (generated features attached)."""
+        with _capture_output(self.segmentor.backbone) as feats:
+            losses = self.segmentor.loss(src, src_samples)
+        out = add_prefix(losses, "src")
+        out.update(self._similarity_terms(feats[0], self.segmentor.backbone(gen)))
+        out["ce_src"] = sum_losses(losses, "decode.")
+        return out
+
+    def generated_pass(self, gen: Tensor, gen_samples: list) -> dict[str, Tensor]:
+        """Release scheme, second backward: L_seg(I')."""
+        losses = self.segmentor.loss(gen, gen_samples)
+        out = add_prefix(losses, "gen")
+        out["ce_gen"] = sum_losses(losses, "decode.")
+        return out
+
+    def pair_losses(self, inputs: Tensor, data_samples: list, scheme: str | None = None) -> dict:
+        """All loss terms of a paired batch under ``scheme`` (default: this model's), no step.
+
+        The release scheme's two passes are merged into one dict; its total (mmengine's
+        ``parse_losses``) equals the concat scheme's when BatchNorm and dropout are frozen.
+        """
+        scheme = scheme or self.scheme
+        n = self.num_pairs(data_samples)
+        if n == 0:
+            raise ValueError(
+                "data_samples: pair_losses needs a paired batch (ZoDiDataPreProcessor)"
+            )
+        if scheme == "concat":
+            return self.loss(inputs, data_samples)
+        out = self.source_pass(inputs[:n], inputs[n:], data_samples[:n])
+        out.update(self.generated_pass(inputs[n:], data_samples[n:]))
+        return out
+
+    def train_step(self, data: dict, optim_wrapper: OptimWrapper) -> dict[str, Tensor]:
+        """One optimizer step per batch of pairs (the ``release`` scheme: two backward passes)."""
+        if self.scheme == "concat":
+            return super().train_step(data, optim_wrapper)
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+        inputs, samples = data["inputs"], data["data_samples"]
+        n = self.num_pairs(samples)
+        if n == 0:
+            with optim_wrapper.optim_context(self):
+                losses = self._run_forward(data, mode="loss")
+            parsed, log_vars = self.parse_losses(losses)
+            optim_wrapper.update_params(parsed)
+            return log_vars
+        counts = getattr(optim_wrapper, "_accumulative_counts", 1)
+        if counts != 1:
+            raise ValueError(
+                f"optim_wrapper.accumulative_counts: the release scheme already accumulates two "
+                f"backward passes per step; expected 1, received {counts} (use scheme='concat')"
+            )
+        # Pass 1 (Eq. 6 + CE of the source), backward now so its graph is freed before pass 2.
+        with optim_wrapper.optim_context(self):
+            losses1 = self.source_pass(inputs[:n], inputs[n:], samples[:n])
+        loss1, log1 = self.parse_losses(losses1)
+        optim_wrapper.backward(loss1)
+        # Pass 2 (CE of the generated image); gradients accumulate, then one step.
+        with optim_wrapper.optim_context(self):
+            losses2 = self.generated_pass(inputs[n:], samples[n:])
+        loss2, log2 = self.parse_losses(losses2)
+        optim_wrapper.update_params(loss2)
+        log_vars = OrderedDict(loss=(log1.pop("loss") + log2.pop("loss")).detach())
+        log_vars.update(log1)
+        log_vars.update(log2)
+        return log_vars

@@ -1,0 +1,268 @@
+"""Data transforms of the ZoDi pipelines, registered in MMSeg's ``TRANSFORMS``.
+
+Images are read through :mod:`zodi_core.datasets.io` (any storage URI, local or S3) and handed to
+MMSeg in its own convention: ``results['img']`` is (H, W, 3) uint8 **BGR**, as mmcv's
+``LoadImageFromFile`` gives, so that the stock ``SegDataPreProcessor(bgr_to_rgb=True)`` of any
+mmseg config works unchanged. Labels are (H, W) uint8 train ids (0..18, 255 ignored).
+
+The paired pipeline of the paper (§4.1) is::
+
+    LoadZoDiPair                   source, generated, label; generated resized to the source size
+    ZoDiPairedTransforms([Resize 512x1024, RandomCrop 384x768, RandomFlip 0.5])
+                                   one draw of the random parameters, applied to both images
+    ZoDiColorJitter(0.5, 0.5, 0.5, keys=('img', 'gen_img'))   an independent draw per image
+    PackZoDiPairInputs             inputs, gen_inputs, data_samples (normalised by the model)
+"""
+
+from __future__ import annotations
+
+import copy
+
+import mmcv
+import numpy as np
+import torch
+from mmcv.transforms import BaseTransform
+from mmcv.transforms.utils import cache_random_params
+from mmseg.datasets.transforms import PackSegInputs
+from mmseg.registry import TRANSFORMS
+
+from zodi_core.datasets.io import read_image, read_label
+
+#: Relative aspect-ratio difference above which a pair is refused (a generated image may be at
+#: the transfer resolution — short side 512, sides multiples of 64 — not the source's; SPEC §2).
+MAX_ASPECT_DIFFERENCE = 0.15
+
+
+def _load_label(uri: str, label_format: str, sample_id: str) -> np.ndarray:
+    try:
+        return read_label(uri, label_format)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"sample {sample_id!r}: label {uri} not found") from None
+    except ValueError as err:
+        raise ValueError(f"sample {sample_id!r}: {err}") from None
+
+
+def _load_image(uri: str, sample_id: str, what: str) -> np.ndarray:
+    try:
+        rgb = read_image(uri)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"sample {sample_id!r}: {what} image {uri} not found") from None
+    except ValueError as err:
+        raise ValueError(f"sample {sample_id!r}: {what} image: {err}") from None
+    return np.ascontiguousarray(rgb[..., ::-1])  # RGB → BGR, mmcv's convention
+
+
+def _aspect_difference(shape: tuple[int, ...], reference: tuple[int, ...]) -> float:
+    """Relative difference of the width/height ratios of two (H, W, ...) shapes."""
+    a, ref = shape[1] / shape[0], reference[1] / reference[0]
+    return abs(a - ref) / ref
+
+
+def _set_shapes(results: dict, img: np.ndarray) -> None:
+    results["img"] = img
+    results["img_shape"] = img.shape[:2]
+    results["ori_shape"] = img.shape[:2]
+
+
+@TRANSFORMS.register_module()
+class LoadZoDiSample(BaseTransform):
+    """Load the image and label of one manifest row (keys set by the manifest datasets).
+
+    Reads ``img_path`` (an image URI) and ``seg_map_path`` (a label URI in ``label_format``).
+    With ``scale=(W, H)`` both are resized at load time (image bilinear, label nearest) and
+    ``ori_shape`` is that size: the paper evaluates images *and labels* at 512×1024 (SPEC §4),
+    so predictions are compared with the resized label, not the full-resolution one.
+    """
+
+    def __init__(self, scale: tuple[int, int] | None = None) -> None:
+        self.scale = tuple(scale) if scale is not None else None
+
+    def transform(self, results: dict) -> dict:
+        sample_id = results.get("sample_id", results["img_path"])
+        img = _load_image(results["img_path"], sample_id, "the")
+        label = _load_label(results["seg_map_path"], results["label_format"], sample_id)
+        # A generated image (proxy evaluation) is at the transfer resolution while its label is
+        # at the source's: with a target scale both are resized, if their aspects agree.
+        if img.shape[:2] != label.shape and (
+            self.scale is None or _aspect_difference(img.shape, label.shape) > MAX_ASPECT_DIFFERENCE
+        ):
+            raise ValueError(
+                f"sample {sample_id!r}: image is {img.shape[1]}x{img.shape[0]} but its label is "
+                f"{label.shape[1]}x{label.shape[0]}"
+            )
+        if self.scale is not None:
+            img = mmcv.imresize(img, self.scale, interpolation="bilinear")
+            label = mmcv.imresize(label, self.scale, interpolation="nearest")
+        _set_shapes(results, img)
+        results["gt_seg_map"] = label
+        results["seg_fields"] = ["gt_seg_map"]
+        results["reduce_zero_label"] = False
+        return results
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(scale={self.scale})"
+
+
+@TRANSFORMS.register_module()
+class LoadZoDiPair(BaseTransform):
+    """Load a source image, its generated twin and the shared label (train ids).
+
+    Sets ``img`` (source, BGR), ``gen_img`` (generated, BGR, resized to the source size when the
+    transfer stage produced it at its own resolution), ``gt_seg_map``. A pair whose aspect ratios
+    differ by more than ``max_aspect_difference`` is refused with the sample id: such a generated
+    image cannot be the twin of that source, and its label would be misplaced.
+    """
+
+    def __init__(self, max_aspect_difference: float = MAX_ASPECT_DIFFERENCE) -> None:
+        self.max_aspect_difference = max_aspect_difference
+
+    def transform(self, results: dict) -> dict:
+        sid = results["sample_id"]
+        img = _load_image(results["img_path"], sid, "source")
+        gen = _load_image(results["gen_path"], sid, "generated")
+        label = _load_label(results["seg_map_path"], results["label_format"], sid)
+        if img.shape[:2] != label.shape:
+            raise ValueError(
+                f"sample {sid!r}: source image is {img.shape[1]}x{img.shape[0]} but its label is "
+                f"{label.shape[1]}x{label.shape[0]}"
+            )
+        if gen.shape[:2] != img.shape[:2]:
+            if _aspect_difference(gen.shape, img.shape) > self.max_aspect_difference:
+                raise ValueError(
+                    f"sample {sid!r}: source and generated images differ in size "
+                    f"({img.shape[1]}x{img.shape[0]} vs {gen.shape[1]}x{gen.shape[0]}) and in "
+                    f"aspect ratio; the generated image is not a transfer of this source"
+                )
+            gen = mmcv.imresize(gen, (img.shape[1], img.shape[0]), interpolation="bilinear")
+        _set_shapes(results, img)
+        results["gen_img"] = gen
+        results["gt_seg_map"] = label
+        results["seg_fields"] = ["gt_seg_map"]
+        results["reduce_zero_label"] = False
+        return results
+
+
+@TRANSFORMS.register_module()
+class ZoDiPairedTransforms(BaseTransform):
+    """Apply geometric transforms to ``img`` + label, then replay them on ``gen_img``.
+
+    The random parameters (crop box, flip) are drawn once, on the source, and reused for the
+    generated image through mmcv's ``cache_random_params`` (the mechanism of its
+    ``TransformBroadcaster``), so the pixel (y, x) of both images keeps the same label.
+    """
+
+    def __init__(self, transforms: list[dict | BaseTransform]) -> None:
+        self.transforms = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in transforms]
+
+    def _apply(self, results: dict) -> dict:
+        for t in self.transforms:
+            results = t(results)
+            if results is None:
+                raise ValueError(f"{t!r} dropped a paired sample; it cannot be used on pairs")
+        return results
+
+    def transform(self, results: dict) -> dict:
+        gen_view = {
+            k: v for k, v in results.items() if k not in ("gen_img", "gt_seg_map", "seg_fields")
+        }
+        gen_view["img"] = results["gen_img"]
+        gen_view["seg_fields"] = []
+        with cache_random_params(self.transforms):
+            results = self._apply(results)
+            gen_view = self._apply(copy.copy(gen_view))
+        if gen_view["img"].shape != results["img"].shape:
+            raise ValueError(
+                f"sample {results.get('sample_id')!r}: the paired transforms gave shapes "
+                f"{results['img'].shape} and {gen_view['img'].shape}"
+            )
+        results["gen_img"] = gen_view["img"]
+        return results
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(transforms={self.transforms})"
+
+
+def _grayscale_bgr(img: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of a (H, W, 3) float BGR image, as torchvision's rgb_to_grayscale."""
+    return 0.114 * img[..., 0] + 0.587 * img[..., 1] + 0.299 * img[..., 2]
+
+
+@TRANSFORMS.register_module()
+class ZoDiColorJitter(BaseTransform):
+    """torchvision-style ``ColorJitter(brightness, contrast, saturation)`` on uint8 BGR images.
+
+    Each factor is drawn uniformly from [1 − v, 1 + v] and the three adjustments are applied in a
+    random order, as ``torchvision.transforms.ColorJitter`` does (the release's jitter of 0.5).
+    Each key gets its own draw: the paper jitters the source and generated images independently.
+    """
+
+    def __init__(
+        self,
+        brightness: float = 0.5,
+        contrast: float = 0.5,
+        saturation: float = 0.5,
+        keys: tuple[str, ...] = ("img",),
+    ) -> None:
+        for name, v in (
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+        ):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name}: expected a value in [0, 1], received {v}")
+        self.factors = {"brightness": brightness, "contrast": contrast, "saturation": saturation}
+        self.keys = tuple(keys)
+
+    @staticmethod
+    def adjust(img: np.ndarray, op: str, factor: float) -> np.ndarray:
+        """One adjustment of a (H, W, 3) float32 BGR image in [0, 255], clipped to that range."""
+        if op == "brightness":
+            out = img * factor
+        elif op == "contrast":
+            out = (img - _grayscale_bgr(img).mean()) * factor + _grayscale_bgr(img).mean()
+        elif op == "saturation":
+            gray = _grayscale_bgr(img)[..., None]
+            out = (img - gray) * factor + gray
+        else:
+            raise ValueError(f"op: expected brightness, contrast or saturation, received {op!r}")
+        return np.clip(out, 0.0, 255.0)
+
+    def _jitter(self, img: np.ndarray) -> np.ndarray:
+        out = img.astype(np.float32)
+        for i in np.random.permutation(3):
+            op = ("brightness", "contrast", "saturation")[i]
+            v = self.factors[op]
+            if v > 0:
+                out = self.adjust(out, op, float(np.random.uniform(1.0 - v, 1.0 + v)))
+        return out.round().astype(np.uint8)
+
+    def transform(self, results: dict) -> dict:
+        for key in self.keys:
+            results[key] = self._jitter(results[key])
+        return results
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.factors}, keys={self.keys})"
+
+
+def _to_chw_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+@TRANSFORMS.register_module()
+class PackZoDiPairInputs(PackSegInputs):
+    """mmseg's ``PackSegInputs`` plus ``gen_inputs``: the generated image as a (3, H, W) uint8
+    tensor, which :class:`~zodi_core.seg.segmentor.ZoDiDataPreProcessor` batches after the sources.
+    """
+
+    def __init__(self, meta_keys: tuple[str, ...] = ()) -> None:
+        keys = (
+            "img_path", "seg_map_path", "ori_shape", "img_shape", "pad_shape", "scale_factor",
+            "flip", "flip_direction", "reduce_zero_label", "sample_id", "gen_path",
+        )  # fmt: skip
+        super().__init__(meta_keys=tuple(dict.fromkeys(keys + tuple(meta_keys))))
+
+    def transform(self, results: dict) -> dict:
+        packed = super().transform(results)
+        packed["gen_inputs"] = _to_chw_tensor(results["gen_img"])
+        return packed
