@@ -172,3 +172,41 @@ def _ingest_local(root: Path, tmp_path: Path) -> str:
 
     spec = DatasetSpec(dataset="cityscapes", root=str(root / "cityscapes"), split="train")
     return ingest_dataset(spec, str(tmp_path / "samples.parquet"), progress=False).manifest_uri
+
+
+def test_zodi_pipeline_end_to_end_reports_and_artifacts(
+    prefect_harness, synthetic_root, tiny_models_dir, tmp_path
+):
+    import asyncio
+    import json
+
+    from flows.cli import demo_config
+    from flows.pipeline import zodi_pipeline
+
+    data = {k: str(synthetic_root / k) for k in ("cityscapes", "acdc", "gta5")}
+    config = demo_config(tmp_path, data, tiny_models_dir, ["night"])
+    config = config.replace(transfer=config.transfer.replace(num_inference_steps=2))
+    report = zodi_pipeline(config)
+
+    root = Path(config.storage.root)
+    saved = json.loads((root / "report.json").read_text())
+    assert set(saved["results"]) == {"source-only", "zodi-night"}
+    for model in ("source-only", "zodi-night"):
+        res = saved["results"][model]
+        assert 0.0 <= res["targets"]["acdc-night-val"]["mIoU"] <= 100.0
+        assert res["proxy"]["night"]["real_mIoU"] == res["targets"]["acdc-night-val"]["mIoU"]
+    assert saved["transfer"]["night"]["images_written"] == 8
+    assert (root / "grids" / "night.png").is_file()
+    md = (root / "report.md").read_text()
+    assert "| zodi-night |" in md and "Proxy estimate" in md
+    assert report["uris"]["markdown"] == str(root / "report.md")
+    assert (root / "paired" / "domain=night" / "paired.parquet").is_file()
+
+    from prefect.client.orchestration import get_client
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    keys = {a.key for a in asyncio.run(artifacts())}
+    assert {"zodi-report", "zodi-shards"} <= keys

@@ -21,6 +21,7 @@ import copy
 import difflib
 import math
 import os
+import time
 import shutil
 import tempfile
 import urllib.error
@@ -254,6 +255,13 @@ def _last_checkpoint(work_dir: Path) -> Path | None:
     return Path(marker.read_text().strip()) if marker.is_file() else None
 
 
+def _wait_for_unused_log_dir(work_dir: Path) -> None:
+    """mmengine names each run's log folder by the second it starts (``%Y%m%d_%H%M%S``): a second
+    run in the same work dir within that second would overwrite the first one's logs."""
+    while (Path(work_dir) / time.strftime("%Y%m%d_%H%M%S")).exists():
+        time.sleep(0.05)
+
+
 def train_model(
     config_path: str | os.PathLike,
     paired_manifest_uri: str | None,
@@ -321,6 +329,7 @@ def train_model(
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.launcher = "none"
 
+    _wait_for_unused_log_dir(staging)
     try:
         runner = Runner.from_cfg(cfg)
         with checkpoint_loading():
