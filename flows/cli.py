@@ -50,7 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     p.set_defaults(func=run_pipeline)
 
 
-def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: list[str]) -> PipelineConfig:
+def demo_config(
+    workdir: Path, data: dict[str, Any], models_dir: Path, domains: list[str]
+) -> PipelineConfig:
     """The demo's PipelineConfig: synthetic roots, tiny models, local storage under workdir."""
     return PipelineConfig.preset(
         "demo",

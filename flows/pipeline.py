@@ -28,7 +28,12 @@ def zodi_pipeline(config: PipelineConfig) -> Any:
     target_uris = {spec.label: manifests[spec.label] for spec in config.targets}
     # 2-4. shard, transfer and merge the source train split into each target domain
     transfer_state = transfer_flow(
-        source_uri, list(config.domains), root, config.transfer, config.shard_size, return_state=True
+        source_uri,
+        list(config.domains),
+        root,
+        config.transfer,
+        config.shard_size,
+        return_state=True,
     )
     transfer = transfer_state.result(raise_on_failure=False)
     if transfer_state.is_failed():
@@ -46,12 +51,16 @@ def zodi_pipeline(config: PipelineConfig) -> Any:
         )
         proxy = proxy_state.result(raise_on_failure=False)
         if proxy_state.is_failed():
-            return Failed(message=f"proxy {proxy_state.message}", data={"transfer": proxy["domains"]})
+            return Failed(
+                message=f"proxy {proxy_state.message}", data={"transfer": proxy["domains"]}
+            )
         proxy_uris = proxy["paired"]
     # 6. train source-only and one ZoDi model per domain
     checkpoints = train_flow(source_uri, transfer["paired"], root, config.train)
     # 7. evaluate every model on every real target and on its proxy
-    results = evaluate_flow(checkpoints, target_uris, proxy_uris, root, config.train, config.evaluation)
+    results = evaluate_flow(
+        checkpoints, target_uris, proxy_uris, root, config.train, config.evaluation
+    )
     # 8. sample grids and the report (JSON + Markdown in storage, a Prefect artifact for people)
     grids = {d: sample_grid_task(uri, root, d) for d, uri in transfer["paired"].items()}
     report = publish_report_task(

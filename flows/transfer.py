@@ -19,16 +19,21 @@ def transfer_flow(
     out_root: str,
     transfer: TransferConfig,
     shard_size: int = 8,
+    shard_indices: list[int] | None = None,
 ) -> Any:
     """Transfer every shard to every domain; merge shard manifests into paired manifests.
 
     Returns ``{"domains": {domain: summary}, "paired": {domain: uri}}``; when any shard failed,
     a Failed state whose message names the failed shards and whose data is that same dict.
     Rerunning recomputes only the failed shards: the others are cache hits.
+    ``shard_indices`` runs only those shards (a fan-out child, flows/fanout.py) and skips the
+    merge: the parent merges once every group is done.
     """
     logger = get_run_logger()
     # 1. shard the source manifest (sorted by sample_id, content digests)
     shards = shard_manifest_task(samples_uri, shard_size)
+    if shard_indices is not None:
+        shards = pipeline.select_shards(shards, shard_indices)
     result: dict[str, Any] = {"domains": {}, "paired": {}}
     for domain in domains:
         config = transfer.replace(domain=domain)
@@ -39,7 +44,7 @@ def transfer_flow(
         logger.info("%s: %s", domain, summary.line())
         result["domains"][domain] = summary.to_dict()
         # 4. merge into the domain's paired manifest, only when every shard succeeded
-        if not summary.shards_failed:
+        if not summary.shards_failed and shard_indices is None:
             merged = merge_shards_task(shard_uris, pipeline.paired_manifest_uri(out_root, domain), domain)
             result["paired"][domain] = merged["uri"]
     # 5. fail the run, naming the failed shards, or return the summary

@@ -14,7 +14,11 @@ from zodi_core.evaluation import evaluate_checkpoint
 
 
 def _eval_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    uris = [*p["checkpoints"], *p["manifests"], *([p["proxy_manifest"]] if p["proxy_manifest"] else [])]
+    uris = [
+        *p["checkpoints"],
+        *p["manifests"],
+        *([p["proxy_manifest"]] if p["proxy_manifest"] else []),
+    ]
     parts = [content_digest(*uris), p["config_name"], config_digest(p["evaluation"]), p["out"]]
     return "eval-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
@@ -31,6 +35,11 @@ def evaluate_model_task(
 ) -> dict[str, Any]:
     """Evaluate a model's final checkpoint of every seed; return mIoU per target + report URIs."""
     result = evaluate_checkpoint(
-        checkpoints, config_name, manifests, out, proxy_manifest=proxy_manifest, eval_config=evaluation
+        checkpoints,
+        config_name,
+        manifests,
+        out,
+        proxy_manifest=proxy_manifest,
+        eval_config=evaluation,
     )
     return {"name": name, **result}

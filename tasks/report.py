@@ -14,9 +14,7 @@ from zodi_core import pipeline, storage
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def sample_grid_task(paired_uri: str, root: str, domain: str) -> str:
     """Render a source | condition | generated grid of a domain's first pairs; return its URI."""
-    return pipeline.render_sample_grid(
-        paired_uri, storage.join_uri(root, "grids", f"{domain}.png")
-    )
+    return pipeline.render_sample_grid(paired_uri, storage.join_uri(root, "grids", f"{domain}.png"))
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
@@ -24,14 +22,22 @@ def publish_report_task(report: dict[str, Any], root: str) -> dict[str, Any]:
     """Write report.json/report.md to storage and publish them as Prefect artifacts."""
     uris = pipeline.write_report(report, root)
     create_markdown_artifact(
-        markdown=pipeline.render_report_markdown(report), key="zodi-report", description=uris["markdown"]
+        markdown=pipeline.render_report_markdown(report),
+        key="zodi-report",
+        description=uris["markdown"],
     )
     shard_rows = [
         {"domain": d, "shard": name, "status": status}
         for d, s in report.get("transfer", {}).items()
-        for status, names in (("computed", s["shards_computed"]), ("cached", s["shards_cached"]), ("failed", list(s["shards_failed"])))
+        for status, names in (
+            ("computed", s["shards_computed"]),
+            ("cached", s["shards_cached"]),
+            ("failed", list(s["shards_failed"])),
+        )
         for name in names
     ]
     if shard_rows:
-        create_table_artifact(table=shard_rows, key="zodi-shards", description="transfer shard status")
+        create_table_artifact(
+            table=shard_rows, key="zodi-shards", description="transfer shard status"
+        )
     return {**report, "uris": uris}

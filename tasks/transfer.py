@@ -44,7 +44,9 @@ def _load_cached(models_json: str, device: str, dtype: str) -> Components:
 def _shard_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     config: TransferConfig = parameters["config"]
     revisions = pipeline.models_fingerprint(config.models)
-    return pipeline.transfer_cache_key(parameters["shard"], config, parameters["out_root"], revisions)
+    return pipeline.transfer_cache_key(
+        parameters["shard"], config, parameters["out_root"], revisions
+    )
 
 
 @task

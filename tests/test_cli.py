@@ -13,7 +13,17 @@ from zodi_core.cli import build_parser, main
 from zodi_core.config import PipelineConfig
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED = {"synth", "ingest", "transfer", "preview", "tiny-models", "train", "evaluate", "demo", "pipeline"}
+EXPECTED = {
+    "synth",
+    "ingest",
+    "transfer",
+    "preview",
+    "tiny-models",
+    "train",
+    "evaluate",
+    "demo",
+    "pipeline",
+}
 
 
 def _subcommands() -> dict:
@@ -54,4 +64,3 @@ def test_example_configs_load(path):
     cfg = PipelineConfig.from_yaml(path)
     assert cfg.domains and cfg.targets
     assert cfg.transfer.num_inference_steps == 20
-

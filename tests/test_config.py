@@ -27,7 +27,11 @@ def test_transfer_preset_paper_matches_release_settings():
 
 def test_transfer_preset_default_has_our_improvements():
     cfg = TransferConfig.preset("default")
-    assert (cfg.palette, cfg.timestep_mode, cfg.seed_policy) == ("ade20k", "consistent", "per_image")
+    assert (cfg.palette, cfg.timestep_mode, cfg.seed_policy) == (
+        "ade20k",
+        "consistent",
+        "per_image",
+    )
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,9 @@ def test_transfer_flow_failed_shard_rerun_computes_only_that_shard(
     clean_rows = _paired_rows(clean["paired"]["night"])
     assert len(repaired_rows) == 8
     for a, b in zip(repaired_rows, clean_rows, strict=True):
-        assert a["generated_uri"].replace(str(out), "") == b["generated_uri"].replace(str(clean_out), "")
+        assert a["generated_uri"].replace(str(out), "") == b["generated_uri"].replace(
+            str(clean_out), ""
+        )
         assert {k: v for k, v in a.items() if k != "generated_uri"} == {
             k: v for k, v in b.items() if k != "generated_uri"
         }

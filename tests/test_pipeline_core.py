@@ -34,7 +34,9 @@ def _samples(n: int, shuffle_seed: int | None = None) -> list[dict]:
 
 def test_shard_manifest_sorted_and_independent_of_row_order(tmp_path):
     a = manifest.write_manifest(_samples(10), str(tmp_path / "a.parquet"), "samples")
-    b = manifest.write_manifest(_samples(10, shuffle_seed=3), str(tmp_path / "b.parquet"), "samples")
+    b = manifest.write_manifest(
+        _samples(10, shuffle_seed=3), str(tmp_path / "b.parquet"), "samples"
+    )
     shards_a = pipeline.shard_manifest(a, 4)
     shards_b = pipeline.shard_manifest(b, 4)
     assert [len(s.sample_ids) for s in shards_a] == [4, 4, 2]
@@ -88,7 +90,9 @@ def _transfer_rows(ids, status="ok"):
 
 
 def test_merge_shard_manifests_sorts_and_refuses_duplicates(tmp_path):
-    s1 = manifest.write_manifest(_transfer_rows(["b", "a"]), str(tmp_path / "1.parquet"), "transfer")
+    s1 = manifest.write_manifest(
+        _transfer_rows(["b", "a"]), str(tmp_path / "1.parquet"), "transfer"
+    )
     s2 = manifest.write_manifest(_transfer_rows(["c"]), str(tmp_path / "2.parquet"), "transfer")
     out = pipeline.paired_manifest_uri(str(tmp_path), "night")
     merged = pipeline.merge_shard_manifests([s2, s1], out, "night")
@@ -105,7 +109,9 @@ def test_evaluation_jobs_and_collect_put_proxy_beside_real_target():
         "source-only": [{"checkpoint": "/so/1.pth", "seed": 1, "config": "so.py"}, {"checkpoint": "/so/0.pth", "seed": 0, "config": "so.py"}],
         "zodi-night": [{"checkpoint": "/z/0.pth", "seed": 0, "config": "z.py"}],
     }  # fmt: skip
-    jobs = pipeline.evaluation_jobs(models, ["/t/acdc-night.parquet"], {"night": "/p/night.parquet", "fog": "/p/fog.parquet"})
+    jobs = pipeline.evaluation_jobs(
+        models, ["/t/acdc-night.parquet"], {"night": "/p/night.parquet", "fog": "/p/fog.parquet"}
+    )
     by_slug = {j["slug"]: j for j in jobs}
     assert set(by_slug) == {"source-only", "source-only-proxy-night", "zodi-night"}
     assert by_slug["source-only"]["checkpoints"] == ["/so/0.pth", "/so/1.pth"]
@@ -129,4 +135,6 @@ def test_evaluation_jobs_and_collect_put_proxy_beside_real_target():
 def test_run_summary_line_counts():
     s = pipeline.RunSummary(shards_computed=["shard-00001"], shards_cached=["shard-00000"])
     s.add_images({"written": 3, "skipped": 1, "failed": 0})
-    assert s.line() == "shards: 1 computed, 1 cached, 0 failed; images: 3 written, 1 skipped, 0 failed"
+    assert (
+        s.line() == "shards: 1 computed, 1 cached, 0 failed; images: 3 written, 1 skipped, 0 failed"
+    )

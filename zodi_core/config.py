@@ -57,7 +57,9 @@ def _format_validation_error(model: str, err: ValidationError) -> str:
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         received = e.get("input")
         if e["type"] == "extra_forbidden":
-            lines.append(f"{model}.{field}: unknown key (received {received!r}); check the spelling")
+            lines.append(
+                f"{model}.{field}: unknown key (received {received!r}); check the spelling"
+            )
         else:
             lines.append(f"{model}.{field}: {e['msg']} (received {received!r})")
     return "invalid configuration:\n  " + "\n  ".join(lines)
@@ -304,7 +306,9 @@ class DatasetSpec(_Config):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.dataset == "acdc" and self.condition is None:
-            raise ValueError("condition: expected one of night, snow, rain, fog for acdc, received None")
+            raise ValueError(
+                "condition: expected one of night, snow, rain, fog for acdc, received None"
+            )
         if self.subset is not None and self.subset < 1:
             raise ValueError(f"subset: expected an integer >= 1, received {self.subset}")
         return self
@@ -370,7 +374,9 @@ class PipelineConfig(_Config):
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"config file {path}: expected a mapping, received {type(data).__name__}")
+            raise ConfigError(
+                f"config file {path}: expected a mapping, received {type(data).__name__}"
+            )
         name = data.pop("preset", "default")
         return cls.preset(name, **_deep_merge(data, overrides))
 

@@ -89,7 +89,9 @@ def to_table(rows: Iterable[Mapping[str, Any]], schema_name: str) -> pa.Table:
         values = [r.get(field.name) for r in rows]
         if not field.nullable and any(v is None for v in values):
             i = next(i for i, v in enumerate(values) if v is None)
-            raise ManifestError(f"{schema_name} manifest row {i}: column {field.name!r} is required")
+            raise ManifestError(
+                f"{schema_name} manifest row {i}: column {field.name!r} is required"
+            )
         columns[field.name] = pa.array(values, type=field.type)
     return pa.table(columns, schema=schema)
 
@@ -109,7 +111,9 @@ def write_manifest(
         try:
             table = table.select(schema.names).cast(schema)
         except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-            raise ManifestError(f"{uri}: table does not match the {schema_name} schema: {err}") from None
+            raise ManifestError(
+                f"{uri}: table does not match the {schema_name} schema: {err}"
+            ) from None
     meta = {
         b"zodi.schema": schema_name.encode(),
         b"zodi.schema_version": str(SCHEMA_VERSION).encode(),
@@ -137,7 +141,9 @@ def read_manifest(uri: str, schema_name: str | None = None, **storage_options: A
     name = meta.get(b"zodi.schema", b"").decode()
     version = meta.get(b"zodi.schema_version", b"0").decode()
     if schema_name is not None and name != schema_name:
-        raise ManifestError(f"{uri}: expected a {schema_name!r} manifest, found {name or 'no schema'!r}")
+        raise ManifestError(
+            f"{uri}: expected a {schema_name!r} manifest, found {name or 'no schema'!r}"
+        )
     if int(version) > SCHEMA_VERSION:
         raise ManifestError(
             f"{uri}: schema version {version} is newer than this zodi ({SCHEMA_VERSION}); upgrade"

@@ -100,11 +100,18 @@ def models_fingerprint(models: ModelsConfig) -> str:
     from zodi_core.transfer.models import folder_digest
 
     parts = []
-    for source, revision in ((models.base, models.revision), (models.controlnet, models.controlnet_revision)):
+    for source, revision in (
+        (models.base, models.revision),
+        (models.controlnet, models.controlnet_revision),
+    ):
         if source is None:
             continue
         path = Path(source).expanduser()
-        parts.append(f"{source}@local:{folder_digest(path)}" if path.is_dir() else f"{source}@{revision or 'main'}")
+        parts.append(
+            f"{source}@local:{folder_digest(path)}"
+            if path.is_dir()
+            else f"{source}@{revision or 'main'}"
+        )
     return ",".join(parts)
 
 
@@ -221,7 +228,11 @@ def render_report_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     transfer = report.get("transfer", {})
     if transfer:
-        lines += ["## Transfer", "", "| domain | shards computed | cached | failed | images written | skipped | failed |"]
+        lines += [
+            "## Transfer",
+            "",
+            "| domain | shards computed | cached | failed | images written | skipped | failed |",
+        ]
         lines.append("|---|---|---|---|---|---|---|")
         for domain, s in transfer.items():
             lines.append(
@@ -251,7 +262,9 @@ def flatten(items: Iterable[Iterable[Any]]) -> list[Any]:
     return [x for it in items for x in it]
 
 
-def render_sample_grid(paired_uri: str, out_uri: str, n: int = 4, palette: str | None = None) -> str:
+def render_sample_grid(
+    paired_uri: str, out_uri: str, n: int = 4, palette: str | None = None
+) -> str:
     """PNG grid of ``n`` pairs of a paired manifest, one row each: source | condition | generated.
 
     The condition is rendered with the palette recorded in the manifest (what the sampler saw).
@@ -270,7 +283,9 @@ def render_sample_grid(paired_uri: str, out_uri: str, n: int = 4, palette: str |
     for r in rows:
         generated = read_image(r["generated_uri"])
         h, w = generated.shape[:2]
-        source = np.asarray(Image.fromarray(read_image(r["source_uri"])).resize((w, h), Image.BICUBIC))
+        source = np.asarray(
+            Image.fromarray(read_image(r["source_uri"])).resize((w, h), Image.BICUBIC)
+        )
         label = read_label(r["label_uri"], r["label_format"])
         condition = render_condition(label, palette or r["palette"], (w, h))
         grid_rows.append(np.concatenate([source, condition, generated], axis=1))
@@ -329,3 +344,22 @@ def collect_evaluations(jobs: list[dict[str, Any]], runs: list[dict[str, Any]]) 
             real = [v["mIoU"] for n, v in entry["targets"].items() if f"-{domain}-" in f"-{n}-"]
             p["real_mIoU"] = real[0] if real else None
     return out
+
+
+def select_shards(shards: Sequence[ShardRef], indices: Sequence[int]) -> list[ShardRef]:
+    """The shards with these indices, in index order (a fan-out child's share of the work)."""
+    by_index = {s.index: s for s in shards}
+    unknown = sorted(set(indices) - set(by_index))
+    if unknown:
+        raise ValueError(
+            f"shard_indices: expected indices in 0..{len(shards) - 1}, received unknown {unknown}"
+        )
+    return [by_index[i] for i in sorted(set(indices))]
+
+
+def group_shards(n_shards: int, shards_per_run: int) -> list[list[int]]:
+    """Split shard indices 0..n_shards-1 into consecutive groups, one fan-out flow run each."""
+    if shards_per_run < 1:
+        raise ValueError(f"shards_per_run: expected an integer >= 1, received {shards_per_run}")
+    indices = list(range(n_shards))
+    return [indices[i : i + shards_per_run] for i in range(0, n_shards, shards_per_run)]

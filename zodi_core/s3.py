@@ -93,7 +93,9 @@ class S3Storage(Storage):
         # The standard variables name an S3-compatible endpoint for every stage at once; URI-level
         # helpers (storage.read_bytes(uri)) then reach it without passing options around.
         self.endpoint_url = (
-            endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
         )
         self.region = region
         if multipart_chunksize < 5 << 20:

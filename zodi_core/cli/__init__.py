@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "zodi_core.cli.transfer",
     "zodi_core.cli.seg",
     "flows.cli",
+    "flows.cli_deploy",
 )
 
 

@@ -21,9 +21,9 @@ import copy
 import difflib
 import math
 import os
-import time
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path

@@ -1,9 +1,9 @@
 # Demo source-only baseline: tiny ResNet-18 DeepLabv3+ on synthetic data, CPU, about a minute.
 _base_ = [
-    './_base_/models/deeplabv3plus_r18-tiny.py',
-    './_base_/datasets/zodi_synthetic-64x128.py',
-    './_base_/default_runtime.py',
-    './_base_/schedules/schedule_demo.py',
+    "./_base_/models/deeplabv3plus_r18-tiny.py",
+    "./_base_/datasets/zodi_synthetic-64x128.py",
+    "./_base_/default_runtime.py",
+    "./_base_/schedules/schedule_demo.py",
 ]
 crop_size = (48, 96)
 data_preprocessor = dict(size=crop_size)

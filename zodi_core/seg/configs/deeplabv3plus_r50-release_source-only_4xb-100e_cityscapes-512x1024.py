@@ -1,9 +1,9 @@
 # Source-only baseline: the release's DeepLabv3+ R-50 trained on Cityscapes alone (SPEC §5 row 1).
 _base_ = [
-    './_base_/models/deeplabv3plus_r50-release.py',
-    './_base_/datasets/zodi_cityscapes-512x1024.py',
-    './_base_/default_runtime.py',
-    './_base_/schedules/schedule_100e.py',
+    "./_base_/models/deeplabv3plus_r50-release.py",
+    "./_base_/datasets/zodi_cityscapes-512x1024.py",
+    "./_base_/default_runtime.py",
+    "./_base_/schedules/schedule_100e.py",
 ]
 crop_size = (384, 768)
 data_preprocessor = dict(size=crop_size)

@@ -2,19 +2,20 @@
 # ImageNet weights of torchvision), undilated (output stride 32), ASPP rates 6/12/18 with 256
 # channels, 48-channel low-level projection, no auxiliary head; cross-entropy averaged over the
 # non-ignored pixels (PyTorch's CrossEntropyLoss(ignore_index=255)).
-norm_cfg = dict(type='SyncBN', requires_grad=True)
+norm_cfg = dict(type="SyncBN", requires_grad=True)
 data_preprocessor = dict(
-    type='SegDataPreProcessor',
+    type="SegDataPreProcessor",
     mean=[123.675, 116.28, 103.53],
     std=[58.395, 57.12, 57.375],
     bgr_to_rgb=True,
     pad_val=0,
-    seg_pad_val=255)
+    seg_pad_val=255,
+)
 model = dict(
-    type='EncoderDecoder',
+    type="EncoderDecoder",
     data_preprocessor=data_preprocessor,
     backbone=dict(
-        type='ResNet',
+        type="ResNet",
         depth=50,
         num_stages=4,
         out_indices=(0, 1, 2, 3),
@@ -22,12 +23,14 @@ model = dict(
         dilations=(1, 1, 1, 1),
         norm_cfg=norm_cfg,
         norm_eval=False,
-        style='pytorch',
+        style="pytorch",
         init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://download.pytorch.org/models/resnet50-0676ba61.pth')),
+            type="Pretrained",
+            checkpoint="https://download.pytorch.org/models/resnet50-0676ba61.pth",
+        ),
+    ),
     decode_head=dict(
-        type='DepthwiseSeparableASPPHead',
+        type="DepthwiseSeparableASPPHead",
         in_channels=2048,
         in_index=3,
         channels=256,
@@ -39,6 +42,9 @@ model = dict(
         norm_cfg=norm_cfg,
         align_corners=False,
         loss_decode=dict(
-            type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True)),
+            type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0, avg_non_ignore=True
+        ),
+    ),
     train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    test_cfg=dict(mode="whole"),
+)
