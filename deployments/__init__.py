@@ -1,0 +1,1 @@
+"""Prefect deployments: prefect.yaml, the GPU Kubernetes job template, blocks, `zodi deploy`."""

@@ -243,3 +243,21 @@ def test_a_crash_loses_only_the_work_since_the_last_checkpoint(data, tmp_path, m
                       overrides=log_every)  # fmt: skip
     assert out["iterations"] == 4
     assert [r["step"] for r in scalars(work) if "loss_sim" in r] == [1, 2, 3, 4]
+
+
+@pytest.mark.ceph
+def test_train_model_on_s3_work_dir_uploads_and_resumes_from_ceph(data, s3_root, ceph_s3, monkeypatch):
+    from zodi_core import storage
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", ceph_s3.endpoint_url)
+    work = f"{s3_root}/train"
+    first = train_model(DEMO_ZODI, data["paired"], work, max_iters=2)
+    assert first["checkpoint"].startswith("s3://") and first["checkpoint"].endswith("iter_2.pth")
+    keys = list(storage.open_storage(work).list())
+    assert "iter_2.pth" in keys and "last_checkpoint" in keys
+    assert any(k.endswith("scalars.json") for k in keys)  # logs travel with the checkpoints
+
+    # A new process (nothing staged locally) resumes from what is in the bucket.
+    second = train_model(DEMO_ZODI, data["paired"], work, max_iters=3, resume=True)
+    assert second["iterations"] == 3 and second["checkpoint"].endswith("iter_3.pth")
+    assert "iter_3.pth" in set(storage.open_storage(work).list())

@@ -1,0 +1,141 @@
+"""``zodi deploy`` (pools, blocks, deployments) and ``zodi submit`` (run a deployment).
+
+Both talk to the Prefect server named by ``PREFECT_API_URL``; Prefect is imported inside the
+commands, after the environment is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from zodi_core.cli import CLIError
+
+
+def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "deploy",
+        parents=[parent],
+        help="create the work pools, blocks and deployments on a Prefect server (idempotent)",
+        description="Create or update the zodi-local (process) and zodi-gpu (Kubernetes, GPU "
+        "job template) work pools, the S3 result-storage block (with --s3-root), and every "
+        "deployment of deployments/prefect.yaml. Running it again changes nothing. Needs "
+        "PREFECT_API_URL.",
+    )
+    p.add_argument(
+        "--only", choices=("all", "local", "gpu"), default="all",
+        help="pools and deployments to create (default: all)",
+    )  # fmt: skip
+    p.add_argument("--root", help="storage root of the scheduled regeneration (ZODI_ROOT)")
+    p.add_argument("--image", help="worker image of the GPU deployments (ZODI_IMAGE)")
+    p.add_argument("--s3-root", help="s3://bucket/prefix for Prefect results (saves a block)")
+    p.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default: AWS)")
+    p.add_argument("--s3-region", help="S3 region")
+    p.add_argument(
+        "--prefect-file", help="prefect.yaml to deploy (default: deployments/prefect.yaml)"
+    )
+    p.set_defaults(func=run_deploy)
+
+    p = sub.add_parser(
+        "submit",
+        parents=[parent],
+        help="run the zodi_pipeline deployment on a config (or the demo set-up)",
+        description="Create a flow run of a zodi_pipeline deployment with a PipelineConfig "
+        "(--config FILE), or with the demo's synthetic data and tiny models written under "
+        "--workdir (--demo). A worker of the deployment's pool runs it; --wait follows it.",
+    )
+    p.add_argument(
+        "--deployment", default="zodi_pipeline/zodi-pipeline-local",
+        help="flow/deployment name (default: %(default)s)",
+    )  # fmt: skip
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="PipelineConfig YAML file")
+    src.add_argument("--demo", action="store_true", help="synthetic data and tiny models")
+    p.add_argument("--workdir", default="zodi-demo", help="--demo work folder (default: zodi-demo)")
+    p.add_argument("--wait", action="store_true", help="wait for the run and report its state")
+    p.add_argument("--timeout", type=float, default=3600.0, help="--wait limit in seconds")
+    p.set_defaults(func=run_submit)
+
+
+def _require_server() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise CLIError(
+            "PREFECT_API_URL is not set: start a server (`prefect server start`) and run "
+            "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`"
+        )
+    return url
+
+
+def run_deploy(args: argparse.Namespace) -> dict[str, Any]:
+    from deployments.deploy import PREFECT_FILE, deploy
+
+    _require_server()
+    try:
+        summary = deploy(
+            only=args.only,
+            root=args.root,
+            image=args.image,
+            s3_root=args.s3_root,
+            s3_endpoint=args.s3_endpoint,
+            s3_region=args.s3_region,
+            prefect_file=args.prefect_file or PREFECT_FILE,
+        )
+    except RuntimeError as err:  # prefect deploy's own failure, already explained
+        raise CLIError(str(err)) from None
+    for pool, what in summary["pools"].items():
+        print(f"[deploy] work pool {pool}: {what}")
+    for block in summary["blocks"]:
+        print(f"[deploy] block {block}: saved")
+    for name in summary["deployments"]:
+        print(f"[deploy] deployment {name}")
+    print("[deploy] start a worker: prefect worker start --pool zodi-local")
+    return summary
+
+
+def _demo_parameters(workdir: Path) -> dict[str, Any]:
+    from flows.cli import demo_config
+    from zodi_core.datasets.synth import write_synthetic
+    from zodi_core.transfer.models import write_tiny_models
+
+    data = write_synthetic(workdir / "data", seed=0)
+    models_dir = workdir / "models" / "tiny-sd15-controlnet"
+    if not (models_dir / "model_index.json").exists():
+        write_tiny_models(models_dir)
+    return {"config": demo_config(workdir, data, models_dir, ["night"]).model_dump(mode="json")}
+
+
+def run_submit(args: argparse.Namespace) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from zodi_core.config import PipelineConfig
+
+    _require_server()
+    if args.demo:
+        params = _demo_parameters(Path(args.workdir).resolve())
+    else:
+        params = {"config": PipelineConfig.from_yaml(args.config).model_dump(mode="json")}
+    run = run_deployment(args.deployment, parameters=params, timeout=0)
+    print(f"[submit] flow run {run.name} ({run.id}) of {args.deployment}")
+    out: dict[str, Any] = {"flow_run_id": str(run.id), "flow_run_name": run.name}
+    if not args.wait:
+        return out
+    deadline = time.monotonic() + args.timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run.id).state
+            if state is not None and state.is_final():
+                break
+            if time.monotonic() > deadline:
+                raise CLIError(f"flow run {run.id} not finished after {args.timeout:.0f} s")
+            time.sleep(2.0)
+    print(f"[submit] {state.name}: {state.message or ''}".rstrip(": "))
+    out["state"] = state.name
+    if not state.is_completed():
+        out["exit_code"] = 1
+    return out

@@ -1,0 +1,218 @@
+"""Versioned prompt configuration per target domain, and which domains changed since generation.
+
+A prompt config is a small YAML document, kept in storage (a file or ``s3://`` object) or in a
+Prefect Variable (read by ``flows/regenerate.py``; this module never imports Prefect)::
+
+    version: 3                  # free-form; bump it on every edit, it is echoed in reports
+    domains:
+      night:
+        prompt: "driving at night, best quality"
+        strength: 0.9
+      fog:
+        prompt: "driving in dense fog, best quality"
+        negative_prompt: "lower quality, worst quality"
+
+A field left out keeps the transfer config's value (for the prompt and strength: the domain's
+default, SPEC §2). The *effective* values — prompt, negative prompt, strength — are what the
+sampler sees and what each row of a paired manifest records, so both sides are compared on those:
+:func:`compare_prompts` digests the wanted values and the values recorded in each domain's
+paired manifest and says, per domain, ``unchanged``, ``changed`` or ``missing``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from zodi_core import manifest, pipeline, storage
+from zodi_core.config import ConfigError, Domain, TransferConfig, _Config
+
+#: Strength is stored as float32 in the manifest; compare at this many decimals.
+STRENGTH_DECIMALS = 4
+
+Status = Literal["unchanged", "changed", "missing"]
+
+
+class DomainPrompt(_Config):
+    """Prompt settings of one domain; ``None`` keeps the transfer config's value."""
+
+    prompt: str | None = Field(None, description="Full prompt; None: 'driving <phrase>'+suffix")
+    negative_prompt: str | None = Field(None, description="CFG negative prompt")
+    strength: float | None = Field(None, description="S in (0, 1]; None: the domain's default")
+
+
+class PromptConfig(_Config):
+    """The versioned prompt config: a version label and per-domain prompt settings."""
+
+    version: str = Field("0", description="Version label, echoed in regeneration reports")
+    domains: dict[Domain, DomainPrompt] = Field(
+        default_factory=dict, description="Per-domain settings; domains not listed keep defaults"
+    )
+
+    @model_validator(mode="after")
+    def _check_domains(self) -> PromptConfig:
+        # TransferConfig holds the rules (non-empty prompt, strength in (0, 1]): apply them.
+        for domain, entry in self.domains.items():
+            values = entry.model_dump(exclude_none=True)
+            try:
+                TransferConfig(domain=domain, **values)
+            except ValidationError as err:  # nested in this model's validation: pydantic's own
+                e = err.errors()[0]
+                field = ".".join(str(p) for p in e["loc"])
+                raise ValueError(
+                    f"domains.{domain}.{field}: {e['msg'].removeprefix('Value error, ')}"
+                ) from None
+        return self
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<text>") -> PromptConfig:
+        """Parse YAML (or JSON) text; errors name ``source``."""
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"prompt config {source}: not valid YAML ({err})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"prompt config {source}: expected a mapping with 'version' and 'domains', "
+                f"received {type(data).__name__}"
+            )
+        if "version" in data:
+            data["version"] = str(data["version"])
+        try:
+            return cls(**data)
+        except ConfigError as err:
+            raise ConfigError(f"prompt config {source}: {err}") from None
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=True)
+
+    def transfer_config(self, base: TransferConfig, domain: str) -> TransferConfig:
+        """``base`` for ``domain`` with this config's prompt settings applied (validated)."""
+        entry = self.domains.get(domain)  # type: ignore[call-overload]
+        overrides: dict[str, Any] = {"domain": domain}
+        if entry is not None:
+            overrides.update(entry.model_dump(exclude_none=True))
+        return base.replace(**overrides)
+
+
+def load_prompt_config(uri: str, **storage_options: Any) -> PromptConfig:
+    """Read a prompt config from a local path or ``s3://`` URI."""
+    try:
+        data = storage.read_bytes(uri, **storage_options)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"prompt_config_uri: no prompt config at {uri!r}") from None
+    return PromptConfig.from_text(data.decode(), source=uri)
+
+
+@dataclass(frozen=True)
+class PromptValues:
+    """The effective prompt settings of one domain, as the sampler uses and manifests record."""
+
+    prompt: str
+    negative_prompt: str
+    strength: float
+
+    @classmethod
+    def of(cls, config: TransferConfig) -> PromptValues:
+        return cls(config.effective_prompt, config.negative_prompt, config.effective_strength)
+
+    def digest(self) -> str:
+        """16 hex chars over the canonical JSON of the three values (strength rounded)."""
+        data = {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "strength": round(float(self.strength), STRENGTH_DECIMALS),
+        }
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def recorded_prompts(paired_uri: str) -> list[PromptValues] | None:
+    """The distinct prompt settings recorded in a paired manifest; None when it does not exist.
+
+    A manifest written by one run holds exactly one; more than one means the domain was
+    generated piecemeal with different prompts, which counts as changed.
+    """
+    if not storage.exists(paired_uri):
+        return None
+    table = manifest.read_manifest(paired_uri, "transfer")
+    cols = [table.column(c).to_pylist() for c in ("prompt", "negative_prompt", "strength")]
+    seen = {(p, n, round(float(s), STRENGTH_DECIMALS)) for p, n, s in zip(*cols, strict=True)}
+    return [PromptValues(p, n, s) for p, n, s in sorted(seen)]
+
+
+@dataclass(frozen=True)
+class DomainPromptStatus:
+    """The comparison of one domain: the wanted settings against the recorded ones."""
+
+    domain: str
+    status: Status
+    wanted: PromptValues
+    wanted_digest: str
+    recorded: tuple[PromptValues, ...]
+    recorded_digests: tuple[str, ...]
+    paired_uri: str
+
+    @property
+    def needs_regeneration(self) -> bool:
+        return self.status != "unchanged"
+
+    def line(self) -> str:
+        if self.status == "missing":
+            return f"{self.domain}: missing (no paired manifest at {self.paired_uri})"
+        if self.status == "unchanged":
+            return f"{self.domain}: unchanged ({self.wanted_digest})"
+        old = ", ".join(f"{r.prompt!r} S={r.strength}" for r in self.recorded)
+        return (
+            f"{self.domain}: changed {','.join(self.recorded_digests)} → {self.wanted_digest} "
+            f"(was {old}; now {self.wanted.prompt!r} S={self.wanted.strength})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["needs_regeneration"] = self.needs_regeneration
+        return out
+
+
+def compare_domain(
+    prompts: PromptConfig, base: TransferConfig, domain: str, root: str
+) -> DomainPromptStatus:
+    """Compare ``domain``'s wanted prompt settings with its paired manifest under ``root``."""
+    wanted = PromptValues.of(prompts.transfer_config(base, domain))
+    uri = pipeline.paired_manifest_uri(root, domain)
+    recorded = recorded_prompts(uri)
+    digests = tuple(r.digest() for r in recorded or [])
+    if recorded is None or not recorded:
+        status: Status = "missing"
+    elif digests == (wanted.digest(),):
+        status = "unchanged"
+    else:
+        status = "changed"
+    return DomainPromptStatus(
+        domain=domain,
+        status=status,
+        wanted=wanted,
+        wanted_digest=wanted.digest(),
+        recorded=tuple(recorded or ()),
+        recorded_digests=digests,
+        paired_uri=uri,
+    )
+
+
+def compare_prompts(
+    prompts: PromptConfig, base: TransferConfig, domains: list[str] | None, root: str
+) -> list[DomainPromptStatus]:
+    """Compare every domain in ``domains`` (None: those listed in the prompt config)."""
+    names = list(domains) if domains is not None else sorted(prompts.domains)
+    if not names:
+        raise ValueError(
+            "domains: expected at least one domain (given, or listed in the prompt config), "
+            "received none"
+        )
+    return [compare_domain(prompts, base, d, root) for d in names]
