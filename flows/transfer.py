@@ -7,7 +7,12 @@ from typing import Any
 from prefect import flow, get_run_logger, unmapped
 from prefect.states import Failed
 
-from tasks.transfer import collect_shard_states, merge_shards_task, shard_manifest_task, transfer_shard_task
+from tasks.transfer import (
+    collect_shard_states,
+    merge_shards_task,
+    shard_manifest_task,
+    transfer_shard_task,
+)
 from zodi_core import pipeline
 from zodi_core.config import TransferConfig
 
@@ -45,7 +50,9 @@ def transfer_flow(
         result["domains"][domain] = summary.to_dict()
         # 4. merge into the domain's paired manifest, only when every shard succeeded
         if not summary.shards_failed and shard_indices is None:
-            merged = merge_shards_task(shard_uris, pipeline.paired_manifest_uri(out_root, domain), domain)
+            merged = merge_shards_task(
+                shard_uris, pipeline.paired_manifest_uri(out_root, domain), domain
+            )
             result["paired"][domain] = merged["uri"]
     # 5. fail the run, naming the failed shards, or return the summary
     failed = {d: s["shards_failed"] for d, s in result["domains"].items() if s["shards_failed"]}

@@ -246,7 +246,9 @@ def test_a_crash_loses_only_the_work_since_the_last_checkpoint(data, tmp_path, m
 
 
 @pytest.mark.ceph
-def test_train_model_on_s3_work_dir_uploads_and_resumes_from_ceph(data, s3_root, ceph_s3, monkeypatch):
+def test_train_model_on_s3_work_dir_uploads_and_resumes_from_ceph(
+    data, s3_root, ceph_s3, monkeypatch
+):
     from zodi_core import storage
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", ceph_s3.endpoint_url)
