@@ -20,6 +20,7 @@ output does not depend on batch size, composition or order.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
@@ -211,7 +212,9 @@ class TransferSampler:
         self.vae = self._place(components.vae)
         self.text_encoder = self._place(components.text_encoder)
         self.tokenizer = components.tokenizer
-        self.scheduler = components.scheduler
+        # A private scheduler: set_timesteps mutates it, and samplers sharing components may run
+        # in parallel threads (Prefect shard tasks) with different step counts.
+        self.scheduler = copy.deepcopy(components.scheduler)
         if self.device.type == "cuda":
             # NHWC convolutions are the fast path of cuDNN's tensor-core kernels.
             for m in (self.unet, self.controlnet, self.vae):
