@@ -98,6 +98,9 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     print("[demo] 3/3 zodi_pipeline (Prefect, ephemeral)")
     summary = _run(config)
     root = Path(config.storage.root)
+    for path in sorted((root / "manifests").glob("*.parquet")):
+        if not path.name.endswith(".rejects.parquet"):
+            print(f"[demo] manifest {path.stem}: {_manifest_line(str(path))}")
     # The README promises report.json / report.md in the work folder itself.
     for name in ("report.json", "report.md"):
         if (root / name).exists():
@@ -109,6 +112,17 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[demo] sample grid ({domain}): {grid}")
     print(f"[demo] note: {DEMO_NOTE}")
     return summary
+
+
+def _manifest_line(uri: str) -> str:
+    from zodi_core import manifest
+
+    summary = manifest.summarize(manifest.read_manifest(uri))
+    groups = ", ".join(
+        f"{g['count_all']} {g.get('dataset', '')}/{g.get('split', '')}/{g.get('domain', '')}"
+        for g in summary.get("groups", [])
+    )
+    return f"{summary['rows']} rows ({groups}) → {uri}"
 
 
 def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:

@@ -203,8 +203,8 @@ def multi_gpu_task_runner(n_gpus: int | None = None) -> Any:
     """A Dask task runner with one single-threaded worker per GPU of this machine.
 
     dask-cuda's ``LocalCUDACluster`` sets ``CUDA_VISIBLE_DEVICES`` per worker, so each shard
-    task sees one GPU as ``cuda:0`` (``TransferConfig.device="auto"``). Needs the optional
-    packages ``prefect-dask`` and ``dask-cuda``. Use as
+    task sees one GPU as ``cuda:0`` (``TransferConfig.device="auto"``). prefect-dask is pinned;
+    ``dask-cuda`` is installed on GPU workers only (``pip install -c constraints.txt dask-cuda``). Use as
     ``transfer_flow.with_options(task_runner=multi_gpu_task_runner())(...)``.
     """
     try:
