@@ -16,3 +16,29 @@ def prefect_harness(tmp_path_factory):
     with prefect_test_harness(server_startup_timeout=120):
         yield home
     mp.undo()
+
+
+def drain_prefect_workers() -> None:
+    """Flush Prefect's process-wide log and event workers to the current API.
+
+    Call it before stopping a server that a test started: the workers are singletons, and ones
+    left pointing at a stopped server make a later drain (the harness's teardown) wait forever.
+    """
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        try:
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        except RuntimeError:
+            pass  # the log worker was never started
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures_prefect import drain_prefect_workers
 
 from deployments.deploy import (
     GPU_TEMPLATE,
@@ -315,6 +316,7 @@ def prefect_server(tmp_path_factory):
         }
         with temporary_settings(updates=updates):
             yield Server(url, home, env)
+            drain_prefect_workers()
         mp.undo()
     finally:
         _stop(proc)
