@@ -249,6 +249,9 @@ class TrainConfig(_Config):
     max_iters: int | None = Field(None, description="Override with an iteration budget")
     batch_size: int | None = Field(None, description="Override the config's batch size")
     pretrained: str | None = Field(None, description="Local path of ImageNet backbone weights")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="mmengine console log level; None: the mmseg config's"
+    )
 
     @classmethod
     def _presets(cls) -> dict[str, dict[str, Any]]:
@@ -258,6 +261,7 @@ class TrainConfig(_Config):
             "demo": {
                 "config": "deeplabv3plus_r18-tiny_zodi_2xb-demo_synthetic-64x128.py",
                 "source_only_config": "deeplabv3plus_r18-tiny_source-only_2xb-demo_synthetic-64x128.py",
+                "log_level": "WARNING",
             },
         }
 

@@ -108,6 +108,8 @@ def apply_train_config(cfg, tc: TrainConfig) -> None:
                 sched.end = tc.max_epochs
     if tc.batch_size is not None:
         cfg.train_dataloader.batch_size = tc.batch_size
+    if tc.log_level is not None:
+        cfg.log_level = tc.log_level
 
 
 def apply_iteration_budget(cfg, max_iters: int) -> None:
