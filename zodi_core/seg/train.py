@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +333,10 @@ def train_model(
     cfg.launcher = "none"
 
     _wait_for_unused_log_dir(staging)
+    # mmengine keys its logger and visualizer singletons by experiment name, by default
+    # "<config>_<second>": two runs of one config in one process and second (seeds, tests) would
+    # share them, and the second run's logs would land in the first run's folder.
+    cfg.experiment_name = f"{Path(str(cfg.filename)).stem}_{uuid.uuid4().hex[:12]}"
     try:
         runner = Runner.from_cfg(cfg)
         with checkpoint_loading():
