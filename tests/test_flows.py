@@ -252,3 +252,35 @@ def test_transfer_flow_runs_shards_on_dask_worker_processes(
         px, py = read_image(x["generated_uri"]), read_image(y["generated_uri"])
         # Other processes, other thread counts: float sums may differ in the last bit.
         assert np.abs(px.astype(int) - py.astype(int)).max() <= 1
+
+
+@pytest.mark.ceph
+def test_zodi_pipeline_with_all_artifacts_in_ceph(
+    prefect_harness, synthetic_root, tiny_models_dir, s3_root, ceph_s3, monkeypatch, tmp_path
+):
+    """storage.root on S3: manifests, images, checkpoints, evaluation and the report all land in
+    the bucket; the endpoint comes from the config (StorageConfig.endpoint_url)."""
+    import json
+
+    from flows.cli import demo_config
+    from flows.pipeline import zodi_pipeline
+    from zodi_core import storage
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    data = {k: str(synthetic_root / k) for k in ("cityscapes", "acdc", "gta5")}
+    config = demo_config(tmp_path, data, tiny_models_dir, ["night"])
+    config = config.replace(
+        transfer=config.transfer.replace(num_inference_steps=2),
+        storage={"root": s3_root, "endpoint_url": ceph_s3.endpoint_url},
+    )
+    report = zodi_pipeline(config)
+
+    assert report["uris"]["json"] == f"{s3_root}/report.json"
+    saved = json.loads(storage.read_bytes(report["uris"]["json"]))
+    assert set(saved["results"]) == {"source-only", "zodi-night"}
+    keys = set(storage.open_storage(s3_root).list())
+    assert "paired/domain=night/paired.parquet" in keys
+    assert "grids/night.png" in keys and "report.md" in keys
+    assert any(k.startswith("train/zodi-night/seed0/") and k.endswith(".pth") for k in keys)
+    assert any(k.startswith("eval/zodi-night/confusion_") for k in keys)
+    assert sum(k.startswith("images/night/") for k in keys) == 8

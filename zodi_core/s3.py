@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,6 +40,20 @@ def _sha256_file(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# boto3 clients are thread-safe and costly to build (~50 ms): one per endpoint, region, options
+# and credentials, shared by every S3Storage of the process (URI-level helpers open one per call).
+_CLIENTS: dict[tuple, Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _credentials_identity() -> str:
+    """A digest of the credential variables, so that changed credentials get a new client."""
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+             "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")  # fmt: skip
+    blob = "\0".join(os.environ.get(n, "") for n in names)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 class S3Storage(Storage):
@@ -135,10 +150,14 @@ class S3Storage(Storage):
                 options["s3"] = {"addressing_style": "path"}
                 options["request_checksum_calculation"] = "when_required"
                 options["response_checksum_validation"] = "when_required"
-            session = boto3.session.Session(region_name=self.region)
-            self._client = session.client(
-                "s3", endpoint_url=self.endpoint_url, config=Config(**options)
-            )
+            key = (self.endpoint_url, self.region, repr(options), _credentials_identity())
+            with _CLIENTS_LOCK:
+                if key not in _CLIENTS:
+                    session = boto3.session.Session(region_name=self.region)
+                    _CLIENTS[key] = session.client(
+                        "s3", endpoint_url=self.endpoint_url, config=Config(**options)
+                    )
+                self._client = _CLIENTS[key]
         return self._client
 
     def _transfer_config(self) -> Any:

@@ -175,6 +175,16 @@ def open_storage(root: str | os.PathLike, **options) -> Storage:
     return LocalStorage(root.removeprefix("file://"))
 
 
+def use_endpoint(endpoint_url: str | None) -> None:
+    """Make ``endpoint_url`` the S3 endpoint of this process (an S3-compatible server).
+
+    Sets ``AWS_ENDPOINT_URL_S3`` (the standard variable, also read by boto3 itself) unless the
+    environment already names one, so that every stage and every URI-level helper reaches it.
+    """
+    if endpoint_url:
+        os.environ.setdefault("AWS_ENDPOINT_URL_S3", endpoint_url)
+
+
 def split_uri(uri: str) -> tuple[str, str]:
     """Split a full object URI into (parent root, object name)."""
     uri = str(uri)
