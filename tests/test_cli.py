@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,20 @@ def test_example_configs_load(path):
     cfg = PipelineConfig.from_yaml(path)
     assert cfg.domains and cfg.targets
     assert cfg.transfer.num_inference_steps == 20
+
+
+def test_install_script_is_a_no_op_once_installed():
+    """`make test` / `make demo` run scripts/install.sh every time: with the stamp of the current
+    inputs present it must install nothing (seconds, not minutes)."""
+    venv = Path(sys.executable).parent.parent
+    if not any(venv.glob(".zodi-installed-*")):
+        pytest.fail(f"{venv} has no install stamp: create it with `make install`")
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "install.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "VENV": str(venv)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "[install]" not in proc.stdout + proc.stderr
