@@ -13,13 +13,7 @@ RETRYABLE = (ConnectionError, TimeoutError, storage.StorageError)
 
 def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
     """``retry_condition_fn``: retry only transient I/O errors."""
-    try:
-        state.result()
-    except RETRYABLE:
-        return True
-    except Exception:  # noqa: BLE001 - any other failure is final, not retried
-        return False
-    return False
+    return isinstance(state.result(raise_on_failure=False), RETRYABLE)
 
 
 def content_digest(*uris: str) -> str:

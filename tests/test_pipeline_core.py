@@ -138,3 +138,15 @@ def test_run_summary_line_counts():
     assert (
         s.line() == "shards: 1 computed, 1 cached, 0 failed; images: 3 written, 1 skipped, 0 failed"
     )
+
+
+def test_retry_condition_retries_only_transient_io_errors():
+    from prefect.states import Completed, Failed
+
+    from tasks._policy import retry_on_io
+    from zodi_core.storage import StorageError
+
+    assert retry_on_io(None, None, Failed(data=StorageError("s3://b/k: throttled")))
+    assert retry_on_io(None, None, Failed(data=ConnectionError("reset")))
+    assert not retry_on_io(None, None, Failed(data=ValueError("corrupt PNG")))
+    assert not retry_on_io(None, None, Completed(data=1))
