@@ -126,41 +126,64 @@ def scan_cityscapes(
     """Cityscapes ``leftImg8bit/<split>/<city>/<frame id>_leftImg8bit.png`` with
     ``gtFine/<split>/<city>/<frame id>_gtFine_labelIds.png``; sample_id = frame id
     (``<city>_<seq>_<frame>``), joined on (city, frame id). ``subset``: see :func:`scan_gta5`."""
-    root = Path(root)
     result = ScanResult("cityscapes", split, DOMAINS["cityscapes"], LABEL_FORMATS["cityscapes"])
-    img_dir, gt_dir = root / "leftImg8bit" / split, root / "gtFine" / split
-    layout = f"<root>/leftImg8bit/{split}/<city>/<city>_<seq>_<frame>{CITYSCAPES_IMAGE_SUFFIX}"
-    ok = _require_dir(result, img_dir, f"{layout} (Cityscapes layout)")
-    ok &= _require_dir(
-        result, gt_dir, f"<root>/gtFine/{split}/<city>/<frame id>{CITYSCAPES_LABEL_SUFFIX}"
-    )
-    if not ok:
-        return result
-    # Key on "city/frame id" so that a frame filed under the wrong city does not pair.
-    images = {
-        f"{p.parent.name}/{sid}": p
-        for sid, p in _files_by_id(img_dir, CITYSCAPES_IMAGE_SUFFIX, 1).items()
-    }
-    labels = {
-        f"{p.parent.name}/{sid}": p
-        for sid, p in _files_by_id(gt_dir, CITYSCAPES_LABEL_SUFFIX, 1).items()
-    }
-    if not images and not labels:
-        result.problems.append(Problem(str(img_dir), f"empty folder: no images matching {layout}"))
-        return result
-    _pair(
+    root = Path(root)
+    _scan_folder_pairs(
         result,
-        images,
-        labels,
-        lambda key: gt_dir / f"{key}{CITYSCAPES_LABEL_SUFFIX}",
-        lambda key: img_dir / f"{key}{CITYSCAPES_IMAGE_SUFFIX}",
-        _subset_keys(images, subset, subset_seed, img_dir),
+        root / "leftImg8bit" / split,
+        root / "gtFine" / split,
+        CITYSCAPES_IMAGE_SUFFIX,
+        CITYSCAPES_LABEL_SUFFIX,
+        f"<root>/leftImg8bit/{split}/<city>/<city>_<seq>_<frame>",
+        f"<root>/gtFine/{split}/<city>/<frame id>",
+        "Cityscapes",
+        subset,
+        subset_seed,
     )
     result.candidates = [
         Candidate(c.sample_id.split("/", 1)[1], c.image_path, c.label_path)
         for c in result.candidates
     ]
     return result
+
+
+def _scan_folder_pairs(
+    result: ScanResult,
+    img_dir: Path,
+    gt_dir: Path,
+    image_suffix: str,
+    label_suffix: str,
+    image_layout: str,
+    label_layout: str,
+    dataset: str,
+    subset: int | None,
+    subset_seed: int,
+) -> None:
+    """Pair ``img_dir/<folder>/<id><image_suffix>`` with ``gt_dir/<folder>/<id><label_suffix>``
+    into ``result``, keyed on "folder/id" so that a file filed under the wrong folder (city,
+    sequence) does not pair. Missing folders and an empty image folder are problems."""
+    layout = f"{image_layout}{image_suffix}"
+    ok = _require_dir(result, img_dir, f"{layout} ({dataset} layout)")
+    ok &= _require_dir(result, gt_dir, f"{label_layout}{label_suffix}")
+    if not ok:
+        return
+    images = {
+        f"{p.parent.name}/{sid}": p for sid, p in _files_by_id(img_dir, image_suffix, 1).items()
+    }
+    labels = {
+        f"{p.parent.name}/{sid}": p for sid, p in _files_by_id(gt_dir, label_suffix, 1).items()
+    }
+    if not images and not labels:
+        result.problems.append(Problem(str(img_dir), f"empty folder: no images matching {layout}"))
+        return
+    _pair(
+        result,
+        images,
+        labels,
+        lambda key: gt_dir / f"{key}{label_suffix}",
+        lambda key: img_dir / f"{key}{image_suffix}",
+        _subset_keys(images, subset, subset_seed, img_dir),
+    )
 
 
 def scan_acdc(
@@ -175,32 +198,17 @@ def scan_acdc(
     ``subset``: see :func:`scan_gta5`."""
     root = Path(root)
     result = ScanResult("acdc", split, condition, LABEL_FORMATS["acdc"])
-    img_dir = root / "rgb_anon" / condition / split
-    gt_dir = root / "gt" / condition / split
-    layout = f"<root>/rgb_anon/{condition}/{split}/<sequence>/<name>{ACDC_IMAGE_SUFFIX}"
-    ok = _require_dir(result, img_dir, f"{layout} (ACDC layout)")
-    ok &= _require_dir(
-        result, gt_dir, f"<root>/gt/{condition}/{split}/<sequence>/<name>{ACDC_LABEL_SUFFIX}"
-    )
-    if not ok:
-        return result
-    images = {
-        f"{p.parent.name}/{sid}": p
-        for sid, p in _files_by_id(img_dir, ACDC_IMAGE_SUFFIX, 1).items()
-    }
-    labels = {
-        f"{p.parent.name}/{sid}": p for sid, p in _files_by_id(gt_dir, ACDC_LABEL_SUFFIX, 1).items()
-    }
-    if not images and not labels:
-        result.problems.append(Problem(str(img_dir), f"empty folder: no images matching {layout}"))
-        return result
-    _pair(
+    _scan_folder_pairs(
         result,
-        images,
-        labels,
-        lambda key: gt_dir / f"{key}{ACDC_LABEL_SUFFIX}",
-        lambda key: img_dir / f"{key}{ACDC_IMAGE_SUFFIX}",
-        _subset_keys(images, subset, subset_seed, img_dir),
+        root / "rgb_anon" / condition / split,
+        root / "gt" / condition / split,
+        ACDC_IMAGE_SUFFIX,
+        ACDC_LABEL_SUFFIX,
+        f"<root>/rgb_anon/{condition}/{split}/<sequence>/<name>",
+        f"<root>/gt/{condition}/{split}/<sequence>/<name>",
+        "ACDC",
+        subset,
+        subset_seed,
     )
     paired, seen = [], {}
     for c in result.candidates:
