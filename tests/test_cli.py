@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zodi_core.cli import build_parser, main
+from zodi_cli import build_parser, main
 from zodi_core.config import PipelineConfig
 
 REPO = Path(__file__).resolve().parents[1]

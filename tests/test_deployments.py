@@ -326,7 +326,7 @@ def prefect_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def deployed(prefect_server, tmp_path_factory):
     """Pools, blocks and deployments created once through `zodi deploy`."""
-    from zodi_core.cli import main
+    from zodi_cli import main
 
     root = tmp_path_factory.mktemp("deploy-root")
     assert main(["deploy", "--root", str(root)]) == 0
@@ -379,7 +379,7 @@ def test_zodi_deploy_is_idempotent_and_registers_pools_schedule_and_gpu_template
 ):
     from prefect.client.orchestration import get_client
 
-    from zodi_core.cli import main
+    from zodi_cli import main
 
     capsys.readouterr()
     assert main(["deploy", "--root", str(deployed), "--json"]) == 0
@@ -494,7 +494,7 @@ def test_regenerate_deployment_regenerates_only_the_domain_whose_prompt_changed(
 def test_zodi_deploy_without_a_server_says_how_to_start_one(monkeypatch, capsys):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from zodi_core.cli import main
+    from zodi_cli import main
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):

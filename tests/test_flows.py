@@ -138,7 +138,7 @@ def test_transfer_killed_mid_shard_leaves_no_partial_image_or_orphan_row(
     samples_uri = _ingest_local(synthetic_root, tmp_path)
     manifest_uri = str(out / "transfer-night.parquet")
     cmd = [
-        sys.executable, "-m", "zodi_core.cli", "transfer", "--manifest", samples_uri,
+        sys.executable, "-m", "zodi_cli", "transfer", "--manifest", samples_uri,
         "--domain", "night", "--preset", "demo", "--steps", "8", "--batch-size", "1",
         "--models", str(tiny_models_dir), "--out", str(out),
     ]  # fmt: skip
@@ -182,7 +182,7 @@ def test_zodi_pipeline_end_to_end_reports_and_artifacts(
     import asyncio
     import json
 
-    from flows.cli import demo_config
+    from zodi_cli._common import demo_config
     from flows.pipeline import zodi_pipeline
 
     data = {k: str(synthetic_root / k) for k in ("cityscapes", "acdc", "gta5")}
@@ -262,7 +262,7 @@ def test_zodi_pipeline_with_all_artifacts_in_ceph(
     the bucket; the endpoint comes from the config (StorageConfig.endpoint_url)."""
     import json
 
-    from flows.cli import demo_config
+    from zodi_cli._common import demo_config
     from flows.pipeline import zodi_pipeline
     from zodi_core import storage
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from zodi_core import manifest
-from zodi_core.cli import main
+from zodi_cli import main
 from zodi_core.config import DatasetSpec
 from zodi_core.datasets.ingest import IngestError, ingest_dataset, rejects_uri_for
 
@@ -282,7 +282,7 @@ def test_cli_ingest_subprocess_exit_code(synthetic_copy, tmp_path):
     image.write_bytes(image.read_bytes()[:-200])
     out = tmp_path / "out/m.parquet"
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from zodi_core.cli import main; sys.exit(main())",
+        [sys.executable, "-c", "import sys; from zodi_cli import main; sys.exit(main())",
          "ingest", "--dataset", "cityscapes", "--root", str(synthetic_copy / "cityscapes"),
          "--out", str(out)],
         capture_output=True, text=True, timeout=120,

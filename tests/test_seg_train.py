@@ -13,7 +13,7 @@ from seg_testdata import (
     write_dataset,
 )
 
-from zodi_core.cli import main
+from zodi_cli import main
 from zodi_core.config import ConfigError
 from zodi_core.seg.checkpoint import load_checkpoint_file
 from zodi_core.seg.hooks import ZoDiSyncWorkDirHook, plan_sync

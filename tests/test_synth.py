@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zodi_core.cli import main
+from zodi_cli import main
 from zodi_core.datasets.synth import (
     CONDITIONS,
     STYLES,

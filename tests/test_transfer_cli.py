@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zodi_core.cli import main
+from zodi_cli import main
 from zodi_core.config import DatasetSpec, TransferConfig
 from zodi_core.datasets.ingest import ingest_dataset
 from zodi_core.manifest import read_manifest
@@ -287,7 +287,7 @@ def test_zodi_transfer_help_runs_as_a_program():
         [
             sys.executable,
             "-c",
-            "import sys; from zodi_core.cli import main; sys.exit(main())",
+            "import sys; from zodi_cli import main; sys.exit(main())",
             "transfer",
             "--help",
         ],

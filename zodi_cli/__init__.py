@@ -10,24 +10,25 @@ summary dict (paths written, counts). Modules import heavy libraries inside ``fu
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
 from collections.abc import Sequence
 
-#: Subcommand modules, in help order. flows.cli holds the Prefect-backed commands.
+# One module per group of subcommands. To add a group: one import here, one entry below.
+from zodi_cli import data, deploy, pipeline, seg, transfer
+from zodi_cli._common import CLIError
+
+#: Subcommand modules, in help order (pipeline and deploy hold the Prefect-backed commands).
 COMMAND_MODULES = (
-    "zodi_core.cli.data",
-    "zodi_core.cli.transfer",
-    "zodi_core.cli.seg",
-    "flows.cli",
-    "flows.cli_deploy",
+    data,
+    transfer,
+    seg,
+    pipeline,
+    deploy,
 )
 
-
-class CLIError(Exception):
-    """A user error the CLI reports as one line, exit code 2."""
+__all__ = ["CLIError", "COMMAND_MODULES", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.add_parsers(sub, parent)
     return parser
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from zodi_core.config import DatasetSpec, PipelineConfig
+from zodi_cli._common import demo_config, prepare_demo
 
 DEMO_NOTE = (
     "The demo uses tiny random-weight models: its generated images are noise-like and its mIoU "
@@ -50,26 +50,6 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     p.set_defaults(func=run_pipeline)
 
 
-def demo_config(
-    workdir: Path, data: dict[str, Any], models_dir: Path, domains: list[str]
-) -> PipelineConfig:
-    """The demo's PipelineConfig: synthetic roots, tiny models, local storage under workdir."""
-    return PipelineConfig.preset(
-        "demo",
-        source=DatasetSpec(dataset="cityscapes", root=data["cityscapes"], split="train"),
-        source_val=DatasetSpec(dataset="cityscapes", root=data["cityscapes"], split="val"),
-        targets=[
-            DatasetSpec(dataset="acdc", root=data["acdc"], condition=d, split="val")
-            for d in domains
-            if d != "game"
-        ]
-        + ([DatasetSpec(dataset="gta5", root=data["gta5"])] if "game" in domains else []),
-        domains=domains,
-        storage={"root": str(workdir / "artifacts")},
-        transfer={"models": {"base": str(models_dir), "controlnet": None}},
-    )
-
-
 def _prefect_env(workdir: Path) -> None:
     # Ephemeral Prefect with its database and cached results inside the work folder, so a second
     # run finds the first run's cache records. An explicit user setting wins.
@@ -80,20 +60,10 @@ def _prefect_env(workdir: Path) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from zodi_core.datasets.synth import write_synthetic
-    from zodi_core.transfer.models import write_tiny_models
-
     workdir = Path(args.workdir).resolve()
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
     _prefect_env(workdir)
-    print(f"[demo] 1/3 synthetic data → {workdir / 'data'}")
-    data = write_synthetic(workdir / "data", seed=args.seed)
-    models_dir = workdir / "models" / "tiny-sd15-controlnet"
-    if not (models_dir / "model_index.json").exists():
-        print(f"[demo] 2/3 tiny models → {models_dir}")
-        write_tiny_models(models_dir)
-    else:
-        print(f"[demo] 2/3 tiny models: reusing {models_dir}")
+    data, models_dir = prepare_demo(workdir, args.seed, log=lambda m: print(f"[demo] {m}"))
     config = demo_config(workdir, data, models_dir, domains)
     print("[demo] 3/3 zodi_pipeline (Prefect, ephemeral)")
     summary = _run(config)
@@ -126,6 +96,8 @@ def _manifest_line(uri: str) -> str:
 
 
 def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    from zodi_core.config import PipelineConfig
+
     overrides: dict[str, Any] = {}
     if args.models or args.controlnet:
         models: dict[str, Any] = {}
@@ -140,7 +112,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     return _run(config)
 
 
-def _run(config: PipelineConfig) -> dict[str, Any]:
+def _run(config: Any) -> dict[str, Any]:
     from flows.pipeline import zodi_pipeline
 
     state = zodi_pipeline(config, return_state=True)

@@ -7,11 +7,10 @@ commands, after the environment is set.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
-from zodi_core.cli import CLIError
+from zodi_cli._common import CLIError, demo_config, poll, prepare_demo
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -98,14 +97,7 @@ def run_deploy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _demo_parameters(workdir: Path) -> dict[str, Any]:
-    from flows.cli import demo_config
-    from zodi_core.datasets.synth import write_synthetic
-    from zodi_core.transfer.models import write_tiny_models
-
-    data = write_synthetic(workdir / "data", seed=0)
-    models_dir = workdir / "models" / "tiny-sd15-controlnet"
-    if not (models_dir / "model_index.json").exists():
-        write_tiny_models(models_dir)
+    data, models_dir = prepare_demo(workdir, seed=0)
     return {"config": demo_config(workdir, data, models_dir, ["night"]).model_dump(mode="json")}
 
 
@@ -125,15 +117,13 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"flow_run_id": str(run.id), "flow_run_name": run.name}
     if not args.wait:
         return out
-    deadline = time.monotonic() + args.timeout
     with get_client(sync_client=True) as client:
-        while True:
-            state = client.read_flow_run(run.id).state
-            if state is not None and state.is_final():
-                break
-            if time.monotonic() > deadline:
-                raise CLIError(f"flow run {run.id} not finished after {args.timeout:.0f} s")
-            time.sleep(2.0)
+        state = poll(
+            lambda: client.read_flow_run(run.id).state,
+            lambda s: s is not None and s.is_final(),
+            timeout=args.timeout,
+            what=f"flow run {run.id}",
+        )
     print(f"[submit] {state.name}: {state.message or ''}".rstrip(": "))
     out["state"] = state.name
     if not state.is_completed():

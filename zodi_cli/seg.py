@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from zodi_core.cli import CLIError
+from zodi_cli._common import CLIError
 
 
 def _parse_cfg_options(items: list[str] | None) -> dict[str, Any]:

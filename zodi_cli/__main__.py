@@ -1,0 +1,5 @@
+import sys
+
+from zodi_cli import main
+
+sys.exit(main())

@@ -1,5 +1,0 @@
-import sys
-
-from zodi_core.cli import main
-
-sys.exit(main())
