@@ -5,6 +5,11 @@
 #   scripts/ceph_rgw.sh start DIR    start (or restart) the cluster kept in DIR; writes DIR/env
 #                                    (shell variables) and DIR/s3.json (endpoint and test keys)
 #   scripts/ceph_rgw.sh stop DIR     stop every daemon this script started in DIR (by PID file)
+#   scripts/ceph_rgw.sh restart-gateway DIR [DOWN_SECONDS]
+#                                    stop only the gateway of the running cluster, wait
+#                                    DOWN_SECONDS (default 0), start it and wait until it answers
+#                                    (an S3 outage for the tests; stop-gateway / start-gateway
+#                                    DIR do each half)
 #
 # Layout: one monitor, one OSD (bluestore on an 8 GiB sparse file DIR/osd/block), one gateway.
 # Everything lives under DIR (no /etc/ceph, no /var/lib/ceph); every command gets -c DIR/ceph.conf.
@@ -24,7 +29,7 @@ log() { awk -v a="$T0" -v b="$EPOCHREALTIME" -v m="$*" 'BEGIN { printf "[ceph_rg
 die() { echo "[ceph_rgw] ERROR: $*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -266,36 +271,84 @@ EOF
   echo "$dir/env"
 }
 
+# Stop the daemon of PID file $2 if it is the one we started in $1; return 0 if it was running.
+stop_daemon() {
+  local dir=$1 p=$2 pid rc=1
+  [ -f "$p" ] || return 1
+  pid=$(cat "$p")
+  # Only signal the process we started: its command line names this cluster's ceph.conf.
+  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF "$dir/ceph.conf"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    # The gateway keeps no state of its own but lingers ~5 s after TERM: give it 1 s.
+    local grace=50
+    [[ $p == */rgw.a.pid ]] && grace=10
+    for _ in $(seq 1 "$grace"); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    rc=0
+  fi
+  rm -f "$p"
+  return $rc
+}
+
 cmd_stop() {
   local dir=${1:?usage: ceph_rgw.sh stop DIR}
   [ -d "$dir/run" ] || return 0
-  local p pid n=0
+  local p n=0
   # Gateway first, monitor last: each daemon says goodbye to a monitor that is still there
   # (an OSD whose monitor is gone waits seconds before giving up).
   for p in "$dir/run/rgw.a.pid" "$dir/run/osd.0.pid" "$dir/run/mon.a.pid"; do
-    [ -f "$p" ] || continue
-    pid=$(cat "$p")
-    # Only signal the process we started: its command line names this cluster's ceph.conf.
-    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qF "$dir/ceph.conf"; then
-      kill -TERM "$pid" 2>/dev/null || true
-      # The gateway keeps no state of its own but lingers ~5 s after TERM: give it 1 s.
-      local grace=50
-      [[ $p == */rgw.a.pid ]] && grace=10
-      for _ in $(seq 1 "$grace"); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -KILL "$pid" 2>/dev/null || true
-      n=$((n + 1))
-    fi
-    rm -f "$p"
+    stop_daemon "$dir" "$p" && n=$((n + 1))
   done
   log "stopped $n daemon(s) of $dir"
+}
+
+cluster_dir() {
+  local dir=${1:?usage: ceph_rgw.sh $2 DIR}
+  [ -f "$dir/ceph.conf" ] && [ -f "$dir/rgw_port" ] || die "$dir: no cluster there (run 'start $dir')"
+  (cd "$dir" && pwd)
+}
+
+cmd_stop_gateway() {
+  local dir
+  dir=$(cluster_dir "${1:-}" stop-gateway)
+  if stop_daemon "$dir" "$dir/run/rgw.a.pid"; then log "gateway of $dir stopped"; else log "gateway of $dir was not running"; fi
+}
+
+# Start only the gateway (monitor and OSD must be up); wait until it answers HTTP.
+cmd_start_gateway() {
+  local dir port deadline
+  dir=$(cluster_dir "${1:-}" start-gateway)
+  port=$(cat "$dir/rgw_port")
+  alive "$dir/run/rgw.a.pid" && die "gateway already running from $dir"
+  for p in "$dir/run/mon.a.pid" "$dir/run/osd.0.pid"; do
+    alive "$p" || die "$(basename "$p" .pid) is not running: run 'start $dir' instead"
+  done
+  deadline=$(($(date +%s) + ${CEPH_START_TIMEOUT:-120}))
+  launch "$dir" rgw.a radosgw -c "$dir/ceph.conf" -n client.rgw.a
+  until curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$port/"; do
+    alive "$dir/run/rgw.a.pid" || { log_tail "$dir"; die "the gateway exited while starting"; }
+    [ "$(date +%s)" -lt "$deadline" ] || { log_tail "$dir"; die "the gateway did not answer in time"; }
+    sleep 0.2
+  done
+  log "gateway of $dir answers on 127.0.0.1:$port"
+}
+
+cmd_restart_gateway() {
+  local dir=${1:-} down=${2:-0}
+  cmd_stop_gateway "$dir"
+  sleep "$down"
+  cmd_start_gateway "$dir"
 }
 
 case "${1:-}" in
   install) cmd_install ;;
   start) shift; cmd_start "$@" ;;
   stop) shift; cmd_stop "$@" ;;
+  stop-gateway) shift; cmd_stop_gateway "$@" ;;
+  start-gateway) shift; cmd_start_gateway "$@" ;;
+  restart-gateway) shift; cmd_restart_gateway "$@" ;;
   *) usage ;;
 esac

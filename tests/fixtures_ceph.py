@@ -4,6 +4,7 @@
 if they are missing) and stops every daemon it started at the end; ``s3_root`` gives each test its
 own prefix in the session's bucket, with the AWS credential variables set for that test only. If
 the server cannot start, the fixture fails with the tail of its logs: Ceph tests never skip.
+:meth:`CephS3.restart_gateway` stops and restarts only the gateway (an S3 outage, for fault tests).
 """
 
 from __future__ import annotations
@@ -35,6 +36,59 @@ class CephS3:
     region: str
     start_seconds: float
     """Wall time of ``ceph_rgw.sh start`` (reported in the session header)."""
+    cluster_dir: Path
+    """The cluster's folder (``ceph_rgw.sh start DIR``)."""
+
+    def stop_gateway(self) -> None:
+        """Stop the gateway only (connections are refused); the monitor and OSD keep running."""
+        _gateway_command("stop-gateway", str(self.cluster_dir))
+
+    def start_gateway(self) -> None:
+        """Start the gateway again and return once it answers HTTP."""
+        _gateway_command("start-gateway", str(self.cluster_dir))
+
+    def restart_gateway(self, down_seconds: float) -> GatewayOutage:
+        """Stop the gateway, keep it down ``down_seconds``, start it; return when it answers.
+
+        Safe to call from a background thread: raises RuntimeError (not pytest.fail) on failure.
+        """
+        t0 = time.monotonic()
+        self.stop_gateway()
+        stopped = time.monotonic()
+        time.sleep(down_seconds)
+        self.start_gateway()
+        return GatewayOutage(started=t0, stopped=stopped, answering=time.monotonic())
+
+
+@dataclass(frozen=True)
+class GatewayOutage:
+    """``time.monotonic()`` marks of one gateway restart."""
+
+    started: float
+    """The stop began (requests may fail from here on)."""
+    stopped: float
+    """The gateway process is gone: connections are refused."""
+    answering: float
+    """The new gateway answers HTTP again."""
+
+    @property
+    def seconds(self) -> float:
+        """How long S3 was unavailable, stop to answering."""
+        return self.answering - self.started
+
+
+def _gateway_command(command: str, cluster: str) -> None:
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), command, cluster],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"scripts/ceph_rgw.sh {command} {cluster} failed:\n{proc.stderr[-4000:]}"
+        )
 
 
 def _run_script(*args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -83,6 +137,7 @@ def ceph_s3(tmp_path_factory: pytest.TempPathFactory) -> CephS3:
             bucket=BUCKET,
             region=REGION,
             start_seconds=seconds,
+            cluster_dir=cluster,
         )
         import boto3
         from botocore.config import Config

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import errno
 import hashlib
 import os
 import socket
@@ -14,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from zodi_core import storage as storage_mod
-from zodi_core.storage import LocalStorage, Storage, StorageError, open_storage
+from zodi_core.storage import (
+    LocalStorage,
+    PermanentStorageError,
+    Storage,
+    StorageError,
+    TransientStorageError,
+    open_storage,
+)
+from zodi_core.storage import local as local_mod
 
 MiB = 1 << 20
 
@@ -140,8 +150,8 @@ def test_local_put_file_failing_writer_leaves_old_object(tmp_path, monkeypatch):
         fdst.write(fsrc.read(100))
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(storage_mod.shutil, "copyfileobj", copy_then_fail)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(local_mod.shutil, "copyfileobj", copy_then_fail)
+    with pytest.raises(PermanentStorageError, match="obj: write failed: disk full"):
         st.put_file("obj", src)
     assert st.get_bytes("obj") == b"old"
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["obj"]  # no .part left
@@ -151,13 +161,63 @@ def test_local_put_bytes_failing_fsync_leaves_no_object(tmp_path, monkeypatch):
     st = LocalStorage(tmp_path / "root")
 
     def fail(fd):
-        raise OSError("I/O error (simulated)")
+        raise OSError(errno.EIO, "Input/output error (simulated)")
 
-    monkeypatch.setattr(storage_mod.os, "fsync", fail)
-    with pytest.raises(OSError, match="I/O error"):
+    monkeypatch.setattr(local_mod.os, "fsync", fail)
+    with pytest.raises(TransientStorageError, match="d/obj: write failed: Input/output error"):
         st.put_bytes("d/obj", b"data")
     assert not st.exists("d/obj")
     assert list((tmp_path / "root" / "d").iterdir()) == []
+
+
+@pytest.fixture
+def umask():
+    """``umask(mask)`` sets the process umask for this test; the old one is restored after."""
+    old = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_local_files_get_the_process_umask(umask, tmp_path, mask):
+    umask(mask)
+    st = LocalStorage(tmp_path / "root")
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 1000)
+    written = [
+        Path(st.put_bytes("a/bytes.bin", b"data")),
+        Path(st.put_file("a/file.bin", src)),
+        st.get_file("a/bytes.bin", tmp_path / "out" / "copy.bin"),
+    ]
+    for path in written:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+
+
+@pytest.mark.parametrize(
+    "code, expected, words",
+    [
+        (errno.ENOSPC, PermanentStorageError, "no space left on the device: free space"),
+        (errno.EDQUOT, PermanentStorageError, "quota"),
+        (errno.EACCES, PermanentStorageError, "permission denied: check the folder's owner"),
+        (errno.EROFS, PermanentStorageError, "read-only file system"),
+        (errno.EIO, TransientStorageError, "retry later"),
+        (errno.ESTALE, TransientStorageError, "retry later"),
+    ],
+)
+def test_local_os_errors_classified(tmp_path, monkeypatch, code, expected, words):
+    st = LocalStorage(tmp_path / "root")
+
+    def failing_fsync(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(local_mod.os, "fsync", failing_fsync)
+    with pytest.raises(expected, match=rf"root/k\.bin: write failed: .*{words}") as info:
+        st.put_bytes("k.bin", b"data")
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == code
+    assert list((tmp_path / "root").iterdir()) == []  # no temp file left
 
 
 # -- S3 ----------------------------------------------------------------------------------------------
@@ -173,18 +233,171 @@ def test_s3_import_and_open_do_not_touch_boto3():
     assert out.stdout.split() == ["S3Storage", "False"]
 
 
-def test_s3_unreachable_endpoint_fails_fast(monkeypatch):
+@pytest.fixture
+def fake_credentials(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def test_s3_unreachable_endpoint_is_transient_and_names_it(fake_credentials):
+    # Connection refused may pass (a gateway restart): botocore retries it, then it is raised as
+    # transient. max_attempts=2 keeps this test fast; the default budget is measured in
+    # test_storage_outage.py.
     port = _closed_port()
-    st = open_storage("s3://bucket/p", endpoint_url=f"http://127.0.0.1:{port}")
+    st = open_storage("s3://bucket/p", endpoint_url=f"http://127.0.0.1:{port}", max_attempts=2)
     t0 = time.monotonic()
     with pytest.raises(
-        StorageError, match=rf"s3://bucket/p/k: .*cannot reach http://127.0.0.1:{port}"
-    ):
+        TransientStorageError, match=rf"s3://bucket/p/k: .*cannot reach http://127.0.0.1:{port}"
+    ) as info:
         st.get_bytes("k")
-    assert time.monotonic() - t0 < 20, "an unreachable endpoint must fail in seconds"
+    assert time.monotonic() - t0 < 5, "two attempts wait at most 1 s of backoff"
+    assert "\n" not in str(info.value) and "after 2 attempt(s)" in str(info.value)
+
+
+def test_s3_client_retries_transient_errors_in_botocore_standard_mode(fake_credentials):
+    st = open_storage("s3://bucket/p", endpoint_url="http://127.0.0.1:1")
+    config = st.client.meta.config
+    assert config.retries == {"mode": "standard", "total_max_attempts": 10}
+    assert (config.connect_timeout, config.read_timeout) == (3.0, 60.0)
+    # One client per endpoint, options and credentials, shared by every storage on it.
+    assert open_storage("s3://other/q", endpoint_url="http://127.0.0.1:1").client is st.client
+    assert open_storage("s3://bucket/p", endpoint_url="http://127.0.0.1:2").client is not st.client
+
+
+def _client_error(code: str, status: int, operation: str = "PutObject"):
+    from botocore.exceptions import ClientError
+
+    response = {
+        "Error": {"Code": code, "Message": f"{code} (test)\nsecond line"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)
+
+
+def _boto_errors() -> dict[str, tuple[BaseException, type[Exception], str]]:
+    """name: (error raised by boto3, expected class, expected words)."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import (
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+        SSLError,
+    )
+
+    def upload_failed(inner: BaseException) -> BaseException:
+        try:
+            raise inner
+        except Exception:
+            try:
+                raise S3UploadFailedError("Failed to upload (test)")
+            except S3UploadFailedError as outer:
+                return outer
+
+    return {
+        "connection refused": (
+            EndpointConnectionError(endpoint_url="http://h:1/b/k"), TransientStorageError,
+            "cannot reach",
+        ),
+        "connect timeout": (
+            ConnectTimeoutError(endpoint_url="http://h:1"), TransientStorageError, "cannot reach"
+        ),
+        "read timeout": (
+            ReadTimeoutError(endpoint_url="http://h:1"), TransientStorageError, "cannot reach"
+        ),
+        "reset": (ConnectionResetError(104, "reset by peer"), TransientStorageError, "reset"),
+        "503 SlowDown": (_client_error("SlowDown", 503), TransientStorageError, "busy"),
+        "500 InternalError": (_client_error("InternalError", 500), TransientStorageError, "busy"),
+        "429": (_client_error("TooManyRequests", 429), TransientStorageError, "busy"),
+        "RequestTimeout": (_client_error("RequestTimeout", 400), TransientStorageError, "busy"),
+        "Throttling in an upload": (
+            upload_failed(_client_error("Throttling", 400)), TransientStorageError, "busy",
+        ),
+        "no credentials": (NoCredentialsError(), PermanentStorageError, "AWS_ACCESS_KEY_ID"),
+        "bad key id": (
+            _client_error("InvalidAccessKeyId", 403), PermanentStorageError, "credentials"
+        ),
+        "bad signature": (
+            _client_error("SignatureDoesNotMatch", 403), PermanentStorageError, "credentials"
+        ),
+        "denied": (_client_error("AccessDenied", 403), PermanentStorageError, "bucket policy"),
+        "no bucket": (_client_error("NoSuchBucket", 404), PermanentStorageError, "create it"),
+        "denied in an upload": (
+            upload_failed(_client_error("AccessDenied", 403)), PermanentStorageError, "denied",
+        ),
+        "bad argument": (_client_error("InvalidArgument", 400), PermanentStorageError, "Invalid"),
+        "TLS": (SSLError(endpoint_url="https://h", error="bad cert"), PermanentStorageError,
+                "certificate"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_boto_errors()))
+def test_s3_errors_classified_transient_or_permanent_in_one_line(name):
+    raised, expected, words = _boto_errors()[name]
+    st = open_storage("s3://bucket/p", endpoint_url="http://127.0.0.1:1")
+    err = st._error(raised, "dir/k.png", "PUT")
+    assert type(err) is expected
+    msg = str(err)
+    assert msg.startswith("s3://bucket/p/dir/k.png: PUT failed: ")
+    assert words in msg and "\n" not in msg
+
+
+def test_s3_missing_key_is_file_not_found():
+    st = open_storage("s3://bucket/p", endpoint_url="http://127.0.0.1:1")
+    err = st._error(_client_error("NoSuchKey", 404, "GetObject"), "k", "GET")
+    assert isinstance(err, FileNotFoundError) and "s3://bucket/p/k" in str(err)
+
+
+def test_storage_options_passed_explicitly_never_through_environ(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    environ = dict(os.environ)
+    assert open_storage("s3://b/p").endpoint_url is None
+    st = open_storage("s3://b/p", endpoint_url="http://a:1", region="eu-west-3")
+    assert (st.endpoint_url, st.region) == ("http://a:1", "eu-west-3")
+    with storage_mod.use_options(endpoint_url="http://flow:1", region="ap-south-1"):
+        st = open_storage("s3://b/p")
+        assert (st.endpoint_url, st.region) == ("http://flow:1", "ap-south-1")
+        # An explicit argument wins over the flow's defaults; None means "not given".
+        st = open_storage("s3://b/p", endpoint_url="http://a:1", region=None)
+        assert (st.endpoint_url, st.region) == ("http://a:1", "ap-south-1")
+        assert storage_mod.current_options() == {
+            "endpoint_url": "http://flow:1",
+            "region": "ap-south-1",
+        }
+    assert open_storage("s3://b/p").endpoint_url is None  # the scope is gone
+
+    def deprecated() -> dict:
+        with pytest.warns(DeprecationWarning, match="use_options"):
+            storage_mod.use_endpoint("http://old:1")
+        return storage_mod.current_options()
+
+    # In a copy of the context, as a flow run is: nothing leaks into this test's context.
+    assert contextvars.copy_context().run(deprecated) == {"endpoint_url": "http://old:1"}
+    assert storage_mod.current_options() == {}
+    assert dict(os.environ) == environ
+
+
+def test_storage_options_reach_threads_started_from_the_context():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with storage_mod.use_options(endpoint_url="http://flow:1"), ThreadPoolExecutor(1) as pool:
+        # Prefect's thread task runner submits every task in a copy of the caller's context.
+        ctx = contextvars.copy_context()
+        seen = pool.submit(ctx.run, lambda: open_storage("s3://b/p").endpoint_url).result()
+    assert seen == "http://flow:1"
+
+
+def test_storage_config_gives_the_options():
+    from zodi_core.config import StorageConfig
+
+    assert StorageConfig(root="s3://b/p").storage_options() == {}
+    config = StorageConfig(root="s3://b/p", endpoint_url="http://c:1", region="eu-west-3")
+    assert config.storage_options() == {"endpoint_url": "http://c:1", "region": "eu-west-3"}
+    st = open_storage(config.root, **config.storage_options())
+    assert (st.endpoint_url, st.region) == ("http://c:1", "eu-west-3")
+    assert st.client.meta.region_name == "eu-west-3"
 
 
 def test_s3_bad_root_refused():
@@ -194,9 +407,26 @@ def test_s3_bad_root_refused():
         open_storage("s3://bucket/../other")
 
 
+class _RequestCounter:
+    """Counts the HTTP requests a (shared) boto3 client sends while in the ``with`` block."""
+
+    def __init__(self, client) -> None:
+        self.client, self.sent = client, 0
+
+    def _count(self, **kwargs) -> None:
+        self.sent += 1
+
+    def __enter__(self) -> _RequestCounter:
+        self.client.meta.events.register("before-send.s3", self._count)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.meta.events.unregister("before-send.s3", self._count)
+
+
 @pytest.mark.ceph
 @pytest.mark.parametrize("which", ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
-def test_s3_wrong_credentials_say_so(ceph_storage, ceph_s3, monkeypatch, which):
+def test_s3_wrong_credentials_fail_fast_without_retry(ceph_storage, ceph_s3, monkeypatch, which):
     ceph_storage.put_bytes("k", b"v")
     bad = "wrong-" + ceph_s3.secret_key[:4]
     monkeypatch.setenv(which, bad)
@@ -206,18 +436,35 @@ def test_s3_wrong_credentials_say_so(ceph_storage, ceph_s3, monkeypatch, which):
         lambda: st.exists("k"),
         lambda: st.get_bytes("k"),
     ):
-        with pytest.raises(StorageError, match="credentials") as info:
+        t0 = time.monotonic()
+        with _RequestCounter(st.client) as requests, pytest.raises(
+            PermanentStorageError, match="credentials"
+        ) as info:
             call()
-        assert ceph_storage.root in str(info.value)
+        assert time.monotonic() - t0 < 2
+        assert requests.sent == 1, "a permanent error is never retried"
+        assert ceph_storage.root in str(info.value) and "\n" not in str(info.value)
         assert ceph_s3.secret_key not in str(info.value) and bad not in str(info.value)
 
 
 @pytest.mark.ceph
-def test_s3_missing_bucket_says_so(s3_root, ceph_s3):
+def test_s3_missing_bucket_fails_fast_without_retry(s3_root, ceph_s3):
     st = open_storage("s3://zodi-no-such-bucket/p", endpoint_url=ceph_s3.endpoint_url)
-    for call in (lambda: st.get_bytes("k"), lambda: st.exists("k"), lambda: list(st.list())):
-        with pytest.raises(StorageError, match="bucket 'zodi-no-such-bucket' does not exist"):
+    for call in (
+        lambda: st.get_bytes("k"),
+        lambda: st.put_bytes("k", b"v"),
+        lambda: st.exists("k"),  # HEAD object (404), then HEAD bucket (404)
+        lambda: list(st.list()),
+    ):
+        t0 = time.monotonic()
+        with _RequestCounter(st.client) as requests, pytest.raises(
+            PermanentStorageError, match="bucket 'zodi-no-such-bucket' does not exist"
+        ) as info:
             call()
+        assert time.monotonic() - t0 < 2
+        assert requests.sent <= 2, "a permanent error is never retried"
+        assert "create it or fix the storage root" in str(info.value)
+        assert "\n" not in str(info.value)
 
 
 @pytest.mark.ceph

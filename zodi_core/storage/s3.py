@@ -3,6 +3,13 @@
 Opened by :func:`zodi_core.storage.open_storage` for ``s3://bucket/prefix`` roots. Credentials come
 from the standard AWS chain (environment, ``~/.aws/config``, instance role); this module never reads,
 logs or writes them. The boto3 client is created on first use, never at import.
+
+Retries: transient failures (connection refused or reset, timeouts, HTTP 5xx, throttling) are
+retried inside botocore ("standard" retry mode: up to :data:`MAX_ATTEMPTS` attempts per request,
+full-jitter exponential backoff ``rand(0, 1) * min(2 ** (attempt - 1), 20)`` seconds, so a request
+waits at most 111 s and 55 s on average before it gives up). What is still failing then is raised as
+:class:`TransientStorageError` (a Prefect task may retry it later); credentials, a missing bucket or
+a refused permission raise :class:`PermanentStorageError` at once, without a retry.
 """
 
 from __future__ import annotations
@@ -11,13 +18,20 @@ import base64
 import hashlib
 import io
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from zodi_core.storage import Storage, StorageError, _check_key
+from zodi_core.storage.base import (
+    PermanentStorageError,
+    Storage,
+    StorageError,
+    TransientStorageError,
+    _check_key,
+    open_temp_beside,
+)
+from zodi_core.storage.local import os_error
 
 #: Object metadata key holding the hex SHA-256 of the object's bytes (``x-amz-meta-sha256``).
 SHA256_META = "sha256"
@@ -32,6 +46,22 @@ _CREDENTIAL_CODES = {
 }
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
 _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
+#: Error codes that may pass: botocore's throttling and transient codes (as of botocore 1.3x).
+_TRANSIENT_CODES = {
+    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "SlowDown",
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+    "BandwidthLimitExceeded", "LimitExceededException", "RequestThrottled",
+    "TransactionInProgressException", "EC2ThrottledException", "InternalError",
+    "ServiceUnavailable", "503", "500", "502", "504",
+}  # fmt: skip
+
+#: Attempts per request, the first included (botocore "standard" retries; see the module doc).
+MAX_ATTEMPTS = 10
+#: Seconds to open a connection: an address that does not answer fails in seconds, not minutes.
+CONNECT_TIMEOUT = 3.0
+#: Seconds to wait for a response on an open connection (a 16 MiB part included).
+READ_TIMEOUT = 60.0
 
 
 def _sha256_file(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
@@ -78,7 +108,8 @@ class S3Storage(Storage):
         max_concurrency: threads per multipart transfer.
         connect_timeout: seconds to open a connection, so an unreachable endpoint fails fast.
         read_timeout: seconds to wait for a response on an open connection.
-        max_attempts: attempts per request, first one included (botocore "standard" retries).
+        max_attempts: attempts per request, first one included (botocore "standard" retries);
+            1 turns retries off (a preflight check that must answer at once).
         client: a ready boto3 S3 client (tests); built from the arguments above when None.
     """
 
@@ -91,22 +122,25 @@ class S3Storage(Storage):
         multipart_threshold: int = 64 << 20,
         multipart_chunksize: int = 16 << 20,
         max_concurrency: int = 4,
-        connect_timeout: float = 3.0,
-        read_timeout: float = 60.0,
-        max_attempts: int = 3,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        max_attempts: int = MAX_ATTEMPTS,
         client: Any = None,
     ) -> None:
         root = str(root)
         if not root.startswith("s3://"):
-            raise StorageError(f"S3 root: expected s3://bucket[/prefix], received {root!r}")
+            raise PermanentStorageError(
+                f"S3 root: expected s3://bucket[/prefix], received {root!r}"
+            )
         bucket, _, prefix = root.removeprefix("s3://").partition("/")
         if not bucket:
-            raise StorageError(f"S3 root {root!r}: no bucket name; expected s3://bucket[/prefix]")
+            raise PermanentStorageError(
+                f"S3 root {root!r}: no bucket name; expected s3://bucket[/prefix]"
+            )
         self.bucket = bucket
         self.prefix = _check_key(prefix) if prefix.strip("/") else ""
         self.root = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        # The standard variables name an S3-compatible endpoint for every stage at once; URI-level
-        # helpers (storage.read_bytes(uri)) then reach it without passing options around.
+        # Without an explicit endpoint, boto3's standard variables may name one (read, never set).
         self.endpoint_url = (
             endpoint_url
             or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -114,7 +148,7 @@ class S3Storage(Storage):
         )
         self.region = region
         if multipart_chunksize < 5 << 20:
-            raise StorageError(
+            raise PermanentStorageError(
                 f"multipart_chunksize: expected at least 5 MiB (S3's minimum part size), "
                 f"received {multipart_chunksize} bytes"
             )
@@ -128,7 +162,9 @@ class S3Storage(Storage):
         self._bucket_seen = False  # head_bucket answered once: a 404 now means a missing key
 
     def __repr__(self) -> str:
-        return f"S3Storage({self.root!r}, endpoint_url={self.endpoint_url!r})"
+        return (
+            f"S3Storage({self.root!r}, endpoint_url={self.endpoint_url!r}, region={self.region!r})"
+        )
 
     # -- client and errors -------------------------------------------------------------------
 
@@ -177,59 +213,92 @@ class S3Storage(Storage):
         return self.endpoint_url or "the AWS S3 endpoint"
 
     def _error(self, exc: BaseException, key: str | None, action: str) -> Exception:
-        """Translate a boto3 error into FileNotFoundError / StorageError that says what to fix."""
+        """Translate a boto3 error into FileNotFoundError, TransientStorageError (may pass: retry
+        later) or PermanentStorageError (fix something first), with one line saying what to do."""
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
-            ConnectionError,
+            CredentialRetrievalError,
+            HTTPClientError,
             NoCredentialsError,
             PartialCredentialsError,
+            SSLError,
         )
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         uri = self.uri(key) if key else self.root
-        # s3transfer wraps the ClientError of a failed part in its own error: find the cause.
-        cause: BaseException | None = exc
-        while cause is not None and not isinstance(cause, ClientError | BotoCoreError):
-            cause = cause.__cause__ or cause.__context__
+        where = self._where()
+        # s3transfer wraps the ClientError of a failed part in its own error (S3UploadFailedError,
+        # RetriesExceededError.last_exception): find the cause.
+        chain: list[BaseException] = []
+        link: BaseException | None = exc
+        while link is not None and link not in chain:
+            chain.append(link)
+            link = getattr(link, "last_exception", None) or link.__cause__ or link.__context__
+        cause = next((e for e in chain if isinstance(e, ClientError | BotoCoreError)), None)
         if cause is None:
-            return StorageError(f"{uri}: {action} failed: {exc}")
+            net = next((e for e in chain if isinstance(e, ConnectionError | TimeoutError)), None)
+            if net is not None:
+                return TransientStorageError(
+                    f"{uri}: {action} failed: {net}; retry later, or check that {where} is up"
+                )
+            os_err = next((e for e in chain if isinstance(e, OSError)), None)
+            if os_err is not None:
+                return os_error(os_err, uri, action)
+            return PermanentStorageError(f"{uri}: {action} failed: {exc}")
         if isinstance(cause, NoCredentialsError | PartialCredentialsError):
-            return StorageError(
+            return PermanentStorageError(
                 f"{uri}: {action} failed: no usable AWS credentials; set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / ~/.aws/credentials)"
             )
-        if isinstance(cause, ConnectionError):
-            return StorageError(
-                f"{uri}: {action} failed: cannot reach {self._where()} ({cause}); check "
-                "endpoint_url and that the server is running and reachable"
+        if isinstance(cause, CredentialRetrievalError):
+            return TransientStorageError(
+                f"{uri}: {action} failed: the AWS credentials could not be fetched ({cause}); "
+                "retry later, or check the credential provider"
+            )
+        if isinstance(cause, SSLError):
+            return PermanentStorageError(
+                f"{uri}: {action} failed: TLS with {where} failed ({cause}); check endpoint_url "
+                "(http:// or https://) and the server's certificate"
+            )
+        if isinstance(cause, BotoConnectionError | HTTPClientError):
+            return TransientStorageError(
+                f"{uri}: {action} failed: cannot reach {where} ({cause}) after "
+                f"{self.max_attempts} attempt(s); check that the server is up and endpoint_url is "
+                "right, then rerun"
             )
         if isinstance(cause, BotoCoreError):
-            return StorageError(f"{uri}: {action} failed: {cause}")
+            transient = type(cause).__name__ in ("IncompleteReadError", "ChecksumError")
+            kind = TransientStorageError if transient else PermanentStorageError
+            return kind(f"{uri}: {action} failed: {cause}")
         err = cause.response.get("Error", {})
         code = str(err.get("Code", ""))
         status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = " ".join(str(err.get("Message") or code or status).split())
         if code == "NoSuchBucket":
-            return StorageError(
+            return PermanentStorageError(
                 f"{uri}: {action} failed: bucket {self.bucket!r} does not exist at "
-                f"{self._where()}; create it or fix the storage root"
+                f"{where}; create it or fix the storage root"
             )
         if code in _MISSING_KEY_CODES and key is not None:
             return FileNotFoundError(f"{uri}: no such object")
         if code in _CREDENTIAL_CODES:
-            return StorageError(
+            return PermanentStorageError(
                 f"{uri}: {action} failed: the server rejected the credentials ({code}); check "
-                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile) for "
-                f"{self._where()}"
+                f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile) for {where}"
             )
         if code in _DENIED_CODES or status == 403:
-            return StorageError(
+            return PermanentStorageError(
                 f"{uri}: {action} failed: access denied ({code or status}); the credentials are "
                 f"wrong or lack permission on bucket {self.bucket!r}; check AWS_ACCESS_KEY_ID / "
                 "AWS_SECRET_ACCESS_KEY and the bucket policy"
             )
-        return StorageError(
-            f"{uri}: {action} failed: {code or status}: {err.get('Message', cause)}"
-        )
+        if code in _TRANSIENT_CODES or (status or 0) >= 500 or status in (408, 429):
+            return TransientStorageError(
+                f"{uri}: {action} failed: the server is busy or failing ({code or status}: "
+                f"{message}) after {self.max_attempts} attempt(s); retry later"
+            )
+        return PermanentStorageError(f"{uri}: {action} failed: {code or status}: {message}")
 
     def _head(self, key: str) -> dict | None:
         """HEAD the object; None when it is missing (after checking that the bucket exists)."""
@@ -255,7 +324,7 @@ class S3Storage(Storage):
         except Exception as exc:
             err = self._error(exc, key, "HEAD bucket")
             if isinstance(err, FileNotFoundError):
-                err = StorageError(
+                err = PermanentStorageError(
                     f"{self.root}: bucket {self.bucket!r} does not exist at {self._where()}; "
                     "create it or fix the storage root"
                 )
@@ -265,7 +334,7 @@ class S3Storage(Storage):
     def _verify(self, key: str, got: str, meta: dict) -> None:
         want = (meta or {}).get(SHA256_META)
         if want and want != got:
-            raise StorageError(
+            raise PermanentStorageError(
                 f"{self.uri(key)}: checksum mismatch on read-back (stored sha256 {want}, "
                 f"read {got}); the object is corrupt: write it again"
             )
@@ -333,8 +402,11 @@ class S3Storage(Storage):
         if head is None:
             raise FileNotFoundError(f"{self.uri(key)}: no such object")
         dst = Path(path)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = open_temp_beside(dst)
+        except OSError as err:
+            raise os_error(err, dst, "download") from err
         try:
             with os.fdopen(fd, "wb") as f:
                 # If the object is replaced mid-download, the parts mix two versions: the SHA-256

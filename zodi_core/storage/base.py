@@ -1,0 +1,113 @@
+"""What every storage backend shares: the :class:`Storage` interface, keys, errors and temp files.
+
+Errors come in two kinds (both :class:`StorageError`, so ``except StorageError`` catches both):
+:class:`TransientStorageError` may pass by itself (a connection reset, a timeout, a 5xx, throttling)
+and is worth a retry; :class:`PermanentStorageError` will not pass by retrying (wrong credentials,
+a missing bucket, no permission, a full disk, a key that escapes the root) and must fail fast.
+A missing object is a :class:`FileNotFoundError` naming its URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the location and what to fix."""
+
+
+class TransientStorageError(StorageError):
+    """A failure that may pass by itself (network, timeout, server busy): retry later."""
+
+
+class PermanentStorageError(StorageError):
+    """A failure that retrying will not fix (credentials, bucket, permission, space, bad key)."""
+
+
+def _check_key(key: str) -> str:
+    """Normalise a relative key and refuse anything that escapes the root."""
+    if not isinstance(key, str) or not key:
+        raise PermanentStorageError(
+            f"storage key: expected a non-empty relative path, received {key!r}"
+        )
+    # A drive only when followed by a separator ("C:/x"): "a:b" is a plain relative key.
+    if key.startswith(("/", "\\")) or (len(key) > 2 and key[1] == ":" and key[2] in "/\\"):
+        raise PermanentStorageError(
+            f"storage key {key!r}: absolute keys are refused; use a relative key"
+        )
+    parts = PurePosixPath(key.replace("\\", "/")).parts
+    if any(p == ".." for p in parts):
+        raise PermanentStorageError(f"storage key {key!r}: '..' would escape the storage prefix")
+    return "/".join(p for p in parts if p not in ("", "."))
+
+
+def open_temp_beside(target: Path) -> tuple[int, Path]:
+    """Create an empty temporary file next to ``target``; return (writable fd, path).
+
+    The file is created with mode ``0o666`` filtered by the process umask, as ``open()`` would
+    create ``target`` itself (``tempfile.mkstemp`` forces 0600, which a rename would publish).
+    Its name starts with ``.`` and ends with ``.part``, so listings skip it.
+    """
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                         0o666)  # fmt: skip
+        except FileExistsError:
+            continue
+        return fd, tmp
+
+
+class Storage(ABC):
+    """Objects under one root: a local folder or an S3 prefix. Keys are relative POSIX paths."""
+
+    root: str
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> str:
+        """Atomically write ``data`` at ``key``; return its URI."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: str | os.PathLike) -> str:
+        """Atomically upload a local file (streamed, multipart when large); return its URI."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read an object; raise FileNotFoundError naming the URI if it is missing."""
+
+    @abstractmethod
+    def get_file(self, key: str, path: str | os.PathLike) -> Path:
+        """Download an object to a local path (streamed, atomic); return the path."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under ``prefix`` (relative to the root), sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete an object; deleting a missing key is not an error."""
+
+    def uri(self, key: str) -> str:
+        return f"{self.root.rstrip('/')}/{_check_key(key)}"
+
+    def local_path(self, key: str) -> Path | None:
+        """A local path to read the object directly, when the backend is local."""
+        return None
+
+    def get_bytes_checked(self, key: str, sha256: str) -> bytes:
+        data = self.get_bytes(key)
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            raise PermanentStorageError(
+                f"{self.uri(key)}: checksum mismatch (expected {sha256}, got {got}); "
+                "the object changed or is corrupt: write it again"
+            )
+        return data

@@ -1,0 +1,157 @@
+"""Local-folder backend of :class:`~zodi_core.storage.base.Storage`.
+
+Atomic publish: every write goes to a temporary file beside the target, then ``os.replace``.
+Files get the mode ``open()`` would give them (``0o666`` minus the umask). OS errors become
+:class:`PermanentStorageError` (no space, no permission, read-only, bad name) or
+:class:`TransientStorageError` (I/O errors and stale handles of network file systems).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from zodi_core.storage.base import (
+    PermanentStorageError,
+    Storage,
+    StorageError,
+    TransientStorageError,
+    _check_key,
+    open_temp_beside,
+)
+
+#: errno values that may pass by themselves (network file systems, a busy device).
+TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("EIO", "EAGAIN", "EINTR", "EBUSY", "ESTALE", "ETIMEDOUT", "ECONNRESET",
+                 "ECONNREFUSED", "ECONNABORTED", "EHOSTDOWN", "EHOSTUNREACH", "ENETDOWN",
+                 "ENETUNREACH", "ENETRESET", "ENOLCK", "ECOMM")  # fmt: skip
+    if hasattr(errno, name)
+)
+
+_ADVICE = {
+    errno.ENOSPC: "no space left on the device: free space or choose another storage root",
+    errno.EDQUOT: "disk quota exceeded: free space or choose another storage root",
+    errno.EACCES: "permission denied: check the folder's owner and mode",
+    errno.EPERM: "operation not permitted: check the folder's owner and mode",
+    errno.EROFS: "read-only file system: choose a writable storage root",
+    errno.ENAMETOOLONG: "file name too long: use a shorter storage root or key",
+    errno.EISDIR: "a folder is in the way of the object: remove it or choose another key",
+    errno.ENOTDIR: "a file is in the way of the object's folder: remove it or choose another key",
+}
+
+
+def os_error(err: OSError, where: str | os.PathLike, action: str) -> StorageError:
+    """Classify an OSError of a local storage operation into a one-line StorageError."""
+    reason = err.strerror or str(err)
+    if err.errno in TRANSIENT_ERRNOS:
+        return TransientStorageError(f"{where}: {action} failed: {reason}; retry later")
+    return PermanentStorageError(f"{where}: {action} failed: {_ADVICE.get(err.errno, reason)}")
+
+
+def write_atomic(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``target`` through ``write(file)`` into a temp file beside it, fsync, then rename.
+
+    Readers see the old file or the new one, never a part; a failed write leaves no temp file.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = open_temp_beside(target)
+    except OSError as err:
+        raise os_error(err, target, "write") from err
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise os_error(err, target, "write") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class LocalStorage(Storage):
+    """A local folder (also a mounted network file system)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.path = Path(root).expanduser().resolve()
+        self.root = str(self.path)
+
+    def _p(self, key: str) -> Path:
+        return self.path / _check_key(key)
+
+    def local_path(self, key: str) -> Path:
+        return self._p(key)
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        target = self._p(key)
+        write_atomic(target, lambda f: f.write(data))
+        return str(target)
+
+    def put_file(self, key: str, path: str | os.PathLike) -> str:
+        src = Path(path)
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: no such file to copy to {self.uri(key)}")
+
+        def copy(f: BinaryIO) -> None:
+            with open(src, "rb") as s:
+                shutil.copyfileobj(s, f, 8 << 20)
+
+        target = self._p(key)
+        write_atomic(target, copy)
+        return str(target)
+
+    def get_bytes(self, key: str) -> bytes:
+        p = self._p(key)
+        try:
+            return p.read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{p}: no such object") from None
+        except OSError as err:
+            raise os_error(err, p, "read") from err
+
+    def get_file(self, key: str, path: str | os.PathLike) -> Path:
+        src = self._p(key)
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: no such object")
+        dst = Path(path)
+
+        def copy(f: BinaryIO) -> None:
+            with open(src, "rb") as s:
+                shutil.copyfileobj(s, f, 8 << 20)
+
+        write_atomic(dst, copy)
+        return dst
+
+    def exists(self, key: str) -> bool:
+        return self._p(key).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        base = self._p(prefix) if prefix else self.path
+        if base.is_file():
+            yield _check_key(prefix)
+            return
+        if not base.is_dir():
+            return
+        keys = []
+        for p in base.rglob("*"):
+            if p.is_file() and not p.name.endswith(".part"):
+                keys.append(p.relative_to(self.path).as_posix())
+        yield from sorted(keys)
+
+    def delete(self, key: str) -> None:
+        p = self._p(key)
+        try:
+            p.unlink(missing_ok=True)
+        except OSError as err:
+            raise os_error(err, p, "delete") from err
+
+    def open_read(self, key: str) -> BinaryIO:
+        return open(self._p(key), "rb")

@@ -1,0 +1,122 @@
+"""Open the storage of a root URI, and read or write single objects by URI.
+
+S3 options (``endpoint_url``, ``region``) are passed explicitly: to :func:`open_storage` and every
+URI-level helper, or once for a whole flow run with :func:`use_options` (a context variable: it
+reaches the tasks the run starts in its threads, never other runs, and never touches
+``os.environ``). Without either, boto3's own configuration applies (``AWS_ENDPOINT_URL_S3`` /
+``AWS_ENDPOINT_URL``, ``~/.aws/config``), read but never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from contextvars import ContextVar, Token
+from pathlib import Path
+from typing import Any
+
+from zodi_core.storage.base import PermanentStorageError, Storage, _check_key
+from zodi_core.storage.local import LocalStorage
+from zodi_core.storage.s3 import S3Storage
+
+_OPTIONS: ContextVar[dict[str, Any]] = ContextVar("zodi_storage_options", default={})  # noqa: B039
+
+
+class _OptionsScope:
+    """What :func:`use_options` returns: as a context manager, it restores the previous options."""
+
+    def __init__(self, token: Token) -> None:
+        self._token = token
+
+    def __enter__(self) -> _OptionsScope:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _OPTIONS.reset(self._token)
+
+
+def use_options(*, endpoint_url: str | None = None, region: str | None = None) -> _OptionsScope:
+    """Make these S3 options the default of the current context (a flow run and its tasks).
+
+    ``storage.use_options(**config.storage.storage_options())`` at the top of a flow run; or
+    ``with storage.use_options(endpoint_url=...):`` to scope them to a block. An argument given
+    to :func:`open_storage` (or a URI helper) wins over these defaults.
+    """
+    options = {k: v for k, v in (("endpoint_url", endpoint_url), ("region", region)) if v}
+    return _OptionsScope(_OPTIONS.set(options))
+
+
+def current_options() -> dict[str, Any]:
+    """The S3 options set by :func:`use_options` for the current context (may be empty)."""
+    return dict(_OPTIONS.get())
+
+
+def use_endpoint(endpoint_url: str | None) -> None:
+    """Deprecated: use :func:`use_options` (this no longer writes ``os.environ``)."""
+    warnings.warn(
+        "storage.use_endpoint is deprecated: use "
+        "storage.use_options(**config.storage.storage_options())",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    use_options(endpoint_url=endpoint_url)
+
+
+def open_storage(root: str | os.PathLike, **options: Any) -> Storage:
+    """Open the storage rooted at ``root``: ``s3://bucket/prefix`` or a local folder.
+
+    ``options`` (S3 only, ignored for a local folder): ``endpoint_url``, ``region``, and the tuning
+    arguments of :class:`~zodi_core.storage.s3.S3Storage` (``max_attempts``, timeouts, multipart
+    sizes). ``None`` values fall back to :func:`use_options`, then to boto3's configuration.
+    """
+    root = str(root)
+    if root.startswith("s3://"):
+        given = {k: v for k, v in options.items() if v is not None}
+        return S3Storage(root, **{**_OPTIONS.get(), **given})
+    if "://" in root and not root.startswith("file://"):
+        raise PermanentStorageError(
+            f"storage root {root!r}: expected a local folder or s3://bucket/prefix"
+        )
+    return LocalStorage(root.removeprefix("file://"))
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """Split a full object URI into (parent root, object name)."""
+    uri = str(uri)
+    if uri.startswith("s3://"):
+        head, _, name = uri.rstrip("/").rpartition("/")
+        if head == "s3:/" or not name:
+            raise PermanentStorageError(f"{uri!r}: expected s3://bucket/key")
+        return head, name
+    p = Path(uri.removeprefix("file://"))
+    return str(p.parent), p.name
+
+
+def read_bytes(uri: str, **options: Any) -> bytes:
+    root, name = split_uri(uri)
+    return open_storage(root, **options).get_bytes(name)
+
+
+def write_bytes(uri: str, data: bytes, **options: Any) -> str:
+    root, name = split_uri(uri)
+    return open_storage(root, **options).put_bytes(name, data)
+
+
+def exists(uri: str, **options: Any) -> bool:
+    root, name = split_uri(uri)
+    return open_storage(root, **options).exists(name)
+
+
+def delete(uri: str, **options: Any) -> None:
+    root, name = split_uri(uri)
+    open_storage(root, **options).delete(name)
+
+
+def join_uri(root: str, *parts: str) -> str:
+    root = str(root).rstrip("/")
+    return "/".join([root, *(_check_key(p) for p in parts)])
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
