@@ -295,6 +295,13 @@ class StorageConfig(_Config):
             raise ValueError(f"expected s3://bucket[/prefix], received {v!r}")
         return v
 
+    def storage_options(self) -> dict[str, str]:
+        """The S3 options set here, for ``storage.open_storage(root, **options)`` or
+        ``storage.use_options(**options)``; unset ones are left to boto3's configuration."""
+        return {
+            k: v for k, v in (("endpoint_url", self.endpoint_url), ("region", self.region)) if v
+        }
+
 
 class DatasetSpec(_Config):
     """One dataset to ingest."""
