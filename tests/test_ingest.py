@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zodi_core import manifest
 from zodi_cli import main
+from zodi_core import manifest
 from zodi_core.config import DatasetSpec
 from zodi_core.datasets.ingest import IngestError, ingest_dataset, rejects_uri_for
 
@@ -296,3 +296,63 @@ def test_ingest_refuses_a_remote_root(tmp_path):
     spec = DatasetSpec(dataset="gta5", root="s3://bucket/gta5")
     with pytest.raises(ValueError, match="root: expected a local dataset folder"):
         ingest_dataset(spec, str(tmp_path / "m.parquet"), progress=False)
+
+
+# --- sample ids and the ACDC condition ---------------------------------------------------------
+
+
+def _rename_gta5(root: Path, old: str, new: str) -> Path:
+    for folder in ("images", "labels"):
+        (root / "gta5" / folder / f"{old}.png").rename(root / "gta5" / folder / f"{new}.png")
+    return root / "gta5" / "images" / f"{new}.png"
+
+
+BAD_IDS = {  # id (a file name on disk) → the reason ingestion gives
+    "a..b": "contains '..'",
+    "back\\slash": "contains a path separator",
+    "bell\x07": "contains a control character",
+}
+
+
+def test_ingest_bad_sample_ids_reject_only_their_sample(synthetic_copy, tmp_path):
+    bad = {
+        _rename_gta5(synthetic_copy, f"{i:05d}", sid): reason
+        for i, (sid, reason) in enumerate(BAD_IDS.items(), start=1)
+    }
+    _rename_gta5(synthetic_copy, "00004", "a:b")  # ':' and the like are fine
+    out = tmp_path / "out/m.parquet"
+
+    # Without --skip-invalid: one line per bad file, nothing written.
+    lines = _ingest_fails(_spec(synthetic_copy, "gta5"), out)
+    assert len(lines) == len(BAD_IDS)
+    for image, reason in bad.items():
+        (line,) = [x for x in lines if x.startswith(f"{image}: ")]
+        assert reason in line and "rename the file" in line
+
+    # With it: the five good samples (a:b among them) and the three bad ids in the rejects.
+    result = ingest_dataset(
+        _spec(synthetic_copy, "gta5"), str(out), skip_invalid=True, progress=False
+    )
+    ids = manifest.read_manifest(str(out), "samples").column("sample_id").to_pylist()
+    assert ids == ["00005", "00006", "00007", "00008", "a:b"]
+    rejects = manifest.read_manifest(result.rejects_uri, "rejects").to_pylist()
+    assert sorted(r["path"] for r in rejects) == sorted(str(image) for image in bad)
+    for r in rejects:
+        assert bad[Path(r["path"])] in r["reason"]
+
+
+def test_sample_id_with_a_colon_is_a_valid_storage_key(tmp_path):
+    from zodi_core import storage
+
+    store = storage.open_storage(tmp_path)
+    uri = store.put_bytes("images/night/a:b.png", b"png")
+    assert storage.join_uri(str(tmp_path), "a:b.png") == f"{tmp_path}/a:b.png"
+    assert Path(uri).read_bytes() == b"png"
+    with pytest.raises(storage.StorageError, match="absolute"):
+        store.put_bytes("C:/x.png", b"no")
+
+
+@pytest.mark.parametrize("condition", [None, "dusk", "../night"])
+def test_acdc_condition_is_one_of_the_acdc_conditions(synthetic_root, condition):
+    with pytest.raises(ValueError, match=r"condition: expected one of night, snow, rain, fog"):
+        _spec(synthetic_root, "acdc", split="val", condition=condition)

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from zodi_core.config import DatasetSpec
-from zodi_core.datasets.readers import scan_acdc, scan_cityscapes, scan_dataset, scan_gta5
+from zodi_core.datasets.readers import (
+    sample_id_problem,
+    scan_acdc,
+    scan_cityscapes,
+    scan_dataset,
+    scan_gta5,
+)
 from zodi_core.labels import (
     CLASSES,
     IGNORE_INDEX,
@@ -144,3 +150,28 @@ def test_scan_dataset_dispatches_on_the_spec(synthetic_root):
     assert scan.domain == "rain" and len(scan.candidates) == 4
     spec = DatasetSpec(dataset="cityscapes", root=str(synthetic_root / "cityscapes"), subset=3)
     assert len(scan_dataset(spec).candidates) == 3
+
+
+def test_scan_acdc_refuses_an_unknown_condition(synthetic_root):
+    with pytest.raises(ValueError, match=r"condition: expected one of .* received '\.\./x'"):
+        scan_acdc(synthetic_root / "acdc", "../x", "val")
+
+
+@pytest.mark.parametrize(
+    ("sample_id", "reason"),
+    [
+        ("", "empty"),
+        ("..", "'..'"),
+        ("a/b", "path separator"),
+        ("a\\b", "path separator"),
+        ("a\nb", "control character"),
+        ("a\x7fb", "control character"),
+    ],
+)
+def test_sample_id_problem_names_the_reason(sample_id, reason):
+    assert reason in sample_id_problem(sample_id)
+
+
+@pytest.mark.parametrize("sample_id", ["a:b", "aachen_000001_000019", "x y", "é.1"])
+def test_sample_id_problem_accepts_other_characters(sample_id):
+    assert sample_id_problem(sample_id) is None

@@ -1,7 +1,8 @@
 """Ingestion: a dataset folder → a validated ``samples`` Parquet manifest.
 
 Every sample is decoded fully (a truncated PNG fails here, not in training) and checked: image
-and label present, same size, label values inside the table of its format. All bad files are
+and label present, same size, label values inside the table of its format, and a sample id that
+is one safe path component (:func:`~zodi_core.datasets.readers.sample_id_problem`). All bad files are
 collected and reported, each as one line ``PATH: reason``. Without ``skip_invalid`` any bad file
 fails the run and no manifest is written (an existing manifest at the destination is left as it
 was); with it, the good samples are written and the rejects go to a ``rejects`` manifest beside
@@ -23,7 +24,13 @@ from typing import Any
 from zodi_core import manifest, storage
 from zodi_core.config import DatasetSpec
 from zodi_core.datasets.io import decode_png
-from zodi_core.datasets.readers import Candidate, Problem, ScanResult, scan_dataset
+from zodi_core.datasets.readers import (
+    Candidate,
+    Problem,
+    ScanResult,
+    sample_id_problem,
+    scan_dataset,
+)
 from zodi_core.labels import check_train_ids, label_ids_to_train_ids
 
 
@@ -153,19 +160,27 @@ def ingest_dataset(
     # 1. list and pair files by id (layout problems: unpaired files, empty or missing folders).
     scan: ScanResult = scan_dataset(spec)
     problems = list(scan.problems)
+    # An id that is not one safe path component rejects only its own sample.
+    candidates = []
+    for cand in scan.candidates:
+        reason = sample_id_problem(cand.sample_id)
+        if reason is None:
+            candidates.append(cand)
+        else:
+            problems.append(Problem(str(cand.image_path), reason))
 
     # 2. decode and check every pair, in parallel (PIL and hashlib release the GIL).
     rows: list[dict[str, Any]] = []
     n_workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        results = pool.map(lambda c: check_sample(c, scan.label_format), scan.candidates)
+        results = pool.map(lambda c: check_sample(c, scan.label_format), candidates)
         bar = tqdm(
-            zip(scan.candidates, results, strict=True),
-            total=len(scan.candidates),
+            zip(candidates, results, strict=True),
+            total=len(candidates),
             desc=f"ingest {spec.label}",
             unit="img",
             file=sys.stderr,
-            disable=not progress or not scan.candidates,
+            disable=not progress or not candidates,
         )
         for cand, (fields, bad) in bar:
             if bad:

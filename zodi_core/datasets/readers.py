@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zodi_core.config import DatasetSpec
+from zodi_core.config import ACDC_CONDITIONS, DatasetSpec
 
 #: label_format of each dataset's label files (see zodi_core.datasets.io.read_label).
 LABEL_FORMATS = {"cityscapes": "label_ids", "acdc": "train_ids", "gta5": "label_ids"}
@@ -57,6 +57,24 @@ class ScanResult:
     label_format: str
     candidates: list[Candidate] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+
+
+def sample_id_problem(sample_id: str) -> str | None:
+    """Why ``sample_id`` cannot be a sample id, or None when it can.
+
+    An id becomes part of storage keys (``images/<domain>/<id>.png``), so it must stay one path
+    component: not empty, no ``..``, no ``/`` or ``\\``, no control characters. Anything else
+    (``:``, spaces, unicode) is allowed.
+    """
+    if not sample_id:
+        return "empty sample id"
+    if ".." in sample_id:
+        return f"sample id {sample_id!r} contains '..'; rename the file"
+    if "/" in sample_id or "\\" in sample_id:
+        return f"sample id {sample_id!r} contains a path separator ('/' or '\\'); rename the file"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in sample_id):
+        return f"sample id {sample_id!r} contains a control character; rename the file"
+    return None
 
 
 def _files_by_id(folder: Path, suffix: str, depth: int) -> dict[str, Path]:
@@ -196,6 +214,11 @@ def scan_acdc(
     """ACDC ``rgb_anon/<condition>/<split>/<sequence>/<name>_rgb_anon.png`` with
     ``gt/<condition>/<split>/<sequence>/<name>_gt_labelTrainIds.png``; sample_id = name.
     ``subset``: see :func:`scan_gta5`."""
+    if condition not in ACDC_CONDITIONS:
+        raise ValueError(
+            f"condition: expected one of {', '.join(ACDC_CONDITIONS)} for acdc, "
+            f"received {condition!r}"
+        )
     root = Path(root)
     result = ScanResult("acdc", split, condition, LABEL_FORMATS["acdc"])
     _scan_folder_pairs(
