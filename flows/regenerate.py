@@ -1,69 +1,31 @@
-"""regenerate_flow: regenerate only the domains whose prompt config changed (deployed on a cron).
+"""regenerate_flow: regenerate only the domains whose prompt settings changed.
 
-The prompt config is a YAML file in storage (a path or ``s3://`` URI) or a Prefect Variable
-(``variable://<name>``, holding the same YAML as a string, or the same mapping as JSON).
+Deployed on a nightly cron and on a trigger on the prompts Variable's update event
+(``deployments/prefect.yaml``). The prompt config is a YAML file in storage (a path or ``s3://``
+URI) or a Prefect Variable (``variable://<name>``). The decisions live in
+``zodi_core.regeneration``; this flow only sequences them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
 from flows.transfer import transfer_flow
-from zodi_core import prompts as prompt_config
+from tasks.regenerate import (
+    VARIABLE_SCHEME,
+    load_prompt_config_task,
+    plan_regeneration_task,
+    publish_regeneration_report_task,
+)
+from zodi_core import regeneration
 from zodi_core.config import EvalConfig, TrainConfig, TransferConfig
 
-VARIABLE_SCHEME = "variable://"
-
-
-# Never cached: the point is to see the current prompt config and manifests.
-@task(cache_policy=NO_CACHE)
-def load_prompt_config_task(prompt_config_uri: str) -> prompt_config.PromptConfig:
-    """Read the prompt config from storage, or from a Prefect Variable (``variable://name``)."""
-    if prompt_config_uri.startswith(VARIABLE_SCHEME):
-        from prefect.variables import Variable
-
-        name = prompt_config_uri.removeprefix(VARIABLE_SCHEME)
-        value = Variable.get(name)
-        if value is None:
-            raise ValueError(f"prompt_config_uri: no Prefect Variable named {name!r}")
-        if isinstance(value, dict):
-            return prompt_config.PromptConfig(**value)
-        return prompt_config.PromptConfig.from_text(str(value), source=prompt_config_uri)
-    return prompt_config.load_prompt_config(prompt_config_uri)
-
-
-@task(cache_policy=NO_CACHE)
-def compare_prompts_task(
-    prompts: prompt_config.PromptConfig,
-    transfer: TransferConfig,
-    domains: list[str] | None,
-    out_root: str,
-) -> list[prompt_config.DomainPromptStatus]:
-    return prompt_config.compare_prompts(prompts, transfer, domains, out_root)
-
-
-def _report_markdown(version: str, statuses: list[dict[str, Any]], report: dict[str, Any]) -> str:
-    lines = [f"# Prompt regeneration (prompt config version {version})", ""]
-    lines += [
-        "| domain | status | recorded digest | wanted digest | regenerated |",
-        "|---|---|---|---|---|",
-    ]
-    for s in statuses:
-        done = "yes" if s["domain"] in report["regenerated"] else ""
-        if s["domain"] in report["failed"]:
-            done = "FAILED"
-        recorded = ",".join(s["recorded_digests"]) or "–"
-        lines.append(
-            f"| {s['domain']} | {s['status']} | {recorded} | {s['wanted_digest']} | {done} |"
-        )
-    return "\n".join(lines) + "\n"
+__all__ = ["VARIABLE_SCHEME", "regenerate_flow"]
 
 
 @flow(name="regenerate_flow", persist_result=True)
@@ -81,45 +43,38 @@ def regenerate_flow(
 ) -> Any:
     """Compare each domain's prompt settings with its paired manifest; regenerate changed ones.
 
-    ``domains`` None: the domains listed in the prompt config. A domain is regenerated when
-    its prompt, negative prompt or strength differ from what its paired manifest records, or
-    when it has no paired manifest yet. The changed prompt changes the transfer config digest,
-    so every shard misses the cache and every image is rewritten; unchanged domains cost one
-    manifest read. With ``retrain``, the source-only and ZoDi models of the regenerated domains
-    are retrained and evaluated on ``targets`` (``{name: samples manifest URI}``).
+    ``domains`` None: every domain generated under ``out_root`` plus those the prompt config
+    lists. A domain is regenerated when its prompt, negative prompt or strength differ from what
+    its paired manifest records, or when it has no paired manifest yet. Its new prompt changes
+    the transfer digest, so every shard misses the cache and every image is rewritten; an
+    unchanged domain costs one manifest read. Before the pipeline has written anything under
+    ``out_root`` (no paired manifest, no samples manifest) the run does nothing and says so. With
+    ``retrain``, the regenerated domains' models are retrained and evaluated on ``targets``
+    (``{name: samples manifest URI}``).
 
-    Returns ``{"version", "changed", "unchanged", "regenerated": {domain: paired URI},
-    "failed": {domain: message}, "transfer": {domain: summary}, "statuses": [...]}``.
+    Returns the report of ``zodi_core.regeneration.build_report`` (old and new prompt settings
+    per domain); a Failed state with the report as data when a domain's transfer failed.
     """
     logger = get_run_logger()
     transfer = transfer or TransferConfig()
     # 1. read the prompt config
     prompts = load_prompt_config_task(prompt_config_uri)
     # 2. compare every domain's wanted prompt settings with its paired manifest
-    statuses = compare_prompts_task(prompts, transfer, domains, out_root)
-    for s in statuses:
-        logger.info("%s", s.line())
-    report: dict[str, Any] = {
-        "version": prompts.version,
-        "changed": [s.domain for s in statuses if s.needs_regeneration],
-        "unchanged": [s.domain for s in statuses if not s.needs_regeneration],
-        "regenerated": {},
-        "failed": {},
-        "transfer": {},
-        "statuses": [s.to_dict() for s in statuses],
-    }
+    plan = plan_regeneration_task(prompts, transfer, domains, out_root, samples_uri)
+    for status in plan.statuses:
+        logger.info("%s", status.line())
     # 3. regenerate each changed domain with its own prompt settings
-    for domain in report["changed"]:
-        config = prompts.transfer_config(transfer, domain)
-        state = transfer_flow(
-            samples_uri, [domain], out_root, config, shard_size, return_state=True
+    states = [
+        transfer_flow(samples_uri, [job.domain], out_root, job.transfer, shard_size, return_state=True)
+        for job in plan.jobs
+    ]  # fmt: skip
+    outcomes = [
+        regeneration.DomainOutcome.of(
+            job.domain, state.is_completed(), state.message, state.result(raise_on_failure=False)
         )
-        result = state.result(raise_on_failure=False)
-        report["transfer"][domain] = result["domains"][domain]
-        if state.is_failed():
-            report["failed"][domain] = state.message
-        else:
-            report["regenerated"][domain] = result["paired"][domain]
+        for job, state in zip(plan.jobs, states, strict=True)
+    ]
+    report = regeneration.build_report(plan, outcomes)
     # 4. optionally retrain and re-evaluate the regenerated domains
     if retrain and report["regenerated"]:
         train = train or TrainConfig()
@@ -127,17 +82,10 @@ def regenerate_flow(
         report["evaluation"] = evaluate_flow(
             checkpoints, targets or {}, {}, out_root, train, evaluation or EvalConfig()
         )
-    # 5. report what changed and what was regenerated
-    create_markdown_artifact(
-        _report_markdown(prompts.version, report["statuses"], report),
-        key="zodi-regeneration",
-        description="Domains whose prompts changed, and what was regenerated",
-    )
-    logger.info(
-        "prompt config %s: changed %s, unchanged %s, regenerated %s",
-        prompts.version, report["changed"], report["unchanged"], sorted(report["regenerated"]),
-    )  # fmt: skip
+    # 5. report what changed (old and new settings) and what was regenerated
+    publish_regeneration_report_task(report)
+    logger.info("%s", regeneration.summary_line(report))
     if report["failed"]:
-        names = ", ".join(sorted(report["failed"]))
-        return Failed(message=f"regeneration failed for: {names}", data=report)
+        names = "; ".join(f"{d}: {m}" for d, m in sorted(report["failed"].items()))
+        return Failed(message=f"regeneration failed for {names}", data=report)
     return report

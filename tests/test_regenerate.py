@@ -137,3 +137,45 @@ def test_regenerate_flow_retrains_only_regenerated_domains(prefect_harness, tmp_
     assert calls["train"] == {"fog": f"{root}/fog.parquet"}
     assert calls["evaluate"] == ({"zodi-fog": []}, {"acdc-fog-val": "fog.parquet"})
     assert report["evaluation"] == {"zodi-fog": {"targets": {}}}
+
+
+def test_regenerate_flow_surfaces_the_real_error_of_a_failed_transfer(prefect_harness, tmp_path):
+    """A transfer subflow that raises (here: its samples manifest is gone) fails the run with
+    that error's own message — never a TypeError from indexing the failed state's data."""
+    from flows.regenerate import regenerate_flow
+
+    root = tmp_path / "out"
+    write_paired(root, "fog", "driving in fog, best quality", 0.6)
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("domains:\n  fog: {prompt: driving in thick fog}\n")
+    missing = tmp_path / "gone" / "samples.parquet"
+
+    state = regenerate_flow(
+        str(prompts), str(missing), str(root), TransferConfig(models=NO_MODELS), return_state=True
+    )
+    assert state.is_failed()
+    assert "TypeError" not in state.message and "not subscriptable" not in state.message
+    assert "regeneration failed for fog:" in state.message and str(missing) in state.message
+    report = state.result(raise_on_failure=False)
+    assert list(report["failed"]) == ["fog"] and str(missing) in report["failed"]["fog"]
+    assert report["regenerated"] == {} and report["transfer"] == {}
+    (fog,) = report["statuses"]
+    assert fog["old"][0]["prompt"] == "driving in fog, best quality"
+    assert fog["new"]["prompt"] == "driving in thick fog"
+
+
+def test_regenerate_flow_right_after_deploy_does_nothing_and_completes(prefect_harness, tmp_path):
+    """Nothing generated under the root and no samples manifest: a Completed run saying so."""
+    from flows.regenerate import regenerate_flow
+
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("domains:\n  night: {}\n")
+    samples = tmp_path / "root" / "manifests" / "cityscapes-train.parquet"
+    state = regenerate_flow(
+        str(prompts), str(samples), str(tmp_path / "root"), TransferConfig(models=NO_MODELS),
+        return_state=True,
+    )  # fmt: skip
+    assert state.is_completed(), state.message
+    report = state.result()
+    assert report["regenerated"] == {} and report["failed"] == {} and report["statuses"] == []
+    assert "nothing generated under" in report["note"] and str(samples) in report["note"]

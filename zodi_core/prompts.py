@@ -101,6 +101,17 @@ class PromptConfig(_Config):
         return base.replace(**overrides)
 
 
+def prompt_config_from_value(value: Any, source: str) -> PromptConfig:
+    """A prompt config from a stored value: YAML/JSON text, or the mapping itself (a Prefect
+    Variable holds either); errors name ``source``."""
+    if isinstance(value, dict):
+        try:
+            return PromptConfig(**{**value, "version": str(value.get("version", "0"))})
+        except ConfigError as err:
+            raise ConfigError(f"prompt config {source}: {err}") from None
+    return PromptConfig.from_text(str(value), source=source)
+
+
 def load_prompt_config(uri: str, **storage_options: Any) -> PromptConfig:
     """Read a prompt config from a local path or ``s3://`` URI."""
     try:

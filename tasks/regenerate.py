@@ -1,0 +1,59 @@
+"""Regeneration tasks: read the prompt config, plan what to regenerate, publish the report.
+
+Never cached: the point of a regeneration run is to see the current prompt config and manifests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from zodi_core import prompts, regeneration
+from zodi_core.config import TransferConfig
+
+#: ``prompt_config_uri`` of a prompt config held in a Prefect Variable: ``variable://<name>``.
+VARIABLE_SCHEME = "variable://"
+
+
+@task(cache_policy=NO_CACHE)
+def load_prompt_config_task(prompt_config_uri: str) -> prompts.PromptConfig:
+    """The prompt config in storage (path or ``s3://``), or in a Prefect Variable
+    (``variable://<name>``, holding the YAML as a string or the mapping as JSON)."""
+    if not prompt_config_uri.startswith(VARIABLE_SCHEME):
+        return prompts.load_prompt_config(prompt_config_uri)
+    from prefect.variables import Variable
+
+    name = prompt_config_uri.removeprefix(VARIABLE_SCHEME)
+    value = Variable.get(name)
+    if value is None:
+        raise ValueError(
+            f"prompt_config_uri: no Prefect Variable named {name!r}; create it with "
+            f'`prefect variable set {name} "$(cat prompts.yaml)"` (zodi deploy creates an empty one)'
+        )
+    return prompts.prompt_config_from_value(value, source=prompt_config_uri)
+
+
+@task(cache_policy=NO_CACHE)
+def plan_regeneration_task(
+    prompt_config: prompts.PromptConfig,
+    transfer: TransferConfig,
+    domains: list[str] | None,
+    out_root: str,
+    samples_uri: str,
+) -> regeneration.RegenerationPlan:
+    return regeneration.plan_regeneration(prompt_config, transfer, domains, out_root, samples_uri)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_regeneration_report_task(report: dict[str, Any]) -> str:
+    """The report as the ``zodi-regeneration`` Markdown artifact; returns the Markdown."""
+    markdown = regeneration.render_markdown(report)
+    create_markdown_artifact(
+        markdown,
+        key="zodi-regeneration",
+        description="Domains whose prompts changed (old and new settings), and what was regenerated",
+    )
+    return markdown

@@ -1,0 +1,131 @@
+"""Fan-out of one domain's transfer over child flow runs: groups, relaunches, outcomes, summary.
+
+Plain logic for ``flows/fanout.py``: the shards of one domain are split into groups
+(``pipeline.group_shards``); each group becomes a child run (launched and awaited by the tasks of
+``tasks/fanout.py``); :func:`run_children` launches every group, waits, and relaunches only the
+failed groups; :func:`merge_child_summaries` adds up what the children did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from zodi_core import pipeline
+from zodi_core.config import TransferConfig
+
+
+@dataclass
+class ChildOutcome:
+    """One child flow run: its group of shards, final state and transfer summary."""
+
+    group: list[int]
+    attempt: int
+    flow_run_id: str
+    state: str
+    ok: bool
+    message: str = ""
+    summary: dict[str, Any] | None = None
+
+
+@dataclass
+class FanoutReport:
+    """Every child of every attempt, in launch order."""
+
+    children: list[ChildOutcome] = field(default_factory=list)
+
+    def final(self) -> dict[int, ChildOutcome]:
+        """The last attempt of each group, by the group's first shard index."""
+        return {c.group[0]: c for c in self.children}
+
+    def failed(self) -> list[ChildOutcome]:
+        return [c for c in self.final().values() if not c.ok]
+
+
+def run_children(
+    groups: Sequence[list[int]],
+    launch: Callable[[list[int], int], str],
+    wait: Callable[[list[str]], dict[str, ChildOutcome]],
+    retries: int,
+) -> FanoutReport:
+    """Launch one child per group, wait for all, relaunch only the failed groups (``retries``
+    more times at most). ``launch(group, attempt)`` returns a flow run id; ``wait(ids)`` returns
+    an outcome per id once every run is final."""
+    if retries < 0:
+        raise ValueError(f"child_retries: expected an integer >= 0, received {retries}")
+    report = FanoutReport()
+    todo = list(range(len(groups)))
+    for attempt in range(retries + 1):
+        ids = {i: launch(list(groups[i]), attempt) for i in todo}
+        outcomes = wait(list(ids.values()))
+        report.children += [outcomes[run_id] for run_id in ids.values()]
+        todo = [i for i in todo if not outcomes[ids[i]].ok]
+        if not todo:
+            break
+    return report
+
+
+def child_parameters(
+    samples_uri: str, domain: str, out_root: str, config: TransferConfig, shard_size: int,
+    group: list[int],
+) -> dict[str, Any]:  # fmt: skip
+    """The ``transfer_flow`` parameters of the child that transfers ``group``'s shards."""
+    return {
+        "samples_uri": samples_uri,
+        "domains": [domain],
+        "out_root": out_root,
+        "transfer": config.model_dump(mode="json"),
+        "shard_size": shard_size,
+        "shard_indices": group,
+    }
+
+
+def child_run_name(domain: str, group: list[int], attempt: int) -> str:
+    return f"{domain}-shards-{group[0]}-{group[-1]}-try{attempt}"
+
+
+def child_outcome(
+    group: list[int], attempt: int, flow_run_id: str, end: dict[str, Any], domain: str
+) -> ChildOutcome:
+    """A child's outcome from its final state ``end`` (``{"state", "ok", "message", "result"}``,
+    see ``tasks.fanout.wait_for_flow_runs_task``); the summary is the child's transfer summary
+    of ``domain`` when its result is the transfer flow's mapping."""
+    result = end.get("result")
+    summary = (result.get("domains") or {}).get(domain) if isinstance(result, dict) else None
+    return ChildOutcome(
+        group=group,
+        attempt=attempt,
+        flow_run_id=flow_run_id,
+        state=end["state"],
+        ok=bool(end["ok"]),
+        message=end.get("message") or "",
+        summary=summary,
+    )
+
+
+def merge_child_summaries(report: FanoutReport) -> pipeline.RunSummary:
+    """What the final attempt of every group did, added up."""
+    summary = pipeline.RunSummary()
+    for child in report.final().values():
+        if child.summary:
+            summary.merge(pipeline.RunSummary(**child.summary))
+    return summary
+
+
+def fanout_result(
+    domain: str, report: FanoutReport, summary: pipeline.RunSummary, paired: str | None
+) -> dict[str, Any]:
+    """The fan-out flow's return value: ``{"domain", "paired", "summary", "children"}``."""
+    return {
+        "domain": domain,
+        "paired": paired,
+        "summary": summary.to_dict(),
+        "children": [asdict(c) for c in report.children],
+    }
+
+
+def failure_message(report: FanoutReport) -> str:
+    """One line naming the children (and their shards) that failed every attempt."""
+    names = "; ".join(f"shards {c.group} ({c.state}: {c.message})" for c in report.failed())
+    return f"fan-out children failed: {names}"

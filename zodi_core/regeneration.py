@@ -1,0 +1,216 @@
+"""Regeneration when prompts change: which domains to compare, what to regenerate, the report.
+
+Plain functions over a :class:`~zodi_core.prompts.PromptConfig` and storage, wrapped by
+``tasks/regenerate.py`` and sequenced by ``flows/regenerate.py``:
+
+1. :func:`plan_regeneration`: the domains to look at (given, or every domain already generated
+   under the root plus every domain the prompt config lists), each compared with its paired
+   manifest (:func:`~zodi_core.prompts.compare_prompts`), and the transfer config of each domain to
+   regenerate. When nothing has been generated under the root and its samples manifest does not
+   exist (a scheduled run right after ``zodi deploy``, before any pipeline run), the plan is empty
+   and says why: nothing to do is not a failure.
+2. the flow transfers each planned domain and records a :class:`DomainOutcome` per domain;
+3. :func:`build_report`: the report (a JSON-able dict) and :func:`render_markdown` its Markdown,
+   with the old and new prompt settings of every domain, not only their digests.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from zodi_core import storage
+from zodi_core.config import TransferConfig
+from zodi_core.prompts import DomainPromptStatus, PromptConfig, PromptValues, compare_prompts
+
+#: ``paired/domain=<d>/paired.parquet`` under a root (see ``pipeline.paired_manifest_uri``).
+_PAIRED_KEY = re.compile(r"^paired/domain=(?P<domain>[^/]+)/paired\.parquet$")
+
+
+def generated_domains(root: str) -> list[str]:
+    """Domains with a paired manifest under ``root``, sorted."""
+    store = storage.open_storage(root)
+    found = (_PAIRED_KEY.match(key) for key in store.list("paired/"))
+    return sorted({m["domain"] for m in found if m})
+
+
+@dataclass(frozen=True)
+class RegenerationJob:
+    """One domain to transfer again, with its own prompt settings applied."""
+
+    domain: str
+    transfer: TransferConfig
+
+
+@dataclass
+class RegenerationPlan:
+    """What a regeneration run will do.
+
+    Attributes:
+        version: the prompt config's version label.
+        statuses: every compared domain against its paired manifest.
+        jobs: the domains to regenerate (changed or missing), in ``statuses`` order.
+        note: why nothing is compared or regenerated, when that is the case (else "").
+    """
+
+    version: str
+    statuses: list[DomainPromptStatus] = field(default_factory=list)
+    jobs: list[RegenerationJob] = field(default_factory=list)
+    note: str = ""
+
+
+def plan_regeneration(
+    prompts: PromptConfig,
+    transfer: TransferConfig,
+    domains: list[str] | None,
+    out_root: str,
+    samples_uri: str,
+) -> RegenerationPlan:
+    """Compare the wanted prompt settings of each domain with what ``out_root`` holds.
+
+    Args:
+        prompts: the prompt config.
+        transfer: the base transfer settings; each domain's prompt settings are applied on top.
+        domains: the domains to compare; None: every domain generated under ``out_root`` plus
+            every domain ``prompts`` lists.
+        out_root: the storage root the pipeline writes (paired manifests under ``paired/``).
+        samples_uri: the source samples manifest a regenerated domain is transferred from.
+    Returns:
+        the :class:`RegenerationPlan`; empty with a ``note`` when there is nothing to do yet.
+    """
+    generated = generated_domains(out_root)
+    names = list(domains) if domains is not None else sorted(set(generated) | set(prompts.domains))
+    plan = RegenerationPlan(version=prompts.version)
+    if not names:
+        plan.note = (
+            f"no domain generated under {out_root} and none listed in the prompt config: "
+            "nothing to compare"
+        )
+        return plan
+    if not generated and not storage.exists(samples_uri):
+        plan.note = (
+            f"nothing generated under {out_root} yet and no samples manifest at {samples_uri}: "
+            "run the pipeline with storage.root set to this root first (zodi submit); "
+            "nothing regenerated"
+        )
+        return plan
+    plan.statuses = compare_prompts(prompts, transfer, names, out_root)
+    plan.jobs = [
+        RegenerationJob(s.domain, prompts.transfer_config(transfer, s.domain))
+        for s in plan.statuses
+        if s.needs_regeneration
+    ]
+    return plan
+
+
+@dataclass
+class DomainOutcome:
+    """How one domain's transfer ended.
+
+    ``result`` is the transfer flow's return value (or a failed run's data) when it is the
+    expected mapping; anything else — an exception a failed run carries — is dropped, and the
+    run's own message says what went wrong.
+    """
+
+    domain: str
+    ok: bool
+    message: str = ""
+    summary: dict[str, Any] | None = None
+    paired_uri: str | None = None
+
+    @classmethod
+    def of(cls, domain: str, ok: bool, message: str | None, result: Any) -> DomainOutcome:
+        summary = paired = None
+        if isinstance(result, dict):
+            summary = (result.get("domains") or {}).get(domain)
+            paired = (result.get("paired") or {}).get(domain)
+        return cls(domain, ok and paired is not None, message or "", summary, paired)
+
+
+def _values(v: PromptValues) -> dict[str, Any]:
+    return {"prompt": v.prompt, "negative_prompt": v.negative_prompt, "strength": v.strength}
+
+
+def build_report(plan: RegenerationPlan, outcomes: list[DomainOutcome]) -> dict[str, Any]:
+    """The run's report, JSON-able.
+
+    ``{"version", "note", "changed", "unchanged", "regenerated": {domain: paired URI},
+    "failed": {domain: message}, "transfer": {domain: summary}, "statuses": [...]}``; each status
+    holds the recorded (``old``) and wanted (``new``) prompt, negative prompt and strength.
+    """
+    report: dict[str, Any] = {
+        "version": plan.version,
+        "note": plan.note,
+        "changed": [s.domain for s in plan.statuses if s.needs_regeneration],
+        "unchanged": [s.domain for s in plan.statuses if not s.needs_regeneration],
+        "regenerated": {},
+        "failed": {},
+        "transfer": {},
+        "statuses": [],
+    }
+    for s in plan.statuses:
+        status = s.to_dict()
+        status["old"] = [_values(r) for r in s.recorded]
+        status["new"] = _values(s.wanted)
+        report["statuses"].append(status)
+    for outcome in outcomes:
+        if outcome.summary is not None:
+            report["transfer"][outcome.domain] = outcome.summary
+        if outcome.ok:
+            report["regenerated"][outcome.domain] = outcome.paired_uri
+        else:
+            report["failed"][outcome.domain] = outcome.message or "transfer failed"
+    return report
+
+
+def _cell(values: list[dict[str, Any]]) -> str:
+    if not values:
+        return "–"
+    parts = []
+    for v in values:
+        neg = f"; negative {v['negative_prompt']!r}" if v["negative_prompt"] else ""
+        parts.append(f"{v['prompt']!r}, S={v['strength']:g}{neg}")
+    return "<br>".join(parts).replace("|", "\\|")
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: one row per domain with its old and new prompt settings."""
+    lines = [f"# Prompt regeneration (prompt config version {report['version']})", ""]
+    if report.get("note"):
+        lines += [report["note"], ""]
+    lines += [
+        "| domain | status | old settings (digest) | new settings (digest) | regenerated |",
+        "|---|---|---|---|---|",
+    ]
+    for s in report["statuses"]:
+        done = "yes" if s["domain"] in report["regenerated"] else ""
+        if s["domain"] in report["failed"]:
+            done = "FAILED: " + report["failed"][s["domain"]].replace("|", "\\|")
+        old = f"{_cell(s['old'])} ({','.join(s['recorded_digests']) or '–'})"
+        new = f"{_cell([s['new']])} ({s['wanted_digest']})"
+        lines.append(f"| {s['domain']} | {s['status']} | {old} | {new} | {done} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One log line: the version, what changed, what was regenerated, what failed."""
+    if report.get("note") and not report["statuses"]:
+        return f"prompt config {report['version']}: {report['note']}"
+    return (
+        f"prompt config {report['version']}: changed {report['changed']}, "
+        f"unchanged {report['unchanged']}, regenerated {sorted(report['regenerated'])}, "
+        f"failed {sorted(report['failed'])}"
+    )
+
+
+__all__ = [
+    "DomainOutcome",
+    "RegenerationJob",
+    "RegenerationPlan",
+    "build_report",
+    "generated_domains",
+    "plan_regeneration",
+    "render_markdown",
+    "summary_line",
+]
