@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.ingest import ingest_dataset_task
-from zodi_core import storage
+from zodi_core import layout
 from zodi_core.config import DatasetSpec
 
 
@@ -17,7 +17,7 @@ def ingest_flow(
     # 1. ingest every dataset in parallel
     futures = {
         spec.label: ingest_dataset_task.submit(
-            spec, storage.join_uri(out_root, "manifests", f"{spec.label}.parquet"), skip_invalid
+            spec, layout.samples_manifest_uri(out_root, spec.label), skip_invalid
         )
         for spec in datasets
     }

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.states import Failed
 
+from flows._states import failed_transfer
 from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
 from flows.train import train_flow
 from flows.transfer import transfer_flow
-from tasks.report import publish_report_task, sample_grid_task
-from zodi_core import storage
+from tasks.report import render_sample_grid_task, write_report_task
+from zodi_core import layout, storage
 from zodi_core.config import PipelineConfig
 
 
@@ -36,26 +36,23 @@ def zodi_pipeline(config: PipelineConfig) -> Any:
         config.shard_size,
         return_state=True,
     )
-    transfer = transfer_state.result(raise_on_failure=False)
     if transfer_state.is_failed():
-        return Failed(message=transfer_state.message, data={"transfer": transfer["domains"]})
+        return failed_transfer(transfer_state, "transfer")
+    transfer = transfer_state.result()
     # 5. transfer the source val split too: the proxy targets (no real target image needed)
     proxy_uris: dict[str, str] = {}
     if config.source_val and config.evaluation.proxy:
         proxy_state = transfer_flow(
             manifests[config.source_val.label],
             list(config.domains),
-            storage.join_uri(root, "proxy"),
+            layout.proxy_root(root),
             config.transfer,
             config.shard_size,
             return_state=True,
         )
-        proxy = proxy_state.result(raise_on_failure=False)
         if proxy_state.is_failed():
-            return Failed(
-                message=f"proxy {proxy_state.message}", data={"transfer": proxy["domains"]}
-            )
-        proxy_uris = proxy["paired"]
+            return failed_transfer(proxy_state, "proxy transfer")
+        proxy_uris = proxy_state.result()["paired"]
     # 6. train source-only and one ZoDi model per domain
     checkpoints = train_flow(source_uri, transfer["paired"], root, config.train)
     # 7. evaluate every model on every real target and on its proxy
@@ -63,8 +60,8 @@ def zodi_pipeline(config: PipelineConfig) -> Any:
         checkpoints, target_uris, proxy_uris, root, config.train, config.evaluation
     )
     # 8. sample grids and the report (JSON + Markdown in storage, a Prefect artifact for people)
-    grids = {d: sample_grid_task(uri, root, d) for d, uri in transfer["paired"].items()}
-    report = publish_report_task(
+    grids = {d: render_sample_grid_task(uri, root, d) for d, uri in transfer["paired"].items()}
+    report = write_report_task(
         {"results": results, "transfer": transfer["domains"], "sample_grids": grids}, root
     )
     logger.info("report: %s", report["uris"]["markdown"])

@@ -8,27 +8,27 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks._policy import retry_on_io
-from zodi_core import pipeline, storage
+from zodi_core import layout, report
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
-def sample_grid_task(paired_uri: str, root: str, domain: str) -> str:
+def render_sample_grid_task(paired_uri: str, root: str, domain: str) -> str:
     """Render a source | condition | generated grid of a domain's first pairs; return its URI."""
-    return pipeline.render_sample_grid(paired_uri, storage.join_uri(root, "grids", f"{domain}.png"))
+    return report.render_sample_grid(paired_uri, layout.sample_grid_uri(root, domain))
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
-def publish_report_task(report: dict[str, Any], root: str) -> dict[str, Any]:
+def write_report_task(results: dict[str, Any], root: str) -> dict[str, Any]:
     """Write report.json/report.md to storage and publish them as Prefect artifacts."""
-    uris = pipeline.write_report(report, root)
+    uris = report.write_report(results, root)
     create_markdown_artifact(
-        markdown=pipeline.render_report_markdown(report),
+        markdown=report.render_report_markdown(results),
         key="zodi-report",
         description=uris["markdown"],
     )
     shard_rows = [
         {"domain": d, "shard": name, "status": status}
-        for d, s in report.get("transfer", {}).items()
+        for d, s in results.get("transfer", {}).items()
         for status, names in (
             ("computed", s["shards_computed"]),
             ("cached", s["shards_cached"]),
@@ -40,4 +40,4 @@ def publish_report_task(report: dict[str, Any], root: str) -> dict[str, Any]:
         create_table_artifact(
             table=shard_rows, key="zodi-shards", description="transfer shard status"
         )
-    return {**report, "uris": uris}
+    return {**results, "uris": uris}

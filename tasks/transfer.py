@@ -9,11 +9,15 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
+from tasks._cache import isolated_policy, needs_refresh
 from tasks._policy import retry_on_io
-from zodi_core import pipeline
+from zodi_core import cache_keys, sharding
 from zodi_core.config import ModelsConfig, TransferConfig
+from zodi_core.report import RunSummary
+from zodi_core.sharding import ShardRef
+from zodi_core.transfer.lineage import generation_digest, models_fingerprint
 from zodi_core.transfer.models import Components, load_components, resolve_device
-from zodi_core.transfer.runner import transfer_manifest
+from zodi_core.transfer.runner import partial_counts, transfer_manifest
 
 
 class ShardFailed(RuntimeError):
@@ -26,6 +30,8 @@ class ShardFailed(RuntimeError):
 
 
 _LOAD_LOCK = threading.Lock()
+#: Images written by failed attempts of a task run (by task run id), counted when a retry ends.
+_EARLIER_WRITES: dict[str, int] = {}
 
 
 def _components(models_json: str, device: str, dtype: str) -> Components:
@@ -41,62 +47,112 @@ def _load_cached(models_json: str, device: str, dtype: str) -> Components:
     return load_components(ModelsConfig.model_validate_json(models_json), dev, dt)
 
 
-def _shard_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+def _shard_cache_key(context: TaskRunContext | None, parameters: dict[str, Any]) -> str:
     config: TransferConfig = parameters["config"]
-    revisions = pipeline.models_fingerprint(config.models)
-    return pipeline.transfer_cache_key(
-        parameters["shard"], config, parameters["out_root"], revisions
+    return cache_keys.transfer_cache_key(
+        parameters["shard"], config, parameters["out_root"], models_fingerprint(config.models)
     )
 
 
 @task
-def shard_manifest_task(samples_uri: str, shard_size: int) -> list[pipeline.ShardRef]:
-    return pipeline.shard_manifest(samples_uri, shard_size)
+def shard_manifest_task(samples_uri: str, shard_size: int) -> list[ShardRef]:
+    return sharding.shard_manifest(samples_uri, shard_size)
 
 
 @task(
     task_run_name="transfer-{config.domain}-shard-{shard.index}",
-    cache_key_fn=_shard_cache_key,
+    cache_policy=isolated_policy(_shard_cache_key),
     persist_result=True,
+    # After botocore's own retries (zodi_core/storage/s3.py): a rerun skips the written images.
+    retries=3,
+    retry_delay_seconds=[10, 20, 40],
+    retry_condition_fn=retry_on_io,
 )
-def transfer_shard_task(
-    shard: pipeline.ShardRef, config: TransferConfig, out_root: str
-) -> dict[str, Any]:
+def transfer_shard_task(shard: ShardRef, config: TransferConfig, out_root: str) -> dict[str, Any]:
     """Transfer one shard; return its shard manifest URI and image counts.
 
     Raises :class:`ShardFailed` when any image failed, so the shard is not cached and a rerun
     recomputes it (its already written images are skipped by digest).
     """
-    components = _components(config.models.model_dump_json(), config.device, config.dtype)
-    result = transfer_manifest(
-        shard.samples_uri,
-        config,
-        out_root,
-        sample_ids=shard.sample_ids,
-        manifest_uri=pipeline.shard_output_uri(out_root, config.domain, shard, config),
-        components=components,
-        progress=False,
-    )
+    fingerprint = models_fingerprint(config.models)
+    digest = generation_digest(config, fingerprint)
+    context = TaskRunContext.get()
+    run_id = str(context.task_run.id) if context else ""
+    try:
+        result = transfer_manifest(
+            shard.samples_uri,
+            config,
+            out_root,
+            sample_ids=shard.sample_ids,
+            manifest_uri=sharding.shard_manifest_uri(out_root, shard, config, digest),
+            components=functools.partial(
+                _components, config.models.model_dump_json(), config.device, config.dtype
+            ),
+            progress=False,
+            models_fingerprint=fingerprint,
+        )
+    except BaseException as err:
+        # A retried attempt skips what this one wrote: remember it, so the run counts it
+        counts = partial_counts(err)
+        if counts is not None:
+            _EARLIER_WRITES[run_id] = _EARLIER_WRITES.get(run_id, 0) + counts["written"]
+            counts["written"] = _EARLIER_WRITES[run_id]
+        raise
+    earlier = _EARLIER_WRITES.pop(run_id, 0)
     counts = {"shard": shard.name, **result.summary()}
+    counts["written"] += earlier
+    counts["skipped"] -= earlier
     if result.failed:
         raise ShardFailed(shard.name, counts, result.errors)
     return counts
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
-def merge_shards_task(shard_uris: list[str], out_uri: str, domain: str) -> dict[str, Any]:
-    return pipeline.merge_shard_manifests(shard_uris, out_uri, domain)
+def merge_shard_manifests_task(shard_uris: list[str], out_uri: str, domain: str) -> dict[str, Any]:
+    return sharding.merge_shard_manifests(shard_uris, out_uri, domain)
+
+
+#: The old name (flows/fanout.py).
+merge_shards_task = merge_shard_manifests_task
+
+
+def stale_shards(shards: list[ShardRef], config: TransferConfig, out_root: str) -> set[int]:
+    """Indices of the shards whose cache record points at outputs storage no longer holds
+    (a deleted shard manifest or image): they must be recomputed, not taken from the cache."""
+    stale = set()
+    for shard in shards:
+        key = _shard_cache_key(None, {"shard": shard, "config": config, "out_root": out_root})
+        if needs_refresh(
+            transfer_shard_task,
+            key,
+            outputs=lambda value: [value["manifest"]],
+            missing=sharding.missing_outputs,
+        ):
+            stale.add(shard.index)
+    return stale
+
+
+def submit_shards(
+    shards: list[ShardRef], config: TransferConfig, out_root: str, stale: set[int]
+) -> list[Any]:
+    """Submit one transfer task per shard; ``stale`` shards refresh their cache record."""
+    refresh = transfer_shard_task.with_options(refresh_cache=True)
+    return [
+        (refresh if shard.index in stale else transfer_shard_task).submit(shard, config, out_root)
+        for shard in shards
+    ]
 
 
 def collect_shard_states(
-    shards: list[pipeline.ShardRef], futures: list[Any]
-) -> tuple[pipeline.RunSummary, list[str]]:
+    shards: list[ShardRef], futures: list[Any]
+) -> tuple[RunSummary, list[str]]:
     """Wait for every shard, then sort them into computed / cached / failed.
 
     Prefect names a cache hit's state "Cached". A cached shard's images count as skipped (they
-    were reused, not written by this run).
+    were reused, not written by this run). A failed shard counts the images it really wrote
+    before failing.
     """
-    summary = pipeline.RunSummary()
+    summary = RunSummary()
     uris: list[str] = []
     for shard, future in zip(shards, futures, strict=True):
         future.wait()
@@ -114,4 +170,6 @@ def collect_shard_states(
             summary.shards_failed[shard.name] = str(value) if value else (state.message or "")
             if isinstance(value, ShardFailed):
                 summary.add_images(value.counts)
+            elif isinstance(value, BaseException) and partial_counts(value):
+                summary.add_images(partial_counts(value))
     return summary, uris

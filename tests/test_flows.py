@@ -136,29 +136,29 @@ def test_transfer_killed_mid_shard_leaves_no_partial_image_or_orphan_row(
 
     out = tmp_path / "out"
     samples_uri = _ingest_local(synthetic_root, tmp_path)
-    manifest_uri = str(out / "transfer-night.parquet")
+    manifest_uri = str(out / "paired" / "domain=night" / "paired.parquet")
     cmd = [
         sys.executable, "-m", "zodi_cli", "transfer", "--manifest", samples_uri,
         "--domain", "night", "--preset", "demo", "--steps", "8", "--batch-size", "1",
         "--models", str(tiny_models_dir), "--out", str(out),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    images = out / "images" / "night"
+    images = out / "images" / "night"  # then <generation digest>/<sample_id>.png
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
-        if images.is_dir() and any(p.suffix == ".png" for p in images.iterdir()):
+        if images.is_dir() and any(images.rglob("*.png")):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "transfer finished before it could be interrupted"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
-    visible = sorted(p for p in images.iterdir() if p.suffix == ".png")
+    visible = sorted(images.rglob("*.png"))
     assert 1 <= len(visible) < 8
     for p in visible:
         with Image.open(p) as im:
             im.load()  # a half-written PNG would raise here
-    assert not (out / "transfer-night.parquet").exists()  # no manifest row without its image
+    assert not Path(manifest_uri).exists()  # no manifest row without its image
 
     rerun = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -182,8 +182,8 @@ def test_zodi_pipeline_end_to_end_reports_and_artifacts(
     import asyncio
     import json
 
-    from zodi_cli._common import demo_config
     from flows.pipeline import zodi_pipeline
+    from zodi_cli._common import demo_config
 
     data = {k: str(synthetic_root / k) for k in ("cityscapes", "acdc", "gta5")}
     config = demo_config(tmp_path, data, tiny_models_dir, ["night"])
@@ -262,8 +262,8 @@ def test_zodi_pipeline_with_all_artifacts_in_ceph(
     the bucket; the endpoint comes from the config (StorageConfig.endpoint_url)."""
     import json
 
-    from zodi_cli._common import demo_config
     from flows.pipeline import zodi_pipeline
+    from zodi_cli._common import demo_config
     from zodi_core import storage
 
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)

@@ -2,12 +2,14 @@
 
 - :mod:`.models`: device/dtype choice, :func:`load_components`, the tiny random-weight pipeline.
 - :mod:`.sampler`: :class:`TransferSampler`, ControlNet + stochastic inversion, batched.
+- :mod:`.lineage`: :func:`generation_digest` (settings + model fingerprint), the images' key.
 - :mod:`.runner`: :func:`transfer_manifest`, samples manifest → images + transfer manifest.
 - :mod:`.preview`: one image at several strengths, as a contact sheet.
 
 Torch, diffusers and transformers are imported inside functions, so importing this package is cheap.
 """
 
+from zodi_core.transfer.lineage import generation_digest, models_fingerprint
 from zodi_core.transfer.models import Components, load_components, resolve_device, write_tiny_models
 from zodi_core.transfer.runner import TransferResult, transfer_manifest
 from zodi_core.transfer.sampler import (
@@ -24,8 +26,10 @@ __all__ = [
     "TransferOutput",
     "TransferResult",
     "TransferSampler",
+    "generation_digest",
     "generation_size",
     "load_components",
+    "models_fingerprint",
     "plan_timesteps",
     "resolve_device",
     "sample_seed",

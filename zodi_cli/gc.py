@@ -1,0 +1,42 @@
+"""``zodi gc``: list (and with --delete, remove) generations no paired manifest references."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "gc",
+        parents=[parent],
+        help="list or delete generated images no paired manifest references",
+        description="Generated images are keyed by their settings' digest, so a settings change "
+        "writes beside the old images instead of over them. This lists, under an artifact root "
+        "and its proxy/ root, the images and shard manifests that no paired manifest uses. "
+        "Nothing is deleted without --delete. A later rerun recomputes whatever it needs.",
+    )
+    p.add_argument("root", help="artifact root: a folder or s3://bucket/prefix")
+    p.add_argument(
+        "--delete", action="store_true", help="delete what is listed (default: a dry run)"
+    )
+    p.set_defaults(func=run_gc)
+
+
+def run_gc(args: argparse.Namespace) -> dict[str, Any]:
+    from zodi_core.gc import delete_garbage, find_garbage
+
+    found = find_garbage(args.root)
+    for garbage in found:
+        for uri in garbage.uris:
+            print(uri)
+    images = sum(len(g.images) for g in found)
+    shards = sum(len(g.shard_manifests) for g in found)
+    referenced = sum(g.referenced_images for g in found)
+    deleted = delete_garbage(found) if args.delete else 0
+    verb = "deleted" if args.delete else "would delete (dry run; --delete to remove)"
+    print(
+        f"gc {args.root}: {referenced} image(s) referenced; {verb} {images} unreferenced "
+        f"image(s) and {shards} shard manifest(s)"
+    )
+    return {"roots": [g.to_dict() for g in found], "deleted": deleted}

@@ -1,0 +1,88 @@
+"""Garbage collection of generations: images and shard manifests no paired manifest uses.
+
+Generated images are content-addressed (:mod:`zodi_core.layout`), so changing a setting writes
+new images beside the old ones instead of over them. The paired manifests of an artifact root
+(and of its ``proxy/`` root) name the generations in use; every other generated image, and every
+shard manifest of a generation no paired manifest uses, can go. Deleting is safe for reruns:
+a rerun whose cache record points at deleted outputs recomputes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zodi_core import layout, manifest, storage
+
+
+@dataclass
+class Garbage:
+    """What :func:`find_garbage` found under one artifact root."""
+
+    root: str
+    referenced_images: int = 0
+    images: list[str] = field(default_factory=list)
+    shard_manifests: list[str] = field(default_factory=list)
+
+    @property
+    def uris(self) -> list[str]:
+        return [*self.images, *self.shard_manifests]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "referenced_images": self.referenced_images,
+            "unreferenced_images": len(self.images),
+            "unreferenced_shard_manifests": len(self.shard_manifests),
+        }
+
+
+def _roots(root: str) -> list[str]:
+    roots = [root]
+    proxy = layout.proxy_root(root)
+    if any(True for _ in storage.open_storage(proxy).list(layout.PAIRED)):
+        roots.append(proxy)
+    return roots
+
+
+def find_garbage(root: str) -> list[Garbage]:
+    """The unreferenced generations under ``root`` and its proxy root (nothing is deleted)."""
+    found = []
+    for r in _roots(root):
+        store = storage.open_storage(r)
+        referenced: set[str] = set()
+        digests: set[str] = set()
+        for key in store.list(layout.PAIRED):
+            if not key.endswith(".parquet"):
+                continue
+            table = manifest.read_manifest(store.uri(key), "transfer")
+            referenced.update(u for u in table.column("generated_uri").to_pylist() if u)
+            digests.update(table.column("config_digest").to_pylist())
+        garbage = Garbage(root=r, referenced_images=len(referenced))
+        garbage.images = [
+            store.uri(k)
+            for k in store.list(layout.IMAGES)
+            if k.endswith(".png") and store.uri(k) not in referenced
+        ]
+        garbage.shard_manifests = [
+            store.uri(k)
+            for k in store.list(layout.SHARDS)
+            if k.endswith(".parquet") and _shard_generation(k) not in digests
+        ]
+        found.append(garbage)
+    return found
+
+
+def _shard_generation(key: str) -> str:
+    """The generation digest in a shard manifest's name (layout.shard_manifest_key)."""
+    return key.rpartition("/")[2].removesuffix(".parquet").rpartition("-")[2]
+
+
+def delete_garbage(found: list[Garbage]) -> int:
+    """Delete what :func:`find_garbage` found; return the number of objects deleted."""
+    n = 0
+    for garbage in found:
+        for uri in garbage.uris:
+            storage.delete(uri)
+            n += 1
+    return n
