@@ -1,4 +1,6 @@
-"""The zodi command line: every subcommand has --help and --json; examples configs load."""
+"""The zodi command line: every subcommand has --help and --json; examples configs load; every
+failure ends with one line `zodi <command>: error: ...` (exit 2 usage/configuration, 1 the work
+failed), also as JSON with --json; tracebacks only with --verbose."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ EXPECTED = {
     "evaluate",
     "demo",
     "pipeline",
+    "deploy",
+    "submit",
 }
 
 
@@ -51,7 +55,113 @@ def test_cli_user_error_is_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and "missing.yaml" in captured.err
+    assert captured.err.startswith("zodi pipeline: error: config file ")
     assert json.loads(captured.out.strip().splitlines()[-1])["ok"] is False
+
+
+def test_cli_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == "zodi 0.1.0"
+
+
+def test_cli_every_option_has_help_text():
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, sub in _subcommands().items()
+        for action in sub._actions
+        if not action.help
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["pipeline", "--json"], "zodi pipeline: error: the following arguments are required: "
+         "--config (see `zodi pipeline --help`)"),
+        (["transfer", "--manifest", "m", "--domain", "dusk", "--out", "o", "--json"],
+         "zodi transfer: error: argument --domain: invalid choice: 'dusk'"),
+        (["frobnicate"], "zodi: error: argument COMMAND: invalid choice: 'frobnicate'"),
+        ([], "zodi: error: the following arguments are required: COMMAND"),
+    ],
+)  # fmt: skip
+def test_cli_usage_errors_are_one_line_exit_2_and_json(argv, line, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith(line), captured.err
+    if "--json" in argv:
+        out = json.loads(captured.out.strip())
+        assert (out["ok"], out["exit_code"]) == (False, 2) and out["error"] in captured.err
+    else:
+        assert captured.out == ""
+
+
+def _failing_synth(monkeypatch, err: BaseException) -> None:
+    import zodi_core.datasets.synth as synth
+
+    def boom(*args, **kwargs):
+        raise err
+
+    monkeypatch.setattr(synth, "write_synthetic", boom)
+
+
+@pytest.mark.parametrize(
+    ("err", "code", "line"),
+    [
+        (RuntimeError("the GPU caught fire"), 1,
+         "zodi synth: error: RuntimeError: the GPU caught fire (rerun with --verbose for the "
+         "traceback)"),
+        (ValueError("n_train: expected >= 1, received 0"), 2,
+         "zodi synth: error: n_train: expected >= 1, received 0"),
+        ("transient", 1, "zodi synth: error: s3://b/k: connection reset; retried 3 times"),
+        ("permanent", 2, "zodi synth: error: s3://b: bucket does not exist; create it"),
+    ],
+)  # fmt: skip
+def test_cli_failures_end_with_one_line_and_the_right_exit_code(
+    monkeypatch, tmp_path, capsys, err, code, line
+):
+    from zodi_core import storage
+
+    if err == "transient":
+        err = storage.TransientStorageError("s3://b/k: connection reset; retried 3 times")
+    elif err == "permanent":
+        err = storage.PermanentStorageError("s3://b: bucket does not exist; create it")
+    _failing_synth(monkeypatch, err)
+    assert main(["synth", "--out", str(tmp_path), "--json"]) == code
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [line]
+    out = json.loads(captured.out.strip())
+    assert out["ok"] is False and out["exit_code"] == code and out["command"] == "synth"
+
+
+def test_cli_verbose_shows_the_traceback_and_still_ends_with_the_error_line(
+    monkeypatch, tmp_path, capsys
+):
+    _failing_synth(monkeypatch, RuntimeError("boom"))
+    assert main(["synth", "--out", str(tmp_path), "--verbose"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "Traceback (most recent call last):" and "RuntimeError: boom" in err
+    assert err[-1] == "zodi synth: error: RuntimeError: boom"
+    _failing_synth(monkeypatch, RuntimeError("boom"))
+    assert main(["--verbose", "synth", "--out", str(tmp_path)]) == 1  # global flag too
+    assert capsys.readouterr().err.startswith("Traceback")
+
+
+def test_cli_failure_as_a_program_prints_one_line(tmp_path):
+    """A real process: a config with an unknown key; stderr is the one error line, exit 2."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("storage:\n  rot: /tmp/x\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "zodi_cli", "pipeline", "--config", str(bad), "--json"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zodi pipeline: error: "), proc.stderr
+    assert "storage.rot" in err[0] and "unknown key" in err[0]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["exit_code"] == 2
 
 
 def test_cli_console_script_runs():

@@ -1,18 +1,89 @@
-"""Helpers shared by the ``zodi`` subcommand modules: the user-error type, demo set-up, polling.
+"""Helpers shared by the ``zodi`` subcommand modules: errors, demo set-up, Prefect settings.
 
 Nothing here imports a heavy library at import time; ``zodi --help`` imports this module.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
-class CLIError(Exception):
-    """A user error the CLI reports as one line, exit code 2."""
+class CommandError(Exception):
+    """An error a command reports as its one final line; ``exit_code`` says which kind.
+
+    ``summary`` (optional) is merged into the ``--json`` line, so that a failed command still
+    says what it did (e.g. images written before the failure).
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = dict(summary or {})
+
+
+class CLIError(CommandError):
+    """A usage or configuration error: exit code 2."""
+
+    exit_code = 2
+
+
+class RunFailed(CommandError):
+    """The work itself failed (a failed flow run, failed images, an outage): exit code 1."""
+
+    exit_code = 1
+
+
+#: Exit codes: 0 success, 1 the work failed, 2 usage or configuration error, 130 interrupted.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _is(err: BaseException, module: str, name: str) -> bool:
+    """isinstance against ``module.name`` when that module is loaded (else err cannot be one)."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return isinstance(cls, type) and isinstance(err, cls)
+
+
+def classify(err: BaseException) -> int:
+    """The exit code of an exception: 2 for usage/configuration/bad input, 1 for the rest."""
+    if isinstance(err, CommandError):
+        return err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if _is(err, "zodi_core.storage", "TransientStorageError"):  # an outage: the work failed
+        return EXIT_FAILED
+    if _is(err, "zodi_core.storage", "StorageError"):
+        # Permanent: credentials, missing bucket, refused key, no permission: configuration.
+        return EXIT_USAGE
+    if _is(err, "zodi_core.datasets.ingest", "IngestError"):  # bad files found in a dataset
+        return EXIT_FAILED
+    # ConfigError, ManifestError, PreflightError are ValueErrors: bad configuration or input.
+    if isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def _expected(err: BaseException) -> bool:
+    """Errors whose message is written for a person (no type name needed)."""
+    return isinstance(
+        err, (CommandError, ValueError, FileNotFoundError, PermissionError)
+    ) or _is(err, "zodi_core.storage", "StorageError")
+
+
+def message_lines(err: BaseException) -> list[str]:
+    """The error's message as non-empty lines; an unexpected exception type is named."""
+    lines = [line.rstrip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return [type(err).__name__]
+    if not _expected(err):
+        lines[0] = f"{type(err).__name__}: {lines[0]}"
+    return lines
 
 
 def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] | None = None):
@@ -55,29 +126,80 @@ def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: 
     )
 
 
-def poll(
-    read: Callable[[], Any],
-    done: Callable[[Any], bool],
-    *,
-    timeout: float,
-    interval: float = 2.0,
-    what: str = "the run",
-    on_change: Callable[[Any], None] | None = None,
-) -> Any:
-    """Call ``read()`` every ``interval`` seconds until ``done(value)``; return that value.
+# Prefect ---------------------------------------------------------------------------------------
 
-    ``on_change(value)`` is called whenever the value differs from the previous one (state
-    changes, for progress lines). Raises :class:`CLIError` after ``timeout`` seconds.
+#: Console handlers of Prefect's logging config (``prefect.logging``): muted unless --verbose. The
+#: API handler stays, so runs on a server keep their logs in the UI.
+_PREFECT_CONSOLE_HANDLERS = ("console", "console_flow_runs", "console_task_runs")
+
+
+@contextmanager
+def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Iterator[None]:
+    """Settings for a Prefect-backed command, set before Prefect reads them.
+
+    The ephemeral server's telemetry is off. With ``workdir`` (the demo), Prefect's database and
+    cached results live inside it, so a second run finds the first run's cache records. Unless
+    ``verbose``, Prefect's console logs (flow/task run lines, tracebacks of failed tasks) and
+    Python warnings stay out of the console: the command prints its own progress and ends a
+    failure with one line. An explicit user setting of any of these variables wins.
     """
-    deadline = time.monotonic() + timeout
-    previous: Any = object()
-    while True:
-        value = read()
-        if on_change is not None and value != previous:
-            on_change(value)
-            previous = value
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise CLIError(f"{what} not finished after {timeout:.0f} s (--timeout)")
-        time.sleep(interval)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    if workdir is not None:
+        os.environ.setdefault("PREFECT_HOME", str(workdir / ".prefect"))
+        os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(workdir / ".prefect" / "results"))
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
+    with _muted_console(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@contextmanager
+def _muted_console() -> Iterator[None]:
+    """Raise every console (stream) log handler above CRITICAL for the duration; then restore.
+
+    Prefect configures its handlers when it is first imported, so they are muted here by level
+    (whatever imported Prefect first); handlers created during the run (mmengine's loggers) are
+    left alone: training keeps its own log level (TrainConfig.log_level).
+    """
+    import logging
+
+    import prefect  # noqa: F401 - configures Prefect's logging, whose handlers are muted below
+
+    muted: list[tuple[logging.Handler, int]] = []
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for lg in loggers:
+        for handler in lg.handlers:
+            stream = getattr(handler, "stream", None)
+            if stream in (sys.stderr, sys.stdout) or type(handler).__name__ == "PrefectConsoleHandler":
+                if all(handler is not h for h, _ in muted):
+                    muted.append((handler, handler.level))
+                    handler.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for handler, level in muted:
+            handler.setLevel(level)
+
+
+def flow_failure(state: Any, result: Any, summary: dict[str, Any] | None = None) -> CommandError:
+    """The one-line error of a flow run that did not complete.
+
+    The exception that failed the run gives the message and the exit code (2 for configuration
+    errors, 1 otherwise); without one, the state's name and message.
+    """
+    if isinstance(result, BaseException):
+        lines = message_lines(result)
+        cls = CLIError if classify(result) == EXIT_USAGE else RunFailed
+        err = cls("\n".join(lines), summary)
+        err.__cause__ = result
+        return err
+    message = (getattr(state, "message", None) or "").strip()
+    name = getattr(state, "name", None) or "failed"
+    return RunFailed(f"flow run ended {name}" + (f": {message}" if message else ""), summary)

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from zodi_cli._common import RunFailed
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -45,7 +47,10 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "any bad file fails the run (exit 1, no manifest) unless --skip-invalid, which writes "
         "the good samples and OUT.rejects.parquet (OUT without its .parquet suffix).",
     )
-    p.add_argument("--dataset", required=True, choices=("cityscapes", "acdc", "gta5"))
+    p.add_argument(
+        "--dataset", required=True, choices=("cityscapes", "acdc", "gta5"),
+        help="dataset layout of --root",
+    )  # fmt: skip
     p.add_argument("--root", required=True, help="dataset root folder")
     p.add_argument(
         "--split", default="train", help="split folder (cityscapes, acdc; default: train)"
@@ -100,14 +105,12 @@ def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
             progress=not args.no_progress,
         )
     except IngestError as err:
+        # Problems found in the data (the work failed, exit 1): one line per bad file, then
+        # the command's one error line.
         for line in str(err).splitlines()[1:]:
             print(line, file=sys.stderr)
-        print(f"zodi ingest: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return {
-            "exit_code": 1,
-            "error": str(err).splitlines()[0],
-            "rejects": [str(p) for p in err.problems],
-        }
+        rejects = [str(p) for p in err.problems]
+        raise RunFailed(str(err).splitlines()[0], {"rejects": rejects}) from err
     for p in result.rejects:
         print(f"rejected: {p}", file=sys.stderr)
     print(f"wrote {result.manifest_uri} ({result.n_samples} samples)", file=sys.stderr)

@@ -10,7 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from zodi_cli._common import CLIError, demo_config, poll, prepare_demo
+from zodi_cli._common import CLIError, RunFailed, demo_config, flow_failure, prepare_demo
+from zodi_core.polling import poll
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -118,14 +119,17 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     if not args.wait:
         return out
     with get_client(sync_client=True) as client:
-        state = poll(
-            lambda: client.read_flow_run(run.id).state,
-            lambda s: s is not None and s.is_final(),
-            timeout=args.timeout,
-            what=f"flow run {run.id}",
-        )
+        try:
+            state = poll(
+                lambda: client.read_flow_run(run.id).state,
+                lambda s: s is not None and s.is_final(),
+                timeout=args.timeout,
+                what=f"flow run {run.name} ({run.id})",
+            )
+        except TimeoutError as err:
+            raise RunFailed(f"{err}; it goes on: follow it in the Prefect UI", out) from None
     print(f"[submit] {state.name}: {state.message or ''}".rstrip(": "))
     out["state"] = state.name
     if not state.is_completed():
-        out["exit_code"] = 1
+        raise flow_failure(state, None, out)
     return out

@@ -7,11 +7,10 @@ read when a flow starts, never at import.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-from zodi_cli._common import demo_config, prepare_demo
+from zodi_cli._common import demo_config, flow_failure, prefect_session, prepare_demo
 
 DEMO_NOTE = (
     "The demo uses tiny random-weight models: its generated images are noise-like and its mIoU "
@@ -47,26 +46,20 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     p.add_argument("--models", help="base model: hub id or local folder (overrides the config)")
     p.add_argument("--controlnet", help="ControlNet: hub id or local folder (overrides)")
     p.add_argument("--storage", help="storage root: folder or s3://bucket/prefix (overrides)")
+    p.add_argument(
+        "--no-preflight", action="store_true",
+        help="skip the checks of dataset roots, models and storage before the run",
+    )  # fmt: skip
     p.set_defaults(func=run_pipeline)
-
-
-def _prefect_env(workdir: Path) -> None:
-    # Ephemeral Prefect with its database and cached results inside the work folder, so a second
-    # run finds the first run's cache records. An explicit user setting wins.
-    os.environ.setdefault("PREFECT_HOME", str(workdir / ".prefect"))
-    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(workdir / ".prefect" / "results"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir).resolve()
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
-    _prefect_env(workdir)
     data, models_dir = prepare_demo(workdir, args.seed, log=lambda m: print(f"[demo] {m}"))
     config = demo_config(workdir, data, models_dir, domains)
     print("[demo] 3/3 zodi_pipeline (Prefect, ephemeral)")
-    summary = _run(config)
+    summary = _run(config, args.verbose, workdir=workdir)
     root = Path(config.storage.root)
     for path in sorted((root / "manifests").glob("*.parquet")):
         if not path.name.endswith(".rejects.parquet"):
@@ -109,15 +102,27 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     if args.storage:
         overrides["storage"] = {"root": args.storage}
     config = PipelineConfig.from_yaml(args.config, **overrides)
-    return _run(config)
+    return _run(config, args.verbose, skip_preflight=args.no_preflight)
 
 
-def _run(config: Any) -> dict[str, Any]:
-    from flows.pipeline import zodi_pipeline
+def _run(
+    config: Any, verbose: bool, workdir: Path | None = None, skip_preflight: bool = False
+) -> dict[str, Any]:
+    """Preflight, then zodi_pipeline with Prefect's console logs off unless ``verbose``.
 
-    state = zodi_pipeline(config, return_state=True)
-    result = state.result(raise_on_failure=False)
-    transfer = (result or {}).get("transfer", {}) if isinstance(result, dict) else {}
+    A failed flow run becomes one error line: the exception that failed it (its type decides the
+    exit code: 2 for a configuration error, 1 otherwise), else the state's message.
+    """
+    from zodi_core.preflight import check_pipeline
+
+    if not skip_preflight:
+        check_pipeline(config)  # raises PreflightError listing every problem (exit 2)
+    with prefect_session(workdir, verbose):
+        from flows.pipeline import zodi_pipeline
+
+        state = zodi_pipeline(config, return_state=True)
+        result = state.result(raise_on_failure=False)
+    transfer = result.get("transfer", {}) if isinstance(result, dict) else {}
     for domain, s in transfer.items():
         print(
             f"[transfer] {domain}: shards {len(s['shards_computed'])} computed, "
@@ -126,8 +131,10 @@ def _run(config: Any) -> dict[str, Any]:
         )
         for shard, err in s["shards_failed"].items():
             print(f"[transfer] {domain}: FAILED {shard}: {err}")
-    if state.is_failed():
-        return {"exit_code": 1, "error": state.message, "transfer": transfer}
+    if not state.is_completed():
+        raise flow_failure(state, result, {"transfer": transfer})
+    uris = result.get("uris", {})
+    print(f"[pipeline] done: report {uris.get('markdown') or uris}")
     return {
         "report": result["uris"],
         "transfer": transfer,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from zodi_cli._common import RunFailed
 from zodi_core.config import DOMAINS
 
 
@@ -15,15 +16,16 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         parents=[parent],
         help="transfer every sample of a manifest to a target domain",
         description="Transfer each source image of a samples manifest to the target domain with "
-        "ControlNet + stochastic inversion (SPEC §2). Writes <out>/images/<domain>/<id>.png and "
-        "<out>/transfer-<domain>.parquet; a rerun skips images already written with the same "
-        "config digest. Exit code 1 if any image failed.",
+        "ControlNet + stochastic inversion (SPEC §2). Writes <out>/images/<domain>/<digest>/<id>.png "
+        "(keyed by the settings' and models' digest) and the paired manifest "
+        "<out>/paired/domain=<domain>/paired.parquet, the layout the pipeline writes; a rerun "
+        "skips images already written with the same settings. Exit code 1 if any image failed.",
     )
     p.add_argument("--manifest", required=True, help="samples manifest (local path or s3:// URI)")
     p.add_argument("--domain", required=True, choices=DOMAINS, help="target domain")
     p.add_argument("--out", required=True, help="output root (local folder or s3://bucket/prefix)")
     p.add_argument(
-        "--manifest-out", help="transfer manifest URI (default: <out>/transfer-<domain>.parquet)"
+        "--manifest-out", help="transfer manifest URI (default: <out>/paired/domain=<domain>/paired.parquet)"
     )
     p.add_argument("--sample-ids", help="comma-separated subset of sample ids")
     _add_common(p)
@@ -38,7 +40,10 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     )
     p.add_argument("--image", required=True, help="source RGB image (PNG, path or URI)")
     p.add_argument("--label", required=True, help="its label map (PNG)")
-    p.add_argument("--label-format", default="label_ids", choices=("label_ids", "train_ids"))
+    p.add_argument(
+        "--label-format", default="label_ids", choices=("label_ids", "train_ids"),
+        help="label ids (Cityscapes gtFine labelIds) or train ids (default: label_ids)",
+    )  # fmt: skip
     p.add_argument("--domain", required=True, choices=DOMAINS, help="target domain")
     p.add_argument(
         "--strengths", default="0.4,0.65,0.9", help="comma-separated strengths in (0, 1]"
@@ -60,7 +65,10 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
 
 
 def _add_common(p: argparse.ArgumentParser, strength: bool = True, batch: bool = True) -> None:
-    p.add_argument("--preset", default="default", choices=("paper", "default", "demo"))
+    p.add_argument(
+        "--preset", default="default", choices=("paper", "default", "demo"),
+        help="settings preset the other options override (default: default)",
+    )  # fmt: skip
     p.add_argument("--prompt", help="prompt (default: 'driving <domain phrase>, best quality')")
     if strength:
         p.add_argument("--strength", type=float, help="S in (0, 1] (default: the domain's)")
@@ -72,7 +80,10 @@ def _add_common(p: argparse.ArgumentParser, strength: bool = True, batch: bool =
     p.add_argument("--method", choices=("zodi", "sdedit", "inst", "wo_si"), help="ablation")
     p.add_argument("--seed", type=int, help="global seed")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"))
+    p.add_argument(
+        "--dtype", choices=("auto", "float32", "float16", "bfloat16"),
+        help="weights' dtype (default: auto, float16 on CUDA, float32 on CPU)",
+    )  # fmt: skip
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -126,9 +137,20 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
         args.manifest, config, args.out, sample_ids=ids, manifest_uri=args.manifest_out
     )
     summary = result.summary()
+    print(
+        f"[transfer] {args.domain}: {result.written} written, {result.skipped} skipped, "
+        f"{result.failed} failed → {args.out} (manifest {result.manifest_uri})"
+    )
     if result.failed:
         summary["errors"] = result.errors
-        summary["exit_code"] = 1
+        first_id, first_err = next(iter(result.errors.items()), ("?", "?"))
+        total = result.written + result.skipped + result.failed
+        raise RunFailed(
+            f"{result.failed} of {total} images failed (first: {first_id}: {first_err}); "
+            f"the failed rows are in {result.manifest_uri}; fix them and rerun the same command "
+            "(written images are skipped)",
+            summary,
+        )
     return summary
 
 
@@ -157,6 +179,7 @@ def run_preview(args: argparse.Namespace) -> dict[str, Any]:
     sample_id = Path(args.image).stem
     sheet = make_preview(sampler, image, label, strengths, config, sample_id)
     uri = storage.write_bytes(args.out, encode_png(sheet))
+    print(f"[preview] {args.domain}: strengths {', '.join(f'{v:g}' for v in strengths)} → {uri}")
     return {"out": uri, "strengths": strengths, "width": sheet.shape[1], "height": sheet.shape[0]}
 
 
@@ -164,4 +187,5 @@ def run_tiny_models(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.transfer.models import write_tiny_models
 
     out = write_tiny_models(args.out, seed=args.seed)
+    print(f"[tiny-models] tiny SD 1.5 + ControlNet (random weights) → {out}; use --models {out}")
     return {"out": str(out)}

@@ -1,0 +1,276 @@
+"""Checks before any heavy work: every problem of a pipeline configuration, reported at once.
+
+:func:`preflight` looks at what a :class:`~zodi_core.config.PipelineConfig` needs from the outside
+world and returns one line per problem (empty when all is well); :func:`check_pipeline` raises
+:class:`PreflightError` listing them all. It checks, in a few seconds at most:
+
+- dataset roots: each exists and holds its layout's image and label folders;
+- models: a local folder holds a diffusers layout (the files the loader needs); a hub id is in
+  the local cache or the hub answers within ``network_timeout`` seconds (offline: a network message
+  saying how to use a local folder instead);
+- training: a ``train.pretrained`` weights file exists;
+- storage: the root is reachable and writable: a small probe object is written and deleted, which
+  also checks S3 credentials, the bucket's existence and write permission.
+
+Nothing here loads a model, reads an image or imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from zodi_core.config import ConfigError, DatasetSpec, ModelsConfig, PipelineConfig, StorageConfig
+
+#: Seconds to wait for the model hub before calling it unreachable.
+NETWORK_TIMEOUT = 5.0
+
+#: Key of the probe object written and deleted under the storage root.
+PROBE_PREFIX = ".zodi-preflight-"
+
+
+class PreflightError(ConfigError):
+    """The configuration cannot run here; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        n = len(self.problems)
+        super().__init__(
+            f"preflight: {n} problem{'s' if n != 1 else ''} to fix before running:\n  "
+            + "\n  ".join(self.problems)
+        )
+
+
+# Datasets ----------------------------------------------------------------------------------
+
+
+def layout_dirs(spec: DatasetSpec) -> list[tuple[Path, str]]:
+    """The folders the reader of ``spec.dataset`` needs, each with what it should hold."""
+    root = Path(spec.root).expanduser()
+    if spec.dataset == "cityscapes":
+        return [
+            (root / "leftImg8bit" / spec.split, "<city>/<frame>_leftImg8bit.png images"),
+            (root / "gtFine" / spec.split, "<city>/<frame>_gtFine_labelIds.png labels"),
+        ]
+    if spec.dataset == "acdc":
+        cond = spec.condition or "<condition>"
+        return [
+            (root / "rgb_anon" / cond / spec.split, "<sequence>/<name>_rgb_anon.png images"),
+            (root / "gt" / cond / spec.split, "<sequence>/<name>_gt_labelTrainIds.png labels"),
+        ]
+    return [
+        (root / "images", "<nnnnn>.png images (GTA5 layout)"),
+        (root / "labels", "<nnnnn>.png labels (GTA5 layout)"),
+    ]
+
+
+def check_dataset(spec: DatasetSpec, field: str) -> list[str]:
+    """Problems of one dataset root: missing root, a layout folder missing."""
+    root = Path(spec.root).expanduser()
+    if "://" in spec.root:
+        return [f"{field}.root: {spec.root!r} is not a local folder; datasets are read from disk"]
+    if not root.is_dir():
+        return [
+            f"{field}.root: dataset folder {spec.root!r} does not exist; "
+            f"set {field}.root to the {spec.dataset} root"
+        ]
+    if spec.dataset == "acdc" and not spec.condition:
+        return [f"{field}.condition: ACDC needs a condition (night, snow, rain or fog)"]
+    return [
+        f"{field}.root: {spec.dataset} layout folder {str(folder)!r} not found; expected {what} "
+        f"under it (is {spec.root!r} the {spec.dataset} root? split {spec.split!r})"
+        for folder, what in layout_dirs(spec)
+        if not folder.is_dir()
+    ]
+
+
+# Models ------------------------------------------------------------------------------------
+
+
+def _is_local(source: str) -> bool:
+    return Path(source).expanduser().exists() or source.startswith(("/", ".", "~"))
+
+
+def _hub_problem(repo_id: str, revision: str | None, filename: str, field: str,
+                 timeout: float) -> str | None:  # fmt: skip
+    """None when ``repo_id`` is cached or reachable on the hub; else the problem line."""
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a dependency of diffusers
+        return None
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    if isinstance(cached, str):
+        return None
+    how = (
+        f"download it where there is internet (`huggingface-cli download {repo_id} --local-dir "
+        f"DIR`) and set {field} to DIR (command line: --models/--controlnet DIR)"
+    )
+    if constants.HF_HUB_OFFLINE:
+        return f"{field}: hub id {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set; {how}"
+    import urllib.error
+    import urllib.request
+
+    url = f"{constants.ENDPOINT.rstrip('/')}/api/models/{repo_id}"
+    if revision:
+        url += f"/revision/{revision}"
+    request = urllib.request.Request(url, method="HEAD")
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if token:
+        request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", None) or type(err).__name__
+        return (
+            f"{field}: hub id {repo_id!r} not cached and the hub ({constants.ENDPOINT}) is "
+            f"unreachable within {timeout:g} s ({reason}): a network problem; {how}"
+        )
+    if status in (401, 403):
+        return (
+            f"{field}: hub id {repo_id!r} refused access (HTTP {status}): "
+            "accept its licence on the hub and log in (`huggingface-cli login` or HF_TOKEN)"
+        )
+    if status == 404:
+        return f"{field}: hub id {repo_id!r} (revision {revision or 'main'}) not found on the hub; check the spelling"
+    if status >= 400:
+        return f"{field}: hub id {repo_id!r}: the hub answered HTTP {status}; retry later or {how}"
+    return None
+
+
+def _folder_problem(root: Path, needs: dict, what: str) -> str | None:
+    from zodi_core.transfer.models import _check_folder
+
+    try:
+        _check_folder(root, needs, what)
+    except FileNotFoundError as err:
+        return str(err)
+    return None
+
+
+def check_models(
+    models: ModelsConfig, field: str = "transfer.models", network_timeout: float = NETWORK_TIMEOUT
+) -> list[str]:
+    """Problems of the diffusion models: incomplete local folders, unreachable hub ids."""
+    from zodi_core.transfer.models import BASE_SUBFOLDERS, CONTROLNET_FILES
+
+    problems: list[str | None] = []
+    base_local = _is_local(models.base)
+    if base_local:
+        base = Path(models.base).expanduser()
+        problems.append(_folder_problem(base, BASE_SUBFOLDERS, f"{field}.base"))
+        if models.controlnet is None and base.is_dir():
+            problems.append(
+                _folder_problem(
+                    base / "controlnet", {"": CONTROLNET_FILES}, f"{field}.controlnet (<base>/controlnet)"
+                )
+            )
+    else:
+        problems.append(
+            _hub_problem(models.base, models.revision, "model_index.json", f"{field}.base",
+                         network_timeout)  # fmt: skip
+        )
+    if models.controlnet is not None:
+        if _is_local(models.controlnet):
+            problems.append(
+                _folder_problem(
+                    Path(models.controlnet).expanduser(), {"": CONTROLNET_FILES},
+                    f"{field}.controlnet",
+                )  # fmt: skip
+            )
+        else:
+            problems.append(
+                _hub_problem(models.controlnet, models.controlnet_revision, "config.json",
+                             f"{field}.controlnet", network_timeout)  # fmt: skip
+            )
+    return [p for p in problems if p]
+
+
+# Storage -----------------------------------------------------------------------------------
+
+
+def check_storage(
+    config: StorageConfig, field: str = "storage", connect_timeout: float = NETWORK_TIMEOUT
+) -> list[str]:
+    """Problems of the storage root: unreachable, bad credentials, no bucket, not writable.
+
+    Writes and deletes one empty probe object under the root (S3: this checks credentials, the
+    bucket and the write permission in one round trip each).
+    """
+    from zodi_core import storage
+
+    options: dict = {}
+    if config.root.startswith("s3://"):
+        options = {
+            "endpoint_url": config.endpoint_url,
+            "region": config.region,
+            "connect_timeout": connect_timeout,
+            "read_timeout": max(connect_timeout, 10.0),
+            "max_attempts": 1,
+        }
+    key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    try:
+        store = storage.open_storage(config.root, **options)
+        store.put_bytes(key, b"")
+        store.delete(key)
+    except (storage.StorageError, OSError, ValueError) as err:
+        message = " ".join(str(err).replace(key, f"{PROBE_PREFIX}*").split())
+        message = message or type(err).__name__
+        return [f"{field}.root {config.root!r}: cannot write a probe object: {message}"]
+    return []
+
+
+# All of it ---------------------------------------------------------------------------------
+
+
+def preflight(
+    config: PipelineConfig,
+    *,
+    network_timeout: float = NETWORK_TIMEOUT,
+    checks: tuple[str, ...] = ("datasets", "models", "train", "storage"),
+) -> list[str]:
+    """Every problem that would stop ``config`` from running here, one line each (empty: none)."""
+    problems: list[str] = []
+    guard: Callable[[Callable[[], list[str]], str], None]
+
+    def guard(check: Callable[[], list[str]], what: str) -> None:
+        try:
+            problems.extend(check())
+        except Exception as err:  # noqa: BLE001 - a check that breaks is itself a problem
+            problems.append(f"{what}: check failed: {type(err).__name__}: {err}")
+
+    if "datasets" in checks:
+        specs = [("source", config.source)]
+        if config.source_val is not None:
+            specs.append(("source_val", config.source_val))
+        specs += [(f"targets[{i}]", t) for i, t in enumerate(config.targets)]
+        seen: set[tuple] = set()
+        for field, spec in specs:
+            ident = (spec.dataset, spec.root, spec.split, spec.condition)
+            if ident not in seen:
+                seen.add(ident)
+                guard(lambda s=spec, f=field: check_dataset(s, f), field)
+    if "models" in checks:
+        guard(lambda: check_models(config.transfer.models, "transfer.models", network_timeout),
+              "transfer.models")  # fmt: skip
+    if "train" in checks and config.train.pretrained:
+        path = Path(config.train.pretrained).expanduser()
+        if not path.is_file():
+            problems.append(
+                f"train.pretrained: backbone weights {config.train.pretrained!r} not found; "
+                "set it to a local .pth file or remove it"
+            )
+    if "storage" in checks:
+        guard(lambda: check_storage(config.storage, "storage", network_timeout), "storage")
+    return problems
+
+
+def check_pipeline(config: PipelineConfig, **kwargs) -> None:
+    """Raise :class:`PreflightError` listing every problem :func:`preflight` finds."""
+    problems = preflight(config, **kwargs)
+    if problems:
+        raise PreflightError(problems)
