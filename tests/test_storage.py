@@ -437,9 +437,10 @@ def test_s3_wrong_credentials_fail_fast_without_retry(ceph_storage, ceph_s3, mon
         lambda: st.get_bytes("k"),
     ):
         t0 = time.monotonic()
-        with _RequestCounter(st.client) as requests, pytest.raises(
-            PermanentStorageError, match="credentials"
-        ) as info:
+        with (
+            _RequestCounter(st.client) as requests,
+            pytest.raises(PermanentStorageError, match="credentials") as info,
+        ):
             call()
         assert time.monotonic() - t0 < 2
         assert requests.sent == 1, "a permanent error is never retried"
@@ -457,9 +458,12 @@ def test_s3_missing_bucket_fails_fast_without_retry(s3_root, ceph_s3):
         lambda: list(st.list()),
     ):
         t0 = time.monotonic()
-        with _RequestCounter(st.client) as requests, pytest.raises(
-            PermanentStorageError, match="bucket 'zodi-no-such-bucket' does not exist"
-        ) as info:
+        with (
+            _RequestCounter(st.client) as requests,
+            pytest.raises(
+                PermanentStorageError, match="bucket 'zodi-no-such-bucket' does not exist"
+            ) as info,
+        ):
             call()
         assert time.monotonic() - t0 < 2
         assert requests.sent <= 2, "a permanent error is never retried"

@@ -27,9 +27,10 @@ from zodi_core.storage.base import (
 #: errno values that may pass by themselves (network file systems, a busy device).
 TRANSIENT_ERRNOS = frozenset(
     getattr(errno, name)
-    for name in ("EIO", "EAGAIN", "EINTR", "EBUSY", "ESTALE", "ETIMEDOUT", "ECONNRESET",
-                 "ECONNREFUSED", "ECONNABORTED", "EHOSTDOWN", "EHOSTUNREACH", "ENETDOWN",
-                 "ENETUNREACH", "ENETRESET", "ENOLCK", "ECOMM")  # fmt: skip
+    for name in (
+        "EIO EAGAIN EINTR EBUSY ESTALE ETIMEDOUT ECONNRESET ECONNREFUSED ECONNABORTED EHOSTDOWN "
+        "EHOSTUNREACH ENETDOWN ENETUNREACH ENETRESET ENOLCK ECOMM"
+    ).split()
     if hasattr(errno, name)
 )
 

@@ -10,6 +10,7 @@ reaches the tasks the run starts in its threads, never other runs, and never tou
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import warnings
 from contextvars import ContextVar, Token
@@ -36,15 +37,20 @@ class _OptionsScope:
         _OPTIONS.reset(self._token)
 
 
-def use_options(*, endpoint_url: str | None = None, region: str | None = None) -> _OptionsScope:
+def use_options(**options: Any) -> _OptionsScope:
     """Make these S3 options the default of the current context (a flow run and its tasks).
 
     ``storage.use_options(**config.storage.storage_options())`` at the top of a flow run; or
-    ``with storage.use_options(endpoint_url=...):`` to scope them to a block. An argument given
-    to :func:`open_storage` (or a URI helper) wins over these defaults.
+    ``with storage.use_options(endpoint_url=...):`` to scope them to a block. Options:
+    ``endpoint_url``, ``region`` and the tuning arguments of
+    :class:`~zodi_core.storage.s3.S3Storage` (``max_attempts``, ...); ``None`` values are
+    dropped. An argument given to :func:`open_storage` (or a URI helper) wins over these.
     """
-    options = {k: v for k, v in (("endpoint_url", endpoint_url), ("region", region)) if v}
-    return _OptionsScope(_OPTIONS.set(options))
+    allowed = set(inspect.signature(S3Storage).parameters) - {"root", "client"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(f"use_options: unknown option(s) {unknown}; expected {sorted(allowed)}")
+    return _OptionsScope(_OPTIONS.set({k: v for k, v in options.items() if v is not None}))
 
 
 def current_options() -> dict[str, Any]:
