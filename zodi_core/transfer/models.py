@@ -259,11 +259,41 @@ def _tiny_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
 
+def activate_controlnet(controlnet: Any, seed: int = 0, std: float = 0.05) -> None:
+    """Give a fresh ``ControlNetModel.from_unet`` non-zero output convolutions.
+
+    ``from_unet`` zero-initialises the residual convolutions (``controlnet_down_blocks``,
+    ``controlnet_mid_block``) and the last convolution of the conditioning encoder, as ControlNet
+    training starts. Left so, an untrained ControlNet is inert: its residuals are zero, the
+    condition map cannot change the output, and a condition that is ignored or mis-fed goes
+    unnoticed. Random weights (normal, ``std``; a generator of its own, so the rest of the model's
+    initialisation is unchanged) make every part of the condition path count; the conditioning
+    encoder is re-drawn He-normal, as its default initialisation all but erases the image.
+    """
+    import torch
+
+    g = torch.Generator("cpu").manual_seed(10_007 + int(seed))
+    convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
+    embedding = controlnet.controlnet_cond_embedding
+    with torch.no_grad():
+        for conv in convs:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * std)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * std)
+        # The conditioning encoder: He-normal weights throughout, so that its output (added to
+        # the latent features) varies with the condition image as much as the features do.
+        for conv in [embedding.conv_in, *embedding.blocks, embedding.conv_out]:
+            fan_in = conv.weight[0].numel()
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            conv.bias.zero_()
+
+
 def build_tiny_components(seed: int = 0) -> Components:
     """Random-weight components with SD 1.5's architecture, shrunk.
 
     The VAE has 4 down blocks (downsampling by 8, as SD 1.5's), so the ControlNet conditioning
     encoder built by ``ControlNetModel.from_unet`` (three stride-2 stages) matches the latent size.
+    The ControlNet's zero convolutions get random weights (:func:`activate_controlnet`), so the
+    condition map and the ControlNet switch of every method change the generated image.
     """
     import tempfile
 
@@ -285,6 +315,7 @@ def build_tiny_components(seed: int = 0) -> Components:
         norm_num_groups=32,
     )
     controlnet = ControlNetModel.from_unet(unet)
+    activate_controlnet(controlnet, seed)
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
