@@ -192,3 +192,50 @@ def test_install_script_is_a_no_op_once_installed():
     )
     assert proc.returncode == 0, proc.stderr
     assert "[install]" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_failed_pipeline_is_a_few_lines_ending_with_the_error(synthetic_copy, tiny_models_dir, tmp_path):
+    """`zodi pipeline` on the demo data with a corrupt source image (a real failed flow run):
+    a few lines, no traceback, no Prefect log lines, the last one naming the file; exit 1.
+    With --verbose, Prefect's logs and the traceback are shown, then the error line."""
+    import yaml
+
+    from zodi_cli._common import demo_config
+
+    data = {n: str(synthetic_copy / n) for n in ("cityscapes", "acdc", "gta5")}
+    cfg = demo_config(tmp_path, data, tiny_models_dir, ["night"])
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    image = sorted((synthetic_copy / "cityscapes" / "leftImg8bit" / "train").rglob("*.png"))[0]
+    image.write_bytes(image.read_bytes()[:200])
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    for name in ("PREFECT_LOGGING_LEVEL", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        env.pop(name, None)
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "zodi_cli", "pipeline", "--config", str(config), *extra],
+            capture_output=True, text=True, timeout=400, cwd=REPO, env=env,
+        )  # fmt: skip
+
+    proc = run("--json")
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert len(lines) <= 5, lines
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zodi pipeline: error: 1 problem(s) in cityscapes")
+    assert f"{image}: corrupt or truncated image" in err[0]
+    assert "Traceback" not in proc.stderr and "| ERROR" not in proc.stderr
+    assert "telemetry" not in (proc.stdout + proc.stderr).lower()
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (out["ok"], out["exit_code"]) == (False, 1) and str(image) in out["error"]
+
+    verbose = run("--verbose")
+    assert verbose.returncode == 1
+    assert "Traceback" in verbose.stderr and "Flow run" in verbose.stderr
+    # The error line ends the command's output; Prefect may still log its server's shutdown
+    # at interpreter exit (verbose only).
+    tail = [ln for ln in verbose.stderr.strip().splitlines() if "Stopping temporary server" not in ln]
+    assert tail[-1] == err[0]

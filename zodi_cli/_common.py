@@ -128,16 +128,11 @@ def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: 
 
 # Prefect ---------------------------------------------------------------------------------------
 
-#: Console handlers of Prefect's logging config (``prefect.logging``): muted unless --verbose. The
-#: API handler stays, so runs on a server keep their logs in the UI.
-_PREFECT_CONSOLE_HANDLERS = ("console", "console_flow_runs", "console_task_runs")
-
-
 @contextmanager
 def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Iterator[None]:
     """Settings for a Prefect-backed command, set before Prefect reads them.
 
-    The ephemeral server's telemetry is off. With ``workdir`` (the demo), Prefect's database and
+    The ephemeral server's telemetry is off and it gets 120 s to start. With ``workdir`` (the demo), Prefect's database and
     cached results live inside it, so a second run finds the first run's cache records. Unless
     ``verbose``, Prefect's console logs (flow/task run lines, tracebacks of failed tasks) and
     Python warnings stay out of the console: the command prints its own progress and ends a
@@ -145,6 +140,8 @@ def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Itera
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # Prefect's default (20 s) is too short for a busy machine: the run would fail before starting.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if workdir is not None:
         os.environ.setdefault("PREFECT_HOME", str(workdir / ".prefect"))
         os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(workdir / ".prefect" / "results"))
@@ -160,31 +157,35 @@ def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Itera
 
 @contextmanager
 def _muted_console() -> Iterator[None]:
-    """Raise every console (stream) log handler above CRITICAL for the duration; then restore.
+    """Raise every console log handler above CRITICAL for the duration; then restore them.
 
-    Prefect configures its handlers when it is first imported, so they are muted here by level
-    (whatever imported Prefect first); handlers created during the run (mmengine's loggers) are
-    left alone: training keeps its own log level (TrainConfig.log_level).
+    Prefect configures logging once per process (``prefect.main``; done here if not yet): its
+    console handler sits on the root logger, where flow and task run records propagate, and on
+    the server's loggers (uvicorn, fastapi). They are muted by level, whatever configured them;
+    the API handler is untouched, so a server keeps the run logs for its UI. Handlers created
+    during the run (mmengine's loggers) are left alone: training keeps TrainConfig.log_level.
     """
     import logging
 
-    import prefect  # noqa: F401 - configures Prefect's logging, whose handlers are muted below
+    from prefect.logging.configuration import ensure_logging_setup
 
-    muted: list[tuple[logging.Handler, int]] = []
+    ensure_logging_setup()
+    muted: dict[int, tuple[logging.Handler, int]] = {}
     loggers = [logging.getLogger()] + [
         lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
     ]
     for lg in loggers:
         for handler in lg.handlers:
-            stream = getattr(handler, "stream", None)
-            if stream in (sys.stderr, sys.stdout) or type(handler).__name__ == "PrefectConsoleHandler":
-                if all(handler is not h for h, _ in muted):
-                    muted.append((handler, handler.level))
-                    handler.setLevel(logging.CRITICAL + 1)
+            console = isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            )
+            if console and id(handler) not in muted:
+                muted[id(handler)] = (handler, handler.level)
+                handler.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        for handler, level in muted:
+        for handler, level in muted.values():
             handler.setLevel(level)
 
 

@@ -117,8 +117,14 @@ def _run(
 
     if not skip_preflight:
         check_pipeline(config)  # raises PreflightError listing every problem (exit 2)
+        print("[pipeline] preflight ok: dataset roots, models, storage")
     with prefect_session(workdir, verbose):
+        from prefect.settings import PREFECT_API_URL
+
         from flows.pipeline import zodi_pipeline
+
+        server = PREFECT_API_URL.value() or "ephemeral (set PREFECT_API_URL to use a server)"
+        print(f"[pipeline] zodi_pipeline → {config.storage.root}; Prefect: {server}")
 
         state = zodi_pipeline(config, return_state=True)
         result = state.result(raise_on_failure=False)
