@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.evaluate import evaluate_model_task
-from zodi_core import pipeline, storage
+from tasks.evaluate import evaluate_checkpoint_task
+from zodi_core import layout, runs
 from zodi_core.config import EvalConfig, TrainConfig
 
 
@@ -21,15 +21,11 @@ def evaluate_flow(
     evaluation: EvalConfig,
 ) -> dict[str, Any]:
     """Return {model: {"targets": {name: {"mIoU"}}, "proxy": {domain: {"mIoU", "real_mIoU"}}}}."""
-    # 1. the jobs: each model once per proxy domain (real targets only in the first job)
-    jobs = pipeline.evaluation_jobs(models, list(targets.values()), proxies)
+    # 1. plan: each model once per proxy domain (real targets only in the first job)
+    jobs = runs.plan_evaluations(models, list(targets.values()), proxies)
     # 2. evaluate (sequentially: one model in memory at a time)
-    runs = [
-        evaluate_model_task(
-            job["model"], job["checkpoints"], job["config"], job["manifests"], job["proxy"],
-            storage.join_uri(root, "eval", job["slug"]), evaluation,
-        )
-        for job in jobs
-    ]  # fmt: skip
+    results = [
+        evaluate_checkpoint_task(job, layout.eval_dir(root, job.slug), evaluation) for job in jobs
+    ]
     # 3. one result per model, proxies beside the matching real target
-    return pipeline.collect_evaluations(jobs, runs)
+    return runs.collect_evaluations(jobs, results)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.train import train_model_task
-from zodi_core import storage
+from zodi_core import runs
 from zodi_core.config import TrainConfig
 
 
@@ -13,16 +13,13 @@ from zodi_core.config import TrainConfig
 def train_flow(
     source_uri: str, paired: dict[str, str], root: str, train: TrainConfig
 ) -> dict[str, list[dict]]:
-    """Return {model name: [train result per seed]}; names are ``source-only`` and ``zodi-<domain>``."""
-    # 1. the jobs: (name, mmseg config, paired manifest or None)
-    jobs = [("source-only", train.source_only_config, None)]
-    jobs += [(f"zodi-{d}", train.config, uri) for d, uri in sorted(paired.items())]
-    # 2. train every job and seed, one at a time: mmengine's Runner keeps process-global state
+    """Return {model name: [train result per seed]} (names from :func:`zodi_core.runs.run_name`)."""
+    # 1. plan: the source-only baseline and one ZoDi model per domain, every seed
+    planned = runs.plan_training_runs(train, paired)
+    # 2. train one run at a time: mmengine's Runner keeps process-global state
     #    (default scope, message hub, logger), so runs in one process must not overlap
     out: dict[str, list[dict]] = {}
-    for name, config, paired_uri in jobs:
-        for seed in train.seeds:
-            work_dir = storage.join_uri(root, "train", name, f"seed{seed}")
-            result = train_model_task(name, config, paired_uri, source_uri, work_dir, train, seed)
-            out.setdefault(name, []).append(result)
+    for run in planned:
+        result = train_model_task(run, source_uri, run.work_dir(root), train)
+        out.setdefault(run.name, []).append(result)
     return out

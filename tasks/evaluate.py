@@ -1,4 +1,4 @@
-"""Evaluation task: one model (all its seeds) on the real targets and one proxy set."""
+"""Evaluation task: one planned evaluation (a model, all its seeds, targets and/or one proxy)."""
 
 from __future__ import annotations
 
@@ -11,35 +11,27 @@ from prefect.context import TaskRunContext
 from tasks._policy import content_digest
 from zodi_core.config import EvalConfig, config_digest
 from zodi_core.evaluation import evaluate_checkpoint
+from zodi_core.runs import EvaluationJob
 
 
 def _eval_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    uris = [
-        *p["checkpoints"],
-        *p["manifests"],
-        *([p["proxy_manifest"]] if p["proxy_manifest"] else []),
-    ]
-    parts = [content_digest(*uris), p["config_name"], config_digest(p["evaluation"]), p["out"]]
+    job: EvaluationJob = p["job"]
+    uris = [*job.checkpoints, *job.manifests, *([job.proxy] if job.proxy else [])]
+    parts = [content_digest(*uris), job.mmseg_config, config_digest(p["evaluation"]), p["out"]]
     return "eval-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
-@task(task_run_name="evaluate-{name}", cache_key_fn=_eval_cache_key, persist_result=True)
-def evaluate_model_task(
-    name: str,
-    checkpoints: list[str],
-    config_name: str,
-    manifests: list[str],
-    proxy_manifest: str | None,
-    out: str,
-    evaluation: EvalConfig,
+@task(task_run_name="evaluate-{job.slug}", cache_key_fn=_eval_cache_key, persist_result=True)
+def evaluate_checkpoint_task(
+    job: EvaluationJob, out: str, evaluation: EvalConfig
 ) -> dict[str, Any]:
     """Evaluate a model's final checkpoint of every seed; return mIoU per target + report URIs."""
     result = evaluate_checkpoint(
-        checkpoints,
-        config_name,
-        manifests,
+        list(job.checkpoints),
+        job.mmseg_config,
+        list(job.manifests),
         out,
-        proxy_manifest=proxy_manifest,
+        proxy_manifest=job.proxy,
         eval_config=evaluation,
     )
-    return {"name": name, **result}
+    return {"name": job.model, **result}

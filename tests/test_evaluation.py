@@ -13,12 +13,18 @@ from seg_testdata import (
 )
 
 from zodi_core.config import EvalConfig
-from zodi_core.evaluation import Areas, aggregate_runs, evaluate_checkpoint, load_model
+from zodi_core.evaluation import (
+    Areas,
+    aggregate_runs,
+    evaluate_checkpoint,
+    format_miou_table,
+    load_model,
+)
 from zodi_core.labels import CLASSES
-from zodi_core.seg.train import load_config
+from zodi_core.seg.adapt import adapt_config
+from zodi_core.seg.train import CONFIG_DIR, load_config
 
-DEMO_ZODI = "deeplabv3plus_r18-tiny_zodi_2xb-demo_synthetic-64x128.py"
-DEMO_SOURCE = "deeplabv3plus_r18-tiny_source-only_2xb-demo_synthetic-64x128.py"
+DEMO = "deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py"
 
 
 def test_areas_iou_matches_a_hand_computed_confusion_matrix():
@@ -61,19 +67,23 @@ def test_aggregate_runs_gives_mean_and_sample_std_over_seeds():
     assert agg["per_class"]["road"] == 44.0 and agg["per_class"]["sky"] is None
 
 
-def save_random_checkpoint(path, config, seed):
+def save_random_checkpoint(path, config, seed, zodi=True):
+    """A random checkpoint of ``config`` as ``zodi train`` saves it (ZoDiSegmentor keys) or plain."""
     init_default_scope("mmseg")
     torch.manual_seed(seed)
-    model = MODELS.build(load_config(config).model)
+    cfg = load_config(config)
+    if zodi:
+        adapt_config(cfg)
+    model = MODELS.build(cfg.model)
     torch.save({"state_dict": model.state_dict(), "meta": {"seed": seed}}, path)
     return str(path)
 
 
 def test_evaluate_checkpoint_reports_seeds_best_and_proxy(tmp_path):
     data = write_dataset(tmp_path / "data", n=2, height=32, width=64, split="val")
-    ckpts = [save_random_checkpoint(tmp_path / f"seed{s}.pth", DEMO_ZODI, s) for s in (0, 1)]
+    ckpts = [save_random_checkpoint(tmp_path / f"seed{s}.pth", DEMO, s) for s in (0, 1)]
     out = evaluate_checkpoint(
-        ckpts, DEMO_ZODI, [data["target"]], str(tmp_path / "report"),
+        ckpts, DEMO, [data["target"]], str(tmp_path / "report"),
         proxy_manifest=data["paired"], best_checkpoint=ckpts[0],
         eval_config=EvalConfig.preset("demo"), device="cpu",
     )  # fmt: skip
@@ -89,16 +99,39 @@ def test_evaluate_checkpoint_reports_seeds_best_and_proxy(tmp_path):
     assert "±" in md and "(proxy-night)" in md
     for png in out["confusion_png"]:
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    table = format_miou_table(out["metrics"]).splitlines()
+    assert table[0].split() == ["target", "images", "mIoU", "aAcc"]
+    row = next(line for line in table if line.startswith("acdc-night-val"))
+    assert f"{target['summary']['mIoU']:.2f} ± {target['summary']['mIoU_std']:.2f}" in row
+
+
+def test_evaluate_checkpoint_refuses_cuda_on_a_machine_without_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    data = write_dataset(tmp_path / "data", n=1, height=32, width=64, split="val")
+    ckpt = save_random_checkpoint(tmp_path / "c.pth", DEMO, 0)
+    with pytest.raises(ValueError, match=r"device: 'cuda:0' asked for, but no CUDA device"):
+        evaluate_checkpoint(ckpt, DEMO, [data["target"]], str(tmp_path / "o"), device="cuda:0")
 
 
 def test_load_model_moves_checkpoints_between_zodi_and_plain_configs(tmp_path):
-    ckpt = save_random_checkpoint(tmp_path / "zodi.pth", DEMO_ZODI, 0)
-    zodi = load_model(DEMO_ZODI, ckpt)
-    plain = load_model(DEMO_SOURCE, ckpt)
+    # A hand-written ZoDi config (the wrapper in the file, as before it moved into code).
+    zodi_config = tmp_path / "zodi_config.py"
+    zodi_config.write_text(
+        f"_base_ = ['{CONFIG_DIR / DEMO}']\n"
+        "model = dict(_delete_=True, type='ZoDiSegmentor', segmentor={{_base_.model}})\n"
+    )
+    ckpt = save_random_checkpoint(tmp_path / "zodi.pth", DEMO, 0)
+    zodi = load_model(str(zodi_config), ckpt)
+    plain = load_model(DEMO, ckpt)
     x = torch.randn(1, 3, 32, 64)
     torch.testing.assert_close(zodi._forward(x), plain._forward(x))
+    plain_ckpt = save_random_checkpoint(tmp_path / "plain.pth", DEMO, 1, zodi=False)
+    torch.testing.assert_close(
+        load_model(str(zodi_config), plain_ckpt)._forward(x),
+        load_model(DEMO, plain_ckpt)._forward(x),
+    )
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        load_model(DEMO_SOURCE, str(tmp_path / "missing.pth"))
+        load_model(DEMO, str(tmp_path / "missing.pth"))
 
 
 def test_evaluate_checkpoint_names_an_empty_manifest(tmp_path):
@@ -106,4 +139,4 @@ def test_evaluate_checkpoint_names_an_empty_manifest(tmp_path):
 
     empty = write_manifest([], str(tmp_path / "empty.parquet"), "samples")
     with pytest.raises(ValueError, match="empty"):
-        evaluate_checkpoint(str(tmp_path / "x.pth"), DEMO_ZODI, [empty], str(tmp_path / "out"))
+        evaluate_checkpoint(str(tmp_path / "x.pth"), DEMO, [empty], str(tmp_path / "out"))

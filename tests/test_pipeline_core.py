@@ -1,4 +1,5 @@
-"""zodi_core.pipeline: sharding, cache keys, merging, evaluation jobs and the report (no Prefect)."""
+"""zodi_core.pipeline: sharding, cache keys, merging and the report (no Prefect); evaluation
+planning is tested in test_runs.py."""
 
 from __future__ import annotations
 
@@ -102,34 +103,6 @@ def test_merge_shard_manifests_sorts_and_refuses_duplicates(tmp_path):
     assert manifest.manifest_metadata(table)["domain"] == "night"
     with pytest.raises(ValueError, match=r"more than one shard.*'a'"):
         pipeline.merge_shard_manifests([s1, s1], out, "night")
-
-
-def test_evaluation_jobs_and_collect_put_proxy_beside_real_target():
-    models = {
-        "source-only": [{"checkpoint": "/so/1.pth", "seed": 1, "config": "so.py"}, {"checkpoint": "/so/0.pth", "seed": 0, "config": "so.py"}],
-        "zodi-night": [{"checkpoint": "/z/0.pth", "seed": 0, "config": "z.py"}],
-    }  # fmt: skip
-    jobs = pipeline.evaluation_jobs(
-        models, ["/t/acdc-night.parquet"], {"night": "/p/night.parquet", "fog": "/p/fog.parquet"}
-    )
-    by_slug = {j["slug"]: j for j in jobs}
-    assert set(by_slug) == {"source-only", "source-only-proxy-night", "zodi-night"}
-    assert by_slug["source-only"]["checkpoints"] == ["/so/0.pth", "/so/1.pth"]
-    assert by_slug["source-only"]["proxy_domain"] == "fog" and by_slug["source-only"]["manifests"]
-    assert by_slug["source-only-proxy-night"]["manifests"] == []
-    assert by_slug["zodi-night"]["proxy"] == "/p/night.parquet"
-    runs = [
-        {"report_md": "r1", "targets": {"acdc-night-val": 20.0, "proxy-fog": 30.0}},
-        {"report_md": "r2", "targets": {"proxy-night": 18.0}},
-        {"report_md": "r3", "targets": {"acdc-night-val": 25.0, "proxy-night": 24.0}},
-    ]
-    ordered = [by_slug["source-only"], by_slug["source-only-proxy-night"], by_slug["zodi-night"]]
-    results = pipeline.collect_evaluations(ordered, runs)
-    assert results["zodi-night"]["proxy"]["night"] == {"mIoU": 24.0, "real_mIoU": 25.0}
-    assert results["source-only"]["proxy"]["fog"]["real_mIoU"] is None
-    assert results["source-only"]["proxy"]["night"]["real_mIoU"] == 20.0
-    md = pipeline.render_report_markdown({"results": results})
-    assert "| zodi-night | 25.0 |" in md and "| zodi-night | night | 24.0 | 25.0 |" in md
 
 
 def test_run_summary_line_counts():

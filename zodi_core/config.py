@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -226,21 +227,37 @@ class TransferConfig(_Config):
         }
 
 
-class TrainConfig(_Config):
-    """Model adaptation (SPEC §3)."""
-
-    config: str = Field(
-        "deeplabv3plus_r50-release_zodi_4xb-100e_cityscapes-512x1024.py",
-        description="mmseg config file: a path, or a name under zodi_core/seg/configs",
+#: Bundled mmseg configs renamed when the ZoDi wrapper moved into code: the ZoDi leaf and the
+#: source-only leaf of each model became one plain config (old name → new name).
+RENAMED_MMSEG_CONFIGS: dict[str, str] = {
+    f"{model}_{kind}_{rest}.py": f"{model}_{rest}.py"
+    for model, rest in (
+        ("deeplabv3plus_r50-release", "4xb-100e_cityscapes-512x1024"),
+        ("deeplabv3plus_r101-release", "4xb-100e_cityscapes-512x1024"),
+        ("deeplabv3plus_r50-d8", "4xb-100e_cityscapes-512x1024"),
+        ("deeplabv3plus_r18-tiny", "2xb-demo_synthetic-64x128"),
     )
-    source_only_config: str = Field(
-        "deeplabv3plus_r50-release_source-only_4xb-100e_cityscapes-512x1024.py",
-        description="mmseg config of the source-only baseline",
+    for kind in ("zodi", "source-only")
+}
+
+
+class TrainConfig(_Config):
+    """Model adaptation (SPEC §3): the one owner of ZoDi's settings (scheme, λ, feature stage).
+
+    ``mmseg_config`` is a plain segmentation config; ZoDi (the ``ZoDiSegmentor`` wrapper, the
+    paired dataset and pipeline) is added to it in code from this config's fields, and the
+    source-only baseline trains the same config without it.
+    """
+
+    mmseg_config: str = Field(
+        "deeplabv3plus_r50-release_4xb-100e_cityscapes-512x1024.py",
+        description="mmseg config of the segmentation model: a path, a name under "
+        "zodi_core/seg/configs, or an mmseg model-zoo name (mmseg::<folder>/<file>.py)",
     )
     scheme: Literal["release", "concat"] = Field(
         "release",
         description="'release': L_sim+CE(src) then a second forward for CE(gen); 'concat': one "
-        "forward of the concatenated pair (differs in BatchNorm statistics)",
+        "forward of the concatenated pair (differs in BatchNorm statistics; the scheme under DDP)",
     )
     lambda_sim: float = Field(0.1, description="Weight λ of the similarity loss")
     feature_stage: int = Field(-1, description="Backbone stage whose pooled features L_sim uses")
@@ -252,6 +269,45 @@ class TrainConfig(_Config):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         None, description="mmengine console log level; None: the mmseg config's"
     )
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto'/'float32': full precision; float16/bfloat16: AMP on CUDA"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_renamed_keys(cls, data: Any) -> Any:
+        # Before the ZoDi wrapper moved into code, `config` named a ZoDi leaf config and
+        # `source_only_config` the baseline's; both are now the one plain `mmseg_config`.
+        if not isinstance(data, dict) or not {"config", "source_only_config"} & set(data):
+            return data
+        data = dict(data)
+        if "config" in data:
+            # The old key wins over a preset's mmseg_config: it is what the user wrote.
+            old = data.pop("config")
+            data["mmseg_config"] = RENAMED_MMSEG_CONFIGS.get(old, old)
+            warnings.warn(
+                f"TrainConfig.config is deprecated: renamed to mmseg_config (now "
+                f"{data['mmseg_config']!r}; ZoDi is added in code); rename the key",
+                FutureWarning,
+                stacklevel=2,
+            )
+        if "source_only_config" in data:
+            old = data.pop("source_only_config")
+            model = data.get("mmseg_config", cls.model_fields["mmseg_config"].default)
+            if RENAMED_MMSEG_CONFIGS.get(old, old) != model:
+                raise ValueError(
+                    f"source_only_config: removed; the baseline trains mmseg_config ({model!r}) "
+                    f"without ZoDi, received a different config {old!r}; remove the key"
+                )
+        return data
+
+    @field_validator("lambda_sim")
+    @classmethod
+    def _check_lambda(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError(f"expected a value >= 0, received {v}")
+        return v
 
     @classmethod
     def _presets(cls) -> dict[str, dict[str, Any]]:
@@ -259,8 +315,7 @@ class TrainConfig(_Config):
             "paper": {"seeds": (0, 1, 2)},
             "default": {},
             "demo": {
-                "config": "deeplabv3plus_r18-tiny_zodi_2xb-demo_synthetic-64x128.py",
-                "source_only_config": "deeplabv3plus_r18-tiny_source-only_2xb-demo_synthetic-64x128.py",
+                "mmseg_config": "deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py",
                 "log_level": "WARNING",
             },
         }
@@ -273,6 +328,10 @@ class EvalConfig(_Config):
     width: int = Field(1024, description="Images and labels are resized to this width")
     proxy: bool = Field(True, description="Also evaluate on generated images of the source val")
     batch_size: int = Field(1, description="Images per forward pass")
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto'/'float32': full precision; float16/bfloat16: autocast on CUDA"
+    )
 
     @classmethod
     def _presets(cls) -> dict[str, dict[str, Any]]:

@@ -146,7 +146,10 @@ def load_model(config: str | os.PathLike, checkpoint_uri: str, device: str = "cp
             f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
     model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    # Single-process inference: SyncBN (stock mmseg configs) as plain BN, which runs on CPU too.
+    from mmengine.model import revert_sync_batchnorm
+
+    return revert_sync_batchnorm(model).to(device).eval()
 
 
 def _local_copy(uri: str, tmp: Path) -> Path:
@@ -162,7 +165,13 @@ def _local_copy(uri: str, tmp: Path) -> Path:
 def evaluate_model(
     model, manifest_uri: str, eval_config: EvalConfig, image_column: str | None = None
 ) -> Areas:
-    """Run ``model`` on every row of a manifest at the evaluation size; return the areas."""
+    """Run ``model`` on every row of a manifest at the evaluation size; return the areas.
+
+    ``eval_config.dtype`` float16/bfloat16: the forward passes run under ``torch.autocast`` on the
+    model's device (CUDA; :func:`~zodi_core.device.resolve_device` refuses half precision on CPU).
+    """
+    import contextlib
+
     import torch
     from mmengine.dataset import pseudo_collate
     from torch.utils.data import DataLoader
@@ -180,7 +189,13 @@ def evaluate_model(
     )
     loader = DataLoader(dataset, batch_size=eval_config.batch_size, collate_fn=pseudo_collate)
     areas = Areas()
-    with torch.no_grad():
+    device = next(model.parameters()).device
+    autocast = (
+        torch.autocast(device.type, dtype=getattr(torch, eval_config.dtype))
+        if eval_config.dtype in ("float16", "bfloat16")
+        else contextlib.nullcontext()
+    )
+    with torch.no_grad(), autocast:
         for batch in loader:
             for sample in model.val_step(batch):
                 areas.add(sample.pred_sem_seg.data.squeeze(0), sample.gt_sem_seg.data.squeeze(0))
@@ -274,9 +289,30 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
 
 
+def format_miou_table(metrics: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table of :func:`evaluate_checkpoint`'s ``metrics`` for the terminal."""
+    rows = [("target", "images", "mIoU", "aAcc")]
+    for name, m in metrics.items():
+        std = f" ± {m['mIoU_std']:.2f}" if m.get("mIoU_std") is not None else ""
+        miou = "–" if m["mIoU"] is None else f"{m['mIoU']:.2f}{std}"
+        rows.append(
+            (name, str(m["images"]), miou, "–" if m["aAcc"] is None else f"{m['aAcc']:.2f}")
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def evaluate_checkpoint(
     checkpoints: str | list[str],
-    config: str | os.PathLike,
+    mmseg_config: str | os.PathLike,
     manifests: list[str],
     out: str,
     *,
@@ -289,25 +325,30 @@ def evaluate_checkpoint(
 
     Args:
         checkpoints: a checkpoint URI, or the final checkpoints of several seeds.
-        config: the mmseg config the checkpoints were trained with (path or bundled name).
+        mmseg_config: the mmseg config the model was trained with (path, bundled or model-zoo
+            name; a ZoDi checkpoint loads into its plain segmentor).
         manifests: samples manifests of the real targets (ACDC conditions, GTA5, Cityscapes val).
         out: folder (local or ``s3://``) for ``report.json``, ``report.md``, confusion PNGs.
         proxy_manifest: transfer manifest of generated images of the source val split.
         best_checkpoint: reported separately (the paper's best epoch).
         eval_config: resolution and batch size (default: 512×1024, batch 1).
-        device: 'cpu', 'cuda'...; default CUDA when available.
+        device: 'cpu', 'cuda', 'cuda:N'; default ``eval_config.device`` (auto: CUDA when there).
     Returns:
-        ``{"report_json", "report_md", "confusion_png": [...], "targets": {name: mIoU}}``.
+        ``{"report_json", "report_md", "confusion_png": [...], "targets": {name: mIoU},
+        "metrics": {name: {"mIoU", "mIoU_std", "aAcc", "images", "proxy"}}}``.
     """
-    import torch
+    from zodi_core.device import resolve_device
 
     eval_config = eval_config or EvalConfig()
+    config = mmseg_config
     checkpoints = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)
     if not checkpoints:
         raise ValueError("checkpoints: expected at least one checkpoint URI, received none")
     if not manifests and not proxy_manifest:
         raise ValueError("manifests: expected at least one target manifest (or a proxy manifest)")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(
+        resolve_device(device or eval_config.device, eval_config.dtype, auto_half=False)[0]
+    )
     sets = [(m, None, False) for m in manifests]
     if proxy_manifest:
         sets.append((proxy_manifest, "generated_uri", True))
@@ -363,4 +404,14 @@ def evaluate_checkpoint(
         "report_md": md_uri,
         "confusion_png": pngs,
         "targets": {n: t["summary"]["mIoU"] for n, t in report["targets"].items()},
+        "metrics": {
+            n: {
+                "mIoU": t["summary"]["mIoU"],
+                "mIoU_std": t["summary"].get("mIoU_std"),
+                "aAcc": t["summary"]["aAcc"],
+                "images": t["summary"]["images"],
+                "proxy": t["proxy"],
+            }
+            for n, t in report["targets"].items()
+        },
     }

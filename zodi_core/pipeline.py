@@ -296,56 +296,6 @@ def render_sample_grid(
     return storage.write_bytes(out_uri, encode_png(grid))
 
 
-def evaluation_jobs(
-    models: dict[str, list[dict[str, Any]]], targets: list[str], proxies: dict[str, str]
-) -> list[dict[str, Any]]:
-    """Evaluation jobs for each trained model (``{name: [train result per seed]}``).
-
-    A ZoDi model ``zodi-<d>`` gets the real targets and the proxy of its own domain; the
-    source-only model gets the real targets and every domain's proxy (the baseline estimate).
-    evaluate_checkpoint takes one proxy manifest, so extra proxies become extra jobs.
-    """
-    jobs = []
-    for name, runs in sorted(models.items()):
-        checkpoints = [r["checkpoint"] for r in sorted(runs, key=lambda r: r["seed"])]
-        config = runs[0]["config"]
-        if name.startswith("zodi-"):
-            domains = [name.removeprefix("zodi-")] if name.removeprefix("zodi-") in proxies else []
-        else:
-            domains = sorted(proxies)
-        for i, domain in enumerate(domains or [None]):
-            jobs.append(
-                {
-                    "model": name,
-                    "checkpoints": checkpoints,
-                    "config": config,
-                    "manifests": targets if i == 0 else [],
-                    "proxy": proxies.get(domain) if domain else None,
-                    "proxy_domain": domain,
-                    "slug": name if i == 0 else f"{name}-proxy-{domain}",
-                }
-            )
-    return [j for j in jobs if j["manifests"] or j["proxy"]]
-
-
-def collect_evaluations(jobs: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fold evaluation results into ``{model: {"targets": ..., "proxy": ..., "reports": [...]}}``."""
-    out: dict[str, Any] = {}
-    for job, run in zip(jobs, runs, strict=True):
-        entry = out.setdefault(job["model"], {"targets": {}, "proxy": {}, "reports": []})
-        entry["reports"].append(run["report_md"])
-        for name, miou in run["targets"].items():
-            if name.startswith("proxy-"):
-                entry["proxy"][job["proxy_domain"]] = {"mIoU": miou}
-            else:
-                entry["targets"][name] = {"mIoU": miou}
-    for entry in out.values():
-        for domain, p in entry["proxy"].items():
-            real = [v["mIoU"] for n, v in entry["targets"].items() if f"-{domain}-" in f"-{n}-"]
-            p["real_mIoU"] = real[0] if real else None
-    return out
-
-
 def select_shards(shards: Sequence[ShardRef], indices: Sequence[int]) -> list[ShardRef]:
     """The shards with these indices, in index order (a fan-out child's share of the work)."""
     by_index = {s.index: s for s in shards}

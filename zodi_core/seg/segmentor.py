@@ -7,14 +7,12 @@ generated twin I'::
     L = λ·(1 − cos(GAP(F(I)), GAP(F(I')))) + L_seg(I, y) + L_seg(I', y)
 
 where L_seg is whatever the wrapped segmentor's heads compute (cross-entropy with ignore 255 in
-the paper's DeepLabv3+; auxiliary heads included when the config has them). Adding ZoDi to an
-mmseg config takes a few lines::
+the paper's DeepLabv3+; auxiliary heads included when the config has them). ``zodi train``
+adds it to any mmseg config in code (:func:`zodi_core.seg.adapt.adapt_config`), with λ, scheme and
+feature stage from :class:`~zodi_core.config.TrainConfig`; by hand it is::
 
-    custom_imports = dict(imports=['zodi_core.seg'], allow_failed_imports=False)
-    model = dict(_delete_=True, type='ZoDiSegmentor', segmentor={{_base_.model}},
+    model = dict(type='ZoDiSegmentor', segmentor=<the segmentor config>,
                  lambda_sim=0.1, feature_stage=-1, scheme='release')
-    train_dataloader = dict(dataset=dict(_delete_=True, type='ZoDiPairedDataset', manifest=...,
-                                         pipeline={{_base_.paired_train_pipeline}}))
 
 Two schemes, equal in loss value and gradient when BatchNorm is frozen (eval mode):
 
@@ -36,7 +34,9 @@ loss on the source and generated halves; not added to the total a second time).
 
 Data-parallel note: mmengine's ``MMDistributedDataParallel.train_step`` calls the module's
 ``forward(mode='loss')`` and never its ``train_step``, so under DDP the ``concat`` scheme is what
-runs; use ``scheme='concat'`` there (or a single process) to get the scheme you asked for.
+runs, and ``train_model`` refuses ``release`` there. The concat loss is correct under DDP: each
+process averages over its own pairs and DDP averages the gradients, i.e. the mean over all pairs
+of equal-size local batches (BatchNorm statistics stay per process unless the config uses SyncBN).
 """
 
 from __future__ import annotations

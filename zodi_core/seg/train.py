@@ -2,54 +2,119 @@
 
 :func:`train_model` is what ``zodi train`` and the Prefect task call. It
 
-1. loads the config (a path, or a name under ``zodi_core/seg/configs``) and applies overrides,
-   refusing keys that the config does not have (a misspelt ``--cfg-options`` key fails with its
-   name and the closest existing key instead of silently adding a new one);
-2. points the datasets at the manifests (the config holds no data paths);
+1. loads the config (a path, a name under ``zodi_core/seg/configs``, or an mmseg model-zoo name)
+   and applies overrides, refusing keys that the config does not have (a misspelt
+   ``--cfg-options`` key fails with its name and the closest existing key);
+2. adds ZoDi in code (:func:`~zodi_core.seg.adapt.adapt_config`: ``ZoDiSegmentor`` with
+   :class:`~zodi_core.config.TrainConfig`'s scheme, λ and stage, paired dataset and pipeline), or
+   the source-only baseline, and points the datasets at the manifests;
 3. checks the ImageNet backbone weights up front (a local file, or a URL that is cached or
    reachable) so a run never hangs on a download;
-4. trains in the work dir — directly when local; in a local staging dir mirrored after every
-   checkpoint by :class:`~zodi_core.seg.hooks.ZoDiSyncWorkDirHook` when it is ``s3://``;
-5. resumes from the last checkpoint with ``resume=True`` (the iteration count continues), loading
-   it under :func:`~zodi_core.seg.checkpoint.checkpoint_loading` (torch's weights-only loader
-   with mmengine's classes allowed, in this call only).
+4. takes the work dir's lock (:mod:`~zodi_core.seg.worklock`: a second run of the same model
+   waits, then resumes or finds the model trained) and trains in the work dir — directly when
+   local; in a local staging dir mirrored after every checkpoint by
+   :class:`~zodi_core.seg.hooks.ZoDiSyncWorkDirHook` when it is ``s3://``;
+5. resumes from the last checkpoint with ``resume=True`` (or ``"auto"``: when there is one),
+   loading it under :func:`~zodi_core.seg.checkpoint.checkpoint_loading`.
+
+Device and precision come from ``TrainConfig.device`` / ``dtype`` through
+:func:`zodi_core.device.resolve_device`, the switch shared with transfer and evaluation. With
+``launcher='pytorch'`` (one process per GPU under ``torchrun``; ``zodi train --gpus N``) the
+model is wrapped in DDP; only the ``concat`` scheme is correct there (see
+:mod:`zodi_core.seg.segmentor`), and on CPU the processes use the gloo backend.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
+import importlib.util
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from zodi_core import storage
-from zodi_core.config import ConfigError, TrainConfig
+from zodi_core.config import RENAMED_MMSEG_CONFIGS, ConfigError, TrainConfig
+from zodi_core.seg.adapt import (
+    MANIFEST_DATASET,
+    PAIRED_DATASET,
+    adapt_config,
+    replace_sync_batchnorm,
+)
+from zodi_core.seg.worklock import work_dir_lock
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-PAIRED_DATASET = "ZoDiPairedDataset"
-MANIFEST_DATASET = "ZoDiManifestDataset"
+ZOO_PREFIX = "mmseg::"
+
+
+def zoo_config_dir() -> Path | None:
+    """The model-zoo configs shipped with the installed mmsegmentation (``mmseg/.mim/configs``)."""
+    spec = importlib.util.find_spec("mmseg")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / ".mim" / "configs"
+    return folder if folder.is_dir() else None
+
+
+def _zoo_matches(name: str) -> list[Path]:
+    zoo = zoo_config_dir()
+    if zoo is None:
+        return []
+    file = name if name.endswith(".py") else f"{name}.py"
+    return sorted(p for p in zoo.glob(f"*/{file}") if p.is_file())
 
 
 def resolve_config_path(config: str | os.PathLike) -> Path:
-    """A config path as given, or a file name under ``zodi_core/seg/configs``."""
+    """A config path as given, a file under ``zodi_core/seg/configs``, or an mmseg model-zoo config.
+
+    Model-zoo configs are named ``mmseg::<folder>/<file>.py`` or by file name alone
+    (``pspnet_r50-d8_4xb2-40k_cityscapes-512x1024``), found in the installed mmsegmentation.
+    """
+    text = str(config)
+    if text.startswith(ZOO_PREFIX):
+        zoo = zoo_config_dir()
+        rel = text[len(ZOO_PREFIX) :]
+        path = zoo / rel if zoo else None
+        if path is not None and path.is_file():
+            return path
+        hint = _zoo_matches(Path(rel).name)
+        raise FileNotFoundError(
+            f"config {text!r}: no such mmseg model-zoo config"
+            + (f"; did you mean 'mmseg::{hint[0].parent.name}/{hint[0].name}'?" if hint else "")
+        )
     path = Path(config)
     if path.is_file():
         return path
-    bundled = CONFIG_DIR / str(config)
+    if text in RENAMED_MMSEG_CONFIGS:
+        raise ConfigError(
+            f"config {text!r}: renamed to {RENAMED_MMSEG_CONFIGS[text]!r}; ZoDi is now added in "
+            f"code (zodi train adds it; --source-only trains the baseline)"
+        )
+    bundled = CONFIG_DIR / text
     if bundled.is_file():
         return bundled
+    zoo = _zoo_matches(text)
+    if len(zoo) == 1:
+        return zoo[0]
+    if len(zoo) > 1:
+        options = [f"mmseg::{p.parent.name}/{p.name}" for p in zoo]
+        raise FileNotFoundError(f"config {text!r}: several model-zoo configs match: {options}")
     names = sorted(p.name for p in CONFIG_DIR.glob("*.py"))
-    close = difflib.get_close_matches(str(config), names, n=1)
+    close = difflib.get_close_matches(text, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; bundled configs: {names}"
-    raise FileNotFoundError(f"config {str(config)!r}: no such file or bundled config{hint}")
+    raise FileNotFoundError(
+        f"config {text!r}: no such file, bundled config or mmseg model-zoo config{hint}"
+    )
 
 
 def _lookup(cfg: Any, key: str) -> None:
@@ -95,11 +160,10 @@ def _segmentor_cfg(cfg) -> Any:
 
 
 def apply_train_config(cfg, tc: TrainConfig) -> None:
-    """Apply a :class:`TrainConfig` (scheme, λ, stage, epochs, batch, weights) to ``cfg``."""
-    if cfg.model.get("type") == "ZoDiSegmentor":
-        cfg.model.scheme = tc.scheme
-        cfg.model.lambda_sim = tc.lambda_sim
-        cfg.model.feature_stage = tc.feature_stage
+    """Apply a :class:`TrainConfig`'s schedule overrides (epochs, batch size, log level) to ``cfg``.
+
+    ZoDi's own settings (scheme, λ, stage) are applied by :func:`~zodi_core.seg.adapt.adapt_config`.
+    """
     if tc.max_epochs is not None:
         if cfg.train_cfg.get("type") != "EpochBasedTrainLoop":
             raise ConfigError("TrainConfig.max_epochs: the config's train loop is not epoch based")
@@ -113,19 +177,32 @@ def apply_train_config(cfg, tc: TrainConfig) -> None:
         cfg.log_level = tc.log_level
 
 
+def _schedule_length(cfg) -> int:
+    loop = cfg.train_cfg
+    return int(loop.max_iters if loop.get("type") == "IterBasedTrainLoop" else loop.max_epochs)
+
+
 def apply_iteration_budget(cfg, max_iters: int) -> None:
     """Train for ``max_iters`` iterations: iteration-based loop, decay and checkpoints.
 
-    Checkpoints every ceil(max_iters / 10) iterations (at most 10 % of the work is lost by a crash).
+    Each scheduler keeps its place in the schedule (a warm-up over the first 1 % stays the first
+    1 %). Checkpoints every ceil(max_iters / 10) iterations (a crash loses at most 10 % of the work).
     """
     if max_iters < 1:
         raise ConfigError(f"max_iters: expected an integer >= 1, received {max_iters}")
+    total = _schedule_length(cfg)
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
     schedulers = []
-    for sched in cfg.param_scheduler:
+    scheds = cfg.param_scheduler
+    for sched in scheds if isinstance(scheds, list | tuple) else [scheds]:
         sched = copy.deepcopy(dict(sched))
         sched.pop("convert_to_iter_based", None)
-        sched.update(by_epoch=False, begin=0, end=max_iters)
+        begin = min(sched.get("begin", 0), total)
+        end = min(sched.get("end", total), total)
+        new_begin = round(begin / total * max_iters)
+        sched.update(
+            by_epoch=False, begin=new_begin, end=max(new_begin + 1, round(end / total * max_iters))
+        )
         schedulers.append(sched)
     cfg.param_scheduler = schedulers
     hooks = cfg.default_hooks
@@ -265,13 +342,80 @@ def _wait_for_unused_log_dir(work_dir: Path) -> None:
         time.sleep(0.05)
 
 
+def _completed_steps(checkpoint: Path, cfg) -> bool:
+    """Whether ``checkpoint`` (``iter_N.pth`` / ``epoch_N.pth``) already ends ``cfg``'s schedule."""
+    loop = cfg.train_cfg
+    match = re.fullmatch(r"(iter|epoch)_(\d+)\.pth", checkpoint.name)
+    if match is None:
+        return False
+    kind, n = match.group(1), int(match.group(2))
+    if loop.get("type") == "IterBasedTrainLoop":
+        return kind == "iter" and n >= loop.max_iters
+    return kind == "epoch" and n >= loop.get("max_epochs", math.inf)
+
+
+@contextlib.contextmanager
+def _mmengine_device(device) -> Iterator[None]:
+    """Run mmengine on ``device``: its Runner moves the model to ``get_device()``, a module
+    global chosen at import (CUDA when present); 'cpu' must be forced, 'cuda:N' selected."""
+    import mmengine.device.utils as mm_device
+    import torch
+
+    saved = mm_device.DEVICE
+    mm_device.DEVICE = device.type
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device.index)
+    try:
+        yield
+    finally:
+        mm_device.DEVICE = saved
+
+
+def _final_losses(runner) -> dict[str, float]:
+    """The last logged value of every training loss term (``loss``, ``loss_sim``, ``ce_src``...)."""
+    out = {}
+    for key, buffer in runner.message_hub.log_scalars.items():
+        name = key.removeprefix("train/")
+        if key.startswith("train/") and (
+            "loss" in name or name in ("ce_src", "ce_gen", "cos_mean")
+        ):
+            out[name] = round(float(buffer.current()), 6)
+    return out
+
+
+def _setup_distributed(cfg, tc: TrainConfig, device, source_only: bool, work_dir: str) -> None:
+    """DDP under torchrun (``launcher='pytorch'``): gloo on CPU, NCCL on CUDA."""
+    import torch.distributed as dist
+
+    if not source_only and tc.scheme != "concat":
+        raise ConfigError(
+            f"TrainConfig.scheme: {tc.scheme!r} cannot run under DDP (mmengine's DDP wrapper "
+            f"calls forward(mode='loss'), i.e. the concat scheme); use --scheme concat with --gpus"
+        )
+    if work_dir.startswith("s3://"):
+        raise ConfigError(
+            f"work_dir {work_dir}: multi-process training needs a local (shared) folder; train "
+            f"into one and copy it, or use one process for s3:// work dirs"
+        )
+    if device.type == "cpu":
+        replace_sync_batchnorm(cfg.model)
+        cfg.model_wrapper_cfg = dict(
+            type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False
+        )
+        if not dist.is_initialized():
+            # mmengine's own init calls torch.cuda.set_device, which a CPU build lacks.
+            dist.init_process_group("gloo")
+    else:
+        cfg.env_cfg = dict(cfg.get("env_cfg", {}), dist_cfg=dict(backend="nccl"))
+
+
 def train_model(
-    config_path: str | os.PathLike,
+    mmseg_config: str | os.PathLike,
     paired_manifest_uri: str | None,
     work_dir: str,
     *,
     seed: int = 0,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
     overrides: dict[str, Any] | None = None,
     source_manifest_uri: str | None = None,
     val_manifest_uri: str | None = None,
@@ -279,40 +423,95 @@ def train_model(
     train_config: TrainConfig | None = None,
     pretrained: str | None = None,
     storage_options: dict | None = None,
+    source_only: bool = False,
+    launcher: Literal["none", "pytorch"] = "none",
+    progress: bool = False,
+    lock: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) one model; return where its checkpoint and logs are.
 
     Args:
-        config_path: mmseg config file, or a name under ``zodi_core/seg/configs``.
-        paired_manifest_uri: transfer manifest of the pairs (ZoDi configs); for a source-only
-            config, its source side is the training set unless ``source_manifest_uri`` is given.
+        mmseg_config: mmseg config (path, bundled name, or model-zoo name); ZoDi is added in code.
+        paired_manifest_uri: transfer manifest of the pairs (ZoDi); for the source-only baseline,
+            its source side is the training set unless ``source_manifest_uri`` is given.
         work_dir: local folder or ``s3://bucket/prefix`` for checkpoints and logs.
         seed: global seed (mmengine ``randomness.seed``).
-        resume: continue from the work dir's last checkpoint (iteration count included).
-        overrides: {dotted config key: value}; every key must exist in the config.
+        resume: continue from the work dir's last checkpoint (iteration count included);
+            ``"auto"``: when the work dir has one (decided under the work dir's lock).
+        overrides: {dotted config key: value} of the given config; every key must exist.
         source_manifest_uri: samples manifest of the source images (joined on sample_id).
         val_manifest_uri: samples manifest to validate on at the end of training (optional).
-        max_iters: iteration budget instead of the config's epochs.
-        train_config: scheme, λ, feature stage, epochs, batch size, weights of the pipeline.
+        max_iters: iteration budget instead of the config's schedule.
+        train_config: ZoDi's scheme/λ/stage, schedule overrides, weights, device and dtype.
         pretrained: local ImageNet backbone weights (overrides ``train_config.pretrained``).
+        source_only: train the plain segmentor on source images (no ZoDi).
+        launcher: ``"pytorch"`` inside a torchrun process group (DDP), else ``"none"``.
+        progress: print one compact progress line (iteration, losses, ETA) to stderr.
+        lock: take the work dir's lock (a DDP launcher takes it once for all its processes).
     Returns:
-        ``{"checkpoint": URI, "work_dir", "iterations", "epochs", "config"}``.
+        ``{"checkpoint", "work_dir", "iterations", "epochs", "mmseg_config", "source_only",
+        "losses" (last logged loss terms; {} when the run was already complete), "seconds"}``.
     """
-    from mmengine.runner import Runner
+    from zodi_core.device import resolve_device
 
-    from zodi_core.seg.checkpoint import checkpoint_loading
-
+    started = time.monotonic()
+    tc = train_config or TrainConfig()
     storage_options = storage_options or {}
-    cfg = load_config(config_path, overrides)
-    if train_config is not None:
-        apply_train_config(cfg, train_config)
-        pretrained = pretrained or train_config.pretrained
-        if max_iters is None:
-            max_iters = train_config.max_iters
+    device, dtype = resolve_device(tc.device, tc.dtype, auto_half=False)
+    if launcher == "pytorch" and device.type == "cuda":
+        import torch
+
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    cfg = load_config(mmseg_config, overrides)
+    adapt_config(cfg, tc, source_only=source_only)
+    apply_train_config(cfg, tc)
+    pretrained = pretrained or tc.pretrained
+    if max_iters is None:
+        max_iters = tc.max_iters
     set_manifests(cfg, paired_manifest_uri, source_manifest_uri, val_manifest_uri)
     if max_iters is not None:
         apply_iteration_budget(cfg, max_iters)
     resolve_pretrained(cfg, pretrained)
+    if str(dtype).removeprefix("torch.") != "float32":
+        cfg.optim_wrapper = dict(
+            cfg.optim_wrapper, type="AmpOptimWrapper", dtype=str(dtype).removeprefix("torch.")
+        )
+    if launcher == "pytorch":
+        _setup_distributed(cfg, tc, device, source_only, work_dir)
+    if progress:
+        interval = max(1, cfg.default_hooks.logger.get("interval", 10))
+        cfg.custom_hooks = [
+            *cfg.get("custom_hooks", []),
+            dict(type="ZoDiProgressHook", interval=interval),
+        ]
+    summary = {
+        "work_dir": work_dir,
+        "mmseg_config": str(resolve_config_path(mmseg_config)),
+        "source_only": source_only,
+    }
+    with work_dir_lock(work_dir) if lock else contextlib.nullcontext():
+        return _train_locked(
+            cfg, work_dir, seed=seed, resume=resume, launcher=launcher, device=device,
+            storage_options=storage_options, summary=summary, started=started,
+        )  # fmt: skip
+
+
+def _train_locked(
+    cfg,
+    work_dir: str,
+    *,
+    seed: int,
+    resume: bool | str,
+    launcher: str,
+    device,
+    storage_options: dict,
+    summary: dict[str, Any],
+    started: float,
+) -> dict[str, Any]:
+    """Train in the (locked) work dir; see :func:`train_model`."""
+    from mmengine.runner import Runner
+
+    from zodi_core.seg.checkpoint import checkpoint_loading
 
     remote = work_dir.startswith("s3://")
     staging = Path(tempfile.mkdtemp(prefix="zodi-train-")) if remote else Path(work_dir)
@@ -324,37 +523,56 @@ def train_model(
         ]
         if resume:
             _stage_resume(work_dir, staging, storage_options)
-    if resume and _last_checkpoint(staging) is None:
+    last = _last_checkpoint(staging)
+    if resume == "auto":
+        resume = last is not None
+    if resume and last is None:
         raise FileNotFoundError(f"--resume: no last_checkpoint in the work dir {work_dir}")
+    if resume and _completed_steps(last, cfg):
+        # Another run (or an earlier attempt) finished this schedule: nothing left to train.
+        if remote:
+            shutil.rmtree(staging, ignore_errors=True)
+        n = int(re.sub(r"\D", "", last.name))
+        iter_based = cfg.train_cfg.get("type") == "IterBasedTrainLoop"
+        return {
+            "checkpoint": storage.join_uri(work_dir, last.name) if remote else str(last),
+            **summary,
+            "iterations": n if iter_based else None,
+            "epochs": None if iter_based else n,
+            "losses": {},
+            "seconds": round(time.monotonic() - started, 2),
+        }
     cfg.work_dir = str(staging)
     cfg.resume = bool(resume)
     cfg.load_from = None
     cfg.randomness = dict(seed=seed, deterministic=False)
-    cfg.launcher = "none"
+    cfg.launcher = launcher
 
-    _wait_for_unused_log_dir(staging)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _wait_for_unused_log_dir(staging)
     # mmengine keys its logger and visualizer singletons by experiment name, by default
     # "<config>_<second>": two runs of one config in one process and second (seeds, tests) would
     # share them, and the second run's logs would land in the first run's folder.
     cfg.experiment_name = f"{Path(str(cfg.filename)).stem}_{uuid.uuid4().hex[:12]}"
     try:
-        runner = Runner.from_cfg(cfg)
-        with checkpoint_loading():
-            runner.train()
+        with _mmengine_device(device):
+            runner = Runner.from_cfg(cfg)
+            with checkpoint_loading():
+                runner.train()
     except TypeError as err:
         if "unexpected keyword argument" in str(err):
-            raise ConfigError(f"config {config_path}: unknown key: {err}") from None
+            raise ConfigError(f"config {summary['mmseg_config']}: unknown key: {err}") from None
         raise
     last = _last_checkpoint(staging)
     if last is None:
         raise RuntimeError(f"training in {staging} ended without writing a checkpoint")
-    checkpoint = storage.join_uri(work_dir, last.name) if remote else str(last)
     summary = {
-        "checkpoint": checkpoint,
-        "work_dir": work_dir,
+        "checkpoint": storage.join_uri(work_dir, last.name) if remote else str(last),
+        **summary,
         "iterations": runner.iter,
         "epochs": runner.epoch,
-        "config": str(resolve_config_path(config_path)),
+        "losses": _final_losses(runner),
+        "seconds": round(time.monotonic() - started, 2),
     }
     if remote:
         shutil.rmtree(staging, ignore_errors=True)

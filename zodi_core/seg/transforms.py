@@ -162,11 +162,7 @@ class ZoDiPairedTransforms(BaseTransform):
         return results
 
     def transform(self, results: dict) -> dict:
-        gen_view = {
-            k: v for k, v in results.items() if k not in ("gen_img", "gt_seg_map", "seg_fields")
-        }
-        gen_view["img"] = results["gen_img"]
-        gen_view["seg_fields"] = []
+        gen_view = _image_view(results, "gen_img")
         with cache_random_params(self.transforms):
             results = self._apply(results)
             gen_view = self._apply(copy.copy(gen_view))
@@ -180,6 +176,44 @@ class ZoDiPairedTransforms(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(transforms={self.transforms})"
+
+
+def _image_view(results: dict, key: str) -> dict:
+    """``results`` seen as a single-image sample whose ``img`` is ``results[key]`` (no label)."""
+    view = {k: v for k, v in results.items() if k not in ("gen_img", "gt_seg_map", "seg_fields")}
+    view["img"] = results[key]
+    view["seg_fields"] = []
+    return view
+
+
+@TRANSFORMS.register_module()
+class ZoDiEachImage(BaseTransform):
+    """Apply photometric transforms to the source and the generated image, each its own draw.
+
+    For single-image transforms of a stock mmseg pipeline (``PhotoMetricDistortion``,
+    ``RGB2Gray``, ...) that only read and write ``img``: each key is run through them as if it
+    were the sample's image, so the paper's independent jitter of the two images holds for any
+    photometric transform, not only :class:`ZoDiColorJitter`.
+    """
+
+    def __init__(
+        self, transforms: list[dict | BaseTransform], keys: tuple[str, ...] = ("img", "gen_img")
+    ) -> None:
+        self.transforms = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in transforms]
+        self.keys = tuple(keys)
+
+    def transform(self, results: dict) -> dict:
+        for key in self.keys:
+            view = _image_view(results, key)
+            for t in self.transforms:
+                view = t(view)
+                if view is None:
+                    raise ValueError(f"{t!r} dropped a paired sample; it cannot be used on pairs")
+            results[key] = view["img"]
+        return results
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(transforms={self.transforms}, keys={self.keys})"
 
 
 def _grayscale_bgr(img: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zodi_core.config import ModelsConfig
+from zodi_core.device import resolve_device  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     import torch
@@ -56,42 +57,8 @@ class Components:
 # 1. Device and dtype -------------------------------------------------------------------------
 
 
-def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
-    """The one place that decides where and in which precision the sampler runs.
-
-    ``auto`` device: CUDA when available, else CPU. ``auto`` dtype: float16 on CUDA (bfloat16 only
-    when asked), float32 on CPU (half precision on CPU is slow and poorly supported).
-
-    Raises:
-        ValueError: CUDA asked for but absent, an unknown device or dtype, or half precision on CPU.
-    """
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(
-            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {device!r}"
-        ) from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device: {device!r} asked for, but no CUDA device is available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device: {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    elif dev.type != "cpu":
-        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {device!r}")
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype == "auto":
-        dt = torch.float16 if dev.type == "cuda" else torch.float32
-    elif dtype in dtypes:
-        dt = dtypes[dtype]
-    else:
-        raise ValueError(f"dtype: expected 'auto' or one of {sorted(dtypes)}, received {dtype!r}")
-    return dev, dt
+# resolve_device is zodi_core.device's: one device/dtype switch for transfer, training and
+# evaluation (imported above; still importable from here).
 
 
 # 2. Loading ----------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 # Manifest-backed data at the paper's resolution (§4.1): images resized to 512x1024, random
 # 384x768 crops, horizontal flip, colour jitter 0.5; evaluation at 512x1024 (images and labels).
-# Manifest URIs are filled in by `zodi train` (--paired-manifest, --source-manifest).
+# Manifest URIs are filled in by `zodi train` (--paired-manifest, --source-manifest), which also
+# derives the paired pipeline from train_pipeline (same crop and flip on both images of a pair,
+# an independent jitter for each; zodi_core.seg.adapt).
 custom_imports = dict(imports=["zodi_core.seg"], allow_failed_imports=False)
 dataset_type = "ZoDiManifestDataset"
 scale = (1024, 512)  # (W, H)
@@ -16,13 +18,6 @@ train_pipeline = [
     *geometric_transforms,
     dict(type="ZoDiColorJitter", keys=("img",), **jitter),
     dict(type="PackSegInputs"),
-]
-# Same crop and flip for both images of a pair, an independent jitter for each.
-paired_train_pipeline = [
-    dict(type="LoadZoDiPair"),
-    dict(type="ZoDiPairedTransforms", transforms=geometric_transforms),
-    dict(type="ZoDiColorJitter", keys=("img", "gen_img"), **jitter),
-    dict(type="PackZoDiPairInputs"),
 ]
 test_pipeline = [
     dict(type="LoadZoDiSample", scale=scale),

@@ -15,12 +15,6 @@ train_pipeline = [
     dict(type="ZoDiColorJitter", keys=("img",), **jitter),
     dict(type="PackSegInputs"),
 ]
-paired_train_pipeline = [
-    dict(type="LoadZoDiPair"),
-    dict(type="ZoDiPairedTransforms", transforms=geometric_transforms),
-    dict(type="ZoDiColorJitter", keys=("img", "gen_img"), **jitter),
-    dict(type="PackZoDiPairInputs"),
-]
 test_pipeline = [
     dict(type="LoadZoDiSample", scale=scale),
     dict(type="PackSegInputs"),

@@ -1,4 +1,5 @@
-# Demo source-only baseline: tiny ResNet-18 DeepLabv3+ on synthetic data, CPU, about a minute.
+# Demo model: tiny ResNet-18 DeepLabv3+ on synthetic data, CPU, about a minute. `zodi train`
+# adds ZoDi (TrainConfig's scheme, λ, feature stage) unless --source-only.
 _base_ = [
     "./_base_/models/deeplabv3plus_r18-tiny.py",
     "./_base_/datasets/zodi_synthetic-64x128.py",

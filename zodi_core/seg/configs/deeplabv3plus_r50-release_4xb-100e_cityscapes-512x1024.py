@@ -1,4 +1,5 @@
-# Source-only baseline: the release's DeepLabv3+ R-50 trained on Cityscapes alone (SPEC §5 row 1).
+# The release's DeepLabv3+ R-50 on the paper's data and schedule (SPEC §3). `zodi train` adds ZoDi
+# in code from TrainConfig (scheme, λ, feature stage); --source-only trains it as is (SPEC §5 row 1).
 _base_ = [
     "./_base_/models/deeplabv3plus_r50-release.py",
     "./_base_/datasets/zodi_cityscapes-512x1024.py",

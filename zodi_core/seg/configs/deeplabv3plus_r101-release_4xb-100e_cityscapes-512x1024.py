@@ -1,5 +1,5 @@
-# Source-only baseline with ResNet-101 (paper Table 3), otherwise the release's layout.
-_base_ = ["./deeplabv3plus_r50-release_source-only_4xb-100e_cityscapes-512x1024.py"]
+# The release's DeepLabv3+ with ResNet-101 (paper Table 3); ZoDi is added by `zodi train`.
+_base_ = ["./deeplabv3plus_r50-release_4xb-100e_cityscapes-512x1024.py"]
 model = dict(
     backbone=dict(
         depth=101,

@@ -1,4 +1,4 @@
-# Source-only baseline with MMSegmentation's stock DeepLabv3+ R-50-D8 (ResNetV1c, dilated,
+# MMSegmentation's stock DeepLabv3+ R-50-D8 (ResNetV1c, dilated,
 # output stride 8, ASPP rates 12/24/36, auxiliary FCN head) on the paper's data and schedule.
 _base_ = [
     "mmseg::_base_/models/deeplabv3plus_r50-d8.py",

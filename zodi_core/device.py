@@ -1,0 +1,71 @@
+"""The one device and precision switch of transfer, training and evaluation.
+
+Every stage's config has ``device`` ('auto', 'cpu', 'cuda', 'cuda:N') and ``dtype`` ('auto',
+'float32', 'float16', 'bfloat16'); :func:`resolve_device` turns them into a ``torch.device`` and
+``torch.dtype`` and refuses what cannot run (CUDA asked for on a machine without it, a GPU index
+that does not exist, half precision on CPU) with one line naming the setting.
+
+``auto`` device: CUDA when available, else CPU. ``auto`` dtype: float16 on CUDA for inference
+(the diffusion sampler), float32 for training and evaluation (``auto_half=False``); float32 on
+CPU always.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def resolve_device(
+    device: str = "auto", dtype: str = "auto", *, auto_half: bool = True
+) -> tuple[torch.device, torch.dtype]:
+    """``(torch.device, torch.dtype)`` for a stage's ``device`` and ``dtype`` settings.
+
+    Args:
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+        dtype: 'auto', 'float32', 'float16' or 'bfloat16'.
+        auto_half: True for the diffusion sampler ('auto' is float16 on CUDA; half weights);
+            False for training and evaluation ('auto' is float32; float16/bfloat16 mean mixed
+            precision, which needs CUDA).
+    Raises:
+        ValueError: CUDA asked for but absent, an unknown device or dtype, or half precision on CPU.
+    """
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {device!r}"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device: {device!r} asked for, but no CUDA device is available "
+                f"(this torch build or machine has no GPU); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device: {device!r} asked for, but only {torch.cuda.device_count()} CUDA "
+                f"device(s) exist"
+            )
+    elif dev.type != "cpu":
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {device!r}")
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype == "auto":
+        dt = torch.float16 if dev.type == "cuda" and auto_half else torch.float32
+    elif dtype in dtypes:
+        dt = dtypes[dtype]
+    else:
+        raise ValueError(f"dtype: expected 'auto' or one of {sorted(dtypes)}, received {dtype!r}")
+    if dev.type == "cpu" and dt != torch.float32 and not auto_half:
+        raise ValueError(
+            f"dtype: {dtype!r} on CPU is not supported for training and evaluation; use float32"
+        )
+    return dev, dt

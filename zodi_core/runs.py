@@ -1,0 +1,161 @@
+"""Run planning: which models are trained, what they are called, and how each is evaluated.
+
+The naming rule lives here and only here: a training run is ``source-only`` (the baseline, no
+paired data) or ``zodi-<domain>`` (ZoDi on that domain's paired manifest). Flows build the plan
+with :func:`plan_training_runs` and hand the typed runs to the training task; evaluation is
+planned from the trained runs' results (which carry their domain) with
+:func:`plan_evaluations` and folded back with :func:`collect_evaluations`. No layer builds a
+name and another parses it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zodi_core import layout
+from zodi_core.config import TrainConfig
+
+SOURCE_ONLY = "source-only"
+ZODI_PREFIX = "zodi-"
+
+
+def run_name(domain: str | None) -> str:
+    """The model name of a training run: ``source-only`` for None, else ``zodi-<domain>``."""
+    return SOURCE_ONLY if domain is None else f"{ZODI_PREFIX}{domain}"
+
+
+def run_domain(name: str) -> str | None:
+    """The inverse of :func:`run_name` (results recorded before runs carried their domain)."""
+    if name == SOURCE_ONLY:
+        return None
+    if name.startswith(ZODI_PREFIX) and len(name) > len(ZODI_PREFIX):
+        return name.removeprefix(ZODI_PREFIX)
+    raise ValueError(f"model name: expected 'source-only' or 'zodi-<domain>', received {name!r}")
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One planned training run: a model (name, domain, mmseg config) and one seed.
+
+    ``domain`` None is the source-only baseline (trained on the source images alone, no ZoDi
+    wrapper); otherwise ZoDi is added to ``mmseg_config`` in code and trained on
+    ``paired_manifest``.
+    """
+
+    name: str
+    domain: str | None
+    mmseg_config: str
+    seed: int
+    paired_manifest: str | None
+
+    @property
+    def source_only(self) -> bool:
+        return self.domain is None
+
+    def work_dir(self, root: str) -> str:
+        """``<root>/train/<name>/seed<seed>``: checkpoints and logs of this run."""
+        return layout.train_work_dir(root, self.name, self.seed)
+
+
+def plan_training_runs(train: TrainConfig, paired: Mapping[str, str]) -> list[TrainingRun]:
+    """The source-only baseline and one ZoDi model per domain (sorted), each for every seed.
+
+    Every run uses ``train.mmseg_config``: the baseline and the ZoDi models differ only by the
+    ZoDi wrapper and the paired data (the paper's protocol).
+    """
+    models: list[tuple[str | None, str | None]] = [(None, None)]
+    models += [(domain, uri) for domain, uri in sorted(paired.items())]
+    return [
+        TrainingRun(run_name(domain), domain, train.mmseg_config, seed, uri)
+        for domain, uri in models
+        for seed in train.seeds
+    ]
+
+
+@dataclass(frozen=True)
+class EvaluationJob:
+    """One evaluation: a model's final checkpoints (one per seed) on targets and/or one proxy.
+
+    ``evaluate_checkpoint`` takes one proxy manifest, so a model with several proxies gets one job
+    per proxy; only the first job has the real targets. ``slug`` names the output folder.
+    """
+
+    model: str
+    checkpoints: tuple[str, ...]
+    mmseg_config: str
+    manifests: tuple[str, ...]
+    proxy: str | None
+    proxy_domain: str | None
+    slug: str
+
+
+def _result_domain(name: str, result: Mapping[str, Any]) -> str | None:
+    return result["domain"] if "domain" in result else run_domain(name)
+
+
+def _result_config(result: Mapping[str, Any]) -> str:
+    # "config": results recorded (and cached by Prefect) before the rename to mmseg_config.
+    return result["mmseg_config"] if "mmseg_config" in result else result["config"]
+
+
+def plan_evaluations(
+    models: Mapping[str, Sequence[Mapping[str, Any]]],
+    targets: Sequence[str],
+    proxies: Mapping[str, str],
+) -> list[EvaluationJob]:
+    """Evaluation jobs for each trained model (``{name: [train result per seed]}``).
+
+    A ZoDi model gets the real targets and the proxy of its own domain; the source-only model gets
+    the real targets and every domain's proxy (the baseline estimate). Jobs with neither a target
+    nor a proxy are dropped.
+    """
+    jobs = []
+    for name, results in sorted(models.items()):
+        if not results:
+            continue
+        ordered = sorted(results, key=lambda r: r["seed"])
+        checkpoints = tuple(r["checkpoint"] for r in ordered)
+        domain = _result_domain(name, ordered[0])
+        if domain is None:
+            proxy_domains: list[str | None] = sorted(proxies)
+        else:
+            proxy_domains = [domain] if domain in proxies else []
+        for i, proxy_domain in enumerate(proxy_domains or [None]):
+            jobs.append(
+                EvaluationJob(
+                    model=name,
+                    checkpoints=checkpoints,
+                    mmseg_config=_result_config(ordered[0]),
+                    manifests=tuple(targets) if i == 0 else (),
+                    proxy=proxies.get(proxy_domain) if proxy_domain else None,
+                    proxy_domain=proxy_domain,
+                    slug=name if i == 0 else f"{name}-proxy-{proxy_domain}",
+                )
+            )
+    return [j for j in jobs if j.manifests or j.proxy]
+
+
+def collect_evaluations(
+    jobs: Sequence[EvaluationJob], results: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Fold evaluation results into ``{model: {"targets", "proxy", "reports"}}``.
+
+    Each proxy estimate sits beside the real target of the same domain (``real_mIoU``, None when
+    no real target of that domain was evaluated).
+    """
+    out: dict[str, Any] = {}
+    for job, result in zip(jobs, results, strict=True):
+        entry = out.setdefault(job.model, {"targets": {}, "proxy": {}, "reports": []})
+        entry["reports"].append(result["report_md"])
+        for name, miou in result["targets"].items():
+            if name.startswith("proxy-"):
+                entry["proxy"][job.proxy_domain] = {"mIoU": miou}
+            else:
+                entry["targets"][name] = {"mIoU": miou}
+    for entry in out.values():
+        for domain, p in entry["proxy"].items():
+            real = [v["mIoU"] for n, v in entry["targets"].items() if f"-{domain}-" in f"-{n}-"]
+            p["real_mIoU"] = real[0] if real else None
+    return out

@@ -1,0 +1,236 @@
+"""Add ZoDi to any mmseg segmentor config, in code (SPEC §3).
+
+A config passed to ``zodi train`` is a plain segmentation recipe — one of ours, or a stock mmseg
+config (DeepLabV3+, PSPNet, SegFormer, ...). :func:`adapt_config` turns it into a training config
+on our manifests:
+
+1. the training dataset becomes :class:`~zodi_core.seg.datasets.ZoDiPairedDataset` (ZoDi) or
+   :class:`~zodi_core.seg.datasets.ZoDiManifestDataset` (source-only), and validation/test
+   datasets ``ZoDiManifestDataset``; the manifests themselves are filled in by ``train_model``;
+2. the pipelines are derived from the config's own: loaders become ``LoadZoDiSample`` /
+   ``LoadZoDiPair``; for pairs, geometric transforms run once on the source and are replayed on
+   the generated image (:class:`~zodi_core.seg.transforms.ZoDiPairedTransforms`: same crop, same
+   flip), photometric ones get an independent draw per image
+   (:class:`~zodi_core.seg.transforms.ZoDiEachImage`), and ``PackSegInputs`` becomes
+   ``PackZoDiPairInputs``;
+3. the model is wrapped in ``ZoDiSegmentor`` with the scheme, λ and feature stage of
+   :class:`~zodi_core.config.TrainConfig` — their only owner.
+
+A config that already wraps ``ZoDiSegmentor`` or trains on ``ZoDiPairedDataset`` (written by
+hand, as before) keeps its structure; its ZoDi settings still come from ``TrainConfig``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from zodi_core.config import ConfigError, TrainConfig
+from zodi_core.labels import NUM_CLASSES
+
+PAIRED_DATASET = "ZoDiPairedDataset"
+MANIFEST_DATASET = "ZoDiManifestDataset"
+ZODI_SEGMENTOR = "ZoDiSegmentor"
+
+#: Transforms that read files: replaced by one ZoDi loader (manifests hold URIs of any storage).
+LOADERS = frozenset(
+    {
+        "LoadImageFromFile",
+        "LoadAnnotations",
+        "LoadImageFromNDArray",
+        "LoadSingleRSImageFromFile",
+        "LoadMultipleRSImageFromFile",
+        "LoadDepthAnnotation",
+        "LoadZoDiSample",
+        "LoadZoDiPair",
+    }
+)
+#: Transforms that change pixel values only (no geometry, label untouched): an independent
+#: random draw for the source and the generated image.
+PHOTOMETRIC = frozenset(
+    {
+        "PhotoMetricDistortion",
+        "RGB2Gray",
+        "AdjustGamma",
+        "CLAHE",
+        "RandomGrayscale",
+        "Normalize",
+        "BioMedicalGaussianNoise",
+        "BioMedicalGaussianBlur",
+        "BioMedicalRandomGamma",
+        "ZoDiColorJitter",
+    }
+)
+PACKERS = frozenset({"PackSegInputs", "PackZoDiPairInputs"})
+#: Transforms that mix several dataset items: no pair can go through them.
+REFUSED = {
+    "RandomMosaic": "it mixes four dataset items (MultiImageMixDataset); remove it from the "
+    "train pipeline for ZoDi",
+}
+
+
+def _type(t: Any) -> str:
+    return t.get("type") if isinstance(t, dict) else type(t).__name__
+
+
+def derive_sample_pipeline(pipeline: list, where: str = "pipeline") -> list[dict]:
+    """The same pipeline reading one manifest row: its loaders become one ``LoadZoDiSample``."""
+    out: list[dict] = []
+    loaded = False
+    for t in pipeline:
+        kind = _type(t)
+        if kind in LOADERS:
+            if not loaded:
+                out.append(dict(type="LoadZoDiSample"))
+                loaded = True
+            continue
+        out.append(copy.deepcopy(dict(t)))
+    if not loaded:
+        raise ConfigError(f"{where}: expected a loading transform (LoadImageFromFile), found none")
+    return out
+
+
+def derive_paired_pipeline(pipeline: list, where: str = "train_pipeline") -> list[dict]:
+    """The paired version of a single-image train pipeline (see the module doc, step 2).
+
+    Consecutive geometric transforms form one ``ZoDiPairedTransforms`` group; consecutive
+    photometric ones one ``ZoDiEachImage`` group, so the order of the original is kept.
+    """
+    out: list[dict] = []
+    group: list[dict] = []
+    group_kind: str | None = None
+    loaded = packed = False
+
+    def flush() -> None:
+        nonlocal group, group_kind
+        if group_kind == "geometric":
+            out.append(dict(type="ZoDiPairedTransforms", transforms=group))
+        elif group_kind == "photometric":
+            out.append(dict(type="ZoDiEachImage", transforms=group, keys=("img", "gen_img")))
+        group, group_kind = [], None
+
+    for i, t in enumerate(pipeline):
+        kind = _type(t)
+        t = copy.deepcopy(dict(t))
+        if kind in REFUSED:
+            raise ConfigError(f"{where}.{i}: {kind} cannot be applied to pairs: {REFUSED[kind]}")
+        if kind in LOADERS:
+            flush()
+            if not loaded:
+                out.append(dict(type="LoadZoDiPair"))
+                loaded = True
+            continue
+        if kind in PACKERS:
+            flush()
+            meta = t.get("meta_keys")
+            out.append(dict(type="PackZoDiPairInputs", **({"meta_keys": meta} if meta else {})))
+            packed = True
+            continue
+        if kind == "ZoDiColorJitter":  # already jitters each key independently
+            flush()
+            out.append(dict(t, keys=("img", "gen_img")))
+            continue
+        if kind == "ZoDiPairedTransforms":
+            flush()
+            out.append(t)
+            continue
+        this = "photometric" if kind in PHOTOMETRIC else "geometric"
+        if this != group_kind:
+            flush()
+            group_kind = this
+        group.append(t)
+    flush()
+    if not loaded:
+        raise ConfigError(f"{where}: expected a loading transform (LoadImageFromFile), found none")
+    if not packed:
+        raise ConfigError(f"{where}: expected PackSegInputs at the end, found none")
+    return out
+
+
+def _inner_dataset(dataset: dict, where: str) -> dict:
+    """The dataset that holds the pipeline, through Repeat/ClassBalanced wrappers."""
+    while dataset.get("type") in ("RepeatDataset", "ClassBalancedDataset"):
+        dataset = dataset["dataset"]
+        where += ".dataset"
+    if dataset.get("type") in ("ConcatDataset", "MultiImageMixDataset"):
+        raise ConfigError(
+            f"{where}.type: {dataset['type']} is not supported; ZoDi trains on one paired "
+            f"manifest (give a config with a single training dataset)"
+        )
+    if "pipeline" not in dataset:
+        raise ConfigError(f"{where}: expected a dataset with a pipeline, received {dataset!r}")
+    return dataset
+
+
+def _check_num_classes(model: dict) -> None:
+    heads = []
+    for key in ("decode_head", "auxiliary_head"):
+        head = model.get(key)
+        heads += [(key, h) for h in (head if isinstance(head, list) else [head]) if h]
+    for key, head in heads:
+        n = head.get("num_classes")
+        if n is not None and n != NUM_CLASSES:
+            raise ConfigError(
+                f"model.{key}.num_classes: expected {NUM_CLASSES} (the Cityscapes train ids of "
+                f"our manifests), received {n}; use a Cityscapes config or --cfg-options "
+                f"model.{key}.num_classes={NUM_CLASSES}"
+            )
+
+
+def adapt_config(cfg, train_config: TrainConfig | None = None, *, source_only: bool = False):
+    """Make ``cfg`` (an mmengine Config) train ZoDi, or the source-only baseline, on manifests.
+
+    Args:
+        cfg: any mmseg segmentor config (modified in place and returned).
+        train_config: the ZoDi settings (scheme, λ, feature stage); default ``TrainConfig()``.
+        source_only: train the plain segmentor on the source images (no wrapper, no pairs).
+    Raises:
+        ConfigError: a training dataset or pipeline that cannot be paired, a wrong class count,
+            or ``source_only`` with a config that is itself ZoDi.
+    """
+    tc = train_config or TrainConfig()
+    cfg.custom_imports = dict(imports=["zodi_core.seg"], allow_failed_imports=False)
+    cfg.setdefault("default_scope", "mmseg")
+    wrapped = cfg.model.get("type") == ZODI_SEGMENTOR
+    seg = cfg.model.segmentor if wrapped else cfg.model
+    _check_num_classes(seg)
+    loader = cfg.train_dataloader
+    inner = _inner_dataset(loader.dataset, "train_dataloader.dataset")
+    if source_only:
+        if wrapped or inner.get("type") == PAIRED_DATASET:
+            raise ConfigError(
+                "--source-only: the config is itself a ZoDi config (ZoDiSegmentor / "
+                "ZoDiPairedDataset); give the plain segmentation config"
+            )
+        pipeline = derive_sample_pipeline(inner.pipeline, "train_dataloader.dataset.pipeline")
+        loader.dataset = dict(type=MANIFEST_DATASET, manifest="", pipeline=pipeline)
+    else:
+        if inner.get("type") != PAIRED_DATASET:
+            pipeline = derive_paired_pipeline(inner.pipeline, "train_dataloader.dataset.pipeline")
+            loader.dataset = dict(type=PAIRED_DATASET, manifest="", pipeline=pipeline)
+        if not wrapped:
+            cfg.model = dict(type=ZODI_SEGMENTOR, segmentor=cfg.model)
+        cfg.model.update(scheme=tc.scheme, lambda_sim=tc.lambda_sim, feature_stage=tc.feature_stage)
+    for name in ("val_dataloader", "test_dataloader"):
+        dl = cfg.get(name)
+        if dl is None or dl.get("dataset") is None:
+            continue
+        ds = _inner_dataset(dl.dataset, f"{name}.dataset")
+        if ds.get("type") != MANIFEST_DATASET:
+            pipeline = derive_sample_pipeline(ds.pipeline, f"{name}.dataset.pipeline")
+            dl.dataset = dict(type=MANIFEST_DATASET, manifest="", pipeline=pipeline)
+    return cfg
+
+
+def replace_sync_batchnorm(node: Any) -> Any:
+    """``SyncBN`` → ``BN`` in every ``norm_cfg`` of a config tree (DDP on CPU: torch's
+    SyncBatchNorm synchronises on GPUs only)."""
+    if isinstance(node, dict):
+        if node.get("type") == "SyncBN":
+            node["type"] = "BN"
+        for value in node.values():
+            replace_sync_batchnorm(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            replace_sync_batchnorm(value)
+    return node

@@ -1,0 +1,138 @@
+"""Run a trained (adapted) model on images: label maps and colour overlays.
+
+:func:`predict_images` is what ``zodi predict`` calls. Inputs are a folder of images (PNG/JPEG,
+searched recursively, in sorted order) or a manifest (a samples manifest's ``image_uri``, a
+paired manifest's ``generated_uri``). For each image it writes, under ``out`` (local or
+``s3://``):
+
+- ``labels/<id>.png``: (H, W) uint8 Cityscapes train ids 0..18 at the image's own size;
+- ``overlays/<id>.png``: the image blended with the Cityscapes palette colours of the prediction.
+
+``<id>`` is the manifest's ``sample_id`` or the image's path relative to the folder without its
+suffix (sub-folders kept).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zodi_core import storage
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def list_inputs(inputs: str) -> list[tuple[str, str]]:
+    """``(id, image URI)`` of every image of a folder or manifest (see the module doc)."""
+    if inputs.endswith(".parquet"):
+        from zodi_core.manifest import read_manifest
+
+        table = read_manifest(inputs)
+        column = next((c for c in ("image_uri", "generated_uri") if c in table.column_names), None)
+        if column is None:
+            raise ValueError(
+                f"{inputs}: expected a samples manifest (image_uri) or a paired manifest "
+                f"(generated_uri), received columns {table.column_names}"
+            )
+        ids, uris = table.column("sample_id").to_pylist(), table.column(column).to_pylist()
+        return [(i, u) for i, u in zip(ids, uris, strict=True) if u]
+    folder = Path(inputs)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--input {inputs}: not a folder of images nor a .parquet manifest")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"--input {inputs}: no {'/'.join(IMAGE_SUFFIXES)} images in it")
+    return [(p.relative_to(folder).with_suffix("").as_posix(), str(p)) for p in files]
+
+
+def _read_rgb(uri: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(storage.read_bytes(uri))) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def colour_overlay(rgb: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8: ``rgb`` blended with the Cityscapes colour of each predicted class."""
+    from mmseg.datasets import CityscapesDataset
+
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(CityscapesDataset.METAINFO["palette"])] = CityscapesDataset.METAINFO["palette"]
+    colours = palette[train_ids]
+    return (rgb.astype(np.float32) * (1 - alpha) + colours * alpha).round().astype(np.uint8)
+
+
+def predict_label(model, rgb: np.ndarray, scale: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W) uint8 train ids of one (H, W, 3) uint8 RGB image (at ``scale`` (W, H), if given,
+    then resized back to the image's size)."""
+    import mmcv
+    import torch
+    from mmseg.datasets.transforms import PackSegInputs
+
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    h, w = bgr.shape[:2]
+    img = mmcv.imresize(bgr, scale, interpolation="bilinear") if scale else bgr
+    results = {"img": img, "img_shape": img.shape[:2], "ori_shape": img.shape[:2]}
+    packed = PackSegInputs(meta_keys=("img_shape", "ori_shape"))(results)
+    batch = {"inputs": [packed["inputs"]], "data_samples": [packed["data_samples"]]}
+    with torch.no_grad():
+        pred = model.test_step(batch)[0].pred_sem_seg.data.squeeze(0).cpu().numpy()
+    pred = pred.astype(np.uint8)
+    if pred.shape != (h, w):
+        pred = mmcv.imresize(pred, (w, h), interpolation="nearest")
+    return pred
+
+
+def predict_images(
+    mmseg_config: str | os.PathLike,
+    checkpoint: str,
+    inputs: str,
+    out: str,
+    *,
+    device: str = "auto",
+    scale: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict every input image; write label maps and overlays under ``out``.
+
+    Args:
+        mmseg_config: the config the model was trained with (ZoDi checkpoints load into it).
+        checkpoint: checkpoint URI (local or ``s3://``).
+        inputs: a folder of images or a manifest URI (``.parquet``).
+        out: output folder or ``s3://bucket/prefix``.
+        device: 'auto', 'cpu', 'cuda', 'cuda:N'.
+        scale: (W, H) the model sees (e.g. the evaluation size); None: each image's own size.
+        progress: a progress bar on stderr.
+    Returns:
+        ``{"images", "labels", "overlays"}``: the count and the two output folders.
+    """
+    from tqdm import tqdm
+
+    from zodi_core.device import resolve_device
+    from zodi_core.evaluation import load_model
+
+    items = list_inputs(inputs)
+    dev, _ = resolve_device(device, "float32", auto_half=False)
+    model = load_model(mmseg_config, checkpoint, str(dev))
+    labels_dir, overlays_dir = storage.join_uri(out, "labels"), storage.join_uri(out, "overlays")
+    for sample_id, uri in tqdm(items, desc="predict", unit="img", disable=not progress,
+                               file=sys.stderr):  # fmt: skip
+        rgb = _read_rgb(uri)
+        pred = predict_label(model, rgb, scale)
+        storage.write_bytes(storage.join_uri(labels_dir, f"{sample_id}.png"), _png(pred))
+        overlay = colour_overlay(rgb, pred)
+        storage.write_bytes(storage.join_uri(overlays_dir, f"{sample_id}.png"), _png(overlay))
+    return {"images": len(items), "labels": labels_dir, "overlays": overlays_dir}
