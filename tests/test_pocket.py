@@ -1,0 +1,177 @@
+"""Pocket models: the corpus, the tokenizer, a short training (loss goes down, the folder loads
+through load_components and runs in the ZoDi sampler), resumption after an interruption."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zodi_core import manifest
+from zodi_core.config import ModelsConfig, TransferConfig
+from zodi_core.datasets import synth
+from zodi_core.pocket import build_pocket_models
+from zodi_core.pocket.corpus import CORPUS_DOMAINS, caption_for, read_corpus, write_corpus
+from zodi_core.pocket.train import PRESETS, train_pocket, write_tokenizer
+from zodi_core.transfer.models import load_components
+from zodi_core.transfer.sampler import TransferSampler
+
+SMOKE = PRESETS["smoke"]
+
+
+@pytest.fixture(scope="module")
+def corpus_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("corpus")
+    return write_corpus(out, seed=0, size=(128, 64), n_per_domain=2, n_heldout=1)
+
+
+@pytest.fixture(scope="module")
+def smoke_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pocket")
+    card = build_pocket_models(out, preset="smoke", measure=True, progress=False)
+    return out, card
+
+
+def test_corpus_captions_are_the_papers_prompts_and_read_back_through_the_manifest(corpus_uri):
+    assert caption_for("night") == "driving at night, best quality"
+    assert caption_for("clear") == "driving, best quality"
+    table = manifest.read_manifest(corpus_uri, "samples")
+    assert set(table.column("domain").to_pylist()) == set(CORPUS_DOMAINS)
+    train = read_corpus(corpus_uri, "train")
+    assert len(train) == 2 * len(CORPUS_DOMAINS)
+    assert train.images.shape == (len(train), 64, 128, 3) and train.labels.shape == (
+        len(train),
+        64,
+        128,
+    )
+    assert all(c == caption_for(d) for c, d in zip(train.captions, train.domains, strict=True))
+    assert len(read_corpus(corpus_uri, "heldout")) == len(CORPUS_DOMAINS)
+
+
+def test_corpus_scenes_are_not_the_source_or_target_scenes(corpus_uri, tmp_path):
+    roots = synth.write_synthetic(
+        tmp_path, seed=0, size=(128, 64), n_train=4, n_val=2, n_target=2, n_gta=2
+    )
+    from zodi_core.datasets.io import decode_png
+
+    theirs = {
+        decode_png(p.read_bytes(), str(p)).tobytes()
+        for root in (roots["cityscapes"], roots["acdc"], roots["gta5"])
+        for p in Path(root).rglob("*.png")
+        if "labelIds" in p.name or "TrainIds" in p.name or p.parent.name == "labels"
+    }
+    ours = read_corpus(corpus_uri, "train").labels
+    assert theirs and not any(lab.tobytes() in theirs for lab in ours)
+
+
+def test_tokenizer_spells_every_caption_word_as_one_token(tmp_path):
+    captions = [caption_for(d) for d in CORPUS_DOMAINS]
+    tok = write_tokenizer(tmp_path / "tok", [*captions, "lower quality, worst quality"])
+    pieces = tok.convert_ids_to_tokens(tok("driving in a game, best quality").input_ids)
+    assert pieces == [
+        "<|startoftext|>", "driving</w>", "in</w>", "a</w>", "game</w>", ",</w>", "best</w>",
+        "quality</w>", "<|endoftext|>",
+    ]  # fmt: skip
+    assert len(set(map(tuple, tok(captions).input_ids))) == len(captions)  # all distinct
+
+
+def test_short_training_lowers_the_loss_and_writes_a_card(smoke_models):
+    out, card = smoke_models
+    for phase in ("vae", "unet", "controlnet"):
+        p = card["phases"][phase]
+        assert p["steps"] == SMOKE.steps(phase)
+        assert p["fixed_batch_loss_after"] < p["fixed_batch_loss_before"], phase
+    assert card["phases"]["vae"]["scaling_factor"] > 0
+    q = card["quality"]
+    assert np.isfinite(q["vae_psnr_db"])
+    assert set(q["text_conditioning"]["classifier_accuracy_generated"]) == set(CORPUS_DOMAINS)
+    assert "miou_controlnet_generations" in q["layout_following"]
+    text = (out / "MODEL_CARD.md").read_text()
+    assert "VAE reconstruction PSNR" in text and "| controlnet | 12 |" in text
+    assert json.loads((out / "card.json").read_text())["preset"] == "smoke"
+    assert (out / "samples.png").is_file()
+
+
+def test_saved_folder_loads_through_load_components_and_runs_the_sampler(smoke_models):
+    out, _ = smoke_models
+    c = load_components(ModelsConfig(base=str(out), controlnet=None), "cpu")
+    assert type(c.unet).__name__ == "UNet2DConditionModel"
+    assert type(c.controlnet).__name__ == "ControlNetModel"
+    assert type(c.text_encoder).__name__ == "CLIPTextModel"
+    assert c.scheduler.config.beta_schedule == "scaled_linear"
+    assert c.scheduler.config.prediction_type == "epsilon"
+    assert c.vae.config.scaling_factor == pytest.approx(
+        json.loads((out / "training_state.json").read_text())["phases"]["vae"]["scaling_factor"]
+    )
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    label = np.full((64, 128), 10, dtype=np.uint8)
+    cfg = TransferConfig.preset("demo", num_inference_steps=4)
+    result = TransferSampler(c, cfg)([image], [label], ["f0"])[0]
+    assert result.image.shape == (64, 128, 3)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, corpus_uri, monkeypatch):
+    from zodi_core.pocket import train as train_mod
+
+    corpus = read_corpus(corpus_uri, "train")
+    spec = replace(SMOKE, vae_steps=6, unet_steps=6, controlnet_steps=4, checkpoint_every=2)
+    straight = train_pocket(corpus, tmp_path / "a", spec, progress=False)
+
+    real = train_mod.step_generator
+
+    def failing(seed, phase, step):
+        if phase == "unet" and step == 3:  # after the checkpoint at step 2
+            raise KeyboardInterrupt
+        return real(seed, phase, step)
+
+    monkeypatch.setattr(train_mod, "step_generator", failing)
+    with pytest.raises(KeyboardInterrupt):
+        train_pocket(corpus, tmp_path / "b", spec, progress=False)
+    state = json.loads((tmp_path / "b" / "training_state.json").read_text())
+    assert list(state["phases"]) == ["vae"]  # the unet phase did not finish
+    assert (tmp_path / "b" / "checkpoints" / "unet.pt").is_file()
+    monkeypatch.setattr(train_mod, "step_generator", real)
+    resumed = train_pocket(corpus, tmp_path / "b", spec, progress=False)
+    assert resumed.phases["unet"]["steps"] == 6
+    for sub in ("unet", "text_encoder", "controlnet"):
+        cls = {"unet": "UNet2DConditionModel", "controlnet": "ControlNetModel"}.get(sub)
+        if cls:
+            import diffusers
+
+            load = getattr(diffusers, cls).from_pretrained
+        else:
+            from transformers import CLIPTextModel
+
+            load = CLIPTextModel.from_pretrained
+        a, b = load(tmp_path / "a" / sub).state_dict(), load(tmp_path / "b" / sub).state_dict()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{sub}.{key}")
+    assert straight.phases["unet"]["loss_last"] == resumed.phases["unet"]["loss_last"]
+
+
+def test_a_folder_of_another_training_is_refused(tmp_path, corpus_uri):
+    corpus = read_corpus(corpus_uri, "train")
+    spec = replace(SMOKE, vae_steps=2, unet_steps=2, controlnet_steps=2)
+    train_pocket(corpus, tmp_path, spec, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        train_pocket(corpus, tmp_path, replace(spec, seed=1), progress=False)
+
+
+def test_cli_on_a_trained_folder_skips_training_and_reports(smoke_models, capsys):
+    from zodi_cli import main
+
+    out, card = smoke_models
+    code = main(["pocket-models", "--out", str(out), "--preset", "smoke", "--no-measure", "--json"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["ok"] and summary["phases"] == card["phases"]  # loaded, not retrained
+    assert any(line.startswith("  unet: 12 steps") for line in lines)
+    assert not (out / "checkpoints").exists()  # dropped after a finished training
+    code = main(["pocket-models", "--out", str(out), "--preset", "smoke", "--seed", "3"])
+    assert code == 2 and "other settings" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""``zodi pocket-models``: train the project's small diffusion models on its synthetic world."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "pocket-models",
+        parents=[parent],
+        help="train small SD 1.5-style diffusion models + ControlNet on the synthetic world",
+        description="Write a captioned synthetic web corpus (disjoint from the source and target "
+        "sets), train a VAE, a text-conditioned UNet and a segmentation ControlNet on it with "
+        "Stable Diffusion's recipe, and save them in diffusers' folder format (controlnet/ "
+        "inside), loadable with --models DIR. Resumes an interrupted run from its checkpoints; "
+        "prints measured quality and writes MODEL_CARD.md. The full preset takes about 30 "
+        "minutes on 2 CPU cores.",
+    )
+    p.add_argument("--out", required=True, help="output folder (created; resumed if it exists)")
+    p.add_argument(
+        "--preset", default="full", choices=("full", "smoke"),
+        help="full: the project's models; smoke: a seconds-long run for tests",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, help="training seed (default: the preset's, 0)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-measure", action="store_true", help="skip the quality measurements")
+    p.add_argument(
+        "--keep-checkpoints", action="store_true",
+        help="keep checkpoints/ (resumption state) after a finished training",
+    )  # fmt: skip
+    p.set_defaults(func=run_pocket_models)
+
+
+def run_pocket_models(args: argparse.Namespace) -> dict[str, Any]:
+    from zodi_core.pocket import build_pocket_models, remove_checkpoints
+
+    card = build_pocket_models(
+        args.out,
+        preset=args.preset,
+        seed=args.seed,
+        threads=args.threads,
+        measure=not args.no_measure,
+    )
+    if not args.keep_checkpoints:
+        remove_checkpoints(args.out)
+    print(f"pocket models written to {args.out} (model card: {args.out}/MODEL_CARD.md)")
+    for phase, p in card["phases"].items():
+        print(
+            f"  {phase}: {p['steps']} steps, loss {p['loss_first']:.4f} -> {p['loss_last']:.4f}, "
+            f"{p['seconds']} s"
+        )
+    summary: dict[str, Any] = {"out": args.out, "phases": card["phases"]}
+    q = card.get("quality")
+    if q:
+        tc, lf = q["text_conditioning"], q["layout_following"]
+        print(f"  VAE PSNR {q['vae_psnr_db']} dB")
+        print(
+            f"  text conditioning: classifier accuracy on generations "
+            f"{tc['mean_accuracy_generated']:.2f} (real held-out "
+            f"{tc['classifier_accuracy_real_heldout']:.2f}, chance {tc['chance']:.2f})"
+        )
+        print(
+            f"  layout following: mIoU {lf['miou_controlnet_generations']} with ControlNet, "
+            f"{lf['miou_without_controlnet']} without, {lf['miou_real_heldout']} on real scenes"
+        )
+        summary["quality"] = q
+    return summary

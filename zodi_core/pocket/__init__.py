@@ -1,0 +1,179 @@
+"""Pocket models: small diffusion models trained by the project on its synthetic world.
+
+Stable Diffusion 1.5 + ControlNet v1.1 cannot reach this machine; these models have the same
+component classes (``AutoencoderKL``, ``UNet2DConditionModel``, ``CLIPTextModel`` +
+``CLIPTokenizer``, SD 1.5's ``DDIMScheduler`` configuration, ``ControlNetModel.from_unet``), are
+trained with the same recipes on a captioned synthetic "web corpus" disjoint from the source and
+target sets, and load through the unchanged :func:`zodi_core.transfer.models.load_components`::
+
+    from zodi_core.pocket import build_pocket_models
+    card = build_pocket_models("models/pocket", preset="full")
+
+The folder then holds the diffusers components, ``controlnet/``, ``corpus/`` (images + manifest),
+``checkpoints/`` (resumption) and the model card ``MODEL_CARD.md`` + ``card.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from zodi_core.pocket.corpus import CORPUS_DOMAINS, caption_for, read_corpus, write_corpus
+from zodi_core.pocket.train import PRESETS, PocketSpec, machine_description, train_pocket
+
+__all__ = [
+    "CORPUS_DOMAINS",
+    "PRESETS",
+    "PocketSpec",
+    "build_pocket_models",
+    "caption_for",
+]
+
+
+def build_pocket_models(
+    out_dir: str | Path,
+    *,
+    preset: str = "full",
+    seed: int | None = None,
+    threads: int | None = None,
+    measure: bool = True,
+    progress: bool = True,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Write the corpus (once), train (resuming), reload through ``load_components``, measure
+    quality, write the model card; return the card's dict."""
+    import torch
+
+    from zodi_core.config import ModelsConfig
+    from zodi_core.transfer.models import load_components
+
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, received {preset!r}")
+    spec: PocketSpec = PRESETS[preset]
+    if seed is not None:
+        spec = replace(spec, seed=seed)
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    corpus_dir = out / "corpus"
+    manifest_uri = corpus_dir / "webcorpus.parquet"
+    if not manifest_uri.is_file():
+        say(f"writing the web corpus: {spec.n_per_domain} scenes x {len(CORPUS_DOMAINS)} looks")
+        write_corpus(
+            corpus_dir,
+            seed=spec.seed,
+            size=(spec.width, spec.height),
+            n_per_domain=spec.n_per_domain,
+            n_heldout=spec.n_heldout,
+        )
+    train = read_corpus(str(manifest_uri), "train")
+    t_corpus = time.perf_counter() - t0
+    result = train_pocket(train, out, spec, threads=threads, progress=progress)
+
+    components = load_components(ModelsConfig(base=str(out), controlnet=None), "cpu")
+    card: dict[str, Any] = {
+        "preset": preset,
+        "spec": asdict(spec),
+        "data": {
+            "manifest": "corpus/webcorpus.parquet",
+            "train_images": len(train),
+            "looks": list(CORPUS_DOMAINS),
+            "captions": {d: caption_for(d) for d in CORPUS_DOMAINS},
+            "size": f"{spec.width}x{spec.height}",
+            "disjoint_from": "synth.write_synthetic streams 0-1, 10-13, 20 (corpus: 100, 101)",
+        },
+        "phases": result.phases,
+        "seconds": {"corpus": round(t_corpus, 1), "training_this_run": round(result.seconds, 1)},
+        "machine": machine_description(),
+        "torch": torch.__version__,
+        "revisions": components.revisions,
+    }
+    if measure:
+        t1 = time.perf_counter()
+        heldout = read_corpus(str(manifest_uri), "heldout")
+        small = preset == "smoke"
+        quality = _measure(components, train, heldout, spec.seed, small)
+        samples = quality.pop("_samples")
+        _write_samples(out / "samples.png", samples)
+        card["quality"] = quality
+        card["seconds"]["measurement"] = round(time.perf_counter() - t1, 1)
+    card["seconds"]["total_this_run"] = round(time.perf_counter() - t0, 1)
+    (out / "card.json").write_text(json.dumps(card, indent=2))
+    (out / "MODEL_CARD.md").write_text(render_card(card))
+    return card
+
+
+def _measure(components: Any, train: Any, heldout: Any, seed: int, small: bool) -> dict[str, Any]:
+    from zodi_core.pocket.quality import measure_quality
+
+    if small:
+        return measure_quality(
+            components, train, heldout, seed=seed, n_per_prompt=2, steps=2, classifier_steps=3
+        )
+    return measure_quality(components, train, heldout, seed=seed)
+
+
+def _write_samples(path: Path, samples: dict[str, Any]) -> None:
+    import numpy as np
+
+    from zodi_core.datasets.io import encode_png
+
+    rows = [
+        np.concatenate([c, g], axis=1)
+        for c, g in zip(samples["conditions"], samples["controlnet"], strict=True)
+    ]
+    path.write_bytes(encode_png(np.concatenate(rows, axis=0)))
+
+
+def render_card(card: dict[str, Any]) -> str:
+    """The model card as Markdown."""
+    lines = [
+        "# Pocket models (ZoDi project)",
+        "",
+        "Small diffusion models with Stable Diffusion 1.5 + ControlNet v1.1's component classes,",
+        "trained by `zodi pocket-models` on the project's synthetic web corpus. Not SD 1.5: a",
+        "miniature in which ZoDi's claims can be measured on a CPU.",
+        "",
+        f"- preset `{card['preset']}`, seed {card['spec']['seed']}, size {card['data']['size']}",
+        f"- data: {card['data']['train_images']} training scenes "
+        f"({', '.join(card['data']['looks'])}), {card['data']['disjoint_from']}",
+        f"- machine: {card['machine']}; torch {card['torch']}",
+        "",
+        "| phase | steps | loss (first 50) | loss (last 50) | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for phase, p in card["phases"].items():
+        first = f"{p['loss_first']:.4f}" if p.get("loss_first") is not None else "-"
+        last = f"{p['loss_last']:.4f}" if p.get("loss_last") is not None else "-"
+        lines.append(f"| {phase} | {p['steps']} | {first} | {last} | {p['seconds']} |")
+    q = card.get("quality")
+    if q:
+        tc, lf = q["text_conditioning"], q["layout_following"]
+        gen = ", ".join(f"{d} {a:.2f}" for d, a in tc["classifier_accuracy_generated"].items())
+        lines += [
+            "",
+            "## Measured quality (held-out corpus split)",
+            "",
+            f"- VAE reconstruction PSNR: {q['vae_psnr_db']} dB",
+            f"- text conditioning: domain classifier accuracy on real held-out images "
+            f"{tc['classifier_accuracy_real_heldout']:.2f}; on {tc['images_per_prompt']} "
+            f"generations per prompt: {gen} (mean {tc['mean_accuracy_generated']:.2f}, "
+            f"chance {tc['chance']:.2f})",
+            f"- layout following: segmentation mIoU on real held-out scenes "
+            f"{lf['miou_real_heldout']}, on ControlNet generations {lf['miou_controlnet_generations']},"
+            f" on the same generations without ControlNet {lf['miou_without_controlnet']} "
+            f"({lf['images']} label maps)",
+            f"- sampling: DDIM {q['sampling']['steps']} steps, eta 0, CFG {q['sampling']['guidance']}",
+        ]
+    lines += ["", f"Seconds: {json.dumps(card['seconds'])}", ""]
+    return "\n".join(lines)
+
+
+def remove_checkpoints(out_dir: str | Path) -> None:
+    """Drop the resumption state (``checkpoints/``) once training is done."""
+    shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)

@@ -1,0 +1,137 @@
+"""The pocket models' "web corpus": captioned synthetic street scenes in every look.
+
+Scenes come from the synthetic world (:mod:`zodi_core.datasets.synth`) on seed streams of their
+own, so no corpus scene is a scene of the source (Cityscapes-like), target (ACDC-like) or GTA-like
+sets that ``write_synthetic`` draws. Every scene is rendered in one of six looks and captioned
+with the paper's prompt for that look (``TransferConfig.effective_prompt``: "driving at night,
+best quality", ...); the clear-day look is captioned "driving, best quality".
+
+The corpus is written as PNG files plus a ``samples`` manifest (the project's own schema; dataset
+``webcorpus``, split ``train`` or ``heldout``, domain = the look); the captions travel in the
+manifest's metadata (``zodi.captions``: JSON sample id → caption). Training reads the manifest,
+never the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zodi_core import manifest
+from zodi_core.config import DOMAIN_PHRASES, TransferConfig
+from zodi_core.datasets.io import encode_png, read_image, read_label
+from zodi_core.datasets.synth import generate_scene, render_scene
+
+#: Corpus looks: the clear-day source look and the five target domains (SPEC §2).
+CORPUS_DOMAINS: tuple[str, ...] = ("clear", "night", "snow", "rain", "fog", "game")
+#: render_scene style of each look.
+STYLE_OF = {"clear": "city", **{d: d for d in DOMAIN_PHRASES}}
+#: Seed streams of the corpus (synth.py uses 0-1 source, 10-13 ACDC, 20 GTA5).
+STREAM_TRAIN, STREAM_HELDOUT = 100, 101
+MANIFEST_NAME = "webcorpus.parquet"
+
+
+def caption_for(domain: str) -> str:
+    """The paper's prompt for ``domain`` ("driving at night, best quality"); clear: "driving, best
+    quality" (the prompt grammar of SPEC §2 with an empty domain phrase)."""
+    if domain == "clear":
+        suffix = TransferConfig().prompt_suffix
+        return f"driving{suffix}"
+    if domain not in DOMAIN_PHRASES:
+        raise ValueError(f"domain: expected one of {CORPUS_DOMAINS}, received {domain!r}")
+    return TransferConfig(domain=domain).effective_prompt
+
+
+@dataclass
+class Corpus:
+    """A loaded corpus split: images, labels, domains and captions, aligned by index."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N, H, W) uint8 train ids
+    domains: list[str]
+    captions: list[str]
+    sample_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+def write_corpus(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = (128, 64),
+    n_per_domain: int = 200,
+    n_heldout: int = 24,
+    domains: Sequence[str] = CORPUS_DOMAINS,
+) -> str:
+    """Render the corpus under ``out_dir`` and write its manifest; return the manifest path.
+
+    Each scene index draws one scene and renders it in one look (the look cycles over
+    ``domains``), so looks do not share layouts. ``n_heldout`` scenes per look from another
+    stream form the ``heldout`` split, used only to measure quality.
+    """
+    out = Path(out_dir)
+    rows, captions = [], {}
+    for split, stream, n in (
+        ("train", STREAM_TRAIN, n_per_domain),
+        ("heldout", STREAM_HELDOUT, n_heldout),
+    ):
+        for i in range(n * len(domains)):
+            domain = domains[i % len(domains)]
+            rng = np.random.default_rng([seed, stream, i])
+            scene = generate_scene(rng, size)
+            image = render_scene(scene, rng, STYLE_OF[domain])
+            sid = f"web_{split}_{domain}_{i:06d}"
+            img_bytes, lab_bytes = encode_png(image), encode_png(scene.label)
+            img_path = out / "images" / split / f"{sid}.png"
+            lab_path = out / "labels" / split / f"{sid}_labelTrainIds.png"
+            for path, data in ((img_path, img_bytes), (lab_path, lab_bytes)):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            rows.append(
+                {
+                    "sample_id": sid,
+                    "dataset": "webcorpus",
+                    "split": split,
+                    "domain": domain,
+                    "image_uri": str(img_path),
+                    "label_uri": str(lab_path),
+                    "label_format": "train_ids",
+                    "width": size[0],
+                    "height": size[1],
+                    "image_sha256": hashlib.sha256(img_bytes).hexdigest(),
+                    "label_sha256": hashlib.sha256(lab_bytes).hexdigest(),
+                }
+            )
+            captions[sid] = caption_for(domain)
+    meta = {"captions": json.dumps(captions), "seed": str(seed), "streams": "100,101"}
+    return manifest.write_manifest(rows, str(out / MANIFEST_NAME), "samples", extra_metadata=meta)
+
+
+def read_corpus(uri: str, split: str = "train") -> Corpus:
+    """Load one split of a corpus manifest into memory (images, labels, captions)."""
+    table = manifest.read_manifest(uri, "samples")
+    meta = manifest.manifest_metadata(table)
+    if "captions" not in meta:
+        raise manifest.ManifestError(
+            f"{uri}: no zodi.captions metadata; write it with write_corpus"
+        )
+    captions = json.loads(meta["captions"])
+    rows = [r for r in table.to_pylist() if r["split"] == split]
+    if not rows:
+        raise manifest.ManifestError(f"{uri}: no rows of split {split!r}")
+    images = np.stack([read_image(r["image_uri"]) for r in rows])
+    labels = np.stack([read_label(r["label_uri"], r["label_format"]) for r in rows])
+    return Corpus(
+        images=images,
+        labels=labels,
+        domains=[r["domain"] for r in rows],
+        captions=[captions[r["sample_id"]] for r in rows],
+        sample_ids=[r["sample_id"] for r in rows],
+    )

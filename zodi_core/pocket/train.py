@@ -1,0 +1,608 @@
+"""Train the pocket models: SD 1.5's component classes, shrunk, trained on the web corpus.
+
+Three phases, each with Stable Diffusion's / ControlNet's recipe at a small scale:
+
+1. ``vae``: ``AutoencoderKL`` (4 down blocks, factor 8 as SD 1.5), reconstruction (L1 + MSE) plus
+   a small KL term (weight 1e-6, SD's value; SD's LPIPS and GAN terms are left out: no pretrained
+   perceptual network is available offline). The latent scaling factor is then set to
+   1 / std of the training latents, how SD's 0.18215 was chosen.
+2. ``unet``: ``UNet2DConditionModel`` with cross-attention on a ``CLIPTextModel``, ε-prediction on
+   SD 1.5's scaled-linear schedule (1000 steps), uniform timesteps, 10% of captions replaced by the
+   empty caption so classifier-free guidance works, EMA of the weights. SD freezes a pretrained
+   CLIP; no pretrained text encoder exists here, so the text encoder is trained jointly with the
+   UNet (as LDM's own text-to-image model trained its transformer).
+3. ``controlnet``: ``ControlNetModel.from_unet`` of the EMA UNet (zero convolutions, as ControlNet
+   starts), trained on ``render_condition`` maps (ADE20K palette) with the UNet and text encoder
+   frozen and 50% empty captions (ControlNet's recipe).
+
+Determinism and resumption: every step draws its batch, flips, timesteps and noise from a
+generator seeded by (seed, phase, step), so a run resumed from a checkpoint takes the same steps
+as an uninterrupted one. A checkpoint (weights, optimizer, EMA, losses) is written every
+``checkpoint_every`` steps to ``<out>/checkpoints/<phase>.pt``; a finished phase is recorded in
+``<out>/training_state.json`` and skipped on a rerun (``checkpoints/`` may then be deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zodi_core.pocket.corpus import Corpus
+
+PHASES = ("vae", "unet", "controlnet")
+
+
+@dataclass(frozen=True)
+class PocketSpec:
+    """Sizes and training lengths of the pocket models."""
+
+    seed: int = 0
+    width: int = 128
+    height: int = 64
+    n_per_domain: int = 200
+    n_heldout: int = 24
+    batch_size: int = 16
+    vae_steps: int = 1200
+    vae_lr: float = 1e-3
+    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
+    #: VAE training crops (height, width); the VAE is convolutional and used at full size (SD's
+    #: VAE was trained on 256² crops and is used at 512²).
+    vae_crop: tuple[int, int] = (32, 64)
+    kl_weight: float = 1e-6
+    unet_steps: int = 2500
+    unet_lr: float = 5e-4
+    unet_channels: tuple[int, ...] = (32, 64)
+    text_width: int = 64
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    #: ControlNet conditioning encoder (SD 1.5: (16, 32, 96, 256); narrower here: at 64x128 the
+    #: wide one costs more than the rest of a ControlNet step).
+    controlnet_cond_channels: tuple[int, ...] = (16, 32, 64, 128)
+    controlnet_steps: int = 1200
+    controlnet_lr: float = 5e-4
+    controlnet_caption_dropout: float = 0.5
+    checkpoint_every: int = 250
+
+    def steps(self, phase: str) -> int:
+        return int(getattr(self, f"{phase}_steps"))
+
+
+#: Named sizes: ``full`` (the committed models, ~30 min on 2 CPU cores) and ``smoke`` (tests).
+PRESETS: dict[str, PocketSpec] = {
+    "full": PocketSpec(),
+    "smoke": PocketSpec(
+        n_per_domain=4,
+        n_heldout=2,
+        batch_size=4,
+        vae_steps=12,
+        vae_channels=(8, 16, 16, 16),
+        unet_steps=12,
+        unet_channels=(32, 32),
+        text_width=32,
+        controlnet_cond_channels=(8, 16, 16, 32),
+        controlnet_steps=12,
+        checkpoint_every=5,
+    ),
+}
+
+
+# 1. Tokenizer ---------------------------------------------------------------------------------
+
+
+def write_tokenizer(folder: Path, texts: Sequence[str]) -> Any:
+    """A CLIP BPE tokenizer whose merges spell every word of ``texts`` as one token.
+
+    The base vocabulary is CLIP's byte-level alphabet (each byte, word-final and not), so any text
+    still tokenizes; each word then gets a chain of merges (``d r`` → ``dr``, ``dr i`` → ``dri``, …,
+    ``drivin g</w>`` → ``driving</w>``). Built offline from the corpus captions and the default
+    negative prompt; written as ``vocab.json`` + ``merges.txt`` and loaded as ``CLIPTokenizer``.
+    """
+    import re
+
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    chars = sorted(ByteLevel.alphabet())
+    vocab_list = chars + [c + "</w>" for c in chars]
+    merges: list[str] = []
+    # CLIP's pre-tokenizer pattern: words, numbers, single punctuation marks.
+    words = sorted({w for t in texts for w in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", t.lower())})
+    for word in words:
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        left = symbols[0]
+        for sym in symbols[1:]:
+            merge = f"{left} {sym}"
+            if merge not in merges:
+                merges.append(merge)
+            left += sym
+            vocab_list.append(left)
+        if len(symbols) == 1:
+            vocab_list.append(symbols[0])
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tok = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges])
+    tok.model_max_length = 77
+    tok.save_pretrained(folder)
+    return CLIPTokenizer.from_pretrained(folder)
+
+
+# 2. Architectures -----------------------------------------------------------------------------
+
+
+def build_vae(spec: PocketSpec) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(spec.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(spec.vae_channels),
+        block_out_channels=tuple(spec.vae_channels),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=min(32, spec.vae_channels[0]),
+        sample_size=spec.height,
+        scaling_factor=0.18215,
+    )
+
+
+def build_unet(spec: PocketSpec) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    n = len(spec.unet_channels)
+    return UNet2DConditionModel(
+        sample_size=spec.height // 8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=tuple(spec.unet_channels),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D",) * n,
+        up_block_types=("CrossAttnUpBlock2D",) * n,
+        cross_attention_dim=spec.text_width,
+        attention_head_dim=8,
+        norm_num_groups=min(32, spec.unet_channels[0]),
+    )
+
+
+def build_text_encoder(spec: PocketSpec, tokenizer: Any) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab = tokenizer.get_vocab()
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=spec.text_width,
+            intermediate_size=2 * spec.text_width,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        )
+    )
+
+
+# 3. Training helpers --------------------------------------------------------------------------
+
+
+def step_generator(seed: int, phase: str, step: int) -> Any:
+    """The generator of one training step: a function of (seed, phase, step) only."""
+    import torch
+
+    return torch.Generator("cpu").manual_seed(
+        int(np.random.SeedSequence([seed, PHASES.index(phase), step]).generate_state(1)[0])
+    )
+
+
+class EMA:
+    """Exponential moving average of parameters (decay warmed up as (1+n)/(10+n))."""
+
+    def __init__(self, params: Sequence[Any], decay: float) -> None:
+        self.params = list(params)
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.decay = decay
+        self.n = 0
+
+    def update(self) -> None:
+        import torch
+
+        self.n += 1
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        with torch.no_grad():
+            for s, p in zip(self.shadow, self.params, strict=True):
+                s.mul_(d).add_(p.detach(), alpha=1 - d)
+
+    def copy_to_params(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for s, p in zip(self.shadow, self.params, strict=True):
+                p.copy_(s)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shadow": self.shadow, "n": self.n}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shadow = [s.clone() for s in state["shadow"]]
+        self.n = int(state["n"])
+
+
+@dataclass
+class PhaseLog:
+    """What one phase did: steps, first/last loss (mean of 50 steps), seconds."""
+
+    steps: int = 0
+    #: Loss on one fixed batch (same images, timesteps and noise) before and after the phase.
+    fixed_before: float | None = None
+    fixed_after: float | None = None
+    loss_first: float | None = None
+    loss_last: float | None = None
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "fixed_batch_loss_before": self.fixed_before,
+            "fixed_batch_loss_after": self.fixed_after,
+            "loss_first": self.loss_first,
+            "loss_last": self.loss_last,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _window(losses: list[float], first: bool) -> float:
+    k = max(1, min(50, len(losses) // 5 or 1))
+    part = losses[:k] if first else losses[-k:]
+    return float(np.mean(part))
+
+
+def run_phase(
+    phase: str,
+    spec: PocketSpec,
+    ckpt_dir: Path,
+    modules: dict[str, Any],
+    optimizer: Any,
+    step_fn: Callable[[int, Any], Any],
+    ema: EMA | None = None,
+    progress: bool = True,
+) -> PhaseLog:
+    """The loop shared by the phases: resume, step, checkpoint, progress bar.
+
+    Args:
+        modules: name → module whose state the checkpoint holds (the trained ones).
+        step_fn: (step, generator) → scalar loss tensor (backward and optimizer step done here).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    total = spec.steps(phase)
+    ckpt = ckpt_dir / f"{phase}.pt"
+    log = PhaseLog()
+    start = 0
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            return float(step_fn(-1, step_generator(spec.seed, phase, 2**31 - 1)))
+
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        for name, m in modules.items():
+            m.load_state_dict(state["modules"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        start, log.losses, log.seconds = state["step"], state["losses"], state["seconds"]
+        log.fixed_before = state["fixed_before"]
+    for m in modules.values():
+        m.train()
+    if start == 0:
+        log.fixed_before = fixed_loss()
+    bar = tqdm(total=total, initial=start, desc=f"pocket {phase}", disable=not progress, leave=True)
+    t0 = time.perf_counter() - log.seconds
+    for step in range(start, total):
+        loss = step_fn(step, step_generator(spec.seed, phase, step))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in optimizer.param_groups for p in g["params"]], 1.0
+        )
+        optimizer.step()
+        if ema is not None:
+            ema.update()
+        log.losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(log.losses[-20:]):.4f}")
+        done = step + 1
+        if done % spec.checkpoint_every == 0 or done == total:
+            log.seconds = time.perf_counter() - t0
+            state = {
+                "step": done,
+                "modules": {n: m.state_dict() for n, m in modules.items()},
+                "optimizer": optimizer.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "losses": log.losses,
+                "seconds": log.seconds,
+                "fixed_before": log.fixed_before,
+            }
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save(state, tmp)
+            tmp.replace(ckpt)
+    bar.close()
+    log.seconds = time.perf_counter() - t0
+    log.steps = total
+    log.fixed_after = fixed_loss()
+    if log.losses:
+        log.loss_first, log.loss_last = _window(log.losses, True), _window(log.losses, False)
+    for m in modules.values():
+        m.eval()
+    return log
+
+
+def _batch(images: Any, idx: Any, g: Any, labels: Any | None = None) -> tuple[Any, Any | None]:
+    """Images (and aligned maps) at ``idx``, each flipped horizontally with probability 1/2."""
+    import torch
+
+    flip = torch.rand(len(idx), generator=g) < 0.5
+    x = images[idx].clone()
+    x[flip] = x[flip].flip(-1)
+    y = None
+    if labels is not None:
+        y = labels[idx].clone()
+        y[flip] = y[flip].flip(-1)
+    return x, y
+
+
+# 4. The whole training ------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    phases: dict[str, dict[str, Any]]
+    scaling_factor: float
+    seconds: float
+
+
+def train_pocket(
+    corpus: Corpus,
+    out_dir: str | Path,
+    spec: PocketSpec,
+    *,
+    negative_prompt: str = "lower quality, worst quality",
+    threads: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train VAE, UNet + text encoder and ControlNet on ``corpus``; write a diffusers folder.
+
+    The folder holds ``unet/ vae/ text_encoder/ tokenizer/ scheduler/ controlnet/`` and
+    ``model_index.json`` (loadable by :func:`zodi_core.transfer.models.load_components`), plus
+    ``checkpoints/`` (resumption state). Phases already finished are loaded, not retrained.
+    """
+    import torch
+    import torch.nn.functional as F
+    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from zodi_core.conditions import render_condition
+    from zodi_core.transfer.models import SD15_SCHEDULER
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(spec.seed)
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out / "training_state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"phases": {}}
+    if state.get("spec") not in (None, _spec_json(spec)):
+        raise ValueError(
+            f"{out}: holds a training with other settings (training_state.json); "
+            "use another --out or delete that folder"
+        )
+    state["spec"] = _spec_json(spec)
+    state_path.write_text(json.dumps(state, indent=2))  # a resumed checkpoint is of this spec
+
+    def finish(phase: str, log: PhaseLog, extra: dict[str, Any] | None = None) -> None:
+        state["phases"][phase] = {**log.summary(), **(extra or {})}
+        state_path.write_text(json.dumps(state, indent=2))
+
+    t_start = time.perf_counter()
+    x_all = torch.from_numpy(corpus.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    n = len(corpus)
+    bs = spec.batch_size
+
+    # 1. VAE.
+    if "vae" in state["phases"]:
+        vae = AutoencoderKL.from_pretrained(out / "vae")
+    else:
+        torch.manual_seed(spec.seed)
+        vae = build_vae(spec)
+        opt = torch.optim.AdamW(vae.parameters(), lr=spec.vae_lr, weight_decay=0.0)
+
+        def vae_step(step: int, g: Any) -> Any:
+            x, _ = _batch(x_all, torch.randint(n, (bs,), generator=g), g)
+            ch, cw = spec.vae_crop
+            top = int(torch.randint(x.shape[2] - ch + 1, (1,), generator=g))
+            left = int(torch.randint(x.shape[3] - cw + 1, (1,), generator=g))
+            x = x[:, :, top : top + ch, left : left + cw]
+            post = vae.encode(x).latent_dist
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+            rec = vae.decode(z).sample
+            kl = post.kl().mean() / z[0].numel()
+            return F.l1_loss(rec, x) + F.mse_loss(rec, x) + spec.kl_weight * kl
+
+        log = run_phase("vae", spec, ckpt_dir, {"vae": vae}, opt, vae_step, progress=progress)
+        with torch.no_grad():
+            means = torch.cat(
+                [vae.encode(x_all[i : i + 64]).latent_dist.mean for i in range(0, n, 64)]
+            )
+        scale = float(1.0 / means.std())
+        vae.register_to_config(scaling_factor=scale)
+        vae.save_pretrained(out / "vae")
+        finish("vae", log, {"scaling_factor": scale})
+    vae.eval().requires_grad_(False)
+    scale = float(vae.config.scaling_factor)
+
+    # Latents of the corpus (posterior mean and std, flipped copies for the flip augmentation).
+    with torch.no_grad():
+        dists = [vae.encode(x_all[i : i + 64]).latent_dist for i in range(0, n, 64)]
+    lat_mean = torch.cat([d.mean for d in dists])
+    lat_std = torch.cat([d.std for d in dists])
+    lat_pair = torch.cat([lat_mean, lat_std], dim=1)  # flipped together by _batch
+
+    # Tokenizer and the caption ids.
+    tok_dir = out / "tokenizer"
+    if (tok_dir / "tokenizer_config.json").is_file():
+        from transformers import CLIPTokenizer
+
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    else:
+        tokenizer = write_tokenizer(tok_dir, [*sorted(set(corpus.captions)), negative_prompt])
+    captions = sorted(set(corpus.captions))
+    cap_index = torch.tensor([captions.index(c) for c in corpus.captions])
+
+    def ids(texts: Sequence[str]) -> Any:
+        return tokenizer(
+            list(texts), padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
+
+    cap_ids = ids(captions)
+    empty_ids = ids([""])[0]
+    scheduler = DDIMScheduler(**SD15_SCHEDULER)
+    abar = scheduler.alphas_cumprod.float()
+
+    def noisy(idx: Any, g: Any, labels: Any | None = None) -> tuple[Any, ...]:
+        pair, cond = _batch(lat_pair, idx, g, labels)
+        mean, std = pair.chunk(2, dim=1)
+        z0 = (mean + std * torch.randn(mean.shape, generator=g)) * scale
+        t = torch.randint(0, 1000, (len(idx),), generator=g)
+        eps = torch.randn(z0.shape, generator=g)
+        a = abar[t].sqrt().view(-1, 1, 1, 1)
+        s = (1 - abar[t]).sqrt().view(-1, 1, 1, 1)
+        return a * z0 + s * eps, t, eps, cond
+
+    def caption_batch(idx: Any, g: Any, dropout: float) -> Any:
+        tokens = cap_ids[cap_index[idx]].clone()
+        drop = torch.rand(len(idx), generator=g) < dropout
+        tokens[drop] = empty_ids
+        return tokens
+
+    # 2. UNet + text encoder.
+    if "unet" in state["phases"]:
+        unet = UNet2DConditionModel.from_pretrained(out / "unet")
+        text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder")
+    else:
+        torch.manual_seed(spec.seed + 1)
+        unet = build_unet(spec)
+        text_encoder = build_text_encoder(spec, tokenizer)
+        params = [*unet.parameters(), *text_encoder.parameters()]
+        opt = torch.optim.AdamW(params, lr=spec.unet_lr, weight_decay=0.01)
+        ema = EMA(params, spec.ema_decay)
+
+        def unet_step(step: int, g: Any) -> Any:
+            idx = torch.randint(n, (bs,), generator=g)
+            z_t, t, eps, _ = noisy(idx, g)
+            emb = text_encoder(caption_batch(idx, g, spec.caption_dropout))[0]
+            pred = unet(z_t, t, encoder_hidden_states=emb).sample
+            return F.mse_loss(pred, eps)
+
+        modules = {"unet": unet, "text_encoder": text_encoder}
+        log = run_phase("unet", spec, ckpt_dir, modules, opt, unet_step, ema, progress=progress)
+        ema.copy_to_params()
+        unet.save_pretrained(out / "unet")
+        text_encoder.save_pretrained(out / "text_encoder")
+        scheduler.save_pretrained(out / "scheduler")
+        finish("unet", log)
+    unet.eval().requires_grad_(False)
+    text_encoder.eval().requires_grad_(False)
+
+    # 3. ControlNet on ADE20K-palette condition maps, base frozen.
+    if "controlnet" not in state["phases"]:
+        cond_all = torch.from_numpy(
+            np.stack([render_condition(lab, "ade20k") for lab in corpus.labels])
+        ).permute(0, 3, 1, 2)  # uint8: scaled to [0, 1] per batch
+        torch.manual_seed(spec.seed + 2)
+        controlnet = ControlNetModel.from_unet(
+            unet, conditioning_embedding_out_channels=tuple(spec.controlnet_cond_channels)
+        )
+        opt = torch.optim.AdamW(controlnet.parameters(), lr=spec.controlnet_lr, weight_decay=0.0)
+        with torch.no_grad():
+            all_emb = text_encoder(torch.cat([cap_ids, empty_ids[None]]))[0]
+
+        def cn_step(step: int, g: Any) -> Any:
+            idx = torch.randint(n, (bs,), generator=g)
+            z_t, t, eps, cond = noisy(idx, g, cond_all)
+            which = cap_index[idx].clone()
+            which[torch.rand(len(idx), generator=g) < spec.controlnet_caption_dropout] = len(
+                captions
+            )
+            emb = all_emb[which]
+            down, mid = controlnet(
+                z_t, t, encoder_hidden_states=emb, controlnet_cond=cond.float() / 255.0,
+                return_dict=False,
+            )  # fmt: skip
+            pred = unet(
+                z_t, t, encoder_hidden_states=emb,
+                down_block_additional_residuals=down, mid_block_additional_residual=mid,
+            ).sample  # fmt: skip
+            return F.mse_loss(pred, eps)
+
+        log = run_phase(
+            "controlnet", spec, ckpt_dir, {"controlnet": controlnet}, opt, cn_step,
+            progress=progress,
+        )  # fmt: skip
+        controlnet.save_pretrained(out / "controlnet")
+        finish("controlnet", log)
+
+    _write_model_index(out)
+    return TrainResult(out, state["phases"], scale, time.perf_counter() - t_start)
+
+
+def _spec_json(spec: PocketSpec) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(spec)))
+
+
+def _write_model_index(out: Path) -> None:
+    import diffusers
+
+    index = {
+        "_class_name": "StableDiffusionControlNetPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "controlnet": ["diffusers", "ControlNetModel"],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    }
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def machine_description() -> str:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} CPU cores visible, torch threads {torch.get_num_threads()}, {dev}"
+    )
+
+
+__all__ = ["PHASES", "PRESETS", "PocketSpec", "TrainResult", "train_pocket"]
