@@ -190,6 +190,8 @@ def test_cli_synth_writes_and_reports_json(tmp_path, capsys):
 
 
 def test_cli_synth_rejects_bad_size(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["synth", "--out", str(tmp_path), "--size", "256by128"])
-    assert "expected WIDTHxHEIGHT" in capsys.readouterr().err
+    # A usage error: exit 2 and one line (main returns it rather than raising SystemExit).
+    assert main(["synth", "--out", str(tmp_path), "--size", "256by128"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("zodi synth: error: argument --size")
+    assert "expected WIDTHxHEIGHT" in err
