@@ -91,6 +91,8 @@ def run_deploy(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[deploy] work pool {pool}: {what}")
     for block in summary["blocks"]:
         print(f"[deploy] block {block}: saved")
+    for variable, what in summary.get("variables", {}).items():
+        print(f"[deploy] variable {variable}: {what}")
     for name in summary["deployments"]:
         print(f"[deploy] deployment {name}")
     print("[deploy] start a worker: prefect worker start --pool zodi-local")
