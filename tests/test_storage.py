@@ -258,7 +258,7 @@ def test_s3_unreachable_endpoint_is_transient_and_names_it(fake_credentials):
 def test_s3_client_retries_transient_errors_in_botocore_standard_mode(fake_credentials):
     st = open_storage("s3://bucket/p", endpoint_url="http://127.0.0.1:1")
     config = st.client.meta.config
-    assert config.retries == {"mode": "standard", "total_max_attempts": 10}
+    assert config.retries == {"mode": "standard", "total_max_attempts": 14}
     assert (config.connect_timeout, config.read_timeout) == (3.0, 60.0)
     # One client per endpoint, options and credentials, shared by every storage on it.
     assert open_storage("s3://other/q", endpoint_url="http://127.0.0.1:1").client is st.client

@@ -5,11 +5,17 @@ from the standard AWS chain (environment, ``~/.aws/config``, instance role); thi
 logs or writes them. The boto3 client is created on first use, never at import.
 
 Retries: transient failures (connection refused or reset, timeouts, HTTP 5xx, throttling) are
-retried inside botocore ("standard" retry mode: up to :data:`MAX_ATTEMPTS` attempts per request,
-full-jitter exponential backoff ``rand(0, 1) * min(2 ** (attempt - 1), 20)`` seconds, so a request
-waits at most 111 s and 55 s on average before it gives up). What is still failing then is raised as
-:class:`TransientStorageError` (a Prefect task may retry it later); credentials, a missing bucket or
-a refused permission raise :class:`PermanentStorageError` at once, without a retry.
+retried inside botocore ("standard" retry mode, up to :data:`MAX_ATTEMPTS` attempts per request,
+full-jitter exponential backoff ``rand(0, 1) * min(base * 2 ** (attempt - 1), 20)`` seconds, where
+botocore >= 1.44 takes base = 0.05 s for connection errors and 5xx and 1 s for throttling).
+With 14 attempts a request to a server that stays down waits 53 s on average and at most 106 s
+(plus 3 s per attempt when connecting times out); a gateway restart of ~10 s is outlasted by the
+request in flight (99.99 %). botocore also keeps a retry quota per client (500 tokens, 14 per
+retry, refilled by successes): when many threads retry at once it runs out and further errors
+come back at once, so a long outage surfaces quickly instead of piling up retries. What is still
+failing then is raised as :class:`TransientStorageError`, which Prefect task retries take up
+(tasks/transfer.py). Credentials, a missing bucket or a refused permission raise
+:class:`PermanentStorageError` at once, without a retry.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ _TRANSIENT_CODES = {
 }  # fmt: skip
 
 #: Attempts per request, the first included (botocore "standard" retries; see the module doc).
-MAX_ATTEMPTS = 10
+MAX_ATTEMPTS = 14
 #: Seconds to open a connection: an address that does not answer fails in seconds, not minutes.
 CONNECT_TIMEOUT = 3.0
 #: Seconds to wait for a response on an open connection (a 16 MiB part included).
