@@ -21,7 +21,8 @@ def zodi_pipeline(config: PipelineConfig) -> Any:
     """Run the whole method on ``config``; return the report (dict with the report URIs)."""
     logger = get_run_logger()
     root = config.storage.root
-    storage.use_endpoint(config.storage.endpoint_url)
+    # S3 options for this run and its tasks (a context variable: no os.environ write)
+    storage.use_options(**config.storage.storage_options())
     val_specs = [config.source_val] if config.source_val else []
     # 1. ingest source train, source val and real targets into samples manifests
     manifests = ingest_flow([config.source, *val_specs, *config.targets], root)

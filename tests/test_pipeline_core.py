@@ -117,9 +117,9 @@ def test_retry_condition_retries_only_transient_io_errors():
     from prefect.states import Completed, Failed
 
     from tasks._policy import retry_on_io
-    from zodi_core.storage import StorageError
+    from zodi_core.storage import TransientStorageError
 
-    assert retry_on_io(None, None, Failed(data=StorageError("s3://b/k: throttled")))
+    assert retry_on_io(None, None, Failed(data=TransientStorageError("s3://b/k: throttled")))
     assert retry_on_io(None, None, Failed(data=ConnectionError("reset")))
     assert not retry_on_io(None, None, Failed(data=ValueError("corrupt PNG")))
     assert not retry_on_io(None, None, Completed(data=1))
