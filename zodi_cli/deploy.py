@@ -54,8 +54,14 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     src.add_argument("--config", help="PipelineConfig YAML file")
     src.add_argument("--demo", action="store_true", help="synthetic data and tiny models")
     p.add_argument("--workdir", default="zodi-demo", help="--demo work folder (default: zodi-demo)")
-    p.add_argument("--wait", action="store_true", help="wait for the run and report its state")
-    p.add_argument("--timeout", type=float, default=3600.0, help="--wait limit in seconds")
+    p.add_argument(
+        "--wait", action="store_true",
+        help="follow the run's states; end with the report location and the run's UI URL",
+    )  # fmt: skip
+    p.add_argument(
+        "--timeout", type=float, default=3600.0,
+        help="--wait limit in seconds (default: 3600); the run itself goes on",
+    )  # fmt: skip
     p.set_defaults(func=run_submit)
 
 
@@ -108,6 +114,7 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
+    from zodi_core import layout
     from zodi_core.config import PipelineConfig
 
     _require_server()
@@ -117,21 +124,60 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
         params = {"config": PipelineConfig.from_yaml(args.config).model_dump(mode="json")}
     run = run_deployment(args.deployment, parameters=params, timeout=0)
     print(f"[submit] flow run {run.name} ({run.id}) of {args.deployment}")
-    out: dict[str, Any] = {"flow_run_id": str(run.id), "flow_run_name": run.name}
-    if not args.wait:
-        return out
+    out: dict[str, Any] = {
+        "flow_run_id": str(run.id),
+        "flow_run_name": run.name,
+        "ui_url": _run_url(run.id),
+    }
+    report = f"{params['config']['storage']['root'].rstrip('/')}/{layout.REPORT_MD}"
     with get_client(sync_client=True) as client:
+        pool = _warn_if_no_worker(client, args.deployment)
+        if not args.wait:
+            print(f"[submit] follow it: {out['ui_url'] or 'prefect flow-run inspect ' + str(run.id)}")
+            return out
+
+        def on_change(state: Any) -> None:
+            if state is not None:
+                print(f"[submit] {state.name}")
+
         try:
             state = poll(
                 lambda: client.read_flow_run(run.id).state,
                 lambda s: s is not None and s.is_final(),
                 timeout=args.timeout,
                 what=f"flow run {run.name} ({run.id})",
+                on_change=on_change,
             )
         except TimeoutError as err:
-            raise RunFailed(f"{err}; it goes on: follow it in the Prefect UI", out) from None
-    print(f"[submit] {state.name}: {state.message or ''}".rstrip(": "))
+            hint = f"; is a worker polling pool {pool!r}?" if pool else ""
+            raise RunFailed(
+                f"{err} (--timeout){hint}; the run goes on: follow it at {out['ui_url']}", out
+            ) from None
     out["state"] = state.name
     if not state.is_completed():
         raise flow_failure(state, None, out)
+    out["report"] = report
+    print(f"[submit] {state.name}: report {report}; run {out['ui_url']}")
     return out
+
+
+def _run_url(run_id: Any) -> str | None:
+    from prefect.settings import PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else None
+
+
+def _warn_if_no_worker(client: Any, deployment: str) -> str | None:
+    """Print a warning when no worker of the deployment's pool is online; return the pool."""
+    try:
+        pool = client.read_deployment_by_name(deployment).work_pool_name
+        workers = client.read_workers_for_work_pool(pool) if pool else []
+    except Exception:  # noqa: BLE001 - a warning only; the run itself was created
+        return None
+    if pool and not any(str(getattr(w, "status", "")).upper().endswith("ONLINE") for w in workers):
+        print(
+            f"[submit] warning: no worker is polling pool {pool!r}; the run waits until one "
+            f"starts: prefect worker start --pool {pool}"
+        )
+    return pool
