@@ -17,7 +17,7 @@ from zodi_core.config import DatasetSpec, TransferConfig
 from zodi_core.datasets.ingest import ingest_dataset
 from zodi_core.manifest import read_manifest
 from zodi_core.transfer.runner import read_png_metadata, transfer_manifest
-from zodi_core.transfer.sampler import transfer_digest
+from zodi_core.transfer.lineage import generation_digest
 
 FAST = ["--preset", "demo", "--steps", "2", "--strength", "1.0"]
 
@@ -58,15 +58,17 @@ def test_transfer_writes_one_image_and_row_per_sample_and_rerun_writes_nothing(
     n = samples.num_rows
     assert rc == 0 and (summary["written"], summary["skipped"], summary["failed"]) == (n, 0, 0)
 
-    table = read_manifest(str(out / "transfer-night.parquet"), "transfer")
+    paired = out / "paired" / "domain=night" / "paired.parquet"  # the flows' layout
+    table = read_manifest(str(paired), "transfer")
     rows = table.to_pylist()
     assert [r["sample_id"] for r in rows] == samples.column("sample_id").to_pylist()
-    images = sorted((out / "images" / "night").glob("*.png"))
+    images = sorted((out / "images" / "night").rglob("*.png"))
     assert len(images) == n
     for row in rows:
         assert row["status"] == "ok" and row["error"] is None
         path = Path(row["generated_uri"])
-        assert path == out / "images" / "night" / f"{row['sample_id']}.png"
+        digest = row["config_digest"]
+        assert path == out / "images" / "night" / digest / f"{row['sample_id']}.png"
         with Image.open(path) as im:
             assert im.size == (128, 64)  # demo preset: short side 64 of a 256x128 source
         assert read_png_metadata(path.read_bytes())["config_digest"] == row["config_digest"]
@@ -74,10 +76,15 @@ def test_transfer_writes_one_image_and_row_per_sample_and_rerun_writes_nothing(
         assert json.loads(row["model_revisions"])["base"].startswith(str(tiny_models_dir))
     mtimes = {p: p.stat().st_mtime_ns for p in images}
 
+    assert main(argv) == 0  # without --json: one human summary line, what and where
+    assert capsys.readouterr().out.strip().splitlines() == [
+        f"[transfer] night: 0 written, {n} skipped, 0 failed → {out} (manifest {paired})"
+    ]
+
     rc, summary, _ = _run(argv + ["--batch-size", "1"], capsys)  # batch size is not in the digest
     assert rc == 0 and (summary["written"], summary["skipped"]) == (0, n)
     assert {p: p.stat().st_mtime_ns for p in images} == mtimes
-    rerun = read_manifest(str(out / "transfer-night.parquet"), "transfer").to_pylist()
+    rerun = read_manifest(str(paired), "transfer").to_pylist()
     assert [r["status"] for r in rerun] == ["skipped"] * n
     assert [r["generated_uri"] for r in rerun] == [r["generated_uri"] for r in rows]
     assert [r["seed"] for r in rerun] == [r["seed"] for r in rows]
@@ -96,7 +103,7 @@ def test_transfer_records_a_failing_image_and_writes_the_others(
     bad = samples[1]
     Image.fromarray(np.zeros((10, 20), dtype=np.uint8)).save(bad["label_uri"])  # wrong size
 
-    rc, summary, _ = _run(
+    rc, summary, err = _run(
         [
             "transfer",
             "--manifest",
@@ -112,9 +119,18 @@ def test_transfer_records_a_failing_image_and_writes_the_others(
         capsys,
     )
     assert rc == 1 and (summary["written"], summary["failed"]) == (len(samples) - 1, 1)
+    # One error line naming the failed sample and what to do; the JSON line says ok=false.
+    lines = err.strip().splitlines()  # the progress bar, then the error line
+    line = lines[-1]
+    assert [ln for ln in lines if "error:" in ln] == [line]
+    assert line.startswith(f"zodi transfer: error: 1 of {len(samples)} images failed (first: ")
+    assert bad["sample_id"] in line and "rerun the same command" in line
+    assert summary["ok"] is False and summary["exit_code"] == 1
     rows = {
         r["sample_id"]: r
-        for r in read_manifest(str(tmp_path / "out" / "transfer-fog.parquet")).to_pylist()
+        for r in read_manifest(
+            str(tmp_path / "out" / "paired" / "domain=fog" / "paired.parquet")
+        ).to_pylist()
     }
     assert rows[bad["sample_id"]]["status"] == "failed"
     assert "label size 20x10 differs from image size 256x128" in rows[bad["sample_id"]]["error"]
@@ -140,10 +156,10 @@ def test_transfer_manifest_shard_writes_only_its_samples(
     assert (result.written, result.manifest_uri, result.config_digest) == (
         2,
         shard_uri,
-        transfer_digest(cfg),
+        generation_digest(cfg),
     )
     assert [r["sample_id"] for r in read_manifest(shard_uri, "transfer").to_pylist()] == ids[::-1]
-    assert len(list((tmp_path / "out" / "images" / "snow").glob("*.png"))) == 2
+    assert len(list((tmp_path / "out" / "images" / "snow").rglob("*.png"))) == 2
     with pytest.raises(ValueError, match="sample_ids: 1 not in the samples manifest: \\['nope'\\]"):
         transfer_manifest(
             samples_manifest,

@@ -1,0 +1,134 @@
+"""The GPU Kubernetes pool's base job template: prefect-kubernetes' own default, patched for GPUs.
+
+:func:`gpu_base_job_template` starts from ``KubernetesWorker.get_default_base_job_template()``
+(what ``prefect work-pool get-default-base-job-template --type kubernetes`` prints) and patches
+in, as job variables mapped into the Job manifest:
+
+- ``gpu_count`` → the container's ``nvidia.com/gpu`` request and limit;
+- ``cpu``, ``memory`` → the container's CPU and memory request *and* limit (they replace the
+  stock ``cpu_request``/``cpu_limit``/``memory_request``/``memory_limit``: a GPU job gets
+  guaranteed resources);
+- ``node_selector`` → ``spec.template.spec.nodeSelector``; ``tolerations`` → its tolerations;
+- ``env_from`` → the container's ``envFrom`` (S3 credentials from a Secret);
+- ``image`` and ``pod_watch_timeout_seconds`` get ZoDi defaults.
+
+Everything else (labels, env, command, names, namespace, cluster config, TTL) is the worker's
+own, so a newer prefect-kubernetes brings its fixes with it. ``python -m deployments.gpu_pool``
+prints the template, for ``prefect work-pool create --base-job-template``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+DEFAULT_IMAGE = "zodi-worker:gpu"
+
+#: Job variables added to (or overriding) the worker's default ones: name → JSON schema.
+GPU_VARIABLES: dict[str, dict[str, Any]] = {
+    "image": {
+        "type": "string",
+        "title": "Image",
+        "default": DEFAULT_IMAGE,
+        "description": "The worker image (docker/Dockerfile): CUDA PyTorch, the pinned stack, "
+        "the project in /opt/zodi.",
+    },
+    "gpu_count": {
+        "type": "integer",
+        "title": "GPU count",
+        "default": 1,
+        "minimum": 0,
+        "description": "NVIDIA GPUs per flow run: the container's nvidia.com/gpu limit (0: none).",
+    },
+    "cpu": {
+        "type": "string",
+        "title": "CPU",
+        "default": "4",
+        "description": "CPU request and limit of the container (Kubernetes quantity).",
+    },
+    "memory": {
+        "type": "string",
+        "title": "Memory",
+        "default": "24Gi",
+        "description": "Memory request and limit of the container (Kubernetes quantity).",
+    },
+    "node_selector": {
+        "type": "object",
+        "title": "Node selector",
+        "default": {"nvidia.com/gpu.present": "true"},
+        "additionalProperties": {"type": "string"},
+        "description": "Schedule flow-run pods on GPU nodes (the label set by NVIDIA's GPU "
+        "feature discovery).",
+    },
+    "tolerations": {
+        "type": "array",
+        "title": "Tolerations",
+        "default": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "items": {"type": "object"},
+        "description": "Tolerate the taint GPU node pools usually carry.",
+    },
+    "env_from": {
+        "type": "array",
+        "title": "Env from",
+        "default": [{"secretRef": {"name": "zodi-aws", "optional": True}}],
+        "items": {"type": "object"},
+        "description": "Secrets and config maps loaded into the environment (S3 credentials: "
+        "a Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3).",
+    },
+    "pod_watch_timeout_seconds": {
+        "type": "integer",
+        "title": "Pod Watch Timeout Seconds",
+        "default": 600,
+        "description": "Seconds to watch for pod creation before timing out (GPU nodes may "
+        "need to scale up).",
+    },
+}
+
+#: The worker's resource variables that ``cpu`` and ``memory`` replace.
+REPLACED_VARIABLES = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+
+
+def kubernetes_default_template() -> dict[str, Any]:
+    """prefect-kubernetes' default base job template (a fresh copy)."""
+    try:
+        from prefect_kubernetes.worker import KubernetesWorker
+    except ImportError:
+        raise ImportError(
+            "the GPU pool's job template needs prefect-kubernetes: "
+            "pip install -c constraints.txt prefect-kubernetes"
+        ) from None
+    return copy.deepcopy(KubernetesWorker.get_default_base_job_template())
+
+
+def gpu_base_job_template() -> dict[str, Any]:
+    """The worker's default base job template with GPU count, CPU/memory, node selector,
+    tolerations and ``envFrom`` patched in (see the module docstring)."""
+    template = kubernetes_default_template()
+    props = template["variables"]["properties"]
+    for name in REPLACED_VARIABLES:
+        props.pop(name, None)
+    for name, schema in GPU_VARIABLES.items():
+        props[name] = {**props.get(name, {}), **copy.deepcopy(schema)}
+    template["variables"]["description"] = (
+        "prefect-kubernetes' default base job template with ZoDi's GPU variables "
+        "(deployments/gpu_pool.py): gpu_count, cpu, memory, node_selector, tolerations, env_from."
+    )
+
+    job = template["job_configuration"]["job_manifest"]
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    pod["nodeSelector"] = "{{ node_selector }}"
+    pod["tolerations"] = "{{ tolerations }}"
+    container["envFrom"] = "{{ env_from }}"
+    resources = {"cpu": "{{ cpu }}", "memory": "{{ memory }}", "nvidia.com/gpu": "{{ gpu_count }}"}
+    container["resources"] = {"requests": dict(resources), "limits": dict(resources)}
+    return template
+
+
+def main() -> None:
+    print(json.dumps(gpu_base_job_template(), indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
