@@ -195,7 +195,9 @@ def test_install_script_is_a_no_op_once_installed():
 
 
 @pytest.mark.slow
-def test_failed_pipeline_is_a_few_lines_ending_with_the_error(synthetic_copy, tiny_models_dir, tmp_path):
+def test_failed_pipeline_is_a_few_lines_ending_with_the_error(
+    synthetic_copy, tiny_models_dir, tmp_path
+):
     """`zodi pipeline` on the demo data with a corrupt source image (a real failed flow run):
     a few lines, no traceback, no Prefect log lines, the last one naming the file; exit 1.
     With --verbose, Prefect's logs and the traceback are shown, then the error line."""
@@ -237,5 +239,7 @@ def test_failed_pipeline_is_a_few_lines_ending_with_the_error(synthetic_copy, ti
     assert "Traceback" in verbose.stderr and "Flow run" in verbose.stderr
     # The error line ends the command's output; Prefect may still log its server's shutdown
     # at interpreter exit (verbose only).
-    tail = [ln for ln in verbose.stderr.strip().splitlines() if "Stopping temporary server" not in ln]
+    tail = [
+        ln for ln in verbose.stderr.strip().splitlines() if "Stopping temporary server" not in ln
+    ]
     assert tail[-1] == err[0]

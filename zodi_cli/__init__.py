@@ -22,7 +22,6 @@ from zodi_cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
     CLIError,
     CommandError,
     RunFailed,

@@ -71,9 +71,9 @@ def classify(err: BaseException) -> int:
 
 def _expected(err: BaseException) -> bool:
     """Errors whose message is written for a person (no type name needed)."""
-    return isinstance(
-        err, (CommandError, ValueError, FileNotFoundError, PermissionError)
-    ) or _is(err, "zodi_core.storage", "StorageError")
+    return isinstance(err, (CommandError, ValueError, FileNotFoundError, PermissionError)) or _is(
+        err, "zodi_core.storage", "StorageError"
+    )
 
 
 def message_lines(err: BaseException) -> list[str]:
@@ -127,6 +127,7 @@ def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: 
 
 
 # Prefect ---------------------------------------------------------------------------------------
+
 
 @contextmanager
 def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Iterator[None]:

@@ -133,7 +133,9 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     with get_client(sync_client=True) as client:
         pool = _warn_if_no_worker(client, args.deployment)
         if not args.wait:
-            print(f"[submit] follow it: {out['ui_url'] or 'prefect flow-run inspect ' + str(run.id)}")
+            print(
+                f"[submit] follow it: {out['ui_url'] or 'prefect flow-run inspect ' + str(run.id)}"
+            )
             return out
 
         def on_change(state: Any) -> None:

@@ -25,7 +25,8 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     p.add_argument("--domain", required=True, choices=DOMAINS, help="target domain")
     p.add_argument("--out", required=True, help="output root (local folder or s3://bucket/prefix)")
     p.add_argument(
-        "--manifest-out", help="transfer manifest URI (default: <out>/paired/domain=<domain>/paired.parquet)"
+        "--manifest-out",
+        help="transfer manifest URI (default: <out>/paired/domain=<domain>/paired.parquet)",
     )
     p.add_argument("--sample-ids", help="comma-separated subset of sample ids")
     _add_common(p)

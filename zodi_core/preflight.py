@@ -166,26 +166,35 @@ def check_models(
         if models.controlnet is None and base.is_dir():
             problems.append(
                 _folder_problem(
-                    base / "controlnet", {"": CONTROLNET_FILES}, f"{field}.controlnet (<base>/controlnet)"
+                    base / "controlnet",
+                    {"": CONTROLNET_FILES},
+                    f"{field}.controlnet (<base>/controlnet)",
                 )
             )
     else:
         problems.append(
-            _hub_problem(models.base, models.revision, "model_index.json", f"{field}.base",
-                         network_timeout)  # fmt: skip
+            _hub_problem(
+                models.base, models.revision, "model_index.json", f"{field}.base", network_timeout
+            )  # fmt: skip
         )
     if models.controlnet is not None:
         if _is_local(models.controlnet):
             problems.append(
                 _folder_problem(
-                    Path(models.controlnet).expanduser(), {"": CONTROLNET_FILES},
+                    Path(models.controlnet).expanduser(),
+                    {"": CONTROLNET_FILES},
                     f"{field}.controlnet",
                 )  # fmt: skip
             )
         else:
             problems.append(
-                _hub_problem(models.controlnet, models.controlnet_revision, "config.json",
-                             f"{field}.controlnet", network_timeout)  # fmt: skip
+                _hub_problem(
+                    models.controlnet,
+                    models.controlnet_revision,
+                    "config.json",
+                    f"{field}.controlnet",
+                    network_timeout,
+                )  # fmt: skip
             )
     return [p for p in problems if p]
 
