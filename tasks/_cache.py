@@ -3,7 +3,8 @@
 Two rules (README "Caching, failures and reruns"):
 
 - **Storage is the truth.** A cache record only says where a task's outputs went. Before a
-  cached task counts, :func:`needs_refresh` asks storage whether those outputs still exist; when
+  cached task counts, the flow asks storage whether those outputs still exist (e.g.
+  :func:`tasks.transfer.stale_shards`, over :func:`cached_values`); when
   they do not, the task is submitted with ``refresh_cache=True``: it recomputes (skipping what is
   still there) and overwrites the record.
 - **One computation per key.** Cached tasks run under SERIALIZABLE isolation with a lock manager
@@ -88,28 +89,17 @@ def isolated_policy(cache_key_fn: Callable[..., str | None]) -> Any:
     )
 
 
-def cached_value(task: Any, key: str) -> tuple[bool, Any]:
-    """``(True, value)`` when a cache record for ``key`` exists in ``task``'s result store."""
+def cached_values(task: Any, keys: list[str]) -> dict[str, Any]:
+    """``{key: cached value}`` for the keys that have a cache record in ``task``'s result store."""
     from prefect.results import get_result_store
 
     store = get_result_store().update_for_task(task)
-    if not store.exists(key):
-        return False, None
-    try:
-        return True, store.read(key).result
-    except Exception:  # noqa: BLE001 - an unreadable record counts as no record
-        return False, None
-
-
-def needs_refresh(
-    task: Any, key: str, outputs: Callable[[Any], list[str]], missing: Callable[[list[str]], Any]
-) -> bool:
-    """True when ``task`` has a cache record for ``key`` whose outputs storage lacks.
-
-    ``outputs(value)`` lists the URIs a cached value points at; ``missing(uris)`` returns what
-    storage lacks (empty when all present).
-    """
-    found, value = cached_value(task, key)
-    if not found:
-        return False
-    return bool(missing(outputs(value)))
+    found = {}
+    for key in keys:
+        if not store.exists(key):
+            continue
+        try:
+            found[key] = store.read(key).result
+        except Exception:  # noqa: BLE001 - an unreadable record counts as no record
+            continue
+    return found

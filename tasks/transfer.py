@@ -9,7 +9,7 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from tasks._cache import isolated_policy, needs_refresh
+from tasks._cache import cached_values, isolated_policy
 from tasks._policy import retry_on_io
 from zodi_core import cache_keys, sharding
 from zodi_core.config import ModelsConfig, TransferConfig
@@ -119,17 +119,13 @@ merge_shards_task = merge_shard_manifests_task
 def stale_shards(shards: list[ShardRef], config: TransferConfig, out_root: str) -> set[int]:
     """Indices of the shards whose cache record points at outputs storage no longer holds
     (a deleted shard manifest or image): they must be recomputed, not taken from the cache."""
-    stale = set()
-    for shard in shards:
-        key = _shard_cache_key(None, {"shard": shard, "config": config, "out_root": out_root})
-        if needs_refresh(
-            transfer_shard_task,
-            key,
-            outputs=lambda value: [value["manifest"]],
-            missing=sharding.missing_outputs,
-        ):
-            stale.add(shard.index)
-    return stale
+    keys = {
+        _shard_cache_key(None, {"shard": s, "config": config, "out_root": out_root}): s.index
+        for s in shards
+    }
+    cached = cached_values(transfer_shard_task, list(keys))
+    manifests = {value["manifest"]: keys[key] for key, value in cached.items()}
+    return {manifests[uri] for uri in sharding.missing_outputs(list(manifests))}
 
 
 def submit_shards(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -10,8 +11,10 @@ from zodi_core.config import TransferConfig
 from zodi_core.sharding import ShardRef
 
 
+@functools.cache
 def code_version() -> str:
-    """Version of the code that generates images: package version + source of the transfer code."""
+    """Version of the code that generates images: package version + source of the transfer code
+    (read once per process)."""
     root = Path(__file__).parent
     files = [root / "conditions.py", *sorted((root / "transfer").glob("*.py"))]
     h = hashlib.sha256(__version__.encode())
