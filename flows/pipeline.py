@@ -11,18 +11,26 @@ from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
 from flows.train import train_flow
 from flows.transfer import transfer_flow
+from tasks.preflight import check_pipeline_task
 from tasks.report import render_sample_grid_task, write_report_task
 from zodi_core import layout, storage
 from zodi_core.config import PipelineConfig
 
 
 @flow(name="zodi_pipeline")
-def zodi_pipeline(config: PipelineConfig) -> Any:
-    """Run the whole method on ``config``; return the report (dict with the report URIs)."""
+def zodi_pipeline(config: PipelineConfig, preflight: bool = True) -> Any:
+    """Run the whole method on ``config``; return the report (dict with the report URIs).
+
+    ``preflight``: check dataset roots, models, storage and credentials first and fail with every
+    problem at once (``zodi pipeline`` checks before starting Prefect and passes False).
+    """
     logger = get_run_logger()
     root = config.storage.root
     # S3 options for this run and its tasks (a context variable: no os.environ write)
     storage.use_options(**config.storage.storage_options())
+    # 0. preflight: everything that would stop the run, before any heavy work
+    if preflight:
+        check_pipeline_task(config)
     val_specs = [config.source_val] if config.source_val else []
     # 1. ingest source train, source val and real targets into samples manifests
     manifests = ingest_flow([config.source, *val_specs, *config.targets], root)

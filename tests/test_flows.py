@@ -284,3 +284,21 @@ def test_zodi_pipeline_with_all_artifacts_in_ceph(
     assert any(k.startswith("train/zodi-night/seed0/") and k.endswith(".pth") for k in keys)
     assert any(k.startswith("eval/zodi-night/confusion_") for k in keys)
     assert sum(k.startswith("images/night/") for k in keys) == 8
+
+
+def test_zodi_pipeline_preflight_fails_first_with_every_problem(
+    prefect_harness, synthetic_root, tiny_models_dir, tmp_path
+):
+    """A deployed run (no CLI in front) checks everything at step 0, before any ingestion."""
+    from zodi_cli._common import demo_config
+    from flows.pipeline import zodi_pipeline
+    from zodi_core.preflight import PreflightError
+
+    data = {k: str(synthetic_root / k) for k in ("cityscapes", "acdc", "gta5")}
+    data["cityscapes"] = str(tmp_path / "no-cityscapes-here")
+    config = demo_config(tmp_path / "work", data, tmp_path / "no-models-here", ["night"])
+    with pytest.raises(PreflightError) as err:
+        zodi_pipeline(config)
+    message = str(err.value)
+    assert "no-cityscapes-here" in message and "no-models-here" in message
+    assert not (tmp_path / "work" / "artifacts" / "manifests").exists()  # nothing ingested

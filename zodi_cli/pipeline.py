@@ -126,7 +126,8 @@ def _run(
         server = PREFECT_API_URL.value() or "ephemeral (set PREFECT_API_URL to use a server)"
         print(f"[pipeline] zodi_pipeline → {config.storage.root}; Prefect: {server}")
 
-        state = zodi_pipeline(config, return_state=True)
+        # the flow's own preflight (step 0) is for deployed runs: the CLI just checked
+        state = zodi_pipeline(config, preflight=False, return_state=True)
         result = state.result(raise_on_failure=False)
     transfer = result.get("transfer", {}) if isinstance(result, dict) else {}
     for domain, s in transfer.items():
