@@ -243,3 +243,31 @@ def test_failed_pipeline_is_a_few_lines_ending_with_the_error(
         ln for ln in verbose.stderr.strip().splitlines() if "Stopping temporary server" not in ln
     ]
     assert tail[-1] == err[0]
+
+
+def test_prefect_session_mutes_console_logs_then_restores_handlers_and_env(tmp_path, monkeypatch):
+    import logging
+
+    from prefect.logging.configuration import ensure_logging_setup
+
+    from zodi_cli._common import prefect_session
+
+    for name in ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    ensure_logging_setup()
+    console = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    assert console, "Prefect's logging config puts a console handler on the root logger"
+    before = [h.level for h in console]
+    with prefect_session(tmp_path, verbose=False):
+        assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+        assert os.environ["PREFECT_HOME"] == str(tmp_path / ".prefect")
+        assert all(h.level > logging.CRITICAL for h in console)
+    assert [h.level for h in console] == before
+    assert "PREFECT_HOME" not in os.environ and "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ
+    with prefect_session(None, verbose=True):
+        assert [h.level for h in console] == before  # --verbose: Prefect's logs are shown
+        assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"  # telemetry off anyway
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")  # a user's own setting wins
+    with prefect_session(None):
+        assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"

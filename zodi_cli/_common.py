@@ -131,29 +131,39 @@ def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: 
 
 @contextmanager
 def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Iterator[None]:
-    """Settings for a Prefect-backed command, set before Prefect reads them.
+    """Settings for a Prefect-backed command, set before Prefect reads them, restored after.
 
-    The ephemeral server's telemetry is off and it gets 120 s to start. With ``workdir`` (the demo), Prefect's database and
-    cached results live inside it, so a second run finds the first run's cache records. Unless
-    ``verbose``, Prefect's console logs (flow/task run lines, tracebacks of failed tasks) and
-    Python warnings stay out of the console: the command prints its own progress and ends a
-    failure with one line. An explicit user setting of any of these variables wins.
+    The ephemeral server's telemetry is off and it gets 120 s to start (Prefect's 20 s is too
+    short on a busy machine). With ``workdir`` (the demo), Prefect's database and cached results
+    live inside it, so a second run finds the first run's cache records. Unless ``verbose``,
+    Prefect's console logs (flow/task run lines, tracebacks of failed tasks) and Python warnings
+    stay out of the console: the command prints its own progress and ends a failure with one
+    line. An explicit user setting of any of these variables wins.
     """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    # Prefect's default (20 s) is too short for a busy machine: the run would fail before starting.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    env = {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
     if workdir is not None:
-        os.environ.setdefault("PREFECT_HOME", str(workdir / ".prefect"))
-        os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(workdir / ".prefect" / "results"))
-    if verbose:
-        yield
-        return
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
-    with _muted_console(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+        env["PREFECT_HOME"] = str(workdir / ".prefect")
+        env["PREFECT_LOCAL_STORAGE_PATH"] = str(workdir / ".prefect" / "results")
+    if not verbose:
+        env["PREFECT_LOGGING_LEVEL"] = "WARNING"
+        env["PREFECT_SERVER_LOGGING_LEVEL"] = "ERROR"
+    added = [key for key in env if key not in os.environ]
+    for key in added:
+        os.environ[key] = env[key]
+    try:
+        if verbose:
+            yield
+        else:
+            with _muted_console(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 @contextmanager
