@@ -290,8 +290,8 @@ def test_zodi_pipeline_preflight_fails_first_with_every_problem(
     prefect_harness, synthetic_root, tiny_models_dir, tmp_path
 ):
     """A deployed run (no CLI in front) checks everything at step 0, before any ingestion."""
-    from zodi_cli._common import demo_config
     from flows.pipeline import zodi_pipeline
+    from zodi_cli._common import demo_config
     from zodi_core.preflight import PreflightError
 
     data = {k: str(synthetic_root / k) for k in ("cityscapes", "acdc", "gta5")}
