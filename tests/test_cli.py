@@ -271,3 +271,23 @@ def test_prefect_session_mutes_console_logs_then_restores_handlers_and_env(tmp_p
     with prefect_session(None):
         assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
+
+
+def test_flow_failure_turns_a_failed_state_into_one_line_and_exit_code():
+    from types import SimpleNamespace
+
+    from zodi_cli._common import CLIError, RunFailed, flow_failure
+    from zodi_core.config import ConfigError
+
+    crashed = SimpleNamespace(name="Crashed", message="Execution was aborted by SIGTERM")
+    err = flow_failure(crashed, None, {"transfer": {}})
+    assert isinstance(err, RunFailed) and err.exit_code == 1
+    assert str(err) == "flow run ended Crashed: Execution was aborted by SIGTERM"
+    assert err.summary == {"transfer": {}}
+
+    failed = SimpleNamespace(name="Failed", message="Flow run encountered an exception: ...")
+    err = flow_failure(failed, RuntimeError("CUDA out of memory"))
+    assert isinstance(err, RunFailed) and str(err) == "RuntimeError: CUDA out of memory"
+    err = flow_failure(failed, ConfigError("storage.root: expected s3://bucket"))
+    assert isinstance(err, CLIError) and err.exit_code == 2
+    assert str(err) == "storage.root: expected s3://bucket"
