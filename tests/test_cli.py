@@ -291,3 +291,22 @@ def test_flow_failure_turns_a_failed_state_into_one_line_and_exit_code():
     err = flow_failure(failed, ConfigError("storage.root: expected s3://bucket"))
     assert isinstance(err, CLIError) and err.exit_code == 2
     assert str(err) == "storage.root: expected s3://bucket"
+
+
+def test_every_command_module_is_registered_statically():
+    """Each zodi_cli module with add_parsers is in COMMAND_MODULES (a module that fails to import
+    fails `import zodi_cli` itself: nothing is dropped silently) and adds at least one command."""
+    import argparse
+
+    import zodi_cli
+
+    files = {
+        p.stem for p in (REPO / "zodi_cli").glob("*.py") if "def add_parsers(" in p.read_text()
+    }
+    registered = {m.__name__.removeprefix("zodi_cli.") for m in zodi_cli.COMMAND_MODULES}
+    assert registered == files
+    for module in zodi_cli.COMMAND_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        module.add_parsers(sub, argparse.ArgumentParser(add_help=False))
+        assert sub.choices, module.__name__
+    assert "import_module" not in (REPO / "zodi_cli" / "__init__.py").read_text()
