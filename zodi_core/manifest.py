@@ -58,6 +58,14 @@ TRANSFER_SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),  # "ok" | "skipped" | "failed"
         pa.field("error", pa.string()),
         pa.field("seconds", pa.float32(), nullable=False),
+        # Quality scores and the training filter (zodi_core.quality); null until scored. Nullable,
+        # so manifests written before they existed still read (read_manifest adds them as nulls).
+        pa.field("layout_miou", pa.float32()),  # % mIoU of a seg model's prediction vs label
+        pa.field("layout_pixel_acc", pa.float32()),  # % pixel accuracy of the same prediction
+        pa.field("clip_score", pa.float32()),  # CLIP cosine(generated image, domain prompt)
+        pa.field("clip_direction", pa.float32()),  # CLIP directional similarity (see quality)
+        pa.field("kept", pa.bool_()),  # the quality filter's verdict; null: not filtered
+        pa.field("drop_reason", pa.string()),  # why a row is not kept ("; "-joined)
     ]
 )
 
@@ -107,6 +115,7 @@ def write_manifest(
     if not isinstance(table, pa.Table):
         table = to_table(table, schema_name)
     schema = SCHEMAS[schema_name]
+    table = _add_missing_nullable(table, schema)
     if not table.schema.equals(schema, check_metadata=False):
         try:
             table = table.select(schema.names).cast(schema)
@@ -148,6 +157,16 @@ def read_manifest(uri: str, schema_name: str | None = None, **storage_options: A
         raise ManifestError(
             f"{uri}: schema version {version} is newer than this zodi ({SCHEMA_VERSION}); upgrade"
         )
+    if name in SCHEMAS:
+        table = _add_missing_nullable(table, SCHEMAS[name])
+    return table
+
+
+def _add_missing_nullable(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Append the schema's nullable columns that ``table`` lacks, as nulls (older manifests)."""
+    for field in schema:
+        if field.nullable and field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
     return table
 
 
