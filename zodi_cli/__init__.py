@@ -76,9 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zodi",
         description="ZoDi: zero-shot domain adaptation for semantic segmentation "
         "with diffusion-based image transfer.",
-        epilog="Exit codes: 0 done, 1 the work failed (failed run, images or storage outage), "
-        "2 usage or configuration error. A failure ends with one line "
-        "`zodi COMMAND: error: ...`.",
+        epilog="Exit codes: 0 done; 1 the work failed (a failed run or image, bad data, a "
+        "storage outage); 2 the command line or configuration is wrong. A failure ends with one "
+        "line `zodi COMMAND: error: ...`; --verbose adds the logs and the traceback.",
     )
     parser.add_argument("--version", action="version", version=f"zodi {_version()}")
     parser.add_argument(
