@@ -17,8 +17,8 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from tasks.fanout import launch_child_run_task, wait_for_flow_runs_task
-from tasks.transfer import merge_shards_task, shard_manifest_task
-from zodi_core import fanout, pipeline
+from tasks.transfer import merge_shard_manifests_task, shard_manifest_task
+from zodi_core import fanout, layout, sharding
 from zodi_core.config import TransferConfig
 from zodi_core.fanout import ChildOutcome, FanoutReport, run_children
 
@@ -55,7 +55,7 @@ def fanout_transfer_flow(
     config = transfer.replace(domain=domain)
     # 1. shard exactly as every child will (sorted by sample_id: deterministic)
     shards = shard_manifest_task(samples_uri, shard_size)
-    groups = pipeline.group_shards(len(shards), shards_per_run)
+    groups = sharding.group_shards(len(shards), shards_per_run)
     launched: dict[str, tuple[list[int], int]] = {}
 
     def launch(group: list[int], attempt: int) -> str:
@@ -76,8 +76,10 @@ def fanout_transfer_flow(
     # 4. merge the shard manifests of every shard (the same URIs the children wrote)
     paired = None
     if not report.failed():
-        uris = [pipeline.shard_output_uri(out_root, domain, s, config) for s in shards]
-        paired = merge_shards_task(uris, pipeline.paired_manifest_uri(out_root, domain), domain)
+        uris = [sharding.shard_manifest_uri(out_root, s, config) for s in shards]
+        paired = merge_shard_manifests_task(
+            uris, layout.paired_manifest_uri(out_root, domain), domain
+        )
     result = fanout.fanout_result(domain, report, summary, paired["uri"] if paired else None)
     # 5. summary; fail naming the children (and their shards) that failed every attempt
     logger.info("%s: %d children, %s", domain, len(groups), summary.line())

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from zodi_core import fanout, pipeline
+from zodi_core import fanout, sharding
 from zodi_core.config import TransferConfig
 from zodi_core.fanout import ChildOutcome, run_children
 
 
 def test_group_shards_and_select_shards():
-    assert pipeline.group_shards(5, 2) == [[0, 1], [2, 3], [4]]
-    assert pipeline.group_shards(2, 4) == [[0, 1]]
+    assert sharding.group_shards(5, 2) == [[0, 1], [2, 3], [4]]
+    assert sharding.group_shards(2, 4) == [[0, 1]]
     with pytest.raises(ValueError, match="shards_per_run"):
-        pipeline.group_shards(3, 0)
-    shards = [pipeline.ShardRef(i, "m", (f"s{i}",), f"d{i}") for i in range(3)]
-    assert [s.index for s in pipeline.select_shards(shards, [2, 0])] == [0, 2]
+        sharding.group_shards(3, 0)
+    shards = [sharding.ShardRef(i, "m", (f"s{i}",), f"d{i}") for i in range(3)]
+    assert [s.index for s in sharding.select_shards(shards, [2, 0])] == [0, 2]
     with pytest.raises(ValueError, match="unknown \\[7\\]"):
-        pipeline.select_shards(shards, [7])
+        sharding.select_shards(shards, [7])
 
 
 def test_run_children_reruns_only_the_failed_child():

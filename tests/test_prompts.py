@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zodi_core import manifest, pipeline
+from zodi_core import layout, manifest
 from zodi_core.config import ConfigError, TransferConfig
 from zodi_core.prompts import PromptConfig, PromptValues, compare_prompts, load_prompt_config
 
@@ -40,9 +40,7 @@ def write_paired(
         }
         for i in range(n)
     ]  # fmt: skip
-    return manifest.write_manifest(
-        rows, pipeline.paired_manifest_uri(str(root), domain), "transfer"
-    )
+    return manifest.write_manifest(rows, layout.paired_manifest_uri(str(root), domain), "transfer")
 
 
 def test_prompt_config_transfer_config_applies_only_given_fields():

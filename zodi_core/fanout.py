@@ -1,7 +1,7 @@
 """Fan-out of one domain's transfer over child flow runs: groups, relaunches, outcomes, summary.
 
 Plain logic for ``flows/fanout.py``: the shards of one domain are split into groups
-(``pipeline.group_shards``); each group becomes a child run (launched and awaited by the tasks of
+(``sharding.group_shards``); each group becomes a child run (launched and awaited by the tasks of
 ``tasks/fanout.py``); :func:`run_children` launches every group, waits, and relaunches only the
 failed groups; :func:`merge_child_summaries` adds up what the children did.
 """
@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from zodi_core import pipeline
 from zodi_core.config import TransferConfig
+from zodi_core.report import RunSummary
 
 
 @dataclass
@@ -104,17 +104,17 @@ def child_outcome(
     )
 
 
-def merge_child_summaries(report: FanoutReport) -> pipeline.RunSummary:
+def merge_child_summaries(report: FanoutReport) -> RunSummary:
     """What the final attempt of every group did, added up."""
-    summary = pipeline.RunSummary()
+    summary = RunSummary()
     for child in report.final().values():
         if child.summary:
-            summary.merge(pipeline.RunSummary(**child.summary))
+            summary.merge(RunSummary(**child.summary))
     return summary
 
 
 def fanout_result(
-    domain: str, report: FanoutReport, summary: pipeline.RunSummary, paired: str | None
+    domain: str, report: FanoutReport, summary: RunSummary, paired: str | None
 ) -> dict[str, Any]:
     """The fan-out flow's return value: ``{"domain", "paired", "summary", "children"}``."""
     return {

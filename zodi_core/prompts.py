@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from zodi_core import manifest, pipeline, storage
+from zodi_core import layout, manifest, storage
 from zodi_core.config import ConfigError, Domain, TransferConfig, _Config
 
 #: Strength is stored as float32 in the manifest; compare at this many decimals.
@@ -196,7 +196,7 @@ def compare_domain(
 ) -> DomainPromptStatus:
     """Compare ``domain``'s wanted prompt settings with its paired manifest under ``root``."""
     wanted = PromptValues.of(prompts.transfer_config(base, domain))
-    uri = pipeline.paired_manifest_uri(root, domain)
+    uri = layout.paired_manifest_uri(root, domain)
     recorded = recorded_prompts(uri)
     digests = tuple(r.digest() for r in recorded or [])
     if recorded is None or not recorded:

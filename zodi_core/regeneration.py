@@ -16,23 +16,23 @@ Plain functions over a :class:`~zodi_core.prompts.PromptConfig` and storage, wra
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from zodi_core import storage
+from zodi_core import layout, storage
 from zodi_core.config import TransferConfig
 from zodi_core.prompts import DomainPromptStatus, PromptConfig, PromptValues, compare_prompts
 
-#: ``paired/domain=<d>/paired.parquet`` under a root (see ``pipeline.paired_manifest_uri``).
-_PAIRED_KEY = re.compile(r"^paired/domain=(?P<domain>[^/]+)/paired\.parquet$")
-
 
 def generated_domains(root: str) -> list[str]:
-    """Domains with a paired manifest under ``root``, sorted."""
-    store = storage.open_storage(root)
-    found = (_PAIRED_KEY.match(key) for key in store.list("paired/"))
-    return sorted({m["domain"] for m in found if m})
+    """Domains with a paired manifest under ``root`` (at ``layout.paired_manifest_key``), sorted."""
+    found = set()
+    for key in storage.open_storage(root).list(f"{layout.PAIRED}/"):
+        folder = key.split("/")[1] if key.count("/") == 2 else ""
+        domain = folder.removeprefix("domain=")
+        if folder.startswith("domain=") and key == layout.paired_manifest_key(domain):
+            found.add(domain)
+    return sorted(found)
 
 
 @dataclass(frozen=True)
