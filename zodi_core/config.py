@@ -46,6 +46,7 @@ DOMAIN_STRENGTHS: dict[str, float] = {
 }
 SD15_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 CONTROLNET_SEG_ID = "lllyasviel/control_v11p_sd15_seg"
+CLIP_MODEL_ID = "openai/clip-vit-large-patch14"
 
 
 class ConfigError(ValueError):
@@ -394,6 +395,30 @@ class DatasetSpec(_Config):
         return f"{self.dataset}-{self.split}"
 
 
+class QualityConfig(_Config):
+    """Scores of the generated images and the training filter (zodi_core.quality, issue 14)."""
+
+    score: bool = Field(True, description="Score every generated image before ZoDi trains")
+    seg_config: str | None = Field(None, description="Layout scorer's mmseg config; None: train's")
+    seg_checkpoint: str | None = Field(
+        None, description="Layout scorer checkpoint; None: the run's source-only model"
+    )
+    clip: str | None = Field(CLIP_MODEL_ID, description="CLIP hub id or folder; None: no CLIP")
+    min_layout_miou: float | None = Field(None, description="Drop rows below this layout mIoU (%)")
+    min_clip: float | None = Field(None, description="Drop rows below this CLIP score (cosine)")
+    drop_lowest_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Also drop this fraction with the lowest layout mIoU"
+    )
+    batch_size: int = Field(8, ge=1, description="Images per scoring batch")
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
+    worst_n: int = Field(8, ge=0, description="Rows of the report's worst-generations grid")
+
+    @classmethod
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        # demo: no CLIP download on a machine without network (the demo may pass a tiny one)
+        return {"paper": {}, "default": {}, "demo": {"clip": None, "worst_n": 4}}
+
+
 class PipelineConfig(_Config):
     """The whole pipeline: ingest → shard → transfer → merge → train → evaluate → report."""
 
@@ -408,6 +433,7 @@ class PipelineConfig(_Config):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Adaptation")
     evaluation: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Artifacts")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality control")
     shard_size: int = Field(8, description="Source images per transfer shard")
 
     @field_validator("shard_size")
@@ -428,6 +454,7 @@ class PipelineConfig(_Config):
             "transfer": TransferConfig.preset(name).model_dump(),
             "train": TrainConfig.preset(name).model_dump(),
             "evaluation": EvalConfig.preset(name).model_dump(),
+            "quality": QualityConfig.preset(name).model_dump(),
         }
         if name == "demo":
             base["shard_size"] = 4
