@@ -199,3 +199,27 @@ def test_train_config_migrates_the_old_config_key_and_refuses_a_different_baseli
         TrainConfig(mmseg_config=DEMO, source_only_config="other.py")
     with pytest.raises(ConfigError, match="lambda_sim"):
         TrainConfig(lambda_sim=-1.0)
+
+
+def test_vis_backends_are_selectable_and_a_missing_package_is_named(monkeypatch):
+    import importlib.util
+
+    from zodi_core.seg.train import apply_vis_backends
+
+    cfg = load_config(DEMO)
+    apply_vis_backends(cfg, ("local",))
+    assert [b["type"] for b in cfg.visualizer.vis_backends] == ["LocalVisBackend"]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: real(n, *a) if n != "mlflow" else None
+    )
+    with pytest.raises(ConfigError, match=r"'mlflow' needs the mlflow package.*pip install mlflow"):
+        apply_vis_backends(cfg, ("local", "mlflow"))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n == "tensorboard" else real(n, *a)
+    )
+    apply_vis_backends(cfg, ("local", "tensorboard"))
+    assert [b["type"] for b in cfg.visualizer.vis_backends] == [
+        "LocalVisBackend",
+        "TensorboardVisBackend",
+    ]

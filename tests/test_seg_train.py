@@ -196,6 +196,10 @@ def test_cli_train_then_evaluate_write_checkpoint_and_report(data, tmp_path, cap
                  "--out", str(report), "--preset", "demo"]) == 0  # fmt: skip
     result = json.loads((report / "report.json").read_text())
     assert set(result["targets"]) == {"acdc-night-val", "proxy-night"}
+    table = capsys.readouterr().out.splitlines()  # the mIoU table, then where the report is
+    assert table[0].split() == ["target", "images", "mIoU", "aAcc"]
+    assert {line.split()[0] for line in table[2:4]} == {"acdc-night-val", "proxy-night"}
+    assert table[-1] == f"report: {report / 'report.md'}"
     assert "proxy-night" in (report / "report.md").read_text()
 
 

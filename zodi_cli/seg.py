@@ -43,10 +43,22 @@ def _train_config(args: argparse.Namespace):
         "batch_size": args.batch_size,
         "device": args.device,
         "dtype": args.dtype,
+        "vis_backends": tuple(args.vis_backend) if args.vis_backend else None,
         # The compact progress line replaces mmengine's console log unless --verbose.
         "log_level": None if args.verbose else "ERROR",
     }
     return TrainConfig.preset(args.preset, **{k: v for k, v in options.items() if v is not None})
+
+
+@contextlib.contextmanager
+def _quiet(args: argparse.Namespace):
+    """Library warnings (mmseg's deprecation notices) only with --verbose: the summary stays short."""
+    if args.verbose:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _print_train_summary(summary: dict[str, Any]) -> None:
@@ -93,10 +105,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
             )
         summary = _launch_ddp(args, _child_argv(args))
     else:
-        quiet = warnings.catch_warnings() if not args.verbose else contextlib.nullcontext()
-        with quiet:
-            if not args.verbose:  # mmseg's deprecation notices; --verbose shows them
-                warnings.simplefilter("ignore")
+        with _quiet(args):
             summary = _train(args, tc)
         if args.launcher == "pytorch":
             if int(os.environ.get("RANK", "0")) == 0 and args.summary_file:
@@ -140,6 +149,8 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
         value = getattr(args, flag)
         if value is not None:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
+    for backend in args.vis_backend or []:
+        argv += ["--vis-backend", backend]
     for flag in ("source_only", "resume", "verbose"):
         if getattr(args, flag, False):
             argv.append(f"--{flag.replace('_', '-')}")
@@ -150,7 +161,7 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
 
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.config import EvalConfig
-    from zodi_core.evaluation import evaluate_checkpoint, format_miou_table
+    from zodi_core.evaluation import format_miou_table
 
     seeds = [c for c in (args.seeds or "").split(",") if c]
     if not seeds and not args.checkpoint:
@@ -169,7 +180,18 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         eval_config = eval_config.replace(
             height=args.height or eval_config.height, width=args.width or eval_config.width
         )
-    result = evaluate_checkpoint(
+    with _quiet(args):
+        result = _evaluate(args, seeds, eval_config)
+    if not args.json:
+        print(format_miou_table(result["metrics"]))
+        print(f"report: {result['report_md']}")
+    return result
+
+
+def _evaluate(args: argparse.Namespace, seeds: list[str], eval_config) -> dict[str, Any]:
+    from zodi_core.evaluation import evaluate_checkpoint
+
+    return evaluate_checkpoint(
         seeds or args.checkpoint,
         args.config,
         args.manifest or [],
@@ -178,10 +200,6 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         best_checkpoint=args.best_checkpoint,
         eval_config=eval_config,
     )
-    if not args.json:
-        print(format_miou_table(result["metrics"]))
-        print(f"report: {result['report_md']}")
-    return result
 
 
 def run_predict(args: argparse.Namespace) -> dict[str, Any]:
@@ -192,10 +210,11 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
         if not (args.height and args.width):
             raise CLIError("--height and --width: give both (the size the model sees) or neither")
         scale = (args.width, args.height)
-    result = predict_images(
-        args.config, args.checkpoint, args.input, args.out,
-        device=args.device or "auto", scale=scale, progress=not args.json,
-    )  # fmt: skip
+    with _quiet(args):
+        result = predict_images(
+            args.config, args.checkpoint, args.input, args.out,
+            device=args.device or "auto", scale=scale, progress=not args.json,
+        )  # fmt: skip
     if not args.json:
         print(f"predicted {result['images']} images: labels {result['labels']}, "
               f"overlays {result['overlays']}")  # fmt: skip
@@ -240,6 +259,9 @@ def add_parsers(subparsers: argparse._SubParsersAction, parent: argparse.Argumen
     p.add_argument("--gpus", type=int, help="data-parallel processes (torchrun + DDP; on a "
                    "CPU-only machine: CPU processes with gloo); needs --scheme concat")  # fmt: skip
     _device_options(p)
+    p.add_argument("--vis-backend", action="append", choices=("local", "tensorboard", "mlflow"),
+                   help="mmengine visualisation backend of the training scalars (repeat; "
+                   "default: local)")  # fmt: skip
     p.add_argument(
         "--cfg-options", nargs="+", metavar="KEY=VALUE", help="override existing config keys"
     )

@@ -274,6 +274,9 @@ class TrainConfig(_Config):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="'auto'/'float32': full precision; float16/bfloat16: AMP on CUDA"
     )
+    vis_backends: tuple[Literal["local", "tensorboard", "mlflow"], ...] = Field(
+        ("local",), description="mmengine visualisation backends (local: <work_dir>/*/vis_data)"
+    )
 
     @model_validator(mode="before")
     @classmethod

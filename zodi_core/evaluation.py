@@ -113,7 +113,7 @@ def target_name(manifest_uri: str, image_column: str | None = None) -> str:
     return "-".join(parts)
 
 
-def load_model(config: str | os.PathLike, checkpoint_uri: str, device: str = "cpu"):
+def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str = "cpu"):
     """Build the config's model and load a checkpoint (local or remote) into it, in eval mode.
 
     A ZoDi checkpoint (keys ``segmentor.*``) loads into its plain segmentor config and back.
@@ -124,7 +124,7 @@ def load_model(config: str | os.PathLike, checkpoint_uri: str, device: str = "cp
     from zodi_core.seg.checkpoint import load_checkpoint_file
     from zodi_core.seg.train import load_config
 
-    cfg = load_config(config)
+    cfg = load_config(mmseg_config)
     init_default_scope(cfg.get("default_scope", "mmseg"))
     model = MODELS.build(cfg.model)
     with tempfile.TemporaryDirectory(prefix="zodi-eval-") as tmp:
@@ -141,7 +141,7 @@ def load_model(config: str | os.PathLike, checkpoint_uri: str, device: str = "cp
     unexpected = sorted(set(state) - own)
     if missing or unexpected:
         raise ValueError(
-            f"checkpoint {checkpoint_uri} does not fit config {config}: missing keys "
+            f"checkpoint {checkpoint_uri} does not fit config {mmseg_config}: missing keys "
             f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected keys "
             f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
@@ -340,7 +340,6 @@ def evaluate_checkpoint(
     from zodi_core.device import resolve_device
 
     eval_config = eval_config or EvalConfig()
-    config = mmseg_config
     checkpoints = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)
     if not checkpoints:
         raise ValueError("checkpoints: expected at least one checkpoint URI, received none")
@@ -358,17 +357,17 @@ def evaluate_checkpoint(
 
     runs: dict[str, list[Areas]] = {n: [] for n in names}
     for ckpt in checkpoints:
-        model = load_model(config, ckpt, device)
+        model = load_model(mmseg_config, ckpt, device)
         for name, (m, col, _) in zip(names, sets, strict=True):
             runs[name].append(evaluate_model(model, m, eval_config, col))
     best: dict[str, dict] = {}
     if best_checkpoint:
-        model = load_model(config, best_checkpoint, device)
+        model = load_model(mmseg_config, best_checkpoint, device)
         for name, (m, col, _) in zip(names, sets, strict=True):
             best[name] = evaluate_model(model, m, eval_config, col).metrics()
 
     report: dict[str, Any] = {
-        "config": str(config),
+        "config": str(mmseg_config),
         "checkpoints": checkpoints,
         "best_checkpoint": best_checkpoint,
         "seeds": len(checkpoints),

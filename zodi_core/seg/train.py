@@ -177,6 +177,30 @@ def apply_train_config(cfg, tc: TrainConfig) -> None:
         cfg.log_level = tc.log_level
 
 
+#: TrainConfig.vis_backends → (mmengine backend, the package it needs).
+VIS_BACKENDS = {
+    "local": ("LocalVisBackend", None),
+    "tensorboard": ("TensorboardVisBackend", "tensorboard"),
+    "mlflow": ("MLflowVisBackend", "mlflow"),
+}
+
+
+def apply_vis_backends(cfg, names: tuple[str, ...]) -> None:
+    """Log training scalars to these mmengine visualisation backends (packages checked first)."""
+    backends = []
+    for name in names:
+        kind, package = VIS_BACKENDS[name]
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"TrainConfig.vis_backends: {name!r} needs the {package} package, which is not "
+                f"installed (pip install {package}), or leave it out"
+            )
+        backends.append(dict(type=kind))
+    visualizer = dict(cfg.get("visualizer") or dict(type="SegLocalVisualizer"))
+    visualizer["vis_backends"] = backends
+    cfg.visualizer = visualizer
+
+
 def _schedule_length(cfg) -> int:
     loop = cfg.train_cfg
     return int(loop.max_iters if loop.get("type") == "IterBasedTrainLoop" else loop.max_epochs)
@@ -465,6 +489,7 @@ def train_model(
     cfg = load_config(mmseg_config, overrides)
     adapt_config(cfg, tc, source_only=source_only)
     apply_train_config(cfg, tc)
+    apply_vis_backends(cfg, tc.vis_backends)
     pretrained = pretrained or tc.pretrained
     if max_iters is None:
         max_iters = tc.max_iters
