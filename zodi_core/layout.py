@@ -7,6 +7,11 @@ An artifact root (a local folder or ``s3://bucket/prefix``) holds::
     transfer/<domain>/shards/<shard>-<shard digest>-<generation digest>.parquet
                                                         one transfer manifest per shard
     paired/domain=<domain>/paired.parquet               paired manifest of a domain (merged shards)
+    paired/domain=<domain>/scored.parquet               the same rows with quality scores and flags
+    paired/domain=<domain>/train.parquet                its kept rows: what ZoDi trains on
+    quality/<domain>/scores-<score digest>.parquet      scores of one scorer on one paired manifest
+    quality/<domain>/pred-<score digest>/<sample_id>.png  the layout scorer's predictions
+    quality/tune/<domain>/...                           zodi tune-strength: manifests, plot, table
     proxy/...                                           the same layout, for the source val split
     train/<model>/seed<n>/                              mmengine work dir of one training run
     eval/<slug>/                                        evaluation reports of one model
@@ -31,6 +36,7 @@ MANIFESTS = "manifests"
 TRAIN = "train"
 EVAL = "eval"
 GRIDS = "grids"
+QUALITY = "quality"
 
 
 def generated_image_key(domain: str, generation_digest: str, sample_id: str) -> str:
@@ -54,6 +60,40 @@ def shard_manifest_key(
 def paired_manifest_key(domain: str) -> str:
     """Key of a domain's paired manifest (partitioned by domain, hive-style)."""
     return f"{PAIRED}/domain={domain}/paired.parquet"
+
+
+def scored_manifest_key(domain: str) -> str:
+    """Key of a domain's paired manifest with quality scores and filter flags (every row)."""
+    return f"{PAIRED}/domain={domain}/scored.parquet"
+
+
+def train_manifest_key(domain: str) -> str:
+    """Key of a domain's training manifest: the rows the quality filter keeps."""
+    return f"{PAIRED}/domain={domain}/train.parquet"
+
+
+def scores_key(domain: str, score_digest: str) -> str:
+    """Key of one scorer's scores of one paired manifest (content-addressed)."""
+    return f"{QUALITY}/{domain}/scores-{score_digest}.parquet"
+
+
+def predictions_key(domain: str, score_digest: str) -> str:
+    """Key prefix of the layout scorer's predictions (``<sample_id>.png``, train ids)."""
+    return f"{QUALITY}/{domain}/pred-{score_digest}"
+
+
+def tune_key(domain: str, name: str) -> str:
+    """Key of a ``zodi tune-strength`` output (per-strength manifests, the plot, the table)."""
+    return f"{QUALITY}/tune/{domain}/{name}"
+
+
+def quality_grid_uri(root: str, domain: str) -> str:
+    """The worst generations of a domain (source | condition | generated | prediction)."""
+    return uri(root, f"{GRIDS}/{domain}-worst.png")
+
+
+def quality_histograms_uri(root: str) -> str:
+    return uri(root, f"{GRIDS}/quality-histograms.png")
 
 
 def uri(root: str, key: str) -> str:
