@@ -31,10 +31,9 @@ import numpy as np
 import pyarrow as pa
 
 from zodi_core import manifest, storage
+from zodi_core.config import CLIP_MODEL_ID, QualityConfig
 from zodi_core.labels import IGNORE_INDEX, NUM_CLASSES
 
-#: CLIP used by default (a hub id; a local folder in the same format works too).
-CLIP_MODEL_ID = "openai/clip-vit-large-patch14"
 #: The neutral text the directional score starts from (the prompts are "driving <domain>...").
 NEUTRAL_TEXT = "driving"
 SCORE_COLUMNS = ("layout_miou", "layout_pixel_acc", "clip_score", "clip_direction")
@@ -120,7 +119,7 @@ def _features(out: Any) -> np.ndarray:
     return tensor.detach().float().cpu().numpy().astype(np.float64)
 
 
-def load_clip(source: str = CLIP_MODEL_ID, device: str = "cpu") -> Clip:
+def load_clip(source: str = CLIP_MODEL_ID, device: str = "cpu") -> Clip:  # default: config's
     """Load CLIP from a hub id or a local folder (``save_pretrained`` layout)."""
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
@@ -217,6 +216,50 @@ def clip_scores(
 # ---------------------------------------------------------------------------------------------
 # Scoring a paired manifest
 # ---------------------------------------------------------------------------------------------
+
+
+def score_digest(
+    paired_uri: str,
+    seg_config: str | None,
+    seg_checkpoint: str | None,
+    clip: str | None,
+    scale: tuple[int, int] | None,
+) -> str:
+    """Digest of everything a score depends on: the paired manifest's bytes, the scorer's config
+    file and checkpoint bytes, CLIP (a folder's content digest, or the hub id), the scale and
+    this module's code. Names the scores' storage key and is the score task's cache key."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(storage.read_bytes(paired_uri))
+    if seg_config is not None and seg_checkpoint is not None:
+        from zodi_core.seg.train import resolve_config_path
+
+        h.update(resolve_config_path(seg_config).read_bytes())
+        h.update(storage.read_bytes(seg_checkpoint))
+    if clip is not None:
+        from zodi_core.transfer.models import folder_digest
+
+        h.update((folder_digest(Path(clip)) if Path(clip).is_dir() else clip).encode())
+    h.update(json.dumps(list(scale) if scale else None).encode())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def scorer_checkpoint(
+    quality: QualityConfig, train_mmseg_config: str, baseline: dict[str, list[dict[str, Any]]]
+) -> tuple[str | None, str | None]:
+    """``(mmseg config, checkpoint)`` of the layout scorer: ``quality.seg_checkpoint`` when set,
+    else the run's source-only model (its first seed) from ``train_flow``'s result."""
+    from zodi_core.runs import SOURCE_ONLY
+
+    config = quality.seg_config or train_mmseg_config
+    if quality.seg_checkpoint:
+        return config, quality.seg_checkpoint
+    results = baseline.get(SOURCE_ONLY) or []
+    if not results or not results[0].get("checkpoint"):
+        return None, None
+    return config, results[0]["checkpoint"]
 
 
 def _read_rgb(uri: str) -> np.ndarray:
@@ -403,8 +446,8 @@ def apply_filter(
     kept = [r for r in rows if r["kept"]]
     if rows and not kept:
         raise ValueError(
-            f"{scored_uri}: the quality filter drops all {len(rows)} rows; lower "
-            f"quality.min_layout_miou / quality.min_clip / quality.drop_lowest_fraction"
+            f"{scored_uri}: the quality filter drops all {len(rows)} rows; lower the thresholds "
+            f"(quality.min_layout_miou, min_clip, drop_lowest_fraction; or the --min-* options)"
         )
     meta = manifest.manifest_metadata(table)
     settings = {
@@ -544,3 +587,198 @@ def render_worst_grid(
 
 def _fmt(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
+
+
+def render_quality_markdown(quality: dict[str, Any]) -> list[str]:
+    """The report's quality section (lines) from the pipeline's ``quality`` entry:
+    ``{"domains": {domain: apply_filter result + "summary", "worst_grid", "worst"},
+    "histograms": uri}``."""
+    domains = quality.get("domains", {})
+    if not domains:
+        return []
+    lines = [
+        "## Quality of the generated images",
+        "",
+        "| domain | rows | kept | dropped | why | layout mIoU | pixel acc | CLIP | CLIP dir |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d, q in sorted(domains.items()):
+        cols = q.get("summary", {}).get("columns", {})
+        means = [_fmt(cols.get(c, {}).get("mean"), 1 if c.startswith("layout") else 3)
+                 for c in SCORE_COLUMNS]  # fmt: skip
+        why = ", ".join(f"{k}: {v}" for k, v in q.get("by_reason", {}).items()) or "-"
+        lines.append(
+            f"| {d} | {q.get('rows', 0)} | {q.get('kept', 0)} | {q.get('dropped', 0)} | {why} | "
+            + " | ".join(means)
+            + " |"
+        )
+    settings = next(iter(domains.values())).get("settings")
+    if settings:
+        lines += ["", "Filter: " + ", ".join(f"{k}={v}" for k, v in settings.items())]
+    if quality.get("histograms"):
+        lines += ["", f"Score histograms: [{quality['histograms']}]({quality['histograms']})"]
+    lines += ["", "Worst generations (source | condition | generated | prediction):", ""]
+    for d, q in sorted(domains.items()):
+        if q.get("worst_grid"):
+            ids = ", ".join(
+                f"{w['sample_id']} ({_fmt(w.get('layout_miou'))})" for w in q.get("worst", [])
+            )
+            lines.append(f"- {d}: [{q['worst_grid']}]({q['worst_grid']}) {ids}")
+    lines.append("")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Strength chosen without target images (zodi tune-strength)
+# ---------------------------------------------------------------------------------------------
+
+
+def recommend_strength(table: Sequence[dict[str, Any]], margin: float) -> float | None:
+    """The strongest strength whose mean layout mIoU stays within ``margin`` points of the
+    lowest strength's (the most domain change that still keeps the layout); None without
+    layout scores."""
+    rows = sorted(
+        (r for r in table if r.get("layout_miou") is not None), key=lambda r: r["strength"]
+    )
+    if not rows:
+        return None
+    floor = rows[0]["layout_miou"] - margin
+    return max(r["strength"] for r in rows if r["layout_miou"] >= floor)
+
+
+def tune_strength(
+    samples_uri: str,
+    config: Any,
+    strengths: Sequence[float],
+    out_root: str,
+    *,
+    n: int = 8,
+    seg_model: Any = None,
+    clip: Clip | None = None,
+    margin: float = 5.0,
+    scale: tuple[int, int] | None = None,
+    components: Any = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Transfer the first ``n`` samples (by id) at each strength, score them, recommend one.
+
+    Args:
+        samples_uri: a samples manifest (the source val split).
+        config: the :class:`~zodi_core.config.TransferConfig` (its strength is replaced).
+        strengths: the strengths to try, each in (0, 1].
+        out_root: where images, manifests, the plot and the table go.
+        components: loaded diffusion models (loaded once from ``config.models`` when None).
+    Returns:
+        ``{"rows": [{strength, means...}], "recommended", "margin", "plot", "table", ...}``.
+    """
+    from zodi_core import layout
+    from zodi_core.transfer.runner import transfer_manifest
+
+    if n < 1:
+        raise ValueError(f"n: expected an integer >= 1, received {n}")
+    ids = sorted(manifest.read_manifest(samples_uri, "samples").column("sample_id").to_pylist())
+    if not ids:
+        raise ValueError(f"{samples_uri}: the samples manifest is empty (0 rows)")
+    ids = ids[:n]
+    if components is None:
+        from zodi_core.device import resolve_device
+        from zodi_core.transfer.models import load_components
+
+        device, dtype = resolve_device(config.device, config.dtype)
+        components = load_components(config.models, device, dtype)
+    domain = config.domain
+    table = []
+    for s in sorted(strengths):
+        cfg = config.replace(strength=float(s))
+        key = layout.tune_key(domain, f"strength-{s:g}")
+        res = transfer_manifest(
+            samples_uri, cfg, out_root, sample_ids=ids, components=components,
+            manifest_uri=storage.join_uri(out_root, f"{key}.parquet"), progress=progress,
+        )  # fmt: skip
+        if res.failed:
+            first = next(iter(res.errors.items()), ("?", "?"))
+            raise RuntimeError(f"strength {s:g}: {res.failed} images failed (first: {first})")
+        scored = score_manifest(
+            res.manifest_uri, storage.join_uri(out_root, f"{key}-scored.parquet"),
+            seg_model=seg_model, clip=clip, scale=scale,
+        )  # fmt: skip
+        table.append({"strength": float(s), "images": scored["scored"], **scored["mean"]})
+    recommended = recommend_strength(table, margin)
+    plot = storage.write_bytes(
+        storage.join_uri(out_root, layout.tune_key(domain, "tune.png")),
+        render_tune_png(table, recommended, domain),
+    )
+    md = render_tune_markdown(table, recommended, margin, domain)
+    table_uri = storage.write_bytes(
+        storage.join_uri(out_root, layout.tune_key(domain, "tune.md")), md.encode()
+    )
+    return {
+        "domain": domain,
+        "samples": ids,
+        "rows": table,
+        "recommended": recommended,
+        "margin": margin,
+        "plot": plot,
+        "table": table_uri,
+    }
+
+
+def render_tune_markdown(
+    table: Sequence[dict[str, Any]], recommended: float | None, margin: float, domain: str
+) -> str:
+    """The tune-strength table (Markdown) with the recommendation and its rule."""
+    lines = [
+        f"# Strength for {domain}: layout consistency vs prompt alignment",
+        "",
+        "| strength | images | layout mIoU | pixel acc | CLIP score | CLIP direction |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        mark = " **(recommended)**" if r["strength"] == recommended else ""
+        lines.append(
+            f"| {r['strength']:g}{mark} | {r['images']} | {_fmt(r.get('layout_miou'))} | "
+            f"{_fmt(r.get('layout_pixel_acc'))} | {_fmt(r.get('clip_score'), 3)} | "
+            f"{_fmt(r.get('clip_direction'), 3)} |"
+        )
+    rule = (
+        f"Recommended: {recommended:g}, the strongest strength whose layout mIoU stays within "
+        f"{margin:g} points of the lowest strength's."
+        if recommended is not None
+        else "No recommendation: no layout scores (give a segmentation model)."
+    )
+    return "\n".join([*lines, "", rule, ""])
+
+
+def render_tune_png(
+    table: Sequence[dict[str, Any]], recommended: float | None, domain: str
+) -> bytes:
+    """Layout mIoU (x) against CLIP directional similarity (y; CLIP score without it; strength
+    when there is no CLIP), one point per strength, the recommended one circled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ykey = next(
+        (k for k in ("clip_direction", "clip_score") if any(r.get(k) is not None for r in table)),
+        "strength",
+    )
+    xs = [
+        r.get("layout_miou") if r.get("layout_miou") is not None else r["strength"] for r in table
+    ]
+    ys = [r.get(ykey) if r.get(ykey) is not None else 0.0 for r in table]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(xs, ys, "o-")
+    for x, y, r in zip(xs, ys, table, strict=True):
+        ax.annotate(f"{r['strength']:g}", (x, y), textcoords="offset points", xytext=(4, 4))
+        if r["strength"] == recommended:
+            ax.plot([x], [y], "o", ms=14, mfc="none", mec="red")
+    has_layout = any(r.get("layout_miou") is not None for r in table)
+    ax.set_xlabel("layout mIoU (%)" if has_layout else "strength")
+    ax.set_ylabel(ykey)
+    ax.set_title(f"{domain}: layout vs prompt alignment per strength", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,123 @@
+"""Quality tasks: score a domain's generated images (cached), flag the rows to drop, figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from tasks._policy import retry_on_io
+from zodi_core import layout, quality, storage
+from zodi_core.config import QualityConfig
+
+
+def _score_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
+    # The scores' own content digest: the same manifest, scorer, CLIP and code give the same
+    # scores. Storage is the truth: when the scores file is gone the key changes, so the task
+    # runs again (writing the same content-addressed file) instead of returning a dead URI.
+    digest = quality.score_digest(
+        p["paired_uri"], p["seg_config"], p["seg_checkpoint"], p["quality_config"].clip, p.get("scale")
+    )
+    out = layout.uri(p["root"], layout.scores_key(p["domain"], digest))
+    return f"score-{p['domain']}-{digest}" + (
+        "" if storage.exists(out) else f"-{context.task_run.id}"
+    )
+
+
+@task(
+    task_run_name="score-{domain}",
+    cache_key_fn=_score_cache_key,
+    persist_result=True,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_on_io,
+)
+def score_paired_task(
+    paired_uri: str,
+    domain: str,
+    root: str,
+    seg_config: str | None,
+    seg_checkpoint: str | None,
+    quality_config: QualityConfig,
+    scale: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Score every generated image of one domain's paired manifest (reads images, never makes
+    one); return the scores manifest URI, the predictions folder and the mean scores."""
+    return score_paired(paired_uri, domain, root, seg_config, seg_checkpoint, quality_config, scale)
+
+
+def score_paired(
+    paired_uri: str,
+    domain: str,
+    root: str,
+    seg_config: str | None,
+    seg_checkpoint: str | None,
+    quality_config: QualityConfig,
+    scale: tuple[int, int] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """What :func:`score_paired_task` runs: load the scorers once, score, write."""
+    from zodi_core.device import resolve_device
+
+    digest = quality.score_digest(
+        paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale
+    )
+    device, _ = resolve_device(quality_config.device, "float32", auto_half=False)
+    seg_model = clip = None
+    if seg_config is not None and seg_checkpoint is not None:
+        from zodi_core.evaluation import load_model
+
+        seg_model = load_model(seg_config, seg_checkpoint, str(device))
+    if quality_config.clip is not None:
+        clip = quality.load_clip(quality_config.clip, str(device))
+    pred_uri = layout.uri(root, layout.predictions_key(domain, digest)) if seg_model else None
+    out = quality.score_manifest(
+        paired_uri,
+        layout.uri(root, layout.scores_key(domain, digest)),
+        seg_model=seg_model,
+        clip=clip,
+        batch_size=quality_config.batch_size,
+        scale=scale,
+        predictions_uri=pred_uri,
+        progress=progress,
+    )
+    return {**out, "domain": domain, "digest": digest, "predictions_uri": pred_uri}
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
+def filter_paired_task(
+    scores: dict[str, Any], root: str, quality_config: QualityConfig
+) -> dict[str, Any]:
+    """Flag a domain's scored rows (never deleting one) and write its training manifest (the kept
+    rows); add the summary and the worst-N grid. Cheap, so not cached: settings may change."""
+    domain = scores["domain"]
+    out = quality.apply_filter(
+        scores["uri"],
+        layout.uri(root, layout.scored_manifest_key(domain)),
+        layout.uri(root, layout.train_manifest_key(domain)),
+        min_layout_miou=quality_config.min_layout_miou,
+        min_clip=quality_config.min_clip,
+        drop_lowest_fraction=quality_config.drop_lowest_fraction,
+    )
+    out["summary"] = quality.score_summary(out["uri"])
+    if quality_config.worst_n:
+        png, worst = quality.render_worst_grid(
+            out["uri"], quality_config.worst_n, predictions_uri=scores.get("predictions_uri")
+        )
+        if worst:
+            out["worst_grid"] = storage.write_bytes(layout.quality_grid_uri(root, domain), png)
+            keep = ("sample_id", *quality.SCORE_COLUMNS, "drop_reason")
+            out["worst"] = [{k: w[k] for k in keep} for w in worst]
+    return out
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
+def quality_figures_task(filtered: dict[str, dict[str, Any]], root: str) -> dict[str, Any]:
+    """The report's quality entry: per-domain filter results and one histogram PNG."""
+    summaries = {d: f["summary"] for d, f in filtered.items()}
+    png = quality.render_histograms_png(summaries)
+    return {
+        "domains": filtered,
+        "histograms": storage.write_bytes(layout.quality_histograms_uri(root), png),
+    }
