@@ -44,7 +44,8 @@ def regenerate_flow(
     """Compare each domain's prompt settings with its paired manifest; regenerate changed ones.
 
     ``domains`` None: every domain generated under ``out_root`` plus those the prompt config
-    lists. A domain is regenerated when its prompt, negative prompt or strength differ from what
+    lists. ``transfer`` None: the settings of the root's last generation (models, steps, ...),
+    so a scheduled run follows what the pipeline used; the prompt config sets the prompts. A domain is regenerated when its prompt, negative prompt or strength differ from what
     its paired manifest records, or when it has no paired manifest yet. Its new prompt changes
     the transfer digest, so every shard misses the cache and every image is rewritten; an
     unchanged domain costs one manifest read. Before the pipeline has written anything under
@@ -56,7 +57,6 @@ def regenerate_flow(
     per domain); a Failed state with the report as data when a domain's transfer failed.
     """
     logger = get_run_logger()
-    transfer = transfer or TransferConfig()
     # 1. read the prompt config
     prompts = load_prompt_config_task(prompt_config_uri)
     # 2. compare every domain's wanted prompt settings with its paired manifest

@@ -106,3 +106,39 @@ def test_prompt_config_from_value_reads_text_and_mappings():
     assert from_text == from_map and from_map.version == "3"
     with pytest.raises(ValueError, match=r"(?s)prompt config v://p: .*domains\.fog\.strength"):
         prompt_config_from_value({"domains": {"fog": {"strength": 2.0}}}, "v://p")
+
+
+def test_recorded_transfer_config_is_the_last_generations_without_its_prompts(tmp_path):
+    from zodi_core import layout, manifest
+
+    assert regeneration.recorded_transfer_config(str(tmp_path), "night") is None
+    paired = write_paired(tmp_path, "night", "driving at night, old", 0.5)  # config_digest "abc"
+    assert regeneration.recorded_transfer_config(str(tmp_path), "night") is None  # no shard
+    used = TransferConfig.preset(
+        "demo", domain="night", prompt="driving at night, old", strength=0.5,
+        negative_prompt="blurry", models={"base": "/models/tiny", "controlnet": None},
+    )  # fmt: skip
+    rows = manifest.read_manifest(paired, "transfer").to_pylist()
+    for digest in ("zzz", "abc"):  # another generation's shard, then this one's
+        config = used.replace(num_inference_steps=3) if digest == "zzz" else used
+        key = layout.shard_manifest_key("night", "shard-00000", "d0", digest)
+        manifest.write_manifest(
+            rows, layout.uri(str(tmp_path), key), "transfer",
+            extra_metadata={"transfer_config": config.model_dump_json()},
+        )  # fmt: skip
+
+    recorded = regeneration.recorded_transfer_config(str(tmp_path), "night")
+    defaults = TransferConfig()
+    assert recorded.models.base == "/models/tiny"
+    assert recorded.num_inference_steps == used.num_inference_steps  # this generation's shard
+    assert (recorded.prompt, recorded.strength, recorded.negative_prompt) == (
+        defaults.prompt, defaults.strength, defaults.negative_prompt
+    )  # fmt: skip
+    # transfer=None in a plan: the recorded settings, with the prompt config's prompts.
+    prompts = PromptConfig.from_text("domains: {night: {prompt: 'driving at night, new'}}")
+    plan = regeneration.plan_regeneration(prompts, None, None, str(tmp_path), "x.parquet")
+    (job,) = plan.jobs
+    assert job.transfer.models.base == "/models/tiny"
+    assert job.transfer.effective_prompt == "driving at night, new"
+    assert regeneration.base_transfer_config(used, ["night"], str(tmp_path)) is used
+    assert regeneration.base_transfer_config(None, [], str(tmp_path)) == TransferConfig()

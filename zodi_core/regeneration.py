@@ -16,10 +16,11 @@ Plain functions over a :class:`~zodi_core.prompts.PromptConfig` and storage, wra
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-from zodi_core import layout, storage
+from zodi_core import layout, manifest, storage
 from zodi_core.config import TransferConfig
 from zodi_core.prompts import DomainPromptStatus, PromptConfig, PromptValues, compare_prompts
 
@@ -33,6 +34,50 @@ def generated_domains(root: str) -> list[str]:
         if folder.startswith("domain=") and key == layout.paired_manifest_key(domain):
             found.add(domain)
     return sorted(found)
+
+
+#: The prompt settings of a transfer config: a prompt config decides them, never a recording.
+PROMPT_FIELDS = ("prompt", "negative_prompt", "strength")
+
+
+def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
+    """The transfer settings that generated ``domain``'s paired manifest under ``root``, with
+    the prompt settings reset to their defaults; None when nothing records them.
+
+    A paired manifest's rows carry their generation digest (``config_digest``); the shard
+    manifests of that generation (``layout.shard_manifest_key``) record the full transfer config
+    in their metadata.
+    """
+    paired = layout.paired_manifest_uri(root, domain)
+    if not storage.exists(paired):
+        return None
+    digests = sorted(set(manifest.read_manifest(paired, "transfer").column("config_digest")))
+    store = storage.open_storage(root)
+    # The folder of the domain's shard manifests, as the layout names them.
+    prefix = posixpath.dirname(layout.shard_manifest_key(domain, "s", "d", "g")) + "/"
+    for key in store.list(prefix):
+        if any(key.endswith(f"-{d}.parquet") for d in digests):
+            meta = manifest.manifest_metadata(manifest.read_manifest(store.uri(key), "transfer"))
+            if "transfer_config" in meta:
+                config = TransferConfig.model_validate_json(meta["transfer_config"])
+                defaults = TransferConfig()
+                return config.replace(**{f: getattr(defaults, f) for f in PROMPT_FIELDS})
+    return None
+
+
+def base_transfer_config(
+    transfer: TransferConfig | None, generated: list[str], root: str
+) -> TransferConfig:
+    """The settings regenerated domains start from: ``transfer`` when given; else the settings
+    of the root's last generation (the first generated domain that records them, prompt settings
+    reset); else the defaults."""
+    if transfer is not None:
+        return transfer
+    for domain in generated:
+        recorded = recorded_transfer_config(root, domain)
+        if recorded is not None:
+            return recorded
+    return TransferConfig()
 
 
 @dataclass(frozen=True)
@@ -62,7 +107,7 @@ class RegenerationPlan:
 
 def plan_regeneration(
     prompts: PromptConfig,
-    transfer: TransferConfig,
+    transfer: TransferConfig | None,
     domains: list[str] | None,
     out_root: str,
     samples_uri: str,
@@ -71,7 +116,8 @@ def plan_regeneration(
 
     Args:
         prompts: the prompt config.
-        transfer: the base transfer settings; each domain's prompt settings are applied on top.
+        transfer: the base transfer settings, each domain's prompt settings applied on top;
+            None: those the root's last generation recorded (:func:`base_transfer_config`).
         domains: the domains to compare; None: every domain generated under ``out_root`` plus
             every domain ``prompts`` lists.
         out_root: the storage root the pipeline writes (paired manifests under ``paired/``).
@@ -95,6 +141,7 @@ def plan_regeneration(
             "nothing regenerated"
         )
         return plan
+    transfer = base_transfer_config(transfer, generated, out_root)
     plan.statuses = compare_prompts(prompts, transfer, names, out_root)
     plan.jobs = [
         RegenerationJob(s.domain, prompts.transfer_config(transfer, s.domain))
