@@ -1,0 +1,44 @@
+"""train_flow and evaluate_flow under Prefect: planned runs through the tasks, cached reruns,
+and evaluation planned from the trained runs (tiny data, one iteration per run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from seg_testdata import (
+    torch_single_thread,  # noqa: F401  (autouse fixture)
+    write_dataset,
+)
+
+from zodi_core.config import EvalConfig, TrainConfig
+
+
+def test_train_then_evaluate_flows_plan_name_and_evaluate_every_model(prefect_harness, tmp_path):
+    from flows.evaluate import evaluate_flow
+    from flows.train import train_flow
+
+    train_data = write_dataset(tmp_path / "data", n=2)
+    val = write_dataset(tmp_path / "data", n=2, split="val")
+    root = str(tmp_path / "root")
+    train = TrainConfig.preset("demo", max_iters=1, seeds=(0,))
+    models = train_flow(train_data["samples"], {"night": train_data["paired"]}, root, train)
+    assert set(models) == {"source-only", "zodi-night"}
+    zodi, base = models["zodi-night"][0], models["source-only"][0]
+    assert (zodi["domain"], zodi["seed"], base["domain"]) == ("night", 0, None)
+    assert base["source_only"] and not zodi["source_only"]
+    assert zodi["checkpoint"] == f"{root}/train/zodi-night/seed0/iter_1.pth"
+    assert Path(base["checkpoint"]).is_file() and "loss_sim" in zodi["losses"]
+    # A rerun hits the task cache (same inputs, same settings): nothing is trained again.
+    again = train_flow(train_data["samples"], {"night": train_data["paired"]}, root, train)
+    assert again == models
+    results = evaluate_flow(
+        models, {"acdc-night-val": val["target"]}, {"night": val["paired"]}, root, train,
+        EvalConfig.preset("demo", device="cpu"),
+    )  # fmt: skip
+    assert set(results) == {"source-only", "zodi-night"}
+    for model in ("source-only", "zodi-night"):
+        proxy = results[model]["proxy"]["night"]
+        assert proxy["real_mIoU"] == results[model]["targets"]["acdc-night-val"]["mIoU"]
+        report = json.loads((Path(root) / "eval" / model / "report.json").read_text())
+        assert report["config"].endswith("deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py")
