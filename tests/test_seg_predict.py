@@ -36,7 +36,8 @@ def test_predict_images_writes_train_id_maps_and_overlays_for_a_folder(tmp_path)
     ckpt = zodi_checkpoint(tmp_path / "zodi.pth")
     folder = tmp_path / "images"
     for i, (h, w) in enumerate([(40, 80), (64, 128)]):
-        save_png(folder / ("sub" if i else "") / f"img{i}.png", scene(i, h, w)[0])
+        suffix = ".png" if i else ".jpg"  # PIL writes by suffix: one JPEG, one PNG
+        save_png(folder / ("sub" if i else "") / f"img{i}{suffix}", scene(i, h, w)[0])
     assert [i for i, _ in list_inputs(str(folder))] == ["img0", "sub/img1"]
     out = predict_images(DEMO, ckpt, str(folder), str(tmp_path / "out"), device="cpu",
                          progress=False)  # fmt: skip

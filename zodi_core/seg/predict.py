@@ -14,7 +14,6 @@ suffix (sub-folders kept).
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from zodi_core import storage
+from zodi_core.datasets.io import encode_png, read_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -48,21 +48,6 @@ def list_inputs(inputs: str) -> list[tuple[str, str]]:
     if not files:
         raise FileNotFoundError(f"--input {inputs}: no {'/'.join(IMAGE_SUFFIXES)} images in it")
     return [(p.relative_to(folder).with_suffix("").as_posix(), str(p)) for p in files]
-
-
-def _read_rgb(uri: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(storage.read_bytes(uri))) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def _png(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def colour_overlay(rgb: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -130,9 +115,9 @@ def predict_images(
     labels_dir, overlays_dir = storage.join_uri(out, "labels"), storage.join_uri(out, "overlays")
     for sample_id, uri in tqdm(items, desc="predict", unit="img", disable=not progress,
                                file=sys.stderr):  # fmt: skip
-        rgb = _read_rgb(uri)
+        rgb = read_image(uri)
         pred = predict_label(model, rgb, scale)
-        storage.write_bytes(storage.join_uri(labels_dir, f"{sample_id}.png"), _png(pred))
+        storage.write_bytes(storage.join_uri(labels_dir, f"{sample_id}.png"), encode_png(pred))
         overlay = colour_overlay(rgb, pred)
-        storage.write_bytes(storage.join_uri(overlays_dir, f"{sample_id}.png"), _png(overlay))
+        storage.write_bytes(storage.join_uri(overlays_dir, f"{sample_id}.png"), encode_png(overlay))
     return {"images": len(items), "labels": labels_dir, "overlays": overlays_dir}
