@@ -40,3 +40,16 @@ def tiny_components(tiny_models_dir: Path):
     from zodi_core.transfer.models import load_components
 
     return load_components(ModelsConfig(base=str(tiny_models_dir), controlnet=None), "cpu")
+
+
+def tiny_transfer_config(models_dir: Path, **overrides):
+    """The demo preset on the tiny models, 2 steps, batch 2: what the transfer tests run."""
+    from zodi_core.config import TransferConfig
+
+    settings = {
+        "num_inference_steps": 2,
+        "batch_size": 2,
+        "models": {"base": str(models_dir), "controlnet": None},
+        **overrides,
+    }
+    return TransferConfig.preset("demo", **settings)

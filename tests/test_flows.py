@@ -6,19 +6,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fixtures_models import tiny_transfer_config
 
-from zodi_core.config import DatasetSpec, TransferConfig
+from zodi_core.config import DatasetSpec
 
 pytestmark = pytest.mark.slow
-
-
-def _transfer_config(models_dir: Path) -> TransferConfig:
-    return TransferConfig.preset(
-        "demo",
-        num_inference_steps=2,
-        batch_size=2,
-        models={"base": str(models_dir), "controlnet": None},
-    )
 
 
 def _ingest(root: Path, out: Path) -> str:
@@ -41,7 +33,7 @@ def test_transfer_flow_failed_shard_rerun_computes_only_that_shard(
 
     out = tmp_path / "artifacts"
     samples_uri = _ingest(synthetic_copy, out)
-    config = _transfer_config(tiny_models_dir)
+    config = tiny_transfer_config(tiny_models_dir)
 
     # A real fault after ingestion: one source image is truncated on disk.
     victim = sorted((synthetic_copy / "cityscapes" / "leftImg8bit" / "train").rglob("*.png"))[5]
@@ -99,7 +91,7 @@ def test_transfer_flow_on_s3_results_and_artifacts_in_ceph(
         "zodi-test-results", f"{s3_root}/prefect-results", endpoint_url=ceph_s3.endpoint_url
     )
     flow = transfer_flow.with_options(result_storage=block)
-    config = _transfer_config(tiny_models_dir)
+    config = tiny_transfer_config(tiny_models_dir)
 
     first = flow(samples_uri, ["night"], s3_root, config, shard_size=4)
     assert first["domains"]["night"]["images_written"] == 8
@@ -224,7 +216,7 @@ def test_transfer_flow_runs_shards_on_dask_worker_processes(
     from flows.transfer import transfer_flow
 
     samples_uri = _ingest(synthetic_root, tmp_path / "m")
-    config = _transfer_config(tiny_models_dir)
+    config = tiny_transfer_config(tiny_models_dir)
     runner = DaskTaskRunner(
         cluster_kwargs={
             "n_workers": 2,

@@ -8,19 +8,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fixtures_models import tiny_transfer_config
 
 from zodi_core import layout
 from zodi_core.config import DatasetSpec, TransferConfig
-
-
-def _config(models_dir: Path, **overrides) -> TransferConfig:
-    return TransferConfig.preset(
-        "demo",
-        num_inference_steps=2,
-        batch_size=2,
-        models={"base": str(models_dir), "controlnet": None},
-        **overrides,
-    )
 
 
 @pytest.fixture
@@ -52,7 +43,7 @@ def test_layout_generated_image_key_includes_domain_and_generation_digest():
 def test_generation_digest_covers_settings_and_model_folder_content(tiny_models_dir, tmp_path):
     from zodi_core.transfer.lineage import generation_digest
 
-    config = _config(tiny_models_dir)
+    config = tiny_transfer_config(tiny_models_dir)
     assert generation_digest(config) == generation_digest(config.replace(batch_size=1))
     assert generation_digest(config) != generation_digest(config.replace(strength=0.5))
     copy = tmp_path / "models"
@@ -67,7 +58,7 @@ def test_generation_digest_covers_settings_and_model_folder_content(tiny_models_
 def test_same_settings_give_identical_png_bytes(
     samples, tiny_components, tiny_models_dir, tmp_path
 ):
-    config = _config(tiny_models_dir)
+    config = tiny_transfer_config(tiny_models_dir)
     first = _transfer(samples, config, tmp_path / "one", tiny_components)
     second = _transfer(samples, config, tmp_path / "two", tiny_components)
     for a, b in zip(first.rows, second.rows, strict=True):
@@ -81,7 +72,7 @@ def test_missing_outputs_names_deleted_images_and_manifests(
 ):
     from zodi_core.sharding import missing_outputs
 
-    config = _config(tiny_models_dir)
+    config = tiny_transfer_config(tiny_models_dir)
     result = _transfer(samples, config, tmp_path / "out", tiny_components)
     uri = result.manifest_uri
     assert missing_outputs([uri]) == {}
@@ -99,8 +90,8 @@ def test_gc_lists_then_deletes_only_unreferenced_generations(
 
     base = tiny_models_dir
     out = tmp_path / "out"
-    old = _transfer(samples, _config(base, strength=0.9), out, tiny_components)
-    new = _transfer(samples, _config(base, strength=0.5), out, tiny_components)
+    old = _transfer(samples, tiny_transfer_config(base, strength=0.9), out, tiny_components)
+    new = _transfer(samples, tiny_transfer_config(base, strength=0.5), out, tiny_components)
     assert old.config_digest != new.config_digest
     # the paired manifest now names the 0.5 generation only
     paired = pq.read_table(layout.paired_manifest_uri(str(out), "night")).to_pylist()

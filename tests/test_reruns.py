@@ -16,20 +16,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from fixtures_models import tiny_transfer_config
 
-from zodi_core.config import DatasetSpec, TransferConfig
+from zodi_core.config import DatasetSpec
 
 pytestmark = pytest.mark.slow
-
-
-def _config(models_dir: Path, **overrides) -> TransferConfig:
-    return TransferConfig.preset(
-        "demo",
-        num_inference_steps=2,
-        batch_size=2,
-        models={"base": str(models_dir), "controlnet": None},
-        **overrides,
-    )
 
 
 def _samples(synthetic_root: Path, tmp_path: Path) -> str:
@@ -54,7 +45,10 @@ def test_settings_a_b_a_every_row_points_at_images_made_with_its_settings(
 
     samples = _samples(synthetic_root, tmp_path)
     out = str(tmp_path / "artifacts")
-    a, b = _config(tiny_models_dir, strength=0.9), _config(tiny_models_dir, strength=0.5)
+    a, b = (
+        tiny_transfer_config(tiny_models_dir, strength=0.9),
+        tiny_transfer_config(tiny_models_dir, strength=0.5),
+    )
 
     first = transfer_flow(samples, ["night"], out, a, shard_size=4)
     a_rows = pq.read_table(first["paired"]["night"]).to_pylist()
@@ -85,7 +79,7 @@ def test_deleted_outputs_are_recomputed_exactly(
 
     samples = _samples(synthetic_root, tmp_path)
     out = tmp_path / "artifacts"
-    config = _config(tiny_models_dir)
+    config = tiny_transfer_config(tiny_models_dir)
     first = transfer_flow(samples, ["night"], str(out), config, shard_size=4)
     rows = pq.read_table(first["paired"]["night"]).to_pylist()
 
@@ -126,7 +120,7 @@ def test_failing_transfer_shows_the_real_error(prefect_harness, tiny_models_dir,
     from flows.transfer import transfer_flow
     from zodi_core.manifest import ManifestError
 
-    config = _config(tiny_models_dir)
+    config = tiny_transfer_config(tiny_models_dir)
     missing = str(tmp_path / "no-such-manifest.parquet")
 
     @flow
