@@ -115,7 +115,7 @@ def _transfer_config(models_dir: Path) -> TransferConfig:
     # batch_size=1 and a few more steps: the transfer lasts long enough to be cut mid-way.
     return TransferConfig.preset(
         "demo",
-        num_inference_steps=4,
+        num_inference_steps=8,
         batch_size=1,
         models={"base": str(models_dir), "controlnet": None},
     )
