@@ -7,10 +7,10 @@ logs or writes them. The boto3 client is created on first use, never at import.
 Retries: transient failures (connection refused or reset, timeouts, HTTP 5xx, throttling) are
 retried inside botocore ("standard" retry mode, up to :data:`MAX_ATTEMPTS` attempts per request,
 full-jitter exponential backoff ``rand(0, 1) * min(base * 2 ** (attempt - 1), 20)`` seconds, where
-botocore >= 1.44 takes base = 0.05 s for connection errors and 5xx and 1 s for throttling).
-With 14 attempts a request to a server that stays down waits 53 s on average and at most 106 s
-(plus 3 s per attempt when connecting times out); a gateway restart of ~10 s is outlasted by the
-request in flight (99.99 %). botocore also keeps a retry quota per client (500 tokens, 14 per
+botocore >= 1.44 takes base = 0.05 s for connection errors and 5xx and 1 s for throttling; older
+versions 1 s for all, so waits up to 191 s). With 14 attempts a request to a server that stays
+down waits 53 s on average and at most 106 s (plus 3 s per attempt when connecting times out);
+the request in flight outlasts a ~10 s gateway restart (in 99.99 % of cases). botocore also keeps a retry quota per client (500 tokens, 14 per
 retry, refilled by successes): when many threads retry at once it runs out and further errors
 come back at once, so a long outage surfaces quickly instead of piling up retries. What is still
 failing then is raised as :class:`TransientStorageError`, which Prefect task retries take up
