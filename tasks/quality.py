@@ -14,15 +14,8 @@ from zodi_core.config import QualityConfig
 
 def _score_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     # The scores' own content digest: the same manifest, scorer, CLIP and code give the same
-    # scores. Storage is the truth: when the scores file is gone the key changes, so the task
-    # runs again (writing the same content-addressed file) instead of returning a dead URI.
-    digest = quality.score_digest(
-        p["paired_uri"], p["seg_config"], p["seg_checkpoint"], p["quality_config"].clip, p.get("scale")
-    )
-    out = layout.uri(p["root"], layout.scores_key(p["domain"], digest))
-    return f"score-{p['domain']}-{digest}" + (
-        "" if storage.exists(out) else f"-{context.task_run.id}"
-    )
+    # scores (and the same content-addressed file).
+    return f"score-{p['domain']}-{p['digest']}"
 
 
 @task(
@@ -40,11 +33,36 @@ def score_paired_task(
     seg_config: str | None,
     seg_checkpoint: str | None,
     quality_config: QualityConfig,
-    scale: tuple[int, int] | None = None,
+    scale: tuple[int, int] | None,
+    digest: str,
 ) -> dict[str, Any]:
     """Score every generated image of one domain's paired manifest (reads images, never makes
     one); return the scores manifest URI, the predictions folder and the mean scores."""
-    return score_paired(paired_uri, domain, root, seg_config, seg_checkpoint, quality_config, scale)
+    return score_paired(
+        paired_uri, domain, root, seg_config, seg_checkpoint, quality_config, scale, digest=digest
+    )
+
+
+def score_paired_cached(
+    paired_uri: str,
+    domain: str,
+    root: str,
+    seg_config: str | None,
+    seg_checkpoint: str | None,
+    quality_config: QualityConfig,
+    scale: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Run :func:`score_paired_task` (inside a flow) with storage as the truth: a cache record
+    counts only while its scores file exists; when the file is gone the task runs again and
+    overwrites the record."""
+    digest = quality.score_digest(
+        paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale
+    )
+    present = storage.exists(layout.uri(root, layout.scores_key(domain, digest)))
+    task_ = score_paired_task.with_options(refresh_cache=not present)
+    return task_(
+        paired_uri, domain, root, seg_config, seg_checkpoint, quality_config, scale, digest
+    )
 
 
 def score_paired(
@@ -56,13 +74,15 @@ def score_paired(
     quality_config: QualityConfig,
     scale: tuple[int, int] | None = None,
     progress: bool = False,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """What :func:`score_paired_task` runs: load the scorers once, score, write."""
     from zodi_core.device import resolve_device
 
-    digest = quality.score_digest(
-        paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale
-    )
+    if digest is None:
+        digest = quality.score_digest(
+            paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale
+        )
     device, _ = resolve_device(quality_config.device, "float32", auto_half=False)
     seg_model = clip = None
     if seg_config is not None and seg_checkpoint is not None:

@@ -238,11 +238,29 @@ def score_digest(
         h.update(resolve_config_path(seg_config).read_bytes())
         h.update(storage.read_bytes(seg_checkpoint))
     if clip is not None:
-        from zodi_core.transfer.models import folder_digest
-
-        h.update((folder_digest(Path(clip)) if Path(clip).is_dir() else clip).encode())
+        h.update((_folder_fingerprint(Path(clip)) if Path(clip).is_dir() else clip).encode())
     h.update(json.dumps(list(scale) if scale else None).encode())
     h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _folder_fingerprint(root: Path, edge: int = 1 << 20) -> str:
+    """Digest of a local model folder: every file's name, size, first and last MiB. Unlike a
+    config-and-sizes digest it tells apart two weight files of one architecture (two seeds, a
+    fine-tune); unlike a full hash it costs 2 MiB per file, not gigabytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(root).as_posix()}\0{size}\0".encode())
+        with p.open("rb") as f:
+            h.update(f.read(edge))
+            if size > 2 * edge:
+                f.seek(size - edge)
+                h.update(f.read(edge))
     return h.hexdigest()[:16]
 
 
