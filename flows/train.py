@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.train import train_model_task
+from tasks.train import stale_training_runs, submit_training_run
 from zodi_core import runs
 from zodi_core.config import TrainConfig
 
@@ -16,10 +16,12 @@ def train_flow(
     """Return {model name: [train result per seed]} (names from :func:`zodi_core.runs.run_name`)."""
     # 1. plan: the source-only baseline and one ZoDi model per domain, every seed
     planned = runs.plan_training_runs(train, paired)
-    # 2. train one run at a time: mmengine's Runner keeps process-global state
+    # 2. cached runs whose checkpoint is gone from storage train again
+    stale = stale_training_runs(planned, source_uri, root, train)
+    # 3. train one run at a time: mmengine's Runner keeps process-global state
     #    (default scope, message hub, logger), so runs in one process must not overlap
     out: dict[str, list[dict]] = {}
     for run in planned:
-        result = train_model_task(run, source_uri, run.work_dir(root), train)
+        result = submit_training_run(run, source_uri, root, train, stale)
         out.setdefault(run.name, []).append(result)
     return out

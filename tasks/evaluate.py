@@ -8,6 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
+from tasks._cache import isolated_policy
 from tasks._policy import content_digest
 from zodi_core.config import EvalConfig, config_digest
 from zodi_core.evaluation import evaluate_checkpoint
@@ -21,7 +22,11 @@ def _eval_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     return "eval-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
-@task(task_run_name="evaluate-{job.slug}", cache_key_fn=_eval_cache_key, persist_result=True)
+@task(
+    task_run_name="evaluate-{job.slug}",
+    cache_policy=isolated_policy(_eval_cache_key),
+    persist_result=True,
+)
 def evaluate_checkpoint_task(
     job: EvaluationJob, out: str, evaluation: EvalConfig
 ) -> dict[str, Any]:

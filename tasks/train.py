@@ -1,4 +1,11 @@
-"""Training task: one planned training run (a model, one seed)."""
+"""Training task: one planned training run (a model, one seed).
+
+Cached on the config file's and manifests' content, the settings, the seed, the run's name and
+work dir, under SERIALIZABLE isolation (:mod:`tasks._cache`): two identical pipelines train each
+run once, the second waits and takes the cache hit. A cache record whose checkpoint storage no
+longer holds is stale (:func:`stale_training_runs`): that run trains again (resuming from what is
+left of its work dir).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,9 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
+from tasks._cache import cached_values, isolated_policy
 from tasks._policy import content_digest
+from zodi_core import storage
 from zodi_core.config import TrainConfig, config_digest
 from zodi_core.runs import TrainingRun
 from zodi_core.seg.train import resolve_config_path, train_model
@@ -31,7 +40,7 @@ def _train_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 
 @task(
     task_run_name="train-{run.name}-seed{run.seed}",
-    cache_key_fn=_train_cache_key,
+    cache_policy=isolated_policy(_train_cache_key),
     persist_result=True,
 )
 def train_model_task(
@@ -50,3 +59,25 @@ def train_model_task(
         source_only=run.source_only,
     )
     return {"name": run.name, "domain": run.domain, "seed": run.seed, **result}
+
+
+def stale_training_runs(
+    runs: list[TrainingRun], source_uri: str | None, root: str, train: TrainConfig
+) -> set[TrainingRun]:
+    """The runs whose cache record names a checkpoint that storage no longer holds."""
+    keys = {
+        _train_cache_key(
+            None, {"run": r, "source_uri": source_uri, "work_dir": r.work_dir(root), "train": train}
+        ): r
+        for r in runs
+    }
+    cached = cached_values(train_model_task, list(keys))
+    return {keys[k] for k, v in cached.items() if not storage.exists(v["checkpoint"])}
+
+
+def submit_training_run(
+    run: TrainingRun, source_uri: str | None, root: str, train: TrainConfig, stale: set
+) -> dict[str, Any]:
+    """Train one run (in this process); a ``stale`` run refreshes its cache record."""
+    task_ = train_model_task.with_options(refresh_cache=True) if run in stale else train_model_task
+    return task_(run, source_uri, run.work_dir(root), train)

@@ -1,5 +1,6 @@
-"""train_flow and evaluate_flow under Prefect: planned runs through the tasks, cached reruns,
-and evaluation planned from the trained runs (tiny data, one iteration per run)."""
+"""train_flow and evaluate_flow under Prefect: planned runs through the tasks, cached reruns (a
+deleted checkpoint trains again), and evaluation planned from the trained runs (tiny data, one
+iteration per run)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ def test_train_then_evaluate_flows_plan_name_and_evaluate_every_model(prefect_ha
     # A rerun hits the task cache (same inputs, same settings): nothing is trained again.
     again = train_flow(train_data["samples"], {"night": train_data["paired"]}, root, train)
     assert again == models
+    # Storage is the truth: a cached run whose checkpoint was deleted trains again, alone.
+    Path(zodi["checkpoint"]).unlink()
+    third = train_flow(train_data["samples"], {"night": train_data["paired"]}, root, train)
+    assert third["source-only"] == models["source-only"]  # still a cache hit
+    assert Path(third["zodi-night"][0]["checkpoint"]).is_file()
+    assert third["zodi-night"][0]["losses"] and third["zodi-night"][0] != zodi
     results = evaluate_flow(
         models, {"acdc-night-val": val["target"]}, {"night": val["paired"]}, root, train,
         EvalConfig.preset("demo", device="cpu"),

@@ -349,14 +349,20 @@ def _stage_resume(work_dir: str, staging: Path, storage_options: dict) -> str | 
     if not store.exists("last_checkpoint"):
         return None
     name = store.get_bytes("last_checkpoint").decode().strip().replace("\\", "/").rsplit("/", 1)[-1]
+    if not store.exists(name):  # the checkpoint was deleted: nothing to resume from
+        return None
     local = store.get_file(name, staging / name)
     (staging / "last_checkpoint").write_text(str(local))
     return str(local)
 
 
 def _last_checkpoint(work_dir: Path) -> Path | None:
+    """The checkpoint ``last_checkpoint`` names, when both exist (a deleted one is no resume)."""
     marker = work_dir / "last_checkpoint"
-    return Path(marker.read_text().strip()) if marker.is_file() else None
+    if not marker.is_file():
+        return None
+    last = Path(marker.read_text().strip())
+    return last if last.is_file() else None
 
 
 def _wait_for_unused_log_dir(work_dir: Path) -> None:
