@@ -76,10 +76,6 @@ def _launch_ddp(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """``--gpus N``: N processes under torchrun (DDP), holding the work dir's lock for them."""
     from zodi_core.seg.worklock import work_dir_lock
 
-    if args.gpus < 2:
-        raise CLIError(
-            f"--gpus: expected an integer >= 2 for data-parallel training, received {args.gpus}"
-        )
     with tempfile.TemporaryDirectory(prefix="zodi-ddp-") as tmp:
         summary_file = Path(tmp) / "summary.json"
         cmd = [
@@ -97,6 +93,8 @@ def _launch_ddp(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
     tc = _train_config(args)
+    if args.gpus is not None and args.gpus < 1:
+        raise CLIError(f"--gpus: expected an integer >= 1, received {args.gpus}")
     if args.gpus and args.gpus > 1 and args.launcher == "none":
         if tc.scheme != "concat" and not args.source_only:
             raise CLIError(

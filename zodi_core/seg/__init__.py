@@ -5,8 +5,10 @@
 Importing this package registers, in MMSeg's registries: the datasets ``ZoDiPairedDataset`` and
 ``ZoDiManifestDataset`` (:mod:`.datasets`), the transforms of the paired pipeline
 (:mod:`.transforms`), the ``ZoDiSegmentor`` wrapper and its data preprocessor (:mod:`.segmentor`),
-and the ``ZoDiSyncWorkDirHook`` (:mod:`.hooks`). Configs live in ``configs/``; training and
-evaluation entry points in :mod:`.train` and :mod:`zodi_core.evaluation`.
+the ``ZoDiSyncWorkDirHook`` and ``ZoDiProgressHook`` (:mod:`.hooks`). Configs (plain segmentation
+recipes) live in ``configs/``; :mod:`.adapt` adds ZoDi to any mmseg config in code; the entry
+points are :mod:`.train` (one work dir at a time: :mod:`.worklock`), :mod:`zodi_core.evaluation`
+and :mod:`.predict`.
 """
 
 from zodi_core.seg import datasets, hooks, segmentor, transforms
