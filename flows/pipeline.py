@@ -1,4 +1,5 @@
-"""zodi_pipeline: ingest → shard → transfer → merge → train (source-only, ZoDi) → evaluate → report."""
+"""zodi_pipeline: ingest → shard → transfer → merge → source-only → score + filter → ZoDi →
+evaluate → report."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from flows.ingest import ingest_flow
 from flows.train import train_flow
 from flows.transfer import transfer_flow
 from tasks.preflight import check_pipeline_task
+from tasks.quality import filter_paired_task, quality_figures_task, score_paired_cached
 from tasks.report import render_sample_grid_task, write_report_task
-from zodi_core import layout, storage
+from zodi_core import layout, quality, storage
 from zodi_core.config import PipelineConfig
 
 
@@ -62,16 +64,42 @@ def zodi_pipeline(config: PipelineConfig, preflight: bool = True) -> Any:
         if proxy_state.is_failed():
             return failed_transfer(proxy_state, "proxy transfer")
         proxy_uris = proxy_state.result()["paired"]
-    # 6. train source-only and one ZoDi model per domain
-    checkpoints = train_flow(source_uri, transfer["paired"], root, config.train)
-    # 7. evaluate every model on every real target and on its proxy
+    # 6. train the source-only baseline first: it scores the generated images' layout
+    baseline = train_flow(source_uri, {}, root, config.train)
+    # 7. score every generated image (cached; never regenerates one) and flag the rows the
+    #    quality settings drop (none deleted); ZoDi trains on the kept rows
+    paired, quality_report = transfer["paired"], {}
+    if config.quality.score:
+        seg_config, seg_ckpt = quality.scorer_checkpoint(
+            config.quality, config.train.mmseg_config, baseline
+        )
+        scale = (config.evaluation.width, config.evaluation.height)
+        filtered = {
+            d: filter_paired_task(
+                score_paired_cached(uri, d, root, seg_config, seg_ckpt, config.quality, scale),
+                root,
+                config.quality,
+            )
+            for d, uri in transfer["paired"].items()
+        }
+        paired = {d: f["train_uri"] for d, f in filtered.items()}
+        quality_report = quality_figures_task(filtered, root)
+    # 8. train one ZoDi model per domain (the baseline is a cache hit)
+    checkpoints = train_flow(source_uri, paired, root, config.train)
+    # 9. evaluate every model on every real target and on its proxy
     results = evaluate_flow(
         checkpoints, target_uris, proxy_uris, root, config.train, config.evaluation
     )
-    # 8. sample grids and the report (JSON + Markdown in storage, a Prefect artifact for people)
+    # 10. sample grids and the report (JSON + Markdown in storage, a Prefect artifact for people)
     grids = {d: render_sample_grid_task(uri, root, d) for d, uri in transfer["paired"].items()}
     report = write_report_task(
-        {"results": results, "transfer": transfer["domains"], "sample_grids": grids}, root
+        {
+            "results": results,
+            "transfer": transfer["domains"],
+            "sample_grids": grids,
+            "quality": quality_report,
+        },
+        root,
     )
     logger.info("report: %s", report["uris"]["markdown"])
     return report

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from zodi_core import layout, manifest, storage
+from zodi_core import layout, manifest, quality, storage
 
 
 @dataclass
@@ -93,6 +93,7 @@ def render_report_markdown(report: dict[str, Any]) -> str:
                 f"{s['images_failed']} |"
             )
         lines.append("")
+    lines += quality.render_quality_markdown(report.get("quality") or {})
     grids = report.get("sample_grids", {})
     if grids:
         lines += ["## Sample grids (source | condition | generated)", ""]
