@@ -216,6 +216,9 @@ def test_prefect_yaml_regenerate_defaults_and_prompts_trigger():
         assert trigger["expect"] == ["prefect.variable.updated"]
         assert trigger["match"]["prefect.resource.name"] == "zodi-prompts"
         assert trigger["enabled"] is True
+        assert deployments[name]["concurrency_limit"] == {
+            "limit": 1, "collision_strategy": "ENQUEUE"
+        }  # fmt: skip
 
 
 def test_load_job_template_names_missing_keys(tmp_path):
@@ -452,6 +455,7 @@ def test_zodi_deploy_is_idempotent_and_registers_pools_schedule_and_gpu_template
             f"prefect.deployment.{regenerate.id}"
         )
         assert automation.enabled and automation.trigger.expect == {"prefect.variable.updated"}
+        assert regenerate.global_concurrency_limit.limit == 1  # runs on one root never overlap
         gpu_pool = client.read_work_pool("zodi-gpu")
         assert gpu_pool.type == "kubernetes"
         pipeline_gpu = client.read_deployment_by_name("zodi_pipeline/zodi-pipeline-gpu")
