@@ -366,6 +366,10 @@ class StorageConfig(_Config):
         }
 
 
+#: The weather conditions of ACDC's folders (``rgb_anon/<condition>/...``).
+ACDC_CONDITIONS = ("night", "snow", "rain", "fog")
+
+
 class DatasetSpec(_Config):
     """One dataset to ingest."""
 
@@ -379,9 +383,10 @@ class DatasetSpec(_Config):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.dataset == "acdc" and self.condition is None:
+        if self.dataset == "acdc" and self.condition not in ACDC_CONDITIONS:
             raise ValueError(
-                "condition: expected one of night, snow, rain, fog for acdc, received None"
+                f"condition: expected one of {', '.join(ACDC_CONDITIONS)} for acdc, "
+                f"received {self.condition!r}"
             )
         if self.subset is not None and self.subset < 1:
             raise ValueError(f"subset: expected an integer >= 1, received {self.subset}")
