@@ -38,7 +38,7 @@ def main() -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.transfer import transfer_flow
-    from zodi_core import pipeline
+    from zodi_core import layout, sharding
     from zodi_core.config import DatasetSpec, TransferConfig
     from zodi_core.datasets.ingest import ingest_dataset
     from zodi_core.datasets.synth import write_synthetic
@@ -65,7 +65,7 @@ def main() -> None:
     server_start = time.perf_counter() - t0
 
     components = load_components(config.models, *resolve_device(config.device, config.dtype))
-    shards = pipeline.shard_manifest(samples, args.shard_size)
+    shards = sharding.shard_manifest(samples, args.shard_size)
 
     def run_direct(out: str) -> None:
         uris = [
@@ -74,13 +74,13 @@ def main() -> None:
                 config,
                 out,
                 sample_ids=s.sample_ids,
-                manifest_uri=pipeline.shard_output_uri(out, "night", s, config),
+                manifest_uri=sharding.shard_manifest_uri(out, s, config),
                 components=components,
                 progress=False,
             ).manifest_uri
             for s in shards
         ]
-        pipeline.merge_shard_manifests(uris, pipeline.paired_manifest_uri(out, "night"), "night")
+        sharding.merge_shard_manifests(uris, layout.paired_manifest_uri(out, "night"), "night")
 
     # 1-2. direct zodi_core vs. the Prefect flow on the same shards, alternated (the machine is
     # shared: best of --rounds each), each round into a fresh output root so nothing is cached

@@ -1,5 +1,4 @@
-"""zodi_core.pipeline: sharding, cache keys, merging and the report (no Prefect); evaluation
-planning is tested in test_runs.py."""
+"""zodi_core.sharding: shards of a samples manifest and merging shard manifests."""
 
 from __future__ import annotations
 
@@ -7,8 +6,7 @@ import random
 
 import pytest
 
-from zodi_core import manifest, pipeline
-from zodi_core.config import TransferConfig
+from zodi_core import layout, manifest, sharding
 
 
 def _samples(n: int, shuffle_seed: int | None = None) -> list[dict]:
@@ -38,8 +36,8 @@ def test_shard_manifest_sorted_and_independent_of_row_order(tmp_path):
     b = manifest.write_manifest(
         _samples(10, shuffle_seed=3), str(tmp_path / "b.parquet"), "samples"
     )
-    shards_a = pipeline.shard_manifest(a, 4)
-    shards_b = pipeline.shard_manifest(b, 4)
+    shards_a = sharding.shard_manifest(a, 4)
+    shards_b = sharding.shard_manifest(b, 4)
     assert [len(s.sample_ids) for s in shards_a] == [4, 4, 2]
     assert [s.sample_ids for s in shards_a] == [s.sample_ids for s in shards_b]
     assert [s.digest for s in shards_a] == [s.digest for s in shards_b]
@@ -51,30 +49,16 @@ def test_shard_digest_changes_with_image_content(tmp_path):
     a = manifest.write_manifest(rows, str(tmp_path / "a.parquet"), "samples")
     rows[1]["image_sha256"] = "changed"
     b = manifest.write_manifest(rows, str(tmp_path / "b.parquet"), "samples")
-    assert pipeline.shard_manifest(a, 4)[0].digest != pipeline.shard_manifest(b, 4)[0].digest
+    assert sharding.shard_manifest(a, 4)[0].digest != sharding.shard_manifest(b, 4)[0].digest
 
 
 def test_shard_manifest_rejects_bad_size_and_empty(tmp_path):
     uri = manifest.write_manifest(_samples(2), str(tmp_path / "a.parquet"), "samples")
     with pytest.raises(ValueError, match="shard_size.*received 0"):
-        pipeline.shard_manifest(uri, 0)
+        sharding.shard_manifest(uri, 0)
     empty = manifest.write_manifest([], str(tmp_path / "e.parquet"), "samples")
     with pytest.raises(ValueError, match="empty"):
-        pipeline.shard_manifest(empty, 2)
-
-
-def test_transfer_cache_key_covers_config_destination_and_content(tmp_path):
-    uri = manifest.write_manifest(_samples(4), str(tmp_path / "a.parquet"), "samples")
-    shard = pipeline.shard_manifest(uri, 4)[0]
-    cfg = TransferConfig.preset("demo")
-    key = pipeline.transfer_cache_key(shard, cfg, "/out")
-    assert key == pipeline.transfer_cache_key(shard, cfg, "/out")
-    assert key != pipeline.transfer_cache_key(shard, cfg.replace(strength=0.5), "/out")
-    assert key != pipeline.transfer_cache_key(shard, cfg.replace(prompt="driving at dusk"), "/out")
-    assert key != pipeline.transfer_cache_key(shard, cfg, "/elsewhere")
-    assert key != pipeline.transfer_cache_key(shard, cfg, "/out", "base@other-revision")
-    # Outputs do not depend on the batch size, so neither does the key.
-    assert key == pipeline.transfer_cache_key(shard, cfg.replace(batch_size=1), "/out")
+        sharding.shard_manifest(empty, 2)
 
 
 def _transfer_rows(ids, status="ok"):
@@ -95,31 +79,11 @@ def test_merge_shard_manifests_sorts_and_refuses_duplicates(tmp_path):
         _transfer_rows(["b", "a"]), str(tmp_path / "1.parquet"), "transfer"
     )
     s2 = manifest.write_manifest(_transfer_rows(["c"]), str(tmp_path / "2.parquet"), "transfer")
-    out = pipeline.paired_manifest_uri(str(tmp_path), "night")
-    merged = pipeline.merge_shard_manifests([s2, s1], out, "night")
+    out = layout.paired_manifest_uri(str(tmp_path), "night")
+    merged = sharding.merge_shard_manifests([s2, s1], out, "night")
     assert merged["rows"] == 3 and merged["config_digests"] == ["abc"]
     table = manifest.read_manifest(out, "transfer")
     assert table.column("sample_id").to_pylist() == ["a", "b", "c"]
     assert manifest.manifest_metadata(table)["domain"] == "night"
     with pytest.raises(ValueError, match=r"more than one shard.*'a'"):
-        pipeline.merge_shard_manifests([s1, s1], out, "night")
-
-
-def test_run_summary_line_counts():
-    s = pipeline.RunSummary(shards_computed=["shard-00001"], shards_cached=["shard-00000"])
-    s.add_images({"written": 3, "skipped": 1, "failed": 0})
-    assert (
-        s.line() == "shards: 1 computed, 1 cached, 0 failed; images: 3 written, 1 skipped, 0 failed"
-    )
-
-
-def test_retry_condition_retries_only_transient_io_errors():
-    from prefect.states import Completed, Failed
-
-    from tasks._policy import retry_on_io
-    from zodi_core.storage import TransientStorageError
-
-    assert retry_on_io(None, None, Failed(data=TransientStorageError("s3://b/k: throttled")))
-    assert retry_on_io(None, None, Failed(data=ConnectionError("reset")))
-    assert not retry_on_io(None, None, Failed(data=ValueError("corrupt PNG")))
-    assert not retry_on_io(None, None, Completed(data=1))
+        sharding.merge_shard_manifests([s1, s1], out, "night")
