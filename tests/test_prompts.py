@@ -64,7 +64,8 @@ def test_prompt_config_transfer_config_applies_only_given_fields():
     ("text", "message"),
     [
         ("domains: {night: {prompt: ''}}", "non-empty prompt"),
-        ("domains: {dusk: {prompt: x}}", "dusk"),
+        ("domains: {dusk: {strength: 0.5}}", "domains.dusk: domain: 'dusk' has no prompt"),
+        ("domains: {Dusk: {prompt: x}}", "domain name: expected"),
         ("domains: {fog: {strength: 1.5}}", "strength in (0, 1]"),
         ("domains: {fog: {prompt: x, colour: red}}", "unknown key"),
         ("- just a list", "expected a mapping"),

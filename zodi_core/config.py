@@ -17,15 +17,45 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+#: The paper's five target domains: built in, with a prompt phrase and a strength (SPEC §2).
+#: Any other name is a user-defined domain, valid once a config or the prompt config gives it a
+#: prompt (``TransferConfig.domain_settings`` / ``prompt``, ``PromptConfig.domains``).
 DOMAINS = ("night", "snow", "rain", "fog", "game")
-Domain = Literal["night", "snow", "rain", "fog", "game"]
+BUILTIN_DOMAINS = DOMAINS
+#: A domain name becomes a folder and an S3 key part (``paired/domain=<name>/...``): 1-64
+#: characters, lowercase letters, digits, ``-`` and ``_``, starting with a letter or digit.
+DOMAIN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+DOMAIN_NAME_RULE = (
+    "1-64 characters: lowercase letters, digits, '-' and '_', starting with a letter or digit"
+)
+
+
+def check_domain_name(name: Any) -> str:
+    """``name`` when it is a valid domain name, else ValueError saying what is allowed."""
+    if not isinstance(name, str) or not DOMAIN_NAME_RE.fullmatch(name):
+        raise ValueError(f"domain name: expected {DOMAIN_NAME_RULE} (e.g. 'dusk')")
+    return name
+
+
+#: A target domain's name: a plain string, validated by :func:`check_domain_name`.
+DomainName = Annotated[str, AfterValidator(check_domain_name)]
+Domain = DomainName
 PresetName = Literal["paper", "default", "demo"]
 
 #: Text that follows "driving" in the prompt of each target domain (SPEC §2).
@@ -44,6 +74,8 @@ DOMAIN_STRENGTHS: dict[str, float] = {
     "fog": 0.60,
     "game": 0.60,
 }
+#: Strength of a user-defined domain that sets none (the paper's snow and rain value).
+USER_DOMAIN_STRENGTH = 0.65
 SD15_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 CONTROLNET_SEG_ID = "lllyasviel/control_v11p_sd15_seg"
 CLIP_MODEL_ID = "openai/clip-vit-large-patch14"
@@ -117,14 +149,105 @@ class ModelsConfig(_Config):
     controlnet_revision: str | None = Field(None, description="Hub revision of the ControlNet")
 
 
-class TransferConfig(_Config):
-    """Zero-shot image transfer (SPEC §2)."""
+def _check_strength_value(v: float | None) -> float | None:
+    if v is not None and not 0.0 < v <= 1.0:
+        raise ValueError(f"expected a strength in (0, 1], received {v}")
+    return v
 
-    domain: Domain = Field("night", description="Target domain; selects prompt and strength")
+
+def _check_prompt_values(prompt: str | None, prompts: tuple[str, ...]) -> None:
+    if prompt is not None and not prompt.strip():
+        raise ValueError("prompt: expected a non-empty prompt, received an empty string")
+    if any(not p.strip() for p in prompts):
+        raise ValueError(f"prompts: expected non-empty prompts, received {list(prompts)!r}")
+    if prompt is not None and prompts:
+        raise ValueError("prompt, prompts: set one of them, not both")
+
+
+def choose_prompt(prompts: tuple[str, ...] | list[str], seed: int) -> str:
+    """The prompt of one image: ``prompts[seed mod len(prompts)]`` of its per-image seed.
+
+    Deterministic (same seed, same prompt) and independent of batching; with one prompt, it.
+    """
+    if not prompts:
+        raise ValueError("prompts: expected at least one prompt, received none")
+    return prompts[int(seed) % len(prompts)]
+
+
+class DomainSettings(_Config):
+    """One domain's prompt settings; a field left None keeps the transfer config's value."""
+
+    prompt: str | None = Field(None, description="The domain's prompt")
+    prompts: tuple[str, ...] | None = Field(
+        None, description="Several prompts; each image picks one from its per-image seed"
+    )
+    negative_prompt: str | None = Field(None, description="CFG negative prompt")
+    strength: float | None = Field(None, description="S in (0, 1]")
+    seed_offset: int | None = Field(None, description="Added to the global seed for this domain")
+
+    @field_validator("strength")
+    @classmethod
+    def _check_strength(cls, v: float | None) -> float | None:
+        return _check_strength_value(v)
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("expected a non-empty prompt, received an empty string")
+        return v
+
+    @field_validator("prompts")
+    @classmethod
+    def _check_prompts(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None and (not v or any(not p.strip() for p in v)):
+            raise ValueError(f"expected one or more non-empty prompts, received {list(v)!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_prompt_values(self.prompt, self.prompts or ())
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields set here as TransferConfig overrides (a prompt replaces prompts)."""
+        out = self.model_dump(exclude_none=True)
+        if "prompt" in out:
+            out["prompts"] = ()
+        elif "prompts" in out:
+            out["prompt"] = None
+        return out
+
+
+class TransferConfig(_Config):
+    """Zero-shot image transfer (SPEC §2).
+
+    A domain's settings come, most specific first, from ``domain_settings[domain]``, the fields
+    ``prompt``/``prompts``, ``negative_prompt``, ``strength``, ``seed_offset``, and for the
+    paper's five domains the built-in phrase and strength. :meth:`resolved` folds them into the
+    plain fields; the sampler and the runner work on the resolved config.
+    """
+
+    domain: DomainName = Field(
+        "night",
+        description="Target domain: a built-in one (night, snow, rain, fog, game) or a "
+        "name with a prompt (" + DOMAIN_NAME_RULE + ")",
+    )
     prompt: str | None = Field(None, description="Prompt; None: 'driving <domain phrase>'+suffix")
+    prompts: tuple[str, ...] = Field(
+        (),
+        description="Several prompts (instead of prompt); each image picks one from its "
+        "per-image seed (seed mod count) and its manifest row records which",
+    )
     prompt_suffix: str = Field(", best quality", description="Appended to the derived prompt")
     negative_prompt: str = Field("lower quality, worst quality", description="CFG negative prompt")
     strength: float | None = Field(None, description="S in (0, 1]; None: the domain's default")
+    seed_offset: int = Field(0, description="Added to `seed` (a domain's own seed stream)")
+    domain_settings: dict[DomainName, DomainSettings] = Field(
+        default_factory=dict,
+        description="Per-domain prompt(s), negative prompt, strength, seed offset: defines "
+        "user domains (e.g. dusk) and overrides the built-in five",
+    )
     num_inference_steps: int = Field(20, description="T, DDIM steps of the full schedule")
     eta: float = Field(1.0, description="DDIM eta; 1.0 is stochastic as in the release")
     guidance_scale: float = Field(9.0, description="Classifier-free guidance scale")
@@ -165,9 +288,7 @@ class TransferConfig(_Config):
     @field_validator("strength")
     @classmethod
     def _check_strength(cls, v: float | None) -> float | None:
-        if v is not None and not 0.0 < v <= 1.0:
-            raise ValueError(f"expected a strength in (0, 1], received {v}")
-        return v
+        return _check_strength_value(v)
 
     @field_validator("num_inference_steps", "batch_size", "short_side", "size_multiple")
     @classmethod
@@ -197,15 +318,81 @@ class TransferConfig(_Config):
                 f"short_side: expected a multiple of size_multiple={self.size_multiple}, "
                 f"received {self.short_side}"
             )
+        _check_prompt_values(self.prompt, self.prompts)
+        if not self._has_prompt() and self.domain not in DOMAIN_PHRASES:
+            raise ValueError(
+                f"domain: {self.domain!r} has no prompt; give it one (transfer.prompt, "
+                f"transfer.domain_settings.{self.domain}.prompt, or the prompt config's "
+                f"domains.{self.domain}.prompt) or use a built-in domain ({', '.join(DOMAINS)})"
+            )
         return self
+
+    def _has_prompt(self) -> bool:
+        r = self._effective()
+        return r["prompt"] is not None or bool(r["prompts"])
+
+    def _effective(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "prompt": self.prompt,
+            "prompts": self.prompts,
+            "negative_prompt": self.negative_prompt,
+            "strength": self.strength,
+            "seed_offset": self.seed_offset,
+        }
+        settings = self.domain_settings.get(self.domain)
+        if settings is not None:
+            values.update(settings.overrides())
+        return values
+
+    def resolved(self) -> TransferConfig:
+        """This config with ``domain_settings[domain]`` folded into the plain fields, the seed
+        offset into ``seed`` and the other domains' settings dropped (idempotent): what the
+        sampler uses and what the generation digest covers."""
+        if not self.domain_settings and not self.seed_offset:
+            return self
+        r = self._effective()
+        return self.replace(
+            prompt=r["prompt"],
+            prompts=r["prompts"],
+            negative_prompt=r["negative_prompt"],
+            strength=r["strength"],
+            seed=self.seed + r["seed_offset"],
+            seed_offset=0,
+            domain_settings={},
+        )
+
+    @property
+    def effective_prompts(self) -> tuple[str, ...]:
+        """The domain's prompts: several, one, or the built-in 'driving <phrase>'+suffix."""
+        r = self._effective()
+        if r["prompts"]:
+            return tuple(r["prompts"])
+        return (r["prompt"] or f"driving {DOMAIN_PHRASES[self.domain]}{self.prompt_suffix}",)
 
     @property
     def effective_prompt(self) -> str:
-        return self.prompt or f"driving {DOMAIN_PHRASES[self.domain]}{self.prompt_suffix}"
+        """The prompt, or the first of several (each image's: :meth:`prompt_for`)."""
+        return self.effective_prompts[0]
+
+    def prompt_for(self, seed: int) -> str:
+        """The prompt of the image whose per-image seed is ``seed`` (:func:`choose_prompt`)."""
+        return choose_prompt(self.effective_prompts, seed)
+
+    @property
+    def effective_negative_prompt(self) -> str:
+        return self._effective()["negative_prompt"]
 
     @property
     def effective_strength(self) -> float:
-        return self.strength if self.strength is not None else DOMAIN_STRENGTHS[self.domain]
+        strength = self._effective()["strength"]
+        if strength is not None:
+            return strength
+        return DOMAIN_STRENGTHS.get(self.domain, USER_DOMAIN_STRENGTH)
+
+    @property
+    def effective_seed(self) -> int:
+        """``seed`` plus the domain's seed offset."""
+        return self.seed + self._effective()["seed_offset"]
 
     @classmethod
     def _presets(cls) -> dict[str, dict[str, Any]]:
@@ -380,6 +567,11 @@ class DatasetSpec(_Config):
     subset: int | None = Field(None, description="Random subset of this size (GTA5: 1000)")
     subset_seed: int = Field(0, description="Seed of the random subset")
     name: str | None = Field(None, description="Report name; None: derived")
+    domain: DomainName | None = Field(
+        None,
+        description="Target domain this real set evaluates (pairs it with that domain's proxy); "
+        "None: the ACDC condition, 'game' for gta5, no domain for cityscapes",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -391,6 +583,17 @@ class DatasetSpec(_Config):
         if self.subset is not None and self.subset < 1:
             raise ValueError(f"subset: expected an integer >= 1, received {self.subset}")
         return self
+
+    @property
+    def target_domain(self) -> str | None:
+        """The domain this set evaluates: ``domain``, else derived from the dataset."""
+        if self.domain is not None:
+            return self.domain
+        if self.dataset == "acdc":
+            return self.condition
+        if self.dataset == "gta5":
+            return "game"
+        return None
 
     @property
     def label(self) -> str:
@@ -436,7 +639,11 @@ class PipelineConfig(_Config):
     )
     source_val: DatasetSpec | None = Field(None, description="Source val split (proxy evaluation)")
     targets: tuple[DatasetSpec, ...] = Field((), description="Real target sets to evaluate on")
-    domains: tuple[Domain, ...] = Field(("night",), description="Target domains to transfer to")
+    domains: tuple[DomainName, ...] = Field(
+        ("night",),
+        description="Target domains to transfer to: built-in ones or names that transfer."
+        "domain_settings (or transfer.prompt) gives a prompt",
+    )
     transfer: TransferConfig = Field(default_factory=TransferConfig, description="Transfer")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Adaptation")
     evaluation: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation")
@@ -450,6 +657,22 @@ class PipelineConfig(_Config):
         if v < 1:
             raise ValueError(f"expected an integer >= 1, received {v}")
         return v
+
+    @model_validator(mode="after")
+    def _check_domains(self) -> Self:
+        # Every domain must have a prompt: a built-in one, or one set in transfer.
+        t = self.transfer
+        for domain in self.domains:
+            own = t.domain_settings.get(domain)
+            has_prompt = t.prompt is not None or bool(t.prompts)
+            has_prompt = has_prompt or (own is not None and bool(own.prompt or own.prompts))
+            if domain not in DOMAIN_PHRASES and not has_prompt:
+                raise ValueError(
+                    f"domains: {domain!r} has no prompt; define it under "
+                    f"transfer.domain_settings.{domain}.prompt (or prompts) or use a built-in "
+                    f"domain ({', '.join(DOMAINS)})"
+                )
+        return self
 
     @classmethod
     def preset(cls, name: str = "default", **overrides: Any) -> Self:

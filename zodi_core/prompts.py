@@ -11,9 +11,16 @@ Prefect Variable (read by ``flows/regenerate.py``; this module never imports Pre
       fog:
         prompt: "driving in dense fog, best quality"
         negative_prompt: "lower quality, worst quality"
+      dusk:                     # a user-defined domain: any name with a prompt
+        prompts: ["driving at dusk, best quality", "driving at sunset, best quality"]
+        strength: 0.7
+        seed_offset: 1000
 
-A field left out keeps the transfer config's value (for the prompt and strength: the domain's
-default, SPEC §2). The *effective* values — prompt, negative prompt, strength — are what the
+A field left out keeps the transfer config's value (for the prompt and strength of the paper's
+five domains: their defaults, SPEC §2); a domain other than those five needs a prompt (or
+prompts). ``prompts`` lists several: each image picks one from its per-image seed
+(:func:`zodi_core.config.choose_prompt`) and its manifest row records which. Domain names:
+:data:`zodi_core.config.DOMAIN_NAME_RULE`. The *effective* values — prompt, negative prompt, strength — are what the
 sampler sees and what each row of a paired manifest records, so both sides are compared on those:
 :func:`compare_prompts` digests the wanted values and the values recorded in each domain's
 paired manifest and says, per domain, ``unchanged``, ``changed`` or ``missing``.
@@ -30,7 +37,14 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from zodi_core import layout, manifest, storage
-from zodi_core.config import ConfigError, Domain, TransferConfig, _Config
+from zodi_core.config import (
+    ConfigError,
+    DomainName,
+    DomainSettings,
+    TransferConfig,
+    _Config,
+    choose_prompt,
+)
 
 #: Strength is stored as float32 in the manifest; compare at this many decimals.
 STRENGTH_DECIMALS = 4
@@ -38,19 +52,16 @@ STRENGTH_DECIMALS = 4
 Status = Literal["unchanged", "changed", "missing"]
 
 
-class DomainPrompt(_Config):
-    """Prompt settings of one domain; ``None`` keeps the transfer config's value."""
-
-    prompt: str | None = Field(None, description="Full prompt; None: 'driving <phrase>'+suffix")
-    negative_prompt: str | None = Field(None, description="CFG negative prompt")
-    strength: float | None = Field(None, description="S in (0, 1]; None: the domain's default")
+#: Prompt settings of one domain (prompt or prompts, negative prompt, strength, seed offset);
+#: ``None`` keeps the transfer config's value.
+DomainPrompt = DomainSettings
 
 
 class PromptConfig(_Config):
     """The versioned prompt config: a version label and per-domain prompt settings."""
 
     version: str = Field("0", description="Version label, echoed in regeneration reports")
-    domains: dict[Domain, DomainPrompt] = Field(
+    domains: dict[DomainName, DomainPrompt] = Field(
         default_factory=dict, description="Per-domain settings; domains not listed keep defaults"
     )
 
@@ -58,15 +69,13 @@ class PromptConfig(_Config):
     def _check_domains(self) -> PromptConfig:
         # TransferConfig holds the rules (non-empty prompt, strength in (0, 1]): apply them.
         for domain, entry in self.domains.items():
-            values = entry.model_dump(exclude_none=True)
             try:
-                TransferConfig(domain=domain, **values)
+                TransferConfig(domain=domain, domain_settings={domain: entry})
             except ValidationError as err:  # nested in this model's validation: pydantic's own
                 e = err.errors()[0]
                 field = ".".join(str(p) for p in e["loc"])
-                raise ValueError(
-                    f"domains.{domain}.{field}: {e['msg'].removeprefix('Value error, ')}"
-                ) from None
+                where = f"domains.{domain}.{field}" if field else f"domains.{domain}"
+                raise ValueError(f"{where}: {e['msg'].removeprefix('Value error, ')}") from None
         return self
 
     @classmethod
@@ -93,12 +102,19 @@ class PromptConfig(_Config):
         return yaml.safe_dump(data, sort_keys=True)
 
     def transfer_config(self, base: TransferConfig, domain: str) -> TransferConfig:
-        """``base`` for ``domain`` with this config's prompt settings applied (validated)."""
-        entry = self.domains.get(domain)  # type: ignore[call-overload]
-        overrides: dict[str, Any] = {"domain": domain}
+        """``base`` for ``domain`` with this config's prompt settings applied (validated): they
+        override ``base.domain_settings[domain]`` field by field (a prompt replaces prompts)."""
+        entry = self.domains.get(domain)
+        settings = dict(base.domain_settings)
         if entry is not None:
-            overrides.update(entry.model_dump(exclude_none=True))
-        return base.replace(**overrides)
+            own = entry.model_dump(exclude_none=True)
+            old = settings.get(domain)
+            merged = old.model_dump(exclude_none=True) if old is not None else {}
+            if "prompt" in own or "prompts" in own:
+                merged.pop("prompt", None)
+                merged.pop("prompts", None)
+            settings[domain] = DomainSettings(**{**merged, **own})
+        return base.replace(domain=domain, domain_settings=settings)
 
 
 def prompt_config_from_value(value: Any, source: str) -> PromptConfig:
@@ -128,18 +144,40 @@ class PromptValues:
     prompt: str
     negative_prompt: str
     strength: float
+    #: Several prompts (each image picks one from its seed); empty for one prompt.
+    prompts: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, config: TransferConfig) -> PromptValues:
-        return cls(config.effective_prompt, config.negative_prompt, config.effective_strength)
+        prompts = config.effective_prompts
+        return cls(
+            prompts[0],
+            config.effective_negative_prompt,
+            config.effective_strength,
+            prompts if len(prompts) > 1 else (),
+        )
+
+    def matches_row(self, prompt: str, negative_prompt: str, strength: float, seed: int) -> bool:
+        """Whether a manifest row (its prompt, negative prompt, strength, seed) is what these
+        settings generate: with several prompts, the one its seed picks."""
+        wanted = choose_prompt(self.prompts, seed) if self.prompts else self.prompt
+        return (
+            prompt == wanted
+            and negative_prompt == self.negative_prompt
+            and round(float(strength), STRENGTH_DECIMALS)
+            == round(float(self.strength), STRENGTH_DECIMALS)
+        )
 
     def digest(self) -> str:
-        """16 hex chars over the canonical JSON of the three values (strength rounded)."""
-        data = {
+        """16 hex chars over the canonical JSON of the values (strength rounded; ``prompts``
+        only when several)."""
+        data: dict[str, Any] = {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
             "strength": round(float(self.strength), STRENGTH_DECIMALS),
         }
+        if self.prompts:
+            data["prompts"] = list(self.prompts)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -147,8 +185,9 @@ class PromptValues:
 def recorded_prompts(paired_uri: str) -> list[PromptValues] | None:
     """The distinct prompt settings recorded in a paired manifest; None when it does not exist.
 
-    A manifest written by one run holds exactly one; more than one means the domain was
-    generated piecemeal with different prompts, which counts as changed.
+    A single-prompt domain's manifest written by one run holds exactly one; more than one means
+    the domain was generated piecemeal with different prompts, which counts as changed. A
+    multi-prompt domain holds one per prompt used (compared row by row).
     """
     if not storage.exists(paired_uri):
         return None
@@ -201,6 +240,11 @@ def compare_domain(
     digests = tuple(r.digest() for r in recorded or [])
     if recorded is None or not recorded:
         status: Status = "missing"
+    elif wanted.prompts:  # several prompts: each row must hold the one its seed picks
+        table = manifest.read_manifest(uri, "transfer")
+        cols = ("prompt", "negative_prompt", "strength", "seed")
+        rows = zip(*(table.column(c).to_pylist() for c in cols), strict=True)
+        status = "unchanged" if all(wanted.matches_row(*r) for r in rows) else "changed"
     elif digests == (wanted.digest(),):
         status = "unchanged"
     else:

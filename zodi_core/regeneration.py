@@ -37,7 +37,7 @@ def generated_domains(root: str) -> list[str]:
 
 
 #: The prompt settings of a transfer config: a prompt config decides them, never a recording.
-PROMPT_FIELDS = ("prompt", "negative_prompt", "strength")
+PROMPT_FIELDS = ("prompt", "prompts", "negative_prompt", "strength")
 
 
 def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
@@ -61,7 +61,9 @@ def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
             if "transfer_config" in meta:
                 config = TransferConfig.model_validate_json(meta["transfer_config"])
                 defaults = TransferConfig()
-                return config.replace(**{f: getattr(defaults, f) for f in PROMPT_FIELDS})
+                # the domain too: a user-defined domain's recording is valid only with its prompt
+                reset = ("domain", "domain_settings", *PROMPT_FIELDS)
+                return config.replace(**{f: getattr(defaults, f) for f in reset})
     return None
 
 
@@ -176,7 +178,10 @@ class DomainOutcome:
 
 
 def _values(v: PromptValues) -> dict[str, Any]:
-    return {"prompt": v.prompt, "negative_prompt": v.negative_prompt, "strength": v.strength}
+    out = {"prompt": v.prompt, "negative_prompt": v.negative_prompt, "strength": v.strength}
+    if v.prompts:
+        out["prompts"] = list(v.prompts)
+    return out
 
 
 def build_report(plan: RegenerationPlan, outcomes: list[DomainOutcome]) -> dict[str, Any]:

@@ -89,6 +89,8 @@ class EvaluationJob:
     proxy: str | None
     proxy_domain: str | None
     slug: str
+    #: The domain each of ``manifests`` evaluates (``DatasetSpec.target_domain``), in order.
+    target_domains: tuple[str | None, ...] = ()
 
 
 def _result_domain(name: str, result: Mapping[str, Any]) -> str | None:
@@ -104,8 +106,13 @@ def plan_evaluations(
     models: Mapping[str, Sequence[Mapping[str, Any]]],
     targets: Sequence[str],
     proxies: Mapping[str, str],
+    target_domains: Mapping[str, str | None] | None = None,
 ) -> list[EvaluationJob]:
     """Evaluation jobs for each trained model (``{name: [train result per seed]}``).
+
+    ``target_domains`` maps each target manifest to the domain it evaluates (the explicit
+    ``DatasetSpec.domain``, :attr:`~zodi_core.config.DatasetSpec.target_domain`): a proxy is
+    shown beside the real target of its domain. None: paired by name (results of older runs).
 
     A ZoDi model gets the real targets and the proxy of its own domain; the source-only model gets
     the real targets and every domain's proxy (the baseline estimate). Jobs with neither a target
@@ -132,6 +139,9 @@ def plan_evaluations(
                     proxy=proxies.get(proxy_domain) if proxy_domain else None,
                     proxy_domain=proxy_domain,
                     slug=name if i == 0 else f"{name}-proxy-{proxy_domain}",
+                    target_domains=tuple((target_domains or {}).get(t) for t in targets)
+                    if i == 0 and target_domains is not None
+                    else (),
                 )
             )
     return [j for j in jobs if j.manifests or j.proxy]
@@ -143,19 +153,29 @@ def collect_evaluations(
     """Fold evaluation results into ``{model: {"targets", "proxy", "reports"}}``.
 
     Each proxy estimate sits beside the real target of the same domain (``real_mIoU``, None when
-    no real target of that domain was evaluated).
+    no real target of that domain was evaluated). A target's domain is the explicit one its job
+    carries (``EvaluationJob.target_domains``; results name real targets in manifest order);
+    jobs planned without them fall back to the domain inside the target's name.
     """
     out: dict[str, Any] = {}
+    domains: dict[str, dict[str, str | None]] = {}
     for job, result in zip(jobs, results, strict=True):
         entry = out.setdefault(job.model, {"targets": {}, "proxy": {}, "reports": []})
         entry["reports"].append(result["report_md"])
+        real = [n for n in result["targets"] if not n.startswith("proxy-")]
+        if job.target_domains and len(job.target_domains) == len(real):
+            domains.setdefault(job.model, {}).update(zip(real, job.target_domains, strict=True))
         for name, miou in result["targets"].items():
             if name.startswith("proxy-"):
                 entry["proxy"][job.proxy_domain] = {"mIoU": miou}
             else:
                 entry["targets"][name] = {"mIoU": miou}
-    for entry in out.values():
+    for model, entry in out.items():
+        explicit = domains.get(model)
         for domain, p in entry["proxy"].items():
-            real = [v["mIoU"] for n, v in entry["targets"].items() if f"-{domain}-" in f"-{n}-"]
+            if explicit is not None:
+                real = [v["mIoU"] for n, v in entry["targets"].items() if explicit.get(n) == domain]
+            else:  # planned without target domains (older callers): the name's domain part
+                real = [v["mIoU"] for n, v in entry["targets"].items() if f"-{domain}-" in f"-{n}-"]
             p["real_mIoU"] = real[0] if real else None
     return out

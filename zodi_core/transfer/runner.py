@@ -144,6 +144,7 @@ def transfer_manifest(
         Any other error (storage outage, out of memory after retries) stops the transfer; it
         propagates with :func:`partial_counts` telling what was written before it.
     """
+    config = config.resolved()  # the domain's own settings folded in (zodi_core.config)
     table = _samples_table(samples, **storage_options)
     rows_in = table.to_pylist()
     if sample_ids is not None:
@@ -249,7 +250,8 @@ def _transfer_rows(
                 label = read_label(r["label_uri"], r["label_format"], **storage_options)
                 validate_pair(image, label, f"sample {sid!r}")
             except (ValueError, FileNotFoundError, storage.StorageError) as err:
-                meta = {**base_meta, "seed": sample_seed(config.seed, sid, config.seed_policy)}
+                seed = sample_seed(config.seed, sid, config.seed_policy)
+                meta = {**base_meta, "seed": seed, "prompt": config.prompt_for(seed)}
                 rows_out[sid] = _row(r, config, store, key, meta, status="failed", error=str(err))
                 result.failed += 1
                 result.errors[sid] = str(err)

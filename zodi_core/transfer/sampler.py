@@ -137,8 +137,16 @@ def sample_seed(seed: int, sample_id: str, policy: str = "per_image") -> int:
 
 def transfer_digest(config: TransferConfig) -> str:
     """Digest of everything that determines a generated image: the TransferConfig without
-    ``batch_size`` (outputs are batch-invariant, so a rerun with another batch size may skip)."""
-    return config_digest(config.model_dump(mode="json", exclude={"batch_size"}))
+    ``batch_size`` (outputs are batch-invariant, so a rerun with another batch size may skip).
+
+    Digested resolved (a domain's own settings folded in, other domains' left out); ``prompts``
+    only when set, so the digests of single-prompt configs are those of earlier releases."""
+    data = config.resolved().model_dump(
+        mode="json", exclude={"batch_size", "domain_settings", "seed_offset"}
+    )
+    if not data["prompts"]:
+        del data["prompts"]
+    return config_digest(data)
 
 
 def validate_pair(image: np.ndarray, label: np.ndarray, name: str = "sample") -> None:
@@ -399,7 +407,7 @@ class TransferSampler:
             ValueError: mismatched lengths or a bad image/label pair (named by sample id).
             RuntimeError: out of GPU memory even at batch size 1.
         """
-        config = config or self.config
+        config = (config or self.config).resolved()
         if not (len(images) == len(labels) == len(sample_ids)):
             raise ValueError(
                 f"images, labels, sample_ids: expected equal lengths, received "
@@ -471,7 +479,16 @@ class TransferSampler:
         # All noise drawn up front and copied once: no host-device sync inside the loop.
         eps, step_noise = draw_noise(seeds, latent_shape, plan.k if config.eta > 0 else 0)
         eps, step_noise = eps.to(self.device), step_noise.to(self.device)
-        negative, positive = self.encode_prompt(config.effective_prompt, config.negative_prompt)
+        # each image's prompt (one of config.prompts, chosen by its seed): one embedding each
+        embeddings = [
+            self.encode_prompt(config.prompt_for(s), config.negative_prompt) for s in seeds
+        ]
+        negative = embeddings[0][0]
+        positive = (
+            torch.cat([e[1] for e in embeddings])
+            if len(config.effective_prompts) > 1
+            else embeddings[0][1]
+        )
         with torch.inference_mode():
             z0 = self.encode(x)
             latents = self.start_latents(z0, eps, plan, positive, control, config)
@@ -497,13 +514,14 @@ class TransferSampler:
         seconds: float,
         image: np.ndarray,
     ) -> dict[str, Any]:
+        seed = sample_seed(config.seed, sample_id, config.seed_policy)
         return {
-            "seed": sample_seed(config.seed, sample_id, config.seed_policy),
+            "seed": seed,
             "strength": config.effective_strength,
             "k": plan.k,
             "first_timestep": plan.first_timestep,
             "noise_timestep": plan.noise_timestep,
-            "prompt": config.effective_prompt,
+            "prompt": config.prompt_for(seed),
             "negative_prompt": config.negative_prompt,
             "palette": config.palette,
             "method": config.method,
