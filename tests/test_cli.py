@@ -81,8 +81,8 @@ def test_cli_every_option_has_help_text():
     [
         (["pipeline", "--json"], "zodi pipeline: error: the following arguments are required: "
          "--config (see `zodi pipeline --help`)"),
-        (["transfer", "--manifest", "m", "--domain", "dusk", "--out", "o", "--json"],
-         "zodi transfer: error: argument --domain: invalid choice: 'dusk'"),
+        (["transfer", "--manifest", "m", "--domain", "Dusk Storm", "--out", "o", "--json"],
+         "zodi transfer: error: argument --domain: 'Dusk Storm': domain name: expected "),
         (["frobnicate"], "zodi: error: argument COMMAND: invalid choice: 'frobnicate'"),
         ([], "zodi: error: the following arguments are required: COMMAND"),
     ],

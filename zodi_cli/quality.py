@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from zodi_cli._common import RunFailed
-from zodi_core.config import CLIP_MODEL_ID, DOMAINS
+from zodi_cli.transfer import DOMAIN_HELP, domain_arg
+from zodi_core.config import CLIP_MODEL_ID
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -42,7 +43,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "stays within --margin points of the lowest strength's.",
     )
     p.add_argument("--manifest", required=True, help="samples manifest (source val split)")
-    p.add_argument("--domain", required=True, choices=DOMAINS, help="target domain")
+    p.add_argument("--domain", required=True, type=domain_arg, help=DOMAIN_HELP)
     p.add_argument("--strengths", default="0.4,0.5,0.6,0.7,0.8,0.9", help="comma-separated")
     p.add_argument("--n", type=int, default=8, help="samples to transfer (default: 8)")
     p.add_argument("--margin", type=float, default=5.0, help="layout mIoU margin, points")

@@ -7,7 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from zodi_cli._common import RunFailed
-from zodi_core.config import DOMAINS
+from zodi_core.config import DOMAINS, check_domain_name
+
+DOMAIN_HELP = (
+    f"target domain: built-in ({', '.join(DOMAINS)}) or your own name with --prompt "
+    "(lowercase letters, digits, '-', '_'; e.g. dusk)"
+)
+
+
+def domain_arg(value: str) -> str:
+    """argparse type of --domain: a valid domain name (built-in or user-defined)."""
+    try:
+        return check_domain_name(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{value!r}: {err}") from None
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -22,7 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "skips images already written with the same settings. Exit code 1 if any image failed.",
     )
     p.add_argument("--manifest", required=True, help="samples manifest (local path or s3:// URI)")
-    p.add_argument("--domain", required=True, choices=DOMAINS, help="target domain")
+    p.add_argument("--domain", required=True, type=domain_arg, help=DOMAIN_HELP)
     p.add_argument("--out", required=True, help="output root (local folder or s3://bucket/prefix)")
     p.add_argument(
         "--manifest-out",
@@ -45,7 +58,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "--label-format", default="label_ids", choices=("label_ids", "train_ids"),
         help="label ids (Cityscapes gtFine labelIds) or train ids (default: label_ids)",
     )  # fmt: skip
-    p.add_argument("--domain", required=True, choices=DOMAINS, help="target domain")
+    p.add_argument("--domain", required=True, type=domain_arg, help=DOMAIN_HELP)
     p.add_argument(
         "--strengths", default="0.4,0.65,0.9", help="comma-separated strengths in (0, 1]"
     )
@@ -107,6 +120,11 @@ def build_config(args: argparse.Namespace) -> Any:
             overrides[field] = value
     if args.prompt is not None and not args.prompt.strip():
         raise ValueError("--prompt: expected a non-empty prompt, received an empty string")
+    if args.prompt is None and args.domain not in DOMAINS:
+        raise ValueError(
+            f"--domain {args.domain}: not a built-in domain ({', '.join(DOMAINS)}); describe it "
+            f"with --prompt (e.g. --prompt 'driving at {args.domain}, best quality')"
+        )
     if getattr(args, "strength", None) is not None and not 0.0 < args.strength <= 1.0:
         raise ValueError(f"--strength: expected a value in (0, 1], received {args.strength}")
     if args.steps is not None and args.steps < 1:
