@@ -19,10 +19,12 @@ def evaluate_flow(
     root: str,
     train: TrainConfig,
     evaluation: EvalConfig,
+    target_domains: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """Return {model: {"targets": {name: {"mIoU"}}, "proxy": {domain: {"mIoU", "real_mIoU"}}}}."""
     # 1. plan: each model once per proxy domain (real targets only in the first job)
-    jobs = runs.plan_evaluations(models, list(targets.values()), proxies)
+    # (target_domains: target manifest → the domain it evaluates, DatasetSpec.target_domain)
+    jobs = runs.plan_evaluations(models, list(targets.values()), proxies, target_domains)
     # 2. evaluate (sequentially: one model in memory at a time)
     results = [
         evaluate_checkpoint_task(job, layout.eval_dir(root, job.slug), evaluation) for job in jobs

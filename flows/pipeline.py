@@ -88,8 +88,9 @@ def zodi_pipeline(config: PipelineConfig, preflight: bool = True) -> Any:
     checkpoints = train_flow(source_uri, paired, root, config.train)
     # 9. evaluate every model on every real target and on its proxy
     results = evaluate_flow(
-        checkpoints, target_uris, proxy_uris, root, config.train, config.evaluation
-    )
+        checkpoints, target_uris, proxy_uris, root, config.train, config.evaluation,
+        target_domains={target_uris[t.label]: t.target_domain for t in config.targets},
+    )  # fmt: skip
     # 10. sample grids and the report (JSON + Markdown in storage, a Prefect artifact for people)
     grids = {d: render_sample_grid_task(uri, root, d) for d, uri in transfer["paired"].items()}
     report = write_report_task(
