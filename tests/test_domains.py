@@ -303,3 +303,10 @@ def test_real_targets_pair_with_proxies_by_explicit_domain_and_the_report_shows_
     assert (
         runs.collect_evaluations(jobs, results)["zodi-dusk"]["proxy"]["dusk"]["real_mIoU"] is None
     )
+
+
+def test_tune_strength_needs_a_prompt_for_a_user_domain_in_one_line(capsys):
+    argv = ["tune-strength", "--manifest", "m", "--domain", "dusk", "--out", "o"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--domain dusk: not a built-in domain" in err

@@ -7,7 +7,7 @@ from typing import Any
 
 from zodi_cli._common import RunFailed
 from zodi_cli.transfer import DOMAIN_HELP, domain_arg
-from zodi_core.config import CLIP_MODEL_ID
+from zodi_core.config import CLIP_MODEL_ID, DOMAINS
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -44,6 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     )
     p.add_argument("--manifest", required=True, help="samples manifest (source val split)")
     p.add_argument("--domain", required=True, type=domain_arg, help=DOMAIN_HELP)
+    p.add_argument("--prompt", help="the domain's prompt (required for a user-defined domain)")
     p.add_argument("--strengths", default="0.4,0.5,0.6,0.7,0.8,0.9", help="comma-separated")
     p.add_argument("--n", type=int, default=8, help="samples to transfer (default: 8)")
     p.add_argument("--margin", type=float, default=5.0, help="layout mIoU margin, points")
@@ -163,6 +164,13 @@ def run_tune_strength(args: argparse.Namespace) -> dict[str, Any]:
     if args.n < 1:
         raise ValueError(f"--n: expected an integer >= 1, received {args.n}")
     overrides: dict[str, Any] = {"domain": args.domain}
+    if args.prompt is not None:
+        overrides["prompt"] = args.prompt
+    elif args.domain not in DOMAINS:
+        raise ValueError(
+            f"--domain {args.domain}: not a built-in domain ({', '.join(DOMAINS)}); describe it "
+            f"with --prompt (e.g. --prompt 'driving at {args.domain}, best quality')"
+        )
     if args.steps is not None:
         overrides["num_inference_steps"] = args.steps
     config = TransferConfig.preset(args.preset, **overrides)
