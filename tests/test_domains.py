@@ -310,3 +310,33 @@ def test_tune_strength_needs_a_prompt_for_a_user_domain_in_one_line(capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--domain dusk: not a built-in domain" in err
+
+
+def test_regeneration_keeps_a_pipeline_user_domain_the_prompt_config_does_not_list(
+    samples_manifest, tiny_models_dir, tiny_components, tmp_path
+):
+    from zodi_core import manifest, regeneration
+
+    root = str(tmp_path / "root")
+    base = tiny_transfer_config(tiny_models_dir, strength=1.0, seed=0)
+    config = base.replace(domain_settings={"dusk": {"prompts": list(DUSK)}}).replace(domain="dusk")
+    result = transfer_manifest(
+        samples_manifest, config, root, components=tiny_components, progress=False
+    )
+    # the shard manifest of this generation records the (resolved) transfer config, as flows do
+    key = layout.shard_manifest_key("dusk", "shard-00000", "d0", result.config_digest)
+    manifest.write_manifest(
+        result.rows, layout.uri(root, key), "transfer",
+        extra_metadata={"transfer_config": config.resolved().model_dump_json()},
+    )  # fmt: skip
+    settings = regeneration.recorded_domain_settings(root, "dusk")
+    assert settings.prompts == DUSK  # in their order: each row's choice depends on it
+    # a prompt config that does not list dusk: dusk is compared with its own recording
+    plan = regeneration.plan_regeneration(PromptConfig(), None, None, root, samples_manifest)
+    assert [(s.domain, s.status) for s in plan.statuses] == [("dusk", "unchanged")]
+    assert plan.jobs == []
+    # one that changes it: dusk is regenerated with the new prompt
+    new = PromptConfig.from_text("domains: {dusk: {prompt: 'driving at dusk, rain'}}")
+    plan = regeneration.plan_regeneration(new, None, None, root, samples_manifest)
+    (job,) = plan.jobs
+    assert job.domain == "dusk" and job.transfer.effective_prompts == ("driving at dusk, rain",)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zodi_core import layout, manifest, storage
-from zodi_core.config import TransferConfig
+from zodi_core.config import DOMAIN_PHRASES, DomainSettings, TransferConfig
 from zodi_core.prompts import DomainPromptStatus, PromptConfig, PromptValues, compare_prompts
 
 
@@ -48,6 +48,31 @@ def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
     manifests of that generation (``layout.shard_manifest_key``) record the full transfer config
     in their metadata.
     """
+    config = _recorded_config(root, domain)
+    if config is None:
+        return None
+    defaults = TransferConfig()
+    # the domain too: a user-defined domain's recording is valid only with its prompt
+    reset = ("domain", "domain_settings", *PROMPT_FIELDS)
+    return config.replace(**{f: getattr(defaults, f) for f in reset})
+
+
+def recorded_domain_settings(root: str, domain: str) -> DomainSettings | None:
+    """The prompt settings that generated ``domain`` under ``root`` (prompt or prompts in their
+    order, negative prompt, strength); None when nothing records them. The definition of a
+    user-defined domain that neither the prompt config nor the transfer config gives."""
+    config = _recorded_config(root, domain)
+    if config is None:
+        return None
+    return DomainSettings(
+        prompt=config.prompt,
+        prompts=config.prompts or None,
+        negative_prompt=config.negative_prompt,
+        strength=config.strength,
+    )
+
+
+def _recorded_config(root: str, domain: str) -> TransferConfig | None:
     paired = layout.paired_manifest_uri(root, domain)
     if not storage.exists(paired):
         return None
@@ -59,11 +84,7 @@ def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
         if any(key.endswith(f"-{d}.parquet") for d in digests):
             meta = manifest.manifest_metadata(manifest.read_manifest(store.uri(key), "transfer"))
             if "transfer_config" in meta:
-                config = TransferConfig.model_validate_json(meta["transfer_config"])
-                defaults = TransferConfig()
-                # the domain too: a user-defined domain's recording is valid only with its prompt
-                reset = ("domain", "domain_settings", *PROMPT_FIELDS)
-                return config.replace(**{f: getattr(defaults, f) for f in reset})
+                return TransferConfig.model_validate_json(meta["transfer_config"])
     return None
 
 
@@ -144,6 +165,7 @@ def plan_regeneration(
         )
         return plan
     transfer = base_transfer_config(transfer, generated, out_root)
+    transfer = _with_recorded_user_domains(transfer, prompts, names, out_root)
     plan.statuses = compare_prompts(prompts, transfer, names, out_root)
     plan.jobs = [
         RegenerationJob(s.domain, prompts.transfer_config(transfer, s.domain))
@@ -151,6 +173,27 @@ def plan_regeneration(
         if s.needs_regeneration
     ]
     return plan
+
+
+def _with_recorded_user_domains(
+    transfer: TransferConfig, prompts: PromptConfig, names: list[str], root: str
+) -> TransferConfig:
+    """``transfer`` with the recorded settings of each user-defined domain in ``names`` that
+    neither it nor ``prompts`` defines (a pipeline's own domain the Variable does not list):
+    nothing asks to change it, so it compares unchanged instead of failing for want of a
+    prompt. A domain with no recording either is left out (its comparison names it)."""
+    if transfer.prompt is not None or transfer.prompts:
+        return transfer
+    settings = dict(transfer.domain_settings)
+    for d in names:
+        if d in DOMAIN_PHRASES or d in prompts.domains or d in settings:
+            continue
+        recorded = recorded_domain_settings(root, d)
+        if recorded is not None and (recorded.prompt or recorded.prompts):
+            settings[d] = recorded
+    if settings == transfer.domain_settings:
+        return transfer
+    return transfer.replace(domain_settings=settings)
 
 
 @dataclass
