@@ -138,17 +138,31 @@ def test_score_manifest_writes_scores_recomputable_by_hand(tmp_path, tiny_clip_d
 def test_score_manifest_batched_equals_single(tmp_path):
     data = write_dataset(tmp_path, n=3)
     clip = quality.build_tiny_clip(0)
+    model = load_model(DEMO, save_random_checkpoint(tmp_path / "seg.pth"))
     one = quality.score_manifest(
-        data["paired"], str(tmp_path / "a.parquet"), clip=clip, batch_size=1
+        data["paired"], str(tmp_path / "a.parquet"), clip=clip, seg_model=model, batch_size=1
     )
     three = quality.score_manifest(
-        data["paired"], str(tmp_path / "b.parquet"), clip=clip, batch_size=3
+        data["paired"], str(tmp_path / "b.parquet"), clip=clip, seg_model=model, batch_size=3
     )
-    a = read_manifest(one["uri"]).column("clip_score").to_numpy()
-    b = read_manifest(three["uri"]).column("clip_score").to_numpy()
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    for column in quality.SCORE_COLUMNS:
+        a = read_manifest(one["uri"]).column(column).to_numpy()
+        b = read_manifest(three["uri"]).column(column).to_numpy()
+        np.testing.assert_allclose(a, b, atol=1e-4)
     # no seg model given: layout columns stay null
-    assert read_manifest(one["uri"]).column("layout_miou").null_count == 3
+    only_clip = quality.score_manifest(data["paired"], str(tmp_path / "c.parquet"), clip=clip)
+    assert read_manifest(only_clip["uri"]).column("layout_miou").null_count == 3
+
+
+def test_predict_labels_batched_equals_predict_label_per_image(tmp_path):
+    model = load_model(DEMO, save_random_checkpoint(tmp_path / "seg.pth"))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in
+              [(64, 128, 3), (64, 128, 3), (48, 96, 3)]]  # fmt: skip
+    for scale in (None, (128, 64)):
+        batched = quality.predict_labels(model, images, scale)
+        for img, pred in zip(images, batched, strict=True):
+            np.testing.assert_array_equal(pred, predict_label(model, img, scale))
 
 
 def _scored_rows(values):

@@ -333,7 +333,6 @@ def score_manifest(
     from tqdm import tqdm
 
     from zodi_core.datasets.io import read_label
-    from zodi_core.seg.predict import predict_label
 
     table = manifest.read_manifest(paired_uri, "transfer")
     rows = table.to_pylist()
@@ -348,10 +347,9 @@ def score_manifest(
     for batch in _batches(todo, max(1, batch_size)):
         gen = [_read_rgb(rows[i]["generated_uri"]) for i in batch]
         if seg_model is not None:
-            for i, img in zip(batch, gen, strict=True):
+            for i, pred in zip(batch, predict_labels(seg_model, gen, scale), strict=True):
                 r = rows[i]
                 label = read_label(r["label_uri"], r["label_format"])
-                pred = predict_label(seg_model, img, scale)
                 if pred.shape != label.shape:
                     from zodi_core.conditions import resize_nearest
 
@@ -386,6 +384,41 @@ def score_manifest(
         "scored": len(todo),
         "mean": {c: _mean(scores[c]) for c in SCORE_COLUMNS},
     }
+
+
+def predict_labels(
+    model: Any, images: Sequence[np.ndarray], scale: tuple[int, int] | None = None
+) -> list[np.ndarray]:
+    """(H, W) uint8 train ids of each (H, W, 3) uint8 RGB image, one forward pass per batch of
+    images that share a size (all of them with ``scale`` (W, H)), each resized back to its image's
+    size; the batched twin of :func:`zodi_core.seg.predict.predict_label`."""
+    import mmcv
+    import torch
+    from mmseg.datasets.transforms import PackSegInputs
+
+    pack = PackSegInputs(meta_keys=("img_shape", "ori_shape"))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    inputs = []
+    for i, rgb in enumerate(images):
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        img = mmcv.imresize(bgr, scale, interpolation="bilinear") if scale else bgr
+        inputs.append(pack({"img": img, "img_shape": img.shape[:2], "ori_shape": img.shape[:2]}))
+        groups.setdefault(img.shape, []).append(i)
+    out: list[np.ndarray] = [np.empty(0)] * len(images)
+    for idx in groups.values():
+        batch = {
+            "inputs": [inputs[i]["inputs"] for i in idx],
+            "data_samples": [inputs[i]["data_samples"] for i in idx],
+        }
+        with torch.no_grad():
+            results = model.test_step(batch)
+        for i, res in zip(idx, results, strict=True):
+            pred = res.pred_sem_seg.data.squeeze(0).cpu().numpy().astype(np.uint8)
+            h, w = images[i].shape[:2]
+            if pred.shape != (h, w):
+                pred = mmcv.imresize(pred, (w, h), interpolation="nearest")
+            out[i] = pred
+    return out
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
