@@ -340,3 +340,26 @@ def test_regeneration_keeps_a_pipeline_user_domain_the_prompt_config_does_not_li
     plan = regeneration.plan_regeneration(new, None, None, root, samples_manifest)
     (job,) = plan.jobs
     assert job.domain == "dusk" and job.transfer.effective_prompts == ("driving at dusk, rain",)
+
+
+def test_preview_sweeps_strength_even_when_the_domain_sets_its_own(
+    samples_manifest, tiny_models_dir, tiny_components
+):
+    from zodi_core.datasets.io import read_image, read_label
+    from zodi_core.transfer.preview import make_preview
+
+    config = tiny_transfer_config(
+        tiny_models_dir, domain_settings={"dusk": {"prompt": "dusk", "strength": 0.9}}
+    ).replace(domain="dusk")
+    row = read_manifest(samples_manifest, "samples").to_pylist()[0]
+    image, label = read_image(row["image_uri"]), read_label(row["label_uri"], row["label_format"])
+    sampler = TransferSampler(tiny_components, config)
+    used = []
+
+    def recording(images, labels, ids, cfg):
+        outs = sampler(images, labels, ids, cfg)
+        used.append((outs[0].metadata["strength"], outs[0].metadata["prompt"]))
+        return outs
+
+    make_preview(recording, image, label, [0.5, 1.0], config, row["sample_id"])
+    assert used == [(0.5, "dusk"), (1.0, "dusk")]

@@ -62,7 +62,8 @@ def make_preview(
         (f"condition ({config.palette})", render_condition(train_ids, config.palette, size)),
     ]
     for s in strengths:
-        cfg = config.replace(strength=s, resize_to_source=False)
+        # resolved: a strength in the domain's own settings would otherwise win over s
+        cfg = config.resolved().replace(strength=s, resize_to_source=False)
         out = sampler([image], [train_ids], [sample_id], cfg)[0]
         tiles.append(
             (f"S={s:g} k={out.metadata['k']} t={out.metadata['first_timestep']}", out.image)
