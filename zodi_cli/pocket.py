@@ -15,8 +15,8 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "sets), train a VAE, a text-conditioned UNet and a segmentation ControlNet on it with "
         "Stable Diffusion's recipe, and save them in diffusers' folder format (controlnet/ "
         "inside), loadable with --models DIR. Resumes an interrupted run from its checkpoints; "
-        "prints measured quality and writes MODEL_CARD.md. The full preset takes about 30 "
-        "minutes on 2 CPU cores.",
+        "prints measured quality and writes MODEL_CARD.md. The full preset takes about 35 "
+        "minutes on a shared 2-core CPU (use --threads 1 there).",
     )
     p.add_argument("--out", required=True, help="output folder (created; resumed if it exists)")
     p.add_argument(

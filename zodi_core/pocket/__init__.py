@@ -29,10 +29,25 @@ from zodi_core.pocket.train import PRESETS, PocketSpec, machine_description, tra
 __all__ = [
     "CORPUS_DOMAINS",
     "PRESETS",
+    "WEIGHTS_DIR",
     "PocketSpec",
     "build_pocket_models",
     "caption_for",
+    "pocket_models_dir",
 ]
+
+#: Where committed pocket models go (none committed yet: see docs/fidelity.md).
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def pocket_models_dir() -> Path:
+    """The committed pocket models' folder (pass it as ``--models``)."""
+    if not (WEIGHTS_DIR / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"pocket models: no weights at {WEIGHTS_DIR}; train them with "
+            "`zodi pocket-models --out DIR` and pass --models DIR"
+        )
+    return WEIGHTS_DIR
 
 
 def build_pocket_models(
@@ -77,6 +92,8 @@ def build_pocket_models(
 
     components = load_components(ModelsConfig(base=str(out), controlnet=None), "cpu")
     card: dict[str, Any] = {
+        "command": f"OMP_NUM_THREADS=1 zodi pocket-models --out DIR --preset {preset} "
+        f"--seed {spec.seed} --threads 1",
         "preset": preset,
         "spec": asdict(spec),
         "data": {
@@ -139,6 +156,7 @@ def render_card(card: dict[str, Any]) -> str:
         "trained by `zodi pocket-models` on the project's synthetic web corpus. Not SD 1.5: a",
         "miniature in which ZoDi's claims can be measured on a CPU.",
         "",
+        f"- reproduce: `{card.get('command', 'zodi pocket-models --out DIR')}`",
         f"- preset `{card['preset']}`, seed {card['spec']['seed']}, size {card['data']['size']}",
         f"- data: {card['data']['train_images']} training scenes "
         f"({', '.join(card['data']['looks'])}), {card['data']['disjoint_from']}",

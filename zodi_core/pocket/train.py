@@ -49,14 +49,14 @@ class PocketSpec:
     n_per_domain: int = 200
     n_heldout: int = 24
     batch_size: int = 16
-    vae_steps: int = 1200
+    vae_steps: int = 1000
     vae_lr: float = 1e-3
     vae_channels: tuple[int, ...] = (16, 32, 64, 64)
     #: VAE training crops (height, width); the VAE is convolutional and used at full size (SD's
     #: VAE was trained on 256² crops and is used at 512²).
     vae_crop: tuple[int, int] = (32, 64)
     kl_weight: float = 1e-6
-    unet_steps: int = 2500
+    unet_steps: int = 2000
     unet_lr: float = 5e-4
     unet_channels: tuple[int, ...] = (32, 64)
     text_width: int = 64
@@ -65,7 +65,7 @@ class PocketSpec:
     #: ControlNet conditioning encoder (SD 1.5: (16, 32, 96, 256); narrower here: at 64x128 the
     #: wide one costs more than the rest of a ControlNet step).
     controlnet_cond_channels: tuple[int, ...] = (16, 32, 64, 128)
-    controlnet_steps: int = 1200
+    controlnet_steps: int = 800
     controlnet_lr: float = 5e-4
     controlnet_caption_dropout: float = 0.5
     checkpoint_every: int = 250
@@ -74,7 +74,8 @@ class PocketSpec:
         return int(getattr(self, f"{phase}_steps"))
 
 
-#: Named sizes: ``full`` (the committed models, ~30 min on 2 CPU cores) and ``smoke`` (tests).
+#: Named sizes: ``full`` (~35 min on a shared 2-core CPU; still weak, see docs/fidelity.md) and
+#: ``smoke`` (seconds; tests).
 PRESETS: dict[str, PocketSpec] = {
     "full": PocketSpec(),
     "smoke": PocketSpec(
