@@ -237,7 +237,8 @@ class TransferConfig(_Config):
     prompts: tuple[str, ...] = Field(
         (),
         description="Several prompts (instead of prompt); each image picks one from its "
-        "per-image seed (seed mod count) and its manifest row records which",
+        "per-image seed (seed mod count) and its manifest row records which; with "
+        "seed_policy 'global' (the paper preset) every image has one seed, hence one prompt",
     )
     prompt_suffix: str = Field(", best quality", description="Appended to the derived prompt")
     negative_prompt: str = Field("lower quality, worst quality", description="CFG negative prompt")
