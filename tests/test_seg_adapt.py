@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mmcv.transforms import Compose
+from mmseg.registry import TRANSFORMS
 from seg_testdata import (
     save_png,
     scene,
@@ -96,12 +97,12 @@ def test_stock_pipeline_pairs_geometry_and_draws_photometry_per_image(tmp_path):
     lab = save_png(tmp_path / "lab.png", train_ids_to_label_ids(train))
     item = {**transfer_row("a", img, lab, img), "img_path": img, "gen_path": img,
             "seg_map_path": lab}  # fmt: skip
-    geometric_only = Compose([paired[0], paired[1]])
+    geometric_only = Compose([TRANSFORMS.build(t) for t in paired[:2]])
     for _ in range(5):
         out = geometric_only(dict(item))
         assert out["img"].shape[:2] == out["gt_seg_map"].shape == (32, 48)
         np.testing.assert_array_equal(out["img"], out["gen_img"])
-    full = Compose(paired)
+    full = Compose([TRANSFORMS.build(t) for t in paired])
     differ = 0
     for _ in range(5):
         out = full(dict(item))
