@@ -135,8 +135,15 @@ def filter_paired_task(
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def quality_figures_task(filtered: dict[str, dict[str, Any]], root: str) -> dict[str, Any]:
     """The report's quality entry: per-domain filter results and one histogram PNG."""
+    from prefect.artifacts import create_table_artifact
+
     summaries = {d: f["summary"] for d, f in filtered.items()}
     png = quality.render_histograms_png(summaries)
+    worst = [{"domain": d, **w} for d, f in sorted(filtered.items()) for w in f.get("worst", [])]
+    if worst:
+        create_table_artifact(
+            table=worst, key="zodi-quality", description="worst generations (lowest layout mIoU)"
+        )
     return {
         "domains": filtered,
         "histograms": storage.write_bytes(layout.quality_histograms_uri(root), png),

@@ -92,3 +92,14 @@ def test_zodi_pipeline_scores_every_row_and_trains_zodi_on_the_kept(
     md = (root / "report.md").read_text()
     assert "## Quality of the generated images" in md
     assert "| night | 8 | 6 | 2 | lowest_fraction: 2 |" in md
+
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    keys = {a.key for a in asyncio.run(artifacts())}
+    assert "zodi-quality" in keys
