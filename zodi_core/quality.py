@@ -740,7 +740,7 @@ def tune_strength(
     domain = config.domain
     table = []
     for s in sorted(strengths):
-        cfg = config.replace(strength=float(s))
+        cfg = config.resolved().replace(strength=float(s))  # the sweep wins over domain settings
         key = layout.tune_key(domain, f"strength-{s:g}")
         res = transfer_manifest(
             samples_uri, cfg, out_root, sample_ids=ids, components=components,
