@@ -148,3 +148,21 @@ def test_preflight_unreachable_s3_endpoint_fails_fast(tmp_path, monkeypatch):
     (problem,) = check_storage(cfg, connect_timeout=2.0)
     assert time.perf_counter() - t0 < 10.0
     assert problem.startswith("storage.root 's3://bucket/p': cannot write a probe object")
+
+
+def test_preflight_checks_the_quality_scorers_before_any_training(
+    synthetic_root, tiny_models_dir, tmp_path
+):
+    from zodi_core.config import QualityConfig
+
+    cfg = _config(synthetic_root, tiny_models_dir, str(tmp_path / "artifacts"))
+    empty_clip = tmp_path / "clip"
+    empty_clip.mkdir()
+    quality = QualityConfig(clip=str(empty_clip), seg_checkpoint=str(tmp_path / "no.pth"))
+    problems = preflight(cfg.model_copy(update={"quality": quality}))
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("quality.clip:") and "config.json" in problems[0]
+    assert problems[1].startswith("quality.seg_checkpoint:") and "no.pth" in problems[1]
+    # scoring off: the scorers are not needed, so not checked
+    off = quality.model_copy(update={"score": False})
+    assert preflight(cfg.model_copy(update={"quality": off})) == []

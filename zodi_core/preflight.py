@@ -22,7 +22,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from zodi_core.config import ConfigError, DatasetSpec, ModelsConfig, PipelineConfig, StorageConfig
+from zodi_core.config import (
+    ConfigError,
+    DatasetSpec,
+    ModelsConfig,
+    PipelineConfig,
+    QualityConfig,
+    StorageConfig,
+)
 
 #: Seconds to wait for the model hub before calling it unreachable.
 NETWORK_TIMEOUT = 5.0
@@ -199,6 +206,36 @@ def check_models(
     return [p for p in problems if p]
 
 
+def check_quality(
+    config: QualityConfig, field: str = "quality", network_timeout: float = NETWORK_TIMEOUT
+) -> list[str]:
+    """Problems of the scorers: a CLIP folder without its files or a hub id out of reach, a
+    layout scorer checkpoint that is not there (found now, not after source-only training)."""
+    problems: list[str | None] = []
+    if not config.score:
+        return []
+    if config.clip:
+        if _is_local(config.clip):
+            problems.append(
+                _folder_problem(
+                    Path(config.clip).expanduser(),
+                    {"": (("config.json",), ("model.safetensors", "pytorch_model.bin"))},
+                    f"{field}.clip",
+                )
+            )
+        else:
+            problems.append(
+                _hub_problem(config.clip, None, "config.json", f"{field}.clip", network_timeout)
+            )
+    if config.seg_checkpoint and _is_local(config.seg_checkpoint):
+        if not Path(config.seg_checkpoint).expanduser().is_file():
+            problems.append(
+                f"{field}.seg_checkpoint: {config.seg_checkpoint!r} not found; set it to a "
+                "checkpoint file or remove it (the run's source-only model scores by default)"
+            )
+    return [p for p in problems if p]
+
+
 # Storage -----------------------------------------------------------------------------------
 
 
@@ -240,7 +277,7 @@ def preflight(
     config: PipelineConfig,
     *,
     network_timeout: float = NETWORK_TIMEOUT,
-    checks: tuple[str, ...] = ("datasets", "models", "train", "storage"),
+    checks: tuple[str, ...] = ("datasets", "models", "train", "quality", "storage"),
 ) -> list[str]:
     """Every problem that would stop ``config`` from running here, one line each (empty: none)."""
     problems: list[str] = []
@@ -273,6 +310,8 @@ def preflight(
                 f"train.pretrained: backbone weights {config.train.pretrained!r} not found; "
                 "set it to a local .pth file or remove it"
             )
+    if "quality" in checks:
+        guard(lambda: check_quality(config.quality, "quality", network_timeout), "quality")
     if "storage" in checks:
         guard(lambda: check_storage(config.storage, "storage", network_timeout), "storage")
     return problems
