@@ -110,3 +110,33 @@ def test_gc_lists_then_deletes_only_unreferenced_generations(
     for row in new.rows:
         assert os.path.exists(row["generated_uri"])
     assert find_garbage(str(out))[0].uris == []
+
+
+def test_transient_storage_error_stops_the_transfer_with_the_counts_written_before_it(
+    samples, tiny_components, tiny_models_dir, tmp_path, monkeypatch
+):
+    """A transient error (S3 outage) is not a failed image: it propagates, so the shard task
+    retries it, and carries what was written before it for the run's summary."""
+    from zodi_core import storage
+    from zodi_core.transfer import runner
+
+    read_image = runner.read_image
+    calls = []
+
+    def flaky(uri, **options):
+        calls.append(uri)
+        if len(calls) == 2:
+            raise storage.TransientStorageError(f"{uri}: connection reset; retry")
+        return read_image(uri, **options)
+
+    monkeypatch.setattr(runner, "read_image", flaky)
+    config = tiny_transfer_config(tiny_models_dir, batch_size=1)
+    with pytest.raises(storage.TransientStorageError) as err:
+        _transfer(samples, config, tmp_path / "out", tiny_components)
+    assert runner.partial_counts(err.value) == {
+        "manifest": layout.paired_manifest_uri(str(tmp_path / "out"), "night"),
+        "config_digest": runner.generation_digest(config),
+        "written": 1,
+        "skipped": 0,
+        "failed": 0,
+    }

@@ -164,21 +164,21 @@ def transfer_manifest(
         rows_out = _transfer_rows(
             rows_in, config, store, digest, components, result, progress, storage_options
         )
+        result.rows = [rows_out[r["sample_id"]] for r in rows_in]
+        manifest.write_manifest(
+            result.rows,
+            manifest_uri,
+            "transfer",
+            extra_metadata={
+                "transfer_config": config.model_dump_json(),
+                "config_digest": digest,
+                "domain": config.domain,
+            },
+            **storage_options,
+        )
     except BaseException as err:
-        _attach_partial(err, result)
+        _attach_partial(err, result)  # also when only the manifest write failed
         raise
-    result.rows = [rows_out[r["sample_id"]] for r in rows_in]
-    manifest.write_manifest(
-        result.rows,
-        manifest_uri,
-        "transfer",
-        extra_metadata={
-            "transfer_config": config.model_dump_json(),
-            "config_digest": digest,
-            "domain": config.domain,
-        },
-        **storage_options,
-    )
     return result
 
 
@@ -203,7 +203,7 @@ def _transfer_rows(
         key = layout.generated_image_key(domain, digest, r["sample_id"])
         try:
             store.uri(key)
-        except storage.StorageError:
+        except storage.PermanentStorageError:
             pending.append(r)  # an id that cannot be a key: fails alone in step 3
             continue
         meta = _existing_metadata(store, key, digest)
@@ -249,7 +249,8 @@ def _transfer_rows(
                 image = read_image(r["image_uri"], **storage_options)
                 label = read_label(r["label_uri"], r["label_format"], **storage_options)
                 validate_pair(image, label, f"sample {sid!r}")
-            except (ValueError, FileNotFoundError, storage.StorageError) as err:
+            except (ValueError, FileNotFoundError, storage.PermanentStorageError) as err:
+                # (a transient storage error propagates: the shard task retries it)
                 seed = sample_seed(config.seed, sid, config.seed_policy)
                 meta = {**base_meta, "seed": seed, "prompt": config.prompt_for(seed)}
                 rows_out[sid] = _row(r, config, store, key, meta, status="failed", error=str(err))
