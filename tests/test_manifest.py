@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from zodi_core import manifest
+from zodi_core import manifest, storage
 from zodi_core.manifest import SCHEMA_VERSION, ManifestError, read_manifest, write_manifest
 
 
@@ -131,7 +131,7 @@ def test_write_manifest_failure_leaves_nothing_and_keeps_the_old_one(tmp_path, m
     write_manifest(_sample_rows(2), uri, "samples")
     before = (tmp_path / "m.parquet").read_bytes()
     monkeypatch.setattr(os, "replace", _fail_replace)
-    with pytest.raises(OSError, match="simulated failure"):
+    with pytest.raises(storage.StorageError, match="write failed: simulated failure"):
         write_manifest(_sample_rows(7), uri, "samples")
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet"]  # no .part left over
@@ -141,7 +141,7 @@ def test_write_manifest_failure_leaves_nothing_and_keeps_the_old_one(tmp_path, m
 
 def test_write_manifest_failure_on_a_new_path_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", _fail_replace)
-    with pytest.raises(OSError, match="simulated failure"):
+    with pytest.raises(storage.StorageError, match="write failed: simulated failure"):
         write_manifest(_sample_rows(), str(tmp_path / "new" / "m.parquet"), "samples")
     monkeypatch.undo()
     assert list((tmp_path / "new").iterdir()) == []
