@@ -261,7 +261,11 @@ def test_prefect_session_mutes_console_logs_then_restores_handlers_and_env(tmp_p
     for name in ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOGGING_LEVEL"):
         monkeypatch.delenv(name, raising=False)
     ensure_logging_setup()
-    console = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    console = [  # console handlers; file handlers (mmengine's log files) are left as they are
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    ]
     assert console, "Prefect's logging config puts a console handler on the root logger"
     before = [h.level for h in console]
     with prefect_session(tmp_path, verbose=False):
