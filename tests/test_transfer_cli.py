@@ -16,8 +16,8 @@ from zodi_cli import main
 from zodi_core.config import DatasetSpec, TransferConfig
 from zodi_core.datasets.ingest import ingest_dataset
 from zodi_core.manifest import read_manifest
-from zodi_core.transfer.runner import read_png_metadata, transfer_manifest
 from zodi_core.transfer.lineage import generation_digest
+from zodi_core.transfer.runner import read_png_metadata, transfer_manifest
 
 FAST = ["--preset", "demo", "--steps", "2", "--strength", "1.0"]
 
