@@ -136,19 +136,14 @@ def load_clip(source: str = CLIP_MODEL_ID, device: str = "cpu") -> Clip:  # defa
 def build_tiny_clip(seed: int = 0) -> Clip:
     """A random-weight CLIP with the real architecture, shrunk (32 px images, 16-d embeddings),
     and the offline byte-level tokenizer of the tiny diffusion models. For tests and the demo."""
-    import tempfile
 
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from zodi_core.transfer.models import _tiny_tokenizer_files
+    from zodi_core.transfer.models import tiny_tokenizer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        _tiny_tokenizer_files(Path(tmp))
-        vocab = json.loads((Path(tmp) / "vocab.json").read_text())
-        merges = (Path(tmp) / "merges.txt").read_text().splitlines()[1:]
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges if m])
-    tokenizer.model_max_length = 77
+    tokenizer = tiny_tokenizer()
+    vocab = tokenizer.get_vocab()
     ids = {k: vocab[t] for k, t in (("bos", "<|startoftext|>"), ("eos", "<|endoftext|>"))}
     torch.manual_seed(seed)
     config = CLIPConfig(

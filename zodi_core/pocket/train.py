@@ -576,22 +576,9 @@ def _spec_json(spec: PocketSpec) -> dict[str, Any]:
 
 
 def _write_model_index(out: Path) -> None:
-    import diffusers
+    from zodi_core.transfer.models import write_model_index
 
-    index = {
-        "_class_name": "StableDiffusionControlNetPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-        "controlnet": ["diffusers", "ControlNetModel"],
-        "safety_checker": [None, None],
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-    }
-    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    write_model_index(out)
 
 
 def machine_description() -> str:

@@ -262,11 +262,10 @@ def build_tiny_components(seed: int = 0) -> Components:
     The ControlNet's zero convolutions get random weights (:func:`activate_controlnet`), so the
     condition map and the ControlNet switch of every method change the generated image.
     """
-    import tempfile
 
     import torch
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -295,12 +294,8 @@ def build_tiny_components(seed: int = 0) -> Components:
         sample_size=64,
         scaling_factor=0.18215,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        _tiny_tokenizer_files(Path(tmp))
-        vocab = json.loads((Path(tmp) / "vocab.json").read_text())
-        merges = (Path(tmp) / "merges.txt").read_text().splitlines()[1:]
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges if m])
-    tokenizer.model_max_length = 77
+    tokenizer = tiny_tokenizer()
+    vocab = tokenizer.get_vocab()
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(vocab),
@@ -332,6 +327,12 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> Path:
     c.tokenizer.save_pretrained(out / "tokenizer")
     c.scheduler.save_pretrained(out / "scheduler")
     c.controlnet.save_pretrained(out / "controlnet")
+    write_model_index(out)
+    return out
+
+
+def write_model_index(out: Path) -> None:
+    """``model_index.json`` of an SD 1.5 + ControlNet folder (what ``from_pretrained`` reads)."""
     index = {
         "_class_name": "StableDiffusionControlNetPipeline",
         "_diffusers_version": _diffusers_version(),
@@ -346,7 +347,21 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> Path:
         "requires_safety_checker": False,
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
-    return out
+
+
+def tiny_tokenizer() -> Any:
+    """A small CLIPTokenizer built offline (the tiny models' and the tiny CLIP's)."""
+    import tempfile
+
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _tiny_tokenizer_files(Path(tmp))
+        vocab = json.loads((Path(tmp) / "vocab.json").read_text())
+        merges = (Path(tmp) / "merges.txt").read_text().splitlines()[1:]
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(x.split()) for x in merges if x])
+    tokenizer.model_max_length = 77
+    return tokenizer
 
 
 def _diffusers_version() -> str:
