@@ -13,11 +13,11 @@ from zodi_core.config import DatasetSpec
 def ingest_flow(
     datasets: list[DatasetSpec], out_root: str, skip_invalid: bool = False
 ) -> dict[str, str]:
-    """Ingest each dataset into ``<out_root>/manifests/<label>.parquet``; return label → URI."""
+    """Ingest each dataset into ``<out_root>/manifests/<manifest_name>.parquet``; return name → URI."""
     # 1. ingest every dataset in parallel
     futures = {
-        spec.label: ingest_dataset_task.submit(
-            spec, layout.samples_manifest_uri(out_root, spec.label), skip_invalid
+        spec.manifest_name: ingest_dataset_task.submit(
+            spec, layout.samples_manifest_uri(out_root, spec.manifest_name), skip_invalid
         )
         for spec in datasets
     }

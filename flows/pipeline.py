@@ -36,8 +36,8 @@ def zodi_pipeline(config: PipelineConfig, preflight: bool = True) -> Any:
     val_specs = [config.source_val] if config.source_val else []
     # 1. ingest source train, source val and real targets into samples manifests
     manifests = ingest_flow([config.source, *val_specs, *config.targets], root)
-    source_uri = manifests[config.source.label]
-    target_uris = {spec.label: manifests[spec.label] for spec in config.targets}
+    source_uri = manifests[config.source.manifest_name]
+    target_uris = {spec.manifest_name: manifests[spec.manifest_name] for spec in config.targets}
     # 2-4. shard, transfer and merge the source train split into each target domain
     transfer_state = transfer_flow(
         source_uri,
@@ -54,7 +54,7 @@ def zodi_pipeline(config: PipelineConfig, preflight: bool = True) -> Any:
     proxy_uris: dict[str, str] = {}
     if config.source_val and config.evaluation.proxy:
         proxy_state = transfer_flow(
-            manifests[config.source_val.label],
+            manifests[config.source_val.manifest_name],
             list(config.domains),
             layout.proxy_root(root),
             config.transfer,
@@ -89,7 +89,7 @@ def zodi_pipeline(config: PipelineConfig, preflight: bool = True) -> Any:
     # 9. evaluate every model on every real target and on its proxy
     results = evaluate_flow(
         checkpoints, target_uris, proxy_uris, root, config.train, config.evaluation,
-        target_domains={target_uris[t.label]: t.target_domain for t in config.targets},
+        target_domains={target_uris[t.manifest_name]: t.target_domain for t in config.targets},
     )  # fmt: skip
     # 10. sample grids and the report (JSON + Markdown in storage, a Prefect artifact for people)
     grids = {d: render_sample_grid_task(uri, root, d) for d, uri in transfer["paired"].items()}

@@ -115,7 +115,7 @@ def test_pipeline_from_yaml_with_preset_and_nested_override(tmp_path):
     assert cfg.transfer.palette == "cityscapes"  # from the paper preset
     assert cfg.train.seeds == (0, 1, 2)
     assert cfg.storage.root == "s3://bucket/zodi"
-    assert cfg.targets[0].label == "acdc-night-val"
+    assert cfg.targets[0].manifest_name == "acdc-night-val"
     again = PipelineConfig.from_yaml(_write(tmp_path / "q.yaml", cfg.to_yaml()))
     assert config_digest(again) == config_digest(cfg)
 

@@ -206,11 +206,11 @@ def test_prefect_yaml_regenerate_defaults_and_prompts_trigger():
     for name in ("regenerate-local", "regenerate-gpu"):
         params = deployments[name]["parameters"]
         assert params["prompt_config_uri"] == "variable://zodi-prompts"
-        # What the pipeline writes under its storage root (ingest_flow: manifests/<label>).
+        # What the pipeline writes under its storage root (ingest_flow: manifests/<manifest_name>).
         assert params["out_root"] == "{{ $ZODI_ROOT }}"
         source = PipelineConfig().source  # the default source's manifest, in the pipeline layout
         assert params["samples_uri"] == layout.samples_manifest_uri(
-            "{{ $ZODI_ROOT }}", source.label
+            "{{ $ZODI_ROOT }}", source.manifest_name
         )
         (trigger,) = deployments[name]["triggers"]
         assert trigger["expect"] == ["prefect.variable.updated"]

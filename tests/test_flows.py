@@ -17,7 +17,7 @@ def _ingest(root: Path, out: Path) -> str:
     from flows.ingest import ingest_flow
 
     spec = DatasetSpec(dataset="cityscapes", root=str(root / "cityscapes"), split="train")
-    return ingest_flow([spec], str(out))[spec.label]
+    return ingest_flow([spec], str(out))[spec.manifest_name]
 
 
 def _paired_rows(uri: str) -> list[dict]:

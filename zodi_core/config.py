@@ -597,7 +597,8 @@ class DatasetSpec(_Config):
         return None
 
     @property
-    def label(self) -> str:
+    def manifest_name(self) -> str:
+        """Name of this dataset's samples manifest (``manifests/<name>.parquet``)."""
         if self.name:
             return self.name
         if self.dataset == "acdc":

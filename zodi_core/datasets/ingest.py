@@ -177,7 +177,7 @@ def ingest_dataset(
         bar = tqdm(
             zip(candidates, results, strict=True),
             total=len(candidates),
-            desc=f"ingest {spec.label}",
+            desc=f"ingest {spec.manifest_name}",
             unit="img",
             file=sys.stderr,
             disable=not progress or not candidates,
