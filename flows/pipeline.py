@@ -1,4 +1,4 @@
-"""zodi_pipeline: ingest → shard → transfer → merge → source-only → score + filter → ZoDi →
+"""pipeline_flow: ingest → shard → transfer → merge → source-only → score + filter → ZoDi →
 evaluate → report."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from zodi_core import layout, quality, storage
 from zodi_core.config import PipelineConfig
 
 
-@flow(name="zodi_pipeline")
-def zodi_pipeline(config: PipelineConfig, preflight: bool = True) -> Any:
+@flow(name="pipeline_flow")
+def pipeline_flow(config: PipelineConfig, preflight: bool = True) -> Any:
     """Run the whole method on ``config``; return the report (dict with the report URIs).
 
     ``preflight``: check dataset roots, models, storage and credentials first and fail with every

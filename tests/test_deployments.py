@@ -51,7 +51,7 @@ def test_prefect_yaml_deploys_the_three_flows_on_both_pools():
         flows[d["name"]] = getattr(module, func).name  # the entrypoint resolves to a flow
     for pool_suffix, pool in (("local", "zodi-local"), ("gpu", "zodi-gpu")):
         names = {flows[n] for n, d in deployments.items() if d["work_pool"]["name"] == pool}
-        assert {"zodi_pipeline", "transfer_flow", "regenerate_flow"} <= names, pool
+        assert {"pipeline_flow", "transfer_flow", "regenerate_flow"} <= names, pool
         assert all(
             n.endswith(f"-{pool_suffix}")
             for n, d in deployments.items()
@@ -458,7 +458,7 @@ def test_zodi_deploy_is_idempotent_and_registers_pools_schedule_and_gpu_template
         assert regenerate.global_concurrency_limit.limit == 1  # runs on one root never overlap
         gpu_pool = client.read_work_pool("zodi-gpu")
         assert gpu_pool.type == "kubernetes"
-        pipeline_gpu = client.read_deployment_by_name("zodi_pipeline/zodi-pipeline-gpu")
+        pipeline_gpu = client.read_deployment_by_name("pipeline_flow/zodi-pipeline-gpu")
     # What a Kubernetes worker would submit for this deployment, from the server's own template.
     job = render_job_configuration(gpu_pool.base_job_template, pipeline_gpu.job_variables)
     container = job["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
@@ -695,7 +695,7 @@ def test_zodi_submit_wait_warns_without_a_worker_and_times_out_with_one_line(
     cfg = demo_config(tmp_path, data, tiny_models_dir, ["night"])
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    argv = ["submit", "--deployment", "zodi_pipeline/zodi-pipeline-gpu", "--config", str(path),
+    argv = ["submit", "--deployment", "pipeline_flow/zodi-pipeline-gpu", "--config", str(path),
             "--wait", "--timeout", "3", "--json"]  # fmt: skip
     assert main(argv) == 1
     captured = capsys.readouterr()

@@ -168,19 +168,19 @@ def _ingest_local(root: Path, tmp_path: Path) -> str:
     return ingest_dataset(spec, str(tmp_path / "samples.parquet"), progress=False).manifest_uri
 
 
-def test_zodi_pipeline_end_to_end_reports_and_artifacts(
+def test_pipeline_flow_end_to_end_reports_and_artifacts(
     prefect_harness, synthetic_root, tiny_models_dir, tmp_path
 ):
     import asyncio
     import json
 
-    from flows.pipeline import zodi_pipeline
+    from flows.pipeline import pipeline_flow
     from zodi_cli._common import demo_config
 
     data = {k: str(synthetic_root / k) for k in ("cityscapes", "acdc", "gta5")}
     config = demo_config(tmp_path, data, tiny_models_dir, ["night"])
     config = config.replace(transfer=config.transfer.replace(num_inference_steps=2))
-    report = zodi_pipeline(config)
+    report = pipeline_flow(config)
 
     root = Path(config.storage.root)
     saved = json.loads((root / "report.json").read_text())
@@ -247,14 +247,14 @@ def test_transfer_flow_runs_shards_on_dask_worker_processes(
 
 
 @pytest.mark.ceph
-def test_zodi_pipeline_with_all_artifacts_in_ceph(
+def test_pipeline_flow_with_all_artifacts_in_ceph(
     prefect_harness, synthetic_root, tiny_models_dir, s3_root, ceph_s3, monkeypatch, tmp_path
 ):
     """storage.root on S3: manifests, images, checkpoints, evaluation and the report all land in
     the bucket; the endpoint comes from the config (StorageConfig.endpoint_url)."""
     import json
 
-    from flows.pipeline import zodi_pipeline
+    from flows.pipeline import pipeline_flow
     from zodi_cli._common import demo_config
     from zodi_core import storage
 
@@ -265,7 +265,7 @@ def test_zodi_pipeline_with_all_artifacts_in_ceph(
         transfer=config.transfer.replace(num_inference_steps=2),
         storage={"root": s3_root, "endpoint_url": ceph_s3.endpoint_url},
     )
-    report = zodi_pipeline(config)
+    report = pipeline_flow(config)
 
     assert report["uris"]["json"] == f"{s3_root}/report.json"
     saved = json.loads(storage.read_bytes(report["uris"]["json"]))
@@ -278,11 +278,11 @@ def test_zodi_pipeline_with_all_artifacts_in_ceph(
     assert sum(k.startswith("images/night/") for k in keys) == 8
 
 
-def test_zodi_pipeline_preflight_fails_first_with_every_problem(
+def test_pipeline_flow_preflight_fails_first_with_every_problem(
     prefect_harness, synthetic_root, tiny_models_dir, tmp_path
 ):
     """A deployed run (no CLI in front) checks everything at step 0, before any ingestion."""
-    from flows.pipeline import zodi_pipeline
+    from flows.pipeline import pipeline_flow
     from zodi_cli._common import demo_config
     from zodi_core.preflight import PreflightError
 
@@ -290,7 +290,7 @@ def test_zodi_pipeline_preflight_fails_first_with_every_problem(
     data["cityscapes"] = str(tmp_path / "no-cityscapes-here")
     config = demo_config(tmp_path / "work", data, tmp_path / "no-models-here", ["night"])
     with pytest.raises(PreflightError) as err:
-        zodi_pipeline(config)
+        pipeline_flow(config)
     message = str(err.value)
     assert "no-cityscapes-here" in message and "no-models-here" in message
     assert not (tmp_path / "work" / "artifacts" / "manifests").exists()  # nothing ingested

@@ -55,10 +55,10 @@ def test_score_task_is_cached_and_recomputed_when_its_file_is_gone(
     assert a != b
 
 
-def test_zodi_pipeline_scores_every_row_and_trains_zodi_on_the_kept(
+def test_pipeline_flow_scores_every_row_and_trains_zodi_on_the_kept(
     prefect_harness, synthetic_root, tiny_models_dir, tmp_path
 ):
-    from flows.pipeline import zodi_pipeline
+    from flows.pipeline import pipeline_flow
     from zodi_cli._common import demo_config
 
     data = {k: str(synthetic_root / k) for k in ("cityscapes", "acdc", "gta5")}
@@ -68,7 +68,7 @@ def test_zodi_pipeline_scores_every_row_and_trains_zodi_on_the_kept(
         transfer=config.transfer.replace(num_inference_steps=2),
         quality=config.quality.replace(clip=clip, drop_lowest_fraction=0.25, worst_n=2),
     )
-    zodi_pipeline(config)
+    pipeline_flow(config)
 
     root = Path(config.storage.root)
     scored = read_manifest(str(root / "paired" / "domain=night" / "scored.parquet")).to_pylist()

@@ -41,13 +41,13 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     p = sub.add_parser(
         "submit",
         parents=[parent],
-        help="run the zodi_pipeline deployment on a config (or the demo set-up)",
-        description="Create a flow run of a zodi_pipeline deployment with a PipelineConfig "
+        help="run the pipeline_flow deployment on a config (or the demo set-up)",
+        description="Create a flow run of a pipeline_flow deployment with a PipelineConfig "
         "(--config FILE), or with the demo's synthetic data and tiny models written under "
         "--workdir (--demo). A worker of the deployment's pool runs it; --wait follows it.",
     )
     p.add_argument(
-        "--deployment", default="zodi_pipeline/zodi-pipeline-local",
+        "--deployment", default="pipeline_flow/zodi-pipeline-local",
         help="flow/deployment name (default: %(default)s)",
     )  # fmt: skip
     src = p.add_mutually_exclusive_group(required=True)

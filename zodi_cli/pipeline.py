@@ -38,7 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     p = sub.add_parser(
         "pipeline",
         parents=[parent],
-        help="run zodi_pipeline on a YAML config",
+        help="run pipeline_flow on a YAML config",
         description="Run the whole pipeline described by a PipelineConfig YAML file "
         "(see examples/). Prefect runs in ephemeral mode unless PREFECT_API_URL is set.",
     )
@@ -58,7 +58,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
     data, models_dir = prepare_demo(workdir, args.seed, log=lambda m: print(f"[demo] {m}"))
     config = demo_config(workdir, data, models_dir, domains)
-    print("[demo] 3/3 zodi_pipeline (Prefect, ephemeral)")
+    print("[demo] 3/3 pipeline_flow (Prefect, ephemeral)")
     summary = _run(config, args.verbose, workdir=workdir)
     root = Path(config.storage.root)
     for path in sorted((root / "manifests").glob("*.parquet")):
@@ -108,7 +108,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 def _run(
     config: Any, verbose: bool, workdir: Path | None = None, skip_preflight: bool = False
 ) -> dict[str, Any]:
-    """Preflight, then zodi_pipeline with Prefect's console logs off unless ``verbose``.
+    """Preflight, then pipeline_flow with Prefect's console logs off unless ``verbose``.
 
     A failed flow run becomes one error line: the exception that failed it (its type decides the
     exit code: 2 for a configuration error, 1 otherwise), else the state's message.
@@ -121,13 +121,13 @@ def _run(
     with prefect_session(workdir, verbose):
         from prefect.settings import PREFECT_API_URL
 
-        from flows.pipeline import zodi_pipeline
+        from flows.pipeline import pipeline_flow
 
         server = PREFECT_API_URL.value() or "ephemeral (set PREFECT_API_URL to use a server)"
-        print(f"[pipeline] zodi_pipeline → {config.storage.root}; Prefect: {server}")
+        print(f"[pipeline] pipeline_flow → {config.storage.root}; Prefect: {server}")
 
         # the flow's own preflight (step 0) is for deployed runs: the CLI just checked
-        state = zodi_pipeline(config, preflight=False, return_state=True)
+        state = pipeline_flow(config, preflight=False, return_state=True)
         result = state.result(raise_on_failure=False)
     transfer = result.get("transfer", {}) if isinstance(result, dict) else {}
     for domain, s in transfer.items():
