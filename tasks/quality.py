@@ -142,7 +142,9 @@ def quality_figures_task(filtered: dict[str, dict[str, Any]], root: str) -> dict
     worst = [{"domain": d, **w} for d, f in sorted(filtered.items()) for w in f.get("worst", [])]
     if worst:
         create_table_artifact(
-            table=worst, key="zodi-quality", description="worst generations (lowest layout mIoU)"
+            table=worst,
+            key=layout.artifact_key("quality", root),
+            description="worst generations (lowest layout mIoU)",
         )
     return {
         "domains": filtered,

@@ -23,7 +23,7 @@ def write_report_task(results: dict[str, Any], root: str) -> dict[str, Any]:
     uris = report.write_report(results, root)
     create_markdown_artifact(
         markdown=report.render_report_markdown(results),
-        key="zodi-report",
+        key=layout.artifact_key("report", root),
         description=uris["markdown"],
     )
     shard_rows = [
@@ -38,6 +38,8 @@ def write_report_task(results: dict[str, Any], root: str) -> dict[str, Any]:
     ]
     if shard_rows:
         create_table_artifact(
-            table=shard_rows, key="zodi-shards", description="transfer shard status"
+            table=shard_rows,
+            key=layout.artifact_key("shards", root),
+            description="transfer shard status",
         )
     return {**results, "uris": uris}

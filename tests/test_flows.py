@@ -203,7 +203,10 @@ def test_pipeline_flow_end_to_end_reports_and_artifacts(
             return await client.read_artifacts()
 
     keys = {a.key for a in asyncio.run(artifacts())}
-    assert {"zodi-report", "zodi-shards"} <= keys
+    from zodi_core.layout import artifact_key
+
+    root_uri = config.storage.root  # keyed per experiment: another root never overwrites them
+    assert {artifact_key("report", root_uri), artifact_key("shards", root_uri)} <= keys
 
 
 def test_transfer_flow_runs_shards_on_dask_worker_processes(

@@ -140,3 +140,13 @@ def test_transient_storage_error_stops_the_transfer_with_the_counts_written_befo
         "skipped": 0,
         "failed": 0,
     }
+
+
+def test_artifact_keys_are_per_experiment_and_valid_prefect_keys():
+    import re
+
+    a = layout.artifact_key("report", "s3://bucket/runs/Night_v2")
+    b = layout.artifact_key("report", "/data/runs/night_v3")
+    assert a != b and a == layout.artifact_key("report", "s3://bucket/runs/Night_v2")
+    for key in (a, b, layout.artifact_key("shards", "/")):
+        assert re.fullmatch(r"[a-z0-9-]+", key) and key.startswith("zodi-")

@@ -127,5 +127,19 @@ def sample_grid_uri(root: str, domain: str) -> str:
     return uri(root, f"{GRIDS}/{domain}.png")
 
 
+def artifact_key(kind: str, root: str) -> str:
+    """Prefect artifact key of one experiment (artifact root): ``zodi-<kind>-<root slug>``.
+
+    Keyed per root, so two experiments never overwrite each other's report in the UI; the same
+    root keeps one history. Keys allow lowercase letters, digits and dashes only.
+    """
+    import hashlib
+    import re
+
+    tail = re.sub(r"[^a-z0-9]+", "-", str(root).lower()).strip("-")[-40:].strip("-")
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return f"zodi-{kind}-{tail}-{digest}" if tail else f"zodi-{kind}-{digest}"
+
+
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
