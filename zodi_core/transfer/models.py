@@ -7,6 +7,7 @@ Stable Diffusion 1.5 + ``control_v11p_sd15_seg``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -91,18 +92,27 @@ def folder_digest(root: Path) -> str:
     """Content digest of a local model folder: its config/tokenizer files plus weight sizes.
 
     Hashing multi-GB weights on every load is too slow; configs and sizes change whenever a
-    different model is put there, which is what a lineage record needs.
+    different model is put there, which is what a lineage record needs. Every shard's cache key
+    asks for it, so the digest is remembered per folder state (names, sizes, mtimes): only a
+    changed folder is read again.
     """
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    state = tuple(
+        (p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
+        for p, st in ((p, p.stat()) for p in files)
+    )
+    return _folder_digest(str(root), state)
+
+
+@functools.lru_cache(maxsize=32)
+def _folder_digest(root: str, state: tuple[tuple[str, int, int], ...]) -> str:
     h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if not p.is_file():
-            continue
-        rel = p.relative_to(root).as_posix()
+    for rel, size, _ in state:
         h.update(rel.encode())
-        if p.suffix in (".json", ".txt"):
-            h.update(p.read_bytes())
+        if rel.endswith((".json", ".txt")):
+            h.update((Path(root) / rel).read_bytes())
         else:
-            h.update(str(p.stat().st_size).encode())
+            h.update(str(size).encode())
     return h.hexdigest()[:16]
 
 
