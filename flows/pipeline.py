@@ -101,6 +101,7 @@ def pipeline_flow(config: PipelineConfig, preflight: bool = True) -> Any:
             "quality": quality_report,
         },
         root,
+        config.report,
     )
     logger.info("report: %s", report["uris"]["markdown"])
     return report

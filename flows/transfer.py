@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
+from tasks.artifacts import TransferProgress
 from tasks.transfer import (
     collect_shard_states,
     merge_shard_manifests_task,
@@ -49,10 +50,12 @@ def transfer_flow(
         stale = stale_shards(shards, config, out_root)
         if stale:
             logger.info("%s: %d cached shard(s) lost outputs; recomputing them", domain, len(stale))
-        # 3. transfer all shards in parallel on the task runner
+        # 3. transfer all shards in parallel on the task runner (a progress artifact follows
+        #    them; a fan-out child's is attached to its run only, not keyed)
+        progress = TransferProgress(domain, out_root, shards, keyed=shard_indices is None)
         futures = submit_shards(shards, config, out_root, stale)
         # 4. wait, and sort shards into computed / cached / failed
-        summary, shard_uris = collect_shard_states(shards, futures)
+        summary, shard_uris = collect_shard_states(shards, futures, progress)
         logger.info("%s: %s", domain, summary.line())
         result["domains"][domain] = summary.to_dict()
         # 5. merge into the domain's paired manifest, only when every shard succeeded

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks._policy import retry_on_io
+from tasks.artifacts import publish
 from zodi_core import layout, report
+from zodi_core.config import ReportConfig
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
@@ -18,14 +20,22 @@ def render_sample_grid_task(paired_uri: str, root: str, domain: str) -> str:
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
-def write_report_task(results: dict[str, Any], root: str) -> dict[str, Any]:
-    """Write report.json/report.md to storage and publish them as Prefect artifacts."""
-    uris = report.write_report(results, root)
-    create_markdown_artifact(
-        markdown=report.render_report_markdown(results),
-        key=layout.artifact_key("report", root),
-        description=uris["markdown"],
-    )
+def write_report_task(
+    results: dict[str, Any], root: str, report_config: ReportConfig | None = None
+) -> dict[str, Any]:
+    """Write report.json/report.md to storage and publish them as Prefect artifacts, keyed per
+    experiment: the report (sample grids and confusion matrices shown as images, see
+    :class:`ReportConfig`), the shard table and the per-class IoU table.
+
+    An artifact that cannot be published logs a warning; the report in storage is what counts.
+    """
+    # 1. per-class IoU and confusion matrices of every evaluation go into the report
+    evaluations = report.read_evaluations(results.get("results", {}))
+    full = {**results, "evaluations": evaluations}
+    uris = report.write_report(full, root)
+    # 2. the report artifact, with images the browser can load (presigned or embedded)
+    publish("report", _publish_report, full, root, report_config, uris["markdown"])
+    # 3. the shard table and the per-class IoU table
     shard_rows = [
         {"domain": d, "shard": name, "status": status}
         for d, s in results.get("transfer", {}).items()
@@ -37,9 +47,33 @@ def write_report_task(results: dict[str, Any], root: str) -> dict[str, Any]:
         for name in names
     ]
     if shard_rows:
-        create_table_artifact(
+        publish(
+            "shards",
+            create_table_artifact,
             table=shard_rows,
             key=layout.artifact_key("shards", root),
             description="transfer shard status",
         )
-    return {**results, "uris": uris}
+    class_rows = report.per_class_rows(evaluations)
+    if class_rows:
+        publish(
+            "per-class IoU",
+            create_table_artifact,
+            table=class_rows,
+            key=layout.artifact_key("per-class", root),
+            description="IoU (%) per class of every model (columns: model / target)",
+        )
+    return {**full, "uris": uris}
+
+
+def _publish_report(
+    full: dict[str, Any], root: str, config: ReportConfig | None, description: str
+) -> Any:
+    sources, problems = report.image_sources(report.report_images(full), config)
+    for problem in problems:
+        get_run_logger().warning("report artifact: %s", problem)
+    return create_markdown_artifact(
+        markdown=report.render_report_markdown(full, sources.get),
+        key=layout.artifact_key("report", root),
+        description=description,
+    )

@@ -8,9 +8,11 @@ from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
+from prefect.futures import as_completed
 
 from tasks._cache import cached_values, isolated_policy
 from tasks._policy import retry_on_io
+from tasks.artifacts import TransferProgress
 from zodi_core import cache_keys, sharding
 from zodi_core.config import ModelsConfig, TransferConfig
 from zodi_core.report import RunSummary
@@ -140,14 +142,19 @@ def submit_shards(
 
 
 def collect_shard_states(
-    shards: list[ShardRef], futures: list[Any]
+    shards: list[ShardRef], futures: list[Any], progress: TransferProgress | None = None
 ) -> tuple[RunSummary, list[str]]:
     """Wait for every shard, then sort them into computed / cached / failed.
 
     Prefect names a cache hit's state "Cached". A cached shard's images count as skipped (they
     were reused, not written by this run). A failed shard counts the images it really wrote
-    before failing.
+    before failing. ``progress`` counts each shard as it finishes, in the order they finish.
     """
+    if progress is not None:
+        by_future = {id(f): s for s, f in zip(shards, futures, strict=True)}
+        for future in as_completed(futures):
+            future.wait()  # finished: this records its final state without an API call
+            progress.shard_done(by_future[id(future)], failed=not future.state.is_completed())
     summary = RunSummary()
     uris: list[str] = []
     for shard, future in zip(shards, futures, strict=True):

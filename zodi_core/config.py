@@ -554,6 +554,26 @@ class StorageConfig(_Config):
         }
 
 
+class ReportConfig(_Config):
+    """How the report's Prefect artifacts show images (sample grids, confusion matrices)."""
+
+    images: Literal["auto", "presigned", "embedded"] = Field(
+        "auto",
+        description="auto: presigned links for S3 roots, embedded for local ones; presigned: "
+        "links only (a local root then shows paths); embedded: images inline as data URIs",
+    )
+    presign_expires_s: int = Field(
+        7 * 24 * 3600, ge=1, le=7 * 24 * 3600,
+        description="Life of a presigned image link in seconds (7 days, the S3 maximum)",
+    )  # fmt: skip
+    embed_max_kb: int = Field(
+        200, ge=16,
+        description="Size budget of the images embedded in one artifact, in kB of data URI "
+        "(Prefect keeps artifacts in its database); images are downscaled and JPEG-compressed "
+        "to fit, or linked when they cannot",
+    )  # fmt: skip
+
+
 #: The weather conditions of ACDC's folders (``rgb_anon/<condition>/...``).
 ACDC_CONDITIONS = ("night", "snow", "rain", "fog")
 
@@ -651,6 +671,7 @@ class PipelineConfig(_Config):
     evaluation: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Artifacts")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality control")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Report artifacts")
     shard_size: int = Field(8, description="Source images per transfer shard")
 
     @field_validator("shard_size")

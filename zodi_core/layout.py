@@ -136,6 +136,7 @@ def artifact_key(kind: str, root: str) -> str:
     import hashlib
     import re
 
+    kind = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")  # a domain may hold "_"
     tail = re.sub(r"[^a-z0-9]+", "-", str(root).lower()).strip("-")[-40:].strip("-")
     digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
     return f"zodi-{kind}-{tail}-{digest}" if tail else f"zodi-{kind}-{digest}"

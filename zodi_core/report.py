@@ -1,12 +1,19 @@
-"""Run summaries, the pipeline report (JSON + Markdown) and sample grids."""
+"""Run summaries, the pipeline report (JSON + Markdown), sample grids, and the images of the
+report's Prefect artifacts (presigned links or embedded data URIs; tasks/report.py publishes them).
+"""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from zodi_core import layout, manifest, quality, storage
+from zodi_core.config import ReportConfig
+from zodi_core.labels import CLASSES
 
 
 @dataclass
@@ -48,8 +55,15 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
-def render_report_markdown(report: dict[str, Any]) -> str:
-    """Markdown report: mIoU per target, source-only vs ZoDi, proxy estimates, shard status."""
+def render_report_markdown(
+    report: dict[str, Any], image_src: Callable[[str], str | None] | None = None
+) -> str:
+    """Markdown report: mIoU per target, source-only vs ZoDi, proxy estimates, shard status,
+    sample grids and confusion matrices.
+
+    ``image_src`` maps an image's storage URI to what a browser can load (a presigned URL or a
+    data URI, see :func:`image_sources`), or None; without one, images are links to their URIs.
+    """
     lines = ["# ZoDi pipeline report", ""]
     if report.get("note"):
         lines += [f"> {report['note']}", ""]
@@ -94,13 +108,29 @@ def render_report_markdown(report: dict[str, Any]) -> str:
             )
         lines.append("")
     lines += quality.render_quality_markdown(report.get("quality") or {})
+    src = image_src or (lambda uri: None)
     grids = report.get("sample_grids", {})
     if grids:
         lines += ["## Sample grids (source | condition | generated)", ""]
         for domain, uri in grids.items():
-            lines.append(f"- {domain}: [{uri}]({uri})")
-        lines.append("")
+            lines += _figure(domain, uri, src(uri))
+    evaluations = report.get("evaluations") or {}
+    if any(evaluations.values()):
+        lines += ["## Confusion matrices (rows: label, columns: prediction; row-normalised)", ""]
+        for model, targets in evaluations.items():
+            for target, e in targets.items():
+                if e.get("confusion_png"):
+                    lines += _figure(
+                        f"{model} · {target}", e["confusion_png"], src(e["confusion_png"])
+                    )
     return "\n".join(lines)
+
+
+def _figure(title: str, uri: str, src: str | None) -> list[str]:
+    """A titled image (when the browser has a ``src`` for it) and a link to the stored file."""
+    if src is None:
+        return [f"- {title}: [{uri}]({uri})", ""]
+    return [f"**{title}** ([{uri}]({uri}))", "", f"![{title}]({src})", ""]
 
 
 def write_report(report: dict[str, Any], root: str) -> dict[str, str]:
@@ -144,3 +174,147 @@ def render_sample_grid(
         [np.pad(x, ((0, 0), (0, width - x.shape[1]), (0, 0))) for x in grid_rows], axis=0
     )
     return storage.write_bytes(out_uri, encode_png(grid))
+
+
+# -- evaluation details for the report -------------------------------------------------------
+
+
+def read_evaluations(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per model and target: the confusion matrix PNG and per-class IoU, from the evaluation
+    reports (``report.json`` of each evaluation, listed under ``report_jsons``).
+
+    ``results`` is what ``evaluate_flow`` returns: ``{model: {"report_jsons": [uri, ...]}}``.
+    Returns ``{model: {target: {"confusion_png": uri, "mIoU": %, "per_class": {class: %}}}}``.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for model, entry in results.items():
+        for uri in entry.get("report_jsons", []):
+            saved = json.loads(storage.read_bytes(uri))
+            for target, t in saved["targets"].items():
+                out.setdefault(model, {})[target] = {
+                    "confusion_png": t.get("confusion_png"),
+                    "mIoU": t["summary"].get("mIoU"),
+                    "per_class": t["summary"]["per_class"],
+                }
+    return out
+
+
+def report_images(report: dict[str, Any]) -> list[str]:
+    """URIs of the images the report shows: sample grids, then confusion matrices."""
+    confusion = [
+        e["confusion_png"]
+        for targets in (report.get("evaluations") or {}).values()
+        for e in targets.values()
+        if e.get("confusion_png")
+    ]
+    return [*report.get("sample_grids", {}).values(), *confusion]
+
+
+def per_class_rows(evaluations: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per class, one column per ``<model> / <target>``: IoU in %, None when the class
+    is absent from labels and predictions; a last row holds the mIoU."""
+    columns = {
+        f"{model} / {target}": e
+        for model, targets in evaluations.items()
+        for target, e in targets.items()
+    }
+    rows = [{"class": c, **{k: e["per_class"].get(c) for k, e in columns.items()}} for c in CLASSES]
+    if columns:
+        rows.append({"class": "mIoU", **{k: e.get("mIoU") for k, e in columns.items()}})
+    return rows if columns else []
+
+
+# -- images for the artifacts ------------------------------------------------------------------
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: JPEG qualities and scales tried, in order, until an embedded image fits its budget.
+_JPEG_QUALITIES = (85, 70, 55, 40)
+_SCALES = (1.0, 0.75, 0.5, 0.35, 0.25)
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    """``data:<mime>;base64,...``: an image a browser shows without fetching anything."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def data_uri_length(n_bytes: int, mime: str) -> int:
+    """Characters of the data URI of ``n_bytes`` bytes."""
+    return len(f"data:{mime};base64,") + 4 * ((n_bytes + 2) // 3)
+
+
+def encode_for_embedding(data: bytes, max_chars: int) -> tuple[bytes, str] | None:
+    """Re-encode an image so its data URI has at most ``max_chars`` characters.
+
+    A PNG that fits is kept as it is (lossless: the confusion matrices' labels stay sharp);
+    otherwise JPEG at falling quality, then at falling size (down to a quarter, never below
+    32 px a side). Returns ``(bytes, mime)``, or None when even the smallest does not fit.
+    """
+    from PIL import Image
+
+    if data.startswith(_PNG_MAGIC) and data_uri_length(len(data), "image/png") <= max_chars:
+        return data, "image/png"
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        if im.mode in ("RGBA", "LA", "P"):
+            rgba = im.convert("RGBA")
+            image = Image.new("RGB", rgba.size, (255, 255, 255))
+            image.paste(rgba, mask=rgba.getchannel("A"))
+        else:
+            image = im.convert("RGB")
+    w, h = image.size
+    for scale in _SCALES:
+        size = (round(w * scale), round(h * scale))
+        if min(size) < 32 and scale < 1.0:
+            break
+        small = image if scale == 1.0 else image.resize(size, Image.LANCZOS)
+        for quality_ in _JPEG_QUALITIES:
+            buf = io.BytesIO()
+            small.save(buf, format="JPEG", quality=quality_, optimize=True)
+            if data_uri_length(buf.tell(), "image/jpeg") <= max_chars:
+                return buf.getvalue(), "image/jpeg"
+    return None
+
+
+def image_sources(
+    uris: Iterable[str], config: ReportConfig | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """What a browser can load for each stored image, per ``config.images``.
+
+    ``auto``: a presigned URL where storage gives one (S3), else the image embedded as a data
+    URI; ``presigned``: URLs only; ``embedded``: data URIs only. The embedded images of one call
+    share ``config.embed_max_kb`` (each gets an equal part and is shrunk to fit it).
+    Returns ``({uri: src}, problems)``: an image that gets no ``src`` (unreadable, too large
+    for its part, or no URL) is left out and shown as a link; ``problems`` says why, one line
+    each, for the caller to log.
+    """
+    config = config or ReportConfig()
+    sources: dict[str, str] = {}
+    problems: list[str] = []
+    to_embed: list[str] = []
+    for uri in dict.fromkeys(uris):
+        if config.images in ("auto", "presigned"):
+            try:
+                url = storage.url_for(uri, config.presign_expires_s)
+            except storage.StorageError as err:
+                problems.append(f"{uri}: no presigned link ({err})")
+                continue
+            if url is not None:
+                sources[uri] = url
+                continue
+        if config.images in ("auto", "embedded"):
+            to_embed.append(uri)
+    share = config.embed_max_kb * 1000 // max(len(to_embed), 1)
+    for uri in to_embed:
+        try:
+            encoded = encode_for_embedding(storage.read_bytes(uri), share)
+        except (OSError, storage.StorageError) as err:  # PIL's UnidentifiedImageError is an OSError
+            problems.append(f"{uri}: not embedded ({err})")
+            continue
+        if encoded is None:
+            problems.append(
+                f"{uri}: not embedded (does not fit {share} characters of "
+                f"ReportConfig.embed_max_kb={config.embed_max_kb} shared by {len(to_embed)} images)"
+            )
+            continue
+        sources[uri] = data_uri(*encoded)
+    return sources, problems

@@ -150,7 +150,7 @@ def plan_evaluations(
 def collect_evaluations(
     jobs: Sequence[EvaluationJob], results: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """Fold evaluation results into ``{model: {"targets", "proxy", "reports"}}``.
+    """Fold evaluation results into ``{model: {"targets", "proxy", "reports", "report_jsons"}}``.
 
     Each proxy estimate sits beside the real target of the same domain (``real_mIoU``, None when
     no real target of that domain was evaluated). A target's domain is the explicit one its job
@@ -160,8 +160,12 @@ def collect_evaluations(
     out: dict[str, Any] = {}
     domains: dict[str, dict[str, str | None]] = {}
     for job, result in zip(jobs, results, strict=True):
-        entry = out.setdefault(job.model, {"targets": {}, "proxy": {}, "reports": []})
+        entry = out.setdefault(
+            job.model, {"targets": {}, "proxy": {}, "reports": [], "report_jsons": []}
+        )
         entry["reports"].append(result["report_md"])
+        if result.get("report_json"):  # per-class IoU and confusion PNGs, for the report
+            entry["report_jsons"].append(result["report_json"])
         real = [n for n in result["targets"] if not n.startswith("proxy-")]
         if job.target_domains and len(job.target_domains) == len(real):
             domains.setdefault(job.model, {}).update(zip(real, job.target_domains, strict=True))

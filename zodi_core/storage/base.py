@@ -102,6 +102,11 @@ class Storage(ABC):
         """A local path to read the object directly, when the backend is local."""
         return None
 
+    def url_for(self, key: str, expires_s: int) -> str | None:
+        """An HTTP(S) URL a browser can GET the object with for ``expires_s`` seconds, or None
+        when the backend has none (a local folder: read the bytes instead)."""
+        return None
+
     def get_bytes_checked(self, key: str, sha256: str) -> bytes:
         data = self.get_bytes(key)
         got = hashlib.sha256(data).hexdigest()

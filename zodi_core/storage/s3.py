@@ -68,6 +68,8 @@ MAX_ATTEMPTS = 14
 CONNECT_TIMEOUT = 3.0
 #: Seconds to wait for a response on an open connection (a 16 MiB part included).
 READ_TIMEOUT = 60.0
+#: The longest life of a presigned URL: Signature Version 4 refuses more than 7 days.
+PRESIGN_MAX_S = 7 * 24 * 3600
 
 
 def _sha256_file(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
@@ -185,6 +187,9 @@ class S3Storage(Storage):
                 "connect_timeout": self.connect_timeout,
                 "read_timeout": self.read_timeout,
                 "retries": {"mode": "standard", "total_max_attempts": self.max_attempts},
+                # Requests are signed with SigV4 anyway; this makes presigned URLs SigV4 too
+                # (botocore still presigns with the legacy SigV2 by default).
+                "signature_version": "s3v4",
             }
             if self.endpoint_url:
                 # S3-compatible servers on an IP address cannot serve virtual-host buckets, and
@@ -462,6 +467,27 @@ class S3Storage(Storage):
         except Exception as exc:
             raise self._error(exc, None, "LIST") from None
         yield from sorted(keys)
+
+    def url_for(self, key: str, expires_s: int) -> str:
+        """A presigned GET URL of the object, valid ``expires_s`` seconds (1 to 7 days).
+
+        Signed locally with the client's credentials (no request is sent, the object is not
+        checked); a URL signed with temporary credentials (an instance role, a session token)
+        stops working when they expire, even before ``expires_s``.
+        """
+        if not 1 <= int(expires_s) <= PRESIGN_MAX_S:
+            raise PermanentStorageError(
+                f"presigned URL expiry: expected 1 to {PRESIGN_MAX_S} seconds (7 days, the "
+                f"longest Signature Version 4 allows), received {expires_s}"
+            )
+        try:
+            return self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(key)},
+                ExpiresIn=int(expires_s),
+            )
+        except Exception as exc:
+            raise self._error(exc, key, "presign") from None
 
     def delete(self, key: str) -> None:
         """Delete an object; a missing key is not an error, a missing bucket is."""

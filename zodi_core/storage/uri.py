@@ -119,6 +119,13 @@ def delete(uri: str, **options: Any) -> None:
     open_storage(root, **options).delete(name)
 
 
+def url_for(uri: str, expires_s: int, **options: Any) -> str | None:
+    """A browser-loadable URL of an object (S3: presigned, ``expires_s`` seconds); None for a
+    local file (see :meth:`Storage.url_for`)."""
+    root, name = split_uri(uri)
+    return open_storage(root, **options).url_for(name, expires_s)
+
+
 def join_uri(root: str, *parts: str) -> str:
     root = str(root).rstrip("/")
     return "/".join([root, *(_check_key(p) for p in parts)])

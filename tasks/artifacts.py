@@ -1,0 +1,115 @@
+"""Prefect artifacts that people watch in the UI; publishing one never fails the work it shows.
+
+An artifact is a view: when the Prefect API refuses or cannot be reached, :func:`publish` logs a
+warning and the transfer, the report or the evaluation goes on (their outputs are in storage).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from uuid import UUID
+
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from zodi_core import layout
+from zodi_core.sharding import ShardRef
+
+T = TypeVar("T")
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("zodi.artifacts")
+
+
+def publish(what: str, create: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """Call an artifact function; on any error log one warning naming ``what`` and return None.
+
+    Deliberately broad: an artifact failure (API down, a refused payload, a bug in rendering)
+    must never fail a transfer or a report whose outputs are already written.
+    """
+    try:
+        return create(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - see the docstring: a view never fails the work
+        _logger().warning("artifact %s not published: %s: %s", what, type(err).__name__, err)
+        return None
+
+
+class TransferProgress:
+    """A progress artifact of one domain's transfer: the percentage of the images whose shard
+    has finished (computed, cached or failed), updated as shards finish.
+
+    Keyed per experiment and domain (``layout.artifact_key``), so the Artifacts page shows the
+    latest transfer of each; ``keyed=False`` (a fan-out child, which runs a part of the shards)
+    attaches it to the flow run only. Updates are throttled to one per ``min_interval_s``
+    (plus the last one), so thousands of shards cost tens of API calls, not thousands.
+    """
+
+    def __init__(
+        self,
+        domain: str,
+        out_root: str,
+        shards: list[ShardRef],
+        *,
+        keyed: bool = True,
+        min_interval_s: float = 2.0,
+    ) -> None:
+        self.domain = domain
+        self.total_shards = len(shards)
+        self.total_images = sum(len(s.sample_ids) for s in shards)
+        self.done_shards = self.done_images = self.failed_shards = 0
+        self.min_interval_s = min_interval_s
+        self._last = 0.0
+        self.key = layout.artifact_key(f"progress-{domain}", out_root) if keyed else None
+        self.artifact_id: UUID | None = publish(
+            f"progress of {domain}",
+            create_progress_artifact,
+            0.0 if shards else 100.0,
+            key=self.key,
+            description=self._description(),
+        )
+        self._last = time.monotonic()
+
+    @property
+    def percent(self) -> float:
+        if self.total_images:
+            return round(100.0 * self.done_images / self.total_images, 1)
+        return round(100.0 * self.done_shards / max(self.total_shards, 1), 1)
+
+    def _description(self) -> str:
+        failed = f", {self.failed_shards} failed" if self.failed_shards else ""
+        return (
+            f"transfer to {self.domain}: {self.done_shards}/{self.total_shards} shards "
+            f"({self.done_images}/{self.total_images} images) finished{failed}"
+        )
+
+    def shard_done(self, shard: ShardRef, failed: bool = False) -> None:
+        """Count one finished shard; update the artifact when due."""
+        self.done_shards += 1
+        self.done_images += len(shard.sample_ids)
+        self.failed_shards += int(failed)
+        last = self.done_shards == self.total_shards
+        if self.artifact_id is None or not (
+            last or time.monotonic() - self._last >= self.min_interval_s
+        ):
+            return
+        self._last = time.monotonic()
+        if (
+            publish(
+                f"progress of {self.domain}",
+                update_progress_artifact,
+                self.artifact_id,
+                self.percent,
+                description=self._description(),
+            )
+            is None
+        ):
+            self.artifact_id = None  # the API failed once: stop asking for this transfer
