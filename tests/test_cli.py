@@ -73,12 +73,20 @@ def test_cli_version(capsys):
 
 
 def test_cli_every_option_has_help_text():
+    """Every option and argument of every subcommand (and of `zodi` itself), and every
+    subcommand in `zodi --help`, says what it is for."""
+    parser = build_parser()
     missing = [
         f"{name} {action.option_strings or action.dest}"
         for name, sub in _subcommands().items()
         for action in sub._actions
         if not action.help
     ]
+    missing += [
+        f"zodi {a.option_strings}" for a in parser._actions if a.option_strings and not a.help
+    ]
+    commands = next(a for a in parser._actions if a.dest == "command")
+    missing += [f"zodi {c.dest}" for c in commands._choices_actions if not c.help]
     assert missing == []
 
 
@@ -178,9 +186,16 @@ def test_cli_console_script_runs():
 
 @pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_load(path):
+    import yaml
+
+    from zodi_core.config import TransferConfig
+
     cfg = PipelineConfig.from_yaml(path)
     assert cfg.domains and cfg.targets
-    assert cfg.transfer.num_inference_steps == 20
+    preset = yaml.safe_load(path.read_text())["preset"]
+    assert cfg.transfer.num_inference_steps == TransferConfig.preset(preset).num_inference_steps
+    if path.name != "synthetic.yaml":  # the real-data examples: the paper's 20 DDIM steps
+        assert cfg.transfer.num_inference_steps == 20
 
 
 def test_install_script_is_a_no_op_once_installed():
@@ -320,3 +335,101 @@ def test_every_command_module_is_registered_statically():
         module.add_parsers(sub, argparse.ArgumentParser(add_help=False))
         assert sub.choices, module.__name__
     assert "import_module" not in (REPO / "zodi_cli" / "__init__.py").read_text()
+
+
+RELATIVE_CONFIG = """\
+preset: demo
+source: {dataset: cityscapes, root: ../data/cityscapes, split: train}
+targets:
+  - {dataset: acdc, root: ../data/acdc, condition: night, split: val}
+  - {dataset: gta5, root: /abs/gta5}
+transfer:
+  models: {base: models/tiny, controlnet: lllyasviel/control_v11p_sd15_seg}
+train: {mmseg_config: ./my_seg.py}
+quality: {clip: openai/clip-vit-base-patch32, seg_config: "mmseg::pspnet/pspnet_r50.py"}
+storage: {root: artifacts}
+"""
+
+
+def _relative_config(tmp_path: Path) -> Path:
+    """A config in tmp/exp/ with relative paths, and a folder tmp/elsewhere to run from."""
+    (tmp_path / "exp" / "models" / "tiny").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    path = tmp_path / "exp" / "c.yaml"
+    path.write_text(RELATIVE_CONFIG)
+    return path
+
+
+def _assert_resolved_against(config: dict, tmp_path: Path) -> None:
+    """Relative local paths → absolute under the config's folder; hub ids, bundled and model-zoo
+    config names, absolute paths and URIs unchanged."""
+    exp = tmp_path / "exp"
+    assert config["source"]["root"] == str(tmp_path / "data" / "cityscapes")
+    assert [t["root"] for t in config["targets"]] == [str(tmp_path / "data" / "acdc"), "/abs/gta5"]
+    assert config["transfer"]["models"]["base"] == str(exp / "models" / "tiny")
+    assert config["transfer"]["models"]["controlnet"] == "lllyasviel/control_v11p_sd15_seg"
+    assert config["train"]["mmseg_config"] == str(exp / "my_seg.py")
+    assert config["quality"]["clip"] == "openai/clip-vit-base-patch32"
+    assert config["quality"]["seg_config"] == "mmseg::pspnet/pspnet_r50.py"
+
+
+def test_cli_pipeline_resolves_relative_paths_against_the_config_folder(
+    tmp_path, monkeypatch, capsys
+):
+    import zodi_cli.pipeline
+
+    seen = []
+    monkeypatch.setattr(zodi_cli.pipeline, "_run", lambda config, *a, **k: seen.append(config))
+    path = _relative_config(tmp_path)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["pipeline", "--config", str(path)]) == 0
+    (config,) = seen
+    _assert_resolved_against(config.model_dump(mode="json"), tmp_path)
+    assert config.storage.root == str(tmp_path / "exp" / "artifacts")
+    # Command-line options are relative to the current folder, as any option; URIs stay.
+    assert main(["pipeline", "--config", str(path), "--storage", "out"]) == 0
+    assert seen[-1].storage.root == str(tmp_path / "elsewhere" / "out")
+    assert main(["pipeline", "--config", "../exp/c.yaml", "--storage", "s3://b/zodi"]) == 0
+    assert seen[-1].storage.root == "s3://b/zodi"
+    _assert_resolved_against(seen[-1].model_dump(mode="json"), tmp_path)
+
+
+def test_cli_submit_sends_the_config_with_paths_resolved_against_its_folder(
+    tmp_path, monkeypatch, capsys
+):
+    """The worker runs in another folder (the deployed checkout): the submitted parameters carry
+    absolute paths, decided on the submitter's machine from the config file's folder."""
+    import uuid
+    from types import SimpleNamespace
+
+    import prefect.client.orchestration
+    import prefect.deployments
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    sent = []
+
+    def run_deployment(name, parameters, timeout):
+        sent.append((name, parameters))
+        return SimpleNamespace(name="fake-run", id=uuid.uuid4())
+
+    class Client:  # no server: the worker check is a warning only and fails quietly
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read_deployment_by_name(self, name):
+            raise ConnectionError("no server in this test")
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", run_deployment)
+    monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda **kw: Client())
+    _relative_config(tmp_path)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert main(["submit", "--config", "../exp/c.yaml"]) == 0
+    ((deployment, params),) = sent
+    assert deployment == "pipeline_flow/zodi-pipeline-local"
+    _assert_resolved_against(params["config"], tmp_path)
+    assert params["config"]["storage"]["root"] == str(tmp_path / "exp" / "artifacts")
+    assert "[submit] flow run fake-run" in capsys.readouterr().out

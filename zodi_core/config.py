@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -729,10 +730,77 @@ class PipelineConfig(_Config):
                 f"config file {path}: expected a mapping, received {type(data).__name__}"
             )
         name = data.pop("preset", "default")
-        return cls.preset(name, **_deep_merge(data, overrides))
+        # The file's relative paths name files next to it; the caller's overrides (command-line
+        # options) name files relative to the current folder.
+        config = cls.preset(name, **data).resolve_paths(path.parent)
+        if overrides:
+            config = cls(**_deep_merge(config.model_dump(), overrides)).resolve_paths(Path.cwd())
+        return config
+
+    def resolve_paths(self, base: str | Path) -> Self:
+        """This config with every relative local path made absolute against ``base``.
+
+        The one rule for relative paths (``zodi pipeline --config`` and ``zodi submit --config``
+        both load through :meth:`from_yaml`, which passes the config file's folder): dataset
+        roots, ``storage.root``, ``train.pretrained`` and ``quality.seg_checkpoint`` are local
+        paths unless they are URIs (``s3://...``); model sources (``transfer.models.*``,
+        ``quality.clip``) and mmseg configs (``train.mmseg_config``, ``quality.seg_config``) are
+        local paths only when they start with ``.``, ``/`` or ``~`` or exist under ``base`` —
+        otherwise they stay hub ids, bundled config names or ``mmseg::`` model-zoo names.
+        """
+        base = Path(base).expanduser().absolute()
+
+        def spec(s: DatasetSpec | None) -> DatasetSpec | None:
+            return s if s is None else s.replace(root=_local_path(s.root, base))
+
+        t, q = self.transfer, self.quality
+        models = t.models.replace(
+            base=_local_source(t.models.base, base),
+            controlnet=_local_source(t.models.controlnet, base),
+        )
+        train = self.train.replace(
+            mmseg_config=_local_source(self.train.mmseg_config, base, mmseg=True),
+            pretrained=_local_path(self.train.pretrained, base),
+        )
+        quality = q.replace(
+            seg_config=_local_source(q.seg_config, base, mmseg=True),
+            seg_checkpoint=_local_path(q.seg_checkpoint, base),
+            clip=_local_source(q.clip, base),
+        )
+        return self.replace(
+            source=spec(self.source),
+            source_val=spec(self.source_val),
+            targets=tuple(spec(s) for s in self.targets),
+            transfer=t.replace(models=models),
+            train=train,
+            quality=quality,
+            storage=self.storage.replace(root=_local_path(self.storage.root, base)),
+        )
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _local_path(value: str | None, base: Path) -> str | None:
+    """``value`` made absolute against ``base`` (``~`` expanded); a URI is left as it is."""
+    if value is None or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return os.path.normpath(path if path.is_absolute() else base / path)
+
+
+def _local_source(value: str | None, base: Path, mmseg: bool = False) -> str | None:
+    """A model or mmseg config source: a local path made absolute, else left as it is.
+
+    Local when it starts with ``.``, ``/`` or ``~`` (as the model loaders decide) or names
+    something under ``base``; otherwise it is a hub id (``org/name``), a bundled mmseg config
+    name or an ``mmseg::`` model-zoo name.
+    """
+    if value is None or "://" in value or (mmseg and value.startswith("mmseg::")):
+        return value
+    if value.startswith((".", "/", "~")) or (base / value).exists():
+        return _local_path(value, base)
+    return value
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
