@@ -17,7 +17,6 @@ Nothing here loads a model, reads an image or imports torch.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +29,8 @@ from zodi_core.config import (
     QualityConfig,
     StorageConfig,
 )
-
-#: Seconds to wait for the model hub before calling it unreachable.
-NETWORK_TIMEOUT = 5.0
+from zodi_core.hub import NETWORK_TIMEOUT  # (re-exported) the hub's wait, in seconds
+from zodi_core.hub import hub_problem as _hub_problem  # one owner of the hub check
 
 #: Key of the probe object written and deleted under the storage root.
 PROBE_PREFIX = ".zodi-preflight-"
@@ -98,55 +96,6 @@ def check_dataset(spec: DatasetSpec, field: str) -> list[str]:
 
 def _is_local(source: str) -> bool:
     return Path(source).expanduser().exists() or source.startswith(("/", ".", "~"))
-
-
-def _hub_problem(repo_id: str, revision: str | None, filename: str, field: str,
-                 timeout: float) -> str | None:  # fmt: skip
-    """None when ``repo_id`` is cached or reachable on the hub; else the problem line."""
-    try:
-        from huggingface_hub import constants, try_to_load_from_cache
-    except ImportError:  # pragma: no cover - a dependency of diffusers
-        return None
-    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
-    if isinstance(cached, str):
-        return None
-    how = (
-        f"download it where there is internet (`huggingface-cli download {repo_id} --local-dir "
-        f"DIR`) and set {field} to DIR (command line: --models/--controlnet DIR)"
-    )
-    if constants.HF_HUB_OFFLINE:
-        return f"{field}: hub id {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set; {how}"
-    import urllib.error
-    import urllib.request
-
-    url = f"{constants.ENDPOINT.rstrip('/')}/api/models/{repo_id}"
-    if revision:
-        url += f"/revision/{revision}"
-    request = urllib.request.Request(url, method="HEAD")
-    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-    if token:
-        request.add_header("authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = response.status
-    except urllib.error.HTTPError as err:
-        status = err.code
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", None) or type(err).__name__
-        return (
-            f"{field}: hub id {repo_id!r} not cached and the hub ({constants.ENDPOINT}) is "
-            f"unreachable within {timeout:g} s ({reason}): a network problem; {how}"
-        )
-    if status in (401, 403):
-        return (
-            f"{field}: hub id {repo_id!r} refused access (HTTP {status}): "
-            "accept its licence on the hub and log in (`huggingface-cli login` or HF_TOKEN)"
-        )
-    if status == 404:
-        return f"{field}: hub id {repo_id!r} (revision {revision or 'main'}) not found on the hub; check the spelling"
-    if status >= 400:
-        return f"{field}: hub id {repo_id!r}: the hub answered HTTP {status}; retry later or {how}"
-    return None
 
 
 def _folder_problem(root: Path, needs: dict, what: str) -> str | None:

@@ -132,6 +132,8 @@ def load_components(
     from diffusers.models.attention_processor import AttnProcessor2_0
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from zodi_core.hub import HubUnreachableError, is_network_error, offline_remedy, require_hub
+
     dtype = dtype or torch.float32
     device = torch.device(device)
     base = models.base
@@ -156,8 +158,21 @@ def load_components(
             cn_source = str(Path(cn_source).expanduser())
             _check_folder(Path(cn_source), {"": CONTROLNET_FILES}, "models.controlnet")
 
-    def kw(local: bool, revision: str | None, sub: str | None) -> dict[str, Any]:
+    cn_rev = models.controlnet_revision if models.controlnet is not None else models.revision
+    # A hub id: the hub is asked once, in seconds, instead of ~30 s of retries per file: out of
+    # reach, cached files load from the cache and missing ones fail with a network message.
+    base_cached = cn_cached = False
+    if not base_local:
+        base_cached = require_hub(base, models.revision, "model_index.json", "models.base")
+    if cn_sub:
+        cn_cached = base_cached
+    elif not cn_local:
+        cn_cached = require_hub(cn_source, cn_rev, "config.json", "models.controlnet")
+
+    def kw(local: bool, revision: str | None, sub: str | None, cached: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"local_files_only": True} if local else {"revision": revision}
+        if cached:
+            out["local_files_only"] = True
         if sub:
             out["subfolder"] = sub
         return out
@@ -166,21 +181,24 @@ def load_components(
         try:
             return cls.from_pretrained(source, **kwargs)
         except (OSError, ValueError) as err:
+            if not _is_local(source) and is_network_error(err):
+                raise HubUnreachableError(
+                    f"{what}: loading hub id {source!r} failed: a network problem; "
+                    f"{offline_remedy(source, what)}"
+                ) from None
             raise FileNotFoundError(
                 f"{what}: could not load {source!r} (subfolder {kwargs.get('subfolder')!r}) "
                 f"from a local folder, the hub or its cache: {err}"
             ) from None
 
-    base_kw = lambda sub: kw(base_local, models.revision, sub)  # noqa: E731
+    base_kw = lambda sub: kw(base_local, models.revision, sub, base_cached)  # noqa: E731
     unet = load(UNet2DConditionModel, base, "models.base", dtype=dtype, **base_kw("unet"))
     vae = load(AutoencoderKL, base, "models.base", dtype=dtype, **base_kw("vae"))
     text_encoder = load(CLIPTextModel, base, "models.base", dtype=dtype, **base_kw("text_encoder"))
     tokenizer = load(CLIPTokenizer, base, "models.base", **base_kw("tokenizer"))
     scheduler = load(DDIMScheduler, base, "models.base", **base_kw("scheduler"))
-    cn_rev = models.controlnet_revision if models.controlnet is not None else models.revision
-    controlnet = load(
-        ControlNetModel, cn_source, "models.controlnet", dtype=dtype, **kw(cn_local, cn_rev, cn_sub)
-    )
+    cn_kw = kw(cn_local, cn_rev, cn_sub, cn_cached)
+    controlnet = load(ControlNetModel, cn_source, "models.controlnet", dtype=dtype, **cn_kw)
 
     for module in (unet, controlnet, vae, text_encoder):
         module.to(device).eval().requires_grad_(False)

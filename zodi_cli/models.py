@@ -1,0 +1,99 @@
+"""``zodi models download``: every model a run needs, in one folder, for workers without internet."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from zodi_core.config import CONTROLNET_SEG_ID, SD15_MODEL_ID
+
+
+def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    group = sub.add_parser(
+        "models",
+        parents=[parent],
+        help="fetch the models into one folder (for workers without internet)",
+        description="Model folders for machines without internet.",
+    )
+    models_sub = group.add_subparsers(
+        dest="models_command", metavar="ACTION", help="download: fetch the models into a folder"
+    )
+    models_sub.required = True
+    p = models_sub.add_parser(
+        "download",
+        parents=[parent],
+        help="fetch SD 1.5, the segmentation ControlNet and the backbone weights into --out",
+        description="On a machine with internet: fetch Stable Diffusion 1.5 (unet, vae, "
+        "text_encoder, tokenizer, scheduler), the segmentation ControlNet (into OUT/controlnet) "
+        "and the ImageNet backbone weights of the mmseg config (into OUT/torch/hub/checkpoints) "
+        "into one folder. Copy it to the workers and pass --models OUT (pipeline: also "
+        "--controlnet OUT/controlnet; training: TORCH_HOME=OUT/torch). Only the files the "
+        "loader needs come down, in one weights variant. A rerun skips what is there and resumes "
+        "what is not.",
+    )
+    p.add_argument("--out", required=True, help="folder to fill (created when missing)")
+    p.add_argument(
+        "--base", default=SD15_MODEL_ID, help=f"Stable Diffusion hub id (default: {SD15_MODEL_ID})"
+    )
+    p.add_argument(
+        "--controlnet",
+        default=CONTROLNET_SEG_ID,
+        help=f"segmentation ControlNet hub id (default: {CONTROLNET_SEG_ID})",
+    )
+    p.add_argument("--revision", help="hub revision of the base model (default: main)")
+    p.add_argument("--controlnet-revision", help="hub revision of the ControlNet (default: main)")
+    p.add_argument(
+        "--variant",
+        choices=("fp16", "fp32"),
+        default="fp16",
+        help="weights variant (default: fp16, half the download; it loads in any dtype)",
+    )
+    p.add_argument(
+        "--mmseg-config",
+        action="append",
+        metavar="CONFIG",
+        help="mmseg config whose ImageNet backbone weights to fetch: a path, a name under "
+        "zodi_core/seg/configs or mmseg::<folder>/<file>.py; repeat for several (default: "
+        "TrainConfig's mmseg_config)",
+    )
+    p.add_argument(
+        "--no-backbone", action="store_true", help="fetch no backbone weights (diffusion only)"
+    )
+    p.set_defaults(func=run_download)
+
+
+def run_download(args: argparse.Namespace) -> dict[str, Any]:
+    from zodi_cli._common import RunFailed
+    from zodi_core.config import ModelsConfig
+    from zodi_core.hub import HubUnreachableError, download_models, format_size
+
+    models = ModelsConfig(
+        base=args.base,
+        controlnet=args.controlnet,
+        revision=args.revision,
+        controlnet_revision=args.controlnet_revision,
+    )
+    configs = () if args.no_backbone else (tuple(args.mmseg_config) if args.mmseg_config else None)
+    try:
+        result = download_models(
+            args.out,
+            models,
+            configs,
+            variant=args.variant,
+            say=lambda line: print(f"[models] {line}", flush=True),
+        )
+    except HubUnreachableError as err:  # a network problem: the work failed (exit 1), one line
+        raise RunFailed(str(err)) from None
+    print(f"[models] done: {format_size(result.total_size)} in {result.out}")
+    for f in result.fetched:
+        state = "already there" if f.skipped else "fetched"
+        source = f.source if f.name == "backbone" else f"{f.source}@{f.revision[:12]}"
+        n = len(f.files)
+        print(
+            f"  {f.name:<10} {source}: {n} file{'s' if n != 1 else ''}, {format_size(f.size)} "
+            f"({state}) → {f.path}"
+        )
+    print("[models] next, on a worker without internet (after copying the folder):")
+    for line in result.usage():
+        print(f"  {line}")
+    return result.summary()
