@@ -208,6 +208,36 @@ def test_pipeline_flow_end_to_end_reports_and_artifacts(
     root_uri = config.storage.root  # keyed per experiment: another root never overwrites them
     assert {artifact_key("report", root_uri), artifact_key("shards", root_uri)} <= keys
 
+    # The UI shows the images: the grid and one confusion matrix per model and target embedded
+    # (a local root), within the artifact budget; a per-class IoU table; transfer progress 100 %.
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    async def latest_artifacts():
+        async with get_client() as client:
+            return {a.key: a for a in await client.read_latest_artifacts()}
+
+    latest = asyncio.run(latest_artifacts())
+    markdown = latest[artifact_key("report", root_uri)].data
+    images = dict(re.findall(r"!\[([^\]]*)\]\(data:image/(?:png|jpeg);base64,([^)]+)\)", markdown))
+    assert set(images) == {"night"} | {
+        f"{m} · {t}"
+        for m in ("source-only", "zodi-night")
+        for t in ("acdc-night-val", "proxy-night")
+    }
+    for data in images.values():
+        Image.open(io.BytesIO(base64.b64decode(data))).load()
+    assert len(markdown) <= config.report.embed_max_kb * 1000 + 10_000
+    table = latest[artifact_key("per-class", root_uri)].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert len(rows) == 20 and rows[0]["class"] == "road"
+    zodi_miou = saved["results"]["zodi-night"]["targets"]["acdc-night-val"]["mIoU"]
+    assert rows[-1]["zodi-night / acdc-night-val"] == zodi_miou
+    assert latest[artifact_key("progress-night", root_uri)].data == 100.0
+
 
 def test_transfer_flow_runs_shards_on_dask_worker_processes(
     prefect_harness, synthetic_root, tiny_models_dir, tmp_path
