@@ -123,7 +123,8 @@ def _subset_keys(
     ids = sorted(keys)
     if subset > len(ids):
         raise ValueError(
-            f"subset: expected at most the {len(ids)} images in {where}, received {subset}"
+            f"subset: expected at most the {len(ids)} images in {where}, received {subset}; "
+            f"lower it (--subset) or leave it out to take every image"
         )
     pick = np.random.default_rng(seed).choice(len(ids), size=subset, replace=False)
     return {ids[i] for i in pick}
