@@ -347,6 +347,17 @@ def test_models_download_unknown_repository_is_one_line(fake_hub, tmp_path, caps
     assert "not found on the hub" in err
 
 
+def test_models_download_missing_variant_names_the_files(fake_hub, tiny_models_dir, tmp_path):
+    fake_hub.repos["fake/sd15-fp32-only"] = tiny_models_dir  # no fp16 weights in it
+    models = ModelsConfig(base="fake/sd15-fp32-only", controlnet=CONTROLNET_ID)
+    with pytest.raises(FileNotFoundError) as exc:
+        download_models(tmp_path / "m", models, (), "fp16", say=lambda _: None)
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith("models.base: model folder")
+    assert "missing: unet/diffusion_pytorch_model.safetensors" in message
+    assert message.endswith("variant fp16; try --variant fp32)")
+
+
 # Fast failure: a hub that refuses connections -------------------------------------------------
 
 

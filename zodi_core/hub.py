@@ -517,7 +517,11 @@ def _snapshot(
             standard = got.with_name(got.name.replace(f".{variant}.", "."))
             if got.is_file() and standard != got:
                 os.replace(got, standard)
-    _check_folder(dest, needs, f"{field} ({repo_id}, variant {variant})")
+    try:
+        _check_folder(dest, needs, field)
+    except FileNotFoundError as err:
+        hint = "; try --variant fp32" if variant != "fp32" else ""
+        raise FileNotFoundError(f"{err} (not in {repo_id!r}, variant {variant}{hint})") from None
     shutil.rmtree(dest / ".cache" / "huggingface", ignore_errors=True)
     if (dest / ".cache").is_dir() and not any((dest / ".cache").iterdir()):
         (dest / ".cache").rmdir()
@@ -575,12 +579,14 @@ def download_models(
         raise ValueError(
             "models.controlnet: expected a hub id of the segmentation ControlNet, received None"
         )
+    from zodi_core.transfer.models import BASE_SUBFOLDERS, CONTROLNET_FILES, _is_local
+
     for field_name, source in (("base", models.base), ("controlnet", models.controlnet)):
-        if "/" not in source or Path(source).expanduser().exists():
+        if _is_local(source) or source.count("/") != 1:
             raise ValueError(
-                f"models.{field_name}: expected a hub id (owner/name) to download, received {source!r}"
+                f"models.{field_name}: expected a hub id (owner/name) to download, "
+                f"received {source!r}"
             )
-    from zodi_core.transfer.models import BASE_SUBFOLDERS, CONTROLNET_FILES
 
     out = Path(out).expanduser().resolve()
     urls = [url for config in mmseg_configs for url in backbone_weights_urls(config)]
