@@ -71,8 +71,10 @@ def classify(err: BaseException) -> int:
 
 def _expected(err: BaseException) -> bool:
     """Errors whose message is written for a person (no type name needed)."""
-    return isinstance(err, (CommandError, ValueError, FileNotFoundError, PermissionError)) or _is(
-        err, "zodi_core.storage", "StorageError"
+    return (
+        isinstance(err, (CommandError, ValueError, FileNotFoundError, PermissionError))
+        or _is(err, "zodi_core.storage", "StorageError")
+        or _is(err, "zodi_core.hub", "HubUnreachableError")  # says: network problem, and the remedy
     )
 
 
