@@ -397,6 +397,20 @@ def test_models_download_unreachable_hub_is_one_line_in_seconds(closed_hub, tmp_
     assert not out.exists()
 
 
+def test_silent_hub_is_a_network_problem_after_the_timeout(tmp_path, monkeypatch):
+    from zodi_core.hub import hub_problem
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        _use_hub(monkeypatch, f"http://127.0.0.1:{silent.getsockname()[1]}", tmp_path / "cache")
+        t0 = time.perf_counter()
+        problem = hub_problem("someone/some-model", None, "config.json", "models.base", 1.0)
+        assert time.perf_counter() - t0 < 3.0
+    assert problem is not None and "unreachable within 1 s" in problem
+    assert "a network problem" in problem and "--models DIR" in problem
+
+
 def test_load_components_unreachable_hub_loads_what_is_cached(fake_hub, tmp_path, monkeypatch):
     import huggingface_hub
     from huggingface_hub import constants
