@@ -57,6 +57,7 @@ def train_model_task(
         source_manifest_uri=source_uri,
         train_config=train,
         source_only=run.source_only,
+        progress=True,  # the compact iteration line (iter, losses, ETA) on stderr
     )
     return {"name": run.name, "domain": run.domain, "seed": run.seed, **result}
 

@@ -5,6 +5,7 @@ failed), also as JSON with --json; tracebacks only with --verbose."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -433,3 +434,101 @@ def test_cli_submit_sends_the_config_with_paths_resolved_against_its_folder(
     _assert_resolved_against(params["config"], tmp_path)
     assert params["config"]["storage"]["root"] == str(tmp_path / "exp" / "artifacts")
     assert "[submit] flow run fake-run" in capsys.readouterr().out
+
+
+def _run_record(logger: str, message: str, **extra) -> logging.LogRecord:
+    record = logging.LogRecord(logger, logging.INFO, __file__, 0, message, None, None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_stage_lines_turn_prefect_run_records_into_one_line_per_stage_event():
+    """What `zodi pipeline` and `zodi demo` print from Prefect's flow/task run records (the
+    records Prefect's engine and our flows log, as they carry them: name, run id, task name)."""
+    import io
+
+    from zodi_cli.pipeline import StageLines
+    from zodi_core.report import RunSummary
+
+    out = io.StringIO()
+    lines = StageLines(n_datasets=3, stream=out, interval_s=3600)
+    flows, tasks = "prefect.flow_runs", "prefect.task_runs"
+
+    def flow(name: str, run: str, message: str):
+        lines.handle(_run_record(flows, message, flow_name=name, flow_run_id=run))
+
+    def task(flow_name: str, run: str, name: str, task: str, state: str = "Completed()"):
+        lines.handle(
+            _run_record(
+                tasks,
+                f"Finished in state {state}",
+                flow_name=flow_name,
+                flow_run_id=run,
+                task_name=task,
+                task_run_name=name,
+            )  # fmt: skip
+        )
+
+    flow("pipeline_flow", "p", "Beginning flow run 'a' for flow 'pipeline_flow'")
+    flow("ingest_flow", "i", "Beginning subflow run 'b' for flow 'ingest_flow'")
+    for n in range(3):
+        task("ingest_flow", "i", f"ingest_dataset_task-{n}", "ingest_dataset_task")
+    flow("transfer_flow", "t1", "Beginning subflow run 'c' for flow 'transfer_flow'")
+    for i in range(3):  # throttled: the first shard, then the domain's summary
+        task("transfer_flow", "t1", f"transfer-night-shard-{i}", "transfer_shard_task")
+    task("transfer_flow", "t1", "transfer-night-shard-3", "transfer_shard_task", "Failed(...)")
+    flow("transfer_flow", "t1", f"night: {RunSummary(['0', '1', '2'], [], {'3': 'x'}, 8).line()}")
+    flow("transfer_flow", "t2", "Beginning subflow run 'd' for flow 'transfer_flow'")
+    task("transfer_flow", "t2", "transfer-night-shard-0", "transfer_shard_task", "Cached(...)")
+    flow("transfer_flow", "t2", f"night: {RunSummary([], ['0'], {}, 0, 4).line()}")
+    flow("train_flow", "r1", "Beginning subflow run 'e' for flow 'train_flow'")
+    task("train_flow", "r1", "train-source-only-seed0", "train_model_task")
+    task("pipeline_flow", "p", "score-night", "score_paired_task", "Cached(type=COMPLETED)")
+    flow("train_flow", "r2", "Beginning subflow run 'f' for flow 'train_flow'")
+    task("train_flow", "r2", "train-zodi-night-seed0", "train_model_task")
+    task("evaluate_flow", "e", "evaluate-zodi-night-seed0", "evaluate_checkpoint_task")
+    task("pipeline_flow", "p", "render_sample_grid_task-1", "render_sample_grid_task")
+    assert out.getvalue().splitlines() == [
+        "[ingest] 1/3 datasets (Completed)",
+        "[ingest] 2/3 datasets (Completed)",
+        "[ingest] 3/3 datasets (Completed)",
+        "[transfer] night: 1 shard(s) done (Completed)",
+        "[transfer] night: 4 shard(s) done (Failed)",
+        "[transfer] night: shards: 3 computed, 0 cached, 1 failed; images: 8 written, 0 skipped, "
+        "0 failed",
+        "[proxy] night: 1 shard(s) done (Cached)",
+        "[proxy] night: shards: 0 computed, 1 cached, 0 failed; images: 0 written, 4 skipped, "
+        "0 failed",
+        "[train] source-only baseline",
+        "[train] source-only seed 0: Completed",
+        "[quality] night: scored (Cached)",
+        "[train] ZoDi",
+        "[train] zodi-night seed 0: Completed",
+        "[evaluate] zodi-night-seed0: Completed",
+    ]
+
+
+def test_stage_lines_pass_info_records_then_restore_the_run_loggers():
+    import io
+
+    from zodi_cli.pipeline import RUN_LOGGERS, stage_lines
+
+    loggers = [logging.getLogger(n) for n in RUN_LOGGERS]
+    before = [(lg.level, list(lg.handlers)) for lg in loggers]
+    prefect_logger = logging.getLogger("prefect")
+    level = prefect_logger.level
+    prefect_logger.setLevel(logging.WARNING)  # as PREFECT_LOGGING_LEVEL=WARNING sets it
+    out = io.StringIO()
+    try:
+        with stage_lines(n_datasets=1, stream=out):
+            logging.getLogger("prefect.task_runs").info(
+                "Finished in state Completed()",
+                extra={
+                    "task_run_name": "ingest_dataset_task-x",
+                    "task_name": "ingest_dataset_task",
+                },
+            )
+        assert out.getvalue() == "[ingest] 1/1 datasets (Completed)\n"
+        assert [(lg.level, list(lg.handlers)) for lg in loggers] == before
+    finally:
+        prefect_logger.setLevel(level)

@@ -7,6 +7,13 @@ read when a flow starts, never at import.
 from __future__ import annotations
 
 import argparse
+import logging
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,15 +134,11 @@ def _run(
         print(f"[pipeline] pipeline_flow → {config.storage.root}; Prefect: {server}")
 
         # the flow's own preflight (step 0) is for deployed runs: the CLI just checked
-        state = pipeline_flow(config, preflight=False, return_state=True)
+        with stage_lines(n_datasets=1 + bool(config.source_val) + len(config.targets)):
+            state = pipeline_flow(config, preflight=False, return_state=True)
         result = state.result(raise_on_failure=False)
     transfer = result.get("transfer", {}) if isinstance(result, dict) else {}
     for domain, s in transfer.items():
-        print(
-            f"[transfer] {domain}: shards {len(s['shards_computed'])} computed, "
-            f"{len(s['shards_cached'])} cached, {len(s['shards_failed'])} failed; images "
-            f"{s['images_written']} written, {s['images_skipped']} skipped, {s['images_failed']} failed"
-        )
         for shard, err in s["shards_failed"].items():
             print(f"[transfer] {domain}: FAILED {shard}: {err}")
     if not state.is_completed():
@@ -148,3 +151,107 @@ def _run(
         "sample_grids": result.get("sample_grids", {}),
         "results": result.get("results", {}),
     }
+
+
+# Stage progress ----------------------------------------------------------------------------------
+
+#: Prefect's run loggers: their records carry the flow and task run names (``extra``).
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+_FINISHED = re.compile(r"Finished in state (\w+)")
+_SHARD = re.compile(r"transfer-(?P<domain>.+)-shard-\d+")
+_TRAIN = re.compile(r"train-(?P<name>.+)-seed(?P<seed>\d+)")
+#: transfer_flow's line per domain: "<domain>: " + zodi_core.report.RunSummary.line()
+_DOMAIN_SUMMARY = re.compile(r"\S+: shards: \d+ computed")
+
+
+class StageLines(logging.Handler):
+    """Prefect's flow and task run records → one compact line per stage event, on ``stream``.
+
+    ``[ingest] 2/3 datasets``, ``[transfer] night: 3 shards done``, the transfer summary of each
+    domain (shards computed/cached/failed, images written/skipped/failed), ``[proxy] ...`` for
+    the source val split, ``[train] zodi-night seed 0: Completed``, ``[quality] night: scored``,
+    ``[evaluate] <job>: Completed``; a run that does not complete names its state. Shard lines
+    are throttled to one per ``interval_s`` per domain. The training task adds its own iteration
+    line (``iter 20/200  loss ...``, zodi_core.seg.hooks).
+    """
+
+    def __init__(self, n_datasets: int, stream: Any = None, interval_s: float = 5.0) -> None:
+        super().__init__(logging.INFO)
+        self.n_datasets = n_datasets
+        self.stream = stream
+        self.interval_s = interval_s
+        self.flows: dict[str, list[str]] = {}  # flow name → run ids, in start order
+        self.done: Counter[tuple[str, str]] = Counter()
+        self.last: dict[tuple[str, str], float] = {}
+
+    def say(self, line: str) -> None:
+        stream = self.stream or sys.stdout
+        stream.write(line + "\n")
+        stream.flush()
+
+    def _transfer_label(self, record: logging.LogRecord) -> str:
+        runs = self.flows.get("transfer_flow", [])
+        run = getattr(record, "flow_run_id", None)
+        return "proxy" if run in runs and runs.index(run) > 0 else "transfer"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._emit(record)
+        except Exception:  # noqa: BLE001 - progress lines never fail the run
+            self.handleError(record)
+
+    def _emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        flow = getattr(record, "flow_name", None) or ""
+        task = getattr(record, "task_run_name", None)
+        if task is None:  # a flow run's own record
+            run = getattr(record, "flow_run_id", None)
+            if message.startswith("Beginning") and run not in self.flows.get(flow, []):
+                self.flows.setdefault(flow, []).append(run)
+                if flow == "train_flow":
+                    which = "source-only baseline" if len(self.flows[flow]) == 1 else "ZoDi"
+                    self.say(f"[train] {which}")
+            elif flow == "transfer_flow" and _DOMAIN_SUMMARY.match(message):
+                self.say(f"[{self._transfer_label(record)}] {message}")
+            return
+        finished = _FINISHED.match(message)
+        if not finished:
+            return
+        state = finished.group(1)
+        if shard := _SHARD.fullmatch(task):
+            key = (self._transfer_label(record), shard["domain"])
+            self.done[key] += 1
+            now = time.monotonic()
+            failed = state not in ("Completed", "Cached")
+            if failed or now - self.last.get(key, float("-inf")) >= self.interval_s:
+                self.last[key] = now
+                self.say(f"[{key[0]}] {key[1]}: {self.done[key]} shard(s) done ({state})")
+        elif getattr(record, "task_name", "") == "ingest_dataset_task":
+            self.done[("ingest", "")] += 1
+            n = self.done[("ingest", "")]
+            self.say(f"[ingest] {n}/{self.n_datasets} datasets ({state})")
+        elif train := _TRAIN.fullmatch(task):
+            self.say(f"[train] {train['name']} seed {train['seed']}: {state}")
+        elif task.startswith("score-"):
+            self.say(f"[quality] {task.removeprefix('score-')}: scored ({state})")
+        elif task.startswith("evaluate-"):
+            self.say(f"[evaluate] {task.removeprefix('evaluate-')}: {state}")
+
+
+@contextmanager
+def stage_lines(n_datasets: int, stream: Any = None) -> Iterator[StageLines]:
+    """Print :class:`StageLines` for the flows run inside; Prefect's run loggers pass INFO
+    records meanwhile (their console output stays muted unless --verbose), then are restored."""
+    handler = StageLines(n_datasets, stream)
+    loggers = [logging.getLogger(name) for name in RUN_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        if not lg.isEnabledFor(logging.INFO):
+            lg.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
