@@ -137,7 +137,7 @@ def test_transfer_progress_ends_at_100_and_the_report_embeds_the_grid(
 
 
 def test_a_progress_artifact_that_the_server_lost_logs_a_warning_and_the_count_goes_on(
-    prefect_harness, capfd
+    prefect_harness,
 ):
     """A real fault: the artifact is deleted on the server mid-transfer, so the update fails."""
     from prefect.client.orchestration import get_client
@@ -161,8 +161,25 @@ def test_a_progress_artifact_that_the_server_lost_logs_a_warning_and_the_count_g
         progress.shard_done(shards[1])
         return progress
 
-    progress = watched_transfer()
-    assert "artifact progress of night not published" in capfd.readouterr().err
+    import logging
+
+    class Records(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    records = Records()
+    flow_logger = logging.getLogger("prefect.flow_runs")  # what get_run_logger() adapts
+    flow_logger.addHandler(records)
+    try:
+        progress = watched_transfer()
+    finally:
+        flow_logger.removeHandler(records)
+    (line,) = [x for x in records.lines if "not published" in x]
+    assert line.startswith("artifact progress of night not published") and "404" in line
     assert progress.percent == 100.0
 
 
