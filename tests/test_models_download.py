@@ -347,15 +347,36 @@ def test_models_download_unknown_repository_is_one_line(fake_hub, tmp_path, caps
     assert "not found on the hub" in err
 
 
-def test_models_download_missing_variant_names_the_files(fake_hub, tiny_models_dir, tmp_path):
+def test_models_download_without_the_variant_fetches_the_standard_weights(
+    fake_hub, tiny_models_dir, hub_repos, tmp_path
+):
     fake_hub.repos["fake/sd15-fp32-only"] = tiny_models_dir  # no fp16 weights in it
     models = ModelsConfig(base="fake/sd15-fp32-only", controlnet=CONTROLNET_ID)
+    lines: list[str] = []
+    out = tmp_path / "m"
+    download_models(out, models, (), "fp16", say=lines.append)
+    assert any("has no fp16 variant of unet/diffusion_pytorch_model.fp16.safetensors" in line
+               for line in lines)  # fmt: skip
+    fetched = fake_hub.fetched()
+    assert "fake/sd15-fp32-only/unet/diffusion_pytorch_model.safetensors" in fetched
+    assert f"{CONTROLNET_ID}/diffusion_pytorch_model.fp16.safetensors" in fetched  # it has fp16
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert (out / unet).read_bytes() == (tiny_models_dir / unet).read_bytes()
+
+
+def test_models_download_missing_weights_name_the_files(fake_hub, hub_repos, tmp_path):
+    broken = tmp_path / "no-unet-weights"
+    shutil.copytree(hub_repos[BASE_ID], broken)
+    for p in (broken / "unet").glob("diffusion_pytorch_model*"):
+        p.unlink()
+    fake_hub.repos["fake/broken"] = broken
+    models = ModelsConfig(base="fake/broken", controlnet=CONTROLNET_ID)
     with pytest.raises(FileNotFoundError) as exc:
         download_models(tmp_path / "m", models, (), "fp16", say=lambda _: None)
     message = str(exc.value)
     assert "\n" not in message and message.startswith("models.base: model folder")
     assert "missing: unet/diffusion_pytorch_model.safetensors" in message
-    assert message.endswith("variant fp16; try --variant fp32)")
+    assert message.endswith("(not in the hub repository 'fake/broken')")
 
 
 # Fast failure: a hub that refuses connections -------------------------------------------------

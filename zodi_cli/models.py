@@ -46,7 +46,8 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "--variant",
         choices=("fp16", "fp32"),
         default="fp16",
-        help="weights variant (default: fp16, half the download; it loads in any dtype)",
+        help="weights variant (default: fp16, half the download, loads in any dtype; a component "
+        "without an fp16 file comes in its standard weights)",
     )
     p.add_argument(
         "--mmseg-config",

@@ -20,7 +20,8 @@ checkpoints/<file>.pth``).
 
 The ``fp16`` variant (half the download; what the GPU transfer runs in) is stored under the
 standard weights names, so every loader finds it without a variant argument; the weights load
-into whatever dtype the run asks for (float32 on CPU).
+into whatever dtype the run asks for (float32 on CPU). A repository without the fp16 file of a
+component gives its standard weights file instead.
 
 Nothing here imports Prefect; torch and mmengine are imported only to fetch backbone weights.
 """
@@ -489,13 +490,23 @@ def _snapshot(
             problem = describe_hub_check(HubCheck(False, False, check.status), repo_id, revision,
                                          field)  # fmt: skip
         _raise_problem(check, problem or f"{field}: hub id {repo_id!r}: HTTP {check.status}")
-    kwargs = {"revision": revision, "allow_patterns": patterns, "local_dir": dest}
+    kwargs: dict[str, Any] = {"revision": revision, "allow_patterns": patterns, "local_dir": dest}
     try:
         plan = _quietly(snapshot_download, repo_id, dry_run=True, **kwargs)
+        planned = {f.filename for f in plan}
+        missing = [p for p in patterns if f".{variant}." in p and p not in planned]
+        if missing:
+            # Not every repository holds every weights file in the variant: the standard one then.
+            say(f"{name}: {repo_id} has no {variant} variant of {', '.join(missing)}; "
+                "fetching the standard weights instead")  # fmt: skip
+            patterns = [p for p in patterns if p not in missing]
+            patterns += [p.replace(f".{variant}.", ".") for p in missing]
+            kwargs["allow_patterns"] = patterns
+            plan = _quietly(snapshot_download, repo_id, dry_run=True, **kwargs)
         if not plan:
             raise FileNotFoundError(
                 f"{field}: hub id {repo_id!r} has none of the files {patterns}; "
-                + ("try --variant fp32" if variant != "fp32" else "is it a diffusers repository?")
+                "is it a diffusers repository?"
             )
         commit = plan[0].commit_hash
         total = sum(p.file_size or 0 for p in plan)
@@ -520,8 +531,7 @@ def _snapshot(
     try:
         _check_folder(dest, needs, field)
     except FileNotFoundError as err:
-        hint = "; try --variant fp32" if variant != "fp32" else ""
-        raise FileNotFoundError(f"{err} (not in {repo_id!r}, variant {variant}{hint})") from None
+        raise FileNotFoundError(f"{err} (not in the hub repository {repo_id!r})") from None
     shutil.rmtree(dest / ".cache" / "huggingface", ignore_errors=True)
     if (dest / ".cache").is_dir() and not any((dest / ".cache").iterdir()):
         (dest / ".cache").rmdir()
