@@ -31,6 +31,7 @@ EXPECTED = {
     "train",
     "evaluate",
     "predict",
+    "models",
     "demo",
     "pipeline",
     "deploy",
@@ -73,22 +74,48 @@ def test_cli_version(capsys):
     assert capsys.readouterr().out.strip() == "zodi 0.1.0"
 
 
+def _without_help(parser, prog: str = "zodi") -> list[str]:
+    """The options, arguments and subcommands (nested ones too) that have no help text."""
+    import argparse
+
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            # argparse lists a subcommand in --help only when add_parser got help=
+            helped = {c.dest for c in action._choices_actions if c.help}
+            missing += [f"{prog} {name}" for name in action.choices if name not in helped]
+            for name, sub in action.choices.items():
+                missing += _without_help(sub, f"{prog} {name}")
+        elif not action.help:
+            missing.append(f"{prog} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
 def test_cli_every_option_has_help_text():
-    """Every option and argument of every subcommand (and of `zodi` itself), and every
-    subcommand in `zodi --help`, says what it is for."""
-    parser = build_parser()
-    missing = [
-        f"{name} {action.option_strings or action.dest}"
-        for name, sub in _subcommands().items()
-        for action in sub._actions
-        if not action.help
-    ]
-    missing += [
-        f"zodi {a.option_strings}" for a in parser._actions if a.option_strings and not a.help
-    ]
-    commands = next(a for a in parser._actions if a.dest == "command")
-    missing += [f"zodi {c.dest}" for c in commands._choices_actions if not c.help]
-    assert missing == []
+    """Every option and argument of every subcommand (nested ones such as `zodi models
+    download` included) and of `zodi` itself, and every subcommand, says what it is for."""
+    import argparse
+
+    assert _without_help(build_parser()) == []
+    assert "zodi models download" in _progs(build_parser())
+    # The walk does see a missing help, nested or not.
+    bad = argparse.ArgumentParser()
+    bad.add_argument("--top")
+    nested = bad.add_subparsers().add_parser("group", help="a group")
+    nested.add_subparsers().add_parser("leaf").add_argument("--deep", help=None)
+    assert _without_help(bad) == ["zodi --top", "zodi group leaf", "zodi group leaf --deep"]
+
+
+def _progs(parser, prog: str = "zodi") -> list[str]:
+    """Every (sub)command's name path: zodi, zodi synth, ..., zodi models download."""
+    import argparse
+
+    out = [prog]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += _progs(sub, f"{prog} {name}")
+    return out
 
 
 @pytest.mark.parametrize(
