@@ -11,11 +11,21 @@ from zodi_core.config import TrainConfig
 
 @flow(name="train_flow")
 def train_flow(
-    source_uri: str, paired: dict[str, str], root: str, train: TrainConfig
+    source_uri: str,
+    paired: dict[str, str],
+    root: str,
+    train: TrainConfig,
+    baseline: bool = True,
 ) -> dict[str, list[dict]]:
-    """Return {model name: [train result per seed]} (names from :func:`zodi_core.runs.run_name`)."""
+    """Return {model name: [train result per seed]} (names from :func:`zodi_core.runs.run_name`).
+
+    ``baseline`` False trains the ZoDi models only (an ablation of the training settings, e.g.
+    λ = 0, whose source-only baseline was trained already under the default settings).
+    """
     # 1. plan: the source-only baseline and one ZoDi model per domain, every seed
     planned = runs.plan_training_runs(train, paired)
+    if not baseline:
+        planned = [run for run in planned if not run.source_only]
     # 2. cached runs whose checkpoint is gone from storage train again
     stale = stale_training_runs(planned, source_uri, root, train)
     # 3. train one run at a time: mmengine's Runner keeps process-global state
