@@ -37,7 +37,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from zodi_core.config import ModelsConfig, TrainConfig
 
@@ -130,14 +130,12 @@ def describe_hub_check(
     """The one-line problem of a :class:`HubCheck` (None: loadable), naming ``field``."""
     from huggingface_hub import constants
 
+    if check.cached:  # whatever the hub says, the files are here
+        return None
     how = offline_remedy(repo_id, field)
     if check.offline:
-        if check.cached:
-            return None
         return f"{field}: hub id {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set; {how}"
     if check.error:
-        if check.cached:
-            return None
         return (
             f"{field}: hub id {repo_id!r} not cached and the hub ({constants.ENDPOINT}) is "
             f"{check.error}: a network problem; {how}; or, with the files in the hub cache, "
@@ -154,7 +152,7 @@ def describe_hub_check(
             f"{field}: hub id {repo_id!r} (revision {revision or 'main'}) not found on the hub; "
             "check the spelling"
         )
-    if status >= 400 and not check.cached:
+    if status >= 400:
         return f"{field}: hub id {repo_id!r}: the hub answered HTTP {status}; retry later or {how}"
     return None
 
@@ -187,8 +185,10 @@ def require_hub(
     """
     check = check_hub(repo_id, revision, filename, timeout, probe_when_cached=True)
     problem = describe_hub_check(check, repo_id, revision, field)
-    if problem is None:
-        return check.offline or (check.cached and _unreachable(check))
+    if problem is None:  # cached, or the hub answers: from the cache only unless it answers well
+        return check.offline or (
+            check.cached and (check.error is not None or (check.status or 200) >= 400)
+        )
     _raise_problem(check, problem)
 
 
@@ -197,7 +197,7 @@ def _unreachable(check: HubCheck) -> bool:
     return check.error is not None or (check.status or 0) >= 500
 
 
-def _raise_problem(check: HubCheck, problem: str) -> None:
+def _raise_problem(check: HubCheck, problem: str) -> NoReturn:
     """Raise ``problem`` as the kind it is: network (may pass), access refused, not found."""
     if _unreachable(check):
         raise HubUnreachableError(problem)
