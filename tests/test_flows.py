@@ -310,6 +310,27 @@ def test_pipeline_flow_with_all_artifacts_in_ceph(
     assert any(k.startswith("eval/zodi-night/confusion_") for k in keys)
     assert sum(k.startswith("images/night/") for k in keys) == 8
 
+    # The report artifact links the grid and the confusion matrices by presigned URLs that a
+    # browser can GET without credentials (no image bytes in Prefect's database).
+    import asyncio
+    import re
+    import urllib.request
+
+    from prefect.client.orchestration import get_client
+
+    from zodi_core.layout import artifact_key
+
+    async def latest_artifacts():
+        async with get_client() as client:
+            return {a.key: a for a in await client.read_latest_artifacts()}
+
+    markdown = asyncio.run(latest_artifacts())[artifact_key("report", s3_root)].data
+    links = dict(re.findall(r"!\[([^\]]*)\]\((https?://[^)\s]+)\)", markdown))
+    assert len(links) == 5 and "data:image" not in markdown  # the grid + 2 models x 2 targets
+    with urllib.request.urlopen(links["night"], timeout=10) as response:
+        grid = storage.read_bytes(f"{s3_root}/grids/night.png", endpoint_url=ceph_s3.endpoint_url)
+        assert response.read() == grid
+
 
 def test_pipeline_flow_preflight_fails_first_with_every_problem(
     prefect_harness, synthetic_root, tiny_models_dir, tmp_path
