@@ -20,6 +20,21 @@ def _ingest(root: Path, out: Path) -> str:
     return ingest_flow([spec], str(out))[spec.manifest_name]
 
 
+def _latest_artifact(key: str):
+    """The newest version of the Prefect artifact ``key`` (filtered on the server by key)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactCollectionFilter,
+        ArtifactCollectionFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key]))
+        )
+    return artifact
+
+
 def _paired_rows(uri: str) -> list[dict]:
     rows = pq.read_table(uri).to_pylist()
     keep = ("sample_id", "domain", "generated_uri", "config_digest", "seed", "k")
@@ -216,12 +231,7 @@ def test_pipeline_flow_end_to_end_reports_and_artifacts(
 
     from PIL import Image
 
-    async def latest_artifacts():
-        async with get_client() as client:
-            return {a.key: a for a in await client.read_latest_artifacts()}
-
-    latest = asyncio.run(latest_artifacts())
-    markdown = latest[artifact_key("report", root_uri)].data
+    markdown = _latest_artifact(artifact_key("report", root_uri)).data
     images = dict(re.findall(r"!\[([^\]]*)\]\(data:image/(?:png|jpeg);base64,([^)]+)\)", markdown))
     assert set(images) == {"night"} | {
         f"{m} · {t}"
@@ -231,12 +241,12 @@ def test_pipeline_flow_end_to_end_reports_and_artifacts(
     for data in images.values():
         Image.open(io.BytesIO(base64.b64decode(data))).load()
     assert len(markdown) <= config.report.embed_max_kb * 1000 + 10_000
-    table = latest[artifact_key("per-class", root_uri)].data
+    table = _latest_artifact(artifact_key("per-class", root_uri)).data
     rows = json.loads(table) if isinstance(table, str) else table
     assert len(rows) == 20 and rows[0]["class"] == "road"
     zodi_miou = saved["results"]["zodi-night"]["targets"]["acdc-night-val"]["mIoU"]
     assert rows[-1]["zodi-night / acdc-night-val"] == zodi_miou
-    assert latest[artifact_key("progress-night", root_uri)].data == 100.0
+    assert _latest_artifact(artifact_key("progress-night", root_uri)).data == 100.0
 
 
 def test_transfer_flow_runs_shards_on_dask_worker_processes(
@@ -267,6 +277,11 @@ def test_transfer_flow_runs_shards_on_dask_worker_processes(
     )
     assert on_dask["domains"]["night"]["images_written"] == 8
     assert len(on_dask["domains"]["night"]["shards_computed"]) == 2
+    # Progress follows Dask futures too (prefect's as_completed): it ends at 100 %.
+    from zodi_core.layout import artifact_key
+
+    progress_key = artifact_key("progress-night", str(tmp_path / "dask"))
+    assert _latest_artifact(progress_key).data == 100.0
     a, b = _paired_rows(on_dask["paired"]["night"]), _paired_rows(on_threads["paired"]["night"])
     import numpy as np
 
@@ -312,19 +327,12 @@ def test_pipeline_flow_with_all_artifacts_in_ceph(
 
     # The report artifact links the grid and the confusion matrices by presigned URLs that a
     # browser can GET without credentials (no image bytes in Prefect's database).
-    import asyncio
     import re
     import urllib.request
 
-    from prefect.client.orchestration import get_client
-
     from zodi_core.layout import artifact_key
 
-    async def latest_artifacts():
-        async with get_client() as client:
-            return {a.key: a for a in await client.read_latest_artifacts()}
-
-    markdown = asyncio.run(latest_artifacts())[artifact_key("report", s3_root)].data
+    markdown = _latest_artifact(artifact_key("report", s3_root)).data
     links = dict(re.findall(r"!\[([^\]]*)\]\((https?://[^)\s]+)\)", markdown))
     assert len(links) == 5 and "data:image" not in markdown  # the grid + 2 models x 2 targets
     with urllib.request.urlopen(links["night"], timeout=10) as response:
