@@ -1,7 +1,7 @@
 """Prefect artifacts that people watch in the UI; publishing one never fails the work it shows.
 
 An artifact is a view: when the Prefect API refuses or cannot be reached, :func:`publish` logs a
-warning and the transfer, the report or the evaluation goes on (their outputs are in storage).
+warning and the transfer or the report goes on (their outputs are in storage).
 """
 
 from __future__ import annotations
