@@ -274,7 +274,10 @@ def test_failed_pipeline_is_a_few_lines_ending_with_the_error(
     proc = run("--json")
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert len(lines) <= 5, lines
+    # One line per ingested dataset (the stage lines), the corrupt one's ingest Failed.
+    stage = [line for line in lines if line.startswith("[ingest] ")]
+    assert len(stage) == 3 and any(line.endswith("(Failed)") for line in stage), lines
+    assert len(lines) - len(stage) <= 5, lines
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("zodi pipeline: error: 1 problem(s) in cityscapes")
     assert f"{image}: corrupt or truncated image" in err[0]
