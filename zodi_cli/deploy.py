@@ -51,7 +51,11 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         help="flow/deployment name (default: %(default)s)",
     )  # fmt: skip
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--config", help="PipelineConfig YAML file")
+    src.add_argument(
+        "--config",
+        help="PipelineConfig YAML file; its relative paths are made absolute against its folder "
+        "before sending (the worker must see the same paths, or use s3://)",
+    )
     src.add_argument("--demo", action="store_true", help="synthetic data and tiny models")
     p.add_argument("--workdir", default="zodi-demo", help="--demo work folder (default: zodi-demo)")
     p.add_argument(

@@ -49,7 +49,11 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         description="Run the whole pipeline described by a PipelineConfig YAML file "
         "(see examples/). Prefect runs in ephemeral mode unless PREFECT_API_URL is set.",
     )
-    p.add_argument("--config", required=True, help="PipelineConfig YAML file")
+    p.add_argument(
+        "--config", required=True,
+        help="PipelineConfig YAML file (see examples/); relative paths in it are relative to "
+        "its folder",
+    )  # fmt: skip
     p.add_argument("--models", help="base model: hub id or local folder (overrides the config)")
     p.add_argument("--controlnet", help="ControlNet: hub id or local folder (overrides)")
     p.add_argument("--storage", help="storage root: folder or s3://bucket/prefix (overrides)")
