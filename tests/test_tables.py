@@ -1,0 +1,100 @@
+"""bench/tables.py: the paper's Tables 1-2 in miniature, through the flows (issue 11 §2)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "tables.py"
+
+
+@pytest.fixture(scope="module")
+def tables():
+    spec = importlib.util.spec_from_file_location("bench_tables", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tables_write_section_replaces_only_the_marked_section(tables, tmp_path):
+    doc = tmp_path / "fidelity.md"
+    doc.write_text("# Title\n\nbefore\n")
+    tables.write_section(doc, "first body\n")
+    assert doc.read_text() == (f"# Title\n\nbefore\n\n{tables.BEGIN}\nfirst body\n{tables.END}\n")
+    doc.write_text(doc.read_text() + "\n## after\n")
+    tables.write_section(doc, "second body")
+    text = doc.read_text()
+    assert "first body" not in text
+    assert text == f"# Title\n\nbefore\n\n{tables.BEGIN}\nsecond body\n{tables.END}\n## after\n"
+
+
+def test_tables_spearman_matches_scipy_with_ties(tables):
+    from scipy.stats import spearmanr
+
+    x = [3.0, 1.0, 2.0, 2.0, 5.0, 4.0]
+    y = [30.0, 12.0, 11.0, 25.0, 40.0, 40.0]
+    assert tables.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
+    assert math.isnan(tables.spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+
+
+def test_tables_mean_std_is_the_sample_std(tables):
+    assert tables.mean_std([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+    assert tables.mean_std([4.0]) == (4.0, None)
+
+
+def test_tables_models_folder_without_model_index_fails_with_one_line(tables, tmp_path):
+    with pytest.raises(SystemExit, match=r"--models .*no model_index.json.*pass"):
+        tables.main(["--quick", "--models", str(tmp_path), "--workdir", str(tmp_path / "w")])
+
+
+def test_tables_unknown_domain_is_a_usage_error(tables, tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        tables.main(["--domains", "night,dusk", "--models", str(tmp_path)])
+    assert err.value.code == 2
+    assert "--domains" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tables_quick_runs_through_the_flows_and_writes_both_tables(
+    tables, prefect_harness, tiny_models_dir, tmp_path
+):
+    from zodi_core.pocket import pocket_models_dir
+
+    try:  # the committed pocket models when the checkout has them, else the tiny test models
+        models = pocket_models_dir()
+    except FileNotFoundError:
+        models = tiny_models_dir
+    doc = tmp_path / "fidelity.md"
+    doc.write_text("# Fidelity\n\nkept\n")
+    out_json = tmp_path / "tables.json"
+    argv = ["--quick", "--models", str(models), "--workdir", str(tmp_path / "w")]
+    assert tables.main([*argv, "--write", str(doc), "--json", str(out_json)]) == 0
+
+    result = json.loads(out_json.read_text())
+    rows = result["rows"]
+    assert [(r["domain"], r["variant"]) for r in rows] == [
+        ("night", v) for v in ("source-only", "zodi", "sdedit", "inst", "wo_si", "wo_lsim")
+    ]
+    for r in rows:
+        for column in ("real", "proxy") + (("layout",) if r["variant"] != "source-only" else ()):
+            assert len(r[column]) == 1, (r["variant"], column)  # one seed
+            assert math.isfinite(r[column][0]) and 0.0 <= r[column][0] <= 100.0
+    assert rows[0]["layout"] is None
+    # ZoDi and w/o L_sim train on the same generated images: one layout number
+    assert rows[1]["layout"] == rows[5]["layout"]
+    assert result["spearman"]["n"] == 6
+    assert set(result["spearman"]["per_domain"]) == {"night"}
+
+    text = doc.read_text()
+    assert text.startswith("# Fidelity\n\nkept\n")
+    section = text.split(tables.BEGIN, 1)[1].split(tables.END, 1)[0]
+    table_rows = [line for line in section.splitlines() if line.startswith("| night |")]
+    labels = [line.split("|")[2].strip() for line in table_rows]
+    assert labels == ["source only", "ZoDi", "SDEdit", "InST", "w/o SI", "w/o L_sim"]
+    assert all(len(line.split("|")) == 7 for line in table_rows)  # 5 columns
+    for heading in ("### Table 1", "### Table 2", "Spearman", "Command: `", "Machine: "):
+        assert heading in section
