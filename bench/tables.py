@@ -96,7 +96,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.domain_list) - set(DOMAINS))
     if unknown or not args.domain_list:
         ap.error(f"--domains: expected some of {','.join(DOMAINS)}, received {args.domains!r}")
-    args.seed_list = tuple(int(s) for s in args.seeds.split(","))
+    try:
+        args.seed_list = tuple(int(s) for s in args.seeds.split(","))
+    except ValueError:
+        ap.error(f"--seeds: expected comma-separated integers, received {args.seeds!r}")
     for name in ("n_train", "n_val", "n_target", "iters", "steps"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')}: expected an integer >= 1")
@@ -205,8 +208,13 @@ def run_experiment(args: argparse.Namespace, say: Callable[[str], None]) -> dict
             baseline=False,
         )
         seconds["train"] = time.perf_counter() - t
-        train_s = [r["seconds"] for rs in trained.values() for r in rs if r.get("seconds")]
-        say(f"trained {len(train_s)} runs in {seconds['train']:.0f} s")
+        per_run = {
+            kind: [
+                r["seconds"] for n, rs in trained.items() for r in rs if (n == "source-only") == so
+            ]
+            for kind, so in (("source-only", True), ("ZoDi and ablations", False))
+        }
+        say(f"trained {sum(map(len, per_run.values()))} runs in {seconds['train']:.0f} s")
 
         # 6. evaluate: source-only on every real target and proxy; each variant on its domain's
         #    real target and ZoDi proxy; the source-only model on every method's generated train
@@ -239,7 +247,7 @@ def run_experiment(args: argparse.Namespace, say: Callable[[str], None]) -> dict
         "rows": rows,
         "spearman": spearman_summary(rows),
         "seconds": seconds,
-        "train_seconds_per_run": float(np.mean(train_s)) if train_s else None,
+        "train_seconds_per_run": {k: float(np.mean(v)) for k, v in per_run.items() if v},
         "models": str(models_dir),
         "workdir": str(workdir),
     }
@@ -422,7 +430,9 @@ def render_markdown(result: dict[str, Any], args: argparse.Namespace, argv: list
     cmd = "OMP_NUM_THREADS=1 python bench/tables.py " + " ".join(argv)
     s = result["seconds"]
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in s.items() if k != "total")
-    per_run = result["train_seconds_per_run"]
+    per_run = "; ".join(
+        f"{k} {v:.1f} s per training run" for k, v in result["train_seconds_per_run"].items()
+    )
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     lines += [
         f"Command: `{cmd.strip()}`; {args.n_train} source train images, {args.n_val} val (proxy), "
@@ -433,7 +443,7 @@ def render_markdown(result: dict[str, Any], args: argparse.Namespace, argv: list
         f"final checkpoint.",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores visible, torch threads "
         f"{torch.get_num_threads()}, {gpu}; wall time {s['total']:.0f} s ({stages}"
-        + (f"; {per_run:.1f} s per training run" if per_run else "")
+        + (f"; {per_run}" if per_run else "")
         + ").",
     ]
     return "\n".join(lines) + "\n"

@@ -98,3 +98,31 @@ def test_tables_quick_runs_through_the_flows_and_writes_both_tables(
     assert all(len(line.split("|")) == 7 for line in table_rows)  # 5 columns
     for heading in ("### Table 1", "### Table 2", "Spearman", "Command: `", "Machine: "):
         assert heading in section
+
+
+def test_tables_markdown_shows_mean_and_std_per_row_and_the_correlations(tables):
+    args = tables.parse_args(["--domains", "night,fog", "--seeds", "0,1", "--models", "M"])
+    rows = []
+    for i, d in enumerate(("night", "fog")):
+        for j, (variant, (label, table, method, _)) in enumerate(tables.VARIANTS.items()):
+            real = [10.0 * i + j, 10.0 * i + j + 2.0]
+            rows.append(
+                {"domain": d, "variant": variant, "label": label, "table": table,
+                 "real": real, "proxy": [v + 1.0 for v in real],
+                 "layout": None if method is None else [50.0, 52.0]}
+            )  # fmt: skip
+    result = {
+        "rows": rows,
+        "spearman": tables.spearman_summary(rows),
+        "seconds": {"data": 1.0, "train": 2.0, "total": 3.0},
+        "train_seconds_per_run": {"source-only": 9.0},
+        "models": "M",
+    }
+    assert result["spearman"]["all"] == pytest.approx(1.0)
+    assert result["spearman"]["per_domain"] == {"night": pytest.approx(1.0), "fog": 1.0}
+    text = tables.render_markdown(result, args, ["--domains", "night,fog"])
+    assert "| fog | ZoDi | 12.0 ± 1.4 | 13.0 ± 1.4 | 51.0 ± 1.4 |" in text
+    assert "| night | source only | 1.0 ± 1.4 | 2.0 ± 1.4 | - |" in text
+    assert "| w/o L_sim | 6.0 ± 1.4 | 16.0 ± 1.4 |" in text  # at a glance: night, fog
+    assert "over models × domains +1.00 (n = 12)" in text
+    assert "source-only 9.0 s per training run" in text
