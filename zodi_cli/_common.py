@@ -88,6 +88,26 @@ def message_lines(err: BaseException) -> list[str]:
     return lines
 
 
+def models_overrides(models: str | None, controlnet: str | None) -> dict[str, Any]:
+    """ModelsConfig fields set by ``--models`` / ``--controlnet`` (every command's one rule).
+
+    A local ``--models DIR`` holding ``controlnet/`` (what ``zodi tiny-models``, ``zodi
+    pocket-models`` and ``zodi models download`` write) uses that ControlNet unless
+    ``--controlnet`` names another.
+    """
+    out: dict[str, Any] = {}
+    if models:
+        out["base"] = models
+        local = Path(models).expanduser()
+        if models.startswith(("/", ".", "~")) and not local.is_dir():
+            raise FileNotFoundError(f"--models: model folder {models!r} does not exist")
+        if (local / "controlnet").is_dir():
+            out["controlnet"] = None  # <base>/controlnet
+    if controlnet:
+        out["controlnet"] = controlnet
+    return out
+
+
 def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] | None = None):
     """Write the demo's synthetic data and tiny models under ``workdir`` (models reused).
 

@@ -26,8 +26,8 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         description="On a machine with internet: fetch Stable Diffusion 1.5 (unet, vae, "
         "text_encoder, tokenizer, scheduler), the segmentation ControlNet (into OUT/controlnet) "
         "and the ImageNet backbone weights of the mmseg config (into OUT/torch/hub/checkpoints) "
-        "into one folder. Copy it to the workers and pass --models OUT (pipeline: also "
-        "--controlnet OUT/controlnet; training: TORCH_HOME=OUT/torch). Only the files the "
+        "into one folder. Copy it to the workers and pass --models OUT (its controlnet/ is "
+        "used; training: TORCH_HOME=OUT/torch). Only the files the "
         "loader needs come down, in one weights variant. A rerun skips what is there and resumes "
         "what is not.",
     )

@@ -17,7 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from zodi_cli._common import demo_config, flow_failure, prefect_session, prepare_demo
+from zodi_cli._common import (
+    demo_config,
+    flow_failure,
+    models_overrides,
+    prefect_session,
+    prepare_demo,
+)
 
 DEMO_NOTE = (
     "The demo uses tiny random-weight models: its generated images are noise-like and its mIoU "
@@ -103,12 +109,8 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.config import PipelineConfig
 
     overrides: dict[str, Any] = {}
-    if args.models or args.controlnet:
-        models: dict[str, Any] = {}
-        if args.models:
-            models["base"] = args.models
-        if args.controlnet:
-            models["controlnet"] = args.controlnet
+    models = models_overrides(args.models, args.controlnet)
+    if models:
         overrides["transfer"] = {"models": models}
     if args.storage:
         overrides["storage"] = {"root": args.storage}

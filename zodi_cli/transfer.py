@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from zodi_cli._common import RunFailed
+from zodi_cli._common import RunFailed, models_overrides
 from zodi_core.config import DOMAINS, check_domain_name
 
 DOMAIN_HELP = (
@@ -132,16 +132,7 @@ def build_config(args: argparse.Namespace) -> Any:
     if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size: expected an integer >= 1, received {args.batch_size}")
     config = TransferConfig.preset(args.preset, **overrides)
-    models = config.models.model_dump()
-    if args.models:
-        models["base"] = args.models
-        local = Path(args.models).expanduser()
-        if args.models.startswith(("/", ".", "~")) and not local.is_dir():
-            raise FileNotFoundError(f"--models: model folder {args.models!r} does not exist")
-        if (local / "controlnet").is_dir():
-            models["controlnet"] = None  # <base>/controlnet, as `zodi tiny-models` writes
-    if args.controlnet:
-        models["controlnet"] = args.controlnet
+    models = {**config.models.model_dump(), **models_overrides(args.models, args.controlnet)}
     return config.replace(models=models)
 
 

@@ -337,7 +337,7 @@ class DownloadedModels:
         out = str(self.out)
         lines = [
             f"zodi transfer ... --models {out}",
-            f"zodi pipeline --config C --models {out} --controlnet {out}/controlnet",
+            f"zodi pipeline --config C --models {out}",
             f"config: transfer.models: {{base: {out}, controlnet: {out}/controlnet}}",
         ]
         if self.backbones:
