@@ -80,10 +80,9 @@ def test_tables_quick_runs_through_the_flows_and_writes_both_tables(
         ("night", v) for v in ("source-only", "zodi", "sdedit", "inst", "wo_si", "wo_lsim")
     ]
     for r in rows:
-        for column in ("real", "proxy") + (("layout",) if r["variant"] != "source-only" else ()):
+        for column in ("real", "proxy", "layout"):
             assert len(r[column]) == 1, (r["variant"], column)  # one seed
             assert math.isfinite(r[column][0]) and 0.0 <= r[column][0] <= 100.0
-    assert rows[0]["layout"] is None
     # ZoDi and w/o L_sim train on the same generated images: one layout number
     assert rows[1]["layout"] == rows[5]["layout"]
     assert result["spearman"]["n"] == 6
@@ -109,7 +108,7 @@ def test_tables_markdown_shows_mean_and_std_per_row_and_the_correlations(tables)
             rows.append(
                 {"domain": d, "variant": variant, "label": label, "table": table,
                  "real": real, "proxy": [v + 1.0 for v in real],
-                 "layout": None if method is None else [50.0, 52.0]}
+                 "layout": [60.0, 62.0] if method is None else [50.0, 52.0]}
             )  # fmt: skip
     result = {
         "rows": rows,
@@ -122,7 +121,7 @@ def test_tables_markdown_shows_mean_and_std_per_row_and_the_correlations(tables)
     assert result["spearman"]["per_domain"] == {"night": pytest.approx(1.0), "fog": 1.0}
     text = tables.render_markdown(result, args, ["--domains", "night,fog"])
     assert "| fog | ZoDi | 12.0 ± 1.4 | 13.0 ± 1.4 | 51.0 ± 1.4 |" in text
-    assert "| night | source only | 1.0 ± 1.4 | 2.0 ± 1.4 | - |" in text
+    assert "| night | source only | 1.0 ± 1.4 | 2.0 ± 1.4 | 61.0 ± 1.4 |" in text
     assert "| w/o L_sim | 6.0 ± 1.4 | 16.0 ± 1.4 |" in text  # at a glance: night, fog
     assert "over models × domains +1.00 (n = 12)" in text
     assert "source-only 9.0 s per training run" in text
