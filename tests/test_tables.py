@@ -125,3 +125,5 @@ def test_tables_markdown_shows_mean_and_std_per_row_and_the_correlations(tables)
     assert "| w/o L_sim | 6.0 ± 1.4 | 16.0 ± 1.4 |" in text  # at a glance: night, fog
     assert "over models × domains +1.00 (n = 12)" in text
     assert "source-only 9.0 s per training run" in text
+    # ZoDi is 1.0 above source-only in both domains: not above 2 std (2 x 1.41)
+    assert "night +1.0 (not above 2 std = 2.8), fog +1.0 (not above 2 std = 2.8)" in text
