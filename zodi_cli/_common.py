@@ -109,16 +109,24 @@ def models_overrides(models: str | None, controlnet: str | None) -> dict[str, An
 
 
 def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] | None = None):
-    """Write the demo's synthetic data and tiny models under ``workdir`` (models reused).
+    """Write the demo's synthetic data under ``workdir``; choose its models.
 
-    Returns ``(data, models_dir)``: the dataset roots by name and the tiny models' folder.
+    The models are the project's committed pocket models (diffusion models trained on the
+    synthetic world by ``zodi pocket-models``: their transfer means something), or, in a checkout
+    without them, tiny random-weight models written under ``workdir`` (reused).
+
+    Returns ``(data, models_dir)``: the dataset roots by name and the models' folder.
     """
     from zodi_core.datasets.synth import write_synthetic
+    from zodi_core.pocket import WEIGHTS_DIR
     from zodi_core.transfer.models import write_tiny_models
 
     say = log or (lambda _msg: None)
     say(f"1/3 synthetic data → {workdir / 'data'}")
     data = write_synthetic(workdir / "data", seed=seed)
+    if is_pocket_models(WEIGHTS_DIR):
+        say(f"2/3 pocket models (trained here on the synthetic world): {WEIGHTS_DIR}")
+        return data, WEIGHTS_DIR
     models_dir = workdir / "models" / "tiny-sd15-controlnet"
     if not (models_dir / "model_index.json").exists():
         say(f"2/3 tiny models → {models_dir}")
@@ -128,9 +136,22 @@ def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] | None
     return data, models_dir
 
 
+def is_pocket_models(folder: Path) -> bool:
+    """Whether ``folder`` holds pocket models (``zodi pocket-models`` writes a model card)."""
+    return (folder / "model_index.json").is_file() and (folder / "MODEL_CARD.md").is_file()
+
+
 def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: list[str]):
-    """The demo's PipelineConfig: synthetic roots, tiny models, local storage under workdir."""
+    """The demo's PipelineConfig: synthetic roots, the demo's models, local storage in workdir.
+
+    With pocket models the negative prompt is empty: they learned the empty caption as classifier-
+    free guidance's unconditional branch, and their corpus holds no "worst quality" images.
+    """
     from zodi_core.config import DatasetSpec, PipelineConfig
+
+    transfer: dict[str, Any] = {"models": {"base": str(models_dir), "controlnet": None}}
+    if is_pocket_models(Path(models_dir)):
+        transfer["negative_prompt"] = ""
 
     return PipelineConfig.preset(
         "demo",
@@ -144,7 +165,7 @@ def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: 
         + ([DatasetSpec(dataset="gta5", root=data["gta5"])] if "game" in domains else []),
         domains=domains,
         storage={"root": str(workdir / "artifacts")},
-        transfer={"models": {"base": str(models_dir), "controlnet": None}},
+        transfer=transfer,
     )
 
 

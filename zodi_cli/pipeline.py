@@ -26,11 +26,13 @@ from zodi_cli._common import (
 )
 
 DEMO_NOTE = (
-    "The demo uses tiny random-weight models: its generated images are noise-like and its mIoU "
-    "numbers are meaningless. They show that every stage runs and how results are reported. To "
-    "run for real: `zodi pipeline --config examples/cityscapes_to_acdc.yaml --models "
-    "stable-diffusion-v1-5/stable-diffusion-v1-5` (or a local folder) with real Cityscapes/ACDC/"
-    "GTA5 roots in the config and `storage.root: s3://bucket/prefix`."
+    "The demo runs on the pocket models (zodi_core/pocket/weights: small diffusion models trained "
+    "on the synthetic world, see their MODEL_CARD.md) at 64x128 with 4 DDIM steps and a few "
+    "training iterations: the images take the target look but follow the layout loosely, and the "
+    "mIoU numbers show how results are reported, not the paper's. To run for real: `zodi pipeline "
+    "--config examples/cityscapes_to_acdc.yaml --models stable-diffusion-v1-5/stable-diffusion-"
+    "v1-5` (or a local folder) with real Cityscapes/ACDC/GTA5 roots in the config and "
+    "`storage.root: s3://bucket/prefix`."
 )
 
 
