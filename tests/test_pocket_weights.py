@@ -1,0 +1,74 @@
+"""The committed pocket models (zodi_core/pocket/weights): what they are, that they load through the
+real loader, and that the prompt and the condition map both change what they generate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zodi_core.pocket import WEIGHTS_DIR, pocket_models_dir
+from zodi_core.pocket.corpus import caption_for
+from zodi_core.pocket.train import PRESETS, _spec_json
+
+
+@pytest.fixture(scope="module")
+def pocket():
+    from zodi_core.config import ModelsConfig
+    from zodi_core.pocket.quality import Generator
+    from zodi_core.transfer.models import load_components
+
+    components = load_components(ModelsConfig(base=str(pocket_models_dir()), controlnet=None))
+    return components, Generator(components, steps=10, guidance=3.0)
+
+
+def test_committed_weights_are_the_full_preset_of_the_committed_code():
+    """The folder is what `zodi pocket-models --preset full` trains: same settings, every phase."""
+    state = json.loads((WEIGHTS_DIR / "training_state.json").read_text())
+    assert state["spec"] == _spec_json(PRESETS["full"])
+    assert set(state["phases"]) == {"vae", "unet", "controlnet"}
+    card = (WEIGHTS_DIR / "MODEL_CARD.md").read_text()
+    assert "zodi pocket-models --out DIR --preset full --seed 0" in card
+    size = sum(p.stat().st_size for p in WEIGHTS_DIR.rglob("*") if p.is_file())
+    assert size < 20 * 2**20  # the issue's budget for committed weights
+
+
+def test_prompt_sets_the_look(pocket):
+    """Same noise, two prompts: night generations are much darker, fog ones paler and greyer."""
+    _, gen = pocket
+    clear = gen([caption_for("clear")] * 4, seed=3).astype(np.float32)
+    night = gen([caption_for("night")] * 4, seed=3).astype(np.float32)
+    fog = gen([caption_for("fog")] * 4, seed=3).astype(np.float32)
+    assert night.mean() < 0.5 * clear.mean()
+    saturation = lambda x: (x.max(axis=-1) - x.min(axis=-1)).mean()  # noqa: E731
+    assert saturation(fog) < 0.6 * saturation(clear)
+
+
+def test_condition_map_changes_the_generation(pocket):
+    """The ControlNet is live: two different layouts from the same noise and prompt differ, and
+    the sky of the condition map (top rows) comes out brighter than its road (bottom rows)."""
+    from zodi_core.conditions import render_condition
+    from zodi_core.datasets.synth import ROAD, SKY, generate_scene
+
+    _, gen = pocket
+    scenes = [generate_scene(np.random.default_rng(s), size=(128, 64)) for s in (11, 12)]
+    maps = np.stack([render_condition(sc.label, "ade20k") for sc in scenes])
+    out = gen([caption_for("clear")] * 2, seed=5, conditions=maps).astype(np.float32)
+    assert np.abs(out[0] - out[1]).mean() > 5.0
+    for img, scene in zip(out, scenes, strict=True):
+        grey = img.mean(axis=-1)
+        sky, road = scene.label == SKY, scene.label == ROAD
+        assert grey[sky].mean() > grey[road].mean()
+
+
+def test_demo_uses_the_pocket_models(tmp_path: Path):
+    """`zodi demo` picks the committed models, with the empty negative prompt they were made for."""
+    from zodi_cli._common import demo_config, prepare_demo
+
+    data, models_dir = prepare_demo(tmp_path, seed=0)
+    assert Path(models_dir) == WEIGHTS_DIR
+    config = demo_config(tmp_path, data, models_dir, ["night"])
+    assert config.transfer.models.base == str(WEIGHTS_DIR)
+    assert config.transfer.negative_prompt == ""
