@@ -72,3 +72,4 @@ def test_demo_uses_the_pocket_models(tmp_path: Path):
     config = demo_config(tmp_path, data, models_dir, ["night"])
     assert config.transfer.models.base == str(WEIGHTS_DIR)
     assert config.transfer.negative_prompt == ""
+    assert config.transfer.num_inference_steps == 10

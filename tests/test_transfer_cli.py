@@ -314,3 +314,19 @@ def test_zodi_transfer_help_runs_as_a_program():
     )
     assert proc.returncode == 0, proc.stderr
     assert "--manifest" in proc.stdout and "--strength" in proc.stdout
+
+
+def test_transfer_negative_prompt_option_reaches_the_rows_and_the_digest(
+    samples_manifest, tiny_models_dir, tmp_path, capsys
+):
+    """--negative-prompt '' (what the pocket models need) is recorded per row and is part of the
+    generation digest: the images of the default negative prompt are not reused for it."""
+    out = tmp_path / "out"
+    base = ["transfer", "--manifest", samples_manifest, "--domain", "night", "--models",
+            str(tiny_models_dir), *FAST, "--out", str(out)]  # fmt: skip
+    assert _run(base, capsys)[0] == 0
+    rc, summary, _ = _run(base + ["--negative-prompt", ""], capsys)
+    assert rc == 0 and summary["written"] > 0 and summary["skipped"] == 0
+    rows = read_manifest(str(out / "paired" / "domain=night" / "paired.parquet"), "transfer")
+    assert set(rows.column("negative_prompt").to_pylist()) == {""}
+    assert len({p.parent.name for p in (out / "images" / "night").rglob("*.png")}) == 2

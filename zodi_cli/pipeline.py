@@ -27,7 +27,7 @@ from zodi_cli._common import (
 
 DEMO_NOTE = (
     "The demo runs on the pocket models (zodi_core/pocket/weights: small diffusion models trained "
-    "on the synthetic world, see their MODEL_CARD.md) at 64x128 with 4 DDIM steps and a few "
+    "on the synthetic world, see their MODEL_CARD.md) at 64x128 with 10 DDIM steps and a few "
     "training iterations: the images take the target look but follow the layout loosely, and the "
     "mIoU numbers show how results are reported, not the paper's. To run for real: `zodi pipeline "
     "--config examples/cityscapes_to_acdc.yaml --models stable-diffusion-v1-5/stable-diffusion-"

@@ -84,6 +84,11 @@ def _add_common(p: argparse.ArgumentParser, strength: bool = True, batch: bool =
         help="settings preset the other options override (default: default)",
     )  # fmt: skip
     p.add_argument("--prompt", help="prompt (default: 'driving <domain phrase>, best quality')")
+    p.add_argument(
+        "--negative-prompt",
+        help="CFG negative prompt (default: 'lower quality, worst quality'; '' for the pocket "
+        "models, whose unconditional branch is the empty caption)",
+    )
     if strength:
         p.add_argument("--strength", type=float, help="S in (0, 1] (default: the domain's)")
     p.add_argument("--models", help="base model: hub id or local folder (with controlnet/ inside)")
@@ -107,6 +112,7 @@ def build_config(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {"domain": args.domain}
     for opt, field in (
         ("prompt", "prompt"),
+        ("negative_prompt", "negative_prompt"),
         ("strength", "strength"),
         ("batch_size", "batch_size"),
         ("steps", "num_inference_steps"),
