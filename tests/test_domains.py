@@ -23,6 +23,7 @@ from zodi_core.config import (
 from zodi_core.datasets.ingest import ingest_dataset
 from zodi_core.manifest import read_manifest
 from zodi_core.prompts import PromptConfig, compare_domain
+from zodi_core.regeneration import recorded_domain_settings, recorded_transfer_config
 from zodi_core.report import render_report_markdown
 from zodi_core.transfer.runner import transfer_manifest
 from zodi_core.transfer.sampler import TransferSampler, sample_seed, transfer_digest
@@ -221,6 +222,16 @@ def test_prompt_config_defines_a_user_domain_and_detects_a_prompt_list_change(
         assert row["seed"] == sample_seed(base.seed + 1000, row["sample_id"])
         assert row["prompt"] == choose_prompt(DUSK, row["seed"]) and row["strength"] == 0.8
     assert compare_domain(prompts, base, "dusk", root).status == "unchanged"
+    # The recording gives back the base seed and the domain's offset, not their sum.
+    assert recorded_transfer_config(root, "dusk").seed == base.seed
+    assert recorded_domain_settings(root, "dusk").seed_offset == 1000
+    # A change of the seed offset alone moves every image to other noise: changed.
+    moved = PromptConfig.from_text(
+        "version: 1b\ndomains:\n  dusk:\n"
+        f"    prompts: {json.dumps(list(DUSK))}\n    strength: 0.8\n    seed_offset: 7\n"
+    )
+    status = compare_domain(moved, base, "dusk", root)
+    assert status.status == "changed" and status.seeds_changed == len(result.rows)
     # one more prompt re-assigns images: changed; the same list again: unchanged
     more = PromptConfig.from_text(
         "version: 2\ndomains:\n  dusk:\n"

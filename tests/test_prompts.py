@@ -9,6 +9,7 @@ import pytest
 from zodi_core import layout, manifest
 from zodi_core.config import ConfigError, TransferConfig
 from zodi_core.prompts import PromptConfig, PromptValues, compare_prompts, load_prompt_config
+from zodi_core.transfer.sampler import sample_seed
 
 PROMPTS_YAML = """\
 version: 7
@@ -28,13 +29,16 @@ def write_paired(
     strength: float,
     n: int = 2,
     negative: str = "lower quality, worst quality",
+    seed: int = TransferConfig().seed,
 ) -> str:
-    """A paired manifest of ``n`` rows recording these prompt settings (what transfer writes)."""
+    """A paired manifest of ``n`` rows recording these prompt settings and each image's seed
+    from the effective ``seed`` (what transfer writes)."""
     rows = [
         {
             "sample_id": f"s{i}", "domain": domain, "source_uri": f"/src/{i}.png",
             "label_uri": f"/lab/{i}.png", "label_format": "label_ids", "generated_uri": f"/gen/{i}.png",
-            "prompt": prompt, "negative_prompt": negative, "strength": strength, "seed": i, "k": 18,
+            "prompt": prompt, "negative_prompt": negative, "strength": strength,
+            "seed": sample_seed(seed, f"s{i}"), "k": 18,
             "first_timestep": 900, "palette": "ade20k", "method": "zodi", "model_revisions": "{}",
             "config_digest": "abc", "status": "ok", "error": None, "seconds": 0.1,
         }
@@ -133,3 +137,25 @@ def test_compare_prompts_mixed_manifest_counts_as_changed(tmp_path):
 def test_compare_prompts_without_domains_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="domains: expected at least one"):
         compare_prompts(PromptConfig(), TransferConfig(), None, str(tmp_path))
+
+
+def test_compare_prompts_sees_a_changed_seed_offset(tmp_path):
+    """Same prompt, strength and negative prompt, but the prompt config moves the domain to
+    another seed stream: every image would get other noise, so the domain changed."""
+    base = TransferConfig()
+    write_paired(tmp_path, "night", "driving at night, best quality", 0.9, n=3)
+    same = PromptConfig.from_text("domains: {night: {strength: 0.9}}")
+    (status,) = compare_prompts(same, base, ["night"], str(tmp_path))
+    assert status.status == "unchanged" and status.seeds_changed == 0
+
+    moved = PromptConfig.from_text("domains: {night: {strength: 0.9, seed_offset: 1000}}")
+    (status,) = compare_prompts(moved, base, ["night"], str(tmp_path))
+    assert status.status == "changed" and status.seeds_changed == 3
+    assert "seed" in status.line() and status.to_dict()["seeds_changed"] == 3
+
+    # Rows generated on that stream are what the moved config wants.
+    write_paired(
+        tmp_path, "night", "driving at night, best quality", 0.9, n=3, seed=base.seed + 1000
+    )
+    (status,) = compare_prompts(moved, base, ["night"], str(tmp_path))
+    assert status.status == "unchanged"

@@ -208,6 +208,9 @@ class DomainPromptStatus:
     recorded: tuple[PromptValues, ...]
     recorded_digests: tuple[str, ...]
     paired_uri: str
+    #: Rows whose seed is not the one the wanted settings give their image (a changed seed or
+    #: seed offset): 0 when the prompt settings alone decide the status.
+    seeds_changed: int = 0
 
     @property
     def needs_regeneration(self) -> bool:
@@ -218,6 +221,11 @@ class DomainPromptStatus:
             return f"{self.domain}: missing (no paired manifest at {self.paired_uri})"
         if self.status == "unchanged":
             return f"{self.domain}: unchanged ({self.wanted_digest})"
+        if self.seeds_changed:
+            return (
+                f"{self.domain}: changed seeds ({self.seeds_changed} images were generated with "
+                "another seed or seed offset)"
+            )
         old = ", ".join(f"{r.prompt!r} S={r.strength}" for r in self.recorded)
         return (
             f"{self.domain}: changed {','.join(self.recorded_digests)} → {self.wanted_digest} "
@@ -234,21 +242,24 @@ def compare_domain(
     prompts: PromptConfig, base: TransferConfig, domain: str, root: str
 ) -> DomainPromptStatus:
     """Compare ``domain``'s wanted prompt settings with its paired manifest under ``root``."""
-    wanted = PromptValues.of(prompts.transfer_config(base, domain))
+    config = prompts.transfer_config(base, domain)
+    wanted = PromptValues.of(config)
     uri = layout.paired_manifest_uri(root, domain)
     recorded = recorded_prompts(uri)
     digests = tuple(r.digest() for r in recorded or [])
+    seeds_changed = 0
     if recorded is None or not recorded:
         status: Status = "missing"
-    elif wanted.prompts:  # several prompts: each row must hold the one its seed picks
-        table = manifest.read_manifest(uri, "transfer")
-        cols = ("prompt", "negative_prompt", "strength", "seed")
-        rows = zip(*(table.column(c).to_pylist() for c in cols), strict=True)
-        status = "unchanged" if all(wanted.matches_row(*r) for r in rows) else "changed"
-    elif digests == (wanted.digest(),):
-        status = "unchanged"
     else:
-        status = "changed"
+        table = manifest.read_manifest(uri, "transfer")
+        if wanted.prompts:  # several prompts: each row must hold the one its seed picks
+            cols = ("prompt", "negative_prompt", "strength", "seed")
+            rows = zip(*(table.column(c).to_pylist() for c in cols), strict=True)
+            same = all(wanted.matches_row(*r) for r in rows)
+        else:
+            same = digests == (wanted.digest(),)
+        seeds_changed = _rows_with_other_seeds(table, config)
+        status = "unchanged" if same and not seeds_changed else "changed"
     return DomainPromptStatus(
         domain=domain,
         status=status,
@@ -257,7 +268,18 @@ def compare_domain(
         recorded=tuple(recorded or ()),
         recorded_digests=digests,
         paired_uri=uri,
+        seeds_changed=seeds_changed,
     )
+
+
+def _rows_with_other_seeds(table: Any, config: TransferConfig) -> int:
+    """How many rows of a paired manifest hold another seed than ``config`` gives their image
+    (its effective seed, the domain's offset included, and seed policy)."""
+    from zodi_core.transfer.sampler import sample_seed
+
+    seed, policy = config.effective_seed, config.seed_policy
+    ids, seeds = table.column("sample_id").to_pylist(), table.column("seed").to_pylist()
+    return sum(s != sample_seed(seed, sid, policy) for sid, s in zip(ids, seeds, strict=True))
 
 
 def compare_prompts(

@@ -61,30 +61,51 @@ def recorded_domain_settings(root: str, domain: str) -> DomainSettings | None:
     """The prompt settings that generated ``domain`` under ``root`` (prompt or prompts in their
     order, negative prompt, strength); None when nothing records them. The definition of a
     user-defined domain that neither the prompt config nor the transfer config gives."""
-    config = _recorded_config(root, domain)
-    if config is None:
+    recorded = _recorded(root, domain)
+    if recorded is None:
         return None
+    config, offset = recorded
     return DomainSettings(
         prompt=config.prompt,
         prompts=config.prompts or None,
         negative_prompt=config.negative_prompt,
         strength=config.strength,
+        seed_offset=offset or None,
     )
 
 
 def _recorded_config(root: str, domain: str) -> TransferConfig | None:
+    """The recorded transfer config with the base seed (the domain's seed offset taken out)."""
+    recorded = _recorded(root, domain)
+    if recorded is None:
+        return None
+    config, offset = recorded
+    return config.replace(seed=config.seed - offset)
+
+
+def _recorded(root: str, domain: str) -> tuple[TransferConfig, int] | None:
+    """(the resolved transfer config a shard manifest records, the seed offset folded into its
+    seed: 0 for recordings older than that field)."""
     paired = layout.paired_manifest_uri(root, domain)
     if not storage.exists(paired):
         return None
-    digests = sorted(set(manifest.read_manifest(paired, "transfer").column("config_digest")))
+    table = manifest.read_manifest(paired, "transfer")
+    # A paired manifest written by one transfer (`zodi transfer`) records its config itself; the
+    # flows' merged one does not, its shard manifests do.
+    tables = [table]
+    digests = sorted(set(table.column("config_digest").to_pylist()))
     store = storage.open_storage(root)
     # The folder of the domain's shard manifests, as the layout names them.
     prefix = posixpath.dirname(layout.shard_manifest_key(domain, "s", "d", "g")) + "/"
     for key in store.list(prefix):
         if any(key.endswith(f"-{d}.parquet") for d in digests):
-            meta = manifest.manifest_metadata(manifest.read_manifest(store.uri(key), "transfer"))
-            if "transfer_config" in meta:
-                return TransferConfig.model_validate_json(meta["transfer_config"])
+            tables.append(manifest.read_manifest(store.uri(key), "transfer"))
+            break
+    for t in tables:
+        meta = manifest.manifest_metadata(t)
+        if "transfer_config" in meta:
+            config = TransferConfig.model_validate_json(meta["transfer_config"])
+            return config, int(meta.get("seed_offset", 0))
     return None
 
 

@@ -144,7 +144,10 @@ def transfer_manifest(
         Any other error (storage outage, out of memory after retries) stops the transfer; it
         propagates with :func:`partial_counts` telling what was written before it.
     """
-    config = config.resolved()  # the domain's own settings folded in (zodi_core.config)
+    # The domain's own settings folded in (zodi_core.config); the seed offset is recorded apart,
+    # so a recording's base seed can be recovered (zodi_core.regeneration).
+    seed_offset = config.effective_seed - config.seed
+    config = config.resolved()
     table = _samples_table(samples, **storage_options)
     rows_in = table.to_pylist()
     if sample_ids is not None:
@@ -171,6 +174,7 @@ def transfer_manifest(
             "transfer",
             extra_metadata={
                 "transfer_config": config.model_dump_json(),
+                "seed_offset": str(seed_offset),
                 "config_digest": digest,
                 "domain": config.domain,
             },
