@@ -271,6 +271,24 @@ def test_cli_transfers_to_a_user_domain_described_by_a_prompt(
     assert err.count("\n") == 1 and "--domain dusk: not a built-in domain" in err
 
 
+def test_cli_several_prompts_each_image_takes_the_one_its_seed_picks(
+    samples_manifest, tiny_models_dir, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    argv = [
+        "transfer", "--manifest", samples_manifest, "--domain", "dusk", *sum(
+            (["--prompt", p] for p in DUSK), []),
+        "--models", str(tiny_models_dir), "--preset", "demo", "--steps", "2",
+        "--out", str(out), "--json",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    rows = read_manifest(layout.paired_manifest_uri(str(out), "dusk"), "transfer").to_pylist()
+    assert rows and all(r["prompt"] == choose_prompt(DUSK, r["seed"]) for r in rows)
+    assert main([*argv[:-1], "--prompt", " "]) == 2  # an empty one among them: one line
+    assert "--prompt: expected a non-empty prompt" in capsys.readouterr().err
+
+
 def test_cli_preview_accepts_a_user_domain(synthetic_root, tiny_models_dir, tmp_path, capsys):
     images = sorted((synthetic_root / "cityscapes" / "leftImg8bit" / "val").rglob("*.png"))
     labels = sorted((synthetic_root / "cityscapes" / "gtFine" / "val").rglob("*_labelIds.png"))

@@ -83,7 +83,11 @@ def _add_common(p: argparse.ArgumentParser, strength: bool = True, batch: bool =
         "--preset", default="default", choices=("paper", "default", "demo"),
         help="settings preset the other options override (default: default)",
     )  # fmt: skip
-    p.add_argument("--prompt", help="prompt (default: 'driving <domain phrase>, best quality')")
+    p.add_argument(
+        "--prompt", action="append",
+        help="prompt (default: 'driving <domain phrase>, best quality'); repeat it for several "
+        "prompts: each image picks one from its seed, recorded per row",
+    )  # fmt: skip
     p.add_argument(
         "--negative-prompt",
         help="CFG negative prompt (default: 'lower quality, worst quality'; '' for the pocket "
@@ -110,8 +114,14 @@ def build_config(args: argparse.Namespace) -> Any:
     from zodi_core.config import TransferConfig
 
     overrides: dict[str, Any] = {"domain": args.domain}
+    if args.prompt is not None:
+        if any(not p.strip() for p in args.prompt):
+            raise ValueError("--prompt: expected a non-empty prompt, received an empty string")
+        if len(args.prompt) == 1:
+            overrides["prompt"] = args.prompt[0]
+        else:
+            overrides["prompts"] = tuple(args.prompt)
     for opt, field in (
-        ("prompt", "prompt"),
         ("negative_prompt", "negative_prompt"),
         ("strength", "strength"),
         ("batch_size", "batch_size"),
@@ -124,8 +134,6 @@ def build_config(args: argparse.Namespace) -> Any:
         value = getattr(args, opt, None)
         if value is not None:
             overrides[field] = value
-    if args.prompt is not None and not args.prompt.strip():
-        raise ValueError("--prompt: expected a non-empty prompt, received an empty string")
     if args.prompt is None and args.domain not in DOMAINS:
         raise ValueError(
             f"--domain {args.domain}: not a built-in domain ({', '.join(DOMAINS)}); describe it "
