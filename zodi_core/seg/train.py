@@ -211,6 +211,9 @@ def apply_iteration_budget(cfg, max_iters: int) -> None:
 
     Each scheduler keeps its place in the schedule (a warm-up over the first 1 % stays the first
     1 %). Checkpoints every ceil(max_iters / 10) iterations (a crash loses at most 10 % of the work).
+    The epoch sampler becomes mmengine's infinite one: an iteration loop over the epoch sampler
+    sleeps 2 s at every pass over the data (``_InfiniteDataloaderIterator``), 50 s of a 100-iteration
+    demo training on 8 images.
     """
     if max_iters < 1:
         raise ConfigError(f"max_iters: expected an integer >= 1, received {max_iters}")
@@ -229,6 +232,11 @@ def apply_iteration_budget(cfg, max_iters: int) -> None:
         )
         schedulers.append(sched)
     cfg.param_scheduler = schedulers
+    sampler = cfg.train_dataloader.get("sampler") or {}
+    if sampler.get("type") == "DefaultSampler":
+        cfg.train_dataloader.sampler = dict(
+            type="InfiniteSampler", shuffle=sampler.get("shuffle", True), seed=sampler.get("seed")
+        )
     hooks = cfg.default_hooks
     hooks.checkpoint.by_epoch = False
     hooks.checkpoint.interval = max(1, math.ceil(max_iters / 10))
