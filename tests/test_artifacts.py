@@ -222,3 +222,31 @@ def test_report_markdown_without_sources_links_every_image(tmp_path):
     assert "- night: [/a/grids/night.png](/a/grids/night.png)" in md
     assert "- zodi-night · acdc: [/a/eval/c.png](/a/eval/c.png)" in md
     assert "![" not in md
+
+
+def test_quality_histograms_and_worst_grids_are_shown_as_images(tmp_path):
+    """The quality section's images go through image_sources like the grids: embedded (local)
+    images decode, and without sources they stay links."""
+    uris = {}
+    for name, seed in (("hist", 1), ("worst", 2)):
+        uris[name] = storage.write_bytes(str(tmp_path / f"{name}.png"), _noise_png(96, 32, seed))
+    full = {
+        "quality": {
+            "histograms": uris["hist"],
+            "domains": {
+                "night": {
+                    "rows": 4, "kept": 3, "dropped": 1, "worst_grid": uris["worst"],
+                    "worst": [{"sample_id": "s1", "layout_miou": 12.5}],
+                }
+            },
+        }
+    }  # fmt: skip
+    assert report.report_images(full) == [uris["hist"], uris["worst"]]
+    sources, problems = report.image_sources(report.report_images(full), ReportConfig())
+    assert problems == [] and set(sources) == {uris["hist"], uris["worst"]}
+    md = report.render_report_markdown(full, sources.get)
+    shown = re.findall(r"!\[([^\]]*)\]\(data:image/\w+;base64,([^)]+)\)", md)
+    assert [title for title, _ in shown] == ["score histograms", "worst generations, night"]
+    assert all(_decode(b64).size == (96, 32) for _, b64 in shown)
+    plain = report.render_report_markdown(full)
+    assert "![" not in plain and f"- night: [{uris['worst']}]({uris['worst']}) s1" in plain

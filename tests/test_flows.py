@@ -223,8 +223,9 @@ def test_pipeline_flow_end_to_end_reports_and_artifacts(
     root_uri = config.storage.root  # keyed per experiment: another root never overwrites them
     assert {artifact_key("report", root_uri), artifact_key("shards", root_uri)} <= keys
 
-    # The UI shows the images: the grid and one confusion matrix per model and target embedded
-    # (a local root), within the artifact budget; a per-class IoU table; transfer progress 100 %.
+    # The UI shows the images: the grid, one confusion matrix per model and target and the
+    # quality section's histograms and worst-N grid embedded (a local root), within the artifact
+    # budget; a per-class IoU table; transfer progress 100 %.
     import base64
     import io
     import re
@@ -233,7 +234,7 @@ def test_pipeline_flow_end_to_end_reports_and_artifacts(
 
     markdown = _latest_artifact(artifact_key("report", root_uri)).data
     images = dict(re.findall(r"!\[([^\]]*)\]\(data:image/(?:png|jpeg);base64,([^)]+)\)", markdown))
-    assert set(images) == {"night"} | {
+    assert set(images) == {"night", "score histograms", "worst generations, night"} | {
         f"{m} · {t}"
         for m in ("source-only", "zodi-night")
         for t in ("acdc-night-val", "proxy-night")
@@ -334,7 +335,8 @@ def test_pipeline_flow_with_all_artifacts_in_ceph(
 
     markdown = _latest_artifact(artifact_key("report", s3_root)).data
     links = dict(re.findall(r"!\[([^\]]*)\]\((https?://[^)\s]+)\)", markdown))
-    assert len(links) == 5 and "data:image" not in markdown  # the grid + 2 models x 2 targets
+    # the grid, 2 models x 2 targets, the quality histograms and worst-N grid
+    assert len(links) == 7 and "data:image" not in markdown
     with urllib.request.urlopen(links["night"], timeout=10) as response:
         grid = storage.read_bytes(f"{s3_root}/grids/night.png", endpoint_url=ceph_s3.endpoint_url)
         assert response.read() == grid

@@ -22,7 +22,7 @@ import io
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -635,10 +635,21 @@ def _fmt(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def render_quality_markdown(quality: dict[str, Any]) -> list[str]:
+def quality_images(quality: dict[str, Any]) -> list[str]:
+    """URIs of the images the quality section shows: the histograms, then each worst-N grid."""
+    grids = [q["worst_grid"] for _, q in sorted(quality.get("domains", {}).items())
+             if q.get("worst_grid")]  # fmt: skip
+    return [*([quality["histograms"]] if quality.get("histograms") else []), *grids]
+
+
+def render_quality_markdown(
+    quality: dict[str, Any], image_src: Callable[[str], str | None] | None = None
+) -> list[str]:
     """The report's quality section (lines) from the pipeline's ``quality`` entry:
     ``{"domains": {domain: apply_filter result + "summary", "worst_grid", "worst"},
-    "histograms": uri}``."""
+    "histograms": uri}``. ``image_src``: what a browser can load for an image URI (see
+    ``zodi_core.report.image_sources``); with one, the images are shown, not only linked."""
+    src = image_src or (lambda uri: None)
     domains = quality.get("domains", {})
     if not domains:
         return []
@@ -661,8 +672,11 @@ def render_quality_markdown(quality: dict[str, Any]) -> list[str]:
     settings = next(iter(domains.values())).get("settings")
     if settings:
         lines += ["", "Filter: " + ", ".join(f"{k}={v}" for k, v in settings.items())]
-    if quality.get("histograms"):
-        lines += ["", f"Score histograms: [{quality['histograms']}]({quality['histograms']})"]
+    hist = quality.get("histograms")
+    if hist:
+        lines += ["", f"Score histograms: [{hist}]({hist})"]
+        if src(hist):
+            lines += ["", f"![score histograms]({src(hist)})"]
     lines += ["", "Worst generations (source | condition | generated | prediction):", ""]
     for d, q in sorted(domains.items()):
         if q.get("worst_grid"):
@@ -670,6 +684,8 @@ def render_quality_markdown(quality: dict[str, Any]) -> list[str]:
                 f"{w['sample_id']} ({_fmt(w.get('layout_miou'))})" for w in q.get("worst", [])
             )
             lines.append(f"- {d}: [{q['worst_grid']}]({q['worst_grid']}) {ids}")
+            if src(q["worst_grid"]):
+                lines += ["", f"![worst generations, {d}]({src(q['worst_grid'])})", ""]
     lines.append("")
     return lines
 

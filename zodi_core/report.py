@@ -107,7 +107,7 @@ def render_report_markdown(
                 f"{s['images_failed']} |"
             )
         lines.append("")
-    lines += quality.render_quality_markdown(report.get("quality") or {})
+    lines += quality.render_quality_markdown(report.get("quality") or {}, image_src)
     src = image_src or (lambda uri: None)
     grids = report.get("sample_grids", {})
     if grids:
@@ -200,14 +200,19 @@ def read_evaluations(results: dict[str, Any]) -> dict[str, dict[str, dict[str, A
 
 
 def report_images(report: dict[str, Any]) -> list[str]:
-    """URIs of the images the report shows: sample grids, then confusion matrices."""
+    """URIs of the images the report shows: sample grids, confusion matrices, then the quality
+    section's histograms and worst-N grids."""
     confusion = [
         e["confusion_png"]
         for targets in (report.get("evaluations") or {}).values()
         for e in targets.values()
         if e.get("confusion_png")
     ]
-    return [*report.get("sample_grids", {}).values(), *confusion]
+    return [
+        *report.get("sample_grids", {}).values(),
+        *confusion,
+        *quality.quality_images(report.get("quality") or {}),
+    ]
 
 
 def per_class_rows(evaluations: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
