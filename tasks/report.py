@@ -46,24 +46,26 @@ def write_report_task(
         )
         for name in names
     ]
-    if shard_rows:
-        publish(
-            "shards",
-            create_table_artifact,
-            table=shard_rows,
-            key=layout.artifact_key("shards", root),
-            description="transfer shard status",
-        )
-    class_rows = report.per_class_rows(evaluations)
-    if class_rows:
-        publish(
-            "per-class IoU",
-            create_table_artifact,
-            table=class_rows,
-            key=layout.artifact_key("per-class", root),
-            description="IoU (%) per class of every model (columns: model / target)",
-        )
+    _publish_table("shards", shard_rows, root, "transfer shard status")
+    _publish_table(
+        "per-class",
+        report.per_class_rows(evaluations),
+        root,
+        "IoU (%) per class of every model (columns: model / target)",
+    )
     return {**full, "uris": uris}
+
+
+def _publish_table(kind: str, rows: list[dict[str, Any]], root: str, description: str) -> None:
+    """A table artifact keyed per experiment (``layout.artifact_key``), when there are rows."""
+    if rows:
+        publish(
+            kind,
+            create_table_artifact,
+            table=rows,
+            key=layout.artifact_key(kind, root),
+            description=description,
+        )
 
 
 def _publish_report(

@@ -118,7 +118,7 @@ def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] | None
     Returns ``(data, models_dir)``: the dataset roots by name and the models' folder.
     """
     from zodi_core.datasets.synth import write_synthetic
-    from zodi_core.pocket import WEIGHTS_DIR
+    from zodi_core.pocket import WEIGHTS_DIR, is_pocket_models
     from zodi_core.transfer.models import write_tiny_models
 
     say = log or (lambda _msg: None)
@@ -136,11 +136,6 @@ def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] | None
     return data, models_dir
 
 
-def is_pocket_models(folder: Path) -> bool:
-    """Whether ``folder`` holds pocket models (``zodi pocket-models`` writes a model card)."""
-    return (folder / "model_index.json").is_file() and (folder / "MODEL_CARD.md").is_file()
-
-
 def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: list[str]):
     """The demo's PipelineConfig: synthetic roots, the demo's models, local storage in workdir.
 
@@ -149,6 +144,7 @@ def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: 
     is 10, not the demo preset's 4: at 4 steps their night scenes come out brown and muddled.
     """
     from zodi_core.config import DatasetSpec, PipelineConfig
+    from zodi_core.pocket import is_pocket_models
 
     transfer: dict[str, Any] = {"models": {"base": str(models_dir), "controlnet": None}}
     if is_pocket_models(Path(models_dir)):

@@ -33,6 +33,7 @@ __all__ = [
     "PocketSpec",
     "build_pocket_models",
     "caption_for",
+    "is_pocket_models",
     "pocket_models_dir",
 ]
 
@@ -40,9 +41,15 @@ __all__ = [
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
+def is_pocket_models(folder: str | Path) -> bool:
+    """Whether ``folder`` holds pocket models (``zodi pocket-models`` writes a model card)."""
+    folder = Path(folder)
+    return (folder / "model_index.json").is_file() and (folder / "MODEL_CARD.md").is_file()
+
+
 def pocket_models_dir() -> Path:
     """The committed pocket models' folder (pass it as ``--models``)."""
-    if not (WEIGHTS_DIR / "model_index.json").is_file():
+    if not is_pocket_models(WEIGHTS_DIR):
         raise FileNotFoundError(
             f"pocket models: no weights at {WEIGHTS_DIR}; train them with "
             "`zodi pocket-models --out DIR` and pass --models DIR"
