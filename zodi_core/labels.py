@@ -35,10 +35,6 @@ for _lid, _tid in LABEL_ID_TO_TRAIN_ID.items():
     _LUT[_lid] = _tid
 
 
-def valid_label_ids() -> set[int]:
-    return set(LABEL_ID_TO_TRAIN_ID)
-
-
 def label_ids_to_train_ids(label: np.ndarray) -> np.ndarray:
     """Map a Cityscapes label-id map to train ids.
 

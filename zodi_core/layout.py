@@ -44,11 +44,6 @@ def generated_image_key(domain: str, generation_digest: str, sample_id: str) -> 
     return f"{IMAGES}/{domain}/{generation_digest}/{sample_id}.png"
 
 
-def generated_images_prefix(domain: str, generation_digest: str | None = None) -> str:
-    """Key prefix of a domain's generated images (of one generation digest, when given)."""
-    return f"{IMAGES}/{domain}/" + (f"{generation_digest}/" if generation_digest else "")
-
-
 def shard_manifest_key(
     domain: str, shard_name: str, shard_digest: str, generation_digest: str
 ) -> str:

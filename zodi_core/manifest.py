@@ -8,7 +8,6 @@ Every stage reads the previous stage's manifest, never the previous stage's fold
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -184,7 +183,3 @@ def summarize(table: pa.Table) -> dict[str, Any]:
         grouped = table.group_by(keys).aggregate([([], "count_all")])
         out["groups"] = grouped.to_pylist()
     return out
-
-
-def dumps_summary(table: pa.Table) -> str:
-    return json.dumps(summarize(table), indent=2)

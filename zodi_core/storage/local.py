@@ -153,6 +153,3 @@ class LocalStorage(Storage):
             p.unlink(missing_ok=True)
         except OSError as err:
             raise os_error(err, p, "delete") from err
-
-    def open_read(self, key: str) -> BinaryIO:
-        return open(self._p(key), "rb")
