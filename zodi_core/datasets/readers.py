@@ -17,9 +17,9 @@ import numpy as np
 from zodi_core.config import ACDC_CONDITIONS, DatasetSpec
 
 #: label_format of each dataset's label files (see zodi_core.datasets.io.read_label).
-LABEL_FORMATS = {"cityscapes": "label_ids", "acdc": "train_ids", "gta5": "label_ids"}
+DATASET_LABEL_FORMAT = {"cityscapes": "label_ids", "acdc": "train_ids", "gta5": "label_ids"}
 #: domain column of each dataset's samples (ACDC: the condition).
-DOMAINS = {"cityscapes": "source", "gta5": "game"}
+DATASET_DOMAIN = {"cityscapes": "source", "gta5": "game"}
 
 CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
 CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -145,7 +145,9 @@ def scan_cityscapes(
     """Cityscapes ``leftImg8bit/<split>/<city>/<frame id>_leftImg8bit.png`` with
     ``gtFine/<split>/<city>/<frame id>_gtFine_labelIds.png``; sample_id = frame id
     (``<city>_<seq>_<frame>``), joined on (city, frame id). ``subset``: see :func:`scan_gta5`."""
-    result = ScanResult("cityscapes", split, DOMAINS["cityscapes"], LABEL_FORMATS["cityscapes"])
+    result = ScanResult(
+        "cityscapes", split, DATASET_DOMAIN["cityscapes"], DATASET_LABEL_FORMAT["cityscapes"]
+    )
     root = Path(root)
     _scan_folder_pairs(
         result,
@@ -221,7 +223,7 @@ def scan_acdc(
             f"received {condition!r}"
         )
     root = Path(root)
-    result = ScanResult("acdc", split, condition, LABEL_FORMATS["acdc"])
+    result = ScanResult("acdc", split, condition, DATASET_LABEL_FORMAT["acdc"])
     _scan_folder_pairs(
         result,
         root / "rgb_anon" / condition / split,
@@ -257,7 +259,7 @@ def scan_gta5(root: str | Path, subset: int | None = None, subset_seed: int = 0)
     the subset.
     """
     root = Path(root)
-    result = ScanResult("gta5", "all", DOMAINS["gta5"], LABEL_FORMATS["gta5"])
+    result = ScanResult("gta5", "all", DATASET_DOMAIN["gta5"], DATASET_LABEL_FORMAT["gta5"])
     img_dir, lab_dir = root / "images", root / "labels"
     ok = _require_dir(result, img_dir, "<root>/images/<nnnnn>.png (GTA5 layout)")
     ok &= _require_dir(result, lab_dir, "<root>/labels/<nnnnn>.png (GTA5 layout)")
