@@ -44,6 +44,9 @@ TRANSFER_SCHEMA = pa.schema(
         pa.field("label_uri", pa.string(), nullable=False),
         pa.field("label_format", pa.string(), nullable=False),
         pa.field("generated_uri", pa.string()),
+        # The generated image's integrity, from the bytes the transfer stored (null: no image).
+        pa.field("image_bytes", pa.int64()),  # size of the stored PNG in bytes
+        pa.field("image_sha256", pa.string()),  # SHA-256 of the stored PNG, lowercase hex
         pa.field("prompt", pa.string(), nullable=False),
         pa.field("negative_prompt", pa.string(), nullable=False),
         pa.field("strength", pa.float32(), nullable=False),
@@ -162,10 +165,13 @@ def read_manifest(uri: str, schema_name: str | None = None, **storage_options: A
 
 
 def _add_missing_nullable(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Append the schema's nullable columns that ``table`` lacks, as nulls (older manifests)."""
-    for field in schema:
-        if field.nullable and field.name not in table.column_names:
-            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    """Append the schema's nullable columns that ``table`` lacks, as nulls (older manifests), in
+    the schema's column order (so old and new manifests concatenate)."""
+    missing = [f for f in schema if f.nullable and f.name not in table.column_names]
+    for field in missing:
+        table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    if missing and set(table.column_names) == set(schema.names):
+        table = table.select(schema.names)
     return table
 
 
