@@ -10,11 +10,22 @@ Two rules (README "Caching, failures and reruns"):
 - **One computation per key.** Cached tasks run under SERIALIZABLE isolation with a lock manager
   shared by every process of this machine (:class:`LocalLockManager`): of two identical runs started
   together, one computes each key while the other waits and then takes the cache hit.
+
+A lock cannot outlive its holder: each lock file records the host, pid and start time of the
+process that holds it (Prefect's own record names only a random holder id), and a waiter breaks
+a lock whose process is gone (killed, crashed, rebooted) and says so in one line on stderr. On
+Ctrl-C the command releases the locks of its process (:func:`release_held_locks`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import sys
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +36,13 @@ from prefect.transactions import IsolationLevel
 
 #: Environment variable naming the lock folder (default: ``$PREFECT_HOME/locks``).
 LOCKS_ENV = "ZODI_LOCKS_DIR"
+#: A lock file without an owner record (written by an older zodi, or a process killed between
+#: creating the file and recording itself) counts as abandoned after this many seconds.
+UNOWNED_GRACE_S = 30.0
+
+#: Lock files held by this process (released by :func:`release_held_locks` on Ctrl-C).
+_HELD: set[Path] = set()
+_HELD_LOCK = threading.Lock()
 
 
 def locks_dir() -> Path:
@@ -36,30 +54,67 @@ def locks_dir() -> Path:
     return Path(get_current_settings().home).expanduser() / "locks"
 
 
-def _holder_is_dead(holder: str) -> bool:
-    """True when a lock holder (Prefect's ``host:pid:thread…``) is a dead process of this host."""
-    import socket
-
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another machine's lock: it expires only with that machine's help
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22), or
+    None where there is no ``/proc`` or no such process. With the pid, it names one process:
+    a pid reused by a later process has another start time."""
     try:
-        os.kill(int(pid), 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: split after it.
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+def owner_record() -> dict[str, Any]:
+    """What identifies this process as a lock's owner: host, pid and start time."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": process_start_time(pid)}
+
+
+def owner_gone(info: dict[str, Any], lock_age_s: float) -> str | None:
+    """Why a lock's owner no longer holds it (e.g. ``process 123 on host-a is gone``), or None
+    while it may still be alive (or lives on another host: its lock waits for that host)."""
+    host, pid, started = info.get("host"), info.get("pid"), info.get("started")
+    if host is None or not isinstance(pid, int):
+        if lock_age_s > UNOWNED_GRACE_S:
+            return f"no recorded owner for {lock_age_s:.0f} s"
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return f"process {pid} on {host} is gone"
     except PermissionError:
-        return False
-    return False
+        pass  # alive, another user's
+    if started is not None and process_start_time(pid) not in (None, started):
+        return f"process {pid} on {host} is gone (the pid now belongs to another process)"
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}  # being written (Prefect creates the file, then writes it): no owner yet
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 class LocalLockManager(FileSystemLockManager):
-    """Lock files in :func:`locks_dir`, for the processes of one machine.
+    """Prefect's lock files, in :func:`locks_dir`, that cannot outlive the process holding them.
 
     The folder is read when a lock is taken (settings are read when a flow runs, never at
-    import). A lock left by a process of this machine that died (a killed worker) is broken
-    instead of blocking every later run. Across machines, configure the tasks' cache policy with
-    a lock manager all of them reach (e.g. prefect-redis's ``RedisLockManager``); see README.
+    import). Prefect writes ``{"holder", "expiration"}``; :meth:`acquire_lock` adds the owner
+    (:func:`owner_record`), and :meth:`is_locked` — which Prefect's ``wait_for_lock`` polls —
+    breaks a lock whose owner is gone (:func:`owner_gone`) and says so in one line. Across
+    machines, configure the tasks' cache policy with a lock manager all of them reach (e.g.
+    prefect-redis's ``RedisLockManager``, whose locks expire); see README.
     """
 
     def __init__(self) -> None:
@@ -73,13 +128,82 @@ class LocalLockManager(FileSystemLockManager):
     def lock_files_directory(self, value: Path) -> None:
         pass  # always locks_dir(): FileSystemLockManager.__init__ sets it
 
+    def _get_lock_info(self, key: str, use_cache: bool = True):  # type: ignore[override]
+        try:
+            return super()._get_lock_info(key, use_cache=use_cache)
+        except ValueError:  # a lock file being written: locked, owner not recorded yet
+            return {"holder": "", "expiration": None, "path": self._lock_path_for_key(key)}
+
+    def acquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        if not super().acquire_lock(key, holder, acquire_timeout, hold_timeout):
+            return False
+        path = Path(self._locks[key]["path"])
+        record = {**(_read_json(path) or {}), **owner_record()}
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)  # readers see Prefect's record or the full one, never a part
+        with _HELD_LOCK:
+            _HELD.add(path)
+        return True
+
+    def release_lock(self, key: str, holder: str) -> None:
+        path = Path(self._lock_path_for_key(key))
+        super().release_lock(key, holder)
+        with _HELD_LOCK:
+            _HELD.discard(path)
+
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
         info = self._get_lock_info(key, use_cache=use_cache)
-        if info is not None and _holder_is_dead(str(info.get("holder", ""))):
-            Path(info["path"]).unlink(missing_ok=True)
-            self._locks.pop(key, None)
-            return False
+        if info is not None:
+            path = Path(info["path"])
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                self._locks.pop(key, None)
+                return False
+            reason = owner_gone(info, age)
+            if reason is not None and self._break(path, info):
+                _say(f"[lock] {path.name}: {reason}; lock broken, its task runs again")
+                self._locks.pop(key, None)
+                return False
         return super().is_locked(key, use_cache=use_cache)
+
+    @staticmethod
+    def _break(path: Path, dead: dict[str, Any]) -> bool:
+        """Remove ``path`` if it still is the lock judged dead (not one taken since)."""
+        aside = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.broken")
+        try:
+            os.rename(path, aside)  # atomic: of two waiters, one moves it
+        except FileNotFoundError:
+            return True  # another waiter broke it first
+        now = _read_json(aside) or {}
+        same = all(
+            (now.get(k) or None) == (dead.get(k) or None)
+            for k in ("holder", "host", "pid", "started")
+        )
+        if not same:  # re-taken between our read and the rename: put the live lock back
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                pass
+        aside.unlink(missing_ok=True)
+        return same
+
+
+def release_held_locks() -> list[Path]:
+    """Remove the lock files this process holds (on Ctrl-C, before exiting); return them."""
+    with _HELD_LOCK:
+        held = sorted(_HELD)
+        _HELD.clear()
+    for path in held:
+        path.unlink(missing_ok=True)
+    return held
 
 
 def isolated_policy(cache_key_fn: Callable[..., str | None]) -> Any:

@@ -5,6 +5,10 @@ work dir, under SERIALIZABLE isolation (:mod:`tasks._cache`): two identical pipe
 run once, the second waits and takes the cache hit. A cache record whose checkpoint storage no
 longer holds is stale (:func:`stale_training_runs`): that run trains again (resuming from what is
 left of its work dir).
+
+The work dir depends on the settings (:func:`training_work_dir`): a run with another budget,
+schedule or data trains in its own folder and never resumes another's checkpoints; a killed run
+of the same settings resumes its own.
 """
 
 from __future__ import annotations
@@ -21,6 +25,22 @@ from zodi_core import storage
 from zodi_core.config import TrainConfig, config_digest
 from zodi_core.runs import TrainingRun
 from zodi_core.seg.train import resolve_config_path, train_model
+
+
+def _settings_digest(run: TrainingRun, source_uri: str | None, train: TrainConfig) -> str:
+    """Digest of what decides the model besides its name and seed: the config file's and
+    manifests' content and the training settings."""
+    config_file = str(resolve_config_path(run.mmseg_config))
+    manifests = [u for u in (run.paired_manifest, source_uri) if u]
+    parts = [content_digest(config_file, *manifests), config_digest(train)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def training_work_dir(
+    run: TrainingRun, source_uri: str | None, root: str, train: TrainConfig
+) -> str:
+    """``<root>/train/<name>/seed<n>/<settings digest>``: the run's work dir for these settings."""
+    return run.work_dir(root, _settings_digest(run, source_uri, train))
 
 
 def _train_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
@@ -68,7 +88,13 @@ def stale_training_runs(
     """The runs whose cache record names a checkpoint that storage no longer holds."""
     keys = {
         _train_cache_key(
-            None, {"run": r, "source_uri": source_uri, "work_dir": r.work_dir(root), "train": train}
+            None,
+            {
+                "run": r,
+                "source_uri": source_uri,
+                "work_dir": training_work_dir(r, source_uri, root, train),
+                "train": train,
+            },
         ): r
         for r in runs
     }
@@ -81,4 +107,4 @@ def submit_training_run(
 ) -> dict[str, Any]:
     """Train one run (in this process); a ``stale`` run refreshes its cache record."""
     task_ = train_model_task.with_options(refresh_cache=True) if run in stale else train_model_task
-    return task_(run, source_uri, run.work_dir(root), train)
+    return task_(run, source_uri, training_work_dir(run, source_uri, root, train), train)

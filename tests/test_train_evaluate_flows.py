@@ -28,7 +28,10 @@ def test_train_then_evaluate_flows_plan_name_and_evaluate_every_model(prefect_ha
     zodi, base = models["zodi-night"][0], models["source-only"][0]
     assert (zodi["domain"], zodi["seed"], base["domain"]) == ("night", 0, None)
     assert base["source_only"] and not zodi["source_only"]
-    assert zodi["checkpoint"] == f"{root}/train/zodi-night/seed0/iter_1.pth"
+    # <root>/train/<model>/seed<n>/<settings digest>/: each budget/schedule/data its own folder
+    settings = Path(zodi["checkpoint"]).parent.name
+    assert zodi["checkpoint"] == f"{root}/train/zodi-night/seed0/{settings}/iter_1.pth"
+    assert len(settings) == 12 and settings != Path(base["checkpoint"]).parent.name
     assert Path(base["checkpoint"]).is_file() and "loss_sim" in zodi["losses"]
     # A rerun hits the task cache (same inputs, same settings): nothing is trained again.
     again = train_flow(train_data["samples"], {"night": train_data["paired"]}, root, train)

@@ -58,6 +58,8 @@ def classify(err: BaseException) -> int:
         return EXIT_INTERRUPTED
     if _is(err, "zodi_core.storage", "TransientStorageError"):  # an outage: the work failed
         return EXIT_FAILED
+    if _is(err, "zodi_core.storage", "OutOfSpaceError"):  # a full disk: the work failed
+        return EXIT_FAILED
     if _is(err, "zodi_core.storage", "StorageError"):
         # Permanent: credentials, missing bucket, refused key, no permission: configuration.
         return EXIT_USAGE

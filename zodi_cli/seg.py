@@ -149,9 +149,11 @@ def _child_argv(args: argparse.Namespace) -> list[str]:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
     for backend in args.vis_backend or []:
         argv += ["--vis-backend", backend]
-    for flag in ("source_only", "resume", "verbose"):
+    for flag in ("source_only", "verbose"):
         if getattr(args, flag, False):
             argv.append(f"--{flag.replace('_', '-')}")
+    if isinstance(args.resume, bool):  # else "auto", the default
+        argv.append("--resume" if args.resume else "--no-resume")
     if args.cfg_options:
         argv += ["--cfg-options", *args.cfg_options]
     return argv
@@ -251,7 +253,16 @@ def add_parsers(subparsers: argparse._SubParsersAction, parent: argparse.Argumen
     p.add_argument("--feature-stage", type=int, help="backbone stage of L_sim (default -1: last)")
     p.add_argument("--batch-size", type=int, help="images (pairs) per GPU and step")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume", dest="resume", action="store_const", const=True, default="auto",
+        help="continue from the last checkpoint even if it was trained with other settings "
+        "(default: continue only a checkpoint of the same settings, refuse other ones)",
+    )  # fmt: skip
+    resume.add_argument(
+        "--no-resume", dest="resume", action="store_const", const=False,
+        help="start over in the work dir, ignoring its checkpoints",
+    )  # fmt: skip
     p.add_argument("--max-iters", type=int, help="iteration budget instead of the config's epochs")
     p.add_argument("--pretrained", help="local ImageNet weights of the backbone")
     p.add_argument("--gpus", type=int, help="data-parallel processes (torchrun + DDP; on a "

@@ -13,7 +13,7 @@ An artifact root (a local folder or ``s3://bucket/prefix``) holds::
     quality/<domain>/pred-<score digest>/<sample_id>.png  the layout scorer's predictions
     quality/tune/<domain>/...                           zodi tune-strength: manifests, plot, table
     proxy/...                                           the same layout, for the source val split
-    train/<model>/seed<n>/                              mmengine work dir of one training run
+    train/<model>/seed<n>/<settings digest>/            mmengine work dir of one training run
     eval/<slug>/                                        evaluation reports of one model
     grids/<domain>.png                                  sample grids
     report.json, report.md                              the pipeline report
@@ -110,8 +110,10 @@ def proxy_root(root: str) -> str:
     return uri(root, PROXY)
 
 
-def train_work_dir(root: str, model: str, seed: int) -> str:
-    return uri(root, f"{TRAIN}/{model}/seed{seed}")
+def train_work_dir(root: str, model: str, seed: int, settings: str | None = None) -> str:
+    """Work dir of one training run; ``settings`` (a digest of what decides the model) gives
+    each budget, schedule or data its own folder, so a run never resumes another's checkpoints."""
+    return uri(root, f"{TRAIN}/{model}/seed{seed}" + (f"/{settings}" if settings else ""))
 
 
 def eval_dir(root: str, slug: str) -> str:

@@ -54,9 +54,10 @@ class TrainingRun:
     def source_only(self) -> bool:
         return self.domain is None
 
-    def work_dir(self, root: str) -> str:
-        """``<root>/train/<name>/seed<seed>``: checkpoints and logs of this run."""
-        return layout.train_work_dir(root, self.name, self.seed)
+    def work_dir(self, root: str, settings: str | None = None) -> str:
+        """``<root>/train/<name>/seed<seed>[/<settings>]``: checkpoints and logs of this run
+        (``settings``: the digest of its training settings)."""
+        return layout.train_work_dir(root, self.name, self.seed, settings)
 
 
 def plan_training_runs(train: TrainConfig, paired: Mapping[str, str]) -> list[TrainingRun]:

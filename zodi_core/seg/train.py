@@ -14,8 +14,13 @@
    waits, then resumes or finds the model trained) and trains in the work dir — directly when
    local; in a local staging dir mirrored after every checkpoint by
    :class:`~zodi_core.seg.hooks.ZoDiSyncWorkDirHook` when it is ``s3://``;
-5. resumes from the last checkpoint with ``resume=True`` (or ``"auto"``: when there is one),
-   loading it under :func:`~zodi_core.seg.checkpoint.checkpoint_loading`.
+5. resumes from the last checkpoint (:func:`~zodi_core.seg.checkpoint.latest_checkpoint`) when
+   the work dir's settings record (:data:`SETTINGS_RECORD`: a digest of what decides the model —
+   network, data and their content, schedule and budget, optimiser, seed) matches this run's
+   (``resume="auto"``; other settings are refused with what changed), or always with
+   ``resume=True``; prints from which iteration. Checkpoints are written atomically
+   (:class:`~zodi_core.seg.checkpoint.AtomicLocalBackend`): a crash or a full disk never leaves
+   a truncated one.
 
 Device and precision come from ``TrainConfig.device`` / ``dtype`` through
 :func:`zodi_core.device.resolve_device`, the switch shared with transfer and evaluation. With
@@ -29,11 +34,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import hashlib
 import importlib.util
+import json
 import math
 import os
-import re
 import shutil
+import sys
 import tempfile
 import time
 import urllib.error
@@ -52,9 +59,15 @@ from zodi_core.seg.adapt import (
     replace_sync_batchnorm,
 )
 from zodi_core.seg.worklock import work_dir_lock
+from zodi_core.storage.local import OUT_OF_SPACE_ERRNOS, os_error, write_atomic
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 ZOO_PREFIX = "mmseg::"
+#: File in a work dir recording the settings its checkpoints were trained with.
+SETTINGS_RECORD = "zodi-train-settings.json"
+#: The parts of an mmengine config that decide the trained model (logging, hooks, validation
+#: and the work dir do not).
+SETTINGS_KEYS = ("model", "train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler")
 
 
 def zoo_config_dir() -> Path | None:
@@ -352,8 +365,11 @@ def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0)
 
 
 def _stage_resume(work_dir: str, staging: Path, storage_options: dict) -> str | None:
-    """Download the last checkpoint of a remote work dir into ``staging``; return its path."""
+    """Download the last checkpoint of a remote work dir (and its settings record) into
+    ``staging``; return its path."""
     store = storage.open_storage(work_dir, **storage_options)
+    if store.exists(SETTINGS_RECORD):
+        store.get_file(SETTINGS_RECORD, staging / SETTINGS_RECORD)
     if not store.exists("last_checkpoint"):
         return None
     name = store.get_bytes("last_checkpoint").decode().strip().replace("\\", "/").rsplit("/", 1)[-1]
@@ -364,13 +380,103 @@ def _stage_resume(work_dir: str, staging: Path, storage_options: dict) -> str | 
     return str(local)
 
 
-def _last_checkpoint(work_dir: Path) -> Path | None:
-    """The checkpoint ``last_checkpoint`` names, when both exist (a deleted one is no resume)."""
-    marker = work_dir / "last_checkpoint"
-    if not marker.is_file():
+def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(node, dict):
+        for key in sorted(node, key=str):
+            _flatten(node[key], f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(node, list | tuple):
+        for i, item in enumerate(node):
+            _flatten(item, f"{prefix}.{i}", out)
+    else:
+        out[prefix] = node if isinstance(node, str | int | float | bool | None) else repr(node)
+
+
+def training_settings(cfg, seed: int) -> dict[str, Any]:
+    """``{dotted key: value}`` of what decides the trained model: :data:`SETTINGS_KEYS` of the
+    final config, the seed, and the SHA-256 of every manifest the training set reads (the same
+    URI with new content is new data)."""
+    out: dict[str, Any] = {"seed": seed}
+    for key in SETTINGS_KEYS:
+        _flatten(cfg.get(key), key, out)
+    dataset = cfg.train_dataloader.dataset
+    for key in ("manifest", "source_manifest"):
+        uri = dataset.get(key)
+        if uri:
+            out[f"data.{key}.sha256"] = storage.sha256_bytes(storage.read_bytes(uri))
+    return out
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_settings_record(work_dir: Path) -> dict[str, Any] | None:
+    """The settings recorded in ``work_dir`` (None: no record, or an unreadable one)."""
+    try:
+        return json.loads((work_dir / SETTINGS_RECORD).read_text())["settings"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
-    last = Path(marker.read_text().strip())
-    return last if last.is_file() else None
+
+
+def write_settings_record(work_dir: Path, settings: dict[str, Any]) -> None:
+    text = json.dumps({"digest": settings_digest(settings), "settings": settings}, indent=1)
+    write_atomic(work_dir / SETTINGS_RECORD, lambda f: f.write(text.encode()))
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
+    """``train_cfg.max_iters 40 → 50; ...``: the first ``limit`` settings that differ."""
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    shown = [f"{k} {old.get(k, '(none)')} → {new.get(k, '(none)')}" for k in keys[:limit]]
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return "; ".join(shown) + more
+
+
+def decide_resume(
+    resume: bool | str,
+    last: Path | None,
+    recorded: dict[str, Any] | None,
+    settings: dict[str, Any],
+    work_dir: str,
+) -> bool:
+    """Whether to resume from ``last``: the rule of :func:`train_model`'s ``resume``.
+
+    ``True`` resumes (an error without a checkpoint; other settings are named on stderr),
+    ``False`` starts over. ``"auto"`` resumes when the work dir's recorded settings are this
+    run's, starts when it holds no checkpoint, and otherwise refuses (ConfigError naming what
+    changed, or that nothing was recorded): a checkpoint of other settings is never resumed
+    silently.
+    """
+    if resume is True:
+        if last is None:
+            raise FileNotFoundError(
+                f"--resume: no checkpoint to resume in the work dir {work_dir} (no "
+                f"last_checkpoint or iter_N.pth); drop --resume to start training"
+            )
+        if recorded is not None and recorded != settings:
+            _say(f"zodi train: --resume with other settings than the checkpoint's: "
+                 f"{changed_settings(recorded, settings)}")  # fmt: skip
+        return True
+    if resume is False or last is None:
+        return False
+    if recorded is None:
+        raise ConfigError(
+            f"work dir {work_dir}: holds {last.name} but no record of the settings it was "
+            f"trained with ({SETTINGS_RECORD}); pass --resume to continue it, --no-resume to "
+            f"start over, or another --work-dir"
+        )
+    if recorded != settings:
+        raise ConfigError(
+            f"work dir {work_dir}: holds {last.name} trained with other settings "
+            f"({changed_settings(recorded, settings)}); train into another --work-dir, or pass "
+            f"--resume to continue it with these settings (--no-resume: start over)"
+        )
+    return True
+
+
+def _say(line: str) -> None:
+    """One line for people on stderr (rank 0 of a DDP run only)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _wait_for_unused_log_dir(work_dir: Path) -> None:
@@ -382,11 +488,13 @@ def _wait_for_unused_log_dir(work_dir: Path) -> None:
 
 def _completed_steps(checkpoint: Path, cfg) -> bool:
     """Whether ``checkpoint`` (``iter_N.pth`` / ``epoch_N.pth``) already ends ``cfg``'s schedule."""
+    from zodi_core.seg.checkpoint import checkpoint_step
+
     loop = cfg.train_cfg
-    match = re.fullmatch(r"(iter|epoch)_(\d+)\.pth", checkpoint.name)
-    if match is None:
+    step = checkpoint_step(checkpoint)
+    if step is None:
         return False
-    kind, n = match.group(1), int(match.group(2))
+    kind, n = step
     if loop.get("type") == "IterBasedTrainLoop":
         return kind == "iter" and n >= loop.max_iters
     return kind == "epoch" and n >= loop.get("max_epochs", math.inf)
@@ -550,7 +658,12 @@ def _train_locked(
     """Train in the (locked) work dir; see :func:`train_model`."""
     from mmengine.runner import Runner
 
-    from zodi_core.seg.checkpoint import checkpoint_loading
+    from zodi_core.seg.checkpoint import (
+        ATOMIC_BACKEND,
+        checkpoint_loading,
+        checkpoint_step,
+        latest_checkpoint,
+    )
 
     remote = work_dir.startswith("s3://")
     staging = Path(tempfile.mkdtemp(prefix="zodi-train-")) if remote else Path(work_dir)
@@ -562,16 +675,15 @@ def _train_locked(
         ]
         if resume:
             _stage_resume(work_dir, staging, storage_options)
-    last = _last_checkpoint(staging)
-    if resume == "auto":
-        resume = last is not None
-    if resume and last is None:
-        raise FileNotFoundError(f"--resume: no last_checkpoint in the work dir {work_dir}")
+    settings = training_settings(cfg, seed)
+    last = latest_checkpoint(staging)
+    resume = decide_resume(resume, last, read_settings_record(staging), settings, work_dir)
+    summary["resumed_from"] = checkpoint_step(last)[1] if resume and checkpoint_step(last) else None
     if resume and _completed_steps(last, cfg):
         # Another run (or an earlier attempt) finished this schedule: nothing left to train.
         if remote:
             shutil.rmtree(staging, ignore_errors=True)
-        n = int(re.sub(r"\D", "", last.name))
+        n = summary["resumed_from"]
         iter_based = cfg.train_cfg.get("type") == "IterBasedTrainLoop"
         return {
             "checkpoint": storage.join_uri(work_dir, last.name) if remote else str(last),
@@ -581,11 +693,22 @@ def _train_locked(
             "losses": {},
             "seconds": round(time.monotonic() - started, 2),
         }
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if resume:
+        kind = "epoch" if checkpoint_step(last)[0] == "epoch" else "iteration"
+        _say(f"zodi train: resuming {work_dir} from {kind} {summary['resumed_from']} ({last.name})")
+    elif is_main:
+        # Starting over: the marker of an earlier run must not name a checkpoint of it.
+        (staging / "last_checkpoint").unlink(missing_ok=True)
+    if is_main:
+        write_settings_record(staging, settings)
     cfg.work_dir = str(staging)
     cfg.resume = bool(resume)
-    cfg.load_from = None
+    cfg.load_from = str(last) if resume else None  # the checkpoint chosen above, not mmengine's
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.launcher = launcher
+    if cfg.get("default_hooks", {}).get("checkpoint") is not None:
+        cfg.default_hooks.checkpoint.backend_args = dict(backend=ATOMIC_BACKEND)
 
     if int(os.environ.get("RANK", "0")) == 0:
         _wait_for_unused_log_dir(staging)
@@ -602,7 +725,11 @@ def _train_locked(
         if "unexpected keyword argument" in str(err):
             raise ConfigError(f"config {summary['mmseg_config']}: unknown key: {err}") from None
         raise
-    last = _last_checkpoint(staging)
+    except OSError as err:
+        if err.errno in OUT_OF_SPACE_ERRNOS:  # a log or marker write: say where (checkpoints do)
+            raise os_error(err, err.filename or staging, "training write") from err
+        raise
+    last = latest_checkpoint(staging)
     if last is None:
         raise RuntimeError(f"training in {staging} ended without writing a checkpoint")
     summary = {

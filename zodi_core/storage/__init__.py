@@ -9,6 +9,7 @@ servers: retries, error classification, the shared client), ``uri`` (opening a r
 """
 
 from zodi_core.storage.base import (
+    OutOfSpaceError,
     PermanentStorageError,
     Storage,
     StorageError,
@@ -34,6 +35,7 @@ from zodi_core.storage.uri import (
 
 __all__ = [
     "LocalStorage",
+    "OutOfSpaceError",
     "PermanentStorageError",
     "S3Storage",
     "Storage",

@@ -29,6 +29,11 @@ class PermanentStorageError(StorageError):
     """A failure that retrying will not fix (credentials, bucket, permission, space, bad key)."""
 
 
+class OutOfSpaceError(PermanentStorageError):
+    """No space left (a full disk, a quota, a file-size limit): not a configuration error but
+    the work failing (``zodi`` exits 1); free space and rerun."""
+
+
 def _check_key(key: str) -> str:
     """Normalise a relative key and refuse anything that escapes the root."""
     if not isinstance(key, str) or not key:
@@ -90,6 +95,11 @@ class Storage(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under ``prefix`` (relative to the root), sorted."""
+
+    @abstractmethod
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """``{key: size in bytes}`` under ``prefix``: the listing's own sizes (one LIST, no
+        request per object), for integrity checks against recorded sizes."""
 
     @abstractmethod
     def delete(self, key: str) -> None:

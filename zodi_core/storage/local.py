@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from zodi_core.storage.base import (
+    OutOfSpaceError,
     PermanentStorageError,
     Storage,
     StorageError,
@@ -34,9 +35,13 @@ TRANSIENT_ERRNOS = frozenset(
     if hasattr(errno, name)
 )
 
+#: errno values of a full disk: :class:`OutOfSpaceError`.
+OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
 _ADVICE = {
     errno.ENOSPC: "no space left on the device: free space or choose another storage root",
     errno.EDQUOT: "disk quota exceeded: free space or choose another storage root",
+    errno.EFBIG: "file too large for the file system or the process's file-size limit (ulimit -f)",
     errno.EACCES: "permission denied: check the folder's owner and mode",
     errno.EPERM: "operation not permitted: check the folder's owner and mode",
     errno.EROFS: "read-only file system: choose a writable storage root",
@@ -51,6 +56,8 @@ def os_error(err: OSError, where: str | os.PathLike, action: str) -> StorageErro
     reason = err.strerror or str(err)
     if err.errno in TRANSIENT_ERRNOS:
         return TransientStorageError(f"{where}: {action} failed: {reason}; retry later")
+    if err.errno in OUT_OF_SPACE_ERRNOS:
+        return OutOfSpaceError(f"{where}: {action} failed: {_ADVICE[err.errno]}")
     return PermanentStorageError(f"{where}: {action} failed: {_ADVICE.get(err.errno, reason)}")
 
 
@@ -146,6 +153,15 @@ class LocalStorage(Storage):
             if p.is_file() and not p.name.endswith(".part"):
                 keys.append(p.relative_to(self.path).as_posix())
         yield from sorted(keys)
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        out = {}
+        for key in self.list(prefix):
+            try:
+                out[key] = self._p(key).stat().st_size
+            except FileNotFoundError:  # deleted since the listing
+                continue
+        return out
 
     def delete(self, key: str) -> None:
         p = self._p(key)

@@ -446,6 +446,10 @@ class S3Storage(Storage):
 
         As for a folder, ``prefix="a"`` matches ``a`` and ``a/...`` but not ``ab``.
         """
+        yield from sorted(self.sizes(prefix))
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """``{key: size}`` under ``prefix`` (as :meth:`list`), from ListObjectsV2's ``Size``."""
         rel = _check_key(prefix) if prefix else ""
         if rel:
             full = self._key(rel)
@@ -454,7 +458,7 @@ class S3Storage(Storage):
             full = ""
             query = f"{self.prefix}/" if self.prefix else ""
         start = len(self.prefix) + 1 if self.prefix else 0
-        keys = []
+        found: dict[str, int] = {}
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=query
@@ -463,10 +467,10 @@ class S3Storage(Storage):
                 for obj in page.get("Contents", []):
                     name = obj["Key"]
                     if not full or name == full or name.startswith(f"{full}/"):
-                        keys.append(name[start:])
+                        found[name[start:]] = int(obj["Size"])
         except Exception as exc:
             raise self._error(exc, None, "LIST") from None
-        yield from sorted(keys)
+        return found
 
     def url_for(self, key: str, expires_s: int) -> str:
         """A presigned GET URL of the object, valid ``expires_s`` seconds (1 to 7 days).
