@@ -26,18 +26,15 @@ import torch
 from torch.testing import assert_close
 
 from zodi_cli import main
+from zodi_core import model_source
 from zodi_core.config import ModelsConfig
-from zodi_core.hub import (
-    RECORD_NAME,
-    HubUnreachableError,
-    base_patterns,
-    controlnet_patterns,
-    download_models,
-)
+from zodi_core.hub import RECORD_NAME, base_patterns, controlnet_patterns, download_models
+from zodi_core.model_source import HubUnreachableError, model_problems, models_fingerprint
 from zodi_core.seg.train import CONFIG_DIR, load_config, resolve_pretrained
 from zodi_core.transfer.models import load_components
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
+SHA2 = "89abcdef0123456789abcdef0123456789abcdef"
 BASE_ID, CONTROLNET_ID = "fake/sd15", "fake/control-seg"
 BACKBONE = "tiny-backbone-0123abcd.pth"
 
@@ -47,7 +44,10 @@ class FakeHub:
 
     def __init__(self, repos: dict[str, Path], files: dict[str, Path]) -> None:
         self.repos, self.files = repos, files
+        self.sha = SHA  # the commit every revision names (a test moves it)
         self.requests: list[tuple[str, str]] = []
+        self.tokens: list[str | None] = []  # the authorization header of each model API call
+        self.file_revisions: list[str] = []  # the revision of each file download URL
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,18 +96,20 @@ class FakeHub:
                 payload: object = listing
             else:  # repo_info / model_info (optionally at a revision)
                 siblings = [{"rfilename": f["path"]} for f in listing]
-                payload = {"id": repo, "modelId": repo, "sha": SHA, "siblings": siblings}
+                payload = {"id": repo, "modelId": repo, "sha": self.sha, "siblings": siblings}
             self.requests.append((h.command, path))
+            self.tokens.append(h.headers.get("authorization"))
             return self._send(h, 200, json.dumps(payload).encode(), body, "application/json")
         if len(parts) > 4 and parts[2] == "resolve" and "/".join(parts[:2]) in self.repos:
             repo, rel = "/".join(parts[:2]), "/".join(parts[4:])
+            self.file_revisions.append(parts[3])
             file = self.repos[repo] / rel
             self.requests.append((h.command, f"{repo}/{rel}"))
             if not file.is_file():
                 return self._send(h, 404, b"", body, headers={"X-Error-Code": "EntryNotFound"})
             data = file.read_bytes()
             etag = f'"{hashlib.sha1(data).hexdigest()}"'
-            return self._send(h, 200, data, body, headers={"X-Repo-Commit": SHA, "ETag": etag})
+            return self._send(h, 200, data, body, headers={"X-Repo-Commit": self.sha, "ETag": etag})
         if parts[0] == "files" and parts[-1] in self.files:
             self.requests.append((h.command, path))
             return self._send(h, 200, self.files[parts[-1]].read_bytes(), body)
@@ -143,6 +145,7 @@ def _use_hub(monkeypatch, endpoint: str, cache: Path) -> None:
     template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(model_source, "_RESOLVED", {})  # hub answers of this process: none yet
 
 
 def _half_variants(folder: Path) -> None:
@@ -242,23 +245,29 @@ def test_models_download_fills_one_folder_that_loads_offline(
     assert code == 0, captured.err
 
     # 1. One folder: SD 1.5's subfolders, controlnet/, torch's hub layout, the record; no decoy,
-    #    no second weights variant, no download metadata.
-    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    #    no second weights variant; snapshot_download's own metadata kept (a rerun resumes).
+    files = {
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and ".cache" not in p.relative_to(out).parts
+    }
     assert files == {
         "model_index.json",
         "unet/config.json",
-        "unet/diffusion_pytorch_model.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors",
         "vae/config.json",
-        "vae/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.fp16.safetensors",
         "text_encoder/config.json",
-        "text_encoder/model.safetensors",
+        "text_encoder/model.fp16.safetensors",
         *(f"tokenizer/{p.name}" for p in (hub_repos[BASE_ID] / "tokenizer").iterdir()),
         "scheduler/scheduler_config.json",
         "controlnet/config.json",
-        "controlnet/diffusion_pytorch_model.safetensors",
+        "controlnet/diffusion_pytorch_model.fp16.safetensors",
         f"torch/hub/checkpoints/{BACKBONE}",
         RECORD_NAME,
     }
+    assert (out / ".cache" / "huggingface").is_dir()
+    assert (out / "controlnet" / ".cache" / "huggingface").is_dir()
     # Only the fp16 weights came over the wire (the fp32 files and decoys were never asked for).
     weights = {p for p in fake_hub.fetched() if p.endswith((".safetensors", ".bin", ".png"))}
     assert weights == {
@@ -267,12 +276,12 @@ def test_models_download_fills_one_folder_that_loads_offline(
         f"{BASE_ID}/text_encoder/model.fp16.safetensors",
         f"{CONTROLNET_ID}/diffusion_pytorch_model.fp16.safetensors",
     }
-    # huggingface_hub's own snapshot_download did it, with the allow_patterns: a dry run (the
-    # plan and its size) then the download pinned to the planned commit.
+    # huggingface_hub's own snapshot_download did it, with the allow_patterns, pinned to the
+    # commit the hub named: a dry run (the plan and its size), then the download.
     assert [(r, k["allow_patterns"], k["revision"], k.get("dry_run", False)) for r, k in calls] == [
-        (BASE_ID, base_patterns("fp16"), None, True),
+        (BASE_ID, base_patterns("fp16"), SHA, True),
         (BASE_ID, base_patterns("fp16"), SHA, False),
-        (CONTROLNET_ID, controlnet_patterns("fp16"), None, True),
+        (CONTROLNET_ID, controlnet_patterns("fp16"), SHA, True),
         (CONTROLNET_ID, controlnet_patterns("fp16"), SHA, False),
     ]
 
@@ -314,7 +323,7 @@ def test_models_download_fills_one_folder_that_loads_offline(
     url = f"{fake_hub.url}/files/{BACKBONE}"
     assert resolve_pretrained(load_config(str(backbone_config)), timeout=1.0) == url
 
-    # 5. A rerun (hub still gone) skips everything: nothing is fetched twice.
+    # 5. A rerun (hub still gone) keeps the folder an earlier run filled: nothing is fetched.
     requests = len(fake_hub.requests)
     result = download_models(
         out,
@@ -419,16 +428,15 @@ def test_models_download_unreachable_hub_is_one_line_in_seconds(closed_hub, tmp_
 
 
 def test_silent_hub_is_a_network_problem_after_the_timeout(tmp_path, monkeypatch):
-    from zodi_core.hub import hub_problem
-
     with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         _use_hub(monkeypatch, f"http://127.0.0.1:{silent.getsockname()[1]}", tmp_path / "cache")
         t0 = time.perf_counter()
-        problem = hub_problem("someone/some-model", None, "config.json", "models.base", 1.0)
+        models = ModelsConfig(base="someone/some-model", controlnet=None)
+        (problem,) = model_problems(models, timeout=1.0)
         assert time.perf_counter() - t0 < 3.0
-    assert problem is not None and "unreachable within 1 s" in problem
+    assert "unreachable within 1 s" in problem
     assert "a network problem" in problem and "--models DIR" in problem
 
 
@@ -443,4 +451,66 @@ def test_load_components_unreachable_hub_loads_what_is_cached(fake_hub, tmp_path
     t0 = time.perf_counter()
     parts = load_components(ModelsConfig(base=BASE_ID, controlnet=CONTROLNET_ID))
     assert time.perf_counter() - t0 < 10.0
-    assert parts.revisions == {"base": f"{BASE_ID}@main", "controlnet": f"{CONTROLNET_ID}@main"}
+    # The commit of the cached files is what loaded, and what lineage records (not "main").
+    assert parts.revisions == {"base": f"{BASE_ID}@{SHA}", "controlnet": f"{CONTROLNET_ID}@{SHA}"}
+
+
+# Hub ids resolved to their commit; the token chain; the fp16 variant ---------------------------
+
+
+def test_hub_models_load_at_the_commit_the_hub_names_and_lineage_records_it(fake_hub):
+    models = ModelsConfig(base=BASE_ID, controlnet=CONTROLNET_ID)
+    assert models_fingerprint(models) == f"{BASE_ID}@{SHA},{CONTROLNET_ID}@{SHA}"
+    parts = load_components(models)
+    assert parts.revisions == {"base": f"{BASE_ID}@{SHA}", "controlnet": f"{CONTROLNET_ID}@{SHA}"}
+    # The files came from that commit: every download URL names it.
+    assert any(p.startswith(f"{BASE_ID}/unet/") for p in fake_hub.fetched())
+    assert set(fake_hub.file_revisions) == {SHA}
+
+    fake_hub.sha = SHA2  # "main" moves on the hub: a new process sees another model
+    model_source._RESOLVED.clear()
+    assert models_fingerprint(models) == f"{BASE_ID}@{SHA2},{CONTROLNET_ID}@{SHA2}"
+
+
+def test_a_pinned_commit_is_not_asked_for(fake_hub):
+    models = ModelsConfig(
+        base=BASE_ID, revision=SHA, controlnet=CONTROLNET_ID, controlnet_revision=SHA
+    )
+    assert models_fingerprint(models) == f"{BASE_ID}@{SHA},{CONTROLNET_ID}@{SHA}"
+    assert not any("/api/models" in p for _, p in fake_hub.requests)
+
+
+def test_the_hub_is_asked_with_the_token_of_hf_auth_login(fake_hub, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    token_file = tmp_path / "hf-home" / "token"  # where `hf auth login` writes it
+    token_file.parent.mkdir()
+    token_file.write_text("hf_login_token_0123")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(token_file))
+    models_fingerprint(ModelsConfig(base=BASE_ID, controlnet=None))
+    assert fake_hub.tokens == ["Bearer hf_login_token_0123"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_half_precision_loads_the_fp16_variant_where_the_repository_has_one(
+    fake_hub, tiny_models_dir, dtype
+):
+    fake_hub.repos["fake/sd15-fp32-only"] = tiny_models_dir  # no fp16 weights in it
+    models = ModelsConfig(base="fake/sd15-fp32-only", controlnet=CONTROLNET_ID)
+    parts = load_components(models, "cpu", getattr(torch, dtype))
+    assert parts.unet.dtype == getattr(torch, dtype)
+    weights = {p for p in fake_hub.fetched() if p.endswith(".safetensors")}
+    half = dtype == "float16"
+    cn = (
+        "diffusion_pytorch_model.fp16.safetensors"
+        if half
+        else "diffusion_pytorch_model.safetensors"
+    )
+    assert weights == {
+        "fake/sd15-fp32-only/unet/diffusion_pytorch_model.safetensors",  # no variant: the standard
+        "fake/sd15-fp32-only/vae/diffusion_pytorch_model.safetensors",
+        "fake/sd15-fp32-only/text_encoder/model.safetensors",
+        f"{CONTROLNET_ID}/{cn}",  # it has both: the variant in half precision
+    }

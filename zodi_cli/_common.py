@@ -76,7 +76,7 @@ def _expected(err: BaseException) -> bool:
     return (
         isinstance(err, (CommandError, ValueError, FileNotFoundError, PermissionError))
         or _is(err, "zodi_core.storage", "StorageError")
-        or _is(err, "zodi_core.hub", "HubUnreachableError")  # says: network problem, and the remedy
+        or _is(err, "zodi_core.model_source", "HubUnreachableError")  # network problem + remedy
     )
 
 
@@ -97,13 +97,14 @@ def models_overrides(models: str | None, controlnet: str | None) -> dict[str, An
     pocket-models`` and ``zodi models download`` write) uses that ControlNet unless
     ``--controlnet`` names another.
     """
+    from zodi_core.model_source import holds_controlnet, is_local
+
     out: dict[str, Any] = {}
     if models:
         out["base"] = models
-        local = Path(models).expanduser()
-        if models.startswith(("/", ".", "~")) and not local.is_dir():
+        if is_local(models) and not Path(models).expanduser().is_dir():
             raise FileNotFoundError(f"--models: model folder {models!r} does not exist")
-        if (local / "controlnet").is_dir():
+        if holds_controlnet(models):
             out["controlnet"] = None  # <base>/controlnet
     if controlnet:
         out["controlnet"] = controlnet

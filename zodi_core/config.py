@@ -34,6 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+from zodi_core.model_source import is_local
+
 #: The paper's five target domains: built in, with a prompt phrase and a strength (SPEC §2).
 #: Any other name is a user-defined domain, valid once a config or the prompt config gives it a
 #: prompt (``TransferConfig.domain_settings`` / ``prompt``, ``PromptConfig.domains``).
@@ -146,8 +148,14 @@ class ModelsConfig(_Config):
         CONTROLNET_SEG_ID,
         description="Hub id or local folder of the segmentation ControlNet; None: <base>/controlnet",
     )
-    revision: str | None = Field(None, description="Hub revision of the base model (None: main)")
-    controlnet_revision: str | None = Field(None, description="Hub revision of the ControlNet")
+    revision: str | None = Field(
+        None,
+        description="Hub revision (branch, tag or commit) of the base model, resolved to its "
+        "commit at load and recorded; a commit pins it (None: main)",
+    )
+    controlnet_revision: str | None = Field(
+        None, description="Hub revision of the ControlNet (as revision; None: main)"
+    )
 
 
 def _check_strength_value(v: float | None) -> float | None:
@@ -792,15 +800,13 @@ def _local_path(value: str | None, base: Path) -> str | None:
 def _local_source(value: str | None, base: Path, mmseg: bool = False) -> str | None:
     """A model or mmseg config source: a local path made absolute, else left as it is.
 
-    Local when it starts with ``.``, ``/`` or ``~`` (as the model loaders decide) or names
-    something under ``base``; otherwise it is a hub id (``org/name``), a bundled mmseg config
-    name or an ``mmseg::`` model-zoo name.
+    Local by :func:`zodi_core.model_source.is_local` (starts with ``.``, ``/`` or ``~``, or
+    names something under ``base``); otherwise it is a hub id (``org/name``), a bundled mmseg
+    config name or an ``mmseg::`` model-zoo name.
     """
     if value is None or "://" in value or (mmseg and value.startswith("mmseg::")):
         return value
-    if value.startswith((".", "/", "~")) or (base / value).exists():
-        return _local_path(value, base)
-    return value
+    return _local_path(value, base) if is_local(value, base) else value
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

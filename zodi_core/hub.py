@@ -1,9 +1,8 @@
-"""The model hub: whether a hub id can be loaded here, and fetching every model into one folder.
+"""Fetching every model a run needs into one folder, for workers without internet.
 
-GPU workers of many clusters have no internet. This module decides, in seconds, whether a hub id
-can be loaded (cached, reachable, or neither: a one-line network error that says how to use a
-local folder instead), and :func:`download_models` fetches what a run needs, on a machine with
-internet, into one folder that ``--models DIR`` and the pipeline config accept as is::
+GPU workers of many clusters have no internet. :func:`download_models` fetches what a run needs,
+on a machine with internet, into one folder that ``--models DIR`` and the pipeline config accept
+as is::
 
     DIR/
       model_index.json unet/ vae/ text_encoder/ tokenizer/ scheduler/   Stable Diffusion 1.5
@@ -13,36 +12,42 @@ internet, into one folder that ``--models DIR`` and the pipeline config accept a
 
 The diffusers folders come down with huggingface_hub's ``snapshot_download`` (``allow_patterns``
 built from the files the loader needs, so only one weights variant comes down, not every
-checkpoint of the repository); the backbone weights with ``torch.hub.download_url_to_file`` from
-the URL mmengine resolves for the mmseg config. They sit where torch's hub cache puts them, so
-training finds them offline with ``TORCH_HOME=DIR/torch`` (or ``--pretrained DIR/torch/hub/
-checkpoints/<file>.pth``).
+checkpoint of the repository), pinned to the commit the hub names for the revision; its download
+metadata (``.cache/huggingface``) stays, so a rerun fetches only what is missing or changed. The
+``fp16`` variant (half the download; what the GPU transfer runs in) keeps its name, so the loader
+knows it for what it is (:func:`zodi_core.model_source.weights_variant`); a repository without
+the fp16 file of a component gives its standard weights file instead. The backbone weights come
+with ``torch.hub.download_url_to_file`` from the URL mmengine resolves for the mmseg config, into
+torch's hub layout, so training finds them offline with ``TORCH_HOME=DIR/torch``.
 
-The ``fp16`` variant (half the download; what the GPU transfer runs in) is stored under the
-standard weights names, so every loader finds it without a variant argument; the weights load
-into whatever dtype the run asks for (float32 on CPU). A repository without the fp16 file of a
-component gives its standard weights file instead.
-
-Nothing here imports Prefect; torch and mmengine are imported only to fetch backbone weights.
+Where a model comes from, the hub's answers and their one-line errors are
+:mod:`zodi_core.model_source`'s. Nothing here imports Prefect.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
-import shutil
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 from zodi_core.config import ModelsConfig, TrainConfig
-
-#: Seconds to wait for the model hub before calling it unreachable.
-NETWORK_TIMEOUT = 5.0
+from zodi_core.model_source import (
+    BASE_SUBFOLDERS,
+    CONTROLNET_FILES,
+    NETWORK_TIMEOUT,
+    HubUnreachableError,
+    ModelSource,
+    check_folder,
+    is_local,
+    is_network_error,
+    model_sources,
+    resolve_hub,
+    with_variant,
+)
+from zodi_core.seg.train import _http_url, _weights_refs, load_config
 
 #: The record of what :func:`download_models` fetched, at the root of the folder.
 RECORD_NAME = "zodi-models.json"
@@ -53,201 +58,12 @@ TORCH_HOME_NAME = "torch"
 Variant = Literal["fp16", "fp32"]
 
 
-class HubUnreachableError(ConnectionError):
-    """The model hub did not answer (a network problem); the message says how to work offline."""
-
-
-# 1. Can a hub id be loaded here? -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HubCheck:
-    """What is known about one hub id here: cached, offline mode, the hub's answer."""
-
-    cached: bool
-    offline: bool  # HF_HUB_OFFLINE is set
-    status: int | None = None  # HTTP status of the hub; None when not asked or unreachable
-    error: str | None = None  # why the hub could not be reached (a network problem)
-
-
-def check_hub(
-    repo_id: str,
-    revision: str | None = None,
-    filename: str = "config.json",
-    timeout: float = NETWORK_TIMEOUT,
-    probe_when_cached: bool = False,
-) -> HubCheck:
-    """Look ``repo_id`` up in the local hub cache and (unless cached, or offline) ask the hub.
-
-    The hub is asked with one HEAD request of its model API, ``timeout`` seconds at most (no
-    retries): a machine without internet learns it at once instead of after ~30 s of retries.
-    """
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    cached = isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str)
-    offline = bool(constants.HF_HUB_OFFLINE)
-    if offline or (cached and not probe_when_cached):
-        return HubCheck(cached, offline)
-    url = f"{constants.ENDPOINT.rstrip('/')}/api/models/{repo_id}"
-    if revision:
-        url += f"/revision/{revision}"
-    request = urllib.request.Request(url, method="HEAD")
-    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-    if token:
-        request.add_header("authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return HubCheck(cached, offline, status=response.status)
-    except urllib.error.HTTPError as err:
-        return HubCheck(cached, offline, status=err.code)
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", None) or type(err).__name__
-        return HubCheck(cached, offline, error=f"unreachable within {timeout:g} s ({reason})")
-
-
-def offline_remedy(repo_id: str, field: str) -> str:
-    """How to get ``repo_id`` onto a machine without internet, for the setting ``field``."""
-    if field.endswith("base"):
-        return (
-            "on a machine with internet run `zodi models download --out DIR`, copy DIR here and "
-            f"pass --models DIR (config: {field}: DIR; or `hf download {repo_id} --local-dir DIR`)"
-        )
-    if field.endswith("controlnet"):
-        return (
-            "on a machine with internet run `zodi models download --out DIR`, copy DIR here and "
-            f"pass --controlnet DIR/controlnet (config: {field}: DIR/controlnet; or `hf download "
-            f"{repo_id} --local-dir DIR`)"
-        )
-    return (
-        f"on a machine with internet run `hf download {repo_id} --local-dir DIR`, copy DIR here "
-        f"and set {field} to DIR"
-    )
-
-
-def describe_hub_check(
-    check: HubCheck, repo_id: str, revision: str | None, field: str
-) -> str | None:
-    """The one-line problem of a :class:`HubCheck` (None: loadable), naming ``field``."""
-    from huggingface_hub import constants
-
-    if check.cached:  # whatever the hub says, the files are here
-        return None
-    how = offline_remedy(repo_id, field)
-    if check.offline:
-        return f"{field}: hub id {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set; {how}"
-    if check.error:
-        return (
-            f"{field}: hub id {repo_id!r} not cached and the hub ({constants.ENDPOINT}) is "
-            f"{check.error}: a network problem; {how}; or, with the files in the hub cache, "
-            "set HF_HUB_OFFLINE=1"
-        )
-    status = check.status or 200
-    if status in (401, 403):
-        return (
-            f"{field}: hub id {repo_id!r} refused access (HTTP {status}): "
-            "accept its licence on the hub and log in (`hf auth login` or HF_TOKEN)"
-        )
-    if status == 404:
-        return (
-            f"{field}: hub id {repo_id!r} (revision {revision or 'main'}) not found on the hub; "
-            "check the spelling"
-        )
-    if status >= 400:
-        return f"{field}: hub id {repo_id!r}: the hub answered HTTP {status}; retry later or {how}"
-    return None
-
-
-def hub_problem(
-    repo_id: str,
-    revision: str | None,
-    filename: str,
-    field: str,
-    timeout: float = NETWORK_TIMEOUT,
-) -> str | None:
-    """None when ``repo_id`` is cached or reachable on the hub; else the problem, one line."""
-    check = check_hub(repo_id, revision, filename, timeout)
-    return describe_hub_check(check, repo_id, revision, field)
-
-
-def require_hub(
-    repo_id: str,
-    revision: str | None,
-    filename: str,
-    field: str,
-    timeout: float = NETWORK_TIMEOUT,
-) -> bool:
-    """Before loading ``repo_id`` from the hub: True when it must load from the cache only.
-
-    The hub is asked even when the files are cached, so that an unreachable hub means "load from
-    the cache" at once (``local_files_only``) instead of a retried request per file. Raises
-    :class:`HubUnreachableError` (a network problem, nothing cached), ``PermissionError`` (access
-    refused) or ``FileNotFoundError`` (no such repository; offline and not cached), one line each.
-    """
-    check = check_hub(repo_id, revision, filename, timeout, probe_when_cached=True)
-    problem = describe_hub_check(check, repo_id, revision, field)
-    if problem is None:  # cached, or the hub answers: from the cache only unless it answers well
-        return check.offline or (
-            check.cached and (check.error is not None or (check.status or 200) >= 400)
-        )
-    _raise_problem(check, problem)
-
-
-def _unreachable(check: HubCheck) -> bool:
-    """The hub did not answer, or answered with a server error (both may pass)."""
-    return check.error is not None or (check.status or 0) >= 500
-
-
-def _raise_problem(check: HubCheck, problem: str) -> NoReturn:
-    """Raise ``problem`` as the kind it is: network (may pass), access refused, not found."""
-    if _unreachable(check):
-        raise HubUnreachableError(problem)
-    if check.status in (401, 403):
-        raise PermissionError(problem)
-    raise FileNotFoundError(problem)
-
-
-def is_network_error(err: BaseException) -> bool:
-    """Whether ``err`` (or an exception it was raised from) is a failed connection to a server.
-
-    The hub client's transport errors (``httpx2``/``httpx``: refused, timed out, reset), the
-    standard library's connection and timeout errors, urllib's failures to connect.
-    """
-    transport: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    for module in ("httpx2", "httpx", "requests"):  # hub client of huggingface_hub 2.x / 1.x / 0.x
-        try:
-            lib = importlib.import_module(module)
-        except ImportError:
-            continue
-        transport += (getattr(lib, "TransportError", None) or lib.ConnectionError,)
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, transport):
-            return True
-        if isinstance(current, urllib.error.URLError) and not isinstance(
-            current, urllib.error.HTTPError
-        ):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-# 2. What a run needs ---------------------------------------------------------------------------
-
-
-def _with_variant(name: str, variant: Variant) -> str:
-    """``diffusion_pytorch_model.safetensors`` → ``diffusion_pytorch_model.fp16.safetensors``
-    (diffusers' and transformers' variant naming); fp32 is the unnamed default."""
-    if variant == "fp32":
-        return name
-    stem, dot, ext = name.rpartition(".")
-    return f"{stem}.{variant}{dot}{ext}"
+# 1. What a run needs ---------------------------------------------------------------------------
 
 
 def allow_patterns(needs: dict[str, tuple[tuple[str, ...], ...]], variant: Variant) -> list[str]:
     """The repository files the loader needs (``needs``: subfolder → groups of alternatives, as
-    :data:`~zodi_core.transfer.models.BASE_SUBFOLDERS`): per group its first alternative
+    :data:`~zodi_core.model_source.BASE_SUBFOLDERS`): per group its first alternative
     (safetensors before ``.bin``), weights in ``variant``; the tokenizer folder whole (its
     merges and special tokens are small and all needed)."""
     patterns = []
@@ -259,22 +75,18 @@ def allow_patterns(needs: dict[str, tuple[tuple[str, ...], ...]], variant: Varia
         for group in groups:
             name = group[0]
             patterns.append(
-                prefix + (_with_variant(name, variant) if name.endswith(".safetensors") else name)
+                prefix + (with_variant(name, variant) if name.endswith(".safetensors") else name)
             )
     return patterns
 
 
 def base_patterns(variant: Variant) -> list[str]:
     """Files of the Stable Diffusion repository a run needs (model_index.json and the loader's)."""
-    from zodi_core.transfer.models import BASE_SUBFOLDERS
-
     return ["model_index.json", *allow_patterns(BASE_SUBFOLDERS, variant)]
 
 
 def controlnet_patterns(variant: Variant) -> list[str]:
     """Files of the ControlNet repository a run needs."""
-    from zodi_core.transfer.models import CONTROLNET_FILES
-
     return allow_patterns({"": CONTROLNET_FILES}, variant)
 
 
@@ -284,8 +96,6 @@ def backbone_weights_urls(mmseg_config: str) -> list[str]:
     The references are the ones training resolves (``pretrained``, ``backbone.init_cfg``),
     ``open-mmlab://`` names through mmengine's own table; a config without any gives [].
     """
-    from zodi_core.seg.train import _http_url, _weights_refs, load_config
-
     urls = []
     for _, _, ref in _weights_refs(load_config(mmseg_config)):
         url = _http_url(ref)
@@ -298,7 +108,7 @@ def backbone_weights_urls(mmseg_config: str) -> list[str]:
     return list(dict.fromkeys(urls))
 
 
-# 3. Download -----------------------------------------------------------------------------------
+# 2. Download -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -379,14 +189,14 @@ def format_size(n: int) -> str:
 
 def _component_files(name: str, root: Path) -> dict[str, int]:
     """Files (relative path → bytes) of one component's folder; the base folder without the
-    ControlNet, backbone weights and record that share it."""
-    others = (
-        ("controlnet", TORCH_HOME_NAME, RECORD_NAME, ".cache") if name == "base" else (".cache",)
-    )
+    ControlNet, backbone weights, record and download metadata that share it."""
+    others = ("controlnet", TORCH_HOME_NAME, RECORD_NAME) if name == "base" else ()
     return {
         p.relative_to(root).as_posix(): p.stat().st_size
         for p in sorted(root.rglob("*"))
-        if p.is_file() and p.relative_to(root).parts[0] not in others
+        if p.is_file()
+        and p.relative_to(root).parts[0] not in others
+        and not p.relative_to(root).parts[0].startswith(".")
     }
 
 
@@ -395,31 +205,6 @@ def _read_record(out: Path) -> dict[str, Any]:
         return json.loads((out / RECORD_NAME).read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _hub_error(err: BaseException, repo_id: str, field: str) -> BaseException:
-    """A one-line error for a failed snapshot download (network, access, missing repository)."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    if isinstance(err, GatedRepoError):
-        return PermissionError(
-            f"{field}: hub id {repo_id!r} is gated: accept its licence on the hub and log in "
-            "(`hf auth login` or HF_TOKEN)"
-        )
-    if isinstance(err, (RepositoryNotFoundError, RevisionNotFoundError)):
-        return FileNotFoundError(f"{field}: hub id {repo_id!r}: {str(err).splitlines()[0]}")
-    if is_network_error(err) or "internet connection" in str(err):
-        return HubUnreachableError(
-            f"{field}: downloading {repo_id!r} from {constants.ENDPOINT} failed: a network problem "
-            f"({' '.join(str(err).split())[:160]}); check the connection (HF_ENDPOINT, proxy) "
-            "and run `zodi models download` again: it resumes"
-        )
-    return err
 
 
 def _quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -441,101 +226,92 @@ def _quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def _snapshot(
     name: str,
-    repo_id: str,
-    revision: str | None,
+    source: ModelSource,
     patterns: list[str],
     dest: Path,
-    needs: dict[str, tuple[tuple[str, ...], ...]],
     variant: Variant,
     record: dict[str, Any],
     say: Callable[[str], None],
     timeout: float,
 ) -> Fetched:
-    """Fetch ``patterns`` of ``repo_id`` into ``dest`` with ``snapshot_download``; check it."""
+    """Fetch ``patterns`` of the hub id into ``dest`` with ``snapshot_download`` at the commit
+    the hub names for the revision; check that the loader finds what it needs."""
     from huggingface_hub import constants, snapshot_download
 
-    from zodi_core.transfer.models import _check_folder
-
-    field = f"models.{name}"
-    previous = record.get(name, {})
-    same = (previous.get("source"), previous.get("requested"), previous.get("variant")) == (
-        repo_id,
-        revision,
-        variant,
+    repo, field_name = source.source, source.field
+    how = (
+        "run `zodi models download` on a machine with internet (check HF_ENDPOINT and proxy "
+        "settings), copy the folder here and pass --models DIR; or set HF_HUB_OFFLINE=1 to load "
+        "from the hub cache"
     )
-    if same:
-        try:
-            _check_folder(dest, needs, field)
-        except FileNotFoundError:
-            pass  # incomplete: fetch again (snapshot_download resumes)
-        else:
-            say(f"{name}: {repo_id}@{previous['revision'][:12]} already in {dest}; skipped")
-            files = _component_files(name, dest)
-            return Fetched(name, repo_id, dest, previous["revision"], files, skipped=True)
     if constants.HF_HUB_OFFLINE:
         raise HubUnreachableError(
-            f"{field}: cannot download {repo_id!r}: HF_HUB_OFFLINE is set; run `zodi models "
+            f"{field_name}: cannot download {repo!r}: HF_HUB_OFFLINE is set; run `zodi models "
             "download` on a machine with internet (HF_HUB_OFFLINE unset), then copy the folder"
         )
-    check = check_hub(repo_id, revision, "config.json", timeout, probe_when_cached=True)
-    if _unreachable(check) or (check.status or 0) >= 400:
-        if check.error is not None:
-            problem = (
-                f"{field}: cannot download {repo_id!r}: the hub ({constants.ENDPOINT}) is "
-                f"{check.error}: a network problem; run `zodi models download` on a machine with "
-                "internet (check HF_ENDPOINT and proxy settings), copy the folder here and pass "
-                "--models DIR; or set HF_HUB_OFFLINE=1 to load from the hub cache"
-            )
-        else:  # an answer of the hub: access refused, no such repository, server error
-            problem = describe_hub_check(HubCheck(False, False, check.status), repo_id, revision,
-                                         field)  # fmt: skip
-        _raise_problem(check, problem or f"{field}: hub id {repo_id!r}: HTTP {check.status}")
-    kwargs: dict[str, Any] = {"revision": revision, "allow_patterns": patterns, "local_dir": dest}
     try:
-        plan = _quietly(snapshot_download, repo_id, dry_run=True, **kwargs)
-        planned = {f.filename for f in plan}
-        missing = [p for p in patterns if f".{variant}." in p and p not in planned]
-        if missing:
-            # Not every repository holds every weights file in the variant: the standard one then.
-            say(f"{name}: {repo_id} has no {variant} variant of {', '.join(missing)}; "
-                "fetching the standard weights instead")  # fmt: skip
-            patterns = [p for p in patterns if p not in missing]
-            patterns += [p.replace(f".{variant}.", ".") for p in missing]
-            kwargs["allow_patterns"] = patterns
-            plan = _quietly(snapshot_download, repo_id, dry_run=True, **kwargs)
-        if not plan:
-            raise FileNotFoundError(
-                f"{field}: hub id {repo_id!r} has none of the files {patterns}; "
-                "is it a diffusers repository?"
-            )
-        commit = plan[0].commit_hash
-        total = sum(p.file_size or 0 for p in plan)
-        todo = sum(p.file_size or 0 for p in plan if p.will_download)
-        say(
-            f"{name}: {repo_id}@{commit[:12]}: {len(plan)} files, {format_size(total)} "
-            f"({format_size(todo)} to fetch) → {dest}"
+        commit = resolve_hub(source, timeout, fresh=True).commit
+    except HubUnreachableError as err:
+        previous = record.get(name, {})
+        asked = (previous.get("source"), previous.get("requested"), previous.get("variant"))
+        if asked == (repo, source.revision, variant) and _complete(dest, source):
+            # The hub is out of reach and an earlier run filled the folder: nothing to do.
+            say(f"{name}: {repo}@{previous['revision'][:12]} already in {dest} (hub out of reach)")
+            return Fetched(name, repo, dest, previous["revision"],
+                           _component_files(name, dest), skipped=True)  # fmt: skip
+        raise HubUnreachableError(
+            f"{field_name}: cannot download {repo!r}: the hub ({constants.ENDPOINT}) is "
+            f"{err.reason}: a network problem; {how}",
+            err.reason,
+        ) from None
+    kwargs: dict[str, Any] = {"revision": commit, "allow_patterns": patterns, "local_dir": dest}
+    plan = _quietly(snapshot_download, repo, dry_run=True, **kwargs)
+    planned = {f.filename for f in plan}
+    missing = [p for p in patterns if f".{variant}." in p and p not in planned]
+    if missing:
+        # Not every repository holds every weights file in the variant: the standard one then.
+        say(f"{name}: {repo} has no {variant} variant of {', '.join(missing)}; "
+            "fetching the standard weights instead")  # fmt: skip
+        patterns = [p for p in patterns if p not in missing]
+        patterns += [p.replace(f".{variant}.", ".") for p in missing]
+        kwargs["allow_patterns"] = patterns
+        plan = _quietly(snapshot_download, repo, dry_run=True, **kwargs)
+    if not plan:
+        raise FileNotFoundError(
+            f"{field_name}: hub id {repo!r} has none of the files {patterns}; "
+            "is it a diffusers repository?"
         )
-        snapshot_download(repo_id, **{**kwargs, "revision": commit})
-    except Exception as err:  # noqa: BLE001 - converted to one line, or re-raised as is
-        converted = _hub_error(err, repo_id, field)
-        if converted is err:
-            raise
-        raise converted from None
-    if variant != "fp32":
-        # The loader reads the standard names: the variant's weights take them.
-        for p in plan:
-            got = dest / p.filename
-            standard = got.with_name(got.name.replace(f".{variant}.", "."))
-            if got.is_file() and standard != got:
-                os.replace(got, standard)
+    total = sum(p.file_size or 0 for p in plan)
+    todo = sum(p.file_size or 0 for p in plan if p.will_download)
+    skipped = not any(p.will_download for p in plan)
+    say(
+        f"{name}: {repo}@{commit[:12]}: {len(plan)} files, {format_size(total)} "
+        f"({format_size(todo)} to fetch) → {dest}"
+    )
+    if not skipped:
+        try:
+            snapshot_download(repo, **kwargs)
+        except Exception as err:  # noqa: BLE001 - a network failure is one line, the rest as is
+            if not is_network_error(err):
+                raise
+            raise HubUnreachableError(
+                f"{field_name}: downloading {repo!r} from {constants.ENDPOINT} failed: a network "
+                f"problem ({' '.join(str(err).split())[:160]}); check the connection (HF_ENDPOINT, "
+                "proxy) and run `zodi models download` again: it resumes"
+            ) from None
     try:
-        _check_folder(dest, needs, field)
+        check_folder(dest, source.needs_dict(), field_name)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err} (not in the hub repository {repo_id!r})") from None
-    shutil.rmtree(dest / ".cache" / "huggingface", ignore_errors=True)
-    if (dest / ".cache").is_dir() and not any((dest / ".cache").iterdir()):
-        (dest / ".cache").rmdir()
-    return Fetched(name, repo_id, dest, commit, _component_files(name, dest))
+        raise FileNotFoundError(f"{err} (not in the hub repository {repo!r})") from None
+    return Fetched(name, repo, dest, commit, _component_files(name, dest), skipped=skipped)
+
+
+def _complete(dest: Path, source: ModelSource) -> bool:
+    try:
+        check_folder(dest, source.needs_dict(), source.field)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _fetch_weights(url: str, out: Path, say: Callable[[str], None]) -> Fetched:
@@ -579,8 +355,10 @@ def download_models(
         say: where progress lines go.
         timeout: seconds to wait for the hub before calling it unreachable.
 
-    Rerunning skips what is complete and resumes what is not. Raises
-    :class:`HubUnreachableError` within seconds when the hub cannot be reached.
+    Rerunning fetches only what is missing or changed (snapshot_download's own bookkeeping);
+    with the hub out of reach, a folder an earlier run filled is kept as it is. Raises
+    :class:`~zodi_core.model_source.HubUnreachableError` within seconds when the hub cannot be
+    reached and nothing is there.
     """
     models = models or ModelsConfig()
     if mmseg_configs is None:
@@ -589,23 +367,20 @@ def download_models(
         raise ValueError(
             "models.controlnet: expected a hub id of the segmentation ControlNet, received None"
         )
-    from zodi_core.transfer.models import BASE_SUBFOLDERS, CONTROLNET_FILES, _is_local
-
-    for field_name, source in (("base", models.base), ("controlnet", models.controlnet)):
-        if _is_local(source) or source.count("/") != 1:
+    for field_name, name in (("base", models.base), ("controlnet", models.controlnet)):
+        if is_local(name) or name.count("/") != 1:
             raise ValueError(
                 f"models.{field_name}: expected a hub id (owner/name) to download, "
-                f"received {source!r}"
+                f"received {name!r}"
             )
 
     out = Path(out).expanduser().resolve()
     urls = [url for config in mmseg_configs for url in backbone_weights_urls(config)]
     record = _read_record(out)
+    base, controlnet = model_sources(models)
     fetched = [
-        _snapshot("base", models.base, models.revision, base_patterns(variant), out,
-                  BASE_SUBFOLDERS, variant, record, say, timeout),
-        _snapshot("controlnet", models.controlnet, models.controlnet_revision,
-                  controlnet_patterns(variant), out / "controlnet", {"": CONTROLNET_FILES},
+        _snapshot("base", base, base_patterns(variant), out, variant, record, say, timeout),
+        _snapshot("controlnet", controlnet, controlnet_patterns(variant), out / "controlnet",
                   variant, record, say, timeout),
     ]  # fmt: skip
     fetched += [_fetch_weights(url, out, say) for url in dict.fromkeys(urls)]

@@ -29,8 +29,14 @@ from zodi_core.config import (
     QualityConfig,
     StorageConfig,
 )
-from zodi_core.hub import NETWORK_TIMEOUT  # (re-exported) the hub's wait, in seconds
-from zodi_core.hub import hub_problem as _hub_problem  # one owner of the hub check
+from zodi_core.model_source import (  # one owner of where models come from
+    NETWORK_TIMEOUT,
+    ModelSource,
+    folder_problem,
+    hub_problem,
+    is_local,
+    model_problems,
+)
 
 #: Key of the probe object written and deleted under the storage root.
 PROBE_PREFIX = ".zodi-preflight-"
@@ -94,65 +100,12 @@ def check_dataset(spec: DatasetSpec, field: str) -> list[str]:
 # Models ------------------------------------------------------------------------------------
 
 
-def _is_local(source: str) -> bool:
-    return Path(source).expanduser().exists() or source.startswith(("/", ".", "~"))
-
-
-def _folder_problem(root: Path, needs: dict, what: str) -> str | None:
-    from zodi_core.transfer.models import _check_folder
-
-    try:
-        _check_folder(root, needs, what)
-    except FileNotFoundError as err:
-        return str(err)
-    return None
-
-
 def check_models(
     models: ModelsConfig, field: str = "transfer.models", network_timeout: float = NETWORK_TIMEOUT
 ) -> list[str]:
-    """Problems of the diffusion models: incomplete local folders, unreachable hub ids."""
-    from zodi_core.transfer.models import BASE_SUBFOLDERS, CONTROLNET_FILES
-
-    problems: list[str | None] = []
-    base_local = _is_local(models.base)
-    if base_local:
-        base = Path(models.base).expanduser()
-        problems.append(_folder_problem(base, BASE_SUBFOLDERS, f"{field}.base"))
-        if models.controlnet is None and base.is_dir():
-            problems.append(
-                _folder_problem(
-                    base / "controlnet",
-                    {"": CONTROLNET_FILES},
-                    f"{field}.controlnet (<base>/controlnet)",
-                )
-            )
-    else:
-        problems.append(
-            _hub_problem(
-                models.base, models.revision, "model_index.json", f"{field}.base", network_timeout
-            )  # fmt: skip
-        )
-    if models.controlnet is not None:
-        if _is_local(models.controlnet):
-            problems.append(
-                _folder_problem(
-                    Path(models.controlnet).expanduser(),
-                    {"": CONTROLNET_FILES},
-                    f"{field}.controlnet",
-                )  # fmt: skip
-            )
-        else:
-            problems.append(
-                _hub_problem(
-                    models.controlnet,
-                    models.controlnet_revision,
-                    "config.json",
-                    f"{field}.controlnet",
-                    network_timeout,
-                )  # fmt: skip
-            )
-    return [p for p in problems if p]
+    """Problems of the diffusion models: incomplete local folders, hub ids that cannot be loaded
+    here (:func:`zodi_core.model_source.model_problems`), fields named under ``field``."""
+    return model_problems(models, field.removesuffix("models"), network_timeout)
 
 
 def check_quality(
@@ -164,19 +117,15 @@ def check_quality(
     if not config.score:
         return []
     if config.clip:
-        if _is_local(config.clip):
-            problems.append(
-                _folder_problem(
-                    Path(config.clip).expanduser(),
-                    {"": (("config.json",), ("model.safetensors", "pytorch_model.bin"))},
-                    f"{field}.clip",
-                )
-            )
-        else:
-            problems.append(
-                _hub_problem(config.clip, None, "config.json", f"{field}.clip", network_timeout)
-            )
-    if config.seg_checkpoint and _is_local(config.seg_checkpoint):
+        local = is_local(config.clip)
+        clip = ModelSource(
+            f"{field}.clip",
+            str(Path(config.clip).expanduser()) if local else config.clip,
+            local,
+            needs=(("", (("config.json",), ("model.safetensors", "pytorch_model.bin"))),),
+        )
+        problems.append(folder_problem(clip) if local else hub_problem(clip, network_timeout))
+    if config.seg_checkpoint and is_local(config.seg_checkpoint):
         if not Path(config.seg_checkpoint).expanduser().is_file():
             problems.append(
                 f"{field}.seg_checkpoint: {config.seg_checkpoint!r} not found; set it to a "

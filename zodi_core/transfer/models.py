@@ -7,38 +7,28 @@ Stable Diffusion 1.5 + ``control_v11p_sd15_seg``.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zodi_core.config import ModelsConfig
 from zodi_core.device import resolve_device  # noqa: F401  (re-exported)
+from zodi_core.model_source import (
+    HubUnreachableError,
+    ModelSource,
+    check_folder,
+    is_network_error,
+    model_sources,
+    offline_remedy,
+    resolve_hub,
+    source_identity,
+    weights_variant,
+)
 
 if TYPE_CHECKING:
     import torch
-
-#: Subfolders of a diffusers Stable Diffusion folder the sampler needs, and the files in each
-#: (any one of a tuple suffices).
-BASE_SUBFOLDERS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "unet": (
-        ("config.json",),
-        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
-    ),
-    "vae": (
-        ("config.json",),
-        ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
-    ),
-    "text_encoder": (("config.json",), ("model.safetensors", "pytorch_model.bin")),
-    "tokenizer": (("tokenizer_config.json",), ("vocab.json", "tokenizer.json")),
-    "scheduler": (("scheduler_config.json",),),
-}
-CONTROLNET_FILES: tuple[tuple[str, ...], ...] = (
-    ("config.json",),
-    ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"),
-)
 
 
 @dataclass
@@ -65,140 +55,73 @@ class Components:
 # 2. Loading ----------------------------------------------------------------------------------
 
 
-def _is_local(source: str) -> bool:
-    return Path(source).expanduser().exists() or source.startswith(("/", ".", "~"))
-
-
-def _check_folder(root: Path, needs: dict[str, tuple[tuple[str, ...], ...]], what: str) -> None:
-    """Raise FileNotFoundError listing every missing subfolder/file (before diffusers' own error)."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"{what}: model folder {str(root)!r} does not exist")
-    missing = []
-    for sub, groups in needs.items():
-        folder = root / sub if sub else root
-        if not folder.is_dir():
-            missing.append(f"{sub}/")
-            continue
-        for group in groups:
-            if not any((folder / name).is_file() for name in group):
-                missing.append(f"{sub}/{' or '.join(group)}" if sub else " or ".join(group))
-    if missing:
-        raise FileNotFoundError(
-            f"{what}: model folder {str(root)!r} is incomplete; missing: {', '.join(missing)}"
-        )
-
-
-def folder_digest(root: Path) -> str:
-    """Content digest of a local model folder: its config/tokenizer files plus weight sizes.
-
-    Hashing multi-GB weights on every load is too slow; configs and sizes change whenever a
-    different model is put there, which is what a lineage record needs. Every shard's cache key
-    asks for it, so the digest is remembered per folder state (names, sizes, mtimes): only a
-    changed folder is read again.
-    """
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    state = tuple(
-        (p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
-        for p, st in ((p, p.stat()) for p in files)
-    )
-    return _folder_digest(str(root), state)
-
-
-@functools.lru_cache(maxsize=32)
-def _folder_digest(root: str, state: tuple[tuple[str, int, int], ...]) -> str:
-    h = hashlib.sha256()
-    for rel, size, _ in state:
-        h.update(rel.encode())
-        if rel.endswith((".json", ".txt")):
-            h.update((Path(root) / rel).read_bytes())
-        else:
-            h.update(str(size).encode())
-    return h.hexdigest()[:16]
-
-
 def load_components(
     models: ModelsConfig, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
 ) -> Components:
-    """Build the components with ``from_pretrained`` from hub ids or local folders.
+    """Build the components with diffusers' and transformers' ``from_pretrained``.
 
-    The base model (``models.base``) provides the subfolders unet/vae/text_encoder/tokenizer/
-    scheduler; the ControlNet comes from ``models.controlnet``, or ``<base>/controlnet`` when None.
-    Local folders are checked first (the error lists what is missing) and loaded with
-    ``local_files_only``. Revisions: the hub revision asked for (or ``main``), or for a local
-    folder ``local:<content digest>``.
+    Where each model comes from is :mod:`zodi_core.model_source`'s decision (a local folder or a
+    hub id; a ControlNet of None is ``<base>/controlnet``). Local folders are checked first (the
+    error lists what is missing) and loaded with ``local_files_only``. A hub id is resolved to
+    its commit once (``HfApi().model_info``, seconds at most) and that commit is loaded, from the
+    cache only when the hub does not answer; in float16 the repository's ``fp16`` weights
+    variant is loaded where it has one (half the download; SD 1.5's fp16 files are its fp32
+    weights rounded, as loading would round them). The scheduler is checked against SD 1.5's
+    (:func:`configure_scheduler`). ``revisions`` records each model's
+    :func:`~zodi_core.model_source.source_identity` (``id@commit`` or ``folder@local:digest``).
     """
+    base, cn = model_sources(models)
+    for source in (base, cn):
+        if source.local:
+            check_folder(source.path, source.needs_dict(), source.field)
+    # A hub id: the hub is asked once, in seconds (before the libraries load), instead of ~30 s
+    # of retries per file: out of reach, cached files load from the cache and missing ones fail
+    # with a network message.
+    resolved = {s.field: resolve_hub(s) for s in (base, cn) if not s.local}
+
     import torch
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from zodi_core.hub import HubUnreachableError, is_network_error, offline_remedy, require_hub
-
     dtype = dtype or torch.float32
     device = torch.device(device)
-    base = models.base
-    base_local = _is_local(base)
-    if base_local:
-        base_path = Path(base).expanduser()
-        _check_folder(base_path, BASE_SUBFOLDERS, "models.base")
-        base = str(base_path)
-    if models.controlnet is None:
-        if not base_local:
-            cn_source, cn_sub, cn_local = base, "controlnet", False
+    half = dtype == torch.float16
+
+    def load(cls: Any, source: ModelSource, sub: str | None, **kwargs: Any) -> Any:
+        hub = resolved.get(source.field)
+        if source.local:
+            where, kw = str(source.path), {"local_files_only": True}
         else:
-            _check_folder(
-                base_path / "controlnet",
-                {"": CONTROLNET_FILES},
-                "models.controlnet (<base>/controlnet)",
-            )
-            cn_source, cn_sub, cn_local = base, "controlnet", True
-    else:
-        cn_source, cn_sub, cn_local = models.controlnet, None, _is_local(models.controlnet)
-        if cn_local:
-            cn_source = str(Path(cn_source).expanduser())
-            _check_folder(Path(cn_source), {"": CONTROLNET_FILES}, "models.controlnet")
-
-    cn_rev = models.controlnet_revision if models.controlnet is not None else models.revision
-    # A hub id: the hub is asked once, in seconds, instead of ~30 s of retries per file: out of
-    # reach, cached files load from the cache and missing ones fail with a network message.
-    base_cached = cn_cached = False
-    if not base_local:
-        base_cached = require_hub(base, models.revision, "model_index.json", "models.base")
-    if cn_sub:
-        cn_cached = base_cached
-    elif not cn_local:
-        cn_cached = require_hub(cn_source, cn_rev, "config.json", "models.controlnet")
-
-    def kw(local: bool, revision: str | None, sub: str | None, cached: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {"local_files_only": True} if local else {"revision": revision}
-        if cached:
-            out["local_files_only"] = True
+            where = source.source
+            kw = {"revision": hub.commit, "local_files_only": hub.cached_only}
+            sub = "/".join(p for p in (source.subfolder, sub) if p) or None
         if sub:
-            out["subfolder"] = sub
-        return out
-
-    def load(cls: Any, source: str, what: str, **kwargs: Any) -> Any:
+            kw["subfolder"] = sub
+        variant = weights_variant(source, sub, hub, half)
+        if variant:
+            kw["variant"] = variant
         try:
-            return cls.from_pretrained(source, **kwargs)
+            return cls.from_pretrained(where, **kw, **kwargs)
         except (OSError, ValueError) as err:
-            if not _is_local(source) and is_network_error(err):
+            if not source.local and is_network_error(err):
                 raise HubUnreachableError(
-                    f"{what}: loading hub id {source!r} failed: a network problem; "
-                    f"{offline_remedy(source, what)}"
+                    f"{source.field}: loading hub id {where!r} failed: a network problem; "
+                    f"{offline_remedy(where, source.field)}"
                 ) from None
             raise FileNotFoundError(
-                f"{what}: could not load {source!r} (subfolder {kwargs.get('subfolder')!r}) "
-                f"from a local folder, the hub or its cache: {err}"
+                f"{source.field}: could not load {where!r} (subfolder {sub!r}) from a local "
+                f"folder, the hub or its cache: {' '.join(str(err).split())[:300]}"
             ) from None
 
-    base_kw = lambda sub: kw(base_local, models.revision, sub, base_cached)  # noqa: E731
-    unet = load(UNet2DConditionModel, base, "models.base", dtype=dtype, **base_kw("unet"))
-    vae = load(AutoencoderKL, base, "models.base", dtype=dtype, **base_kw("vae"))
-    text_encoder = load(CLIPTextModel, base, "models.base", dtype=dtype, **base_kw("text_encoder"))
-    tokenizer = load(CLIPTokenizer, base, "models.base", **base_kw("tokenizer"))
-    scheduler = load(DDIMScheduler, base, "models.base", **base_kw("scheduler"))
-    cn_kw = kw(cn_local, cn_rev, cn_sub, cn_cached)
-    controlnet = load(ControlNetModel, cn_source, "models.controlnet", dtype=dtype, **cn_kw)
+    unet = load(UNet2DConditionModel, base, "unet", dtype=dtype)
+    vae = load(AutoencoderKL, base, "vae", dtype=dtype)
+    text_encoder = load(CLIPTextModel, base, "text_encoder", dtype=dtype)
+    tokenizer = load(CLIPTokenizer, base, "tokenizer")
+    scheduler = configure_scheduler(
+        load(DDIMScheduler, base, "scheduler").config, f"{base.field} scheduler"
+    )
+    controlnet = load(ControlNetModel, cn, None, dtype=dtype)
 
     for module in (unet, controlnet, vae, text_encoder):
         module.to(device).eval().requires_grad_(False)
@@ -207,18 +130,9 @@ def load_components(
     for module in (unet, controlnet, vae):
         module.set_attn_processor(AttnProcessor2_0())
 
-    base_rev = f"local:{folder_digest(Path(base))}" if base_local else (models.revision or "main")
-    if cn_local:
-        cn_root = Path(cn_source) / (cn_sub or "")
-        cn_id, cn_revision = str(cn_root), f"local:{folder_digest(cn_root)}"
-    else:
-        cn_id = cn_source if cn_sub is None else f"{cn_source}/{cn_sub}"
-        cn_revision = cn_rev or "main"
-    revisions = {"base": f"{base}@{base_rev}", "controlnet": f"{cn_id}@{cn_revision}"}
+    revisions = {"base": source_identity(base), "controlnet": source_identity(cn)}
     return Components(unet, controlnet, vae, text_encoder, tokenizer, scheduler, revisions)
 
-
-# 3. Tiny models ------------------------------------------------------------------------------
 
 #: Stable Diffusion 1.5's DDIM scheduler configuration.
 SD15_SCHEDULER = {
@@ -232,6 +146,55 @@ SD15_SCHEDULER = {
     "timestep_spacing": "leading",
     "prediction_type": "epsilon",
 }
+#: Settings of the noise schedule a model was trained on: another value is another model family.
+TRAINING_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "prediction_type",
+)
+#: Sampling settings SD 1.5 needs (DDIM's defaults clip x0 and end on alpha 1): set at load.
+SAMPLING_SETTINGS = {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
+                     "thresholding": False, "rescale_betas_zero_snr": False}  # fmt: skip
+
+
+def configure_scheduler(config: dict[str, Any], what: str = "models.base scheduler") -> Any:
+    """SD 1.5's DDIM scheduler from a model's ``scheduler_config.json`` (any scheduler class).
+
+    The noise schedule must be SD 1.5's (:data:`TRAINING_KEYS`; else ``ValueError``, one line:
+    the sampler's equations assume it); the sampling settings are SD 1.5's
+    (:data:`SAMPLING_SETTINGS`), set with one warning line naming what differed. The timestep
+    grid (``timestep_spacing``) is the transfer's own setting, applied when the sampler plans
+    its steps.
+    """
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(config)
+    wrong = [
+        f"{k} {scheduler.config[k]!r} (SD 1.5: {SD15_SCHEDULER[k]!r})"
+        for k in TRAINING_KEYS
+        if scheduler.config[k] != SD15_SCHEDULER[k]
+    ]
+    if wrong:
+        raise ValueError(
+            f"{what}: {', '.join(wrong)}: the transfer needs Stable Diffusion 1.5's noise "
+            "schedule; use an SD 1.5 model (or fix scheduler/scheduler_config.json)"
+        )
+    changed = {k: v for k, v in SAMPLING_SETTINGS.items() if scheduler.config.get(k) != v}
+    if changed:
+        warnings.warn(
+            f"{what}: "
+            + ", ".join(f"{k} {scheduler.config.get(k)!r} → {v!r}" for k, v in changed.items())
+            + " (SD 1.5's DDIM sampling settings; the folder's scheduler_config.json differs)",
+            UserWarning,
+            stacklevel=3,
+        )
+        scheduler = DDIMScheduler.from_config({**scheduler.config, **changed})
+    return scheduler
+
+
+# 3. Tiny models ------------------------------------------------------------------------------
 
 
 def _tiny_tokenizer_files(folder: Path) -> None:

@@ -90,9 +90,12 @@ def plan_timesteps(scheduler: Any, config: TransferConfig) -> TimestepPlan:
     ``consistent`` (ours): noise, invert and denoise at the first truncated timestep.
     ``release``: noise and invert at ⌊1000·S⌋ (clipped to 999) while denoising still starts at the
     grid step below it (fog, S = 0.6: t = 600 vs 551), the release's mismatch (SPEC "known defects").
+    The grid's spacing is ``config.timestep_spacing`` (set on the scheduler: the recorded setting
+    is the applied one, whatever the model folder's scheduler_config.json says).
     """
     T = config.num_inference_steps
     k = denoising_steps(T, config.effective_strength)
+    scheduler.register_to_config(timestep_spacing=config.timestep_spacing)
     scheduler.set_timesteps(T)
     timesteps = scheduler.timesteps[T - k :]
     if config.timestep_mode == "release":

@@ -1,0 +1,534 @@
+"""Where the diffusion models come from: a local folder or a hub id, what they are, what is wrong.
+
+The one owner of these decisions (loading, ``zodi models download``, preflight and the command
+line ask here):
+
+- **local folder or hub id** (:func:`is_local`), and the ``<base>/controlnet`` rule
+  (:func:`model_sources`: a ControlNet of None is the base's ``controlnet`` subfolder);
+- **the files a loader needs** (:data:`BASE_SUBFOLDERS`, :data:`CONTROLNET_FILES`,
+  :func:`check_folder`);
+- **identity** (:func:`models_fingerprint`): a local folder is the SHA-256 of the bytes of every
+  file the loader reads (:func:`folder_digest`; each file's hash is remembered by its state —
+  path, size, mtime, ctime, inode — on disk, so a multi-GB folder is read once per change, not
+  once per shard or process); a hub id is the commit its revision resolves to
+  (:func:`resolve_hub`), so outputs cannot change under one fingerprint when ``main`` moves;
+- **the hub's answer** (:func:`resolve_hub`, :func:`hub_problem`): huggingface_hub's
+  ``HfApi().model_info(..., timeout=)`` with its token chain (``hf auth login``, ``HF_TOKEN``) and
+  its typed errors, turned into one line a person can act on.
+
+A leaf: it imports nothing of zodi_core, nor torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zodi_core.config import ModelsConfig
+
+#: Seconds to wait for the model hub before calling it unreachable.
+NETWORK_TIMEOUT = 5.0
+
+_DIFFUSERS_WEIGHTS = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "diffusion_pytorch_model.fp16.safetensors",  # a folder of the fp16 variant only
+)
+#: Subfolders of a diffusers Stable Diffusion folder the sampler needs, and the files in each
+#: (any one of a tuple suffices; the first is the one a download fetches).
+BASE_SUBFOLDERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "unet": (("config.json",), _DIFFUSERS_WEIGHTS),
+    "vae": (("config.json",), _DIFFUSERS_WEIGHTS),
+    "text_encoder": (
+        ("config.json",),
+        ("model.safetensors", "pytorch_model.bin", "model.fp16.safetensors"),
+    ),
+    "tokenizer": (("tokenizer_config.json",), ("vocab.json", "tokenizer.json")),
+    "scheduler": (("scheduler_config.json",),),
+}
+CONTROLNET_FILES: tuple[tuple[str, ...], ...] = (("config.json",), _DIFFUSERS_WEIGHTS)
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+class HubUnreachableError(ConnectionError):
+    """The model hub did not answer (a network problem); the message says how to work offline,
+    ``reason`` what happened ("unreachable within 5 s (ConnectError)", "HTTP 503")."""
+
+    def __init__(self, message: str, reason: str = "unreachable") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# 1. Local folder or hub id ------------------------------------------------------------------
+
+
+def is_local(source: str, base: str | Path | None = None) -> bool:
+    """Whether ``source`` names a local folder rather than a hub id (``owner/name``).
+
+    Local when it starts with ``.``, ``/`` or ``~``, or names something that exists (under
+    ``base`` when given, else the current folder).
+    """
+    if source.startswith((".", "/", "~")):
+        return True
+    path = Path(source).expanduser()
+    return (Path(base) / path).exists() if base is not None else path.exists()
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model to load: a local folder, or a hub id (with a subfolder and a revision)."""
+
+    field: str  # the setting it comes from, for messages ("models.base")
+    source: str  # hub id, or the folder (``~`` expanded)
+    local: bool
+    revision: str | None = None  # the hub revision asked for (None: main)
+    subfolder: str | None = None  # "controlnet" for <base>/controlnet on the hub
+    needs: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = ()  # (subfolder, file groups)
+
+    @property
+    def path(self) -> Path:
+        """The local folder holding the model (the subfolder included)."""
+        return Path(self.source) / (self.subfolder or "")
+
+    @property
+    def name(self) -> str:
+        """How lineage names it: the folder, or ``id`` / ``id/subfolder``."""
+        if self.local:
+            return str(self.path)
+        return f"{self.source}/{self.subfolder}" if self.subfolder else self.source
+
+    @property
+    def probe_file(self) -> str:
+        """A file of the repository every load reads (to find it in the hub cache)."""
+        return f"{self.subfolder}/config.json" if self.subfolder else self.needs_files()[0]
+
+    def needs_dict(self) -> dict[str, tuple[tuple[str, ...], ...]]:
+        return dict(self.needs)
+
+    def needs_files(self) -> list[str]:
+        """The first file of each group, as repository paths."""
+        return [
+            f"{sub}/{groups[0]}" if sub else groups[0]
+            for sub, file_groups in self.needs
+            for groups in file_groups
+        ]
+
+
+def holds_controlnet(base: str) -> bool:
+    """Whether the local folder ``base`` holds its own ControlNet (``<base>/controlnet``, as
+    ``zodi tiny-models``, ``zodi pocket-models`` and ``zodi models download`` write it)."""
+    return is_local(base) and (Path(base).expanduser() / "controlnet").is_dir()
+
+
+def model_sources(models: ModelsConfig) -> tuple[ModelSource, ModelSource]:
+    """The base model and the ControlNet of ``models``: a ControlNet of None is the base's
+    ``controlnet`` subfolder (a local ``<base>/controlnet`` or the hub repository's)."""
+    base_local = is_local(models.base)
+    base_src = str(Path(models.base).expanduser()) if base_local else models.base
+    base = ModelSource(
+        "models.base", base_src, base_local, models.revision, None, tuple(BASE_SUBFOLDERS.items())
+    )
+    if models.controlnet is None:
+        return base, ModelSource(
+            "models.controlnet (<base>/controlnet)", base_src, base_local, models.revision,
+            "controlnet", (("", CONTROLNET_FILES),),
+        )  # fmt: skip
+    cn_local = is_local(models.controlnet)
+    cn_src = str(Path(models.controlnet).expanduser()) if cn_local else models.controlnet
+    controlnet = ModelSource(
+        "models.controlnet", cn_src, cn_local, models.controlnet_revision, None,
+        (("", CONTROLNET_FILES),),
+    )  # fmt: skip
+    return base, controlnet
+
+
+def check_folder(root: Path, needs: dict[str, tuple[tuple[str, ...], ...]], what: str) -> None:
+    """Raise FileNotFoundError listing every missing subfolder/file (before diffusers' own error)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{what}: model folder {str(root)!r} does not exist")
+    missing = []
+    for sub, groups in needs.items():
+        folder = root / sub if sub else root
+        if not folder.is_dir():
+            missing.append(f"{sub}/")
+            continue
+        for group in groups:
+            if not any((folder / name).is_file() for name in group):
+                missing.append(f"{sub}/{' or '.join(group)}" if sub else " or ".join(group))
+    if missing:
+        raise FileNotFoundError(
+            f"{what}: model folder {str(root)!r} is incomplete; missing: {', '.join(missing)}"
+        )
+
+
+def with_variant(name: str, variant: str | None) -> str:
+    """``diffusion_pytorch_model.safetensors`` → ``diffusion_pytorch_model.fp16.safetensors``
+    (diffusers' and transformers' variant naming); None is the unnamed default."""
+    if not variant or variant == "fp32":
+        return name
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.{variant}{dot}{ext}"
+
+
+def weights_variant(
+    source: ModelSource, sub: str | None, hub: HubModel | None, half: bool
+) -> str | None:
+    """``"fp16"`` when the fp16 weights variant of one component is the one to load, else None.
+
+    The variant is loaded in float16 where the model has it (half the bytes, the same numbers),
+    and whenever it is the only weights file (a folder of the fp16 variant); a component
+    without weights (tokenizer, scheduler) has none. ``sub``: the component's subfolder (on the
+    hub: the repository path, ``controlnet/`` included); ``hub``: the resolved hub id.
+    """
+    needs = source.needs_dict()
+    groups = needs[sub] if sub in needs else needs.get("", ())
+    weights = next((g for g in groups if g[0].endswith(".safetensors")), None)
+    if weights is None:
+        return None
+
+    def exists(name: str) -> bool:
+        if source.local:
+            return (source.path / (sub or "") / name).is_file()
+        rel = f"{sub}/{name}" if sub else name
+        if hub is not None and hub.files is not None:
+            return rel in hub.files
+        from huggingface_hub import try_to_load_from_cache
+
+        commit = hub.commit if hub is not None else source.revision
+        return isinstance(try_to_load_from_cache(source.source, rel, revision=commit), str)
+
+    half_name = with_variant(weights[0], "fp16")
+    standard = [n for n in weights if n != half_name]
+    if exists(half_name) and (half or not any(exists(n) for n in standard)):
+        return "fp16"
+    return None
+
+
+def folder_problem(source: ModelSource) -> str | None:
+    """The one-line problem of a local model folder (None: it holds what the loader needs)."""
+    try:
+        check_folder(source.path, source.needs_dict(), source.field)
+    except FileNotFoundError as err:
+        return str(err)
+    return None
+
+
+# 2. Content digest of a local folder ----------------------------------------------------------
+
+#: File hashes known to this process: file state → SHA-256 (in front of the disk cache).
+_KNOWN: dict[tuple[str, int, int, int, int, int], str] = {}
+
+
+def hash_cache_dir() -> Path:
+    """Where file hashes are remembered: ``$XDG_CACHE_HOME/zodi/file-sha256`` (``~/.cache``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "zodi" / "file-sha256"
+
+
+def _state(path: Path) -> tuple[str, int, int, int, int, int]:
+    st = path.stat()
+    return (str(path.absolute()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def hash_file(path: Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes, read in 4 MiB chunks (the one place that reads weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of ``path``'s bytes, hashed once per file state.
+
+    The state is (absolute path, size, mtime, ctime, inode, device): any write changes mtime
+    and ctime (ctime also when a copy restores an old mtime), so a replaced file is hashed again,
+    an unchanged one never. Remembered in this process and on disk (:func:`hash_cache_dir`, one
+    small file per state, written atomically); an unwritable cache dir only costs the re-hash.
+    """
+    state = _state(path)
+    if state in _KNOWN:
+        return _KNOWN[state]
+    entry = hash_cache_dir() / (hashlib.sha256(repr(state).encode()).hexdigest() + ".json")
+    try:
+        record = json.loads(entry.read_text())
+        if record.get("state") == list(state) and len(record.get("sha256", "")) == 64:
+            _KNOWN[state] = record["sha256"]
+            return record["sha256"]
+    except (OSError, ValueError):
+        pass  # not remembered (or unreadable): hash it
+    digest = hash_file(path)
+    _KNOWN[state] = digest
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=entry.parent, delete=False, suffix=".tmp") as f:
+            json.dump({"state": list(state), "sha256": digest}, f)
+        os.replace(f.name, entry)
+    except OSError:
+        pass  # a read-only home: remembered in this process only
+    return digest
+
+
+def _files(root: Path, subfolders: Iterable[str] | None) -> list[Path]:
+    """The files under ``root`` (only ``subfolders`` of it, when given), hidden folders aside."""
+    tops = [root] if subfolders is None else [root / s for s in subfolders]
+    files = []
+    for top in tops:
+        if top.is_file():
+            files.append(top)
+        elif top.is_dir():
+            files += [
+                p
+                for p in top.rglob("*")
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            ]
+    return sorted(set(files))
+
+
+def folder_digest(root: Path, subfolders: Iterable[str] | None = None) -> str:
+    """Content digest of a local model folder: SHA-256 over each file's path and bytes.
+
+    ``subfolders``: only these (the base model's loader reads unet/, vae/, ... but not a
+    ``controlnet/``, ``torch/`` or ``checkpoints/`` beside them); None: every file. Each
+    file's hash comes from :func:`file_sha256` (read once per change).
+    """
+    h = hashlib.sha256()
+    for path in _files(root, subfolders):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(file_sha256(path).encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+# 3. The hub ----------------------------------------------------------------------------------
+
+
+def offline_remedy(repo_id: str, field: str) -> str:
+    """How to get ``repo_id`` onto a machine without internet, for the setting ``field``."""
+    if field.endswith("base"):
+        return (
+            "on a machine with internet run `zodi models download --out DIR`, copy DIR here and "
+            f"pass --models DIR (config: {field}: DIR; or `hf download {repo_id} --local-dir DIR`)"
+        )
+    if "controlnet" in field:
+        return (
+            "on a machine with internet run `zodi models download --out DIR`, copy DIR here and "
+            f"pass --controlnet DIR/controlnet (config: {field.split(' ')[0]}: DIR/controlnet; or "
+            f"`hf download {repo_id} --local-dir DIR`)"
+        )
+    return (
+        f"on a machine with internet run `hf download {repo_id} --local-dir DIR`, copy DIR here "
+        f"and set {field} to DIR"
+    )
+
+
+def is_network_error(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it was raised from) is a failed connection to a server:
+    the hub client's transport errors, the standard library's connection and timeout errors."""
+    import importlib
+
+    transport: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    for module in ("httpx2", "httpx", "requests"):  # hub client of huggingface_hub 2.x / 1.x / 0.x
+        try:
+            lib = importlib.import_module(module)
+        except ImportError:
+            continue
+        transport += (getattr(lib, "TransportError", None) or lib.ConnectionError,)
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, transport):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def cached_commit(repo_id: str, revision: str | None, filename: str) -> str | None:
+    """The commit whose ``filename`` the local hub cache holds for ``revision`` (None: none)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo_id, filename, revision=revision)
+    if not isinstance(path, str):
+        return None
+    parts = Path(path).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """A hub id resolved: the commit its revision names, and whether to load from the cache only."""
+
+    commit: str
+    cached_only: bool  # the hub did not answer (or offline mode): the cache has the files
+    files: frozenset[str] | None = None  # the repository's files at the commit (None: unknown)
+
+
+#: Hub answers of this process: (endpoint, repo, revision) → HubModel. A process resolves a
+#: revision once, so every shard's fingerprint and the weights it loads name one commit.
+_RESOLVED: dict[tuple[str, str, str | None], HubModel] = {}
+
+
+def resolve_hub(
+    source: ModelSource, timeout: float = NETWORK_TIMEOUT, fresh: bool = False
+) -> HubModel:
+    """The commit ``source.revision`` (None: main) of the hub id names, asked once per process
+    (``fresh``: ask again, as a download does).
+
+    The hub is asked with ``HfApi().model_info(..., timeout=)`` (its token chain: ``HF_TOKEN``,
+    the token of ``hf auth login``); a full commit hash is taken as it is. When the hub cannot
+    answer (offline mode, no network, a server error) or refuses while the files are cached,
+    the commit of the local hub cache is used and loading reads the cache only.
+
+    Raises (one line, naming ``source.field`` and what to do): :class:`HubUnreachableError` (a
+    network problem and nothing cached: may pass), ``PermissionError`` (gated: accept the
+    licence and log in), ``FileNotFoundError`` (no such repository or revision; offline and not
+    cached).
+    """
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo, revision, field = source.source, source.revision, source.field
+    key = (constants.ENDPOINT, repo, revision)
+    if key in _RESOLVED and not fresh:
+        return _RESOLVED[key]
+    cached = cached_commit(repo, revision, source.probe_file)
+    how = offline_remedy(repo, field)
+    if revision and _COMMIT.fullmatch(revision):
+        resolved = HubModel(revision, cached_only=cached == revision)
+    elif constants.HF_HUB_OFFLINE:
+        if cached is None:
+            raise FileNotFoundError(
+                f"{field}: hub id {repo!r} is not in the local cache and HF_HUB_OFFLINE is set; {how}"
+            )
+        resolved = HubModel(cached, cached_only=True)
+    else:
+        try:
+            info = HfApi().model_info(repo, revision=revision, timeout=timeout)
+        except Exception as err:  # noqa: BLE001 - sorted into the kinds below, or re-raised
+            if cached is not None and (
+                isinstance(err, (HfHubHTTPError, OSError)) or is_network_error(err)
+            ):
+                resolved = HubModel(cached, cached_only=True)  # the files are here: use them
+            else:
+                raise _hub_error(err, repo, revision, field, timeout) from None
+        else:
+            files = frozenset(s.rfilename for s in info.siblings or ())
+            resolved = HubModel(info.sha, cached_only=False, files=files or None)
+    _RESOLVED[key] = resolved
+    return resolved
+
+
+def _hub_error(
+    err: BaseException, repo: str, revision: str | None, field: str, timeout: float
+) -> BaseException:
+    """The one-line error of a failed hub question: network, refused, not found, server."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    how = offline_remedy(repo, field)
+    if isinstance(err, GatedRepoError):
+        return PermissionError(
+            f"{field}: hub id {repo!r} refused access (gated): accept its licence on the hub and "
+            "log in (`hf auth login` or HF_TOKEN)"
+        )
+    if isinstance(err, RevisionNotFoundError):
+        return FileNotFoundError(
+            f"{field}: hub id {repo!r} has no revision {revision!r}; check models revision"
+        )
+    if isinstance(err, RepositoryNotFoundError):  # also a private one without a token (401)
+        return FileNotFoundError(
+            f"{field}: hub id {repo!r} (revision {revision or 'main'}) not found on the hub; "
+            "check the spelling (a private repository: log in with `hf auth login` or HF_TOKEN)"
+        )
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(err, HfHubHTTPError) and status is not None and status < 500:
+        if status in (401, 403):
+            return PermissionError(
+                f"{field}: hub id {repo!r} refused access (HTTP {status}): accept its licence on "
+                "the hub and log in (`hf auth login` or HF_TOKEN)"
+            )
+        return FileNotFoundError(f"{field}: hub id {repo!r}: the hub answered HTTP {status}; {how}")
+    if isinstance(err, HfHubHTTPError) or is_network_error(err):
+        if status:
+            reason = f"answering HTTP {status}"
+        else:
+            reason = f"unreachable within {timeout:g} s ({' '.join(str(err).split())[:120]})"
+        return HubUnreachableError(
+            f"{field}: hub id {repo!r} not cached and the hub ({constants.ENDPOINT}) is {reason}: "
+            f"a network problem; {how}; or, with the files in the hub cache, set HF_HUB_OFFLINE=1",
+            reason,
+        )
+    return err
+
+
+def hub_problem(source: ModelSource, timeout: float = NETWORK_TIMEOUT) -> str | None:
+    """None when the hub id can be loaded here (cached, or the hub answers); else one line."""
+    try:
+        resolve_hub(source, timeout)
+    except (HubUnreachableError, PermissionError, FileNotFoundError) as err:
+        return str(err)
+    return None
+
+
+def model_problems(
+    models: ModelsConfig, prefix: str = "", timeout: float = NETWORK_TIMEOUT
+) -> list[str]:
+    """Every problem of the diffusion models (incomplete folders, hub ids that cannot be loaded
+    here), one line each, fields named with ``prefix`` (e.g. ``transfer.``)."""
+    problems = []
+    base, controlnet = model_sources(models)
+    for source in (base, controlnet):
+        if source is controlnet and source.subfolder and not source.local:
+            continue  # the base's hub repository: asked once, for the base
+        if source is controlnet and source.subfolder and not base.path.is_dir():
+            continue  # the base folder's own problem says it is missing
+        named = dataclasses.replace(source, field=prefix + source.field)
+        problem = folder_problem(named) if source.local else hub_problem(named, timeout)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+# 4. Identity ---------------------------------------------------------------------------------
+
+
+def source_identity(source: ModelSource, timeout: float = NETWORK_TIMEOUT) -> str:
+    """``<folder>@local:<content digest>`` or ``<hub id>@<commit>``: what lineage records.
+
+    A hub id that cannot be resolved here (offline and not cached, no network) is
+    ``<hub id>@<revision>:unresolved``: no image can be made without loading it, and loading
+    fails with the one-line reason, so no stored image is ever taken for its output.
+    """
+    if source.local:
+        subfolders = None if source.subfolder or source.field != "models.base" else BASE_SUBFOLDERS
+        return f"{source.name}@local:{folder_digest(source.path, subfolders)}"
+    try:
+        return f"{source.name}@{resolve_hub(source, timeout).commit}"
+    except (HubUnreachableError, PermissionError, FileNotFoundError):
+        return f"{source.name}@{source.revision or 'main'}:unresolved"
+
+
+def models_fingerprint(models: ModelsConfig, timeout: float = NETWORK_TIMEOUT) -> str:
+    """Identity of the diffusion models: each one's :func:`source_identity`, comma-joined.
+
+    Replacing the weights in a folder (even by others of the same size) or a moved hub
+    revision changes it; an unchanged folder costs one ``stat`` per file.
+    """
+    return ",".join(source_identity(s, timeout) for s in model_sources(models))
