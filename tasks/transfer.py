@@ -120,7 +120,9 @@ merge_shards_task = merge_shard_manifests_task
 
 def stale_shards(shards: list[ShardRef], config: TransferConfig, out_root: str) -> set[int]:
     """Indices of the shards whose cache record points at outputs storage no longer holds
-    (a deleted shard manifest or image): they must be recomputed, not taken from the cache."""
+    intact (a deleted shard manifest, a deleted image or one whose size is not the recorded one,
+    from the folder listing: :func:`zodi_core.sharding.missing_outputs`): they must be
+    recomputed, not taken from the cache (the transfer regenerates what is damaged)."""
     keys = {
         _shard_cache_key(None, {"shard": s, "config": config, "out_root": out_root}): s.index
         for s in shards

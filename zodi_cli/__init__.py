@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 # One module per group of subcommands. To add a group: one import here, one entry below.
-from zodi_cli import data, deploy, gc, models, pipeline, pocket, quality, seg, transfer
+from zodi_cli import data, deploy, gc, models, pipeline, pocket, quality, seg, transfer, verify
 from zodi_cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     pocket,
     models,
     gc,
+    verify,
     seg,
     pipeline,
     deploy,

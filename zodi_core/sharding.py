@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from zodi_core import layout, manifest, storage
+from zodi_core import integrity, layout, manifest
 from zodi_core.config import TransferConfig
 
 
@@ -99,32 +99,27 @@ def shard_manifest_uri(
 
 
 def missing_outputs(manifest_uris: Sequence[str]) -> dict[str, list[str]]:
-    """What the given transfer manifests point at that storage no longer holds.
+    """What the given transfer manifests point at that storage no longer holds intact.
 
-    Returns ``{manifest_uri: [missing URIs]}`` for every manifest that is itself missing or
-    unreadable (``[manifest_uri]``) or whose rows with an image (status ok/skipped) name an image
-    that is not there; intact manifests are left out. Images are checked by listing their
-    folders (one listing per folder, not one request per image): writes are atomic, so a present
-    key is a complete object.
+    Returns ``{manifest_uri: [URIs]}`` for every manifest that is itself missing or unreadable
+    (``[manifest_uri]``) or whose rows with an image (status ok/skipped) name an image that is
+    missing or whose size is not the recorded ``image_bytes`` (a truncated file);
+    intact manifests are left out. Sizes come from listing the images' folders (one listing per
+    folder, not one request per image: :func:`zodi_core.integrity.damaged_images`); writes are
+    atomic, so a present key of the right size is the object written. Damage that keeps the size
+    is found by ``zodi verify`` (hashes).
     """
     out: dict[str, list[str]] = {}
-    listed: dict[str, set[str]] = {}
+    listings: dict[str, dict[str, int]] = {}
     for uri in manifest_uris:
         try:
             table = manifest.read_manifest(uri, "transfer")
         except (manifest.ManifestError, FileNotFoundError):
             out[uri] = [uri]
             continue
-        good = table.filter(pc.is_in(table.column("status"), pa.array(["ok", "skipped"])))
-        gone = []
-        for image_uri in good.column("generated_uri").to_pylist():
-            folder, name = storage.split_uri(image_uri)
-            if folder not in listed:
-                listed[folder] = {k.rpartition("/")[2] for k in storage.open_storage(folder).list()}
-            if name not in listed[folder]:
-                gone.append(image_uri)
-        if gone:
-            out[uri] = gone
+        damaged = integrity.damaged_images(integrity.recorded_images(table), listings)
+        if damaged:
+            out[uri] = list(damaged)
     return out
 
 

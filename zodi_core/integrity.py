@@ -1,0 +1,168 @@
+"""Integrity of generated images: does storage hold the bytes their manifest rows recorded?
+
+Every transfer manifest row with an image records its size and SHA-256 (``image_bytes``,
+``image_sha256``, written from the encoded bytes). Three checks use them, from free to thorough:
+
+- **size**, from the folder listing a check makes anyway (:func:`damaged_images`): the flows'
+  cached-shard check (:func:`zodi_core.sharding.missing_outputs`); a truncated image is found
+  without reading it;
+- **PNG structure** (:func:`png_is_intact`: every chunk's CRC up to ``IEND``), where the bytes are
+  read anyway: the transfer's skip-if-exists check regenerates a damaged image;
+- **SHA-256** of every image (:func:`verify_root`, ``zodi verify ROOT``): reads everything, finds
+  damage that keeps the size; ``--delete`` removes what it finds, so the next run regenerates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+
+from zodi_core import manifest, storage
+
+#: Manifest statuses whose row names a stored image.
+IMAGE_STATUSES = ("ok", "skipped")
+
+
+def png_is_intact(data: bytes) -> bool:
+    """Whether ``data`` is a whole PNG: PIL's ``verify()`` walks every chunk up to ``IEND`` and
+    checks its CRC, without decoding pixels. A truncated file (a killed write, a full disk) or
+    flipped bits fail."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "PNG":
+                return False
+            im.verify()
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a manifest row recorded about one stored image."""
+
+    uri: str
+    size: int | None
+    sha256: str | None
+
+
+def recorded_images(table: pa.Table) -> Iterator[Recorded]:
+    """The stored images a transfer manifest names (rows with status ok/skipped)."""
+    good = table.filter(pc.is_in(table.column("status"), pa.array(list(IMAGE_STATUSES))))
+    sizes = good.column("image_bytes").to_pylist() if "image_bytes" in good.column_names else None
+    hashes = (
+        good.column("image_sha256").to_pylist() if "image_sha256" in good.column_names else None
+    )
+    for i, uri in enumerate(good.column("generated_uri").to_pylist()):
+        yield Recorded(uri, sizes[i] if sizes else None, hashes[i] if hashes else None)
+
+
+def damaged_images(
+    images: Iterable[Recorded], listings: dict[str, dict[str, int]] | None = None
+) -> dict[str, str]:
+    """``{uri: reason}`` of the images that are missing or whose size is not the recorded one.
+
+    Sizes come from one listing per folder (``listings`` caches them across calls: folder URI →
+    ``{name: size}``), never from a request per image. A row without a recorded size (an older
+    manifest) is checked for presence only.
+    """
+    listings = {} if listings is None else listings
+    out = {}
+    for image in images:
+        folder, name = storage.split_uri(image.uri)
+        if folder not in listings:
+            listed = storage.open_storage(folder).sizes()
+            listings[folder] = {k.rpartition("/")[2]: v for k, v in listed.items()}
+        size = listings[folder].get(name)
+        if size is None:
+            out[image.uri] = "missing"
+        elif image.size is not None and size != image.size:
+            out[image.uri] = f"{size} bytes, the manifest recorded {image.size}"
+    return out
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_root` found: counts, and ``{uri: reason}`` of every damaged image."""
+
+    manifests: list[str] = field(default_factory=list)
+    images: int = 0
+    hashed: int = 0
+    damaged: dict[str, str] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "manifests": len(self.manifests),
+            "images": self.images,
+            "hashed": self.hashed,
+            "damaged": dict(self.damaged),
+            "deleted": list(self.deleted),
+        }
+
+
+def transfer_manifests(root: str) -> list[str]:
+    """URIs of every transfer manifest under ``root`` (shard and paired manifests, the proxy's,
+    ``zodi transfer`` outputs): the Parquet files whose recorded schema is ``transfer``."""
+    store = storage.open_storage(root)
+    found = []
+    for key in store.list():
+        if not key.endswith(".parquet"):
+            continue
+        uri = store.uri(key)
+        try:
+            table_meta = manifest.read_manifest(uri)
+        except manifest.ManifestError:
+            continue
+        if manifest.manifest_metadata(table_meta).get("schema") == "transfer":
+            found.append(uri)
+    return found
+
+
+def _check_bytes(image: Recorded) -> str | None:
+    """Why the stored bytes of ``image`` are not what was recorded (None: intact)."""
+    try:
+        data = storage.read_bytes(image.uri)
+    except FileNotFoundError:
+        return "missing"
+    if image.sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != image.sha256:
+            return f"SHA-256 {got[:12]}…, the manifest recorded {image.sha256[:12]}…"
+        return None
+    return None if png_is_intact(data) else "not a whole PNG (truncated or corrupt)"
+
+
+def verify_root(root: str, delete: bool = False, workers: int = 8) -> VerifyReport:
+    """Check every generated image that a transfer manifest under ``root`` names: present, of
+    the recorded size, and of the recorded SHA-256 (a PNG structure check for rows recorded
+    without one). ``delete`` removes the damaged images, so the next run regenerates them."""
+    report = VerifyReport(manifests=transfer_manifests(root))
+    images: dict[str, Recorded] = {}
+    for uri in report.manifests:
+        for image in recorded_images(manifest.read_manifest(uri, "transfer")):
+            images.setdefault(image.uri, image)
+    report.images = len(images)
+    report.damaged = damaged_images(images.values())
+    to_hash = [image for uri, image in sorted(images.items()) if uri not in report.damaged]
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # S3 reads overlap; local ones are cheap
+        reasons = list(pool.map(_check_bytes, to_hash))
+    report.hashed = sum(image.sha256 is not None for image in to_hash)
+    for image, reason in zip(to_hash, reasons, strict=True):
+        if reason is not None:
+            report.damaged[image.uri] = reason
+    if delete:
+        for uri, reason in sorted(report.damaged.items()):
+            if reason != "missing":
+                storage.delete(uri)
+                report.deleted.append(uri)
+    return report
