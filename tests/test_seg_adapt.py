@@ -179,25 +179,7 @@ def test_source_only_reads_a_samples_manifest(data, tmp_path):
     assert out["iterations"] == 1
 
 
-def test_train_config_migrates_the_old_config_key_and_refuses_a_different_baseline(tmp_path):
-    old_demo = "deeplabv3plus_r18-tiny_zodi_2xb-demo_synthetic-64x128.py"
-    with pytest.warns(
-        FutureWarning, match="TrainConfig.config is deprecated: renamed to mmseg_config"
-    ):
-        tc = TrainConfig(
-            config=old_demo, source_only_config=old_demo.replace("zodi", "source-only")
-        )
-    assert tc.mmseg_config == DEMO
-    # An old pipeline YAML (demo preset + the old keys) still loads, to the same settings.
-    from zodi_core.config import PipelineConfig
-
-    yaml_file = tmp_path / "old.yaml"
-    yaml_file.write_text(f"preset: demo\ntrain:\n  config: {old_demo}\n  seeds: [0, 1]\n")
-    with pytest.warns(FutureWarning):
-        loaded = PipelineConfig.from_yaml(yaml_file)
-    assert loaded.train.mmseg_config == DEMO and loaded.train.seeds == (0, 1)
-    with pytest.raises(ConfigError, match="source_only_config: removed; the baseline trains"):
-        TrainConfig(mmseg_config=DEMO, source_only_config="other.py")
+def test_train_config_refuses_a_negative_lambda():
     with pytest.raises(ConfigError, match="lambda_sim"):
         TrainConfig(lambda_sim=-1.0)
 

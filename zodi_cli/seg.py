@@ -91,8 +91,32 @@ def _launch_ddp(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         return json.loads(summary_file.read_text())
 
 
+def _check_cfg_options(args: argparse.Namespace, tc) -> None:
+    """``--cfg-options`` merged as mmengine does: a new key close to an existing one is printed
+    as a warning ("did you mean"); the result is built without weights (pipelines, model), so a
+    key the model does not take fails now, in one line per problem (exit 2)."""
+    from zodi_core.preflight import check_seg_config
+    from zodi_core.seg.train import load_config, option_notes
+
+    overrides = _parse_cfg_options(args.cfg_options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for note in option_notes(load_config(tc.mmseg_config), overrides):
+            print(f"zodi train: warning: --cfg-options {note}", file=sys.stderr)
+        problems = check_seg_config(
+            tc, "--config", overrides=overrides, source_only=args.source_only,
+            max_iters=args.max_iters,
+        )  # fmt: skip
+    if problems:
+        raise CLIError(
+            f"--config/--cfg-options: {len(problems)} problem(s):\n" + "\n".join(problems)
+        )
+
+
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
     tc = _train_config(args)
+    if args.cfg_options and args.launcher == "none":
+        _check_cfg_options(args, tc)
     if args.gpus is not None and args.gpus < 1:
         raise CLIError(f"--gpus: expected an integer >= 1, received {args.gpus}")
     if args.gpus and args.gpus > 1 and args.launcher == "none":
@@ -272,8 +296,10 @@ def add_parsers(subparsers: argparse._SubParsersAction, parent: argparse.Argumen
                    help="mmengine visualisation backend of the training scalars (repeat; "
                    "default: local)")  # fmt: skip
     p.add_argument(
-        "--cfg-options", nargs="+", metavar="KEY=VALUE", help="override existing config keys"
-    )
+        "--cfg-options", nargs="+", metavar="KEY=VALUE",
+        help="set config keys as mmengine does (new keys are added, e.g. "
+        "model.backbone.init_cfg=None; one close to an existing key warns)",
+    )  # fmt: skip
     p.add_argument("--launcher", default="none", choices=("none", "pytorch"),
                    help=argparse.SUPPRESS)  # set by --gpus for the torchrun processes  # fmt: skip
     p.add_argument("--summary-file", help=argparse.SUPPRESS)

@@ -15,13 +15,13 @@ effective config, used for caching and lineage.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import hashlib
 import json
 import os
 import re
-import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 import yaml
 from pydantic import (
@@ -36,11 +36,12 @@ from pydantic import (
 
 from zodi_core.model_source import is_local
 
+T = TypeVar("T")
+
 #: The paper's five target domains: built in, with a prompt phrase and a strength (SPEC §2).
 #: Any other name is a user-defined domain, valid once a config or the prompt config gives it a
 #: prompt (``TransferConfig.domain_settings`` / ``prompt``, ``PromptConfig.domains``).
 DOMAINS = ("night", "snow", "rain", "fog", "game")
-BUILTIN_DOMAINS = DOMAINS
 #: A domain name becomes a folder and an S3 key part (``paired/domain=<name>/...``): 1-64
 #: characters, lowercase letters, digits, ``-`` and ``_``, starting with a letter or digit.
 DOMAIN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -58,7 +59,40 @@ def check_domain_name(name: Any) -> str:
 
 #: A target domain's name: a plain string, validated by :func:`check_domain_name`.
 DomainName = Annotated[str, AfterValidator(check_domain_name)]
-Domain = DomainName
+
+
+def _check_not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError(f"expected a non-empty value, received {value!r}")
+    return value
+
+
+#: A path, hub id, config name or URL: a string that is not empty or blank.
+NonEmptyStr = Annotated[str, AfterValidator(_check_not_blank)]
+
+
+def _check_device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {value!r}")
+    return value
+
+
+#: A torch device of a stage (zodi_core.device.resolve_device): 'auto', 'cpu', 'cuda', 'cuda:N'.
+Device = Annotated[str, AfterValidator(_check_device)]
+
+
+def _check_not_empty(value: tuple) -> tuple:
+    if not value:
+        raise ValueError("expected at least one item, received none")
+    return value
+
+
+#: A list with at least one item (checked after its items, so a bad item is named alone).
+NonEmptyTuple = Annotated[tuple[T, ...], AfterValidator(_check_not_empty)]
+#: A seed that numpy and mmengine accept (``np.random.seed`` takes 0 <= seed < 2**32).
+Seed32 = Annotated[int, Field(ge=0, lt=2**32)]
+#: A name that becomes a file or folder name (a manifest name, a split folder).
+FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")]
 PresetName = Literal["paper", "default", "demo"]
 
 #: Text that follows "driving" in the prompt of each target domain (SPEC §2).
@@ -85,28 +119,126 @@ CLIP_MODEL_ID = "openai/clip-vit-large-patch14"
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message names field, expectation and value."""
+    """A configuration value is invalid; the message names field, expectation and value.
+
+    ``problems`` holds one line per problem (``train.max_iters: expected a value >= 1,
+    received -5``): validation lists every bad field at once, not the first only.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems is not None else [message]
 
 
-def _format_validation_error(model: str, err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "<root>"
-        received = e.get("input")
-        if e["type"] == "extra_forbidden":
-            lines.append(
-                f"{model}.{field}: unknown key (received {received!r}); check the spelling"
-            )
-        else:
-            lines.append(f"{model}.{field}: {e['msg']} (received {received!r})")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+#: pydantic's error types → what the field expects (its ``ctx`` fills the braces).
+_EXPECTED = {
+    "greater_than": "a value > {gt}",
+    "greater_than_equal": "a value >= {ge}",
+    "less_than": "a value < {lt}",
+    "less_than_equal": "a value <= {le}",
+    "too_short": "at least {min_length} item(s)",
+    "too_long": "at most {max_length} item(s)",
+    "string_too_short": "a non-empty string",
+    "string_pattern_mismatch": "a name matching {pattern}",
+    "literal_error": "one of {expected}",
+    "multiple_of": "a multiple of {multiple_of}",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "tuple_type": "a list",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the config model at ``loc`` (for "did you mean"), [] if unknown."""
+    import typing
+
+    node: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(node, type) and issubclass(node, BaseModel)):
+            return []
+        field = node.model_fields.get(str(part))
+        if field is None:
+            continue  # a dict key or list index: the model is inside the annotation
+        models = [
+            a
+            for a in _walk_annotation(field.annotation, typing)
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        node = models[0] if models else None
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    return []
+
+
+def _walk_annotation(annotation: Any, typing: Any) -> list[Any]:
+    out = [annotation]
+    for arg in typing.get_args(annotation):
+        out += _walk_annotation(arg, typing)
+    return out
+
+
+def _problem_line(prefix: str, model: type[BaseModel], e: Any) -> str:
+    loc = tuple(p for p in e["loc"] if not str(p).startswith("function-"))
+    received = e.get("input")
+    kind = e["type"]
+    if loc[-1:] == ("[key]",):  # a mapping's key is invalid: name the mapping
+        loc = loc[:-2]
+    field = prefix + (".".join(str(p) for p in loc) or "<root>")
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(model, loc), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "check the spelling"
+        return f"{field}: unknown key (received {received!r}); {hint}"
+    if kind == "missing":
+        return f"{field}: required, not set"
+    if kind == "value_error":
+        message = str(e["msg"]).removeprefix("Value error, ")
+        if re.match(r"[a-z_][\w.]*: ", message):  # names its own field (a cross-field check)
+            return f"{prefix}{message}" if loc == () else f"{field}.{message}"
+        if "received" not in message and not isinstance(received, dict):
+            message += f"; received {received!r}"
+        return f"{field}: {message}"
+    expected = _EXPECTED.get(kind)
+    if expected is None:
+        return f"{field}: {e['msg']} (received {received!r})"
+    ctx = {k: _number(v) for k, v in e.get("ctx", {}).items()}
+    return f"{field}: expected {expected.format(**ctx)}, received {received!r}"
+
+
+def _number(value: Any) -> Any:
+    """1.0 → 1 (a bound reads as written), other values unchanged."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _format_validation_error(model: type[BaseModel], err: ValidationError) -> ConfigError:
+    """One ConfigError listing every problem of ``err``, each line naming its dotted field.
+
+    A pipeline config's fields read as its YAML keys (``train.max_iters``); another model's
+    with its class name (``TransferConfig.strength``).
+    """
+    prefix = "" if model.__name__ == "PipelineConfig" else f"{model.__name__}."
+    problems = [_problem_line(prefix, model, e) for e in err.errors()]
+    n = len(problems)
+    head = "invalid configuration:" if n == 1 else f"invalid configuration ({n} problems):"
+    return ConfigError(head + "\n  " + "\n  ".join(problems), problems)
 
 
 _NESTING: contextvars.ContextVar[int] = contextvars.ContextVar("zodi_config_nesting", default=0)
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
     def __init__(self, **data: Any) -> None:
         # Nested models are validated inside the outer one: only the outermost call converts
@@ -117,7 +249,7 @@ class _Config(BaseModel):
         except ValidationError as err:
             if _NESTING.get() > 1:
                 raise
-            raise ConfigError(_format_validation_error(type(self).__name__, err)) from None
+            raise _format_validation_error(type(self), err) from None
         finally:
             _NESTING.reset(token)
 
@@ -143,17 +275,19 @@ class _Config(BaseModel):
 class ModelsConfig(_Config):
     """Where the diffusion components come from."""
 
-    base: str = Field(SD15_MODEL_ID, description="Hub id or local folder of Stable Diffusion 1.5")
-    controlnet: str | None = Field(
+    base: NonEmptyStr = Field(
+        SD15_MODEL_ID, description="Hub id or local folder of Stable Diffusion 1.5"
+    )
+    controlnet: NonEmptyStr | None = Field(
         CONTROLNET_SEG_ID,
         description="Hub id or local folder of the segmentation ControlNet; None: <base>/controlnet",
     )
-    revision: str | None = Field(
+    revision: NonEmptyStr | None = Field(
         None,
         description="Hub revision (branch, tag or commit) of the base model, resolved to its "
         "commit at load and recorded; a commit pins it (None: main)",
     )
-    controlnet_revision: str | None = Field(
+    controlnet_revision: NonEmptyStr | None = Field(
         None, description="Hub revision of the ControlNet (as revision; None: main)"
     )
 
@@ -192,7 +326,9 @@ class DomainSettings(_Config):
     )
     negative_prompt: str | None = Field(None, description="CFG negative prompt")
     strength: float | None = Field(None, description="S in (0, 1]")
-    seed_offset: int | None = Field(None, description="Added to the global seed for this domain")
+    seed_offset: int | None = Field(
+        None, ge=0, lt=2**32, description="Added to the global seed for this domain"
+    )
 
     @field_validator("strength")
     @classmethod
@@ -228,6 +364,19 @@ class DomainSettings(_Config):
         return out
 
 
+#: TransferConfig fields that change speed, not the generated pixels (up to float rounding):
+#: left out of the generation digest (zodi_core.transfer.sampler.transfer_digest), so switching
+#: one reuses the images already made.
+TRANSFER_SPEED_LEVERS = (
+    "batch_size",
+    "compile",
+    "channels_last",
+    "sdpa_backend",
+    "cudnn_benchmark",
+    "tf32",
+)
+
+
 class TransferConfig(_Config):
     """Zero-shot image transfer (SPEC §2).
 
@@ -252,16 +401,27 @@ class TransferConfig(_Config):
     prompt_suffix: str = Field(", best quality", description="Appended to the derived prompt")
     negative_prompt: str = Field("lower quality, worst quality", description="CFG negative prompt")
     strength: float | None = Field(None, description="S in (0, 1]; None: the domain's default")
-    seed_offset: int = Field(0, description="Added to `seed` (a domain's own seed stream)")
+    seed_offset: int = Field(
+        0, ge=0, lt=2**32, description="Added to `seed` (a domain's own seed stream)"
+    )
     domain_settings: dict[DomainName, DomainSettings] = Field(
         default_factory=dict,
         description="Per-domain prompt(s), negative prompt, strength, seed offset: defines "
         "user domains (e.g. dusk) and overrides the built-in five",
     )
-    num_inference_steps: int = Field(20, description="T, DDIM steps of the full schedule")
-    eta: float = Field(1.0, description="DDIM eta; 1.0 is stochastic as in the release")
-    guidance_scale: float = Field(9.0, description="Classifier-free guidance scale")
-    controlnet_conditioning_scale: float = Field(1.0, description="ControlNet residual scale")
+    num_inference_steps: int = Field(
+        20, ge=1, le=1000, description="T, DDIM steps of the full schedule (at most the 1000 "
+        "training timesteps)"
+    )  # fmt: skip
+    eta: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="DDIM eta in [0, 1]; 1.0 is stochastic as in the release (above 1 the "
+        "DDIM variance exceeds the step's)",
+    )  # fmt: skip
+    guidance_scale: float = Field(9.0, ge=0.0, description="Classifier-free guidance scale")
+    controlnet_conditioning_scale: float = Field(
+        1.0, ge=0.0, description="ControlNet residual scale"
+    )
     timestep_spacing: Literal["leading", "trailing", "linspace"] = Field(
         "leading", description="DDIM timestep grid; SD 1.5 uses 'leading' (1, 51, ..., 951)"
     )
@@ -278,41 +438,57 @@ class TransferConfig(_Config):
         description="zodi; Table 2 ablations: sdedit (no ControlNet, random noise), inst (no "
         "ControlNet, stochastic inversion), wo_si (ControlNet, random noise)",
     )
-    seed: int = Field(42, description="Global seed")
+    seed: int = Field(42, ge=0, lt=2**62, description="Global seed")
     seed_policy: Literal["per_image", "global"] = Field(
         "per_image",
         description="'per_image': seed from (seed, sample_id); 'global': every image reseeded "
         "with `seed` as the release does",
     )
-    short_side: int = Field(512, description="Generation short side in pixels")
-    size_multiple: int = Field(64, description="Generation sides are multiples of this")
+    short_side: int = Field(512, ge=8, le=8192, description="Generation short side in pixels")
+    size_multiple: int = Field(
+        64, ge=8, le=1024, multiple_of=8,
+        description="Generation sides are multiples of this (of 8: the VAE's downsampling)",
+    )  # fmt: skip
     resize_to_source: bool = Field(False, description="Resize outputs back to source resolution")
-    batch_size: int = Field(4, description="Images per sampler call")
-    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="'auto': float16 on CUDA, float32 on CPU"
+    batch_size: int = Field(
+        4, ge=1, description="Images per sampler call (speed lever, not in the digest)"
     )
-    compile: bool = Field(False, description="torch.compile the UNet and ControlNet (GPU)")
+    device: Device = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
+        description="Weights and activations; changes pixels, so in the digest. "
+        "'auto': float16 on CUDA, float32 on CPU",
+    )
+    compile: bool = Field(
+        False,
+        description="Speed lever, not in the digest: torch.compile the UNet and ControlNet with "
+        "static shapes (dynamic=False; a tail chunk is padded to batch_size)",
+    )
+    channels_last: bool = Field(
+        False,
+        description="Speed lever, not in the digest: NHWC memory format for UNet, ControlNet "
+        "and VAE (off until a GPU figure shows a gain: docs/benchmarks.md)",
+    )
+    sdpa_backend: Literal["auto", "math", "flash", "efficient", "cudnn"] = Field(
+        "auto",
+        description="Speed lever, not in the digest: attention kernel "
+        "(torch.nn.attention.sdpa_kernel); 'auto': torch's choice",
+    )
+    cudnn_benchmark: bool = Field(
+        True,
+        description="Speed lever, not in the digest: cuDNN autotunes convolutions per shape (CUDA)",
+    )
+    tf32: bool = Field(
+        True,
+        description="Speed lever, not in the digest: TF32 tensor cores for float32 matmuls and "
+        "convolutions (CUDA with dtype float32; float rounding only)",
+    )
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model sources")
 
     @field_validator("strength")
     @classmethod
     def _check_strength(cls, v: float | None) -> float | None:
         return _check_strength_value(v)
-
-    @field_validator("num_inference_steps", "batch_size", "short_side", "size_multiple")
-    @classmethod
-    def _check_positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"expected an integer >= 1, received {v}")
-        return v
-
-    @field_validator("eta", "guidance_scale", "controlnet_conditioning_scale")
-    @classmethod
-    def _check_non_negative(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError(f"expected a value >= 0, received {v}")
-        return v
 
     @field_validator("prompt")
     @classmethod
@@ -329,6 +505,12 @@ class TransferConfig(_Config):
                 f"received {self.short_side}"
             )
         _check_prompt_values(self.prompt, self.prompts)
+        offsets = [s.seed_offset or 0 for s in self.domain_settings.values()]
+        if self.seed + self.seed_offset + max(offsets, default=0) >= 2**62:
+            raise ValueError(
+                f"seed: expected seed + seed offsets < 2**62 (the resolved seed), received "
+                f"{self.seed} + {self.seed_offset} + {max(offsets, default=0)}"
+            )
         if not self._has_prompt() and self.domain not in DOMAIN_PHRASES:
             raise ValueError(
                 f"domain: {self.domain!r} has no prompt; give it one (transfer.prompt, "
@@ -425,20 +607,6 @@ class TransferConfig(_Config):
         }
 
 
-#: Bundled mmseg configs renamed when the ZoDi wrapper moved into code: the ZoDi leaf and the
-#: source-only leaf of each model became one plain config (old name → new name).
-RENAMED_MMSEG_CONFIGS: dict[str, str] = {
-    f"{model}_{kind}_{rest}.py": f"{model}_{rest}.py"
-    for model, rest in (
-        ("deeplabv3plus_r50-release", "4xb-100e_cityscapes-512x1024"),
-        ("deeplabv3plus_r101-release", "4xb-100e_cityscapes-512x1024"),
-        ("deeplabv3plus_r50-d8", "4xb-100e_cityscapes-512x1024"),
-        ("deeplabv3plus_r18-tiny", "2xb-demo_synthetic-64x128"),
-    )
-    for kind in ("zodi", "source-only")
-}
-
-
 class TrainConfig(_Config):
     """Model adaptation (SPEC §3): the one owner of ZoDi's settings (scheme, λ, feature stage).
 
@@ -447,7 +615,7 @@ class TrainConfig(_Config):
     source-only baseline trains the same config without it.
     """
 
-    mmseg_config: str = Field(
+    mmseg_config: NonEmptyStr = Field(
         "deeplabv3plus_r50-release_4xb-100e_cityscapes-512x1024.py",
         description="mmseg config of the segmentation model: a path, a name under "
         "zodi_core/seg/configs, or an mmseg model-zoo name (mmseg::<folder>/<file>.py)",
@@ -457,58 +625,31 @@ class TrainConfig(_Config):
         description="'release': L_sim+CE(src) then a second forward for CE(gen); 'concat': one "
         "forward of the concatenated pair (differs in BatchNorm statistics; the scheme under DDP)",
     )
-    lambda_sim: float = Field(0.1, description="Weight λ of the similarity loss")
-    feature_stage: int = Field(-1, description="Backbone stage whose pooled features L_sim uses")
-    seeds: tuple[int, ...] = Field((0,), description="Training seeds (paper: three)")
-    max_epochs: int | None = Field(None, description="Override the config's epochs")
-    max_iters: int | None = Field(None, description="Override with an iteration budget")
-    batch_size: int | None = Field(None, description="Override the config's batch size")
-    pretrained: str | None = Field(None, description="Local path of ImageNet backbone weights")
+    lambda_sim: float = Field(0.1, ge=0.0, description="Weight λ of the similarity loss")
+    feature_stage: int = Field(
+        -1, ge=-8, le=7,
+        description="Backbone stage whose pooled features L_sim uses (-1: the last; the "
+        "backbone's stage count is checked when the model runs)",
+    )  # fmt: skip
+    seeds: NonEmptyTuple[Seed32] = Field((0,), description="Training seeds (paper: three)")
+    max_epochs: int | None = Field(None, ge=1, description="Override the config's epochs")
+    max_iters: int | None = Field(None, ge=1, description="Override with an iteration budget")
+    batch_size: int | None = Field(None, ge=1, description="Override the config's batch size")
+    pretrained: NonEmptyStr | None = Field(
+        None, description="Local path of ImageNet backbone weights"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         None, description="mmengine console log level; None: the mmseg config's"
     )
-    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
+    device: Device = Field(
+        "auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'"
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="'auto'/'float32': full precision; float16/bfloat16: AMP on CUDA"
     )
     vis_backends: tuple[Literal["local", "tensorboard", "mlflow"], ...] = Field(
         ("local",), description="mmengine visualisation backends (local: <work_dir>/*/vis_data)"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _migrate_renamed_keys(cls, data: Any) -> Any:
-        # Before the ZoDi wrapper moved into code, `config` named a ZoDi leaf config and
-        # `source_only_config` the baseline's; both are now the one plain `mmseg_config`.
-        if not isinstance(data, dict) or not {"config", "source_only_config"} & set(data):
-            return data
-        data = dict(data)
-        if "config" in data:
-            # The old key wins over a preset's mmseg_config: it is what the user wrote.
-            old = data.pop("config")
-            data["mmseg_config"] = RENAMED_MMSEG_CONFIGS.get(old, old)
-            warnings.warn(
-                f"TrainConfig.config is deprecated: renamed to mmseg_config (now "
-                f"{data['mmseg_config']!r}; ZoDi is added in code); rename the key",
-                FutureWarning,
-                stacklevel=2,
-            )
-        if "source_only_config" in data:
-            old = data.pop("source_only_config")
-            model = data.get("mmseg_config", cls.model_fields["mmseg_config"].default)
-            if RENAMED_MMSEG_CONFIGS.get(old, old) != model:
-                raise ValueError(
-                    f"source_only_config: removed; the baseline trains mmseg_config ({model!r}) "
-                    f"without ZoDi, received a different config {old!r}; remove the key"
-                )
-        return data
-
-    @field_validator("lambda_sim")
-    @classmethod
-    def _check_lambda(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError(f"expected a value >= 0, received {v}")
-        return v
 
     @classmethod
     def _presets(cls) -> dict[str, dict[str, Any]]:
@@ -525,11 +666,17 @@ class TrainConfig(_Config):
 class EvalConfig(_Config):
     """Evaluation (SPEC §4)."""
 
-    height: int = Field(512, description="Images and labels are resized to this height")
-    width: int = Field(1024, description="Images and labels are resized to this width")
+    height: int = Field(
+        512, ge=8, le=16384, description="Images and labels are resized to this height"
+    )
+    width: int = Field(
+        1024, ge=8, le=16384, description="Images and labels are resized to this width"
+    )
     proxy: bool = Field(True, description="Also evaluate on generated images of the source val")
-    batch_size: int = Field(1, description="Images per forward pass")
-    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
+    batch_size: int = Field(1, ge=1, description="Images per forward pass")
+    device: Device = Field(
+        "auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'"
+    )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="'auto'/'float32': full precision; float16/bfloat16: autocast on CUDA"
     )
@@ -543,8 +690,13 @@ class StorageConfig(_Config):
     """Where artifacts go: a local folder or ``s3://bucket/prefix``."""
 
     root: str = Field("./zodi-demo/artifacts", description="Local folder or s3://bucket/prefix")
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (None: AWS)")
-    region: str | None = Field(None, description="S3 region (None: from the AWS config chain)")
+    endpoint_url: str | None = Field(
+        None, pattern=r"^https?://[^\s/]+", description="S3-compatible endpoint (None: AWS)"
+    )
+    region: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="S3 region (None: from the AWS config chain)",
+    )  # fmt: skip
 
     @field_validator("root")
     @classmethod
@@ -591,12 +743,16 @@ class DatasetSpec(_Config):
     """One dataset to ingest."""
 
     dataset: Literal["cityscapes", "acdc", "gta5"] = Field(..., description="On-disk layout")
-    root: str = Field(..., description="Dataset root folder")
-    split: str = Field("train", description="Split folder (cityscapes, acdc)")
-    condition: str | None = Field(None, description="ACDC condition (night, snow, rain, fog)")
-    subset: int | None = Field(None, description="Random subset of this size (GTA5: 1000)")
-    subset_seed: int = Field(0, description="Seed of the random subset")
-    name: str | None = Field(None, description="Report name; None: derived")
+    root: NonEmptyStr = Field(..., description="Dataset root folder")
+    split: FileName = Field("train", description="Split folder (cityscapes, acdc)")
+    condition: Literal["night", "snow", "rain", "fog"] | None = Field(
+        None, description="ACDC condition"
+    )
+    subset: int | None = Field(None, ge=1, description="Random subset of this size (GTA5: 1000)")
+    subset_seed: Seed32 = Field(0, description="Seed of the random subset")
+    name: FileName | None = Field(
+        None, description="Report and manifest name (manifests/<name>.parquet); None: derived"
+    )
     domain: DomainName | None = Field(
         None,
         description="Target domain this real set evaluates (pairs it with that domain's proxy); "
@@ -610,8 +766,6 @@ class DatasetSpec(_Config):
                 f"condition: expected one of {', '.join(ACDC_CONDITIONS)} for acdc, "
                 f"received {self.condition!r}"
             )
-        if self.subset is not None and self.subset < 1:
-            raise ValueError(f"subset: expected an integer >= 1, received {self.subset}")
         return self
 
     @property
@@ -641,18 +795,28 @@ class QualityConfig(_Config):
     """Scores of the generated images and the training filter (zodi_core.quality, issue 14)."""
 
     score: bool = Field(True, description="Score every generated image before ZoDi trains")
-    seg_config: str | None = Field(None, description="Layout scorer's mmseg config; None: train's")
-    seg_checkpoint: str | None = Field(
+    seg_config: NonEmptyStr | None = Field(
+        None, description="Layout scorer's mmseg config; None: train's"
+    )
+    seg_checkpoint: NonEmptyStr | None = Field(
         None, description="Layout scorer checkpoint; None: the run's source-only model"
     )
-    clip: str | None = Field(CLIP_MODEL_ID, description="CLIP hub id or folder; None: no CLIP")
-    min_layout_miou: float | None = Field(None, description="Drop rows below this layout mIoU (%)")
-    min_clip: float | None = Field(None, description="Drop rows below this CLIP score (cosine)")
+    clip: NonEmptyStr | None = Field(
+        CLIP_MODEL_ID, description="CLIP hub id or folder; None: no CLIP"
+    )
+    min_layout_miou: float | None = Field(
+        None, ge=0.0, le=100.0, description="Drop rows below this layout mIoU (%)"
+    )
+    min_clip: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Drop rows below this CLIP score (cosine)"
+    )
     drop_lowest_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="Also drop this fraction with the lowest layout mIoU"
     )
     batch_size: int = Field(8, ge=1, description="Images per scoring batch")
-    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
+    device: Device = Field(
+        "auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'"
+    )
     worst_n: int = Field(8, ge=0, description="Rows of the report's worst-generations grid")
 
     @classmethod
@@ -670,7 +834,7 @@ class PipelineConfig(_Config):
     )
     source_val: DatasetSpec | None = Field(None, description="Source val split (proxy evaluation)")
     targets: tuple[DatasetSpec, ...] = Field((), description="Real target sets to evaluate on")
-    domains: tuple[DomainName, ...] = Field(
+    domains: NonEmptyTuple[DomainName] = Field(
         ("night",),
         description="Target domains to transfer to: built-in ones or names that transfer."
         "domain_settings (or transfer.prompt) gives a prompt",
@@ -681,14 +845,7 @@ class PipelineConfig(_Config):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Artifacts")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality control")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Report artifacts")
-    shard_size: int = Field(8, description="Source images per transfer shard")
-
-    @field_validator("shard_size")
-    @classmethod
-    def _check_shard(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"expected an integer >= 1, received {v}")
-        return v
+    shard_size: int = Field(8, ge=1, description="Source images per transfer shard")
 
     @model_validator(mode="after")
     def _check_domains(self) -> Self:

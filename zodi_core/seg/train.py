@@ -3,8 +3,9 @@
 :func:`train_model` is what ``zodi train`` and the Prefect task call. It
 
 1. loads the config (a path, a name under ``zodi_core/seg/configs``, or an mmseg model-zoo name)
-   and applies overrides, refusing keys that the config does not have (a misspelt
-   ``--cfg-options`` key fails with its name and the closest existing key);
+   and merges overrides as mmengine's ``--cfg-options`` does (new keys are added; one close to
+   an existing key warns "did you mean"; :func:`zodi_core.preflight.check_seg_config` builds
+   the result without weights, so a key the model does not take fails before any work);
 2. adds ZoDi in code (:func:`~zodi_core.seg.adapt.adapt_config`: ``ZoDiSegmentor`` with
    :class:`~zodi_core.config.TrainConfig`'s scheme, λ and stage, paired dataset and pipeline), or
    the source-only baseline, and points the datasets at the manifests;
@@ -46,12 +47,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from zodi_core import storage
-from zodi_core.config import RENAMED_MMSEG_CONFIGS, ConfigError, TrainConfig
+from zodi_core.config import ConfigError, TrainConfig
 from zodi_core.seg.adapt import (
     MANIFEST_DATASET,
     PAIRED_DATASET,
@@ -108,11 +110,6 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
     path = Path(config)
     if path.is_file():
         return path
-    if text in RENAMED_MMSEG_CONFIGS:
-        raise ConfigError(
-            f"config {text!r}: renamed to {RENAMED_MMSEG_CONFIGS[text]!r}; ZoDi is now added in "
-            f"code (zodi train adds it; --source-only trains the baseline)"
-        )
     bundled = CONFIG_DIR / text
     if bundled.is_file():
         return bundled
@@ -130,10 +127,16 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
     )
 
 
-def _lookup(cfg: Any, key: str) -> None:
-    """Raise ConfigError unless the dotted ``key`` exists in ``cfg`` (list items by index)."""
+def _new_key_note(cfg: Any, key: str) -> str | None:
+    """None when the dotted ``key`` exists in ``cfg``; else a note that it adds a new key, with
+    "did you mean" when a close key exists (mmengine's ``merge_from_dict`` adds new keys, as
+    mmseg's train tool does: ``model.backbone.init_cfg=None``).
+
+    Raises ConfigError when mmengine could not set the key: a list index out of range, or a
+    path through a value that is not a dict or list.
+    """
     node = cfg
-    walked = []
+    walked: list[str] = []
     for part in key.split("."):
         if isinstance(node, (list, tuple)):
             if not part.isdigit() or int(part) >= len(node):
@@ -145,24 +148,40 @@ def _lookup(cfg: Any, key: str) -> None:
         elif isinstance(node, dict):
             if part not in node:
                 close = difflib.get_close_matches(part, [str(k) for k in node], n=1)
+                if not close:
+                    return None  # a new key, as intended: mmengine adds it
                 where = ".".join(walked) or "the config"
-                hint = f"; did you mean {'.'.join([*walked, close[0]])!r}?" if close else ""
-                raise ConfigError(f"config key {key!r}: {where} has no key {part!r}{hint}")
+                return (
+                    f"config key {key!r}: {where} has no key {part!r}, so it is added; "
+                    f"did you mean {'.'.join([*walked, close[0]])!r}?"
+                )
             node = node[part]
         else:
             raise ConfigError(
-                f"config key {key!r}: {'.'.join(walked)} is a {type(node).__name__}, not a dict"
+                f"config key {key!r}: {'.'.join(walked)} is a {type(node).__name__} "
+                f"({node!r}), not a dict; set {'.'.join(walked)} itself"
             )
         walked.append(part)
+    return None
+
+
+def option_notes(cfg: Any, overrides: dict[str, Any] | None) -> list[str]:
+    """A note per ``overrides`` key that adds a key close to an existing one (likely a typo);
+    ConfigError for a key mmengine cannot set. Keys that exist, or new keys unlike any
+    existing one, give no note."""
+    notes = [_new_key_note(cfg._cfg_dict, key) for key in overrides or {}]
+    return [note for note in notes if note]
 
 
 def load_config(config: str | os.PathLike, overrides: dict[str, Any] | None = None):
-    """Load an mmengine config and apply ``overrides`` ({dotted key: value}), keys checked."""
+    """Load an mmengine config and merge ``overrides`` ({dotted key: value}) as mmengine's
+    ``--cfg-options`` does: existing keys are replaced, new keys added; a new key close to an
+    existing one warns "did you mean" (:func:`option_notes`)."""
     from mmengine.config import Config
 
     cfg = Config.fromfile(str(resolve_config_path(config)))
-    for key in overrides or {}:
-        _lookup(cfg._cfg_dict, key)
+    for note in option_notes(cfg, overrides):
+        warnings.warn(note, UserWarning, stacklevel=2)
     if overrides:
         cfg.merge_from_dict(dict(overrides), allow_list_keys=True)
     return cfg
@@ -584,7 +603,7 @@ def train_model(
         seed: global seed (mmengine ``randomness.seed``).
         resume: continue from the work dir's last checkpoint (iteration count included);
             ``"auto"``: when the work dir has one (decided under the work dir's lock).
-        overrides: {dotted config key: value} of the given config; every key must exist.
+        overrides: {dotted config key: value} merged as mmengine's ``--cfg-options``.
         source_manifest_uri: samples manifest of the source images (joined on sample_id).
         val_manifest_uri: samples manifest to validate on at the end of training (optional).
         max_iters: iteration budget instead of the config's schedule.
