@@ -45,6 +45,7 @@ class FakeHub:
     def __init__(self, repos: dict[str, Path], files: dict[str, Path]) -> None:
         self.repos, self.files = repos, files
         self.sha = SHA  # the commit every revision names (a test moves it)
+        self.gated: set[str] = set()  # repositories whose licence is not accepted (HTTP 403)
         self.requests: list[tuple[str, str]] = []
         self.tokens: list[str | None] = []  # the authorization header of each model API call
         self.file_revisions: list[str] = []  # the revision of each file download URL
@@ -89,6 +90,14 @@ class FakeHub:
     def answer(self, h: BaseHTTPRequestHandler, body: bool) -> None:
         path = unquote(urlsplit(h.path).path)
         parts = path.strip("/").split("/")
+        if parts[:2] == ["api", "models"] and "/".join(parts[2:4]) in self.gated:
+            self.requests.append((h.command, path))
+            return self._send(h, 403, b'{"error": "gated"}', body, "application/json",
+                              {"X-Error-Code": "GatedRepo"})  # fmt: skip
+        if parts[4:6] == ["revision", "no-such-branch"]:
+            self.requests.append((h.command, path))
+            return self._send(h, 404, b'{"error": "no revision"}', body, "application/json",
+                              {"X-Error-Code": "RevisionNotFound"})  # fmt: skip
         if parts[:2] == ["api", "models"] and "/".join(parts[2:4]) in self.repos:
             repo = "/".join(parts[2:4])
             listing = self._listing(self.repos[repo])
@@ -514,3 +523,19 @@ def test_half_precision_loads_the_fp16_variant_where_the_repository_has_one(
         "fake/sd15-fp32-only/text_encoder/model.safetensors",
         f"{CONTROLNET_ID}/{cn}",  # it has both: the variant in half precision
     }
+
+
+def test_the_hubs_refusals_are_one_line_each_naming_the_field_and_what_to_do(fake_hub):
+    fake_hub.gated.add("fake/gated")
+    cases = {
+        "fake/gated": (None, "models.base: hub id 'fake/gated' refused access (gated)"),
+        "fake/nope": (None, "models.base: hub id 'fake/nope' (revision main) not found on the hub"),
+        BASE_ID: ("no-such-branch", f"models.base: hub id '{BASE_ID}' has no revision"),
+    }
+    for repo, (revision, start) in cases.items():
+        models = ModelsConfig(base=repo, revision=revision, controlnet=None)
+        (problem,) = model_problems(models, timeout=2.0)
+        assert "\n" not in problem and problem.startswith(start), problem
+    assert "hf auth login" in model_problems(ModelsConfig(base="fake/gated", controlnet=None))[0]
+    with pytest.raises(PermissionError, match="accept its licence"):
+        load_components(ModelsConfig(base="fake/gated", controlnet=None))

@@ -28,8 +28,9 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "and the ImageNet backbone weights of the mmseg config (into OUT/torch/hub/checkpoints) "
         "into one folder. Copy it to the workers and pass --models OUT (its controlnet/ is "
         "used; training: TORCH_HOME=OUT/torch). Only the files the "
-        "loader needs come down, in one weights variant. A rerun skips what is there and resumes "
-        "what is not.",
+        "loader needs come down, in one weights variant, at the commit the hub names for the "
+        "revision. A rerun fetches only what is missing or changed (huggingface_hub's own "
+        "bookkeeping); with the hub out of reach, a folder an earlier run filled is kept.",
     )
     p.add_argument("--out", required=True, help="folder to fill (created when missing)")
     p.add_argument(
@@ -40,8 +41,15 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         default=CONTROLNET_SEG_ID,
         help=f"segmentation ControlNet hub id (default: {CONTROLNET_SEG_ID})",
     )
-    p.add_argument("--revision", help="hub revision of the base model (default: main)")
-    p.add_argument("--controlnet-revision", help="hub revision of the ControlNet (default: main)")
+    p.add_argument(
+        "--revision",
+        help="hub revision (branch, tag or commit) of the base model (default: main); the folder "
+        "records the commit it named",
+    )
+    p.add_argument(
+        "--controlnet-revision",
+        help="hub revision of the ControlNet (default: main; as --revision)",
+    )
     p.add_argument(
         "--variant",
         choices=("fp16", "fp32"),
