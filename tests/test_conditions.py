@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from mmseg.datasets import ADE20KDataset, CityscapesDataset
 
-from zodi_core.conditions import CITYSCAPES_TO_ADE20K, palette_colors, render_condition
+from zodi_core.conditions import (
+    ADE20K_COLORS,
+    CITYSCAPES_COLORS,
+    CITYSCAPES_TO_ADE20K,
+    palette_colors,
+    render_condition,
+)
 from zodi_core.labels import CLASSES, IGNORE_INDEX
 
 
@@ -65,3 +71,18 @@ def test_render_condition_rejects_non_2d_and_unknown_palette():
         render_condition(np.zeros((2, 2, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="palette: expected one of .* received 'coco'"):
         render_condition(np.zeros((2, 2), dtype=np.uint8), "coco")
+
+
+def test_palette_constants_equal_mmseg_metadata():
+    # the constants stand in for mmseg on the transfer path: every colour and class name agrees
+    assert tuple(CityscapesDataset.METAINFO["classes"]) == CLASSES
+    assert tuple(CITYSCAPES_COLORS) == CLASSES
+    assert [list(c) for c in CITYSCAPES_COLORS.values()] == [
+        list(c) for c in CityscapesDataset.METAINFO["palette"]
+    ]
+    ade = dict(
+        zip(ADE20KDataset.METAINFO["classes"], ADE20KDataset.METAINFO["palette"], strict=True)
+    )
+    assert set(ADE20K_COLORS) == set(CITYSCAPES_TO_ADE20K.values())
+    for name, color in ADE20K_COLORS.items():
+        assert list(color) == list(ade[name]), name

@@ -3,9 +3,12 @@
 ``control_v11p_sd15_seg`` was trained on ADE20K-palette segmentation maps, so the default renders
 each Cityscapes train class in the colour of its ADE20K counterpart (the class mapping below).
 The ``cityscapes`` palette reproduces the authors' release, which feeds the Cityscapes colour map.
-Both palettes are read from MMSegmentation's dataset metadata, not retyped. Ignored pixels (255)
-are black. Resizing is nearest-neighbour only, so a rendered condition holds palette colours only
-(the release's linear resize blends colours at class borders into colours of no class).
+Both palettes are MMSegmentation's dataset metadata (``CityscapesDataset`` / ``ADE20KDataset``
+``METAINFO["palette"]``) held here as constants, so the transfer path runs without mmseg (a GPU
+worker often has no mmcv build); ``tests/test_conditions.py`` checks them against mmseg's.
+Ignored pixels (255) are black. Resizing is nearest-neighbour only, so a rendered condition holds
+palette colours only (the release's linear resize blends colours at class borders into colours of
+no class).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from zodi_core.labels import CLASSES, IGNORE_INDEX, NUM_CLASSES, check_train_ids
+from zodi_core.labels import CLASSES, IGNORE_INDEX, check_train_ids
 
 Palette = Literal["ade20k", "cityscapes"]
 PALETTES: tuple[str, ...] = ("ade20k", "cityscapes")
@@ -44,6 +47,28 @@ CITYSCAPES_TO_ADE20K: dict[str, str] = {
     "bicycle": "bicycle",
 }
 
+#: Cityscapes train class → RGB in mmseg's ``CityscapesDataset.METAINFO["palette"]``.
+CITYSCAPES_COLORS: dict[str, tuple[int, int, int]] = {
+    "road": (128, 64, 128), "sidewalk": (244, 35, 232), "building": (70, 70, 70),
+    "wall": (102, 102, 156), "fence": (190, 153, 153), "pole": (153, 153, 153),
+    "traffic light": (250, 170, 30), "traffic sign": (220, 220, 0),
+    "vegetation": (107, 142, 35), "terrain": (152, 251, 152), "sky": (70, 130, 180),
+    "person": (220, 20, 60), "rider": (255, 0, 0), "car": (0, 0, 142), "truck": (0, 0, 70),
+    "bus": (0, 60, 100), "train": (0, 80, 100), "motorcycle": (0, 0, 230),
+    "bicycle": (119, 11, 32),
+}  # fmt: skip
+
+#: ADE20K class → RGB in mmseg's ``ADE20KDataset.METAINFO["palette"]``, for the classes of
+#: :data:`CITYSCAPES_TO_ADE20K` only.
+ADE20K_COLORS: dict[str, tuple[int, int, int]] = {
+    "road": (140, 140, 140), "sidewalk": (235, 255, 7), "building": (180, 120, 120),
+    "wall": (120, 120, 120), "fence": (255, 184, 6), "pole": (51, 0, 255),
+    "traffic light": (41, 0, 255), "signboard": (255, 5, 153), "tree": (4, 200, 3),
+    "grass": (4, 250, 7), "sky": (6, 230, 230), "person": (150, 5, 61), "car": (0, 102, 200),
+    "truck": (255, 0, 20), "bus": (255, 0, 245), "minibike": (163, 0, 255),
+    "bicycle": (255, 245, 0),
+}  # fmt: skip
+
 IGNORE_COLOR = (0, 0, 0)
 
 
@@ -57,21 +82,14 @@ def palette_colors(palette: str) -> np.ndarray:
     """
     if palette not in PALETTES:
         raise ValueError(f"palette: expected one of {PALETTES}, received {palette!r}")
-    # mmseg's dataset metadata is the one source of both palettes (imported lazily: ~3 s).
-    from mmseg.datasets import ADE20KDataset, CityscapesDataset
-
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[IGNORE_INDEX] = IGNORE_COLOR
-    if palette == "cityscapes":
-        classes = tuple(CityscapesDataset.METAINFO["classes"])
-        if classes != CLASSES:
-            raise RuntimeError(f"mmseg Cityscapes classes {classes} differ from zodi's {CLASSES}")
-        lut[:NUM_CLASSES] = np.asarray(CityscapesDataset.METAINFO["palette"], dtype=np.uint8)
-    else:
-        ade_classes = list(ADE20KDataset.METAINFO["classes"])
-        ade_palette = ADE20KDataset.METAINFO["palette"]
-        for train_id, name in enumerate(CLASSES):
-            lut[train_id] = ade_palette[ade_classes.index(CITYSCAPES_TO_ADE20K[name])]
+    for train_id, name in enumerate(CLASSES):
+        lut[train_id] = (
+            CITYSCAPES_COLORS[name]
+            if palette == "cityscapes"
+            else ADE20K_COLORS[CITYSCAPES_TO_ADE20K[name]]
+        )
     lut.setflags(write=False)
     return lut
 

@@ -6,14 +6,28 @@ settings and the models' fingerprint, so different settings never overwrite each
 PNG's text chunks carry the same digest and the image's lineage (no wall-clock time, so the same
 settings give the same bytes; timings are kept in the manifest). A rerun (or a retried Prefect
 shard) skips every image already present at its key with that digest, even when the run that
-wrote it died before writing its manifest.
+wrote it died before writing its manifest. Each row records the stored PNG's size and SHA-256
+(``image_bytes``, ``image_sha256``), computed from the bytes written (or, for a skip, read).
+
+The model never waits on the CPU's file work (STYLE: the hot path never waits on the cold one):
+while the sampler runs batch i, loader threads read, decode, check and resize the images of
+batch i+1 to their generation size, and writer threads encode, hash and store batch i−1 (as
+torch's DataLoader prefetches). Both queues are bounded (one batch ahead, :data:`WRITE_AHEAD`
+batches behind). Outputs do not depend on it: ``overlap=False`` runs the same steps one after
+another and writes the same bytes. An error in a loader or writer thread stops the transfer
+after every write already started has finished (and been counted).
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import io
 import json
+import os
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,17 +36,34 @@ import pyarrow as pa
 from PIL import Image, PngImagePlugin
 
 from zodi_core import layout, manifest, storage
+from zodi_core.conditions import resize_nearest
 from zodi_core.config import TransferConfig
-from zodi_core.datasets.io import read_image, read_label
+from zodi_core.datasets.io import read_image, read_label, resize_image
+from zodi_core.integrity import png_is_intact
 from zodi_core.transfer.lineage import generation_digest
 from zodi_core.transfer.models import Components, load_components, resolve_device
-from zodi_core.transfer.sampler import TransferSampler, plan_timesteps, sample_seed, validate_pair
+from zodi_core.transfer.sampler import (
+    TransferSampler,
+    generation_size,
+    plan_timesteps,
+    sample_seed,
+    validate_pair,
+)
 
 #: PNG text keys of a generated image.
 PNG_DIGEST_KEY = "zodi.config_digest"
 PNG_METADATA_KEY = "zodi.metadata"
 #: Metadata kept out of the PNG (it varies between identical runs); the manifest records it.
 VOLATILE_METADATA = ("seconds",)
+#: zlib level of generated PNGs (lossless at every level). Chosen by measurement on 512×1024
+#: images (``bench/overlap.py --png-levels``, docs/benchmarks.md).
+PNG_COMPRESS_LEVEL = 1
+#: Loader threads (read, decode, check, resize: the next batch's images in parallel) and writer
+#: threads (PNG encode, SHA-256, store). PIL's codecs and resize, and hashlib, release the GIL.
+LOAD_WORKERS = min(4, os.cpu_count() or 1)
+WRITE_WORKERS = min(4, os.cpu_count() or 1)
+#: Batches of outputs waiting for the writers at most (bounds memory).
+WRITE_AHEAD = 2
 
 
 @dataclass
@@ -46,6 +77,9 @@ class TransferResult:
     skipped: int = 0
     failed: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    #: Seconds of the generation loop: ``model`` (sampler calls), ``load_wait`` / ``write_wait``
+    #: (the model's thread waiting for the loader / writers), ``wall`` (the whole loop).
+    timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -76,15 +110,24 @@ def partial_counts(err: BaseException) -> dict[str, Any] | None:
     return getattr(err, "partial_counts", None)
 
 
-def encode_png_with_metadata(image: np.ndarray, metadata: dict[str, Any]) -> bytes:
+def encode_png_with_metadata(
+    image: np.ndarray, metadata: dict[str, Any], compress_level: int = PNG_COMPRESS_LEVEL
+) -> bytes:
     """PNG bytes of an (H, W, 3) uint8 image with the digest and metadata as text chunks."""
     info = PngImagePlugin.PngInfo()
     stable = {k: v for k, v in metadata.items() if k not in VOLATILE_METADATA}
     info.add_text(PNG_DIGEST_KEY, str(metadata["config_digest"]))
     info.add_text(PNG_METADATA_KEY, json.dumps(stable, sort_keys=True, default=str))
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", pnginfo=info)
+    Image.fromarray(np.ascontiguousarray(image)).save(
+        buf, format="PNG", pnginfo=info, compress_level=compress_level
+    )
     return buf.getvalue()
+
+
+def image_integrity(data: bytes) -> dict[str, Any]:
+    """The manifest's integrity columns of stored image bytes: size and SHA-256 (hex)."""
+    return {"image_bytes": len(data), "image_sha256": hashlib.sha256(data).hexdigest()}
 
 
 def read_png_metadata(data: bytes) -> dict[str, Any] | None:
@@ -120,6 +163,7 @@ def transfer_manifest(
     components: Components | Callable[[], Components] | None = None,
     progress: bool = True,
     models_fingerprint: str | None = None,
+    overlap: bool = True,
     **storage_options: Any,
 ) -> TransferResult:
     """Transfer the samples of a manifest to ``config.domain`` and write a transfer manifest.
@@ -136,6 +180,8 @@ def transfer_manifest(
             ``config.models``. Models are loaded only when an image is left to generate.
         progress: show a tqdm bar (images/s).
         models_fingerprint: the models' fingerprint, when the caller has it already.
+        overlap: load the next batch and write the previous one in threads while the model
+            runs (see the module docstring); False runs them one after another (same bytes).
     Returns:
         :class:`TransferResult` with one row per sample (status ok, skipped or failed). A sample
         that cannot be read or whose id cannot be a storage key fails alone.
@@ -165,7 +211,7 @@ def transfer_manifest(
     result = TransferResult(rows=[], manifest_uri=manifest_uri, config_digest=digest)
     try:
         rows_out = _transfer_rows(
-            rows_in, config, store, digest, components, result, progress, storage_options
+            rows_in, config, store, digest, components, result, progress, overlap, storage_options
         )
         result.rows = [rows_out[r["sample_id"]] for r in rows_in]
         manifest.write_manifest(
@@ -194,6 +240,7 @@ def _transfer_rows(
     components: Components | Callable[[], Components] | None,
     result: TransferResult,
     progress: bool,
+    overlap: bool,
     storage_options: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
     """Skip what storage already holds, generate the rest; one manifest row per sample."""
@@ -210,11 +257,12 @@ def _transfer_rows(
         except storage.PermanentStorageError:
             pending.append(r)  # an id that cannot be a key: fails alone in step 3
             continue
-        meta = _existing_metadata(store, key, digest)
-        if meta is None:
+        existing = _existing_image(store, key, digest)
+        if existing is None:
             pending.append(r)
             continue
-        rows_out[r["sample_id"]] = _row(r, config, store, key, meta, status="skipped")
+        meta, integrity = existing
+        rows_out[r["sample_id"]] = _row(r, config, store, key, meta, "skipped", integrity)
         result.skipped += 1
 
     bar = tqdm(total=len(rows_in), unit="img", disable=not progress, desc=f"transfer {domain}")
@@ -222,71 +270,254 @@ def _transfer_rows(
     if not pending:
         bar.close()
         return rows_out
-    # 2. the models, only when something is left to generate
-    if components is None:
-        device, dtype = resolve_device(config.device, config.dtype)
-        components = load_components(config.models, device, dtype)
-    elif not isinstance(components, Components):
-        components = components()
-    sampler = TransferSampler(components, config)
-    plan = plan_timesteps(sampler.scheduler, config)
-    base_meta = {
-        "strength": config.effective_strength,
-        "k": plan.k,
-        "first_timestep": plan.first_timestep,
-        "prompt": config.effective_prompt,
-        "negative_prompt": config.negative_prompt,
-        "palette": config.palette,
-        "method": config.method,
-        "model_revisions": dict(components.revisions),
-        "config_digest": digest,
-        "seconds": 0.0,
-    }
-    # 3. generate batch by batch; a sample that cannot be read (or keyed) fails alone
-    for start in range(0, len(pending), config.batch_size):
-        loaded = []
-        for r in pending[start : start + config.batch_size]:
-            sid = r["sample_id"]
-            key = layout.generated_image_key(domain, digest, sid)
-            try:
-                store.uri(key)  # refuses an id that cannot be a storage key
-                image = read_image(r["image_uri"], **storage_options)
-                label = read_label(r["label_uri"], r["label_format"], **storage_options)
-                validate_pair(image, label, f"sample {sid!r}")
-            except (ValueError, FileNotFoundError, storage.PermanentStorageError) as err:
-                # (a transient storage error propagates: the shard task retries it)
-                seed = sample_seed(config.seed, sid, config.seed_policy)
+    batches = [
+        pending[i : i + config.batch_size] for i in range(0, len(pending), config.batch_size)
+    ]
+    loader: Executor = (
+        ThreadPoolExecutor(LOAD_WORKERS, thread_name_prefix="zodi-load")
+        if overlap
+        else _InlineExecutor()
+    )
+    writers: Executor = (
+        ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="zodi-write")
+        if overlap
+        else _InlineExecutor()
+    )
+    timings = dict.fromkeys(("model", "load_wait", "write_wait", "wall"), 0.0)
+    in_flight: collections.deque[list[tuple[dict[str, Any], str, Future]]] = collections.deque()
+    start = time.perf_counter()
+    # 2. the first batch loads while the models load (only when something is left to generate)
+    load = _submit_loads(loader, batches[0], config, store, digest, storage_options)
+    try:
+        if components is None:
+            device, dtype = resolve_device(config.device, config.dtype)
+            components = load_components(config.models, device, dtype)
+        elif not isinstance(components, Components):
+            components = components()
+        sampler = TransferSampler(components, config)
+        plan = plan_timesteps(sampler.scheduler, config)
+        base_meta = {
+            "strength": config.effective_strength,
+            "k": plan.k,
+            "first_timestep": plan.first_timestep,
+            "prompt": config.effective_prompt,
+            "negative_prompt": config.negative_prompt,
+            "palette": config.palette,
+            "method": config.method,
+            "model_revisions": dict(components.revisions),
+            "config_digest": digest,
+            "seconds": 0.0,
+        }
+        # 3. batch i on the model, i+1 loading, i-1 writing; a sample that cannot be read (or
+        # keyed) fails alone
+        for i in range(len(batches)):
+            _raise_failed_write(in_flight)  # a storage outage stops the model early
+            t = time.perf_counter()
+            loaded, failed = _gather_loads(load)
+            if i + 1 < len(batches):  # (overlap=False: the loads run here, and are timed)
+                load = _submit_loads(loader, batches[i + 1], config, store, digest, storage_options)
+            timings["load_wait"] += time.perf_counter() - t
+            for r, key, err in failed:
+                seed = sample_seed(config.seed, r["sample_id"], config.seed_policy)
                 meta = {**base_meta, "seed": seed, "prompt": config.prompt_for(seed)}
-                rows_out[sid] = _row(r, config, store, key, meta, status="failed", error=str(err))
+                rows_out[r["sample_id"]] = _row(r, config, store, key, meta, "failed", error=err)
                 result.failed += 1
-                result.errors[sid] = str(err)
-                bar.update(1)
+                result.errors[r["sample_id"]] = err
+            bar.update(len(failed))
+            if not loaded:
                 continue
-            loaded.append((r, key, image, label))
-        if not loaded:
-            continue
-        outputs = sampler(
-            [x[2] for x in loaded], [x[3] for x in loaded], [x[0]["sample_id"] for x in loaded]
-        )
-        for (r, key, _, _), out in zip(loaded, outputs, strict=True):
-            # the sampler names the settings; the image and its row carry the generation digest
-            meta = {**out.metadata, "config_digest": digest}
-            store.put_bytes(key, encode_png_with_metadata(out.image, meta))
-            rows_out[r["sample_id"]] = _row(r, config, store, key, meta, status="ok")
-            result.written += 1
-        bar.update(len(loaded))
-    bar.close()
+            t = time.perf_counter()
+            outputs = sampler(
+                [x.image for x in loaded], [x.label for x in loaded], [x.sample_id for x in loaded]
+            )
+            timings["model"] += time.perf_counter() - t
+            t = time.perf_counter()
+            while len(in_flight) >= WRITE_AHEAD:
+                _collect(in_flight.popleft(), config, store, rows_out, result, bar, raise_=True)
+            in_flight.append(
+                [
+                    (x.row, x.key, writers.submit(_write_image, store, x, out, digest, config))
+                    for x, out in zip(loaded, outputs, strict=True)
+                ]
+            )
+            timings["write_wait"] += time.perf_counter() - t
+        t = time.perf_counter()
+        while in_flight:
+            _collect(in_flight.popleft(), config, store, rows_out, result, bar, raise_=True)
+        timings["write_wait"] += time.perf_counter() - t
+    finally:
+        # What was started is finished and counted before the error propagates: a write in
+        # flight completes (atomic: whole or absent) and its image is counted as written.
+        loader.shutdown(wait=True, cancel_futures=True)
+        while in_flight:
+            _collect(in_flight.popleft(), config, store, rows_out, result, bar, raise_=False)
+        writers.shutdown(wait=True)
+        timings["wall"] = time.perf_counter() - start
+        result.timings = timings
+        bar.close()
     return rows_out
 
 
-def _existing_metadata(store: storage.Storage, key: str, digest: str) -> dict[str, Any] | None:
-    """Metadata of an image already written with the same digest, else None."""
+class _InlineExecutor(Executor):
+    """Runs each submitted call at once, in the caller's thread (``overlap=False``)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # delivered by future.result(), as a thread pool does
+            future.set_exception(err)
+        return future
+
+
+@dataclass
+class _Loaded:
+    """One sample read, checked and resized for the sampler (loader thread)."""
+
+    row: dict[str, Any]
+    key: str
+    #: (h, w, 3) uint8 at the generation size; (h, w) uint8 train ids, nearest-neighbour.
+    image: np.ndarray
+    label: np.ndarray
+    #: (width, height) of the source image (``resize_to_source``).
+    source_size: tuple[int, int]
+
+    @property
+    def sample_id(self) -> str:
+        return self.row["sample_id"]
+
+
+def _submit_loads(
+    loader: Executor,
+    rows: list[dict[str, Any]],
+    config: TransferConfig,
+    store: storage.Storage,
+    digest: str,
+    storage_options: dict[str, Any],
+) -> list[Future]:
+    """Start loading one batch, one task per image (:func:`_load_sample`)."""
+    return [loader.submit(_load_sample, r, config, store, digest, storage_options) for r in rows]
+
+
+def _gather_loads(
+    futures: list[Future],
+) -> tuple[list[_Loaded], list[tuple[dict[str, Any], str, str]]]:
+    """Wait for one batch's loads: (loaded samples, [(row, key, error)] of those that failed
+    alone), in the batch's order. Any other error propagates; the batch's loads not yet
+    started are cancelled."""
+    loaded, failed = [], []
+    for future in futures:
+        try:
+            item = future.result()
+        except BaseException:
+            for other in futures:
+                other.cancel()
+            raise
+        (loaded if isinstance(item, _Loaded) else failed).append(item)
+    return loaded, failed
+
+
+def _load_sample(
+    r: dict[str, Any],
+    config: TransferConfig,
+    store: storage.Storage,
+    digest: str,
+    storage_options: dict[str, Any],
+) -> _Loaded | tuple[dict[str, Any], str, str]:
+    """Read, decode, check and resize one sample (loader thread); or (row, key, error) when it
+    fails alone: unreadable, a bad pair, or an id that cannot be a storage key."""
+    sid = r["sample_id"]
+    key = layout.generated_image_key(config.domain, digest, sid)
+    try:
+        store.uri(key)  # refuses an id that cannot be a storage key
+        image = read_image(r["image_uri"], **storage_options)
+        label = read_label(r["label_uri"], r["label_format"], **storage_options)
+        validate_pair(image, label, f"sample {sid!r}")
+    except (ValueError, FileNotFoundError, storage.PermanentStorageError) as err:
+        # (a transient storage error propagates: the shard task retries it)
+        return r, key, str(err)
+    except BaseException as err:
+        _name_in(err, f"reading sample {sid!r}:", r["image_uri"], r["label_uri"])
+        raise
+    # The sampler's own resizes (bicubic image, nearest labels) done here, beside the model:
+    # given images at their generation size it has nothing left to resize.
+    height, width = image.shape[:2]
+    size = generation_size(width, height, config.short_side, config.size_multiple)
+    return _Loaded(r, key, resize_image(image, size), resize_nearest(label, size), (width, height))
+
+
+def _write_image(
+    store: storage.Storage, sample: _Loaded, out: Any, digest: str, config: TransferConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Encode, hash and store one generated image (writer thread): (metadata, integrity)."""
+    image = out.image
+    meta = {**out.metadata, "config_digest": digest}
+    if config.resize_to_source and (image.shape[1], image.shape[0]) != sample.source_size:
+        image = resize_image(image, sample.source_size)
+        meta["width"], meta["height"] = sample.source_size
+    try:
+        data = encode_png_with_metadata(image, meta)
+        store.put_bytes(sample.key, data)
+    except BaseException as err:
+        _name_in(err, "writing", store.uri(sample.key))
+        raise
+    return meta, image_integrity(data)
+
+
+def _collect(
+    batch: list[tuple[dict[str, Any], str, Future]],
+    config: TransferConfig,
+    store: storage.Storage,
+    rows_out: dict[str, dict[str, Any]],
+    result: TransferResult,
+    bar: Any,
+    *,
+    raise_: bool,
+) -> None:
+    """Wait for one batch's writes and count each image stored; then raise the batch's first
+    error if ``raise_`` (else it is dropped: another error is already propagating)."""
+    first: BaseException | None = None
+    for r, key, future in batch:
+        try:
+            meta, integrity = future.result()
+        except BaseException as err:
+            first = first or err
+            continue
+        rows_out[r["sample_id"]] = _row(r, config, store, key, meta, "ok", integrity)
+        result.written += 1
+        bar.update(1)
+    if first is not None and raise_:
+        raise first
+
+
+def _raise_failed_write(in_flight: collections.deque) -> None:
+    """Raise the error of a write that has already failed, if any (does not wait)."""
+    for batch in in_flight:
+        for _, _, future in batch:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+
+
+def _name_in(err: BaseException, doing: str, *uris: str) -> None:
+    """Make sure ``err`` names the file it is about: a note when its message names none of
+    ``uris`` (a note, not a new exception: the type decides retries)."""
+    if not any(u in str(err) for u in uris):
+        err.add_note(f"while {doing} {', '.join(uris)}")
+
+
+def _existing_image(
+    store: storage.Storage, key: str, digest: str
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Metadata and integrity of an image already written with the same digest, else None."""
     if not store.exists(key):
         return None
-    meta = read_png_metadata(store.get_bytes(key))
+    data = store.get_bytes(key)
+    meta = read_png_metadata(data)
     if meta is None or meta.get("config_digest") != digest:
         return None
-    return meta
+    if not png_is_intact(data):  # truncated or corrupt (its text chunks may still read): redo
+        return None
+    return meta, image_integrity(data)
 
 
 def _row(
@@ -295,11 +526,13 @@ def _row(
     store: storage.Storage,
     key: str,
     meta: dict[str, Any],
-    *,
     status: str,
+    integrity: dict[str, Any] | None = None,
+    *,
     error: str | None = None,
 ) -> dict[str, Any]:
     generated = None if status == "failed" else store.uri(key)
+    integrity = integrity or {"image_bytes": None, "image_sha256": None}
     return {
         "sample_id": sample["sample_id"],
         "domain": config.domain,
@@ -307,6 +540,7 @@ def _row(
         "label_uri": sample["label_uri"],
         "label_format": sample["label_format"],
         "generated_uri": generated,
+        **integrity,
         "prompt": meta["prompt"],
         "negative_prompt": meta["negative_prompt"],
         "strength": float(meta["strength"]),
