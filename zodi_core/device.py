@@ -8,10 +8,15 @@ that does not exist, half precision on CPU) with one line naming the setting.
 ``auto`` device: CUDA when available, else CPU. ``auto`` dtype: float16 on CUDA for inference
 (the diffusion sampler), float32 for training and evaluation (``auto_half=False``); float32 on
 CPU always.
+
+:func:`speed_levers` switches the kernels that change speed, not results (up to float rounding):
+the attention backend, cuDNN autotuning and TF32, for the duration of a block.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,3 +74,57 @@ def resolve_device(
             f"dtype: {dtype!r} on CPU is not supported for training and evaluation; use float32"
         )
     return dev, dt
+
+
+#: ``TransferConfig.sdpa_backend`` values → ``torch.nn.attention.SDPBackend`` member names.
+SDPA_BACKENDS = {
+    "math": "MATH",
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+}
+
+
+@contextlib.contextmanager
+def speed_levers(
+    device: torch.device,
+    *,
+    sdpa_backend: str = "auto",
+    cudnn_benchmark: bool = False,
+    tf32: bool = False,
+) -> Iterator[None]:
+    """Inside the block: the attention kernel, cuDNN autotuning and TF32 asked for; the
+    previous process-wide settings come back after it (training in the same process keeps its own).
+
+    Args:
+        device: where the models run; cuDNN autotuning applies on CUDA only.
+        sdpa_backend: 'auto' (torch's choice) or a key of :data:`SDPA_BACKENDS`
+            (``torch.nn.attention.sdpa_kernel``).
+        cudnn_benchmark: ``torch.backends.cudnn.benchmark``: autotune convolutions per shape.
+        tf32: TF32 tensor cores for float32 matmuls and convolutions (torch's ``fp32_precision``
+            'tf32' vs 'ieee'; no effect on half precision or on CPU).
+    Raises:
+        ValueError: an unknown ``sdpa_backend``.
+    """
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if sdpa_backend != "auto" and sdpa_backend not in SDPA_BACKENDS:
+        raise ValueError(
+            f"sdpa_backend: expected 'auto' or one of {sorted(SDPA_BACKENDS)}, "
+            f"received {sdpa_backend!r}"
+        )
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    saved = (matmul.fp32_precision, conv.fp32_precision, torch.backends.cudnn.benchmark)
+    precision = "tf32" if tf32 else "ieee"
+    with contextlib.ExitStack() as stack:
+        if sdpa_backend != "auto":
+            stack.enter_context(sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[sdpa_backend])))
+        try:
+            matmul.fp32_precision, conv.fp32_precision = precision, precision
+            if device.type == "cuda":
+                torch.backends.cudnn.benchmark = cudnn_benchmark
+            yield
+        finally:
+            matmul.fp32_precision, conv.fp32_precision = saved[0], saved[1]
+            torch.backends.cudnn.benchmark = saved[2]

@@ -16,15 +16,24 @@ ablations (sdedit: no ControlNet, random noise; inst: no ControlNet, inversion; 
 random noise). Every image draws its noise from its own CPU generator seeded from
 (seed, sample_id), in a fixed order (ε, then one variance noise per DDIM step), so an image's
 output does not depend on batch size, composition or order.
+
+Speed levers (``TransferConfig``, not in the generation digest: they change speed, not pixels
+beyond float rounding): ``channels_last``, ``sdpa_backend``, ``cudnn_benchmark``, ``tf32`` and
+``compile``. Compiled models see static shapes only (``dynamic=False``): a tail chunk is padded to
+the batch size, and timesteps reach the models as 0-d tensors, so after the first batch has
+compiled both shapes (N for the inversion, 2N for the CFG steps) no strength, step or tail chunk
+compiles again; an out-of-memory halving of the batch adds one shape (logged).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +41,15 @@ import numpy as np
 from PIL import Image
 
 from zodi_core.conditions import render_condition
-from zodi_core.config import TransferConfig, config_digest
+from zodi_core.config import TRANSFER_SPEED_LEVERS, TransferConfig, config_digest
+from zodi_core.device import speed_levers
 from zodi_core.labels import check_train_ids
 from zodi_core.transfer.models import Components, resolve_device
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 #: Methods that run the inversion ε prediction (Eq. 4–5) / use the ControlNet.
 INVERTING_METHODS = ("zodi", "inst")
@@ -139,13 +151,15 @@ def sample_seed(seed: int, sample_id: str, policy: str = "per_image") -> int:
 
 
 def transfer_digest(config: TransferConfig) -> str:
-    """Digest of everything that determines a generated image: the TransferConfig without
-    ``batch_size`` (outputs are batch-invariant, so a rerun with another batch size may skip).
+    """Digest of everything that determines a generated image: the TransferConfig without its
+    speed levers (:data:`~zodi_core.config.TRANSFER_SPEED_LEVERS`: batch size, compile,
+    channels_last, attention backend, cuDNN autotuning, TF32 change speed, not pixels beyond float
+    rounding, so a rerun with other levers may skip).
 
     Digested resolved (a domain's own settings folded in, other domains' left out); ``prompts``
-    only when set, so the digests of single-prompt configs are those of earlier releases."""
+    only when set."""
     data = config.resolved().model_dump(
-        mode="json", exclude={"batch_size", "domain_settings", "seed_offset"}
+        mode="json", exclude={"domain_settings", "seed_offset", *TRANSFER_SPEED_LEVERS}
     )
     if not data["prompts"]:
         del data["prompts"]
@@ -199,7 +213,10 @@ class TransferSampler:
     Args:
         components: diffusers/transformers components (:func:`~zodi_core.transfer.models.load_components`).
         config: default settings; ``__call__`` may pass another config (e.g. another strength).
+            Its ``channels_last`` and ``compile`` apply here, once; the other levers per call.
         device, dtype: override :func:`~zodi_core.transfer.models.resolve_device` of the config.
+        compile_backend: ``torch.compile``'s backend when ``config.compile`` ('inductor'; tests
+            pass 'eager' or a counting backend).
     """
 
     def __init__(
@@ -208,6 +225,7 @@ class TransferSampler:
         config: TransferConfig | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        compile_backend: str | Callable[..., Any] = "inductor",
     ) -> None:
         import torch
 
@@ -226,13 +244,19 @@ class TransferSampler:
         # A private scheduler: set_timesteps mutates it, and samplers sharing components may run
         # in parallel threads (Prefect shard tasks) with different step counts.
         self.scheduler = copy.deepcopy(components.scheduler)
-        if self.device.type == "cuda":
-            # NHWC convolutions are the fast path of cuDNN's tensor-core kernels.
+        self.channels_last = self.config.channels_last
+        if self.channels_last:
+            # NHWC: cuDNN's tensor-core convolutions' native layout (measured: docs/benchmarks.md)
             for m in (self.unet, self.controlnet, self.vae):
                 m.to(memory_format=torch.channels_last)
-            if self.config.compile:
-                self.unet = torch.compile(self.unet, fullgraph=False)
-                self.controlnet = torch.compile(self.controlnet, fullgraph=False)
+        #: compiled models see one batch size per generation size: chunks are padded to it
+        self.static_batch = self.config.compile
+        if self.config.compile:
+            compile_ = functools.partial(
+                torch.compile, fullgraph=False, dynamic=False, backend=compile_backend
+            )
+            self.unet = compile_(self.unet)
+            self.controlnet = compile_(self.controlnet)
         self._prompt_cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _place(self, module: Any) -> Any:
@@ -274,7 +298,7 @@ class TransferSampler:
         import torch
 
         x = images.to(self.device, self.dtype)
-        if self.device.type == "cuda":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         z = self.vae.encode(x).latent_dist.mean
         return z.float() * self.vae.config.scaling_factor
@@ -337,15 +361,20 @@ class TransferSampler:
         Args:
             z0: (N, 4, h, w) float32; noise: (N, 4, h, w) float32 ε; positive: (1, 77, D).
         """
+        import torch
+
         a, s = self.alpha_sigma(plan.noise_timestep)
         z_t = a * z0 + s * noise
         if config.method not in INVERTING_METHODS:
             return z_t
         ctrl = control if config.method in CONTROLNET_METHODS else None
+        # a 0-d tensor, not a Python int: a compiled model would specialise on the int and
+        # compile a graph per strength
+        t = torch.tensor(plan.noise_timestep, dtype=torch.int64, device=self.device)
         eps_k = self.predict_noise(
             z_t,
-            plan.noise_timestep,
-            positive.expand(z0.shape[0], -1, -1),
+            t,
+            positive.expand(z0.shape[0], -1, -1).contiguous(),
             ctrl,
             config.controlnet_conditioning_scale,
         )
@@ -375,10 +404,13 @@ class TransferSampler:
         ctrl = None
         if config.method in CONTROLNET_METHODS:
             ctrl = torch.cat([control, control])  # same ControlNet scale on both branches (release)
+        # the models' timesteps on their device (0-d tensors: no graph per value, no copy per
+        # call); the scheduler indexes its CPU tables with the CPU ones
+        model_timesteps = plan.timesteps.to(self.device)
         for i, t in enumerate(plan.timesteps):
             model_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
             noise = self.predict_noise(
-                model_in, t, embeddings, ctrl, config.controlnet_conditioning_scale
+                model_in, model_timesteps[i], embeddings, ctrl, config.controlnet_conditioning_scale
             )
             uncond, cond = noise.chunk(2)
             guided = uncond + config.guidance_scale * (cond - uncond)
@@ -440,6 +472,7 @@ class TransferSampler:
                         size,
                         plan,
                         config,
+                        batch,
                     )
                 except RuntimeError as err:
                     if not _is_oom(err):
@@ -452,6 +485,14 @@ class TransferSampler:
                             "a GPU with more memory"
                         ) from None
                     batch = max(1, batch // 2)  # halve and retry: per-image seeds keep outputs
+                    if self.static_batch:
+                        log.warning(
+                            "out of GPU memory at batch size %d: batch halved to %d; the "
+                            "compiled models compile this new shape once (set batch_size=%d)",
+                            batch * 2,
+                            batch,
+                            batch,
+                        )
                     continue
                 for i, out in zip(chunk, outs, strict=True):
                     results[i] = TransferOutput(
@@ -468,7 +509,10 @@ class TransferSampler:
         size: tuple[int, int],
         plan: TimestepPlan,
         config: TransferConfig,
+        batch: int | None = None,
     ) -> tuple[list[np.ndarray], float]:
+        """One chunk of at most ``batch`` images of one generation size; with compiled models
+        (``static_batch``) padded to ``batch`` rows (copies of the last image, outputs dropped)."""
         import torch
 
         t0 = time.perf_counter()
@@ -492,11 +536,13 @@ class TransferSampler:
             if len(config.effective_prompts) > 1
             else embeddings[0][1]
         )
-        with torch.inference_mode():
-            z0 = self.encode(x)
-            latents = self.start_latents(z0, eps, plan, positive, control, config)
-            latents = self.denoise(latents, plan, negative, positive, control, step_noise, config)
-            out = self.decode(latents)
+        n = len(images)
+        if self.static_batch and batch is not None and n < batch:
+            x, control, eps = (_pad_rows(v, batch) for v in (x, control, eps))
+            step_noise = _pad_rows(step_noise, batch, dim=1)
+            if positive.shape[0] > 1:  # one embedding per image (several prompts)
+                positive = _pad_rows(positive, batch)
+        out = self.generate(x, control, eps, step_noise, negative, positive, plan, config)[:n]
         arr = ((out + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         arr = arr.permute(0, 2, 3, 1).cpu().numpy()
         results = []
@@ -507,6 +553,54 @@ class TransferSampler:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return results, (time.perf_counter() - t0) / len(images)
+
+    def generate(
+        self,
+        x: torch.Tensor,
+        control: torch.Tensor,
+        eps: torch.Tensor,
+        step_noise: torch.Tensor,
+        negative: torch.Tensor,
+        positive: torch.Tensor,
+        plan: TimestepPlan,
+        config: TransferConfig,
+    ) -> torch.Tensor:
+        """The model work of one batch (steps 1-4 of the module docstring), under the config's
+        speed levers (:func:`~zodi_core.device.speed_levers`).
+
+        Args:
+            x: (N, 3, H, W) float32 in [-1, 1]; control: (N, 3, H, W) float32 in [0, 1];
+            eps: (N, 4, h, w) float32; step_noise: (k or 0, N, 4, h, w) float32;
+            negative: (1, 77, D); positive: (1 or N, 77, D).
+        Returns:
+            (N, 3, H, W) float32 in [-1, 1].
+        """
+        import torch
+
+        levers = speed_levers(
+            self.device,
+            sdpa_backend=config.sdpa_backend,
+            cudnn_benchmark=config.cudnn_benchmark,
+            tf32=config.tf32,
+        )
+        with levers, torch.inference_mode():
+            try:
+                z0 = self.encode(x)
+                latents = self.start_latents(z0, eps, plan, positive, control, config)
+                latents = self.denoise(
+                    latents, plan, negative, positive, control, step_noise, config
+                )
+                return self.decode(latents)
+            except RuntimeError as err:
+                message = str(err).lower()
+                if config.sdpa_backend != "auto" and (
+                    "no available kernel" in message or "no viable backend" in message
+                ):
+                    raise ValueError(
+                        f"sdpa_backend: {config.sdpa_backend!r} has no attention kernel for "
+                        f"these inputs on {self.device} ({self.dtype}); use 'auto'"
+                    ) from None
+                raise
 
     def _metadata(
         self,
@@ -563,6 +657,17 @@ def draw_noise(
             else torch.zeros((0, *shape))
         )
     return torch.stack(eps), torch.stack(per_step, dim=1)
+
+
+def _pad_rows(t: torch.Tensor, rows: int, dim: int = 0) -> torch.Tensor:
+    """``t`` with copies of its last entry along ``dim`` appended up to ``rows`` entries."""
+    import torch
+
+    missing = rows - t.shape[dim]
+    if missing <= 0:
+        return t
+    last = t.narrow(dim, t.shape[dim] - 1, 1)
+    return torch.cat([t, *([last] * missing)], dim=dim)
 
 
 def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
