@@ -1,0 +1,229 @@
+"""The base of every config: the frozen model class, the shared field types, one line per
+invalid field (:class:`ConfigError`), deep merge and the config digest."""
+
+from __future__ import annotations
+
+import contextvars
+import difflib
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+T = TypeVar("T")
+
+
+def _check_not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError(f"expected a non-empty value, received {value!r}")
+    return value
+
+
+#: A path, hub id, config name or URL: a string that is not empty or blank.
+NonEmptyStr = Annotated[str, AfterValidator(_check_not_blank)]
+
+
+def _check_device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {value!r}")
+    return value
+
+
+#: A torch device of a stage (zodi_core.device.resolve_device): 'auto', 'cpu', 'cuda', 'cuda:N'.
+Device = Annotated[str, AfterValidator(_check_device)]
+
+
+def _check_not_empty(value: tuple) -> tuple:
+    if not value:
+        raise ValueError("expected at least one item, received none")
+    return value
+
+
+#: A list with at least one item (checked after its items, so a bad item is named alone).
+NonEmptyTuple = Annotated[tuple[T, ...], AfterValidator(_check_not_empty)]
+#: A seed that numpy and mmengine accept (``np.random.seed`` takes 0 <= seed < 2**32).
+Seed32 = Annotated[int, Field(ge=0, lt=2**32)]
+#: A name that becomes a file or folder name (a manifest name, a split folder).
+FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")]
+PresetName = Literal["paper", "default", "demo"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names field, expectation and value.
+
+    ``problems`` holds one line per problem (``train.max_iters: expected a value >= 1,
+    received -5``): validation lists every bad field at once, not the first only.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems is not None else [message]
+
+
+#: pydantic's error types → what the field expects (its ``ctx`` fills the braces).
+_EXPECTED = {
+    "greater_than": "a value > {gt}",
+    "greater_than_equal": "a value >= {ge}",
+    "less_than": "a value < {lt}",
+    "less_than_equal": "a value <= {le}",
+    "too_short": "at least {min_length} item(s)",
+    "too_long": "at most {max_length} item(s)",
+    "string_too_short": "a non-empty string",
+    "string_pattern_mismatch": "a name matching {pattern}",
+    "literal_error": "one of {expected}",
+    "multiple_of": "a multiple of {multiple_of}",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "tuple_type": "a list",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the config model at ``loc`` (for "did you mean"), [] if unknown."""
+    import typing
+
+    node: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(node, type) and issubclass(node, BaseModel)):
+            return []
+        field = node.model_fields.get(str(part))
+        if field is None:
+            continue  # a dict key or list index: the model is inside the annotation
+        models = [
+            a
+            for a in _walk_annotation(field.annotation, typing)
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        node = models[0] if models else None
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    return []
+
+
+def _walk_annotation(annotation: Any, typing: Any) -> list[Any]:
+    out = [annotation]
+    for arg in typing.get_args(annotation):
+        out += _walk_annotation(arg, typing)
+    return out
+
+
+def _problem_line(prefix: str, model: type[BaseModel], e: Any) -> str:
+    loc = tuple(p for p in e["loc"] if not str(p).startswith("function-"))
+    received = e.get("input")
+    kind = e["type"]
+    if loc[-1:] == ("[key]",):  # a mapping's key is invalid: name the mapping
+        loc = loc[:-2]
+    field = prefix + (".".join(str(p) for p in loc) or "<root>")
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(model, loc), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "check the spelling"
+        return f"{field}: unknown key (received {received!r}); {hint}"
+    if kind == "missing":
+        return f"{field}: required, not set"
+    if kind == "value_error":
+        message = str(e["msg"]).removeprefix("Value error, ")
+        if re.match(r"[a-z_][\w.]*: ", message):  # names its own field (a cross-field check)
+            return f"{prefix}{message}" if loc == () else f"{field}.{message}"
+        if "received" not in message and not isinstance(received, dict):
+            message += f"; received {received!r}"
+        return f"{field}: {message}"
+    expected = _EXPECTED.get(kind)
+    if expected is None:
+        return f"{field}: {e['msg']} (received {received!r})"
+    ctx = {k: _number(v) for k, v in e.get("ctx", {}).items()}
+    return f"{field}: expected {expected.format(**ctx)}, received {received!r}"
+
+
+def _number(value: Any) -> Any:
+    """1.0 → 1 (a bound reads as written), other values unchanged."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _format_validation_error(model: type[BaseModel], err: ValidationError) -> ConfigError:
+    """One ConfigError listing every problem of ``err``, each line naming its dotted field.
+
+    A pipeline config's fields read as its YAML keys (``train.max_iters``); another model's
+    with its class name (``TransferConfig.strength``).
+    """
+    prefix = "" if model.__name__ == "PipelineConfig" else f"{model.__name__}."
+    problems = [_problem_line(prefix, model, e) for e in err.errors()]
+    n = len(problems)
+    head = "invalid configuration:" if n == 1 else f"invalid configuration ({n} problems):"
+    return ConfigError(head + "\n  " + "\n  ".join(problems), problems)
+
+
+_NESTING: contextvars.ContextVar[int] = contextvars.ContextVar("zodi_config_nesting", default=0)
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
+
+    def __init__(self, **data: Any) -> None:
+        # Nested models are validated inside the outer one: only the outermost call converts
+        # pydantic's error into one ConfigError, so nested fields read "Outer.inner.field".
+        token = _NESTING.set(_NESTING.get() + 1)
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            if _NESTING.get() > 1:
+                raise
+            raise _format_validation_error(type(self), err) from None
+        finally:
+            _NESTING.reset(token)
+
+    def replace(self, **overrides: Any) -> Self:
+        """A copy with ``overrides`` applied and validated again."""
+        return type(self)(**{**self.model_dump(), **overrides})
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides: Any) -> Self:
+        """The named preset (``paper``, ``default``, ``demo``) with ``overrides`` applied."""
+        presets = cls._presets()
+        if name not in presets:
+            raise ConfigError(
+                f"{cls.__name__}.preset: expected one of {sorted(presets)}, received {name!r}"
+            )
+        return cls(**{**presets[name], **overrides})
+
+    @classmethod
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        return {"paper": {}, "default": {}, "demo": {}}
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_digest(config: BaseModel | dict[str, Any], length: int = 16) -> str:
+    """Stable hex digest of an effective config (canonical JSON, sorted keys)."""
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]

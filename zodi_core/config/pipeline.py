@@ -1,0 +1,393 @@
+"""The pipeline's other stages and the whole: training, evaluation, storage, report,
+datasets, quality, and :class:`PipelineConfig` (YAML, presets, relative paths)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from zodi_core.config.base import (
+    ConfigError,
+    Device,
+    FileName,
+    NonEmptyStr,
+    NonEmptyTuple,
+    Seed32,
+    _Config,
+    _deep_merge,
+)
+from zodi_core.config.transfer import (
+    CLIP_MODEL_ID,
+    DOMAIN_PHRASES,
+    DOMAINS,
+    DomainName,
+    TransferConfig,
+)
+from zodi_core.model_source import is_local
+
+
+class TrainConfig(_Config):
+    """Model adaptation (SPEC §3): the one owner of ZoDi's settings (scheme, λ, feature stage).
+
+    ``mmseg_config`` is a plain segmentation config; ZoDi (the ``ZoDiSegmentor`` wrapper, the
+    paired dataset and pipeline) is added to it in code from this config's fields, and the
+    source-only baseline trains the same config without it.
+    """
+
+    mmseg_config: NonEmptyStr = Field(
+        "deeplabv3plus_r50-release_4xb-100e_cityscapes-512x1024.py",
+        description="mmseg config of the segmentation model: a path, a name under "
+        "zodi_core/seg/configs, or an mmseg model-zoo name (mmseg::<folder>/<file>.py)",
+    )
+    scheme: Literal["release", "concat"] = Field(
+        "release",
+        description="'release': L_sim+CE(src) then a second forward for CE(gen); 'concat': one "
+        "forward of the concatenated pair (differs in BatchNorm statistics; the scheme under DDP)",
+    )
+    lambda_sim: float = Field(0.1, ge=0.0, description="Weight λ of the similarity loss")
+    feature_stage: int = Field(
+        -1, ge=-8, le=7,
+        description="Backbone stage whose pooled features L_sim uses (-1: the last; the "
+        "backbone's stage count is checked when the model runs)",
+    )  # fmt: skip
+    seeds: NonEmptyTuple[Seed32] = Field((0,), description="Training seeds (paper: three)")
+    max_epochs: int | None = Field(None, ge=1, description="Override the config's epochs")
+    max_iters: int | None = Field(None, ge=1, description="Override with an iteration budget")
+    batch_size: int | None = Field(None, ge=1, description="Override the config's batch size")
+    pretrained: NonEmptyStr | None = Field(
+        None, description="Local path of ImageNet backbone weights"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="mmengine console log level; None: the mmseg config's"
+    )
+    device: Device = Field(
+        "auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto'/'float32': full precision; float16/bfloat16: AMP on CUDA"
+    )
+    vis_backends: tuple[Literal["local", "tensorboard", "mlflow"], ...] = Field(
+        ("local",), description="mmengine visualisation backends (local: <work_dir>/*/vis_data)"
+    )
+
+    @classmethod
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        return {
+            "paper": {"seeds": (0, 1, 2)},
+            "default": {},
+            "demo": {
+                "mmseg_config": "deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py",
+                "log_level": "WARNING",
+            },
+        }
+
+
+class EvalConfig(_Config):
+    """Evaluation (SPEC §4)."""
+
+    height: int = Field(
+        512, ge=8, le=16384, description="Images and labels are resized to this height"
+    )
+    width: int = Field(
+        1024, ge=8, le=16384, description="Images and labels are resized to this width"
+    )
+    proxy: bool = Field(True, description="Also evaluate on generated images of the source val")
+    batch_size: int = Field(1, ge=1, description="Images per forward pass")
+    device: Device = Field(
+        "auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto'/'float32': full precision; float16/bfloat16: autocast on CUDA"
+    )
+
+    @classmethod
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        return {"paper": {}, "default": {}, "demo": {"height": 64, "width": 128}}
+
+
+class StorageConfig(_Config):
+    """Where artifacts go: a local folder or ``s3://bucket/prefix``."""
+
+    root: str = Field("./zodi-demo/artifacts", description="Local folder or s3://bucket/prefix")
+    endpoint_url: str | None = Field(
+        None, pattern=r"^https?://[^\s/]+", description="S3-compatible endpoint (None: AWS)"
+    )
+    region: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="S3 region (None: from the AWS config chain)",
+    )  # fmt: skip
+
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("expected a folder or s3://bucket/prefix, received an empty string")
+        if v.startswith("s3://") and len(v) <= len("s3://"):
+            raise ValueError(f"expected s3://bucket[/prefix], received {v!r}")
+        return v
+
+    def storage_options(self) -> dict[str, str]:
+        """The S3 options set here, for ``storage.open_storage(root, **options)`` or
+        ``storage.use_options(**options)``; unset ones are left to boto3's configuration."""
+        return {
+            k: v for k, v in (("endpoint_url", self.endpoint_url), ("region", self.region)) if v
+        }
+
+
+class ReportConfig(_Config):
+    """How the report's Prefect artifacts show images (sample grids, confusion matrices)."""
+
+    images: Literal["auto", "presigned", "embedded"] = Field(
+        "auto",
+        description="auto: presigned links for S3 roots, embedded for local ones; presigned: "
+        "links only (a local root then shows paths); embedded: images inline as data URIs",
+    )
+    presign_expires_s: int = Field(
+        7 * 24 * 3600, ge=1, le=7 * 24 * 3600,
+        description="Life of a presigned image link in seconds (7 days, the S3 maximum)",
+    )  # fmt: skip
+    embed_max_kb: int = Field(
+        200, ge=16,
+        description="Size budget of the images embedded in one artifact, in kB of data URI "
+        "(Prefect keeps artifacts in its database); images are downscaled and JPEG-compressed "
+        "to fit, or linked when they cannot",
+    )  # fmt: skip
+
+
+#: The weather conditions of ACDC's folders (``rgb_anon/<condition>/...``).
+ACDC_CONDITIONS = ("night", "snow", "rain", "fog")
+
+
+class DatasetSpec(_Config):
+    """One dataset to ingest."""
+
+    dataset: Literal["cityscapes", "acdc", "gta5"] = Field(..., description="On-disk layout")
+    root: NonEmptyStr = Field(..., description="Dataset root folder")
+    split: FileName = Field("train", description="Split folder (cityscapes, acdc)")
+    condition: Literal["night", "snow", "rain", "fog"] | None = Field(
+        None, description="ACDC condition"
+    )
+    subset: int | None = Field(None, ge=1, description="Random subset of this size (GTA5: 1000)")
+    subset_seed: Seed32 = Field(0, description="Seed of the random subset")
+    name: FileName | None = Field(
+        None, description="Report and manifest name (manifests/<name>.parquet); None: derived"
+    )
+    domain: DomainName | None = Field(
+        None,
+        description="Target domain this real set evaluates (pairs it with that domain's proxy); "
+        "None: the ACDC condition, 'game' for gta5, no domain for cityscapes",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.dataset == "acdc" and self.condition not in ACDC_CONDITIONS:
+            raise ValueError(
+                f"condition: expected one of {', '.join(ACDC_CONDITIONS)} for acdc, "
+                f"received {self.condition!r}"
+            )
+        return self
+
+    @property
+    def target_domain(self) -> str | None:
+        """The domain this set evaluates: ``domain``, else derived from the dataset."""
+        if self.domain is not None:
+            return self.domain
+        if self.dataset == "acdc":
+            return self.condition
+        if self.dataset == "gta5":
+            return "game"
+        return None
+
+    @property
+    def manifest_name(self) -> str:
+        """Name of this dataset's samples manifest (``manifests/<name>.parquet``)."""
+        if self.name:
+            return self.name
+        if self.dataset == "acdc":
+            return f"acdc-{self.condition}-{self.split}"
+        if self.dataset == "gta5":
+            return "gta5"
+        return f"{self.dataset}-{self.split}"
+
+
+class QualityConfig(_Config):
+    """Scores of the generated images and the training filter (zodi_core.quality, issue 14)."""
+
+    score: bool = Field(True, description="Score every generated image before ZoDi trains")
+    seg_config: NonEmptyStr | None = Field(
+        None, description="Layout scorer's mmseg config; None: train's"
+    )
+    seg_checkpoint: NonEmptyStr | None = Field(
+        None, description="Layout scorer checkpoint; None: the run's source-only model"
+    )
+    clip: NonEmptyStr | None = Field(
+        CLIP_MODEL_ID, description="CLIP hub id or folder; None: no CLIP"
+    )
+    min_layout_miou: float | None = Field(
+        None, ge=0.0, le=100.0, description="Drop rows below this layout mIoU (%)"
+    )
+    min_clip: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Drop rows below this CLIP score (cosine)"
+    )
+    drop_lowest_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Also drop this fraction with the lowest layout mIoU"
+    )
+    batch_size: int = Field(8, ge=1, description="Images per scoring batch")
+    device: Device = Field(
+        "auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'"
+    )
+    worst_n: int = Field(8, ge=0, description="Rows of the report's worst-generations grid")
+
+    @classmethod
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        # demo: no CLIP download on a machine without network (the demo may pass a tiny one)
+        return {"paper": {}, "default": {}, "demo": {"clip": None, "worst_n": 4}}
+
+
+class PipelineConfig(_Config):
+    """The whole pipeline: ingest → shard → transfer → merge → train → evaluate → report."""
+
+    source: DatasetSpec = Field(
+        default_factory=lambda: DatasetSpec(dataset="cityscapes", root="data/cityscapes"),
+        description="Labelled source training set",
+    )
+    source_val: DatasetSpec | None = Field(None, description="Source val split (proxy evaluation)")
+    targets: tuple[DatasetSpec, ...] = Field((), description="Real target sets to evaluate on")
+    domains: NonEmptyTuple[DomainName] = Field(
+        ("night",),
+        description="Target domains to transfer to: built-in ones or names that transfer."
+        "domain_settings (or transfer.prompt) gives a prompt",
+    )
+    transfer: TransferConfig = Field(default_factory=TransferConfig, description="Transfer")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Adaptation")
+    evaluation: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Artifacts")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality control")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Report artifacts")
+    shard_size: int = Field(8, ge=1, description="Source images per transfer shard")
+
+    @model_validator(mode="after")
+    def _check_domains(self) -> Self:
+        # Every domain must have a prompt: a built-in one, or one set in transfer.
+        t = self.transfer
+        for domain in self.domains:
+            own = t.domain_settings.get(domain)
+            has_prompt = t.prompt is not None or bool(t.prompts)
+            has_prompt = has_prompt or (own is not None and bool(own.prompt or own.prompts))
+            if domain not in DOMAIN_PHRASES and not has_prompt:
+                raise ValueError(
+                    f"domains: {domain!r} has no prompt; define it under "
+                    f"transfer.domain_settings.{domain}.prompt (or prompts) or use a built-in "
+                    f"domain ({', '.join(DOMAINS)})"
+                )
+        return self
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides: Any) -> Self:
+        if name not in ("paper", "default", "demo"):
+            raise ConfigError(
+                f"PipelineConfig.preset: expected one of ['default', 'demo', 'paper'], "
+                f"received {name!r}"
+            )
+        base = {
+            "transfer": TransferConfig.preset(name).model_dump(),
+            "train": TrainConfig.preset(name).model_dump(),
+            "evaluation": EvalConfig.preset(name).model_dump(),
+            "quality": QualityConfig.preset(name).model_dump(),
+        }
+        if name == "demo":
+            base["shard_size"] = 4
+        return cls(**_deep_merge(base, overrides))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
+        """Load YAML; a top-level ``preset:`` key selects the base preset (default ``default``)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"config file {path}: expected a mapping, received {type(data).__name__}"
+            )
+        name = data.pop("preset", "default")
+        # The file's relative paths name files next to it; the caller's overrides (command-line
+        # options) name files relative to the current folder.
+        config = cls.preset(name, **data).resolve_paths(path.parent)
+        if overrides:
+            config = cls(**_deep_merge(config.model_dump(), overrides)).resolve_paths(Path.cwd())
+        return config
+
+    def resolve_paths(self, base: str | Path) -> Self:
+        """This config with every relative local path made absolute against ``base``.
+
+        The one rule for relative paths (``zodi pipeline --config`` and ``zodi submit --config``
+        both load through :meth:`from_yaml`, which passes the config file's folder): dataset
+        roots, ``storage.root``, ``train.pretrained`` and ``quality.seg_checkpoint`` are local
+        paths unless they are URIs (``s3://...``); model sources (``transfer.models.*``,
+        ``quality.clip``) and mmseg configs (``train.mmseg_config``, ``quality.seg_config``) are
+        local paths only when they start with ``.``, ``/`` or ``~`` or exist under ``base`` —
+        otherwise they stay hub ids, bundled config names or ``mmseg::`` model-zoo names.
+        """
+        base = Path(base).expanduser().absolute()
+
+        def spec(s: DatasetSpec | None) -> DatasetSpec | None:
+            return s if s is None else s.replace(root=_local_path(s.root, base))
+
+        t, q = self.transfer, self.quality
+        models = t.models.replace(
+            base=_local_source(t.models.base, base),
+            controlnet=_local_source(t.models.controlnet, base),
+        )
+        train = self.train.replace(
+            mmseg_config=_local_source(self.train.mmseg_config, base, mmseg=True),
+            pretrained=_local_path(self.train.pretrained, base),
+        )
+        quality = q.replace(
+            seg_config=_local_source(q.seg_config, base, mmseg=True),
+            seg_checkpoint=_local_path(q.seg_checkpoint, base),
+            clip=_local_source(q.clip, base),
+        )
+        return self.replace(
+            source=spec(self.source),
+            source_val=spec(self.source_val),
+            targets=tuple(spec(s) for s in self.targets),
+            transfer=t.replace(models=models),
+            train=train,
+            quality=quality,
+            storage=self.storage.replace(root=_local_path(self.storage.root, base)),
+        )
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _local_path(value: str | None, base: Path) -> str | None:
+    """``value`` made absolute against ``base`` (``~`` expanded); a URI is left as it is."""
+    if value is None or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    return os.path.normpath(path if path.is_absolute() else base / path)
+
+
+def _local_source(value: str | None, base: Path, mmseg: bool = False) -> str | None:
+    """A model or mmseg config source: a local path made absolute, else left as it is.
+
+    Local by :func:`zodi_core.model_source.is_local` (starts with ``.``, ``/`` or ``~``, or
+    names something under ``base``); otherwise it is a hub id (``org/name``), a bundled mmseg
+    config name or an ``mmseg::`` model-zoo name.
+    """
+    if value is None or "://" in value or (mmseg and value.startswith("mmseg::")):
+        return value
+    return _local_path(value, base) if is_local(value, base) else value

@@ -1,0 +1,396 @@
+"""Where the diffusion models come from and how an image is transferred: domains, prompts,
+strengths (SPEC §2), :class:`ModelsConfig`, :class:`DomainSettings`, :class:`TransferConfig`."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from zodi_core.config.base import Device, NonEmptyStr, _Config
+
+#: The paper's five target domains: built in, with a prompt phrase and a strength (SPEC §2).
+#: Any other name is a user-defined domain, valid once a config or the prompt config gives it a
+#: prompt (``TransferConfig.domain_settings`` / ``prompt``, ``PromptConfig.domains``).
+DOMAINS = ("night", "snow", "rain", "fog", "game")
+#: A domain name becomes a folder and an S3 key part (``paired/domain=<name>/...``): 1-64
+#: characters, lowercase letters, digits, ``-`` and ``_``, starting with a letter or digit.
+DOMAIN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+DOMAIN_NAME_RULE = (
+    "1-64 characters: lowercase letters, digits, '-' and '_', starting with a letter or digit"
+)
+
+
+def check_domain_name(name: Any) -> str:
+    """``name`` when it is a valid domain name, else ValueError saying what is allowed."""
+    if not isinstance(name, str) or not DOMAIN_NAME_RE.fullmatch(name):
+        raise ValueError(f"domain name: expected {DOMAIN_NAME_RULE} (e.g. 'dusk')")
+    return name
+
+
+#: A target domain's name: a plain string, validated by :func:`check_domain_name`.
+DomainName = Annotated[str, AfterValidator(check_domain_name)]
+
+
+#: Text that follows "driving" in the prompt of each target domain (SPEC §2).
+DOMAIN_PHRASES: dict[str, str] = {
+    "night": "at night",
+    "snow": "in snow",
+    "rain": "under rain",
+    "fog": "in fog",
+    "game": "in a game",
+}
+#: Transfer strength of the authors' release per domain (SPEC §2).
+DOMAIN_STRENGTHS: dict[str, float] = {
+    "night": 0.90,
+    "snow": 0.65,
+    "rain": 0.65,
+    "fog": 0.60,
+    "game": 0.60,
+}
+#: Strength of a user-defined domain that sets none (the paper's snow and rain value).
+USER_DOMAIN_STRENGTH = 0.65
+SD15_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+CONTROLNET_SEG_ID = "lllyasviel/control_v11p_sd15_seg"
+CLIP_MODEL_ID = "openai/clip-vit-large-patch14"
+
+
+class ModelsConfig(_Config):
+    """Where the diffusion components come from."""
+
+    base: NonEmptyStr = Field(
+        SD15_MODEL_ID, description="Hub id or local folder of Stable Diffusion 1.5"
+    )
+    controlnet: NonEmptyStr | None = Field(
+        CONTROLNET_SEG_ID,
+        description="Hub id or local folder of the segmentation ControlNet; None: <base>/controlnet",
+    )
+    revision: NonEmptyStr | None = Field(
+        None,
+        description="Hub revision (branch, tag or commit) of the base model, resolved to its "
+        "commit at load and recorded; a commit pins it (None: main)",
+    )
+    controlnet_revision: NonEmptyStr | None = Field(
+        None, description="Hub revision of the ControlNet (as revision; None: main)"
+    )
+
+
+def _check_strength_value(v: float | None) -> float | None:
+    if v is not None and not 0.0 < v <= 1.0:
+        raise ValueError(f"expected a strength in (0, 1], received {v}")
+    return v
+
+
+def _check_prompt_values(prompt: str | None, prompts: tuple[str, ...]) -> None:
+    if prompt is not None and not prompt.strip():
+        raise ValueError("prompt: expected a non-empty prompt, received an empty string")
+    if any(not p.strip() for p in prompts):
+        raise ValueError(f"prompts: expected non-empty prompts, received {list(prompts)!r}")
+    if prompt is not None and prompts:
+        raise ValueError("prompt, prompts: set one of them, not both")
+
+
+def choose_prompt(prompts: tuple[str, ...] | list[str], seed: int) -> str:
+    """The prompt of one image: ``prompts[seed mod len(prompts)]`` of its per-image seed.
+
+    Deterministic (same seed, same prompt) and independent of batching; with one prompt, it.
+    """
+    if not prompts:
+        raise ValueError("prompts: expected at least one prompt, received none")
+    return prompts[int(seed) % len(prompts)]
+
+
+class DomainSettings(_Config):
+    """One domain's prompt settings; a field left None keeps the transfer config's value."""
+
+    prompt: str | None = Field(None, description="The domain's prompt")
+    prompts: tuple[str, ...] | None = Field(
+        None, description="Several prompts; each image picks one from its per-image seed"
+    )
+    negative_prompt: str | None = Field(None, description="CFG negative prompt")
+    strength: float | None = Field(None, description="S in (0, 1]")
+    seed_offset: int | None = Field(
+        None, ge=0, lt=2**32, description="Added to the global seed for this domain"
+    )
+
+    @field_validator("strength")
+    @classmethod
+    def _check_strength(cls, v: float | None) -> float | None:
+        return _check_strength_value(v)
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("expected a non-empty prompt, received an empty string")
+        return v
+
+    @field_validator("prompts")
+    @classmethod
+    def _check_prompts(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None and (not v or any(not p.strip() for p in v)):
+            raise ValueError(f"expected one or more non-empty prompts, received {list(v)!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_prompt_values(self.prompt, self.prompts or ())
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields set here as TransferConfig overrides (a prompt replaces prompts)."""
+        out = self.model_dump(exclude_none=True)
+        if "prompt" in out:
+            out["prompts"] = ()
+        elif "prompts" in out:
+            out["prompt"] = None
+        return out
+
+
+#: TransferConfig fields that change speed, not the generated pixels (up to float rounding):
+#: left out of the generation digest (zodi_core.transfer.sampler.transfer_digest), so switching
+#: one reuses the images already made.
+TRANSFER_SPEED_LEVERS = (
+    "batch_size",
+    "compile",
+    "channels_last",
+    "sdpa_backend",
+    "cudnn_benchmark",
+    "tf32",
+)
+
+
+class TransferConfig(_Config):
+    """Zero-shot image transfer (SPEC §2).
+
+    A domain's settings come, most specific first, from ``domain_settings[domain]``, the fields
+    ``prompt``/``prompts``, ``negative_prompt``, ``strength``, ``seed_offset``, and for the
+    paper's five domains the built-in phrase and strength. :meth:`resolved` folds them into the
+    plain fields; the sampler and the runner work on the resolved config.
+    """
+
+    domain: DomainName = Field(
+        "night",
+        description="Target domain: a built-in one (night, snow, rain, fog, game) or a "
+        "name with a prompt (" + DOMAIN_NAME_RULE + ")",
+    )
+    prompt: str | None = Field(None, description="Prompt; None: 'driving <domain phrase>'+suffix")
+    prompts: tuple[str, ...] = Field(
+        (),
+        description="Several prompts (instead of prompt); each image picks one from its "
+        "per-image seed (seed mod count) and its manifest row records which; with "
+        "seed_policy 'global' (the paper preset) every image has one seed, hence one prompt",
+    )
+    prompt_suffix: str = Field(", best quality", description="Appended to the derived prompt")
+    negative_prompt: str = Field("lower quality, worst quality", description="CFG negative prompt")
+    strength: float | None = Field(None, description="S in (0, 1]; None: the domain's default")
+    seed_offset: int = Field(
+        0, ge=0, lt=2**32, description="Added to `seed` (a domain's own seed stream)"
+    )
+    domain_settings: dict[DomainName, DomainSettings] = Field(
+        default_factory=dict,
+        description="Per-domain prompt(s), negative prompt, strength, seed offset: defines "
+        "user domains (e.g. dusk) and overrides the built-in five",
+    )
+    num_inference_steps: int = Field(
+        20, ge=1, le=1000, description="T, DDIM steps of the full schedule (at most the 1000 "
+        "training timesteps)"
+    )  # fmt: skip
+    eta: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="DDIM eta in [0, 1]; 1.0 is stochastic as in the release (above 1 the "
+        "DDIM variance exceeds the step's)",
+    )  # fmt: skip
+    guidance_scale: float = Field(9.0, ge=0.0, description="Classifier-free guidance scale")
+    controlnet_conditioning_scale: float = Field(
+        1.0, ge=0.0, description="ControlNet residual scale"
+    )
+    timestep_spacing: Literal["leading", "trailing", "linspace"] = Field(
+        "leading", description="DDIM timestep grid; SD 1.5 uses 'leading' (1, 51, ..., 951)"
+    )
+    timestep_mode: Literal["consistent", "release"] = Field(
+        "consistent",
+        description="'consistent': noise, invert and denoise at one t; 'release': noise at "
+        "floor(1000*S), denoise from the grid step below (the authors' defect)",
+    )
+    palette: Literal["ade20k", "cityscapes"] = Field(
+        "ade20k", description="Condition-map palette; ControlNet seg was trained on ADE20K"
+    )
+    method: Literal["zodi", "sdedit", "inst", "wo_si"] = Field(
+        "zodi",
+        description="zodi; Table 2 ablations: sdedit (no ControlNet, random noise), inst (no "
+        "ControlNet, stochastic inversion), wo_si (ControlNet, random noise)",
+    )
+    seed: int = Field(42, ge=0, lt=2**62, description="Global seed")
+    seed_policy: Literal["per_image", "global"] = Field(
+        "per_image",
+        description="'per_image': seed from (seed, sample_id); 'global': every image reseeded "
+        "with `seed` as the release does",
+    )
+    short_side: int = Field(512, ge=8, le=8192, description="Generation short side in pixels")
+    size_multiple: int = Field(
+        64, ge=8, le=1024, multiple_of=8,
+        description="Generation sides are multiples of this (of 8: the VAE's downsampling)",
+    )  # fmt: skip
+    resize_to_source: bool = Field(False, description="Resize outputs back to source resolution")
+    batch_size: int = Field(
+        4, ge=1, description="Images per sampler call (speed lever, not in the digest)"
+    )
+    device: Device = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
+        description="Weights and activations; changes pixels, so in the digest. "
+        "'auto': float16 on CUDA, float32 on CPU",
+    )
+    compile: bool = Field(
+        False,
+        description="Speed lever, not in the digest: torch.compile the UNet and ControlNet with "
+        "static shapes (dynamic=False; a tail chunk is padded to batch_size)",
+    )
+    channels_last: bool = Field(
+        False,
+        description="Speed lever, not in the digest: NHWC memory format for UNet, ControlNet "
+        "and VAE (off until a GPU figure shows a gain: docs/benchmarks.md)",
+    )
+    sdpa_backend: Literal["auto", "math", "flash", "efficient", "cudnn"] = Field(
+        "auto",
+        description="Speed lever, not in the digest: attention kernel "
+        "(torch.nn.attention.sdpa_kernel); 'auto': torch's choice",
+    )
+    cudnn_benchmark: bool = Field(
+        True,
+        description="Speed lever, not in the digest: cuDNN autotunes convolutions per shape (CUDA)",
+    )
+    tf32: bool = Field(
+        True,
+        description="Speed lever, not in the digest: TF32 tensor cores for float32 matmuls and "
+        "convolutions (CUDA with dtype float32; float rounding only)",
+    )
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model sources")
+
+    @field_validator("strength")
+    @classmethod
+    def _check_strength(cls, v: float | None) -> float | None:
+        return _check_strength_value(v)
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_prompt(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("expected a non-empty prompt, received an empty string")
+        return v
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> Self:
+        if self.short_side % self.size_multiple:
+            raise ValueError(
+                f"short_side: expected a multiple of size_multiple={self.size_multiple}, "
+                f"received {self.short_side}"
+            )
+        _check_prompt_values(self.prompt, self.prompts)
+        offsets = [s.seed_offset or 0 for s in self.domain_settings.values()]
+        if self.seed + self.seed_offset + max(offsets, default=0) >= 2**62:
+            raise ValueError(
+                f"seed: expected seed + seed offsets < 2**62 (the resolved seed), received "
+                f"{self.seed} + {self.seed_offset} + {max(offsets, default=0)}"
+            )
+        if not self._has_prompt() and self.domain not in DOMAIN_PHRASES:
+            raise ValueError(
+                f"domain: {self.domain!r} has no prompt; give it one (transfer.prompt, "
+                f"transfer.domain_settings.{self.domain}.prompt, or the prompt config's "
+                f"domains.{self.domain}.prompt) or use a built-in domain ({', '.join(DOMAINS)})"
+            )
+        return self
+
+    def _has_prompt(self) -> bool:
+        r = self._effective()
+        return r["prompt"] is not None or bool(r["prompts"])
+
+    def _effective(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "prompt": self.prompt,
+            "prompts": self.prompts,
+            "negative_prompt": self.negative_prompt,
+            "strength": self.strength,
+            "seed_offset": self.seed_offset,
+        }
+        settings = self.domain_settings.get(self.domain)
+        if settings is not None:
+            values.update(settings.overrides())
+        return values
+
+    def resolved(self) -> TransferConfig:
+        """This config with ``domain_settings[domain]`` folded into the plain fields, the seed
+        offset into ``seed`` and the other domains' settings dropped (idempotent): what the
+        sampler uses and what the generation digest covers."""
+        if not self.domain_settings and not self.seed_offset:
+            return self
+        r = self._effective()
+        return self.replace(
+            prompt=r["prompt"],
+            prompts=r["prompts"],
+            negative_prompt=r["negative_prompt"],
+            strength=r["strength"],
+            seed=self.seed + r["seed_offset"],
+            seed_offset=0,
+            domain_settings={},
+        )
+
+    @property
+    def effective_prompts(self) -> tuple[str, ...]:
+        """The domain's prompts: several, one, or the built-in 'driving <phrase>'+suffix."""
+        r = self._effective()
+        if r["prompts"]:
+            return tuple(r["prompts"])
+        return (r["prompt"] or f"driving {DOMAIN_PHRASES[self.domain]}{self.prompt_suffix}",)
+
+    @property
+    def effective_prompt(self) -> str:
+        """The prompt, or the first of several (each image's: :meth:`prompt_for`)."""
+        return self.effective_prompts[0]
+
+    def prompt_for(self, seed: int) -> str:
+        """The prompt of the image whose per-image seed is ``seed`` (:func:`choose_prompt`)."""
+        return choose_prompt(self.effective_prompts, seed)
+
+    @property
+    def effective_negative_prompt(self) -> str:
+        return self._effective()["negative_prompt"]
+
+    @property
+    def effective_strength(self) -> float:
+        strength = self._effective()["strength"]
+        if strength is not None:
+            return strength
+        return DOMAIN_STRENGTHS.get(self.domain, USER_DOMAIN_STRENGTH)
+
+    @property
+    def effective_seed(self) -> int:
+        """``seed`` plus the domain's seed offset."""
+        return self.seed + self._effective()["seed_offset"]
+
+    @classmethod
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        return {
+            "paper": {
+                "palette": "cityscapes",
+                "timestep_mode": "release",
+                "seed_policy": "global",
+                "batch_size": 1,
+            },
+            "default": {},
+            "demo": {
+                "num_inference_steps": 4,
+                "short_side": 64,
+                "size_multiple": 64,
+                "batch_size": 4,
+                "device": "cpu",
+                "guidance_scale": 3.0,
+            },
+        }
