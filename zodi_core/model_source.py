@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -255,12 +256,13 @@ def file_sha256(path: Path) -> str:
     The state is (absolute path, size, mtime, ctime, inode, device): any write changes mtime
     and ctime (ctime also when a copy restores an old mtime), so a replaced file is hashed again,
     an unchanged one never. Remembered in this process and on disk (:func:`hash_cache_dir`, one
-    small file per state, written atomically); an unwritable cache dir only costs the re-hash.
+    small file per path holding its last state and hash, replaced atomically); an unwritable
+    cache dir only costs the re-hash.
     """
     state = _state(path)
     if state in _KNOWN:
         return _KNOWN[state]
-    entry = hash_cache_dir() / (hashlib.sha256(repr(state).encode()).hexdigest() + ".json")
+    entry = hash_cache_dir() / (hashlib.sha256(state[0].encode()).hexdigest() + ".json")
     try:
         record = json.loads(entry.read_text())
         if record.get("state") == list(state) and len(record.get("sha256", "")) == 64:
@@ -336,8 +338,6 @@ def offline_remedy(repo_id: str, field: str) -> str:
 def is_network_error(err: BaseException) -> bool:
     """Whether ``err`` (or an exception it was raised from) is a failed connection to a server:
     the hub client's transport errors, the standard library's connection and timeout errors."""
-    import importlib
-
     transport: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
     for module in ("httpx2", "httpx", "requests"):  # hub client of huggingface_hub 2.x / 1.x / 0.x
         try:
