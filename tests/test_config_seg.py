@@ -148,3 +148,17 @@ def test_zodi_train_warns_about_a_close_new_key_and_fails_in_one_line_before_tra
     assert "did you mean 'model.decode_head.channels'?" in err
     assert "unexpected keyword argument 'chanels'" in err.splitlines()[-1]
     assert not (tmp_path / "w").exists()  # no training started
+
+
+def test_preflight_names_a_bad_layout_scorer_config(tmp_path):
+    config = PipelineConfig.preset(
+        "demo",
+        quality={"seg_config": "deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x12.py"},
+        storage={"root": str(tmp_path / "artifacts")},
+    )
+    problems = preflight(config, checks=("seg",))
+    assert problems == [
+        "quality.seg_config 'deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x12.py': config "
+        "'deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x12.py': no such file, bundled config or "
+        f"mmseg model-zoo config; did you mean {DEMO!r}?"
+    ]

@@ -237,6 +237,18 @@ def check_seg_config(
     ]
 
 
+def _scorer_config_problems(seg_config: str) -> list[str]:
+    """The layout scorer's mmseg config (``quality.seg_config``) exists and loads; it only
+    predicts, so its model is built when it scores."""
+    from zodi_core.seg.train import load_config
+
+    try:
+        load_config(seg_config)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as err:
+        return [f"quality.seg_config {seg_config!r}: {' '.join(str(err).split())}"]
+    return []
+
+
 # Storage -----------------------------------------------------------------------------------
 
 
@@ -313,6 +325,8 @@ def preflight(
             )
     if "seg" in checks:
         guard(lambda: check_seg_config(config.train, "train"), "train.mmseg_config")
+        if config.quality.score and config.quality.seg_config:
+            guard(lambda: _scorer_config_problems(config.quality.seg_config), "quality")
     if "quality" in checks:
         guard(lambda: check_quality(config.quality, "quality", network_timeout), "quality")
     if "storage" in checks:
