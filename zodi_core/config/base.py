@@ -8,7 +8,7 @@ import difflib
 import hashlib
 import json
 import re
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -77,7 +77,7 @@ _EXPECTED = {
     "too_short": "at least {min_length} item(s)",
     "too_long": "at most {max_length} item(s)",
     "string_too_short": "a non-empty string",
-    "string_pattern_mismatch": "a name matching {pattern}",
+    "string_pattern_mismatch": "a value matching {pattern}",
     "literal_error": "one of {expected}",
     "multiple_of": "a multiple of {multiple_of}",
     "int_parsing": "an integer",
@@ -98,8 +98,6 @@ _EXPECTED = {
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names of the config model at ``loc`` (for "did you mean"), [] if unknown."""
-    import typing
-
     node: Any = model
     for part in loc[:-1]:
         if not (isinstance(node, type) and issubclass(node, BaseModel)):
@@ -109,7 +107,7 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
             continue  # a dict key or list index: the model is inside the annotation
         models = [
             a
-            for a in _walk_annotation(field.annotation, typing)
+            for a in _walk_annotation(field.annotation)
             if isinstance(a, type) and issubclass(a, BaseModel)
         ]
         node = models[0] if models else None
@@ -118,10 +116,11 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return []
 
 
-def _walk_annotation(annotation: Any, typing: Any) -> list[Any]:
+def _walk_annotation(annotation: Any) -> list[Any]:
+    """``annotation`` and every type inside it (Optional, tuple, dict, Annotated)."""
     out = [annotation]
-    for arg in typing.get_args(annotation):
-        out += _walk_annotation(arg, typing)
+    for arg in get_args(annotation):
+        out += _walk_annotation(arg)
     return out
 
 
