@@ -159,6 +159,20 @@ def _build_error(build: Callable[[], Any], notes: list[str]) -> str | None:
     return None
 
 
+def _build_model(registry: Any, model_cfg: Any, torch: Any) -> None:
+    """Build the model on the ``meta`` device (shapes only: no memory, no weights); a model whose
+    constructor reads a tensor's value (SegFormer's drop-path rates: ``Tensor.item()``) cannot
+    be built there and is built on the CPU instead (random init; weights are loaded only by
+    ``init_weights``, which is not called)."""
+    try:
+        with torch.device("meta"):
+            registry.build(model_cfg)
+    except (RuntimeError, NotImplementedError) as err:
+        if "meta" not in str(err):
+            raise
+        registry.build(model_cfg)
+
+
 def check_seg_config(
     train: TrainConfig,
     field: str = "train",
@@ -224,9 +238,8 @@ def check_seg_config(
                     errors.append(
                         (f"train pipeline transform {name}: ", _build_error(build, notes))
                     )
-                with torch.device("meta"):
-                    build = lambda model=cfg.model: MODELS.build(model)  # noqa: E731
-                    errors.append(("model: ", _build_error(build, notes)))
+                build = lambda model=cfg.model: _build_model(MODELS, model, torch)  # noqa: E731
+                errors.append(("model: ", _build_error(build, notes)))
         for what, message in errors:
             if message:
                 found.setdefault((what, message), []).append(build_name)
