@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from zodi_core.config import ModelsConfig, TransferConfig
     from zodi_core.datasets.synth import write_synthetic
+    from zodi_core.metrics import mean_iou
     from zodi_core.pocket import pocket_models_dir
     from zodi_core.pocket.corpus import CORPUS_DOMAINS, read_corpus, write_corpus
-    from zodi_core.pocket.quality import miou, predict, train_classifier
+    from zodi_core.pocket.measure import predict, train_classifier
     from zodi_core.transfer.models import load_components
     from zodi_core.transfer.sampler import TransferSampler
 
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     def judge(x: np.ndarray, y: np.ndarray, domain: str) -> dict[str, float]:
         return {
             "target_look": float(np.mean(predict(clf, x) == CORPUS_DOMAINS.index(domain))),
-            "miou_source_only": miou(predict(seg_src, x), y),
-            "miou_all_looks": miou(predict(seg_all, x), y),
+            "miou_source_only": mean_iou(predict(seg_src, x), y),
+            "miou_all_looks": mean_iou(predict(seg_all, x), y),
         }
 
     rows = []

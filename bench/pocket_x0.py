@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from zodi_core.config import ModelsConfig
-    from zodi_core.pocket import PRESETS, pocket_models_dir
+    from zodi_core.pocket import pocket_models_dir
     from zodi_core.pocket.corpus import read_corpus, write_corpus
+    from zodi_core.pocket.train import PRESETS
     from zodi_core.transfer.models import load_components
 
     models = args.models or str(pocket_models_dir())

@@ -15,8 +15,9 @@ from flows.transfer import transfer_flow
 from tasks.preflight import check_pipeline_task
 from tasks.quality import filter_paired_task, quality_figures_task, score_paired_cached
 from tasks.report import render_sample_grid_task, write_report_task
-from zodi_core import layout, quality, storage
+from zodi_core import layout, storage
 from zodi_core.config import PipelineConfig
+from zodi_core.quality.scores import scorer_checkpoint
 
 
 @flow(name="pipeline_flow")
@@ -70,7 +71,7 @@ def pipeline_flow(config: PipelineConfig, preflight: bool = True) -> Any:
     #    quality settings drop (none deleted); ZoDi trains on the kept rows
     paired, quality_report = transfer["paired"], {}
     if config.quality.score:
-        seg_config, seg_ckpt = quality.scorer_checkpoint(
+        seg_config, seg_ckpt = scorer_checkpoint(
             config.quality, config.train.mmseg_config, baseline
         )
         scale = (config.evaluation.width, config.evaluation.height)

@@ -12,7 +12,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from zodi_core import layout
 from zodi_core.sharding import ShardRef
@@ -41,6 +45,14 @@ def publish(what: str, create: Callable[..., T], *args: Any, **kwargs: Any) -> T
     except Exception as err:  # noqa: BLE001 - see the docstring: a view never fails the work
         _logger().warning("artifact %s not published: %s: %s", what, type(err).__name__, err)
         return None
+
+
+def publish_table(kind: str, rows: list[dict[str, Any]], root: str, description: str) -> None:
+    """A table artifact keyed per experiment (``layout.artifact_key(kind, root)``), when there
+    are rows; through :func:`publish`, so it never fails the task."""
+    if rows:
+        key = layout.artifact_key(kind, root)
+        publish(kind, create_table_artifact, table=rows, key=key, description=description)
 
 
 class TransferProgress:

@@ -7,12 +7,16 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
+from tasks._cache import cached_values, isolated_policy
 from tasks._policy import retry_on_io
-from zodi_core import layout, quality, storage
+from tasks.artifacts import publish_table
+from zodi_core import layout, storage
 from zodi_core.config import QualityConfig
+from zodi_core.quality import figures, filtering, scores
+from zodi_core.quality.clip import load_clip
 
 
-def _score_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
+def _score_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     # The scores' own content digest: the same manifest, scorer, CLIP and code give the same
     # scores (and the same content-addressed file).
     return f"score-{p['domain']}-{p['digest']}"
@@ -20,7 +24,7 @@ def _score_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 
 @task(
     task_run_name="score-{domain}",
-    cache_key_fn=_score_cache_key,
+    cache_policy=isolated_policy(_score_cache_key),
     persist_result=True,
     retries=2,
     retry_delay_seconds=5,
@@ -54,12 +58,15 @@ def score_paired_cached(
 ) -> dict[str, Any]:
     """Run :func:`score_paired_task` (inside a flow) with storage as the truth: a cache record
     counts only while its scores file exists; when the file is gone the task runs again and
-    overwrites the record."""
-    digest = quality.score_digest(
-        paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale
+    overwrites the record. Without a record, the task's lock decides who computes."""
+    digest = scores.score_digest(paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale)
+    recorded = cached_values(
+        score_paired_task, [_score_cache_key(None, {"domain": domain, "digest": digest})]
     )
-    present = storage.exists(layout.uri(root, layout.scores_key(domain, digest)))
-    task_ = score_paired_task.with_options(refresh_cache=not present)
+    stale = bool(recorded) and not storage.exists(
+        layout.uri(root, layout.scores_key(domain, digest))
+    )
+    task_ = score_paired_task.with_options(refresh_cache=stale)
     return task_(
         paired_uri, domain, root, seg_config, seg_checkpoint, quality_config, scale, digest
     )
@@ -80,7 +87,7 @@ def score_paired(
     from zodi_core.device import resolve_device
 
     if digest is None:
-        digest = quality.score_digest(
+        digest = scores.score_digest(
             paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale
         )
     device, _ = resolve_device(quality_config.device, "float32", auto_half=False)
@@ -90,9 +97,9 @@ def score_paired(
 
         seg_model = load_model(seg_config, seg_checkpoint, str(device))
     if quality_config.clip is not None:
-        clip = quality.load_clip(quality_config.clip, str(device))
+        clip = load_clip(quality_config.clip, str(device))
     pred_uri = layout.uri(root, layout.predictions_key(domain, digest)) if seg_model else None
-    out = quality.score_manifest(
+    out = scores.score_manifest(
         paired_uri,
         layout.uri(root, layout.scores_key(domain, digest)),
         seg_model=seg_model,
@@ -107,45 +114,39 @@ def score_paired(
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def filter_paired_task(
-    scores: dict[str, Any], root: str, quality_config: QualityConfig
+    scored: dict[str, Any], root: str, quality_config: QualityConfig
 ) -> dict[str, Any]:
     """Flag a domain's scored rows (never deleting one) and write its training manifest (the kept
     rows); add the summary and the worst-N grid. Cheap, so not cached: settings may change."""
-    domain = scores["domain"]
-    out = quality.apply_filter(
-        scores["uri"],
+    domain = scored["domain"]
+    out = filtering.apply_filter(
+        scored["uri"],
         layout.uri(root, layout.scored_manifest_key(domain)),
         layout.uri(root, layout.train_manifest_key(domain)),
         min_layout_miou=quality_config.min_layout_miou,
         min_clip=quality_config.min_clip,
         drop_lowest_fraction=quality_config.drop_lowest_fraction,
     )
-    out["summary"] = quality.score_summary(out["uri"])
+    out["summary"] = figures.score_summary(out["uri"])
     if quality_config.worst_n:
-        png, worst = quality.render_worst_grid(
-            out["uri"], quality_config.worst_n, predictions_uri=scores.get("predictions_uri")
+        png, worst = figures.render_worst_grid(
+            out["uri"], quality_config.worst_n, predictions_uri=scored.get("predictions_uri")
         )
         if worst:
             out["worst_grid"] = storage.write_bytes(layout.quality_grid_uri(root, domain), png)
-            keep = ("sample_id", *quality.SCORE_COLUMNS, "drop_reason")
+            keep = ("sample_id", *scores.SCORE_COLUMNS, "drop_reason")
             out["worst"] = [{k: w[k] for k in keep} for w in worst]
     return out
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def quality_figures_task(filtered: dict[str, dict[str, Any]], root: str) -> dict[str, Any]:
-    """The report's quality entry: per-domain filter results and one histogram PNG."""
-    from prefect.artifacts import create_table_artifact
-
+    """The report's quality entry: per-domain filter results and one histogram PNG; the worst
+    generations as a table artifact (publishing it never fails the task)."""
     summaries = {d: f["summary"] for d, f in filtered.items()}
-    png = quality.render_histograms_png(summaries)
+    png = figures.render_histograms_png(summaries)
     worst = [{"domain": d, **w} for d, f in sorted(filtered.items()) for w in f.get("worst", [])]
-    if worst:
-        create_table_artifact(
-            table=worst,
-            key=layout.artifact_key("quality", root),
-            description="worst generations (lowest layout mIoU)",
-        )
+    publish_table("quality", worst, root, "worst generations (lowest layout mIoU)")
     return {
         "domains": filtered,
         "histograms": storage.write_bytes(layout.quality_histograms_uri(root), png),

@@ -11,6 +11,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.artifacts import publish
 from zodi_core import prompts, regeneration
 from zodi_core.config import TransferConfig
 
@@ -49,9 +50,12 @@ def plan_regeneration_task(
 
 @task(cache_policy=NO_CACHE)
 def publish_regeneration_report_task(report: dict[str, Any]) -> str:
-    """The report as the ``zodi-regeneration`` Markdown artifact; returns the Markdown."""
+    """The report as the ``zodi-regeneration`` Markdown artifact (publishing it never fails the
+    task); returns the Markdown."""
     markdown = regeneration.render_markdown(report)
-    create_markdown_artifact(
+    publish(
+        "regeneration report",
+        create_markdown_artifact,
         markdown,
         key="zodi-regeneration",
         description="Domains whose prompts changed (old and new settings), and what was regenerated",

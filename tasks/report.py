@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from tasks._policy import retry_on_io
-from tasks.artifacts import publish
+from tasks.artifacts import publish, publish_table
 from zodi_core import layout, report
 from zodi_core.config import ReportConfig
 
@@ -46,26 +46,14 @@ def write_report_task(
         )
         for name in names
     ]
-    _publish_table("shards", shard_rows, root, "transfer shard status")
-    _publish_table(
+    publish_table("shards", shard_rows, root, "transfer shard status")
+    publish_table(
         "per-class",
         report.per_class_rows(evaluations),
         root,
         "IoU (%) per class of every model (columns: model / target)",
     )
     return {**full, "uris": uris}
-
-
-def _publish_table(kind: str, rows: list[dict[str, Any]], root: str, description: str) -> None:
-    """A table artifact keyed per experiment (``layout.artifact_key``), when there are rows."""
-    if rows:
-        publish(
-            kind,
-            create_table_artifact,
-            table=rows,
-            key=layout.artifact_key(kind, root),
-            description=description,
-        )
 
 
 def _publish_report(

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
 from prefect.futures import as_completed
 
+import zodi_core
 from tasks._cache import cached_values, isolated_policy
 from tasks._policy import retry_on_io
 from tasks.artifacts import TransferProgress
-from zodi_core import cache_keys, sharding
+from zodi_core import sharding
 from zodi_core.config import ModelsConfig, TransferConfig
 from zodi_core.report import RunSummary
 from zodi_core.sharding import ShardRef
 from zodi_core.transfer.lineage import generation_digest, models_fingerprint
 from zodi_core.transfer.models import Components, load_components, resolve_device
 from zodi_core.transfer.runner import partial_counts, transfer_manifest
+from zodi_core.transfer.sampler import transfer_digest
 
 
 class ShardFailed(RuntimeError):
@@ -49,11 +53,30 @@ def _load_cached(models_json: str, device: str, dtype: str) -> Components:
     return load_components(ModelsConfig.model_validate_json(models_json), dev, dt)
 
 
+@functools.cache
+def code_version() -> str:
+    """Version of the code that generates images: package version + source of the transfer code
+    (read once per process)."""
+    root = Path(zodi_core.__file__).parent
+    h = hashlib.sha256(zodi_core.__version__.encode())
+    for f in [root / "conditions.py", *sorted((root / "transfer").glob("*.py"))]:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _shard_cache_key(context: TaskRunContext | None, parameters: dict[str, Any]) -> str:
+    """Cache key of one transfer shard: shard content, transfer settings, the models'
+    fingerprint, the code and the destination (a cached result points at images under
+    ``out_root``). Not the run id: the same shard with the same settings is reused across runs."""
     config: TransferConfig = parameters["config"]
-    return cache_keys.transfer_cache_key(
-        parameters["shard"], config, parameters["out_root"], models_fingerprint(config.models)
-    )
+    parts = [
+        parameters["shard"].digest,
+        transfer_digest(config),
+        models_fingerprint(config.models),
+        code_version(),
+        parameters["out_root"],
+    ]
+    return "transfer-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
 @task

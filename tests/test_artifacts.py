@@ -250,3 +250,36 @@ def test_quality_histograms_and_worst_grids_are_shown_as_images(tmp_path):
     assert all(_decode(b64).size == (96, 32) for _, b64 in shown)
     plain = report.render_report_markdown(full)
     assert "![" not in plain and f"- night: [{uris['worst']}]({uris['worst']}) s1" in plain
+
+
+def test_quality_and_regeneration_artifacts_survive_an_api_outage(tmp_path):
+    """A real outage: the Prefect API URL points at a closed port. The quality figures and the
+    regeneration report are still made and returned; each artifact is one logged warning."""
+    import logging
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.quality import quality_figures_task
+    from tasks.regenerate import publish_regeneration_report_task
+
+    summary = {"rows": 2, "columns": {}}
+    filtered = {"night": {"summary": summary, "worst": [{"sample_id": "a", "layout_miou": 1.0}]}}
+    regeneration = {"version": 1, "statuses": [], "regenerated": [], "failed": {}}
+    root = str(tmp_path / "root")
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("zodi.artifacts")  # where publish() logs outside a run
+    logger.addHandler(handler)
+    try:
+        with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+            figures = quality_figures_task.fn(filtered, root)
+            markdown = publish_regeneration_report_task.fn(regeneration)
+    finally:
+        logger.removeHandler(handler)
+    assert open(figures["histograms"], "rb").read(4) == b"\x89PNG"
+    assert markdown.startswith("# Prompt regeneration (prompt config version 1)")
+    assert [w.split(":")[0] for w in warnings if "not published" in w] == [
+        "artifact quality not published",
+        "artifact regeneration report not published",
+    ]

@@ -15,8 +15,14 @@ from zodi_core import manifest
 from zodi_core.config import ModelsConfig, TransferConfig
 from zodi_core.datasets import synth
 from zodi_core.pocket import build_pocket_models
-from zodi_core.pocket.corpus import CORPUS_DOMAINS, caption_for, read_corpus, write_corpus
-from zodi_core.pocket.train import PRESETS, train_pocket, write_tokenizer
+from zodi_core.pocket.corpus import (
+    CORPUS_DOMAINS,
+    caption_for,
+    read_corpus,
+    write_corpus,
+    write_tokenizer,
+)
+from zodi_core.pocket.train import PRESETS, train_pocket
 from zodi_core.transfer.models import load_components
 from zodi_core.transfer.sampler import TransferSampler
 
@@ -175,3 +181,21 @@ def test_cli_on_a_trained_folder_skips_training_and_reports(smoke_models, capsys
     assert not (out / "checkpoints").exists()  # dropped after a finished training
     code = main(["pocket-models", "--out", str(out), "--preset", "smoke", "--seed", "3"])
     assert code == 2 and "other settings" in capsys.readouterr().err
+
+
+def test_scheduler_add_noise_is_the_noising_the_committed_weights_were_trained_with():
+    """pocket training noises with diffusers' ``add_noise``; the committed weights were trained
+    with √ᾱ_t·z0 + √(1-ᾱ_t)·ε written out: the two agree to the bit at every timestep."""
+    from diffusers import DDIMScheduler
+
+    from zodi_core.transfer.models import SD15_SCHEDULER
+
+    scheduler = DDIMScheduler(**SD15_SCHEDULER)
+    abar = scheduler.alphas_cumprod.float()
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(1000)
+    z0, eps = torch.randn(1000, 4, 8, 16, generator=g), torch.randn(1000, 4, 8, 16, generator=g)
+    written_out = (
+        abar[t].sqrt().view(-1, 1, 1, 1) * z0 + (1 - abar[t]).sqrt().view(-1, 1, 1, 1) * eps
+    )
+    torch.testing.assert_close(scheduler.add_noise(z0, eps, t), written_out, rtol=0, atol=0)

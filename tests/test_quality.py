@@ -13,10 +13,11 @@ from seg_testdata import (
     write_dataset,
 )
 
-from zodi_core import quality
 from zodi_core.datasets.io import read_label
 from zodi_core.evaluation import Areas, load_model
 from zodi_core.manifest import read_manifest, write_manifest
+from zodi_core.quality import clip as qclip
+from zodi_core.quality import figures, filtering, scores
 from zodi_core.seg.predict import predict_label
 
 DEMO = "deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py"
@@ -38,15 +39,15 @@ def save_random_checkpoint(path, seed=0):
 def test_layout_scores_match_a_hand_computed_prediction():
     label = np.array([[0, 0, 1, 1], [0, 0, 1, 255], [2, 2, 2, 2]], np.uint8)
     pred = np.array([[0, 1, 1, 1], [0, 0, 1, 0], [2, 2, 0, 0]], np.uint8)
-    miou, acc = quality.layout_scores(pred, label)
+    miou, acc = scores.layout_scores(pred, label)
     # labelled pixels: 11; correct: 0,_,1,1 / 0,0,1 / 2,2 -> 8
     # class 0: inter 3, pred 1+2+2=5 (the ignored pixel's 0 not counted), label 4 -> union 6
     # class 1: inter 3, pred 4, label 3 -> union 4; class 2: inter 2, pred 2, label 4 -> union 4
     assert acc == pytest.approx(100 * 8 / 11)
     assert miou == pytest.approx(100 * (3 / 6 + 3 / 4 + 2 / 4) / 3)
-    assert quality.layout_scores(pred, np.full_like(label, 255)) == (None, None)
+    assert scores.layout_scores(pred, np.full_like(label, 255)) == (None, None)
     with pytest.raises(ValueError, match="shape"):
-        quality.layout_scores(pred[:2], label)
+        scores.layout_scores(pred[:2], label)
 
 
 def test_layout_scores_agree_with_mmseg_areas_on_one_image():
@@ -56,7 +57,7 @@ def test_layout_scores_agree_with_mmseg_areas_on_one_image():
     pred = np.where(rng.random((16, 16)) < 0.7, label, rng.integers(0, 6, (16, 16))) % 19
     areas = Areas()
     areas.add(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
-    miou, acc = quality.layout_scores(pred, label)
+    miou, acc = scores.layout_scores(pred, label)
     assert miou == pytest.approx(areas.metrics()["mIoU"], abs=0.01)
     assert acc == pytest.approx(areas.metrics()["aAcc"], abs=0.01)
 
@@ -65,7 +66,7 @@ def test_clip_scores_equal_numpy_cosines():
     rng = np.random.default_rng(1)
     gen, src = rng.normal(size=(3, 8)), rng.normal(size=(3, 8))
     prompt, neutral = rng.normal(size=8), rng.normal(size=8)
-    score, direction = quality.clip_scores(gen, src, prompt, neutral)
+    score, direction = qclip.clip_scores(gen, src, prompt, neutral)
 
     def cos(a, b):
         return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
@@ -79,11 +80,11 @@ def test_clip_scores_equal_numpy_cosines():
 
 @pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory):
-    return quality.write_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+    return qclip.write_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
 def test_tiny_clip_round_trips_and_embeds_offline(tiny_clip_dir):
-    built, loaded = quality.build_tiny_clip(0), quality.load_clip(str(tiny_clip_dir))
+    built, loaded = qclip.build_tiny_clip(0), qclip.load_clip(str(tiny_clip_dir))
     img = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
     a, b = built.embed_images([img]), loaded.embed_images([img])
     assert a.shape == (1, 16)
@@ -93,28 +94,28 @@ def test_tiny_clip_round_trips_and_embeds_offline(tiny_clip_dir):
         rtol=1e-5, atol=1e-6,
     )  # fmt: skip
     with pytest.raises(FileNotFoundError, match="quality.clip"):
-        quality.load_clip(str(tiny_clip_dir / "missing"))
+        qclip.load_clip(str(tiny_clip_dir / "missing"))
 
 
 def test_score_manifest_writes_scores_recomputable_by_hand(tmp_path, tiny_clip_dir):
     data = write_dataset(tmp_path, n=3, height=64, width=128)
     ckpt = save_random_checkpoint(tmp_path / "seg.pth")
     model = load_model(DEMO, ckpt)
-    clip = quality.load_clip(str(tiny_clip_dir))
-    out = quality.score_manifest(
+    clip = qclip.load_clip(str(tiny_clip_dir))
+    out = scores.score_manifest(
         data["paired"], str(tmp_path / "scored.parquet"), seg_model=model, clip=clip,
         batch_size=2, predictions_uri=str(tmp_path / "pred"),
     )  # fmt: skip
     assert out["rows"] == out["scored"] == 3
     rows = read_manifest(out["uri"], "transfer").to_pylist()
-    neutral = clip.embed_texts([quality.NEUTRAL_TEXT])[0]
+    neutral = clip.embed_texts([qclip.NEUTRAL_TEXT])[0]
     prompt = clip.embed_texts(["driving at night"])[0]
     for r in rows:
         # layout: the model's prediction on the generated image against the source label
         gen = np.asarray(Image.open(r["generated_uri"]).convert("RGB"))
         label = read_label(r["label_uri"], r["label_format"])
         pred = predict_label(model, gen)
-        miou, acc = quality.layout_scores(pred, label)
+        miou, acc = scores.layout_scores(pred, label)
         assert r["layout_miou"] == pytest.approx(miou, abs=1e-4)
         assert r["layout_pixel_acc"] == pytest.approx(acc, abs=1e-4)
         saved = np.asarray(Image.open(tmp_path / "pred" / f"{r['sample_id']}.png"))
@@ -137,20 +138,20 @@ def test_score_manifest_writes_scores_recomputable_by_hand(tmp_path, tiny_clip_d
 
 def test_score_manifest_batched_equals_single(tmp_path):
     data = write_dataset(tmp_path, n=3)
-    clip = quality.build_tiny_clip(0)
+    clip = qclip.build_tiny_clip(0)
     model = load_model(DEMO, save_random_checkpoint(tmp_path / "seg.pth"))
-    one = quality.score_manifest(
+    one = scores.score_manifest(
         data["paired"], str(tmp_path / "a.parquet"), clip=clip, seg_model=model, batch_size=1
     )
-    three = quality.score_manifest(
+    three = scores.score_manifest(
         data["paired"], str(tmp_path / "b.parquet"), clip=clip, seg_model=model, batch_size=3
     )
-    for column in quality.SCORE_COLUMNS:
+    for column in scores.SCORE_COLUMNS:
         a = read_manifest(one["uri"]).column(column).to_numpy()
         b = read_manifest(three["uri"]).column(column).to_numpy()
         np.testing.assert_allclose(a, b, atol=1e-4)
     # no seg model given: layout columns stay null
-    only_clip = quality.score_manifest(data["paired"], str(tmp_path / "c.parquet"), clip=clip)
+    only_clip = scores.score_manifest(data["paired"], str(tmp_path / "c.parquet"), clip=clip)
     assert read_manifest(only_clip["uri"]).column("layout_miou").null_count == 3
 
 
@@ -160,7 +161,7 @@ def test_predict_labels_batched_equals_predict_label_per_image(tmp_path):
     images = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in
               [(64, 128, 3), (64, 128, 3), (48, 96, 3)]]  # fmt: skip
     for scale in (None, (128, 64)):
-        batched = quality.predict_labels(model, images, scale)
+        batched = scores.predict_labels(model, images, scale)
         for img, pred in zip(images, batched, strict=True):
             np.testing.assert_array_equal(pred, predict_label(model, img, scale))
 
@@ -173,14 +174,14 @@ def _scored_rows(values):
 
 def test_filter_reasons_thresholds_fraction_and_nulls():
     rows = _scored_rows([(50.0, 0.3), (10.0, 0.3), (30.0, 0.1), (None, None), (20.0, 0.2)])
-    reasons = quality.filter_reasons(rows, min_layout_miou=15, min_clip=0.15)
+    reasons = filtering.filter_reasons(rows, min_layout_miou=15, min_clip=0.15)
     assert [bool(r) for r in reasons] == [False, True, True, False, False]
     assert reasons[1] == ["layout_miou 10.0 < 15"] and reasons[2] == ["clip_score 0.100 < 0.15"]
     # floor(0.4 * 5) = 2 lowest layout scores: s1 (10) and s4 (20); the null row is not ranked
-    reasons = quality.filter_reasons(rows, drop_lowest_fraction=0.4)
+    reasons = filtering.filter_reasons(rows, drop_lowest_fraction=0.4)
     assert [i for i, r in enumerate(reasons) if r] == [1, 4]
     with pytest.raises(ValueError, match="drop_lowest_fraction"):
-        quality.filter_reasons(rows, drop_lowest_fraction=1.0)
+        filtering.filter_reasons(rows, drop_lowest_fraction=1.0)
 
 
 def test_apply_filter_flags_every_row_and_training_reads_the_kept(tmp_path):
@@ -189,7 +190,7 @@ def test_apply_filter_flags_every_row_and_training_reads_the_kept(tmp_path):
     for r, m in zip(rows, (60.0, 5.0, 40.0, 8.0), strict=True):
         r["layout_miou"] = m
     scored = write_manifest(rows, str(tmp_path / "scored.parquet"), "transfer")
-    out = quality.apply_filter(
+    out = filtering.apply_filter(
         scored, str(tmp_path / "flagged.parquet"), str(tmp_path / "train.parquet"),
         min_layout_miou=10,
     )  # fmt: skip
@@ -203,9 +204,9 @@ def test_apply_filter_flags_every_row_and_training_reads_the_kept(tmp_path):
 
     ids = [p["sample_id"] for p in read_pairs(out["train_uri"])]
     assert ids == [flagged[0]["sample_id"], flagged[2]["sample_id"]]
-    assert quality.kept_rows(read_manifest(out["uri"])).num_rows == 2
+    assert filtering.kept_rows(read_manifest(out["uri"])).num_rows == 2
     with pytest.raises(ValueError, match="drops all 4 rows"):
-        quality.apply_filter(
+        filtering.apply_filter(
             scored, str(tmp_path / "f2.parquet"), str(tmp_path / "t2.parquet"), min_layout_miou=99
         )
 
@@ -213,7 +214,7 @@ def test_apply_filter_flags_every_row_and_training_reads_the_kept(tmp_path):
 def test_a_manifest_without_quality_columns_still_reads_and_rewrites(tmp_path):
     data = write_dataset(tmp_path, n=2)
     table = read_manifest(data["paired"])
-    old = table.drop_columns([*quality.SCORE_COLUMNS, "kept", "drop_reason"])
+    old = table.drop_columns([*scores.SCORE_COLUMNS, "kept", "drop_reason"])
     old = old.replace_schema_metadata(table.schema.metadata)
     buf = io.BytesIO()
     pq.write_table(old, buf)
@@ -232,10 +233,10 @@ def test_score_summary_and_worst_grid(tmp_path):
     for r, m in zip(rows, (70.0, 20.0, 45.0), strict=True):
         r["layout_miou"], r["layout_pixel_acc"], r["clip_score"] = m, m + 10, 0.2
     scored = write_manifest(rows, str(tmp_path / "scored.parquet"), "transfer")
-    summary = quality.score_summary(scored)
+    summary = figures.score_summary(scored)
     assert summary["columns"]["layout_miou"]["histogram"]["counts"][2] == 1  # 20 in [20, 30)
     assert summary["columns"]["layout_miou"]["mean"] == pytest.approx(45.0)
-    png, shown = quality.render_worst_grid(scored, n=2, cell=(64, 32))
+    png, shown = figures.render_worst_grid(scored, n=2, cell=(64, 32))
     assert [r["layout_miou"] for r in shown] == [20.0, 45.0]
     assert Image.open(io.BytesIO(png)).size == (4 * 64, 2 * 32)
-    assert quality.render_histograms_png({"night": summary})[:4] == b"\x89PNG"
+    assert figures.render_histograms_png({"night": summary})[:4] == b"\x89PNG"

@@ -15,10 +15,11 @@ from seg_testdata import (
 from test_quality import DEMO, save_random_checkpoint
 
 from zodi_cli import main
-from zodi_core import quality
 from zodi_core.config import DatasetSpec
 from zodi_core.datasets.ingest import ingest_dataset
 from zodi_core.manifest import read_manifest
+from zodi_core.quality import scores
+from zodi_core.transfer import tune
 
 
 def _run(argv: list[str], capsys) -> tuple[int, dict, str]:
@@ -46,7 +47,7 @@ def test_score_writes_scores_flags_and_the_worst_grid(tmp_path, clip_dir, capsys
     assert rc == 0, out
     assert summary["scored"] == 4 and summary["filter"]["dropped"] == 2
     rows = read_manifest(str(tmp_path / "q" / "scored.parquet"), "transfer").to_pylist()
-    assert all(r[c] is not None for r in rows for c in quality.SCORE_COLUMNS)
+    assert all(r[c] is not None for r in rows for c in scores.SCORE_COLUMNS)
     dropped = sorted(rows, key=lambda r: (r["layout_miou"], r["sample_id"]))[:2]
     assert {r["sample_id"] for r in rows if r["kept"] is False} == {r["sample_id"] for r in dropped}
     assert read_manifest(str(tmp_path / "q" / "train.parquet")).num_rows == 2
@@ -74,9 +75,9 @@ def test_recommend_strength_is_the_strongest_within_the_margin():
         {"strength": 0.8, "layout_miou": 51.0},
         {"strength": 0.9, "layout_miou": 30.0},
     ]
-    assert quality.recommend_strength(table, margin=5) == 0.6
-    assert quality.recommend_strength(table, margin=10) == 0.8
-    assert quality.recommend_strength([{"strength": 0.4, "layout_miou": None}], 5) is None
+    assert tune.recommend_strength(table, margin=5) == 0.6
+    assert tune.recommend_strength(table, margin=10) == 0.8
+    assert tune.recommend_strength([{"strength": 0.4, "layout_miou": None}], 5) is None
 
 
 def test_tune_strength_on_demo_data(synthetic_root, tiny_models_dir, tmp_path, clip_dir, capsys):

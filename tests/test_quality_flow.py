@@ -11,9 +11,10 @@ from seg_testdata import (
     write_dataset,
 )
 
-from zodi_core import quality
 from zodi_core.config import QualityConfig
 from zodi_core.manifest import read_manifest
+from zodi_core.quality import clip as qclip
+from zodi_core.quality import scores
 
 
 def test_score_task_is_cached_and_recomputed_when_its_file_is_gone(
@@ -24,16 +25,16 @@ def test_score_task_is_cached_and_recomputed_when_its_file_is_gone(
     from tasks.quality import score_paired_cached
 
     data = write_dataset(tmp_path, n=2)
-    clip_a = str(quality.write_tiny_clip(tmp_path / "clip-a", seed=0))
-    clip_b = str(quality.write_tiny_clip(tmp_path / "clip-b", seed=1))
+    clip_a = str(qclip.write_tiny_clip(tmp_path / "clip-a", seed=0))
+    clip_b = str(qclip.write_tiny_clip(tmp_path / "clip-b", seed=1))
     calls = []
-    real = quality.score_manifest
+    real = scores.score_manifest
 
     def counting(*args, **kwargs):
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(quality, "score_manifest", counting)
+    monkeypatch.setattr(scores, "score_manifest", counting)
     root = str(tmp_path / "root")
 
     @flow
@@ -63,7 +64,7 @@ def test_pipeline_flow_scores_every_row_and_trains_zodi_on_the_kept(
 
     data = {k: str(synthetic_root / k) for k in ("cityscapes", "acdc", "gta5")}
     config = demo_config(tmp_path, data, tiny_models_dir, ["night"])
-    clip = str(quality.write_tiny_clip(tmp_path / "clip"))
+    clip = str(qclip.write_tiny_clip(tmp_path / "clip"))
     config = config.replace(
         transfer=config.transfer.replace(num_inference_steps=2),
         quality=config.quality.replace(clip=clip, drop_lowest_fraction=0.25, worst_n=2),
@@ -73,7 +74,7 @@ def test_pipeline_flow_scores_every_row_and_trains_zodi_on_the_kept(
     root = Path(config.storage.root)
     scored = read_manifest(str(root / "paired" / "domain=night" / "scored.parquet")).to_pylist()
     assert len(scored) == 8
-    assert all(r[c] is not None for r in scored for c in quality.SCORE_COLUMNS)
+    assert all(r[c] is not None for r in scored for c in scores.SCORE_COLUMNS)
     # floor(0.25 * 8) = 2 rows flagged (kept in the manifest), the 2 lowest layout scores
     lowest = sorted(scored, key=lambda r: (r["layout_miou"], r["sample_id"]))[:2]
     assert {r["sample_id"] for r in scored if not r["kept"]} == {r["sample_id"] for r in lowest}
@@ -103,3 +104,42 @@ def test_pipeline_flow_scores_every_row_and_trains_zodi_on_the_kept(
 
     keys = {a.key for a in asyncio.run(artifacts())}
     assert any(k.startswith("zodi-quality-") for k in keys)  # keyed per experiment (root)
+
+
+def test_two_concurrent_identical_scorings_compute_once(prefect_harness, tmp_path, monkeypatch):
+    """Two flows score the same manifest with the same scorer at the same time: the score task
+    runs under SERIALIZABLE isolation, so one computes and the other waits and takes the hit."""
+    import threading
+    import time
+
+    from prefect import flow
+
+    from tasks.quality import score_paired_cached
+
+    data = write_dataset(tmp_path, n=2)
+    clip = str(qclip.write_tiny_clip(tmp_path / "clip"))
+    calls = []
+    real = scores.score_manifest
+
+    def slow(*args, **kwargs):
+        calls.append(args[1])
+        time.sleep(2)  # both flows are inside the task by now, unless one waits on the lock
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scores, "score_manifest", slow)
+    root = str(tmp_path / "root")
+
+    @flow
+    def score():
+        return score_paired_cached(
+            data["paired"], "night", root, None, None, QualityConfig(clip=clip)
+        )
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(score())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(results) == 2 and results[0] == results[1]
+    assert len(calls) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from zodi_cli._common import RunFailed
+from zodi_cli._common import RunFailed, models_overrides
 from zodi_cli.transfer import DOMAIN_HELP, domain_arg
 from zodi_core.config import CLIP_MODEL_ID, DOMAINS
 
@@ -99,8 +99,8 @@ def _scale(text: str | None) -> tuple[int, int] | None:
 
 def _load_scorers(args: argparse.Namespace) -> tuple[Any, Any]:
     """(seg model or None, CLIP or None) from the command line."""
-    from zodi_core import quality
     from zodi_core.device import resolve_device
+    from zodi_core.quality.clip import load_clip
 
     if bool(args.seg_config) != bool(args.seg_checkpoint):
         raise ValueError("--seg-config and --seg-checkpoint: give both (layout scores) or neither")
@@ -115,12 +115,13 @@ def _load_scorers(args: argparse.Namespace) -> tuple[Any, Any]:
 
         seg_model = load_model(args.seg_config, args.seg_checkpoint, str(device))
     if not args.no_clip:
-        clip = quality.load_clip(args.clip, str(device))
+        clip = load_clip(args.clip, str(device))
     return seg_model, clip
 
 
 def run_score(args: argparse.Namespace) -> dict[str, Any]:
-    from zodi_core import quality, storage
+    from zodi_core import storage
+    from zodi_core.quality import figures, filtering, scores
 
     scale = _scale(args.scale)
     if not storage.exists(args.manifest):
@@ -129,7 +130,7 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
     out = args.out or storage.join_uri(folder, "scored.parquet")
     seg_model, clip = _load_scorers(args)
     pred_uri = storage.join_uri(storage.split_uri(out)[0], "predictions") if seg_model else None
-    summary = quality.score_manifest(
+    summary = scores.score_manifest(
         args.manifest, out, seg_model=seg_model, clip=clip, batch_size=args.batch_size,
         scale=scale, predictions_uri=pred_uri if args.worst else None, progress=True,
     )  # fmt: skip
@@ -138,7 +139,7 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
     filters = (args.min_layout_miou, args.min_clip, args.drop_lowest_fraction)
     if any(v is not None for v in filters):
         train = args.train_out or storage.join_uri(storage.split_uri(out)[0], "train.parquet")
-        flt = quality.apply_filter(
+        flt = filtering.apply_filter(
             out, out, train, min_layout_miou=args.min_layout_miou, min_clip=args.min_clip,
             drop_lowest_fraction=args.drop_lowest_fraction or 0.0,
         )  # fmt: skip
@@ -146,7 +147,7 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[score] filter: {flt['kept']} kept, {flt['dropped']} dropped ({why}) → {train}")
         summary["filter"] = flt
     if args.worst:
-        png, rows = quality.render_worst_grid(out, args.worst, predictions_uri=pred_uri)
+        png, rows = figures.render_worst_grid(out, args.worst, predictions_uri=pred_uri)
         grid = storage.write_bytes(storage.join_uri(storage.split_uri(out)[0], "worst.png"), png)
         print(f"[score] {len(rows)} worst generations → {grid}")
         summary["worst_grid"] = grid
@@ -154,10 +155,8 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_tune_strength(args: argparse.Namespace) -> dict[str, Any]:
-    from pathlib import Path
-
-    from zodi_core import quality
     from zodi_core.config import TransferConfig
+    from zodi_core.transfer import tune
     from zodi_core.transfer.preview import parse_strengths
 
     strengths = parse_strengths(args.strengths)
@@ -174,29 +173,23 @@ def run_tune_strength(args: argparse.Namespace) -> dict[str, Any]:
     if args.steps is not None:
         overrides["num_inference_steps"] = args.steps
     config = TransferConfig.preset(args.preset, **overrides)
-    models = config.models.model_dump()
-    if args.models:
-        models["base"] = args.models
-        if (Path(args.models).expanduser() / "controlnet").is_dir():
-            models["controlnet"] = None  # <base>/controlnet, as `zodi tiny-models` writes
-    if args.controlnet:
-        models["controlnet"] = args.controlnet
+    models = {**config.models.model_dump(), **models_overrides(args.models, args.controlnet)}
     config = config.replace(models=models)
     seg_model, clip = _load_scorers(args)
     try:
-        out = quality.tune_strength(
+        out = tune.tune_strength(
             args.manifest, config, strengths, args.out, n=args.n, seg_model=seg_model,
             clip=clip, margin=args.margin, scale=_scale(args.scale), progress=True,
         )  # fmt: skip
     except RuntimeError as err:
         raise RunFailed(f"{err}; fix the inputs and rerun", {}) from None
-    print(quality.render_tune_markdown(out["rows"], out["recommended"], args.margin, args.domain))
+    print(tune.render_tune_markdown(out["rows"], out["recommended"], args.margin, args.domain))
     print(f"[tune-strength] plot → {out['plot']}; table → {out['table']}")
     return out
 
 
 def run_tiny_clip(args: argparse.Namespace) -> dict[str, Any]:
-    from zodi_core.quality import write_tiny_clip
+    from zodi_core.quality.clip import write_tiny_clip
 
     out = write_tiny_clip(args.out, seed=args.seed)
     print(f"[tiny-clip] tiny CLIP (random weights) → {out}; use --clip {out}")

@@ -1,9 +1,8 @@
 """Evaluation (SPEC §4): mIoU, per-class IoU and aAcc over the 19 classes, per target manifest.
 
 Images and labels are resized to ``EvalConfig.height × width`` (512×1024) at load time and the
-prediction is compared with the resized label. Areas and metrics are MMSeg's own
-(``IoUMetric.intersect_and_union`` per image, ``IoUMetric.total_area_to_metrics`` per target);
-a confusion matrix is accumulated beside them for the report's figure.
+prediction is compared with the resized label. Pixels are counted in a confusion matrix per
+target (also the report's figure) and the metrics are MMSeg's own (:mod:`zodi_core.metrics`).
 
 :func:`evaluate_checkpoint` is what ``zodi evaluate`` and the Prefect task call. With several
 checkpoints (one final checkpoint per training seed) each target is reported as mean ± std over
@@ -31,19 +30,16 @@ import numpy as np
 
 from zodi_core import storage
 from zodi_core.config import EvalConfig
-from zodi_core.labels import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from zodi_core.labels import CLASSES, NUM_CLASSES
 from zodi_core.manifest import read_manifest
+from zodi_core.metrics import confusion_matrix, iou_metrics
 
 
 @dataclass
 class Areas:
-    """Pixel areas summed over images: MMSeg's four (C,) vectors plus a (C, C) confusion matrix
-    (rows: label, columns: prediction)."""
+    """Pixel counts summed over images: a (C, C) confusion matrix (rows: label, columns:
+    prediction), from which :func:`zodi_core.metrics.iou_metrics` gives MMSeg's metrics."""
 
-    intersect: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
-    union: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
-    pred: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
-    label: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES, np.int64))
     confusion: np.ndarray = field(
         default_factory=lambda: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     )
@@ -51,25 +47,7 @@ class Areas:
 
     def add(self, pred, label) -> None:
         """Accumulate one image: ``pred`` and ``label`` (H, W) integer tensors, 255 ignored."""
-        import torch
-        from mmseg.evaluation import IoUMetric
-
-        pred = torch.as_tensor(pred).long()
-        label = torch.as_tensor(label).to(pred.device).long()
-        if pred.shape != label.shape:
-            raise ValueError(
-                f"pred: expected the label's shape {tuple(label.shape)}, received {tuple(pred.shape)}"
-            )
-        bad = label[(label != IGNORE_INDEX) & ((label < 0) | (label >= NUM_CLASSES))]
-        if bad.numel():
-            raise ValueError(f"label: ids outside 0..18 and 255: {sorted(set(bad.tolist()))}")
-        areas = IoUMetric.intersect_and_union(pred, label, NUM_CLASSES, IGNORE_INDEX)
-        for name, value in zip(("intersect", "union", "pred", "label"), areas, strict=True):
-            setattr(self, name, getattr(self, name) + value.cpu().numpy().astype(np.int64))
-        valid = label != IGNORE_INDEX
-        idx = label[valid] * NUM_CLASSES + pred[valid]
-        counts = torch.bincount(idx, minlength=NUM_CLASSES**2).cpu().numpy()
-        self.confusion += counts.reshape(NUM_CLASSES, NUM_CLASSES)
+        self.confusion += confusion_matrix(pred, label)
         self.images += 1
 
     def metrics(self) -> dict[str, Any]:
@@ -78,19 +56,14 @@ class Areas:
         Classes absent from both labels and predictions have no IoU (None) and are left out of
         the mean, as MMSeg's IoUMetric does.
         """
-        import torch
-        from mmseg.evaluation import IoUMetric
-
-        areas = [torch.from_numpy(a) for a in (self.intersect, self.union, self.pred, self.label)]
-        m = IoUMetric.total_area_to_metrics(*areas, ["mIoU"])
-        iou = np.asarray(m["IoU"], dtype=np.float64)
+        m = iou_metrics(self.confusion)
         per_class = {
             c: (None if math.isnan(v) else round(100 * float(v), 2))
-            for c, v in zip(CLASSES, iou, strict=True)
+            for c, v in zip(CLASSES, m["IoU"], strict=True)
         }
         return {
-            "mIoU": round(100 * float(np.nanmean(iou)), 2) if not np.isnan(iou).all() else None,
-            "aAcc": round(100 * float(m["aAcc"]), 2),
+            "mIoU": None if m["mIoU"] is None else round(m["mIoU"], 2),
+            "aAcc": None if m["aAcc"] is None else round(m["aAcc"], 2),
             "per_class": per_class,
             "images": self.images,
         }
@@ -117,7 +90,11 @@ def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str
     """Build the config's model and load a checkpoint (local or remote) into it, in eval mode.
 
     A ZoDi checkpoint (keys ``segmentor.*``) loads into its plain segmentor config and back.
+    Not ``mmseg.apis.init_model``: it sets ``pretrained`` and ``train_cfg`` on the model config,
+    which a ``ZoDiSegmentor`` config does not take, fails on a checkpoint without ``meta``, and
+    loads non-strictly (a checkpoint of another model would leave random weights, silently).
     """
+    from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
@@ -147,8 +124,6 @@ def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str
         )
     model.load_state_dict(state, strict=True)
     # Single-process inference: SyncBN (stock mmseg configs) as plain BN, which runs on CPU too.
-    from mmengine.model import revert_sync_batchnorm
-
     return revert_sync_batchnorm(model).to(device).eval()
 
 

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from zodi_core import layout, manifest, quality, storage
+from zodi_core import layout, manifest, storage
 from zodi_core.config import ReportConfig
 from zodi_core.labels import CLASSES
+from zodi_core.quality.figures import quality_images, render_quality_markdown
 
 
 @dataclass
@@ -107,7 +108,7 @@ def render_report_markdown(
                 f"{s['images_failed']} |"
             )
         lines.append("")
-    lines += quality.render_quality_markdown(report.get("quality") or {}, image_src)
+    lines += render_quality_markdown(report.get("quality") or {}, image_src)
     src = image_src or (lambda uri: None)
     grids = report.get("sample_grids", {})
     if grids:
@@ -211,7 +212,7 @@ def report_images(report: dict[str, Any]) -> list[str]:
     return [
         *report.get("sample_grids", {}).values(),
         *confusion,
-        *quality.quality_images(report.get("quality") or {}),
+        *quality_images(report.get("quality") or {}),
     ]
 
 

@@ -27,17 +27,15 @@ from zodi_core.pocket.corpus import CORPUS_DOMAINS, caption_for, read_corpus, wr
 from zodi_core.pocket.train import PRESETS, PocketSpec, machine_description, train_pocket
 
 __all__ = [
-    "CORPUS_DOMAINS",
-    "PRESETS",
     "WEIGHTS_DIR",
-    "PocketSpec",
     "build_pocket_models",
-    "caption_for",
     "is_pocket_models",
     "pocket_models_dir",
+    "remove_checkpoints",
+    "render_card",
 ]
 
-#: Where committed pocket models go (none committed yet: see docs/fidelity.md).
+#: The committed pocket models (their card: ``weights/MODEL_CARD.md``, docs/fidelity.md §1).
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -133,7 +131,7 @@ def build_pocket_models(
 
 
 def _measure(components: Any, train: Any, heldout: Any, seed: int, small: bool) -> dict[str, Any]:
-    from zodi_core.pocket.quality import measure_quality
+    from zodi_core.pocket.measure import measure_quality
 
     if small:
         return measure_quality(

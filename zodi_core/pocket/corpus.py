@@ -9,7 +9,7 @@ best quality", ...); the clear-day look is captioned "driving, best quality".
 The corpus is written as PNG files plus a ``samples`` manifest (the project's own schema; dataset
 ``webcorpus``, split ``train`` or ``heldout``, domain = the look); the captions travel in the
 manifest's metadata (``zodi.captions``: JSON sample id → caption). Training reads the manifest,
-never the folder.
+never the folder. :func:`write_tokenizer` builds the models' tokenizer from the captions.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,3 +136,43 @@ def read_corpus(uri: str, split: str = "train") -> Corpus:
         captions=[captions[r["sample_id"]] for r in rows],
         sample_ids=[r["sample_id"] for r in rows],
     )
+
+
+def write_tokenizer(folder: Path, texts: Sequence[str]) -> Any:
+    """A CLIP BPE tokenizer whose merges spell every word of ``texts`` as one token.
+
+    The base vocabulary is CLIP's byte-level alphabet (each byte, word-final and not), so any text
+    still tokenizes; each word then gets a chain of merges (``d r`` → ``dr``, ``dr i`` → ``dri``, …,
+    ``drivin g</w>`` → ``driving</w>``). Built offline from the corpus captions and the default
+    negative prompt; written as ``vocab.json`` + ``merges.txt`` and loaded as ``CLIPTokenizer``.
+    """
+    import re
+
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    chars = sorted(ByteLevel.alphabet())
+    vocab_list = chars + [c + "</w>" for c in chars]
+    merges: list[str] = []
+    # CLIP's pre-tokenizer pattern: words, numbers, single punctuation marks.
+    words = sorted({w for t in texts for w in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", t.lower())})
+    for word in words:
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        left = symbols[0]
+        for sym in symbols[1:]:
+            merge = f"{left} {sym}"
+            if merge not in merges:
+                merges.append(merge)
+            left += sym
+            vocab_list.append(left)
+        if len(symbols) == 1:
+            vocab_list.append(symbols[0])
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tok = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges])
+    tok.model_max_length = 77
+    tok.save_pretrained(folder)
+    return CLIPTokenizer.from_pretrained(folder)

@@ -10,8 +10,9 @@
   generations of the same prompts and noise without the ControlNet (what matching the layout
   by chance scores).
 
-Generation here is plain text-to-image (DDIM from pure noise, eta 0, classifier-free guidance
-with the empty caption as the unconditional branch), independent of the ZoDi sampler.
+Generation here is plain text-to-image by diffusers' Stable Diffusion (+ ControlNet) pipelines
+(DDIM from pure noise, eta 0, classifier-free guidance with the empty caption as the
+unconditional branch), independent of the ZoDi sampler.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from zodi_core.labels import IGNORE_INDEX, NUM_CLASSES
+from zodi_core.metrics import mean_iou
 from zodi_core.pocket.corpus import CORPUS_DOMAINS, Corpus, caption_for
 
 
@@ -30,19 +32,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 image stacks (over all pixels)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
-
-
-def miou(pred: np.ndarray, label: np.ndarray, num_classes: int = NUM_CLASSES) -> float:
-    """Mean IoU over the classes present in ``label`` or ``pred`` (ignore index skipped)."""
-    keep = label != IGNORE_INDEX
-    cm = np.bincount(
-        label[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64),
-        minlength=num_classes**2,
-    ).reshape(num_classes, num_classes)
-    inter = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - inter
-    present = union > 0
-    return float(np.mean(inter[present] / union[present])) * 100.0
 
 
 def _to_tensor(images: np.ndarray) -> Any:
@@ -72,7 +61,8 @@ def vae_psnr(vae: Any, images: np.ndarray) -> float:
 
 @dataclass
 class Generator:
-    """Text-to-image (optionally ControlNet-conditioned) DDIM sampling on loaded components."""
+    """Text-to-image (optionally ControlNet-conditioned) DDIM sampling on loaded components, by
+    diffusers' ``StableDiffusionPipeline`` / ``StableDiffusionControlNetPipeline``."""
 
     components: Any
     steps: int = 20
@@ -90,42 +80,27 @@ class Generator:
         import copy
 
         import torch
+        from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
         c = self.components
-        sched = copy.deepcopy(c.scheduler)
-        sched.set_timesteps(self.steps)
-        n = len(captions)
-        tok = c.tokenizer(
-            [*captions, ""], padding="max_length", max_length=77, truncation=True,
-            return_tensors="pt",
-        ).input_ids  # fmt: skip
-        with torch.inference_mode():
-            emb = c.text_encoder(tok)[0]
-            cond_emb, uncond = emb[:n], emb[n:].expand(n, -1, -1)
-            embeddings = torch.cat([uncond, cond_emb])
-            g = torch.Generator("cpu").manual_seed(seed)
-            z = torch.randn((n, 4, height // 8, width // 8), generator=g)
-            ctrl = None
-            if conditions is not None:
-                ctrl = torch.from_numpy(conditions).permute(0, 3, 1, 2).float() / 255.0
-                ctrl = torch.cat([ctrl, ctrl])
-            for t in sched.timesteps:
-                zz = torch.cat([z, z])
-                extra: dict[str, Any] = {}
-                if ctrl is not None:
-                    down, mid = c.controlnet(
-                        zz, t, encoder_hidden_states=embeddings, controlnet_cond=ctrl,
-                        return_dict=False,
-                    )  # fmt: skip
-                    extra = {
-                        "down_block_additional_residuals": down,
-                        "mid_block_additional_residual": mid,
-                    }
-                eps = c.unet(zz, t, encoder_hidden_states=embeddings, **extra).sample
-                eu, ec = eps.chunk(2)
-                z = sched.step(eu + self.guidance * (ec - eu), t, z, eta=0.0).prev_sample
-            x = c.vae.decode(z / c.vae.config.scaling_factor).sample
-        return _to_uint8(x)
+        parts = dict(
+            vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet,
+            scheduler=copy.deepcopy(c.scheduler), safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )  # fmt: skip
+        extra: dict[str, Any] = {}
+        if conditions is None:
+            pipe = StableDiffusionPipeline(**parts)
+        else:
+            pipe = StableDiffusionControlNetPipeline(**parts, controlnet=c.controlnet)
+            extra["image"] = torch.from_numpy(conditions).permute(0, 3, 1, 2).float() / 255.0
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe(
+            list(captions), height=height, width=width, num_inference_steps=self.steps,
+            guidance_scale=self.guidance, negative_prompt=None, eta=0.0,
+            generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **extra,
+        ).images  # fmt: skip
+        return (images * 255).round().astype(np.uint8)
 
 
 def _small_cnn(out_channels: int, dense: bool) -> Any:
@@ -227,9 +202,9 @@ def measure_quality(
     with_cn = gen(caps, seed=seed + 1000, conditions=conds)
     without = gen(caps, seed=seed + 1000, conditions=None)
     out["layout_following"] = {
-        "miou_real_heldout": round(miou(predict(seg, images), labels), 1),
-        "miou_controlnet_generations": round(miou(predict(seg, with_cn), labels), 1),
-        "miou_without_controlnet": round(miou(predict(seg, without), labels), 1),
+        "miou_real_heldout": round(mean_iou(predict(seg, images), labels), 1),
+        "miou_controlnet_generations": round(mean_iou(predict(seg, with_cn), labels), 1),
+        "miou_without_controlnet": round(mean_iou(predict(seg, without), labels), 1),
         "images": len(labels),
     }
     out["_samples"] = {"controlnet": with_cn[:4], "conditions": conds[:4]}

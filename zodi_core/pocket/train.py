@@ -7,7 +7,8 @@ Three phases, each with Stable Diffusion's / ControlNet's recipe at a small scal
    perceptual network is available offline). The latent scaling factor is then set to
    1 / std of the training latents, how SD's 0.18215 was chosen.
 2. ``unet``: ``UNet2DConditionModel`` with cross-attention on a ``CLIPTextModel``, ε-prediction on
-   SD 1.5's scaled-linear schedule (1000 steps), uniform timesteps, 10% of captions replaced by the
+   SD 1.5's scaled-linear schedule (1000 steps), uniform timesteps, the ε-loss weighted
+   (min(SNR, γ) + 1)/SNR (``PocketSpec.snr_gamma``), 10% of captions replaced by the
    empty caption so classifier-free guidance works, EMA of the weights. SD freezes a pretrained
    CLIP; no pretrained text encoder exists here, so the text encoder is trained jointly with the
    UNet (as LDM's own text-to-image model trained its transformer).
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from zodi_core.pocket.corpus import Corpus
+from zodi_core.pocket.corpus import Corpus, write_tokenizer
 
 PHASES = ("vae", "unet", "controlnet")
 
@@ -68,10 +69,12 @@ class PocketSpec:
     unet_norm_groups: int = 8
     text_width: int = 64
     caption_dropout: float = 0.1
-    #: Min-SNR-γ loss weighting (Hang et al. 2023; diffusers' ``--snr_gamma``): each sample's
-    #: ε-loss is weighted by min(SNR, γ)/SNR, so the low-noise steps, whose small errors dominate
-    #: a uniform ε-loss, no longer drown the high-noise steps that decide a generation's layout and
-    #: look. None: the plain ε-loss.
+    #: Loss weighting: each sample's ε-loss is weighted by (min(SNR, γ) + 1)/SNR, i.e. the
+    #: v-prediction loss ((SNR + 1)/SNR times the ε-loss) with Min-SNR-γ clipping at the low-noise
+    #: end (Hang et al. 2023; diffusers' ``--snr_gamma``), keeping ε-prediction as SD 1.5. The
+    #: low-noise steps, whose small errors dominate a uniform ε-loss, no longer drown the
+    #: high-noise steps that decide a generation's layout and look (docs/fidelity.md §1).
+    #: None: the plain ε-loss.
     snr_gamma: float | None = 5.0
     ema_decay: float = 0.999
     #: ControlNet conditioning encoder (SD 1.5: (16, 32, 96, 256); narrower here: at 64x128 the
@@ -106,50 +109,7 @@ PRESETS: dict[str, PocketSpec] = {
 }
 
 
-# 1. Tokenizer ---------------------------------------------------------------------------------
-
-
-def write_tokenizer(folder: Path, texts: Sequence[str]) -> Any:
-    """A CLIP BPE tokenizer whose merges spell every word of ``texts`` as one token.
-
-    The base vocabulary is CLIP's byte-level alphabet (each byte, word-final and not), so any text
-    still tokenizes; each word then gets a chain of merges (``d r`` → ``dr``, ``dr i`` → ``dri``, …,
-    ``drivin g</w>`` → ``driving</w>``). Built offline from the corpus captions and the default
-    negative prompt; written as ``vocab.json`` + ``merges.txt`` and loaded as ``CLIPTokenizer``.
-    """
-    import re
-
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    chars = sorted(ByteLevel.alphabet())
-    vocab_list = chars + [c + "</w>" for c in chars]
-    merges: list[str] = []
-    # CLIP's pre-tokenizer pattern: words, numbers, single punctuation marks.
-    words = sorted({w for t in texts for w in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", t.lower())})
-    for word in words:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        left = symbols[0]
-        for sym in symbols[1:]:
-            merge = f"{left} {sym}"
-            if merge not in merges:
-                merges.append(merge)
-            left += sym
-            vocab_list.append(left)
-        if len(symbols) == 1:
-            vocab_list.append(symbols[0])
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tok = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges])
-    tok.model_max_length = 77
-    tok.save_pretrained(folder)
-    return CLIPTokenizer.from_pretrained(folder)
-
-
-# 2. Architectures -----------------------------------------------------------------------------
+# 1. Architectures -----------------------------------------------------------------------------
 
 
 def build_vae(spec: PocketSpec) -> Any:
@@ -206,7 +166,7 @@ def build_text_encoder(spec: PocketSpec, tokenizer: Any) -> Any:
     )
 
 
-# 3. Training helpers --------------------------------------------------------------------------
+# 2. Training helpers --------------------------------------------------------------------------
 
 
 def step_generator(seed: int, phase: str, step: int) -> Any:
@@ -377,7 +337,7 @@ def _batch(images: Any, idx: Any, g: Any, labels: Any | None = None) -> tuple[An
     return x, y
 
 
-# 4. The whole training ------------------------------------------------------------------------
+# 3. The whole training ------------------------------------------------------------------------
 
 
 @dataclass
@@ -502,14 +462,14 @@ def train_pocket(
         z0 = (mean + std * torch.randn(mean.shape, generator=g)) * scale
         t = torch.randint(0, 1000, (len(idx),), generator=g)
         eps = torch.randn(z0.shape, generator=g)
-        a = abar[t].sqrt().view(-1, 1, 1, 1)
-        s = (1 - abar[t]).sqrt().view(-1, 1, 1, 1)
-        return a * z0 + s * eps, t, eps, cond
+        return scheduler.add_noise(z0, eps, t), t, eps, cond
 
     def eps_loss(pred: Any, eps: Any, t: Any) -> Any:
         per_sample = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
         if spec.snr_gamma is None:
             return per_sample.mean()
+        # Not diffusers' compute_snr: its (√ᾱ/√(1-ᾱ))² differs from ᾱ/(1-ᾱ) in the last bit,
+        # and the committed weights were trained with this one.
         snr = abar[t] / (1 - abar[t])
         return (per_sample * (snr.clamp(max=spec.snr_gamma) + 1) / snr).mean()
 

@@ -1,0 +1,176 @@
+"""Figures and Markdown of the quality section: score histograms, the worst-N grid."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, ImageDraw
+
+from zodi_core import manifest, storage
+from zodi_core.conditions import render_condition
+from zodi_core.datasets.io import decode_png, read_image, read_label
+from zodi_core.labels import NUM_CLASSES
+from zodi_core.quality.scores import SCORE_COLUMNS
+
+
+def score_summary(scored_uri: str) -> dict[str, Any]:
+    """Means, histograms (10 bins) and drop counts of one scored manifest, for the report."""
+    table = manifest.read_manifest(scored_uri, "transfer")
+    out: dict[str, Any] = {"rows": table.num_rows, "columns": {}}
+    for c in SCORE_COLUMNS:
+        vals = np.array([v for v in table.column(c).to_pylist() if v is not None], np.float64)
+        if vals.size == 0:
+            continue
+        lo, hi = (0.0, 100.0) if c.startswith("layout") else (-1.0, 1.0)
+        counts, edges = np.histogram(vals, bins=10, range=(lo, hi))
+        out["columns"][c] = {
+            "mean": round(float(vals.mean()), 4),
+            "min": round(float(vals.min()), 4),
+            "max": round(float(vals.max()), 4),
+            "histogram": {"counts": counts.tolist(), "edges": [round(float(e), 3) for e in edges]},
+        }
+    kept = table.column("kept").to_pylist()
+    reasons = [r for r in table.column("drop_reason").to_pylist() if r]
+    out["dropped"] = sum(1 for k in kept if k is False)
+    out["reasons"] = sorted(set(reasons))[:20]
+    return out
+
+
+def render_histograms_png(summaries: dict[str, dict[str, Any]]) -> bytes:
+    """One row of score histograms per domain (``{domain: score_summary(...)}``), as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = sorted(summaries) or ["-"]
+    fig, axes = plt.subplots(
+        len(domains), len(SCORE_COLUMNS), figsize=(3 * len(SCORE_COLUMNS), 2.2 * len(domains)),
+        squeeze=False,
+    )  # fmt: skip
+    for d_i, d in enumerate(domains):
+        cols = summaries.get(d, {}).get("columns", {})
+        for c_i, c in enumerate(SCORE_COLUMNS):
+            ax = axes[d_i][c_i]
+            if c in cols:
+                h = cols[c]["histogram"]
+                edges = np.array(h["edges"])
+                ax.bar(edges[:-1], h["counts"], width=np.diff(edges), align="edge")
+            ax.set_title(f"{d}: {c}", fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def worst_rows(table: pa.Table, n: int, column: str = "layout_miou") -> list[dict[str, Any]]:
+    """The ``n`` rows with the lowest ``column`` (nulls left out), lowest first."""
+    rows = [r for r in table.to_pylist() if r.get(column) is not None]
+    return sorted(rows, key=lambda r: (r[column], r["sample_id"]))[:n]
+
+
+def render_worst_grid(
+    scored_uri: str,
+    n: int = 8,
+    *,
+    predictions_uri: str | None = None,
+    cell: tuple[int, int] = (256, 128),
+) -> tuple[bytes, list[dict[str, Any]]]:
+    """The Fig. 6 grid, found automatically: one row per worst generation (lowest layout mIoU),
+    columns source | condition | generated | prediction (when ``predictions_uri`` holds it),
+    with its scores written over the row. Returns (PNG bytes, the rows shown)."""
+    table = manifest.read_manifest(scored_uri, "transfer")
+    rows = worst_rows(table, n)
+    if not rows:  # no layout scores: rank by CLIP score instead
+        rows = worst_rows(table, n, "clip_score")
+    w, h = cell
+    sheet = Image.new("RGB", (4 * w, max(1, len(rows)) * h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, r in enumerate(rows):
+        label = read_label(r["label_uri"], r["label_format"])
+        tiles = [
+            read_image(r["source_uri"]),
+            render_condition(label, r["palette"]),
+            read_image(r["generated_uri"]),
+        ]
+        pred_uri = (
+            storage.join_uri(predictions_uri, f"{r['sample_id']}.png") if predictions_uri else None
+        )
+        if pred_uri and storage.exists(pred_uri):
+            pred = decode_png(storage.read_bytes(pred_uri), pred_uri)
+            tiles.append(render_condition(np.where(pred < NUM_CLASSES, pred, 255), "cityscapes"))
+        for j, tile in enumerate(tiles):
+            sheet.paste(Image.fromarray(tile).resize((w, h)), (j * w, i * h))
+        text = f"{r['sample_id']} mIoU {fmt_score(r['layout_miou'])} acc {fmt_score(r['layout_pixel_acc'])} "
+        text += f"clip {fmt_score(r['clip_score'], 3)} dir {fmt_score(r['clip_direction'], 3)}"
+        draw.rectangle((0, i * h, len(text) * 6 + 4, i * h + 12), fill="black")
+        draw.text((2, i * h), text, fill="white")
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue(), rows
+
+
+def fmt_score(v: float | None, digits: int = 1) -> str:
+    """A score for a table: ``digits`` decimals, ``-`` when not measured."""
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def quality_images(quality: dict[str, Any]) -> list[str]:
+    """URIs of the images the quality section shows: the histograms, then each worst-N grid."""
+    grids = [q["worst_grid"] for _, q in sorted(quality.get("domains", {}).items())
+             if q.get("worst_grid")]  # fmt: skip
+    return [*([quality["histograms"]] if quality.get("histograms") else []), *grids]
+
+
+def render_quality_markdown(
+    quality: dict[str, Any], image_src: Callable[[str], str | None] | None = None
+) -> list[str]:
+    """The report's quality section (lines) from the pipeline's ``quality`` entry:
+    ``{"domains": {domain: apply_filter result + "summary", "worst_grid", "worst"},
+    "histograms": uri}``. ``image_src``: what a browser can load for an image URI (see
+    ``zodi_core.report.image_sources``); with one, the images are shown, not only linked."""
+    src = image_src or (lambda uri: None)
+    domains = quality.get("domains", {})
+    if not domains:
+        return []
+    lines = [
+        "## Quality of the generated images",
+        "",
+        "| domain | rows | kept | dropped | why | layout mIoU | pixel acc | CLIP | CLIP dir |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d, q in sorted(domains.items()):
+        cols = q.get("summary", {}).get("columns", {})
+        means = [fmt_score(cols.get(c, {}).get("mean"), 1 if c.startswith("layout") else 3)
+                 for c in SCORE_COLUMNS]  # fmt: skip
+        why = ", ".join(f"{k}: {v}" for k, v in q.get("by_reason", {}).items()) or "-"
+        lines.append(
+            f"| {d} | {q.get('rows', 0)} | {q.get('kept', 0)} | {q.get('dropped', 0)} | {why} | "
+            + " | ".join(means)
+            + " |"
+        )
+    settings = next(iter(domains.values())).get("settings")
+    if settings:
+        lines += ["", "Filter: " + ", ".join(f"{k}={v}" for k, v in settings.items())]
+    hist = quality.get("histograms")
+    if hist:
+        lines += ["", f"Score histograms: [{hist}]({hist})"]
+        if src(hist):
+            lines += ["", f"![score histograms]({src(hist)})"]
+    lines += ["", "Worst generations (source | condition | generated | prediction):", ""]
+    for d, q in sorted(domains.items()):
+        if q.get("worst_grid"):
+            ids = ", ".join(
+                f"{w['sample_id']} ({fmt_score(w.get('layout_miou'))})" for w in q.get("worst", [])
+            )
+            lines.append(f"- {d}: [{q['worst_grid']}]({q['worst_grid']}) {ids}")
+            if src(q["worst_grid"]):
+                lines += ["", f"![worst generations, {d}]({src(q['worst_grid'])})", ""]
+    lines.append("")
+    return lines

@@ -1,0 +1,108 @@
+"""The quality filter: flags the rows of a scored manifest (never deletes one)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from zodi_core import manifest
+
+
+def filter_reasons(
+    rows: Sequence[dict[str, Any]],
+    *,
+    min_layout_miou: float | None = None,
+    min_clip: float | None = None,
+    drop_lowest_fraction: float = 0.0,
+) -> list[list[str]]:
+    """The reasons each row is dropped (empty: kept), one list per row, in row order.
+
+    - ``layout_miou < min_layout_miou`` and ``clip_score < min_clip`` (a null score never fails
+      a threshold: it was not measured);
+    - ``lowest <f> layout``: the ``floor(f * rows)`` rows with the lowest ``layout_miou`` (rows
+      without one are not ranked), whatever the thresholds; ties broken by ``sample_id``.
+    """
+    if not 0.0 <= drop_lowest_fraction < 1.0:
+        raise ValueError(
+            f"quality.drop_lowest_fraction: expected a number in [0, 1), received "
+            f"{drop_lowest_fraction}"
+        )
+    reasons: list[list[str]] = [[] for _ in rows]
+    for r, out in zip(rows, reasons, strict=True):
+        miou, clip = r.get("layout_miou"), r.get("clip_score")
+        if min_layout_miou is not None and miou is not None and miou < min_layout_miou:
+            out.append(f"layout_miou {miou:.1f} < {min_layout_miou:g}")
+        if min_clip is not None and clip is not None and clip < min_clip:
+            out.append(f"clip_score {clip:.3f} < {min_clip:g}")
+    n_drop = math.floor(drop_lowest_fraction * len(rows))
+    if n_drop:
+        ranked = sorted(
+            (i for i, r in enumerate(rows) if r.get("layout_miou") is not None),
+            key=lambda i: (rows[i]["layout_miou"], rows[i]["sample_id"]),
+        )
+        for i in ranked[:n_drop]:
+            reasons[i].append(f"lowest {drop_lowest_fraction:g} layout")
+    return reasons
+
+
+def apply_filter(
+    scored_uri: str,
+    out_uri: str,
+    train_uri: str,
+    *,
+    min_layout_miou: float | None = None,
+    min_clip: float | None = None,
+    drop_lowest_fraction: float = 0.0,
+) -> dict[str, Any]:
+    """Flag the rows of a scored manifest; write every row (``out_uri``) and the kept rows
+    (``train_uri``, what training reads). Returns the counts and the drops by reason."""
+    table = manifest.read_manifest(scored_uri, "transfer")
+    rows = table.to_pylist()
+    reasons = filter_reasons(
+        rows,
+        min_layout_miou=min_layout_miou,
+        min_clip=min_clip,
+        drop_lowest_fraction=drop_lowest_fraction,
+    )
+    by_reason: dict[str, int] = {}
+    for r, why in zip(rows, reasons, strict=True):
+        r["kept"] = not why
+        r["drop_reason"] = "; ".join(why) or None
+        for w in why:
+            kind = w.split(" ")[0] if not w.startswith("lowest") else "lowest_fraction"
+            by_reason[kind] = by_reason.get(kind, 0) + 1
+    kept = [r for r in rows if r["kept"]]
+    if rows and not kept:
+        raise ValueError(
+            f"{scored_uri}: the quality filter drops all {len(rows)} rows; lower the thresholds "
+            f"(quality.min_layout_miou, min_clip, drop_lowest_fraction; or the --min-* options)"
+        )
+    meta = manifest.manifest_metadata(table)
+    settings = {
+        "min_layout_miou": min_layout_miou,
+        "min_clip": min_clip,
+        "drop_lowest_fraction": drop_lowest_fraction,
+    }
+    meta["quality_filter"] = json.dumps(settings, sort_keys=True)
+    manifest.write_manifest(rows, out_uri, "transfer", extra_metadata=meta)
+    manifest.write_manifest(kept, train_uri, "transfer", extra_metadata=meta)
+    return {
+        "uri": out_uri,
+        "train_uri": train_uri,
+        "rows": len(rows),
+        "kept": len(kept),
+        "dropped": len(rows) - len(kept),
+        "by_reason": dict(sorted(by_reason.items())),
+        "settings": settings,
+    }
+
+
+def kept_rows(table: pa.Table) -> pa.Table:
+    """The rows training may use: ``kept`` true or null (not filtered)."""
+    import pyarrow.compute as pc
+
+    return table.filter(pc.invert(pc.fill_null(pc.equal(table.column("kept"), False), False)))

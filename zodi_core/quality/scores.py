@@ -1,0 +1,223 @@
+"""Scoring a paired manifest: layout consistency and CLIP alignment of each generated image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from zodi_core import manifest, metrics, storage
+from zodi_core.conditions import resize_nearest
+from zodi_core.config import QualityConfig
+from zodi_core.datasets.io import encode_png, read_image, read_label
+from zodi_core.quality import clip as clip_module
+from zodi_core.quality.clip import NEUTRAL_TEXT, Clip, clip_scores
+from zodi_core.runs import SOURCE_ONLY
+
+SCORE_COLUMNS = ("layout_miou", "layout_pixel_acc", "clip_score", "clip_direction")
+
+
+def layout_scores(pred: np.ndarray, label: np.ndarray) -> tuple[float | None, float | None]:
+    """``(mIoU %, pixel accuracy %)`` of one prediction against its label.
+
+    Args:
+        pred: (H, W) integer train ids 0..18.
+        label: (H, W) integer train ids 0..18, 255 = ignore.
+    Returns:
+        mIoU over the classes present in the label or the prediction (on labelled pixels), as
+        MMSeg's per-dataset mIoU leaves out classes with an empty union
+        (:func:`zodi_core.metrics.iou_metrics`); None for both when the label has no labelled
+        pixel.
+    """
+    m = metrics.iou_metrics(metrics.confusion_matrix(pred, label))
+    return m["mIoU"], m["aAcc"]
+
+
+def score_digest(
+    paired_uri: str,
+    seg_config: str | None,
+    seg_checkpoint: str | None,
+    clip: str | None,
+    scale: tuple[int, int] | None,
+) -> str:
+    """Digest of everything a score depends on: the paired manifest's bytes, the scorer's config
+    file and checkpoint bytes, CLIP (a folder's content digest, or the hub id), the scale and
+    the scoring code (this module, :mod:`~zodi_core.quality.clip`, :mod:`zodi_core.metrics`).
+    Names the scores' storage key and is the score task's cache key."""
+    h = hashlib.sha256()
+    h.update(storage.read_bytes(paired_uri))
+    if seg_config is not None and seg_checkpoint is not None:
+        from zodi_core.seg.train import resolve_config_path
+
+        h.update(resolve_config_path(seg_config).read_bytes())
+        h.update(storage.read_bytes(seg_checkpoint))
+    if clip is not None:
+        h.update((_folder_fingerprint(Path(clip)) if Path(clip).is_dir() else clip).encode())
+    h.update(json.dumps(list(scale) if scale else None).encode())
+    for module in (__file__, clip_module.__file__, metrics.__file__):
+        h.update(Path(module).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _folder_fingerprint(root: Path, edge: int = 1 << 20) -> str:
+    """Digest of a local model folder: every file's name, size, first and last MiB. Unlike a
+    config-and-sizes digest it tells apart two weight files of one architecture (two seeds, a
+    fine-tune); unlike a full hash it costs 2 MiB per file, not gigabytes."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        size = p.stat().st_size
+        h.update(f"{p.relative_to(root).as_posix()}\0{size}\0".encode())
+        with p.open("rb") as f:
+            h.update(f.read(edge))
+            if size > 2 * edge:
+                f.seek(size - edge)
+                h.update(f.read(edge))
+    return h.hexdigest()[:16]
+
+
+def scorer_checkpoint(
+    quality: QualityConfig, train_mmseg_config: str, baseline: dict[str, list[dict[str, Any]]]
+) -> tuple[str | None, str | None]:
+    """``(mmseg config, checkpoint)`` of the layout scorer: ``quality.seg_checkpoint`` when set,
+    else the run's source-only model (its first seed) from ``train_flow``'s result."""
+    config = quality.seg_config or train_mmseg_config
+    if quality.seg_checkpoint:
+        return config, quality.seg_checkpoint
+    results = baseline.get(SOURCE_ONLY) or []
+    if not results or not results[0].get("checkpoint"):
+        return None, None
+    return config, results[0]["checkpoint"]
+
+
+def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def score_manifest(
+    paired_uri: str,
+    out_uri: str,
+    *,
+    seg_model: Any = None,
+    clip: Clip | None = None,
+    batch_size: int = 8,
+    scale: tuple[int, int] | None = None,
+    predictions_uri: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score every generated image of a paired (transfer) manifest; write it with scores.
+
+    Reads images only (a score never regenerates one). Rows keep every column; the score
+    columns of a model that is not given stay null; ``kept``/``drop_reason`` are reset (the
+    filter sets them).
+
+    Args:
+        paired_uri: the paired manifest (rows with ``generated_uri``).
+        out_uri: where the scored manifest goes (transfer schema).
+        seg_model: an mmseg model in eval mode (:func:`zodi_core.evaluation.load_model`).
+        clip: a :class:`~zodi_core.quality.clip.Clip` (:func:`~zodi_core.quality.clip.load_clip`).
+        batch_size: images per CLIP forward pass.
+        scale: (W, H) the segmentation model sees; None: each image's own size.
+        predictions_uri: a folder to write each prediction (``<sample_id>.png``, train ids) to,
+            for failure grids; None: not written.
+        progress: a progress bar on stderr.
+    Returns:
+        ``{"uri", "rows", "scored", "mean": {column: mean}}``.
+    """
+    table = manifest.read_manifest(paired_uri, "transfer")
+    rows = table.to_pylist()
+    todo = [i for i, r in enumerate(rows) if r.get("generated_uri")]
+    scores: dict[str, list[float | None]] = {c: [None] * len(rows) for c in SCORE_COLUMNS}
+    neutral = prompt_cache = None
+    if clip is not None:
+        neutral = clip.embed_texts([NEUTRAL_TEXT])[0]
+        prompts = sorted({rows[i]["prompt"] for i in todo})
+        prompt_cache = dict(zip(prompts, clip.embed_texts(prompts), strict=True)) if prompts else {}
+    bar = tqdm(total=len(todo), desc="score", unit="img", disable=not progress, file=sys.stderr)
+    for batch in _batches(todo, max(1, batch_size)):
+        gen = [read_image(rows[i]["generated_uri"]) for i in batch]
+        if seg_model is not None:
+            for i, pred in zip(batch, predict_labels(seg_model, gen, scale), strict=True):
+                r = rows[i]
+                label = read_label(r["label_uri"], r["label_format"])
+                if pred.shape != label.shape:
+                    pred = resize_nearest(pred, (label.shape[1], label.shape[0]))
+                miou, acc = layout_scores(pred, label)
+                scores["layout_miou"][i], scores["layout_pixel_acc"][i] = miou, acc
+                if predictions_uri:
+                    key = storage.join_uri(predictions_uri, f"{r['sample_id']}.png")
+                    storage.write_bytes(key, encode_png(pred))
+        if clip is not None:
+            src = [read_image(rows[i]["source_uri"]) for i in batch]
+            g_emb, s_emb = clip.embed_images(gen), clip.embed_images(src)
+            p_emb = np.stack([prompt_cache[rows[i]["prompt"]] for i in batch])
+            score, direction = clip_scores(g_emb, s_emb, p_emb, neutral)
+            for j, i in enumerate(batch):
+                scores["clip_score"][i] = float(score[j])
+                scores["clip_direction"][i] = float(direction[j])
+        bar.update(len(batch))
+    bar.close()
+    for r_i, r in enumerate(rows):
+        for c in SCORE_COLUMNS:
+            r[c] = scores[c][r_i]
+        r["kept"], r["drop_reason"] = None, None
+    meta = manifest.manifest_metadata(table)
+    meta["scored_by"] = json.dumps(
+        {"seg": seg_model is not None, "clip": clip.source if clip is not None else None}
+    )
+    manifest.write_manifest(rows, out_uri, "transfer", extra_metadata=meta)
+    return {
+        "uri": out_uri,
+        "rows": len(rows),
+        "scored": len(todo),
+        "mean": {c: _mean(scores[c]) for c in SCORE_COLUMNS},
+    }
+
+
+def predict_labels(
+    model: Any, images: Sequence[np.ndarray], scale: tuple[int, int] | None = None
+) -> list[np.ndarray]:
+    """(H, W) uint8 train ids of each (H, W, 3) uint8 RGB image, one forward pass per batch of
+    images that share a size (all of them with ``scale`` (W, H)), each resized back to its image's
+    size; the batched twin of :func:`zodi_core.seg.predict.predict_label`."""
+    import mmcv
+    import torch
+    from mmseg.datasets.transforms import PackSegInputs
+
+    pack = PackSegInputs(meta_keys=("img_shape", "ori_shape"))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    inputs = []
+    for i, rgb in enumerate(images):
+        bgr = np.ascontiguousarray(rgb[..., ::-1])
+        img = mmcv.imresize(bgr, scale, interpolation="bilinear") if scale else bgr
+        inputs.append(pack({"img": img, "img_shape": img.shape[:2], "ori_shape": img.shape[:2]}))
+        groups.setdefault(img.shape, []).append(i)
+    out: list[np.ndarray] = [np.empty(0)] * len(images)
+    for idx in groups.values():
+        batch = {
+            "inputs": [inputs[i]["inputs"] for i in idx],
+            "data_samples": [inputs[i]["data_samples"] for i in idx],
+        }
+        with torch.no_grad():
+            results = model.test_step(batch)
+        for i, res in zip(idx, results, strict=True):
+            pred = res.pred_sem_seg.data.squeeze(0).cpu().numpy().astype(np.uint8)
+            h, w = images[i].shape[:2]
+            if pred.shape != (h, w):
+                pred = mmcv.imresize(pred, (w, h), interpolation="nearest")
+            out[i] = pred
+    return out
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return round(float(np.mean(vals)), 4) if vals else None
