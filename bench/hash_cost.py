@@ -6,12 +6,12 @@ size, mtime, ctime, inode) in this process and on disk. This writes one weights 
 ``--gb`` GB (random bytes) in a models-like folder and times:
 
 1. the first fingerprint (every byte read and hashed; the file was just written, so it is in
-   the page cache: disk reads would add their own time on a cold cache);
+   the page cache: disk reads would add their own time on a cold cache), best of ``--repeat``;
 2. the same fingerprint again in this process (what every further shard pays);
 3. again after forgetting the in-process memo (what a new process pays: the disk cache answers);
 4. again after rewriting the file in place (same size: the bytes are hashed again).
 
-Run: ``python bench/hash_cost.py [--gb 1.5] [--dir /tmp]``. Prints one line per measurement and
+Run: ``python bench/hash_cost.py [--gb 1.5] [--repeat 3] [--dir /tmp]``. Prints one line per measurement and
 a JSON summary; the figures are in ``docs/benchmarks.md``.
 """
 
@@ -38,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=1.5, help="size of the weights file (GB)")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where to write it")
+    parser.add_argument("--repeat", type=int, default=3, help="first fingerprints (best is kept)")
     args = parser.parse_args()
 
     from zodi_core import model_source
@@ -69,7 +70,12 @@ def main() -> None:
         print(f"{label:<34} {seconds:9.4f} s  {sum(hashed) / 1e9:6.2f} GB hashed")
         return row
 
-    rows = [timed("first fingerprint")]
+    firsts = []
+    for i in range(args.repeat):  # the first fingerprint again, each time with nothing remembered
+        model_source._KNOWN.clear()
+        os.environ["XDG_CACHE_HOME"] = str(root / f"xdg-cache-{i}")
+        firsts.append(timed(f"first fingerprint ({i + 1}/{args.repeat})"))
+    rows = [min(firsts, key=lambda r: r["seconds"])]
     rows.append(timed("again, same process"))
     model_source._KNOWN.clear()
     rows.append(timed("again, new process (disk cache)"))
@@ -81,6 +87,8 @@ def main() -> None:
         "file_gb": round(size / 1e9, 3),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "throughput_gb_s": round(size / 1e9 / first["seconds"], 3),
+        "first_seconds_all": [r["seconds"] for r in firsts],
+        "load_average": os.getloadavg()[0],
         "rows": rows,
     }
     print(json.dumps(summary))
