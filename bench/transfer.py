@@ -343,10 +343,10 @@ def matrix_runs(device_type: str, quick: bool) -> list[dict[str, Any]]:
         {"name": f"{other} b{b}", "dtype": other, "batch_size": b},
         {"name": f"{half} b{b} channels_last", "dtype": half, "batch_size": b,
          "channels_last": True},
-        {"name": f"{half} b{b} compile", "dtype": half, "batch_size": b, "compile": True},
     ]  # fmt: skip
     for size in (1, 4, 16) if not quick else (1,):
         runs.append({"name": f"{half} b{size}", "dtype": half, "batch_size": size})
+    runs.append({"name": f"{half} b{b} compile", "dtype": half, "batch_size": b, "compile": True})
     if not quick:
         runs += [
             {"name": f"{half} b{b} no cudnn_benchmark", "dtype": half, "batch_size": b,

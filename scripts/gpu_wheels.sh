@@ -9,6 +9,7 @@
 #   PYTHON_VERSION (3.12)  the worker's Python
 #   PYTHON                 the Python whose pip downloads (default: .venv/bin/python, python3)
 #   WITH_PYTEST (1)        also pytest and its needs (the check runs the gpu tests)
+#   WITH_NUMPY_PILLOW (0)  also numpy and pillow (24 MB) for a worker image without them
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${1:-$REPO/.whl/gpu}"
@@ -17,17 +18,20 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$REPO/.venv/bin/python" ]]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
 
-# What the transfer path imports beyond torch (zodi_core.transfer, zodi_core.conditions, the
-# config, bench/transfer.py), with their own needs; torch's own needs (filelock, fsspec, jinja2,
-# networkx, sympy, typing_extensions) come with any torch install.
+# What the transfer path imports beyond torch (zodi_core.transfer.sampler and models,
+# zodi_core.conditions, the config, bench/transfer.py), measured as the modules loaded by a bench
+# run, with the needs they check at import; torch's own (filelock, fsspec, jinja2, networkx,
+# sympy) come with any torch install. Not here: the CLIs' typer/click/rich, hf-xet (downloads
+# only), pyarrow (manifests: the runner, not the check), 42 MB).
 PACKAGES=(
-  diffusers importlib_metadata zipp regex requests urllib3 certifi idna charset-normalizer
-  transformers tokenizers safetensors huggingface_hub hf-xet httpx httpcore h11 anyio sniffio
-  tqdm packaging typer click shellingham rich markdown-it-py mdurl pygments annotated-doc
-  pydantic pydantic_core annotated-types typing-inspection typing_extensions PyYAML
-  numpy pillow
+  diffusers transformers tokenizers safetensors huggingface_hub httpx2 httpcore2 truststore h11 anyio
+  sniffio certifi idna requests urllib3 charset-normalizer regex tqdm packaging PyYAML
+  pydantic pydantic_core annotated-types typing-inspection typing_extensions
 )
-if [[ "${WITH_PYTEST:-1}" == 1 ]]; then PACKAGES+=(pytest pluggy iniconfig pytest-timeout); fi
+# numpy and pillow (24 MB together) are in every CUDA torch image we know of (pytorch/pytorch,
+# NGC, torchvision's needs); WITH_NUMPY_PILLOW=1 adds them for one that lacks them.
+if [[ "${WITH_NUMPY_PILLOW:-0}" == 1 ]]; then PACKAGES+=(numpy pillow); fi
+if [[ "${WITH_PYTEST:-1}" == 1 ]]; then PACKAGES+=(pytest pluggy iniconfig pygments pytest-timeout); fi
 
 pins=()
 for name in "${PACKAGES[@]}"; do
@@ -49,7 +53,8 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manyl
   platforms+=(--platform "$p")
 done
 "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-  --python-version "$PYVER" --implementation cp "${platforms[@]}" -d "$DIR" "${pins[@]}"
+  --python-version "$PYVER" --implementation cp "${platforms[@]}" -d "$DIR" "${pins[@]}" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
 total=$(du -cb "$DIR"/*.whl | tail -1 | cut -f1)
 printf 'gpu_wheels.sh: %d wheels, %.1f MB in %s (Python %s, linux x86_64)\n' \

@@ -232,3 +232,20 @@ def test_levers_on_cuda_compile_with_inductor_without_recompiles_and_match(tiny_
             continue
         for a, b in zip(got, eager, strict=True):
             assert np.abs(a.image.astype(int) - b.image.astype(int)).mean() < 2.0, backend
+
+
+# 3. The command line -------------------------------------------------------------------------
+
+
+def test_zodi_transfer_lever_flags_reach_the_config():
+    from zodi_cli import build_parser
+    from zodi_cli.transfer import build_config
+
+    base = ["transfer", "--manifest", "m.parquet", "--domain", "night", "--out", "out"]
+    levers = ["--compile", "--channels-last", "--sdpa-backend", "math", "--no-cudnn-benchmark"]
+    cfg = build_config(build_parser().parse_args([*base, *levers, "--no-tf32"]))
+    assert (cfg.compile, cfg.channels_last, cfg.sdpa_backend) == (True, True, "math")
+    assert (cfg.cudnn_benchmark, cfg.tf32) == (False, False)
+    default = build_config(build_parser().parse_args(base))
+    assert (default.compile, default.channels_last, default.sdpa_backend) == (False, False, "auto")
+    assert (default.cudnn_benchmark, default.tf32) == (True, True)

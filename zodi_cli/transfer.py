@@ -107,6 +107,16 @@ def _add_common(p: argparse.ArgumentParser, strength: bool = True, batch: bool =
         "--dtype", choices=("auto", "float32", "float16", "bfloat16"),
         help="weights' dtype (default: auto, float16 on CUDA, float32 on CPU)",
     )  # fmt: skip
+    # speed levers (TransferConfig; not in the generation digest): docs/benchmarks.md
+    bool_flag = argparse.BooleanOptionalAction
+    p.add_argument("--compile", action=bool_flag, help="torch.compile UNet and ControlNet")
+    p.add_argument("--channels-last", action=bool_flag, help="NHWC layout (default off)")
+    p.add_argument(
+        "--sdpa-backend", choices=("auto", "math", "flash", "efficient", "cudnn"),
+        help="attention kernel (default auto: torch's choice)",
+    )  # fmt: skip
+    p.add_argument("--cudnn-benchmark", action=bool_flag, help="cuDNN autotuning (default on)")
+    p.add_argument("--tf32", action=bool_flag, help="TF32 for float32 on CUDA (default on)")
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -130,6 +140,11 @@ def build_config(args: argparse.Namespace) -> Any:
         ("seed", "seed"),
         ("device", "device"),
         ("dtype", "dtype"),
+        ("compile", "compile"),
+        ("channels_last", "channels_last"),
+        ("sdpa_backend", "sdpa_backend"),
+        ("cudnn_benchmark", "cudnn_benchmark"),
+        ("tf32", "tf32"),
     ):
         value = getattr(args, opt, None)
         if value is not None:

@@ -9,17 +9,53 @@
 Torch, diffusers and transformers are imported inside functions, so importing this package is cheap.
 """
 
-from zodi_core.transfer.lineage import generation_digest, models_fingerprint
-from zodi_core.transfer.models import Components, load_components, resolve_device, write_tiny_models
-from zodi_core.transfer.runner import TransferResult, transfer_manifest
-from zodi_core.transfer.sampler import (
-    TransferOutput,
-    TransferSampler,
-    generation_size,
-    plan_timesteps,
-    sample_seed,
-    transfer_digest,
-)
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zodi_core.transfer.lineage import generation_digest, models_fingerprint
+    from zodi_core.transfer.models import (
+        Components,
+        load_components,
+        resolve_device,
+        write_tiny_models,
+    )
+    from zodi_core.transfer.runner import TransferResult, transfer_manifest
+    from zodi_core.transfer.sampler import (
+        TransferOutput,
+        TransferSampler,
+        generation_size,
+        plan_timesteps,
+        sample_seed,
+        transfer_digest,
+    )
+
+#: public name → the submodule that defines it. Imported on first use (PEP 562), so that
+#: ``zodi_core.transfer.sampler`` alone (the GPU check, bench/transfer.py) does not import the
+#: runner's Parquet and storage stack.
+_HOMES = {
+    "generation_digest": "lineage",
+    "models_fingerprint": "lineage",
+    "Components": "models",
+    "load_components": "models",
+    "resolve_device": "models",
+    "write_tiny_models": "models",
+    "TransferResult": "runner",
+    "transfer_manifest": "runner",
+    "TransferOutput": "sampler",
+    "TransferSampler": "sampler",
+    "generation_size": "sampler",
+    "plan_timesteps": "sampler",
+    "sample_seed": "sampler",
+    "transfer_digest": "sampler",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Components",
