@@ -17,6 +17,7 @@ from zodi_core import manifest, metrics, storage
 from zodi_core.conditions import resize_nearest
 from zodi_core.config import QualityConfig
 from zodi_core.datasets.io import encode_png, read_image, read_label
+from zodi_core.model_source import folder_digest
 from zodi_core.quality import clip as clip_module
 from zodi_core.quality.clip import NEUTRAL_TEXT, Clip, clip_scores
 from zodi_core.runs import SOURCE_ONLY
@@ -59,28 +60,10 @@ def score_digest(
         h.update(resolve_config_path(seg_config).read_bytes())
         h.update(storage.read_bytes(seg_checkpoint))
     if clip is not None:
-        h.update((_folder_fingerprint(Path(clip)) if Path(clip).is_dir() else clip).encode())
+        h.update((folder_digest(Path(clip)) if Path(clip).is_dir() else clip).encode())
     h.update(json.dumps(list(scale) if scale else None).encode())
     for module in (__file__, clip_module.__file__, metrics.__file__):
         h.update(Path(module).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _folder_fingerprint(root: Path, edge: int = 1 << 20) -> str:
-    """Digest of a local model folder: every file's name, size, first and last MiB. Unlike a
-    config-and-sizes digest it tells apart two weight files of one architecture (two seeds, a
-    fine-tune); unlike a full hash it costs 2 MiB per file, not gigabytes."""
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if not p.is_file():
-            continue
-        size = p.stat().st_size
-        h.update(f"{p.relative_to(root).as_posix()}\0{size}\0".encode())
-        with p.open("rb") as f:
-            h.update(f.read(edge))
-            if size > 2 * edge:
-                f.seek(size - edge)
-                h.update(f.read(edge))
     return h.hexdigest()[:16]
 
 
