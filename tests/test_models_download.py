@@ -537,5 +537,7 @@ def test_the_hubs_refusals_are_one_line_each_naming_the_field_and_what_to_do(fak
         (problem,) = model_problems(models, timeout=2.0)
         assert "\n" not in problem and problem.startswith(start), problem
     assert "hf auth login" in model_problems(ModelsConfig(base="fake/gated", controlnet=None))[0]
+    models = ModelsConfig(base=BASE_ID, revision="no-such-branch", controlnet=None)
+    assert "fix transfer.models.revision" in model_problems(models, "transfer.")[0]
     with pytest.raises(PermissionError, match="accept its licence"):
         load_components(ModelsConfig(base="fake/gated", controlnet=None))

@@ -449,8 +449,12 @@ def _hub_error(
             "log in (`hf auth login` or HF_TOKEN)"
         )
     if isinstance(err, RevisionNotFoundError):
+        setting = field.split(" ")[0].rsplit(".", 1)[0] + (
+            ".controlnet_revision" if field.endswith(".controlnet") else ".revision"
+        )
         return FileNotFoundError(
-            f"{field}: hub id {repo!r} has no revision {revision!r}; check models revision"
+            f"{field}: hub id {repo!r} has no revision {revision!r}; fix {setting} (a branch, "
+            "tag or commit of the repository; None: main)"
         )
     if isinstance(err, RepositoryNotFoundError):  # also a private one without a token (401)
         return FileNotFoundError(
