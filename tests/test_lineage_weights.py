@@ -8,6 +8,7 @@ process (the file hashes are remembered on disk by file state).
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -138,3 +139,31 @@ def test_the_digest_is_of_the_bytes_and_an_unwritable_cache_only_costs_a_rehash(
     model_source._KNOWN.clear()
     model_source.file_sha256(unet)
     assert hash_calls == [unet, unet]  # not remembered on disk: hashed again, no error
+
+
+def test_a_new_process_reads_no_weights_of_an_unchanged_folder(two_tiny_models, tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "models"
+    shutil.copytree(two_tiny_models[0], folder)
+    script = (
+        "import sys\n"
+        "from zodi_core import model_source\n"
+        "from zodi_core.config import ModelsConfig\n"
+        "read = []\n"
+        "real = model_source.hash_file\n"
+        "model_source.hash_file = lambda p, *a, **k: read.append(p) or real(p, *a, **k)\n"
+        "print(model_source.models_fingerprint(ModelsConfig(base=sys.argv[1], controlnet=None)))\n"
+        "print(len(read))\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
+
+    def run() -> list[str]:
+        done = subprocess.run([sys.executable, "-c", script, str(folder)], env=env,
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        return done.stdout.split()
+
+    fingerprint, first = run()
+    assert int(first) > 0  # the first process hashes every file
+    assert run() == [fingerprint, "0"]  # the next one reads none
