@@ -179,21 +179,23 @@ def _scan_folder_pairs(
     dataset: str,
     subset: int | None,
     subset_seed: int,
+    depth: int = 1,
 ) -> None:
     """Pair ``img_dir/<folder>/<id><image_suffix>`` with ``gt_dir/<folder>/<id><label_suffix>``
     into ``result``, keyed on "folder/id" so that a file filed under the wrong folder (city,
-    sequence) does not pair. Missing folders and an empty image folder are problems."""
+    sequence) does not pair (``depth=0``: ``img_dir/<id><image_suffix>``, keyed on the id).
+    Missing folders and an empty image folder are problems."""
     layout = f"{image_layout}{image_suffix}"
     ok = _require_dir(result, img_dir, f"{layout} ({dataset} layout)")
-    ok &= _require_dir(result, gt_dir, f"{label_layout}{label_suffix}")
+    ok &= _require_dir(result, gt_dir, f"{label_layout}{label_suffix} ({dataset} layout)")
     if not ok:
         return
-    images = {
-        f"{p.parent.name}/{sid}": p for sid, p in _files_by_id(img_dir, image_suffix, 1).items()
-    }
-    labels = {
-        f"{p.parent.name}/{sid}": p for sid, p in _files_by_id(gt_dir, label_suffix, 1).items()
-    }
+
+    def by_key(folder: Path, suffix: str) -> dict[str, Path]:
+        found = _files_by_id(folder, suffix, depth)
+        return {(f"{p.parent.name}/{sid}" if depth else sid): p for sid, p in found.items()}
+
+    images, labels = by_key(img_dir, image_suffix), by_key(gt_dir, label_suffix)
     if not images and not labels:
         result.problems.append(Problem(str(img_dir), f"empty folder: no images matching {layout}"))
         return
@@ -260,26 +262,10 @@ def scan_gta5(root: str | Path, subset: int | None = None, subset_seed: int = 0)
     """
     root = Path(root)
     result = ScanResult("gta5", "all", DATASET_DOMAIN["gta5"], DATASET_LABEL_FORMAT["gta5"])
-    img_dir, lab_dir = root / "images", root / "labels"
-    ok = _require_dir(result, img_dir, "<root>/images/<nnnnn>.png (GTA5 layout)")
-    ok &= _require_dir(result, lab_dir, "<root>/labels/<nnnnn>.png (GTA5 layout)")
-    if not ok:
-        return result
-    images = _files_by_id(img_dir, ".png", 0)
-    labels = _files_by_id(lab_dir, ".png", 0)
-    if not images and not labels:
-        result.problems.append(
-            Problem(str(img_dir), "empty folder: no images matching <root>/images/<nnnnn>.png")
-        )
-        return result
-    _pair(
-        result,
-        images,
-        labels,
-        lambda sid: lab_dir / f"{sid}.png",
-        lambda sid: img_dir / f"{sid}.png",
-        _subset_keys(images, subset, subset_seed, img_dir),
-    )
+    _scan_folder_pairs(
+        result, root / "images", root / "labels", ".png", ".png", "<root>/images/<nnnnn>",
+        "<root>/labels/<nnnnn>", "GTA5", subset, subset_seed, depth=0,
+    )  # fmt: skip
     return result
 
 
