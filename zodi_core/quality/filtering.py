@@ -7,8 +7,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import pyarrow as pa
-
 from zodi_core import manifest
 
 
@@ -99,10 +97,3 @@ def apply_filter(
         "by_reason": dict(sorted(by_reason.items())),
         "settings": settings,
     }
-
-
-def kept_rows(table: pa.Table) -> pa.Table:
-    """The rows training may use: ``kept`` true or null (not filtered)."""
-    import pyarrow.compute as pc
-
-    return table.filter(pc.invert(pc.fill_null(pc.equal(table.column("kept"), False), False)))
