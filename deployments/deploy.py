@@ -9,7 +9,9 @@
    triggers them: created empty (``domains: {}``) when missing, never overwritten;
 4. deployments: ``prefect deploy`` on ``deployments/prefect.yaml`` (an upsert, triggers
    included), run from the repository root so that local deployments load the code of this
-   checkout.
+   checkout;
+5. the zombie-detection automation (:func:`zombie_automation`): a flow run whose heartbeats stop
+   (a killed worker, a lost node) is marked Crashed instead of staying Running for good.
 
 Running it twice changes nothing the second time. Needs ``PREFECT_API_URL`` (a server).
 """
@@ -36,6 +38,21 @@ PROMPTS_VARIABLE = "zodi-prompts"
 EMPTY_PROMPTS = "version: '0'\ndomains: {}\n"
 
 Only = Literal["all", "local", "gpu"]
+
+#: A flow run that misses this many heartbeats in a row is marked Crashed.
+MISSED_HEARTBEATS = 3
+ZOMBIE_AUTOMATION = "zodi-crash-zombie-flow-runs"
+
+
+def zombie_after_s() -> int:
+    """Seconds without a heartbeat after which a flow run counts as a zombie: three periods of
+    ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` as set where ``zodi deploy`` runs (Prefect's default
+    180 s: 9 minutes). Every flow engine sends heartbeats at that period; set the same value for
+    the workers (their flow runs) and for ``zodi deploy``."""
+    from prefect.settings import get_current_settings
+
+    return MISSED_HEARTBEATS * int(get_current_settings().flows.heartbeat_frequency or 180)
+
 
 #: name and worker type of each pool (templates: :func:`pool_template`).
 POOLS: dict[str, tuple[str, str]] = {
@@ -140,6 +157,64 @@ def ensure_prompts_variable(name: str = PROMPTS_VARIABLE) -> str:
     return "created"
 
 
+def zombie_automation() -> Any:
+    """Prefect's "detect zombie flows" automation: a flow run that sent a heartbeat and then,
+    within :func:`zombie_after_s`, neither another heartbeat nor a final state, is set Crashed."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    after_s = zombie_after_s()
+    return Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="Mark a flow run Crashed when its heartbeats stop (a killed process or "
+        "worker): created by `zodi deploy`.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match={"prefect.resource.id": ["prefect.flow-run.*"]},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=after_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {after_s} s: the process running it is gone",
+            )
+        ],
+    )
+
+
+def ensure_zombie_automation() -> str:
+    """Create or update the zombie-detection automation; return ``created|updated|unchanged``."""
+    from prefect.client.orchestration import get_client
+
+    wanted = zombie_automation()
+    spec = ("trigger", "actions", "enabled", "description")
+    with get_client(sync_client=True) as client:
+        found = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        if not found:
+            wanted.create()
+            return "created"
+        current = found[0]
+        if all(getattr(current, k) == getattr(wanted, k) for k in spec):
+            return "unchanged"
+        wanted.id = current.id
+        wanted.update()
+        return "updated"
+
+
 def deployment_names(only: Only) -> list[str]:
     """``prefect deploy --name`` patterns for a pool selection (deployment names end in it)."""
     return ["*-local", "*-gpu"] if only == "all" else [f"*-{only}"]
@@ -222,10 +297,13 @@ def deploy(
     variables = {PROMPTS_VARIABLE: ensure_prompts_variable()}
     # 4. deployments
     names = deploy_deployments(only, root=root, image=image, prefect_file=prefect_file)
+    # 5. runs whose heartbeats stop are marked Crashed
+    automations = {ZOMBIE_AUTOMATION: ensure_zombie_automation()}
     return {
         "api_url": PREFECT_API_URL.value(),
         "pools": pools,
         "blocks": blocks,
         "variables": variables,
         "deployments": names,
+        "automations": automations,
     }

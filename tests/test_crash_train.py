@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from seg_testdata import (
     torch_single_thread,  # noqa: F401  (autouse fixture)
     write_dataset,
 )
+from test_crash_disk import full_disk_command
 
 from zodi_core.config import ConfigError
 
@@ -146,30 +144,6 @@ def test_zodi_train_refuses_checkpoints_of_other_settings(data, tmp_path, capsys
     assert "trained: already trained" in capsys.readouterr().out
 
 
-_FULL_DISK_TRAIN = textwrap.dedent(
-    """
-    import resource, sys
-    from zodi_cli import main
-    # A real write limit: every write past it fails with EFBIG, as a full disk fails with ENOSPC
-    limit = int(sys.argv[1])
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    sys.exit(main(sys.argv[2:]))
-    """
-)
-
-
-def _tmpfs_available() -> bool:
-    """A private mount namespace with a small tmpfs (root, or unprivileged user namespaces)."""
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c",
-         "mount -t tmpfs -o size=1m tmpfs /mnt && true"],
-        capture_output=True,
-    )  # fmt: skip
-    return probe.returncode == 0
-
-
 @pytest.mark.slow
 def test_full_disk_during_training_exits_1_naming_the_file_and_leaves_no_truncated_checkpoint(
     data, tmp_path
@@ -182,27 +156,11 @@ def test_full_disk_during_training_exits_1_naming_the_file_and_leaves_no_truncat
     size = (tmp_path / "probe" / "iter_1.pth").stat().st_size
     args = _train_cmd(data, work, 4)[3:]  # zodi train ... (after "python -m zodi_cli")
     listing = tmp_path / "listing.txt"  # what the work dir holds when the command has failed
-    work.mkdir()
-    if _tmpfs_available():
-        # A real full file system: a tmpfs with room for the logs but not for a checkpoint.
-        script = (
-            f"mount -t tmpfs -o size={size // 2} tmpfs {work} && "
-            f"{sys.executable} -m zodi_cli {' '.join(args)}; rc=$?; "
-            f"find {work} -type f > {listing}; exit $rc"
-        )
-        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
-        expected = "no space left on the device"
-    else:  # no mount allowed: the process's file-size limit (EFBIG), as real for the writer
-        script = (
-            f"{sys.executable} -c {shlex.quote(_FULL_DISK_TRAIN)} {size // 2} {' '.join(args)}; "
-            f"rc=$?; find {work} -type f > {listing}; exit $rc"
-        )
-        cmd = ["sh", "-c", script]
-        expected = "file too large"
+    cmd, wording = full_disk_command(work, size // 2, args, listing)  # room for logs, not for one
     proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("zodi train: error: ") and expected in last, proc.stderr[-2000:]
+    assert last.startswith("zodi train: error: ") and wording in last, proc.stderr[-2000:]
     assert str(work / "iter_") in last  # names the checkpoint it could not write
     files = [Path(line).name for line in listing.read_text().splitlines()]
     assert files and not [f for f in files if f.endswith((".pth", ".part"))], files

@@ -105,6 +105,8 @@ def run_deploy(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[deploy] variable {variable}: {what}")
     for name in summary["deployments"]:
         print(f"[deploy] deployment {name}")
+    for automation, what in summary.get("automations", {}).items():
+        print(f"[deploy] automation {automation}: {what}")
     print("[deploy] start a worker: prefect worker start --pool zodi-local")
     return summary
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -139,10 +142,13 @@ def _run(
         from flows.pipeline import pipeline_flow
 
         server = PREFECT_API_URL.value() or "ephemeral (set PREFECT_API_URL to use a server)"
+        if not PREFECT_API_URL.value():
+            start_tied_ephemeral_server()
         print(f"[pipeline] pipeline_flow → {config.storage.root}; Prefect: {server}")
 
         # the flow's own preflight (step 0) is for deployed runs: the CLI just checked
-        with stage_lines(n_datasets=1 + bool(config.source_val) + len(config.targets)):
+        n_datasets = 1 + bool(config.source_val) + len(config.targets)
+        with stage_lines(n_datasets=n_datasets), first_interrupt_stops("zodi pipeline"):
             state = pipeline_flow(config, preflight=False, return_state=True)
         result = state.result(raise_on_failure=False)
     transfer = result.get("transfer", {}) if isinstance(result, dict) else {}
@@ -159,6 +165,132 @@ def _run(
         "sample_grids": result.get("sample_grids", {}),
         "results": result.get("results", {}),
     }
+
+
+# Ctrl-C ------------------------------------------------------------------------------------------
+
+#: Seconds the interrupt handler gives the API to record the run as Crashed.
+CRASH_REPORT_TIMEOUT_S = 3.0
+
+
+@contextmanager
+def first_interrupt_stops(prog: str) -> Iterator[None]:
+    """The first Ctrl-C (SIGINT) ends a flow run at once, cleanly.
+
+    Left to itself, Prefect's engine answers Ctrl-C by waiting for the tasks running in its
+    worker threads (a training run, a shard on the GPU) before it lets go, and those non-daemon
+    threads keep the process alive after a second press. Instead: the run is marked Crashed
+    (best effort, :data:`CRASH_REPORT_TIMEOUT_S`), the cache locks this process holds are
+    released (:func:`tasks._cache.release_held_locks`), the ephemeral server this process
+    started is stopped, one line is printed and the process exits with 130. What was written
+    stays: writes are atomic, and a rerun skips finished images and resumes training.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        from tasks._cache import release_held_locks
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second press does not cut this short
+        _report_crashed()
+        held = release_held_locks()
+        _stop_ephemeral_server()
+        sys.stdout.flush()
+        print(
+            f"{prog}: interrupted (Ctrl-C): run stopped, {len(held)} cache lock(s) released; "
+            f"rerun the same command to continue",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(130)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _die_with_parent() -> None:
+    """In the forked child: ask the kernel for SIGTERM when the parent dies (Linux prctl)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start_tied_ephemeral_server() -> None:
+    """Start Prefect's ephemeral API server now, from the main thread, as a child the kernel
+    stops when this process dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``, which follows
+    the thread that started the child: hence the main thread, before the flow). Prefect's own
+    clients find it running (one server per process, ``SubprocessASGIServer`` is a singleton)
+    and stop it at exit as usual. Elsewhere Prefect starts it itself, as before."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return
+    import subprocess
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class TiedServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            popen = subprocess.Popen
+
+            def tied(*args: Any, **kwargs: Any) -> subprocess.Popen:
+                return popen(*args, preexec_fn=_die_with_parent, **kwargs)
+
+            subprocess.Popen = tied  # type: ignore[misc] - only around Prefect's one Popen call
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                subprocess.Popen = popen  # type: ignore[misc]
+
+    TiedServer().start()  # registered under Prefect's singleton key: SubprocessASGIServer()
+
+
+def _report_crashed() -> None:
+    """Mark the current flow run and its parents Crashed on the API (in a thread, bounded by a
+    timeout): a subflow (a domain's transfer) and the pipeline run around it."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run = getattr(ctx, "flow_run", None)
+    if run is None:
+        return
+
+    def report() -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        try:
+            with get_client(sync_client=True) as client:
+                flow_run = run
+                while flow_run is not None:
+                    client.set_flow_run_state(
+                        flow_run.id, Crashed(message="interrupted (Ctrl-C)"), force=True
+                    )
+                    parent_task = flow_run.parent_task_run_id
+                    if parent_task is None:
+                        break
+                    parent = client.read_task_run(parent_task).flow_run_id
+                    flow_run = client.read_flow_run(parent) if parent else None
+        except Exception:  # noqa: BLE001 - best effort: the process exits anyway
+            pass
+
+    worker = threading.Thread(target=report, daemon=True)
+    worker.start()
+    worker.join(CRASH_REPORT_TIMEOUT_S)
+
+
+def _stop_ephemeral_server() -> None:
+    """Stop the temporary API server this process started (none with PREFECT_API_URL)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - best effort: the process exits anyway
+            pass
 
 
 # Stage progress ----------------------------------------------------------------------------------
