@@ -60,17 +60,31 @@ class BatchRecorder(torch.nn.Module):
 # 1. The levers switch what they name, and restore it ------------------------------------------
 
 
+def _tf32_flags() -> tuple:
+    """torch's TF32 flags, old and new API: reading both fails if they were set inconsistently."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    return (
+        matmul.allow_tf32,
+        cudnn.allow_tf32,
+        matmul.fp32_precision,
+        cudnn.conv.fp32_precision,
+        torch.get_float32_matmul_precision(),
+    )
+
+
 def test_speed_levers_set_attention_tf32_and_benchmark_then_restore():
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    before = (matmul.fp32_precision, conv.fp32_precision, torch.backends.cudnn.benchmark)
+    before = (*_tf32_flags(), torch.backends.cudnn.benchmark)
     with speed_levers(torch.device("cpu"), sdpa_backend="math", tf32=True):
         assert torch.backends.cuda.math_sdp_enabled()
         assert not torch.backends.cuda.flash_sdp_enabled()
-        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+        assert _tf32_flags() == (True, True, "tf32", "tf32", "high")
     with speed_levers(torch.device("cpu"), tf32=False):
-        assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
+        assert _tf32_flags()[:2] == (False, False)
+        assert _tf32_flags()[4] == "highest"
         assert torch.backends.cuda.flash_sdp_enabled()  # 'auto' leaves torch's choice
-    assert (matmul.fp32_precision, conv.fp32_precision, torch.backends.cudnn.benchmark) == before
+    after = (*_tf32_flags(), torch.backends.cudnn.benchmark)
+    # the same settings ('none', the new API's "unset", reads back as its value 'ieee')
+    assert [after[i] for i in (0, 1, 4, 5)] == [before[i] for i in (0, 1, 4, 5)]
     with pytest.raises(ValueError, match="sdpa_backend: expected 'auto' or one of .*'xformers'"):
         with speed_levers(torch.device("cpu"), sdpa_backend="xformers"):
             pass

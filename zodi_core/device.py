@@ -101,8 +101,10 @@ def speed_levers(
         sdpa_backend: 'auto' (torch's choice) or a key of :data:`SDPA_BACKENDS`
             (``torch.nn.attention.sdpa_kernel``).
         cudnn_benchmark: ``torch.backends.cudnn.benchmark``: autotune convolutions per shape.
-        tf32: TF32 tensor cores for float32 matmuls and convolutions (torch's ``fp32_precision``
-            'tf32' vs 'ieee'; no effect on half precision or on CPU).
+        tf32: TF32 tensor cores for float32 matmuls and convolutions
+            (``torch.set_float32_matmul_precision`` 'high' vs 'highest' and
+            ``torch.backends.cudnn.allow_tf32``: the APIs that keep torch's old and new TF32
+            flags consistent; no effect on half precision or on CPU).
     Raises:
         ValueError: an unknown ``sdpa_backend``.
     """
@@ -114,17 +116,19 @@ def speed_levers(
             f"sdpa_backend: expected 'auto' or one of {sorted(SDPA_BACKENDS)}, "
             f"received {sdpa_backend!r}"
         )
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    saved = (matmul.fp32_precision, conv.fp32_precision, torch.backends.cudnn.benchmark)
-    precision = "tf32" if tf32 else "ieee"
+    cudnn = torch.backends.cudnn
+    saved = (torch.get_float32_matmul_precision(), cudnn.allow_tf32, cudnn.benchmark)
     with contextlib.ExitStack() as stack:
         if sdpa_backend != "auto":
             stack.enter_context(sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[sdpa_backend])))
         try:
-            matmul.fp32_precision, conv.fp32_precision = precision, precision
+            # not the fp32_precision attributes: torch refuses to read its legacy TF32 flags
+            # (as compilers and libraries do) once those were set
+            torch.set_float32_matmul_precision("high" if tf32 else "highest")
+            cudnn.allow_tf32 = tf32
             if device.type == "cuda":
-                torch.backends.cudnn.benchmark = cudnn_benchmark
+                cudnn.benchmark = cudnn_benchmark
             yield
         finally:
-            matmul.fp32_precision, conv.fp32_precision = saved[0], saved[1]
-            torch.backends.cudnn.benchmark = saved[2]
+            torch.set_float32_matmul_precision(saved[0])
+            cudnn.allow_tf32, cudnn.benchmark = saved[1], saved[2]

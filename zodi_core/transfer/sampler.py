@@ -246,7 +246,7 @@ class TransferSampler:
         self.scheduler = copy.deepcopy(components.scheduler)
         self.channels_last = self.config.channels_last
         if self.channels_last:
-            # NHWC: cuDNN's tensor-core convolutions' native layout (measured: docs/benchmarks.md)
+            # NHWC: cuDNN's tensor-core layout; off by default until the GPU check shows a gain
             for m in (self.unet, self.controlnet, self.vae):
                 m.to(memory_format=torch.channels_last)
         #: compiled models see one batch size per generation size: chunks are padded to it
