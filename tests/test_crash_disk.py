@@ -40,9 +40,12 @@ def tmpfs_available() -> bool:
     return probe.returncode == 0
 
 
-def full_disk_command(folder: Path, room: int, zodi_args: list[str], listing: Path):
+def full_disk_command(
+    folder: Path, room: int, zodi_args: list[str], listing: Path, file_limit: int | None = None
+):
     """(command, the error's wording): ``zodi ARGS`` with only ``room`` bytes writable in
-    ``folder``, listing the folder's files into ``listing`` when it has failed."""
+    ``folder`` (a tmpfs), else with files limited to ``file_limit`` bytes (default ``room``: the
+    limit is per file), listing the folder's files into ``listing`` when it has failed."""
     folder.mkdir(parents=True, exist_ok=True)
     args = " ".join(shlex.quote(a) for a in zodi_args)
     after = f"rc=$?; find {folder} -type f > {listing}; exit $rc"
@@ -53,7 +56,8 @@ def full_disk_command(folder: Path, room: int, zodi_args: list[str], listing: Pa
         )
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
         return cmd, "no space left on the device"
-    script = f"{sys.executable} -c {shlex.quote(_LIMITED)} {room} {args}; {after}"
+    limit = room if file_limit is None else file_limit
+    script = f"{sys.executable} -c {shlex.quote(_LIMITED)} {limit} {args}; {after}"
     return ["sh", "-c", script], "file too large"
 
 
@@ -68,7 +72,8 @@ def test_zodi_transfer_on_a_full_disk_exits_1_with_the_error_line_last(
     out, listing = tmp_path / "out", tmp_path / "listing.txt"
     args = ["transfer", "--manifest", samples, "--domain", "night", "--models",
             str(tiny_models_dir), "--preset", "demo", "--steps", "2", "--out", str(out)]  # fmt: skip
-    cmd, wording = full_disk_command(out, 24 * 1024, args, listing)  # about one image
+    # room for about one image (tmpfs), or files smaller than an image (file-size limit)
+    cmd, wording = full_disk_command(out, 24 * 1024, args, listing, file_limit=4096)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
