@@ -95,6 +95,7 @@ def test_gpu_check_names_a_missing_output_folder_argument():
     assert proc.returncode == 2 and "gpu_check.sh OUT" in proc.stderr
 
 
+@pytest.mark.slow
 def test_bench_faithful_images_zero_skips_the_faithful_loop_and_writes_json(tmp_path):
     out = tmp_path / "r.json"
     summary = bench.main(
