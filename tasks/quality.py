@@ -12,6 +12,7 @@ from tasks._policy import retry_on_io
 from tasks.artifacts import publish_table
 from zodi_core import layout, storage
 from zodi_core.config import QualityConfig
+from zodi_core.device import resolve_device
 from zodi_core.quality import figures, filtering, scores
 from zodi_core.quality.clip import load_clip
 
@@ -41,10 +42,27 @@ def score_paired_task(
     digest: str,
 ) -> dict[str, Any]:
     """Score every generated image of one domain's paired manifest (reads images, never makes
-    one); return the scores manifest URI, the predictions folder and the mean scores."""
-    return score_paired(
-        paired_uri, domain, root, seg_config, seg_checkpoint, quality_config, scale, digest=digest
+    one): load the scorers once, score, write; return the scores manifest URI, the predictions
+    folder and the mean scores."""
+    device, _ = resolve_device(quality_config.device, "float32", auto_half=False)
+    seg_model = clip = None
+    if seg_config is not None and seg_checkpoint is not None:
+        from zodi_core.evaluation import load_model
+
+        seg_model = load_model(seg_config, seg_checkpoint, str(device))
+    if quality_config.clip is not None:
+        clip = load_clip(quality_config.clip, str(device))
+    pred_uri = layout.uri(root, layout.predictions_key(domain, digest)) if seg_model else None
+    out = scores.score_manifest(
+        paired_uri,
+        layout.uri(root, layout.scores_key(domain, digest)),
+        seg_model=seg_model,
+        clip=clip,
+        batch_size=quality_config.batch_size,
+        scale=scale,
+        predictions_uri=pred_uri,
     )
+    return {**out, "domain": domain, "digest": digest, "predictions_uri": pred_uri}
 
 
 def score_paired_cached(
@@ -70,46 +88,6 @@ def score_paired_cached(
     return task_(
         paired_uri, domain, root, seg_config, seg_checkpoint, quality_config, scale, digest
     )
-
-
-def score_paired(
-    paired_uri: str,
-    domain: str,
-    root: str,
-    seg_config: str | None,
-    seg_checkpoint: str | None,
-    quality_config: QualityConfig,
-    scale: tuple[int, int] | None = None,
-    progress: bool = False,
-    digest: str | None = None,
-) -> dict[str, Any]:
-    """What :func:`score_paired_task` runs: load the scorers once, score, write."""
-    from zodi_core.device import resolve_device
-
-    if digest is None:
-        digest = scores.score_digest(
-            paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale
-        )
-    device, _ = resolve_device(quality_config.device, "float32", auto_half=False)
-    seg_model = clip = None
-    if seg_config is not None and seg_checkpoint is not None:
-        from zodi_core.evaluation import load_model
-
-        seg_model = load_model(seg_config, seg_checkpoint, str(device))
-    if quality_config.clip is not None:
-        clip = load_clip(quality_config.clip, str(device))
-    pred_uri = layout.uri(root, layout.predictions_key(domain, digest)) if seg_model else None
-    out = scores.score_manifest(
-        paired_uri,
-        layout.uri(root, layout.scores_key(domain, digest)),
-        seg_model=seg_model,
-        clip=clip,
-        batch_size=quality_config.batch_size,
-        scale=scale,
-        predictions_uri=pred_uri,
-        progress=progress,
-    )
-    return {**out, "domain": domain, "digest": digest, "predictions_uri": pred_uri}
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)

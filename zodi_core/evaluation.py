@@ -30,6 +30,7 @@ import numpy as np
 
 from zodi_core import storage
 from zodi_core.config import EvalConfig
+from zodi_core.device import resolve_device
 from zodi_core.labels import CLASSES, NUM_CLASSES
 from zodi_core.manifest import read_manifest
 from zodi_core.metrics import confusion_matrix, iou_metrics
@@ -312,8 +313,6 @@ def evaluate_checkpoint(
         ``{"report_json", "report_md", "confusion_png": [...], "targets": {name: mIoU},
         "metrics": {name: {"mIoU", "mIoU_std", "aAcc", "images", "proxy"}}}``.
     """
-    from zodi_core.device import resolve_device
-
     eval_config = eval_config or EvalConfig()
     checkpoints = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)
     if not checkpoints:

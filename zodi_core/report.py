@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from zodi_core import layout, manifest, storage
+from zodi_core.conditions import render_condition
 from zodi_core.config import ReportConfig
+from zodi_core.datasets.io import encode_png, read_image, read_label
 from zodi_core.labels import CLASSES
 from zodi_core.quality.figures import quality_images, render_quality_markdown
 
@@ -152,9 +154,6 @@ def render_sample_grid(
     """
     import numpy as np
     from PIL import Image
-
-    from zodi_core.conditions import render_condition
-    from zodi_core.datasets.io import encode_png, read_image, read_label
 
     table = manifest.read_manifest(paired_uri, "transfer")
     rows = table.slice(0, n).to_pylist()

@@ -23,8 +23,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from zodi_core.config import ModelsConfig
+from zodi_core.datasets.io import encode_png
 from zodi_core.pocket.corpus import CORPUS_DOMAINS, caption_for, read_corpus, write_corpus
+from zodi_core.pocket.measure import measure_quality
 from zodi_core.pocket.train import PRESETS, PocketSpec, machine_description, train_pocket
+from zodi_core.transfer.models import load_components
 
 __all__ = [
     "WEIGHTS_DIR",
@@ -68,9 +72,6 @@ def build_pocket_models(
     """Write the corpus (once), train (resuming), reload through ``load_components``, measure
     quality, write the model card; return the card's dict."""
     import torch
-
-    from zodi_core.config import ModelsConfig
-    from zodi_core.transfer.models import load_components
 
     if preset not in PRESETS:
         raise ValueError(f"preset: expected one of {sorted(PRESETS)}, received {preset!r}")
@@ -131,8 +132,6 @@ def build_pocket_models(
 
 
 def _measure(components: Any, train: Any, heldout: Any, seed: int, small: bool) -> dict[str, Any]:
-    from zodi_core.pocket.measure import measure_quality
-
     if small:
         return measure_quality(
             components, train, heldout, seed=seed, n_per_prompt=2, steps=2, classifier_steps=3
@@ -142,8 +141,6 @@ def _measure(components: Any, train: Any, heldout: Any, seed: int, small: bool) 
 
 def _write_samples(path: Path, samples: dict[str, Any]) -> None:
     import numpy as np
-
-    from zodi_core.datasets.io import encode_png
 
     rows = [
         np.concatenate([c, g], axis=1)

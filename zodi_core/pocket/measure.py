@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from zodi_core.conditions import render_condition
 from zodi_core.labels import IGNORE_INDEX, NUM_CLASSES
 from zodi_core.metrics import mean_iou
 from zodi_core.pocket.corpus import CORPUS_DOMAINS, Corpus, caption_for
@@ -166,8 +167,6 @@ def measure_quality(
     classifier_steps: int = 150,
 ) -> dict[str, Any]:
     """All three measurements; a JSON-able dict (numbers rounded)."""
-    from zodi_core.conditions import render_condition
-
     out: dict[str, Any] = {"sampling": {"steps": steps, "guidance": guidance, "eta": 0.0}}
     out["vae_psnr_db"] = round(vae_psnr(components.vae, heldout.images), 2)
 

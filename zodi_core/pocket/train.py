@@ -26,6 +26,7 @@ as an uninterrupted one. A checkpoint (weights, optimizer, EMA, losses) is writt
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from zodi_core.conditions import render_condition
 from zodi_core.pocket.corpus import Corpus, write_tokenizer
+from zodi_core.transfer.models import SD15_SCHEDULER, write_model_index
 
 PHASES = ("vae", "unet", "controlnet")
 
@@ -368,9 +371,6 @@ def train_pocket(
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from zodi_core.conditions import render_condition
-    from zodi_core.transfer.models import SD15_SCHEDULER
-
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(spec.seed)
@@ -546,7 +546,7 @@ def train_pocket(
         controlnet.save_pretrained(out / "controlnet")
         finish("controlnet", log)
 
-    _write_model_index(out)
+    write_model_index(out)
     return TrainResult(out, state["phases"], scale, time.perf_counter() - t_start)
 
 
@@ -554,15 +554,7 @@ def _spec_json(spec: PocketSpec) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(spec)))
 
 
-def _write_model_index(out: Path) -> None:
-    from zodi_core.transfer.models import write_model_index
-
-    write_model_index(out)
-
-
 def machine_description() -> str:
-    import os
-
     import torch
 
     cpu = platform.processor() or platform.machine()
