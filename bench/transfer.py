@@ -557,7 +557,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **{k: getattr(config, k) for k in LEVERS},
         }
         elapsed = time.perf_counter() - t_start
-        estimate = _estimate(summary["runs"], config, n)
+        n_run = max(n, config.batch_size)  # at least one full batch
+        estimate = _estimate(summary["runs"], config, n_run)
         if args.matrix and elapsed + estimate > args.budget_s:
             entry["status"] = f"skipped: time budget ({elapsed:.0f} s + ~{estimate:.0f} s)"
             summary["runs"].append(entry)
@@ -565,7 +566,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             continue
         try:
             result, outs = time_run(
-                components, config, inputs, n, rounds, compile_backend=compile_backend
+                components, config, inputs, n_run, rounds, compile_backend=compile_backend
             )
         except Exception as err:  # one failed lever (e.g. no kernel) must not end the matrix
             if not args.matrix:
