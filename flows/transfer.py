@@ -9,10 +9,10 @@ from prefect.states import Failed
 
 from tasks.artifacts import TransferProgress
 from tasks.transfer import (
+    check_cached_shards,
     collect_shard_states,
     merge_shard_manifests_task,
     shard_manifest_task,
-    stale_shards,
     submit_shards,
 )
 from zodi_core import layout, sharding
@@ -46,16 +46,20 @@ def transfer_flow(
     result: dict[str, Any] = {"domains": {}, "paired": {}}
     for domain in domains:
         config = transfer.replace(domain=domain)
-        # 2. storage is the truth: shards whose cached outputs are gone are recomputed
-        stale = stale_shards(shards, config, out_root)
-        if stale:
-            logger.info("%s: %d cached shard(s) lost outputs; recomputing them", domain, len(stale))
-        # 3. transfer all shards in parallel on the task runner (a progress artifact follows
-        #    them; a fan-out child's is attached to its run only, not keyed)
+        # 2. storage is the truth: a cached shard whose outputs are intact is taken as it is,
+        #    without a task run; one whose outputs are gone is recomputed
+        cached = check_cached_shards(shards, config, out_root)
+        if cached.stale:
+            logger.info(
+                "%s: %d cached shard(s) lost outputs; recomputing them", domain, len(cached.stale)
+            )
+        # 3. transfer the other shards in parallel on the task runner (a progress artifact
+        #    follows them; a fan-out child's is attached to its run only, not keyed)
         progress = TransferProgress(domain, out_root, shards, keyed=shard_indices is None)
-        futures = submit_shards(shards, config, out_root, stale)
+        todo = [s for s in shards if s.index not in cached.intact]
+        futures = submit_shards(todo, config, out_root, cached.stale)
         # 4. wait, and sort shards into computed / cached / failed
-        summary, shard_uris = collect_shard_states(shards, futures, progress)
+        summary, shard_uris = collect_shard_states(shards, futures, progress, cached.intact)
         logger.info("%s: %s", domain, summary.line())
         result["domains"][domain] = summary.to_dict()
         # 5. merge into the domain's paired manifest, only when every shard succeeded

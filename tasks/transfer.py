@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,18 +142,38 @@ def merge_shard_manifests_task(shard_uris: list[str], out_uri: str, domain: str)
 merge_shards_task = merge_shard_manifests_task
 
 
-def stale_shards(shards: list[ShardRef], config: TransferConfig, out_root: str) -> set[int]:
-    """Indices of the shards whose cache record points at outputs storage no longer holds
-    intact (a deleted shard manifest, a deleted image or one whose size is not the recorded one,
-    from the folder listing: :func:`zodi_core.sharding.missing_outputs`): they must be
-    recomputed, not taken from the cache (the transfer regenerates what is damaged)."""
+@dataclass(frozen=True)
+class CachedShards:
+    """What the cache records and storage say about a domain's shards, before any is submitted."""
+
+    #: shard index → its cached result, for the shards whose outputs storage holds intact
+    intact: dict[int, dict[str, Any]]
+    #: indices of the shards whose cache record points at outputs storage no longer holds intact
+    stale: set[int]
+
+
+def check_cached_shards(
+    shards: list[ShardRef], config: TransferConfig, out_root: str
+) -> CachedShards:
+    """Read the shards' cache records and check their outputs in storage (one folder listing per
+    image folder: :func:`zodi_core.sharding.missing_outputs`). An intact shard needs no task run
+    (a cached rerun of hundreds of shards costs this one check, not one Prefect task each); a
+    stale one (a deleted shard manifest, a deleted image or one whose size is not the recorded
+    one) must be recomputed, not taken from the cache (the transfer regenerates what is damaged)."""
     keys = {
         _shard_cache_key(None, {"shard": s, "config": config, "out_root": out_root}): s.index
         for s in shards
     }
-    cached = cached_values(transfer_shard_task, list(keys))
-    manifests = {value["manifest"]: keys[key] for key, value in cached.items()}
-    return {manifests[uri] for uri in sharding.missing_outputs(list(manifests))}
+    cached = {keys[k]: v for k, v in cached_values(transfer_shard_task, list(keys)).items()}
+    manifests = {value["manifest"]: index for index, value in cached.items()}
+    stale = {manifests[uri] for uri in sharding.missing_outputs(list(manifests))}
+    return CachedShards({i: v for i, v in cached.items() if i not in stale}, stale)
+
+
+def stale_shards(shards: list[ShardRef], config: TransferConfig, out_root: str) -> set[int]:
+    """Indices of the shards whose cache record points at outputs storage no longer holds
+    intact (:func:`check_cached_shards`)."""
+    return check_cached_shards(shards, config, out_root).stale
 
 
 def submit_shards(
@@ -167,22 +188,38 @@ def submit_shards(
 
 
 def collect_shard_states(
-    shards: list[ShardRef], futures: list[Any], progress: TransferProgress | None = None
+    shards: list[ShardRef],
+    futures: list[Any],
+    progress: TransferProgress | None = None,
+    cached: dict[int, dict[str, Any]] | None = None,
 ) -> tuple[RunSummary, list[str]]:
     """Wait for every shard, then sort them into computed / cached / failed.
 
+    ``cached``: results of intact cached shards that were not submitted
+    (:attr:`CachedShards.intact`); ``futures`` are those of the other shards, in order.
     Prefect names a cache hit's state "Cached". A cached shard's images count as skipped (they
     were reused, not written by this run). A failed shard counts the images it really wrote
     before failing. ``progress`` counts each shard as it finishes, in the order they finish.
     """
+    cached = cached or {}
+    submitted = [s for s in shards if s.index not in cached]
     if progress is not None:
-        by_future = {id(f): s for s, f in zip(shards, futures, strict=True)}
+        for shard in shards:
+            if shard.index in cached:
+                progress.shard_done(shard)
+        by_future = {id(f): s for s, f in zip(submitted, futures, strict=True)}
         for future in as_completed(futures):
             future.wait()  # finished: this records its final state without an API call
             progress.shard_done(by_future[id(future)], failed=not future.state.is_completed())
     summary = RunSummary()
     uris: list[str] = []
-    for shard, future in zip(shards, futures, strict=True):
+    for shard in shards:
+        if shard.index in cached:
+            value = cached[shard.index]
+            uris.append(value["manifest"])
+            summary.shards_cached.append(shard.name)
+            summary.add_images({"skipped": value["written"] + value["skipped"]})
+    for shard, future in zip(submitted, futures, strict=True):
         future.wait()
         state = future.state
         value = state.result(raise_on_failure=False)
