@@ -38,8 +38,9 @@ OUT="$(cd "$OUT" && pwd)"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 say() { echo "[gpu_check $(( $(date +%s) - START ))s] $*"; }
 
-# 1. wheels: the API-bound libraries always from DIR (the versions the suite passes with), the
-#    rest only where the worker lacks them (its numpy, pillow, ... stay)
+# 1. wheels: every library from DIR (the versions the suite passes with: transformers checks its
+#    needs' versions at import), except numpy, pillow and pytest with its plugins' needs, which
+#    only where the worker lacks them (its own builds and plugins stay)
 SITE=""
 if compgen -G "$WHEELS/*.whl" > /dev/null; then
   SITE="$(mktemp -d "${TMPDIR:-/tmp}/zodi-gpu-site.XXXXXX")"
@@ -48,8 +49,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-ALWAYS = {"diffusers", "transformers", "tokenizers", "huggingface_hub", "safetensors",
-          "hf_xet", "pydantic", "pydantic_core"}
+KEEP = {"numpy", "pillow", "pytest", "pluggy", "iniconfig", "pygments", "pytest_timeout"}
 for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
     name = wheel.name.split("-")[0].lower().replace("-", "_")
     try:
@@ -57,7 +57,7 @@ for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
         present = True
     except metadata.PackageNotFoundError:
         present = False
-    if name in ALWAYS or not present:
+    if name not in KEEP or not present:
         print(wheel)
 PY
 )
