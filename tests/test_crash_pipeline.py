@@ -118,23 +118,9 @@ def test_pipeline_killed_mid_transfer_and_mid_training_then_rerun_completes(pipe
     assert not list(pipeline.locks.glob("*.lock"))
 
 
-def test_ctrl_c_stops_the_pipeline_at_the_first_press(pipeline):
-    proc = pipeline.start()
-    pipeline.wait_for_lock(proc, "transfer-")
-    proc.send_signal(signal.SIGINT)  # one press
-    start = time.monotonic()
-    out, err = proc.communicate(timeout=60)
-    assert time.monotonic() - start < 30, "the first Ctrl-C did not stop the run"
-    assert proc.returncode == 130, err[-3000:]
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("zodi pipeline: interrupted (Ctrl-C): run stopped, ")
-    assert "cache lock(s) released" in last
-    assert not list(pipeline.locks.glob("*.lock"))  # no lock left for the next run to break
-    assert _group_ends(proc.pid), "a process of the interrupted run is still running"
-
-
-def test_ctrl_c_marks_the_run_crashed_on_the_server(pipeline, prefect_harness):
-    """With a server (PREFECT_API_URL), the interrupted run does not stay Running there."""
+def test_ctrl_c_stops_the_pipeline_at_the_first_press(pipeline, prefect_harness):
+    """One press: exit 130 within seconds, one line, no lock left, no process left, and (with a
+    server, PREFECT_API_URL) the run is Crashed there, not Running for good."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -146,9 +132,16 @@ def test_ctrl_c_marks_the_run_crashed_on_the_server(pipeline, prefect_harness):
 
     proc = pipeline.start(PREFECT_API_URL=PREFECT_API_URL.value())
     pipeline.wait_for_lock(proc, "transfer-")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # one press
+    start = time.monotonic()
     _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - start < 30, "the first Ctrl-C did not stop the run"
     assert proc.returncode == 130, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("zodi pipeline: interrupted (Ctrl-C): run stopped, ")
+    assert "cache lock(s) released" in last
+    assert not list(pipeline.locks.glob("*.lock"))  # no lock left for the next run to break
+    assert _group_ends(proc.pid), "a process of the interrupted run is still running"
     crashed = FlowRunFilter(
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED]))
     )
