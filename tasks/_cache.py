@@ -143,6 +143,23 @@ class LocalLockManager(FileSystemLockManager):
     ) -> bool:
         if not super().acquire_lock(key, holder, acquire_timeout, hold_timeout):
             return False
+        self._record_owner(key)
+        return True
+
+    async def aacquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        if not await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout):
+            return False
+        self._record_owner(key)
+        return True
+
+    def _record_owner(self, key: str) -> None:
+        """Add :func:`owner_record` to the lock file Prefect just wrote (atomically)."""
         path = Path(self._locks[key]["path"])
         record = {**(_read_json(path) or {}), **owner_record()}
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -150,7 +167,6 @@ class LocalLockManager(FileSystemLockManager):
         os.replace(tmp, path)  # readers see Prefect's record or the full one, never a part
         with _HELD_LOCK:
             _HELD.add(path)
-        return True
 
     def release_lock(self, key: str, holder: str) -> None:
         path = Path(self._lock_path_for_key(key))

@@ -4,6 +4,7 @@ and says so in one line; a live holder's lock is kept."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -60,6 +61,9 @@ def test_lock_file_records_its_owner_process(locks):
     assert record["started"] == process_start_time(os.getpid()) is not None
     manager.release_lock("k1", holder="me")
     assert not (locks / "k1.lock").exists()
+    # Prefect's async engine takes locks through aacquire_lock: recorded the same way
+    assert asyncio.run(manager.aacquire_lock("k2", holder="me"))
+    assert json.loads((locks / "k2.lock").read_text())["pid"] == os.getpid()
 
 
 def test_lock_of_a_killed_process_is_broken_with_one_line(locks, capfd):

@@ -259,7 +259,9 @@ def add_parsers(subparsers: argparse._SubParsersAction, parent: argparse.Argumen
         description="Train any mmseg segmentor config with ZoDi added in code (the ZoDiSegmentor "
         "wrapper, the paired manifest as training set, the paired pipeline derived from the "
         "config's own), or the source-only baseline; checkpoints and logs go to the work dir "
-        "(local or s3://). Prints one progress line, then the final losses and checkpoint.",
+        "(local or s3://). Prints one progress line, then the final losses and checkpoint. "
+        "The same command on a work dir with checkpoints of the same settings resumes from the "
+        "last one; checkpoints of other settings are refused (--resume, --no-resume).",
     )
     p.add_argument("--config", required=True, help="mmseg config: a file, a bundled name "
                    "(zodi_core/seg/configs) or a model-zoo name (mmseg::pspnet/<file>.py)")  # fmt: skip
