@@ -354,5 +354,7 @@ def test_sample_id_with_a_colon_is_a_valid_storage_key(tmp_path):
 
 @pytest.mark.parametrize("condition", [None, "dusk", "../night"])
 def test_acdc_condition_is_one_of_the_acdc_conditions(synthetic_root, condition):
-    with pytest.raises(ValueError, match=r"condition: expected one of night, snow, rain, fog"):
+    with pytest.raises(
+        ValueError, match=r"condition: expected one of 'night', 'snow', 'rain' or 'fog'"
+    ):
         _spec(synthetic_root, "acdc", split="val", condition=condition)

@@ -190,7 +190,8 @@ class DatasetSpec(_Config):
     def _check(self) -> Self:
         if self.dataset == "acdc" and self.condition not in ACDC_CONDITIONS:
             raise ValueError(
-                f"condition: expected one of {', '.join(ACDC_CONDITIONS)} for acdc, "
+                f"condition: expected one of {', '.join(map(repr, ACDC_CONDITIONS[:-1]))} or "
+                f"{ACDC_CONDITIONS[-1]!r} for acdc, "
                 f"received {self.condition!r}"
             )
         return self

@@ -221,7 +221,8 @@ def scan_acdc(
     ``subset``: see :func:`scan_gta5`."""
     if condition not in ACDC_CONDITIONS:
         raise ValueError(
-            f"condition: expected one of {', '.join(ACDC_CONDITIONS)} for acdc, "
+            f"condition: expected one of {', '.join(map(repr, ACDC_CONDITIONS[:-1]))} or "
+            f"{ACDC_CONDITIONS[-1]!r} for acdc, "
             f"received {condition!r}"
         )
     root = Path(root)
