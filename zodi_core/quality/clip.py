@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from zodi_core.config import CLIP_MODEL_ID
+from zodi_core.model_source import is_local
 from zodi_core.transfer.models import tiny_tokenizer
 
 #: The neutral text the directional score starts from (the prompts are "driving <domain>...").
@@ -61,8 +62,8 @@ def load_clip(source: str = CLIP_MODEL_ID, device: str = "cpu") -> Clip:  # defa
     """Load CLIP from a hub id or a local folder (``save_pretrained`` layout)."""
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-    local = Path(source).is_dir()
-    if not local and (source.startswith((".", "/")) or Path(source).exists()):
+    local = is_local(source)
+    if local and not Path(source).expanduser().is_dir():
         raise FileNotFoundError(f"quality.clip {source}: not a folder; give a hub id or a folder")
     kw = {"local_files_only": True} if local else {}
     model = CLIPModel.from_pretrained(source, **kw).to(device).eval().requires_grad_(False)

@@ -17,7 +17,7 @@ from zodi_core import manifest, metrics, storage
 from zodi_core.conditions import resize_nearest
 from zodi_core.config import QualityConfig
 from zodi_core.datasets.io import encode_png, read_image, read_label
-from zodi_core.model_source import folder_digest
+from zodi_core.model_source import folder_digest, is_local
 from zodi_core.quality import clip as clip_module
 from zodi_core.quality.clip import NEUTRAL_TEXT, Clip, clip_scores
 from zodi_core.runs import SOURCE_ONLY
@@ -60,7 +60,7 @@ def score_digest(
         h.update(resolve_config_path(seg_config).read_bytes())
         h.update(storage.read_bytes(seg_checkpoint))
     if clip is not None:
-        h.update((folder_digest(Path(clip)) if Path(clip).is_dir() else clip).encode())
+        h.update((folder_digest(Path(clip).expanduser()) if is_local(clip) else clip).encode())
     h.update(json.dumps(list(scale) if scale else None).encode())
     for module in (__file__, clip_module.__file__, metrics.__file__):
         h.update(Path(module).read_bytes())
