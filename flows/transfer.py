@@ -17,6 +17,7 @@ from tasks.transfer import (
 )
 from zodi_core import layout, sharding
 from zodi_core.config import TransferConfig
+from zodi_core.config.pipeline import DEFAULT_SHARD_SIZE
 
 
 @flow(name="transfer_flow")
@@ -25,7 +26,7 @@ def transfer_flow(
     domains: list[str],
     out_root: str,
     transfer: TransferConfig,
-    shard_size: int = 8,
+    shard_size: int = DEFAULT_SHARD_SIZE,
     shard_indices: list[int] | None = None,
 ) -> Any:
     """Transfer every shard to every domain; merge shard manifests into paired manifests.

@@ -253,6 +253,13 @@ class QualityConfig(_Config):
         return {"paper": {}, "default": {}, "demo": {"clip": None, "worst_n": 4}}
 
 
+#: Source images per transfer shard, from the measured orchestration cost (docs/benchmarks.md,
+#: bench/orchestration.py): Prefect adds 0.1-0.3 s per computed shard, so at the GPU target of
+#: 0.2 s/image 32 images keep a sharded transfer within 5% of the direct loop (0.32 / (32 · 0.2));
+#: a failed shard costs at most 32 images.
+DEFAULT_SHARD_SIZE = 32
+
+
 class PipelineConfig(_Config):
     """The whole pipeline: ingest → shard → transfer → merge → train → evaluate → report."""
 
@@ -273,7 +280,9 @@ class PipelineConfig(_Config):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Artifacts")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality control")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Report artifacts")
-    shard_size: int = Field(8, ge=1, description="Source images per transfer shard")
+    shard_size: int = Field(
+        DEFAULT_SHARD_SIZE, ge=1, description="Source images per transfer shard"
+    )
 
     @model_validator(mode="after")
     def _check_domains(self) -> Self:
