@@ -27,7 +27,10 @@ def build_outputs(root: Path, n_images: int, shard_size: int):
     from zodi_core.sharding import ShardRef, shard_manifest_uri
     from zodi_core.transfer.lineage import generation_digest
 
-    config = TransferConfig.preset("demo", models={"base": "org/model", "controlnet": None})
+    config = TransferConfig.preset(
+        "demo",
+        models={"base": "org/model", "controlnet": None, "revision": "0" * 40},
+    )  # a pinned commit: the fingerprint asks no hub
     digest = generation_digest(config)
     store = storage.open_storage(str(root))
     png = b"\x89PNG\r\n\x1a\n" + b"\0" * 2048  # size does not matter to an existence check
