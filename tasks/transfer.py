@@ -21,10 +21,9 @@ from zodi_core import sharding
 from zodi_core.config import ModelsConfig, TransferConfig
 from zodi_core.report import RunSummary
 from zodi_core.sharding import ShardRef
-from zodi_core.transfer.lineage import generation_digest, models_fingerprint
+from zodi_core.transfer.lineage import generation_digest, models_fingerprint, transfer_digest
 from zodi_core.transfer.models import Components, load_components, resolve_device
 from zodi_core.transfer.runner import partial_counts, transfer_manifest
-from zodi_core.transfer.sampler import transfer_digest
 
 
 class ShardFailed(RuntimeError):

@@ -26,8 +26,9 @@ from zodi_core.manifest import read_manifest
 from zodi_core.prompts import PromptConfig, compare_domain
 from zodi_core.regeneration import recorded_domain_settings, recorded_transfer_config
 from zodi_core.report import render_report_markdown
+from zodi_core.transfer.lineage import transfer_digest
 from zodi_core.transfer.runner import transfer_manifest
-from zodi_core.transfer.sampler import TransferSampler, sample_seed, transfer_digest
+from zodi_core.transfer.sampler import TransferSampler, sample_seed
 
 BAD_NAMES = ["../x", "Dusk Storm", "a/b", "", "-dusk", "dusk.", "x" * 65]
 DUSK = ("driving at dusk, best quality", "driving at sunset, best quality", "dusk, wet road")

@@ -12,6 +12,7 @@ import torch
 from torch.testing import assert_close
 
 from zodi_core.config import ConfigError, ModelsConfig, TransferConfig
+from zodi_core.transfer.lineage import transfer_digest
 from zodi_core.transfer.models import (
     SD15_SCHEDULER,
     build_tiny_components,
@@ -24,7 +25,6 @@ from zodi_core.transfer.sampler import (
     generation_size,
     plan_timesteps,
     sample_seed,
-    transfer_digest,
 )
 
 H, W = 64, 128  # the demo preset's generation size for a 2:1 image (short side 64)

@@ -15,7 +15,8 @@ from torch.testing import assert_close
 
 from zodi_core.config import TRANSFER_SPEED_LEVERS, TransferConfig
 from zodi_core.device import speed_levers
-from zodi_core.transfer.sampler import TransferSampler, transfer_digest
+from zodi_core.transfer.lineage import transfer_digest
+from zodi_core.transfer.sampler import TransferSampler
 
 
 def _config(**overrides) -> TransferConfig:

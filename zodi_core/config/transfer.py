@@ -154,7 +154,7 @@ class DomainSettings(_Config):
 
 
 #: TransferConfig fields that change speed, not the generated pixels (up to float rounding):
-#: left out of the generation digest (zodi_core.transfer.sampler.transfer_digest), so switching
+#: left out of the generation digest (zodi_core.transfer.lineage.transfer_digest), so switching
 #: one reuses the images already made.
 TRANSFER_SPEED_LEVERS = (
     "batch_size",

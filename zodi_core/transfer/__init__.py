@@ -2,7 +2,8 @@
 
 - :mod:`.models`: device/dtype choice, :func:`load_components`, the tiny random-weight pipeline.
 - :mod:`.sampler`: :class:`TransferSampler`, ControlNet + stochastic inversion, batched.
-- :mod:`.lineage`: :func:`generation_digest` (settings + model fingerprint), the images' key.
+- :mod:`.lineage`: :func:`transfer_digest` (settings), :func:`generation_digest` (settings + model
+  fingerprint), the images' key.
 - :mod:`.runner`: :func:`transfer_manifest`, samples manifest → images + transfer manifest.
 - :mod:`.preview`: one image at several strengths, as a contact sheet.
 
@@ -13,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from zodi_core.transfer.lineage import generation_digest, models_fingerprint
+    from zodi_core.transfer.lineage import generation_digest, models_fingerprint, transfer_digest
     from zodi_core.transfer.models import (
         Components,
         load_components,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
         generation_size,
         plan_timesteps,
         sample_seed,
-        transfer_digest,
     )
 
 #: public name → the submodule that defines it. Imported on first use (PEP 562), so that
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 _HOMES = {
     "generation_digest": "lineage",
     "models_fingerprint": "lineage",
+    "transfer_digest": "lineage",
     "Components": "models",
     "load_components": "models",
     "resolve_device": "models",
@@ -47,7 +48,6 @@ _HOMES = {
     "generation_size": "sampler",
     "plan_timesteps": "sampler",
     "sample_seed": "sampler",
-    "transfer_digest": "sampler",
 }
 
 

@@ -9,16 +9,31 @@ its weights) or a hub id's commit.
 
 from __future__ import annotations
 
-from zodi_core.config import TransferConfig, config_digest
+from zodi_core.config import TRANSFER_SPEED_LEVERS, TransferConfig, config_digest
 from zodi_core.model_source import models_fingerprint
-from zodi_core.transfer.sampler import transfer_digest
 
-__all__ = ["generation_digest", "models_fingerprint"]
+__all__ = ["generation_digest", "models_fingerprint", "transfer_digest"]
+
+
+def transfer_digest(config: TransferConfig) -> str:
+    """Digest of the settings that determine a generated image: the TransferConfig without its
+    speed levers (:data:`~zodi_core.config.TRANSFER_SPEED_LEVERS`: batch size, compile,
+    channels_last, attention backend, cuDNN autotuning, TF32 change speed, not pixels beyond float
+    rounding, so a rerun with other levers may skip).
+
+    Digested resolved (a domain's own settings folded in, other domains' left out); ``prompts``
+    only when set."""
+    data = config.resolved().model_dump(
+        mode="json", exclude={"domain_settings", "seed_offset", *TRANSFER_SPEED_LEVERS}
+    )
+    if not data["prompts"]:
+        del data["prompts"]
+    return config_digest(data)
 
 
 def generation_digest(config: TransferConfig, fingerprint: str | None = None) -> str:
     """Digest of everything that determines a generated image: the batch-invariant transfer
-    settings (:func:`~zodi_core.transfer.sampler.transfer_digest`) and the models' fingerprint.
+    settings (:func:`transfer_digest`) and the models' fingerprint.
 
     ``fingerprint``: :func:`~zodi_core.model_source.models_fingerprint` of ``config.models``
     when None (a caller that digests many shards passes it once).

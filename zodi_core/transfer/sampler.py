@@ -41,9 +41,10 @@ import numpy as np
 from PIL import Image
 
 from zodi_core.conditions import render_condition
-from zodi_core.config import TRANSFER_SPEED_LEVERS, TransferConfig, config_digest
+from zodi_core.config import TransferConfig
 from zodi_core.device import speed_levers
 from zodi_core.labels import check_train_ids
+from zodi_core.transfer.lineage import transfer_digest
 from zodi_core.transfer.models import Components, resolve_device
 
 if TYPE_CHECKING:
@@ -148,22 +149,6 @@ def sample_seed(seed: int, sample_id: str, policy: str = "per_image") -> int:
         raise ValueError(f"seed_policy: expected 'per_image' or 'global', received {policy!r}")
     digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
-
-
-def transfer_digest(config: TransferConfig) -> str:
-    """Digest of everything that determines a generated image: the TransferConfig without its
-    speed levers (:data:`~zodi_core.config.TRANSFER_SPEED_LEVERS`: batch size, compile,
-    channels_last, attention backend, cuDNN autotuning, TF32 change speed, not pixels beyond float
-    rounding, so a rerun with other levers may skip).
-
-    Digested resolved (a domain's own settings folded in, other domains' left out); ``prompts``
-    only when set."""
-    data = config.resolved().model_dump(
-        mode="json", exclude={"domain_settings", "seed_offset", *TRANSFER_SPEED_LEVERS}
-    )
-    if not data["prompts"]:
-        del data["prompts"]
-    return config_digest(data)
 
 
 def validate_pair(image: np.ndarray, label: np.ndarray, name: str = "sample") -> None:
