@@ -20,6 +20,7 @@ from tasks.fanout import launch_child_run_task, wait_for_flow_runs_task
 from tasks.transfer import merge_shard_manifests_task, shard_manifest_task
 from zodi_core import fanout, layout, sharding
 from zodi_core.config import TransferConfig
+from zodi_core.config.pipeline import DEFAULT_SHARD_SIZE
 from zodi_core.fanout import ChildOutcome, FanoutReport, run_children
 
 __all__ = [
@@ -39,7 +40,7 @@ def fanout_transfer_flow(
     domain: str,
     out_root: str,
     transfer: TransferConfig,
-    shard_size: int = 8,
+    shard_size: int = DEFAULT_SHARD_SIZE,
     shards_per_run: int = 4,
     deployment: str = DEFAULT_CHILD_DEPLOYMENT,
     child_retries: int = 1,

@@ -24,6 +24,7 @@ from tasks.regenerate import (
 )
 from zodi_core import regeneration
 from zodi_core.config import EvalConfig, TrainConfig, TransferConfig
+from zodi_core.config.pipeline import DEFAULT_SHARD_SIZE
 
 __all__ = ["VARIABLE_SCHEME", "regenerate_flow"]
 
@@ -35,7 +36,7 @@ def regenerate_flow(
     out_root: str,
     transfer: TransferConfig | None = None,
     domains: list[str] | None = None,
-    shard_size: int = 8,
+    shard_size: int = DEFAULT_SHARD_SIZE,
     retrain: bool = False,
     train: TrainConfig | None = None,
     evaluation: EvalConfig | None = None,
