@@ -38,7 +38,7 @@ import numpy as np
 
 from zodi_core.conditions import render_condition
 from zodi_core.pocket.corpus import Corpus, write_tokenizer
-from zodi_core.transfer.models import SD15_SCHEDULER, write_model_index
+from zodi_core.transfer.models import SD15_SCHEDULER, clip_text_config, write_model_index
 
 PHASES = ("vae", "unet", "controlnet")
 
@@ -153,20 +153,8 @@ def build_unet(spec: PocketSpec) -> Any:
 def build_text_encoder(spec: PocketSpec, tokenizer: Any) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    vocab = tokenizer.get_vocab()
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=spec.text_width,
-            intermediate_size=2 * spec.text_width,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-        )
-    )
+    settings = clip_text_config(tokenizer, spec.text_width, 2 * spec.text_width)
+    return CLIPTextModel(CLIPTextConfig(**settings))
 
 
 # 2. Training helpers --------------------------------------------------------------------------

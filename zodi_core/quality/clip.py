@@ -11,7 +11,7 @@ import numpy as np
 
 from zodi_core.config import CLIP_MODEL_ID
 from zodi_core.model_source import is_local
-from zodi_core.transfer.models import tiny_tokenizer
+from zodi_core.transfer.models import clip_text_config, tiny_tokenizer
 
 #: The neutral text the directional score starts from (the prompts are "driving <domain>...").
 NEUTRAL_TEXT = "driving"
@@ -80,21 +80,9 @@ def build_tiny_clip(seed: int = 0) -> Clip:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     tokenizer = tiny_tokenizer()
-    vocab = tokenizer.get_vocab()
-    ids = {k: vocab[t] for k, t in (("bos", "<|startoftext|>"), ("eos", "<|endoftext|>"))}
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=ids["bos"],
-            eos_token_id=ids["eos"],
-            pad_token_id=ids["eos"],
-        ),
+        text_config=clip_text_config(tokenizer),
         vision_config=dict(
             hidden_size=32,
             intermediate_size=37,

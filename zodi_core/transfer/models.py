@@ -286,20 +286,7 @@ def build_tiny_components(seed: int = 0) -> Components:
         scaling_factor=0.18215,
     )
     tokenizer = tiny_tokenizer()
-    vocab = tokenizer.get_vocab()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-        )
-    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(**clip_text_config(tokenizer)))
     scheduler = DDIMScheduler(**SD15_SCHEDULER)
     for m in (unet, controlnet, vae, text_encoder):
         m.eval().requires_grad_(False)
@@ -353,6 +340,24 @@ def tiny_tokenizer() -> Any:
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(x.split()) for x in merges if x])
     tokenizer.model_max_length = 77
     return tokenizer
+
+
+def clip_text_config(tokenizer: Any, hidden_size: int = 32, intermediate_size: int = 37) -> dict:
+    """A small CLIP text encoder's settings for ``tokenizer`` (2 layers, 4 heads, 77 positions,
+    its own start/end ids, padded with the end id): ``CLIPTextConfig(**...)``, or a CLIPConfig's
+    ``text_config``. The tiny models', the tiny CLIP's and the pocket model's text encoders."""
+    vocab = tokenizer.get_vocab()
+    return dict(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+    )
 
 
 def _diffusers_version() -> str:
