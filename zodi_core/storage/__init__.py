@@ -14,7 +14,6 @@ from zodi_core.storage.base import (
     Storage,
     StorageError,
     TransientStorageError,
-    _check_key,
 )
 from zodi_core.storage.local import LocalStorage
 from zodi_core.storage.s3 import S3Storage
@@ -41,7 +40,6 @@ __all__ = [
     "Storage",
     "StorageError",
     "TransientStorageError",
-    "_check_key",
     "current_options",
     "delete",
     "exists",

@@ -61,25 +61,37 @@ def os_error(err: OSError, where: str | os.PathLike, action: str) -> StorageErro
     return PermanentStorageError(f"{where}: {action} failed: {_ADVICE.get(err.errno, reason)}")
 
 
-def write_atomic(target: Path, write: Callable[[BinaryIO], object]) -> None:
+def write_atomic(
+    target: Path,
+    write: Callable[[BinaryIO], object],
+    action: str = "write",
+    check: Callable[[Path], object] | None = None,
+) -> None:
     """Write ``target`` through ``write(file)`` into a temp file beside it, fsync, then rename.
 
     Readers see the old file or the new one, never a part; a failed write leaves no temp file.
+    ``check(temp_path)`` runs on the complete file before the rename (a download's checksum).
+    OSErrors become one-line StorageErrors naming ``target`` and ``action``, except a
+    FileNotFoundError without errno: one already translated (a missing object), raised as is.
     """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = open_temp_beside(target)
     except OSError as err:
-        raise os_error(err, target, "write") from err
+        raise os_error(err, target, action) from err
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(tmp)
         os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise os_error(err, target, "write") from err
+        if isinstance(err, FileNotFoundError) and err.errno is None:
+            raise
+        raise os_error(err, target, action) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

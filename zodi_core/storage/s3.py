@@ -32,12 +32,10 @@ from typing import Any, BinaryIO
 from zodi_core.storage.base import (
     PermanentStorageError,
     Storage,
-    StorageError,
     TransientStorageError,
     _check_key,
-    open_temp_beside,
 )
-from zodi_core.storage.local import os_error
+from zodi_core.storage.local import os_error, write_atomic
 
 #: Object metadata key holding the hex SHA-256 of the object's bytes (``x-amz-meta-sha256``).
 SHA256_META = "sha256"
@@ -413,29 +411,21 @@ class S3Storage(Storage):
         if head is None:
             raise FileNotFoundError(f"{self.uri(key)}: no such object")
         dst = Path(path)
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = open_temp_beside(dst)
-        except OSError as err:
-            raise os_error(err, dst, "download") from err
-        try:
-            with os.fdopen(fd, "wb") as f:
-                # If the object is replaced mid-download, the parts mix two versions: the SHA-256
-                # check below (against the metadata of the HEAD above) catches that.
+
+        def download(f: BinaryIO) -> None:
+            try:
                 self.client.download_fileobj(
                     self.bucket, self._key(key), f, Config=self._transfer_config()
                 )
-            self._verify(key, _sha256_file(tmp), head.get("Metadata", {}))
-            os.replace(tmp, dst)
-        except (StorageError, FileNotFoundError):
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        except Exception as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise self._error(exc, key, "download") from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            except Exception as exc:
+                raise self._error(exc, key, "download") from None
+
+        # If the object is replaced mid-download, the parts mix two versions: the SHA-256 check
+        # (against the metadata of the HEAD above) catches that before the rename.
+        meta = head.get("Metadata", {})
+        write_atomic(
+            dst, download, "download", lambda tmp: self._verify(key, _sha256_file(tmp), meta)
+        )
         return dst
 
     def exists(self, key: str) -> bool:
