@@ -81,10 +81,22 @@ class ModelsConfig(_Config):
     )
 
 
-def _check_strength_value(v: float | None) -> float | None:
-    if v is not None and not 0.0 < v <= 1.0:
+def _check_strength_value(v: float) -> float:
+    if not 0.0 < v <= 1.0:
         raise ValueError(f"expected a strength in (0, 1], received {v}")
     return v
+
+
+def _check_prompt_value(v: str) -> str:
+    if not v.strip():
+        raise ValueError("expected a non-empty prompt, received an empty string")
+    return v
+
+
+#: The transfer's and a domain's strength S, in (0, 1].
+Strength = Annotated[float, AfterValidator(_check_strength_value)]
+#: A prompt: any non-blank text.
+Prompt = Annotated[str, AfterValidator(_check_prompt_value)]
 
 
 def _check_prompt_values(prompt: str | None, prompts: tuple[str, ...]) -> None:
@@ -109,27 +121,15 @@ def choose_prompt(prompts: tuple[str, ...] | list[str], seed: int) -> str:
 class DomainSettings(_Config):
     """One domain's prompt settings; a field left None keeps the transfer config's value."""
 
-    prompt: str | None = Field(None, description="The domain's prompt")
+    prompt: Prompt | None = Field(None, description="The domain's prompt")
     prompts: tuple[str, ...] | None = Field(
         None, description="Several prompts; each image picks one from its per-image seed"
     )
     negative_prompt: str | None = Field(None, description="CFG negative prompt")
-    strength: float | None = Field(None, description="S in (0, 1]")
+    strength: Strength | None = Field(None, description="S in (0, 1]")
     seed_offset: int | None = Field(
         None, ge=0, lt=2**32, description="Added to the global seed for this domain"
     )
-
-    @field_validator("strength")
-    @classmethod
-    def _check_strength(cls, v: float | None) -> float | None:
-        return _check_strength_value(v)
-
-    @field_validator("prompt")
-    @classmethod
-    def _check_prompt(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
-            raise ValueError("expected a non-empty prompt, received an empty string")
-        return v
 
     @field_validator("prompts")
     @classmethod
@@ -180,7 +180,9 @@ class TransferConfig(_Config):
         description="Target domain: a built-in one (night, snow, rain, fog, game) or a "
         "name with a prompt (" + DOMAIN_NAME_RULE + ")",
     )
-    prompt: str | None = Field(None, description="Prompt; None: 'driving <domain phrase>'+suffix")
+    prompt: Prompt | None = Field(
+        None, description="Prompt; None: 'driving <domain phrase>'+suffix"
+    )
     prompts: tuple[str, ...] = Field(
         (),
         description="Several prompts (instead of prompt); each image picks one from its "
@@ -189,7 +191,7 @@ class TransferConfig(_Config):
     )
     prompt_suffix: str = Field(", best quality", description="Appended to the derived prompt")
     negative_prompt: str = Field("lower quality, worst quality", description="CFG negative prompt")
-    strength: float | None = Field(None, description="S in (0, 1]; None: the domain's default")
+    strength: Strength | None = Field(None, description="S in (0, 1]; None: the domain's default")
     seed_offset: int = Field(
         0, ge=0, lt=2**32, description="Added to `seed` (a domain's own seed stream)"
     )
@@ -273,18 +275,6 @@ class TransferConfig(_Config):
         "convolutions (CUDA with dtype float32; float rounding only)",
     )
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model sources")
-
-    @field_validator("strength")
-    @classmethod
-    def _check_strength(cls, v: float | None) -> float | None:
-        return _check_strength_value(v)
-
-    @field_validator("prompt")
-    @classmethod
-    def _check_prompt(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip():
-            raise ValueError("expected a non-empty prompt, received an empty string")
-        return v
 
     @model_validator(mode="after")
     def _check_sizes(self) -> Self:
