@@ -6,7 +6,7 @@ The ``cityscapes`` palette reproduces the authors' release, which feeds the City
 Both palettes are MMSegmentation's dataset metadata (``CityscapesDataset`` / ``ADE20KDataset``
 ``METAINFO["palette"]``) held here as constants, so the transfer path runs without mmseg (a GPU
 worker often has no mmcv build); ``tests/test_conditions.py`` checks them against mmseg's.
-Ignored pixels (255) are black. Resizing is nearest-neighbour only, so a rendered condition holds
+Ignored pixels (255) are black. A condition is resized nearest-neighbour only, so it holds
 palette colours only (the release's linear resize blends colours at class borders into colours of
 no class).
 """
@@ -104,6 +104,15 @@ def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if array.shape[1] == width and array.shape[0] == height:
         return array
     return np.asarray(Image.fromarray(np.ascontiguousarray(array)).resize(size, Image.NEAREST))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic resize of an (H, W, 3) uint8 image to ``size`` = (width, height) (PIL's filter):
+    a source image to its generation size and a generated one back (the sampler, the runner's
+    loader); the same array if already there."""
+    if (image.shape[1], image.shape[0]) == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BICUBIC))
 
 
 def render_condition(

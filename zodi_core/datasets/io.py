@@ -31,14 +31,6 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bicubic resize of an (H, W, 3) uint8 image to ``size`` = (width, height) (PIL's filter, as
-    the sampler resizes a source image to its generation size); the same array if already there."""
-    if (image.shape[1], image.shape[0]) == tuple(size):
-        return image
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BICUBIC))
-
-
 def read_image(uri: str, **storage_options) -> np.ndarray:
     """Read an RGB image: (H, W, 3) uint8."""
     return decode_png(storage.read_bytes(uri, **storage_options), uri, mode="RGB")

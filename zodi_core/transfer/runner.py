@@ -36,9 +36,9 @@ import pyarrow as pa
 from PIL import Image, PngImagePlugin
 
 from zodi_core import layout, manifest, storage
-from zodi_core.conditions import resize_nearest
+from zodi_core.conditions import resize_image, resize_nearest
 from zodi_core.config import TransferConfig
-from zodi_core.datasets.io import read_image, read_label, resize_image
+from zodi_core.datasets.io import read_image, read_label
 from zodi_core.integrity import png_is_intact
 from zodi_core.transfer.lineage import generation_digest
 from zodi_core.transfer.models import Components, load_components, resolve_device

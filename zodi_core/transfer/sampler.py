@@ -38,9 +38,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
-from zodi_core.conditions import render_condition
+from zodi_core.conditions import render_condition, resize_image
 from zodi_core.config import TransferConfig
 from zodi_core.device import speed_levers
 from zodi_core.labels import check_train_ids
@@ -502,7 +501,7 @@ class TransferSampler:
 
         t0 = time.perf_counter()
         w, h = size
-        x = torch.from_numpy(np.stack([_resize_image(im, size) for im in images]))
+        x = torch.from_numpy(np.stack([resize_image(im, size) for im in images]))
         x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
         cond = np.stack([render_condition(lab, config.palette, size) for lab in labels])
         control = torch.from_numpy(cond).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
@@ -533,7 +532,7 @@ class TransferSampler:
         results = []
         for im, src in zip(arr, images, strict=True):
             if config.resize_to_source and im.shape[:2] != src.shape[:2]:
-                im = _resize_image(im, (src.shape[1], src.shape[0]))
+                im = resize_image(im, (src.shape[1], src.shape[0]))
             results.append(np.ascontiguousarray(im))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -653,13 +652,6 @@ def _pad_rows(t: torch.Tensor, rows: int, dim: int = 0) -> torch.Tensor:
         return t
     last = t.narrow(dim, t.shape[dim] - 1, 1)
     return torch.cat([t, *([last] * missing)], dim=dim)
-
-
-def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bicubic resize of an (H, W, 3) uint8 image to (width, height)."""
-    if (image.shape[1], image.shape[0]) == tuple(size):
-        return image
-    return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
 
 
 def _is_oom(err: BaseException) -> bool:
