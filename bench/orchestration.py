@@ -88,7 +88,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     from zodi_core.config import DatasetSpec, TransferConfig
     from zodi_core.datasets.ingest import ingest_dataset
     from zodi_core.datasets.synth import write_synthetic
-    from zodi_core.transfer.models import load_components, resolve_device, write_tiny_models
+    from zodi_core.device import resolve_device
+    from zodi_core.transfer.models import load_components, write_tiny_models
     from zodi_core.transfer.runner import transfer_manifest
 
     data = write_synthetic(

@@ -19,10 +19,11 @@ from tasks._policy import retry_on_io
 from tasks.artifacts import TransferProgress
 from zodi_core import sharding
 from zodi_core.config import ModelsConfig, TransferConfig
+from zodi_core.device import resolve_device
 from zodi_core.report import RunSummary
 from zodi_core.sharding import ShardRef
 from zodi_core.transfer.lineage import generation_digest, models_fingerprint, transfer_digest
-from zodi_core.transfer.models import Components, load_components, resolve_device
+from zodi_core.transfer.models import Components, load_components
 from zodi_core.transfer.runner import partial_counts, transfer_manifest
 
 
@@ -135,10 +136,6 @@ def transfer_shard_task(shard: ShardRef, config: TransferConfig, out_root: str) 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
 def merge_shard_manifests_task(shard_uris: list[str], out_uri: str, domain: str) -> dict[str, Any]:
     return sharding.merge_shard_manifests(shard_uris, out_uri, domain)
-
-
-#: The old name (flows/fanout.py).
-merge_shards_task = merge_shard_manifests_task
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,9 @@ import torch
 from torch.testing import assert_close
 
 from zodi_core.config import ConfigError, ModelsConfig, TransferConfig
+from zodi_core.device import resolve_device
 from zodi_core.transfer.lineage import transfer_digest
-from zodi_core.transfer.models import (
-    SD15_SCHEDULER,
-    build_tiny_components,
-    load_components,
-    resolve_device,
-)
+from zodi_core.transfer.models import SD15_SCHEDULER, build_tiny_components, load_components
 from zodi_core.transfer.sampler import (
     TransferSampler,
     denoising_steps,

@@ -368,13 +368,12 @@ def test_storage_options_passed_explicitly_never_through_environ(monkeypatch):
         }
     assert open_storage("s3://b/p").endpoint_url is None  # the scope is gone
 
-    def deprecated() -> dict:
-        with pytest.warns(DeprecationWarning, match="use_options"):
-            storage_mod.use_endpoint("http://old:1")
+    def unscoped() -> dict:
+        storage_mod.use_options(endpoint_url="http://old:1")  # set without a with block
         return storage_mod.current_options()
 
     # In a copy of the context, as a flow run is: nothing leaks into this test's context.
-    assert contextvars.copy_context().run(deprecated) == {"endpoint_url": "http://old:1"}
+    assert contextvars.copy_context().run(unscoped) == {"endpoint_url": "http://old:1"}
     assert storage_mod.current_options() == {}
     assert dict(os.environ) == environ
 

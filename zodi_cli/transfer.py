@@ -196,7 +196,8 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
 def run_preview(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core import storage
     from zodi_core.datasets.io import encode_png, read_image, read_label
-    from zodi_core.transfer.models import load_components, resolve_device
+    from zodi_core.device import resolve_device
+    from zodi_core.transfer.models import load_components
     from zodi_core.transfer.preview import make_preview, parse_strengths
     from zodi_core.transfer.sampler import TransferSampler
 

@@ -27,7 +27,6 @@ from zodi_core.storage.uri import (
     sha256_bytes,
     split_uri,
     url_for,
-    use_endpoint,
     use_options,
     write_bytes,
 )
@@ -49,7 +48,6 @@ __all__ = [
     "sha256_bytes",
     "split_uri",
     "url_for",
-    "use_endpoint",
     "use_options",
     "write_bytes",
 ]

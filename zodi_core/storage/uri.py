@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import warnings
 from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import Any
@@ -56,17 +55,6 @@ def use_options(**options: Any) -> _OptionsScope:
 def current_options() -> dict[str, Any]:
     """The S3 options set by :func:`use_options` for the current context (may be empty)."""
     return dict(_OPTIONS.get())
-
-
-def use_endpoint(endpoint_url: str | None) -> None:
-    """Deprecated: use :func:`use_options` (this no longer writes ``os.environ``)."""
-    warnings.warn(
-        "storage.use_endpoint is deprecated: use "
-        "storage.use_options(**config.storage.storage_options())",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    use_options(endpoint_url=endpoint_url)
 
 
 def open_storage(root: str | os.PathLike, **options: Any) -> Storage:

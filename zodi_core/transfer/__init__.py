@@ -1,6 +1,7 @@
 """Zero-shot image transfer (SPEC §2): the sampler, its model loader, manifest runner and preview.
 
-- :mod:`.models`: device/dtype choice, :func:`load_components`, the tiny random-weight pipeline.
+- :mod:`.models`: :func:`load_components`, the tiny random-weight pipeline (the device and dtype
+  are :func:`zodi_core.device.resolve_device`'s).
 - :mod:`.sampler`: :class:`TransferSampler`, ControlNet + stochastic inversion, batched.
 - :mod:`.lineage`: :func:`transfer_digest` (settings), :func:`generation_digest` (settings + model
   fingerprint), the images' key.
@@ -15,12 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from zodi_core.transfer.lineage import generation_digest, models_fingerprint, transfer_digest
-    from zodi_core.transfer.models import (
-        Components,
-        load_components,
-        resolve_device,
-        write_tiny_models,
-    )
+    from zodi_core.transfer.models import Components, load_components, write_tiny_models
     from zodi_core.transfer.runner import TransferResult, transfer_manifest
     from zodi_core.transfer.sampler import (
         TransferOutput,
@@ -39,7 +35,6 @@ _HOMES = {
     "transfer_digest": "lineage",
     "Components": "models",
     "load_components": "models",
-    "resolve_device": "models",
     "write_tiny_models": "models",
     "TransferResult": "runner",
     "transfer_manifest": "runner",
@@ -67,7 +62,6 @@ __all__ = [
     "load_components",
     "models_fingerprint",
     "plan_timesteps",
-    "resolve_device",
     "sample_seed",
     "transfer_digest",
     "transfer_manifest",

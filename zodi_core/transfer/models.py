@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zodi_core.config import ModelsConfig
-from zodi_core.device import resolve_device  # noqa: F401  (re-exported)
 from zodi_core.model_source import (
     HubUnreachableError,
     ModelSource,
@@ -45,14 +44,7 @@ class Components:
     revisions: dict[str, str] = field(default_factory=dict)
 
 
-# 1. Device and dtype -------------------------------------------------------------------------
-
-
-# resolve_device is zodi_core.device's: one device/dtype switch for transfer, training and
-# evaluation (imported above; still importable from here).
-
-
-# 2. Loading ----------------------------------------------------------------------------------
+# 1. Loading ----------------------------------------------------------------------------------
 
 
 def load_components(
@@ -194,7 +186,7 @@ def configure_scheduler(config: dict[str, Any], what: str = "models.base schedul
     return scheduler
 
 
-# 3. Tiny models ------------------------------------------------------------------------------
+# 2. Tiny models ------------------------------------------------------------------------------
 
 
 def _tiny_tokenizer_files(folder: Path) -> None:

@@ -39,9 +39,10 @@ from zodi_core import layout, manifest, storage
 from zodi_core.conditions import resize_image, resize_nearest
 from zodi_core.config import TransferConfig
 from zodi_core.datasets.io import read_image, read_label
+from zodi_core.device import resolve_device
 from zodi_core.integrity import png_is_intact
 from zodi_core.transfer.lineage import generation_digest
-from zodi_core.transfer.models import Components, load_components, resolve_device
+from zodi_core.transfer.models import Components, load_components
 from zodi_core.transfer.sampler import (
     TransferSampler,
     generation_size,

@@ -41,10 +41,10 @@ import numpy as np
 
 from zodi_core.conditions import render_condition, resize_image
 from zodi_core.config import TransferConfig
-from zodi_core.device import speed_levers
+from zodi_core.device import resolve_device, speed_levers
 from zodi_core.labels import check_train_ids
 from zodi_core.transfer.lineage import transfer_digest
-from zodi_core.transfer.models import Components, resolve_device
+from zodi_core.transfer.models import Components
 
 if TYPE_CHECKING:
     import torch
@@ -198,7 +198,7 @@ class TransferSampler:
         components: diffusers/transformers components (:func:`~zodi_core.transfer.models.load_components`).
         config: default settings; ``__call__`` may pass another config (e.g. another strength).
             Its ``channels_last`` and ``compile`` apply here, once; the other levers per call.
-        device, dtype: override :func:`~zodi_core.transfer.models.resolve_device` of the config.
+        device, dtype: override :func:`~zodi_core.device.resolve_device` of the config.
         compile_backend: ``torch.compile``'s backend when ``config.compile`` ('inductor'; tests
             pass 'eager' or a counting backend).
     """
