@@ -81,13 +81,15 @@ def _expected(err: BaseException) -> bool:
 
 
 def message_lines(err: BaseException) -> list[str]:
-    """The error's message as non-empty lines; an unexpected exception type is named."""
+    """The error's message as non-empty lines, then its notes (``add_note``: the transfer names
+    there the file an error is about); an unexpected exception type is named."""
     lines = [line.rstrip() for line in str(err).strip().splitlines() if line.strip()]
     if not lines:
-        return [type(err).__name__]
-    if not _expected(err):
+        lines = [type(err).__name__]
+    elif not _expected(err):
         lines[0] = f"{type(err).__name__}: {lines[0]}"
-    return lines
+    notes = getattr(err, "__notes__", None) or []
+    return lines + [n.strip() for n in notes if isinstance(n, str) and n.strip()]
 
 
 def models_overrides(models: str | None, controlnet: str | None) -> dict[str, Any]:
