@@ -102,7 +102,8 @@ def test_pipeline_flow_scores_every_row_and_trains_zodi_on_the_kept(
         async with get_client() as client:
             return await client.read_artifacts()
 
-    keys = {a.key for a in asyncio.run(artifacts())}
+    # Other tests' runs on the session's server also publish artifacts without a key (progress).
+    keys = {a.key for a in asyncio.run(artifacts()) if a.key}
     assert any(k.startswith("zodi-quality-") for k in keys)  # keyed per experiment (root)
 
 
