@@ -6,7 +6,6 @@ _base_ = [
     "./_base_/default_runtime.py",
     "./_base_/schedules/schedule_demo.py",
 ]
-crop_size = (48, 96)
-data_preprocessor = dict(size=crop_size)
+data_preprocessor = dict(size=_base_.crop_size)
 model = dict(data_preprocessor=data_preprocessor)
 env_cfg = dict(cudnn_benchmark=False)

@@ -7,33 +7,22 @@ custom_imports = dict(imports=["zodi_core.seg"], allow_failed_imports=False)
 dataset_type = "ZoDiManifestDataset"
 scale = (1024, 512)  # (W, H)
 crop_size = (384, 768)  # (H, W)
-jitter = dict(brightness=0.5, contrast=0.5, saturation=0.5)
-geometric_transforms = [
+train_pipeline = [
+    dict(type="LoadZoDiSample"),
     dict(type="Resize", scale=scale, keep_ratio=False),
     dict(type="RandomCrop", crop_size=crop_size, cat_max_ratio=1.0),
     dict(type="RandomFlip", prob=0.5),
-]
-train_pipeline = [
-    dict(type="LoadZoDiSample"),
-    *geometric_transforms,
-    dict(type="ZoDiColorJitter", keys=("img",), **jitter),
+    dict(type="ZoDiColorJitter", keys=("img",), brightness=0.5, contrast=0.5, saturation=0.5),
     dict(type="PackSegInputs"),
 ]
-test_pipeline = [
-    dict(type="LoadZoDiSample", scale=scale),
-    dict(type="PackSegInputs"),
-]
+test_pipeline = [dict(type="LoadZoDiSample", scale=scale), dict(type="PackSegInputs")]
 train_dataloader = dict(
-    batch_size=4,
-    num_workers=4,
-    persistent_workers=True,
+    batch_size=4, num_workers=4, persistent_workers=True,
     sampler=dict(type="DefaultSampler", shuffle=True),
     dataset=dict(type=dataset_type, manifest="", pipeline=train_pipeline),
 )
 val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=False,
+    batch_size=1, num_workers=2, persistent_workers=False,
     sampler=dict(type="DefaultSampler", shuffle=False),
     dataset=dict(type=dataset_type, manifest="", pipeline=test_pipeline),
 )

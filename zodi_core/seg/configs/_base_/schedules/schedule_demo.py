@@ -3,16 +3,7 @@ _base_ = ["./schedule_100e.py"]
 max_epochs = 50
 optimizer = dict(lr=5e-2)
 optim_wrapper = dict(optimizer=optimizer)
-param_scheduler = [
-    dict(
-        type="PolyLR",
-        eta_min=0.0,
-        power=0.9,
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        convert_to_iter_based=True,
-    )
-]
+param_scheduler = _base_.param_scheduler
+param_scheduler[0].end = max_epochs
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=10))
