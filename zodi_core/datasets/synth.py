@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from zodi_core.datasets.io import encode_png
 from zodi_core.labels import IGNORE_INDEX, train_ids_to_label_ids
 
 # Train ids, named for readability of the drawing code (order of labels.CLASSES).
@@ -40,37 +41,14 @@ CITIES = {"train": ("aachen", "bochum"), "val": ("frankfurt", "lindau")}
 #: One GoPro-style sequence name per ACDC condition.
 ACDC_SEQUENCES = {"night": "GOPR0351", "fog": "GOPR0475", "rain": "GOPR0573", "snow": "GOPR0607"}
 
-# Seed streams: source scenes (one per split), ACDC targets (one per condition), GTA5 scenes.
-_STREAM_CITYSCAPES = {"train": 0, "val": 1}
-_STREAM_ACDC = {c: 10 + i for i, c in enumerate(CONDITIONS)}
-_STREAM_GTA5 = 20
-
-#: Base colour per train id of the "city" look (RGB, 0..255): plausible street colours, chosen
-#: so that neighbouring classes differ (these are NOT the Cityscapes label palette).
-_BASE_RGB = np.array(
-    [
-        (92, 88, 96),  # road
-        (160, 146, 150),  # sidewalk
-        (120, 104, 92),  # building
-        (172, 164, 140),  # wall
-        (126, 98, 70),  # fence
-        (70, 72, 78),  # pole
-        (34, 36, 38),  # traffic light
-        (226, 196, 40),  # traffic sign
-        (56, 112, 42),  # vegetation
-        (150, 160, 92),  # terrain
-        (132, 176, 228),  # sky
-        (150, 60, 70),  # person
-        (190, 100, 40),  # rider
-        (40, 60, 150),  # car
-        (190, 190, 196),  # truck
-        (214, 170, 30),  # bus
-        (90, 140, 120),  # train
-        (20, 20, 24),  # motorcycle
-        (30, 130, 200),  # bicycle
-    ],
-    dtype=np.float32,
-)
+#: Base colour per train id of the "city" look (RGB, 0..255, order of labels.CLASSES): plausible
+#: street colours, chosen so that neighbouring classes differ (NOT the Cityscapes label palette).
+_BASE_RGB = np.array([
+    (92, 88, 96), (160, 146, 150), (120, 104, 92), (172, 164, 140), (126, 98, 70),  # road..fence
+    (70, 72, 78), (34, 36, 38), (226, 196, 40), (56, 112, 42), (150, 160, 92),  # pole..terrain
+    (132, 176, 228), (150, 60, 70), (190, 100, 40), (40, 60, 150), (190, 190, 196),  # sky..truck
+    (214, 170, 30), (90, 140, 120), (20, 20, 24), (30, 130, 200),  # bus..bicycle
+], dtype=np.float32)  # fmt: skip
 #: Classes whose instances get their own colour jitter (cars are not all the same colour).
 _JITTERED = (BUILDING, PERSON, RIDER, CAR, TRUCK, BUS, TRAIN)
 _GROUND = (ROAD, SIDEWALK, TERRAIN)
@@ -437,25 +415,33 @@ def cityscapes_palette() -> np.ndarray:
     return lut
 
 
-def _scene_rng(seed: int, stream: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, stream, index])
-
-
 def _save_png(path: Path, array: np.ndarray) -> None:
-    from zodi_core.datasets.io import encode_png
-
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_png(array))
 
 
-def _parse_size(size: tuple[int, int]) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"size: expected (width, height), received {size!r}") from None
-    if width < 32 or height < 32:
-        raise ValueError(f"size: expected width and height >= 32, received {width}x{height}")
-    return width, height
+# files(i, label) of each dataset: image i's path and {label path: label map to write} (paths
+# relative to the dataset's root; ``label`` is the scene's train ids).
+def _cityscapes_files(split: str, i: int, label: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
+    city = CITIES[split][i % 2]
+    frame = f"{city}_{i // 2:06d}_{19 + 10 * i:06d}"
+    gt = f"gtFine/{split}/{city}/{frame}"
+    labels = {
+        f"{gt}_gtFine_labelIds.png": train_ids_to_label_ids(label),
+        f"{gt}_gtFine_color.png": cityscapes_palette()[label],
+    }
+    return f"leftImg8bit/{split}/{city}/{frame}_leftImg8bit.png", labels
+
+
+def _acdc_files(condition: str, i: int, label: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
+    seq = ACDC_SEQUENCES[condition]
+    name = f"{seq}/{seq}_frame_{100 + 7 * i:06d}"
+    labels = {f"gt/{condition}/val/{name}_gt_labelTrainIds.png": label}
+    return f"rgb_anon/{condition}/val/{name}_rgb_anon.png", labels
+
+
+def _gta5_files(i: int, label: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
+    return f"images/{i + 1:05d}.png", {f"labels/{i + 1:05d}.png": train_ids_to_label_ids(label)}
 
 
 def write_synthetic(
@@ -481,62 +467,43 @@ def write_synthetic(
     Args:
         out_dir: destination folder (created; existing files of the same names are replaced).
         seed: base seed; the same seed gives byte-identical files.
-        size: (width, height) of every image.
+        size: (width, height) of every image, each at least 32.
         n_train, n_val: Cityscapes images per split (alternating between two cities).
         n_target: ACDC images per condition.
         n_gta: GTA5 images.
     Returns:
         ``{"cityscapes": root, "acdc": root, "gta5": root, "counts": {...}}`` (roots as str).
     """
-    size = _parse_size(size)
-    for name, n in (
-        ("n_train", n_train),
-        ("n_val", n_val),
-        ("n_target", n_target),
-        ("n_gta", n_gta),
-    ):
+    try:
+        width, height = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size: expected (width, height), received {size!r}") from None
+    if width < 32 or height < 32:
+        raise ValueError(f"size: expected width and height >= 32, received {width}x{height}")
+    for name, n in dict(n_train=n_train, n_val=n_val, n_target=n_target, n_gta=n_gta).items():
         if int(n) < 0:
             raise ValueError(f"{name}: expected an integer >= 0, received {n}")
     out = Path(out_dir)
-    palette = cityscapes_palette()
+    # (dataset, count key, images, seed stream, look, files): the labelled source in a city look;
+    # ACDC, other scenes of the same kind in each condition's look; GTA5 in a game look, numbered
+    # from 00001 like the release. Each stream is its own set of scenes.
+    sets = [
+        ("cityscapes", f"cityscapes_{s}", n, k, "city", functools.partial(_cityscapes_files, s))
+        for k, (s, n) in enumerate((("train", n_train), ("val", n_val)))
+    ]
+    sets += [
+        ("acdc", f"acdc_{c}_val", n_target, 10 + k, c, functools.partial(_acdc_files, c))
+        for k, c in enumerate(CONDITIONS)
+    ]
+    sets.append(("gta5", "gta5", n_gta, 20, "game", _gta5_files))
     counts: dict[str, int] = {}
-
-    # 1. Cityscapes: the labelled source, a city look.
-    cs = out / "cityscapes"
-    for split, n in (("train", n_train), ("val", n_val)):
+    for dataset, key, n, stream, look, files in sets:
         for i in range(n):
-            rng = _scene_rng(seed, _STREAM_CITYSCAPES[split], i)
-            scene = generate_scene(rng, size)
-            city = CITIES[split][i % 2]
-            frame_id = f"{city}_{i // 2:06d}_{19 + 10 * i:06d}"
-            _save_png(cs / "leftImg8bit" / split / city / f"{frame_id}_leftImg8bit.png",
-                      render_scene(scene, rng, "city"))  # fmt: skip
-            gt = cs / "gtFine" / split / city
-            _save_png(gt / f"{frame_id}_gtFine_labelIds.png", train_ids_to_label_ids(scene.label))
-            _save_png(gt / f"{frame_id}_gtFine_color.png", palette[scene.label])
-        counts[f"cityscapes_{split}"] = n
-
-    # 2. ACDC: other scenes of the same kind, in each condition's look; train-id labels.
-    acdc = out / "acdc"
-    for condition in CONDITIONS:
-        seq = ACDC_SEQUENCES[condition]
-        for i in range(n_target):
-            rng = _scene_rng(seed, _STREAM_ACDC[condition], i)
-            scene = generate_scene(rng, size)
-            name = f"{seq}_frame_{100 + 7 * i:06d}"
-            _save_png(acdc / "rgb_anon" / condition / "val" / seq / f"{name}_rgb_anon.png",
-                      render_scene(scene, rng, condition))  # fmt: skip
-            _save_png(acdc / "gt" / condition / "val" / seq / f"{name}_gt_labelTrainIds.png",
-                      scene.label)  # fmt: skip
-        counts[f"acdc_{condition}_val"] = n_target
-
-    # 3. GTA5: a game look, label ids, numbered from 00001 like the release.
-    gta = out / "gta5"
-    for i in range(n_gta):
-        rng = _scene_rng(seed, _STREAM_GTA5, i)
-        scene = generate_scene(rng, size)
-        _save_png(gta / "images" / f"{i + 1:05d}.png", render_scene(scene, rng, "game"))
-        _save_png(gta / "labels" / f"{i + 1:05d}.png", train_ids_to_label_ids(scene.label))
-    counts["gta5"] = n_gta
-
-    return {"cityscapes": str(cs), "acdc": str(acdc), "gta5": str(gta), "counts": counts}
+            rng = np.random.default_rng([seed, stream, i])
+            scene = generate_scene(rng, (width, height))
+            image, labels = files(i, scene.label)
+            _save_png(out / dataset / image, render_scene(scene, rng, look))
+            for path, label in labels.items():
+                _save_png(out / dataset / path, label)
+        counts[key] = n
+    return {name: str(out / name) for name in ("cityscapes", "acdc", "gta5")} | {"counts": counts}
