@@ -8,6 +8,7 @@ import difflib
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, Self, TypeVar, get_args
 
 from pydantic import (
@@ -21,39 +22,31 @@ from pydantic import (
 T = TypeVar("T")
 
 
-def _check_not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError(f"expected a non-empty value, received {value!r}")
-    return value
+def expect(ok: Callable[[Any], Any], expected: str, received: Callable[[Any], str] = repr):
+    """A field check whose error reads ``expected <expected>, received <value>``."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(f"expected {expected}, received {received(value)}")
+        return value
+
+    return AfterValidator(check)
 
 
 #: A path, hub id, config name or URL: a string that is not empty or blank.
-NonEmptyStr = Annotated[str, AfterValidator(_check_not_blank)]
-
-
-def _check_device(value: str) -> str:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-        raise ValueError(f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {value!r}")
-    return value
-
-
+NonEmptyStr = Annotated[str, expect(str.strip, "a non-empty value")]
 #: A torch device of a stage (zodi_core.device.resolve_device): 'auto', 'cpu', 'cuda', 'cuda:N'.
-Device = Annotated[str, AfterValidator(_check_device)]
-
-
-def _check_not_empty(value: tuple) -> tuple:
-    if not value:
-        raise ValueError("expected at least one item, received none")
-    return value
-
-
+Device = Annotated[
+    str, expect(re.compile(r"auto|cpu|cuda(:\d+)?").fullmatch, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+]
 #: A list with at least one item (checked after its items, so a bad item is named alone).
-NonEmptyTuple = Annotated[tuple[T, ...], AfterValidator(_check_not_empty)]
+NonEmptyTuple = Annotated[tuple[T, ...], expect(bool, "at least one item", lambda _: "none")]
+#: Precision of a stage's weights and activations (each field says what 'auto' means).
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 #: A seed that numpy and mmengine accept (``np.random.seed`` takes 0 <= seed < 2**32).
 Seed32 = Annotated[int, Field(ge=0, lt=2**32)]
 #: A name that becomes a file or folder name (a manifest name, a split folder).
 FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.=-]{0,127}$")]
-PresetName = Literal["paper", "default", "demo"]
 
 
 class ConfigError(ValueError):
@@ -202,7 +195,7 @@ class _Config(BaseModel):
             raise ConfigError(
                 f"{cls.__name__}.preset: expected one of {sorted(presets)}, received {name!r}"
             )
-        return cls(**{**presets[name], **overrides})
+        return cls(**_deep_merge(presets[name], overrides))
 
     @classmethod
     def _presets(cls) -> dict[str, dict[str, Any]]:

@@ -5,32 +5,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, model_validator
 
 from zodi_core.config.base import (
     ConfigError,
     Device,
+    Dtype,
     FileName,
     NonEmptyStr,
     NonEmptyTuple,
     Seed32,
     _Config,
     _deep_merge,
+    expect,
 )
-from zodi_core.config.transfer import (
-    CLIP_MODEL_ID,
-    DOMAIN_PHRASES,
-    DOMAINS,
-    DomainName,
-    TransferConfig,
-)
+from zodi_core.config.transfer import CLIP_MODEL_ID, DOMAINS, DomainName, TransferConfig
 from zodi_core.model_source import is_local
 
 
@@ -68,12 +60,8 @@ class TrainConfig(_Config):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
         None, description="mmengine console log level; None: the mmseg config's"
     )
-    device: Device = Field(
-        "auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'"
-    )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="'auto'/'float32': full precision; float16/bfloat16: AMP on CUDA"
-    )
+    device: Device = Field("auto", description="'auto': CUDA when available")
+    dtype: Dtype = Field("auto", description="'auto'/'float32': full precision; else AMP on CUDA")
     vis_backends: tuple[Literal["local", "tensorboard", "mlflow"], ...] = Field(
         ("local",), description="mmengine visualisation backends (local: <work_dir>/*/vis_data)"
     )
@@ -101,12 +89,8 @@ class EvalConfig(_Config):
     )
     proxy: bool = Field(True, description="Also evaluate on generated images of the source val")
     batch_size: int = Field(1, ge=1, description="Images per forward pass")
-    device: Device = Field(
-        "auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'"
-    )
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="'auto'/'float32': full precision; float16/bfloat16: autocast on CUDA"
-    )
+    device: Device = Field("auto", description="'auto': CUDA when available")
+    dtype: Dtype = Field("auto", description="'auto'/'float32': full precision; else autocast")
 
     @classmethod
     def _presets(cls) -> dict[str, dict[str, Any]]:
@@ -116,7 +100,14 @@ class EvalConfig(_Config):
 class StorageConfig(_Config):
     """Where artifacts go: a local folder or ``s3://bucket/prefix``."""
 
-    root: str = Field("./zodi-demo/artifacts", description="Local folder or s3://bucket/prefix")
+    root: Annotated[
+        str,
+        expect(
+            lambda v: v.strip() and v != "s3://",
+            "a folder or s3://bucket/prefix",
+            lambda v: repr(v) if v.strip() else "an empty string",
+        ),
+    ] = Field("./zodi-demo/artifacts", description="Local folder or s3://bucket/prefix")
     endpoint_url: str | None = Field(
         None, pattern=r"^https?://[^\s/]+", description="S3-compatible endpoint (None: AWS)"
     )
@@ -124,15 +115,6 @@ class StorageConfig(_Config):
         None, pattern=r"^[a-z0-9][a-z0-9-]*$",
         description="S3 region (None: from the AWS config chain)",
     )  # fmt: skip
-
-    @field_validator("root")
-    @classmethod
-    def _check_root(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("expected a folder or s3://bucket/prefix, received an empty string")
-        if v.startswith("s3://") and len(v) <= len("s3://"):
-            raise ValueError(f"expected s3://bucket[/prefix], received {v!r}")
-        return v
 
     def storage_options(self) -> dict[str, str]:
         """The S3 options set here, for ``storage.open_storage(root, **options)`` or
@@ -242,9 +224,7 @@ class QualityConfig(_Config):
         0.0, ge=0.0, lt=1.0, description="Also drop this fraction with the lowest layout mIoU"
     )
     batch_size: int = Field(8, ge=1, description="Images per scoring batch")
-    device: Device = Field(
-        "auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'"
-    )
+    device: Device = Field("auto", description="'auto': CUDA when available")
     worst_n: int = Field(8, ge=0, description="Rows of the report's worst-generations grid")
 
     @classmethod
@@ -286,13 +266,8 @@ class PipelineConfig(_Config):
 
     @model_validator(mode="after")
     def _check_domains(self) -> Self:
-        # Every domain must have a prompt: a built-in one, or one set in transfer.
-        t = self.transfer
         for domain in self.domains:
-            own = t.domain_settings.get(domain)
-            has_prompt = t.prompt is not None or bool(t.prompts)
-            has_prompt = has_prompt or (own is not None and bool(own.prompt or own.prompts))
-            if domain not in DOMAIN_PHRASES and not has_prompt:
+            if not self.transfer.has_prompt(domain):
                 raise ValueError(
                     f"domains: {domain!r} has no prompt; define it under "
                     f"transfer.domain_settings.{domain}.prompt (or prompts) or use a built-in "
@@ -301,21 +276,17 @@ class PipelineConfig(_Config):
         return self
 
     @classmethod
-    def preset(cls, name: str = "default", **overrides: Any) -> Self:
-        if name not in ("paper", "default", "demo"):
-            raise ConfigError(
-                f"PipelineConfig.preset: expected one of ['default', 'demo', 'paper'], "
-                f"received {name!r}"
-            )
-        base = {
-            "transfer": TransferConfig.preset(name).model_dump(),
-            "train": TrainConfig.preset(name).model_dump(),
-            "evaluation": EvalConfig.preset(name).model_dump(),
-            "quality": QualityConfig.preset(name).model_dump(),
+    def _presets(cls) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "transfer": TransferConfig._presets()[name],
+                "train": TrainConfig._presets()[name],
+                "evaluation": EvalConfig._presets()[name],
+                "quality": QualityConfig._presets()[name],
+                **({"shard_size": 4} if name == "demo" else {}),
+            }
+            for name in ("paper", "default", "demo")
         }
-        if name == "demo":
-            base["shard_size"] = 4
-        return cls(**_deep_merge(base, overrides))
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
@@ -342,13 +313,10 @@ class PipelineConfig(_Config):
     def resolve_paths(self, base: str | Path) -> Self:
         """This config with every relative local path made absolute against ``base``.
 
-        The one rule for relative paths (``zodi pipeline --config`` and ``zodi submit --config``
-        both load through :meth:`from_yaml`, which passes the config file's folder): dataset
-        roots, ``storage.root``, ``train.pretrained`` and ``quality.seg_checkpoint`` are local
-        paths unless they are URIs (``s3://...``); model sources (``transfer.models.*``,
-        ``quality.clip``) and mmseg configs (``train.mmseg_config``, ``quality.seg_config``) are
-        local paths only when they start with ``.``, ``/`` or ``~`` or exist under ``base`` —
-        otherwise they stay hub ids, bundled config names or ``mmseg::`` model-zoo names.
+        Dataset roots, ``storage.root``, ``train.pretrained`` and ``quality.seg_checkpoint`` are
+        local paths unless they are URIs; model sources and mmseg configs only when
+        :func:`zodi_core.model_source.is_local` says so (else hub ids, bundled config names or
+        ``mmseg::`` model-zoo names).
         """
         base = Path(base).expanduser().absolute()
 
@@ -392,12 +360,7 @@ def _local_path(value: str | None, base: Path) -> str | None:
 
 
 def _local_source(value: str | None, base: Path, mmseg: bool = False) -> str | None:
-    """A model or mmseg config source: a local path made absolute, else left as it is.
-
-    Local by :func:`zodi_core.model_source.is_local` (starts with ``.``, ``/`` or ``~``, or
-    names something under ``base``); otherwise it is a hub id (``org/name``), a bundled mmseg
-    config name or an ``mmseg::`` model-zoo name.
-    """
+    """A model or mmseg config source: a local path made absolute, else left as it is."""
     if value is None or "://" in value or (mmseg and value.startswith("mmseg::")):
         return value
     return _local_path(value, base) if is_local(value, base) else value

@@ -6,19 +6,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import (
-    AfterValidator,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field, model_validator
 
-from zodi_core.config.base import Device, NonEmptyStr, _Config
+from zodi_core.config.base import Device, Dtype, NonEmptyStr, NonEmptyTuple, _Config, expect
 
-#: The paper's five target domains: built in, with a prompt phrase and a strength (SPEC §2).
-#: Any other name is a user-defined domain, valid once a config or the prompt config gives it a
-#: prompt (``TransferConfig.domain_settings`` / ``prompt``, ``PromptConfig.domains``).
-DOMAINS = ("night", "snow", "rain", "fog", "game")
 #: A domain name becomes a folder and an S3 key part (``paired/domain=<name>/...``): 1-64
 #: characters, lowercase letters, digits, ``-`` and ``_``, starting with a letter or digit.
 DOMAIN_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -46,6 +37,9 @@ DOMAIN_PHRASES: dict[str, str] = {
     "fog": "in fog",
     "game": "in a game",
 }
+#: The paper's five target domains, built in. Any other name is a user-defined domain, valid
+#: once a config or the prompt config gives it a prompt.
+DOMAINS = tuple(DOMAIN_PHRASES)
 #: Transfer strength of the authors' release per domain (SPEC §2).
 DOMAIN_STRENGTHS: dict[str, float] = {
     "night": 0.90,
@@ -81,29 +75,13 @@ class ModelsConfig(_Config):
     )
 
 
-def _check_strength_value(v: float) -> float:
-    if not 0.0 < v <= 1.0:
-        raise ValueError(f"expected a strength in (0, 1], received {v}")
-    return v
-
-
-def _check_prompt_value(v: str) -> str:
-    if not v.strip():
-        raise ValueError("expected a non-empty prompt, received an empty string")
-    return v
-
-
 #: The transfer's and a domain's strength S, in (0, 1].
-Strength = Annotated[float, AfterValidator(_check_strength_value)]
+Strength = Annotated[float, expect(lambda v: 0.0 < v <= 1.0, "a strength in (0, 1]")]
 #: A prompt: any non-blank text.
-Prompt = Annotated[str, AfterValidator(_check_prompt_value)]
+Prompt = Annotated[str, expect(str.strip, "a non-empty prompt", lambda _: "an empty string")]
 
 
-def _check_prompt_values(prompt: str | None, prompts: tuple[str, ...]) -> None:
-    if prompt is not None and not prompt.strip():
-        raise ValueError("prompt: expected a non-empty prompt, received an empty string")
-    if any(not p.strip() for p in prompts):
-        raise ValueError(f"prompts: expected non-empty prompts, received {list(prompts)!r}")
+def _check_one_of(prompt: str | None, prompts: tuple[str, ...] | None) -> None:
     if prompt is not None and prompts:
         raise ValueError("prompt, prompts: set one of them, not both")
 
@@ -122,7 +100,7 @@ class DomainSettings(_Config):
     """One domain's prompt settings; a field left None keeps the transfer config's value."""
 
     prompt: Prompt | None = Field(None, description="The domain's prompt")
-    prompts: tuple[str, ...] | None = Field(
+    prompts: NonEmptyTuple[Prompt] | None = Field(
         None, description="Several prompts; each image picks one from its per-image seed"
     )
     negative_prompt: str | None = Field(None, description="CFG negative prompt")
@@ -131,16 +109,9 @@ class DomainSettings(_Config):
         None, ge=0, lt=2**32, description="Added to the global seed for this domain"
     )
 
-    @field_validator("prompts")
-    @classmethod
-    def _check_prompts(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if v is not None and (not v or any(not p.strip() for p in v)):
-            raise ValueError(f"expected one or more non-empty prompts, received {list(v)!r}")
-        return v
-
     @model_validator(mode="after")
     def _check(self) -> Self:
-        _check_prompt_values(self.prompt, self.prompts or ())
+        _check_one_of(self.prompt, self.prompts)
         return self
 
     def overrides(self) -> dict[str, Any]:
@@ -153,6 +124,8 @@ class DomainSettings(_Config):
         return out
 
 
+#: A domain's prompt settings (:class:`DomainSettings` overrides these TransferConfig fields).
+_PROMPT_FIELDS = ("prompt", "prompts", "negative_prompt", "strength")
 #: TransferConfig fields that change speed, not the generated pixels (up to float rounding):
 #: left out of the generation digest (zodi_core.transfer.lineage.transfer_digest), so switching
 #: one reuses the images already made.
@@ -183,7 +156,7 @@ class TransferConfig(_Config):
     prompt: Prompt | None = Field(
         None, description="Prompt; None: 'driving <domain phrase>'+suffix"
     )
-    prompts: tuple[str, ...] = Field(
+    prompts: tuple[Prompt, ...] = Field(
         (),
         description="Several prompts (instead of prompt); each image picks one from its "
         "per-image seed (seed mod count) and its manifest row records which; with "
@@ -245,10 +218,8 @@ class TransferConfig(_Config):
         4, ge=1, description="Images per sampler call (speed lever, not in the digest)"
     )
     device: Device = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto",
-        description="Weights and activations; changes pixels, so in the digest. "
-        "'auto': float16 on CUDA, float32 on CPU",
+    dtype: Dtype = Field(
+        "auto", description="'auto': float16 on CUDA, float32 on CPU; changes pixels: in the digest"
     )
     compile: bool = Field(
         False,
@@ -277,20 +248,20 @@ class TransferConfig(_Config):
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model sources")
 
     @model_validator(mode="after")
-    def _check_sizes(self) -> Self:
+    def _check(self) -> Self:
         if self.short_side % self.size_multiple:
             raise ValueError(
                 f"short_side: expected a multiple of size_multiple={self.size_multiple}, "
                 f"received {self.short_side}"
             )
-        _check_prompt_values(self.prompt, self.prompts)
+        _check_one_of(self.prompt, self.prompts)
         offsets = [s.seed_offset or 0 for s in self.domain_settings.values()]
         if self.seed + self.seed_offset + max(offsets, default=0) >= 2**62:
             raise ValueError(
                 f"seed: expected seed + seed offsets < 2**62 (the resolved seed), received "
                 f"{self.seed} + {self.seed_offset} + {max(offsets, default=0)}"
             )
-        if not self._has_prompt() and self.domain not in DOMAIN_PHRASES:
+        if not self.has_prompt(self.domain):
             raise ValueError(
                 f"domain: {self.domain!r} has no prompt; give it one (transfer.prompt, "
                 f"transfer.domain_settings.{self.domain}.prompt, or the prompt config's "
@@ -298,22 +269,19 @@ class TransferConfig(_Config):
             )
         return self
 
-    def _has_prompt(self) -> bool:
-        r = self._effective()
-        return r["prompt"] is not None or bool(r["prompts"])
+    def has_prompt(self, domain: str) -> bool:
+        """Whether ``domain`` has a prompt: a built-in one, or one set here."""
+        own = self.domain_settings.get(domain)
+        own_prompt = own is not None and bool(own.prompt or own.prompts)
+        return (
+            domain in DOMAIN_PHRASES or self.prompt is not None or bool(self.prompts) or own_prompt
+        )
 
     def _effective(self) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "prompt": self.prompt,
-            "prompts": self.prompts,
-            "negative_prompt": self.negative_prompt,
-            "strength": self.strength,
-            "seed_offset": self.seed_offset,
-        }
-        settings = self.domain_settings.get(self.domain)
-        if settings is not None:
-            values.update(settings.overrides())
-        return values
+        """The domain's settings: ``domain_settings[domain]`` over the plain fields."""
+        own = self.domain_settings.get(self.domain)
+        plain = {f: getattr(self, f) for f in (*_PROMPT_FIELDS, "seed_offset")}
+        return plain | (own.overrides() if own is not None else {})
 
     def resolved(self) -> TransferConfig:
         """This config with ``domain_settings[domain]`` folded into the plain fields, the seed
@@ -323,10 +291,7 @@ class TransferConfig(_Config):
             return self
         r = self._effective()
         return self.replace(
-            prompt=r["prompt"],
-            prompts=r["prompts"],
-            negative_prompt=r["negative_prompt"],
-            strength=r["strength"],
+            **{f: r[f] for f in _PROMPT_FIELDS},
             seed=self.seed + r["seed_offset"],
             seed_offset=0,
             domain_settings={},
