@@ -50,7 +50,7 @@ def _train_cmd(data, work: Path, max_iters: int, *extra: str) -> list[str]:
 
 
 def test_decide_resume_resumes_same_settings_and_refuses_others(tmp_path):
-    from zodi_core.seg.train import decide_resume
+    from zodi_core.seg.resume import decide_resume
 
     last = tmp_path / "iter_4.pth"
     ours = {"train_cfg.max_iters": 40, "seed": 0}

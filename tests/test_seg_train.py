@@ -251,19 +251,19 @@ def test_cli_train_reports_a_misspelt_option_as_a_user_error(data, tmp_path, cap
 
 
 def test_stage_resume_fetches_the_last_checkpoint_and_repoints_the_marker(tmp_path):
-    from zodi_core.seg.train import _stage_resume
+    from zodi_core.seg.resume import stage_resume
 
     remote, staging = tmp_path / "remote", tmp_path / "staging"
     remote.mkdir()
     staging.mkdir()
     (remote / "iter_4.pth").write_bytes(b"weights")
     (remote / "last_checkpoint").write_text("/tmp/zodi-train-old/iter_4.pth")  # another machine
-    local = _stage_resume(str(remote), staging, {})
+    local = stage_resume(str(remote), staging, {})
     assert (
         local == str(staging / "iter_4.pth") and (staging / "iter_4.pth").read_bytes() == b"weights"
     )
     assert (staging / "last_checkpoint").read_text() == local
-    assert _stage_resume(str(tmp_path / "nothing"), staging, {}) is None
+    assert stage_resume(str(tmp_path / "nothing"), staging, {}) is None
 
 
 def test_a_crash_loses_only_the_work_since_the_last_checkpoint(data, tmp_path, monkeypatch):

@@ -1,33 +1,16 @@
 """Training entry point: an mmseg config + manifests + a work dir → mmengine ``Runner.train()``.
 
-:func:`train_model` is what ``zodi train`` and the Prefect task call. It
-
-1. loads the config (a path, a name under ``zodi_core/seg/configs``, or an mmseg model-zoo name)
-   and merges overrides as mmengine's ``--cfg-options`` does (new keys are added; one close to
-   an existing key warns "did you mean"; :func:`zodi_core.preflight.check_seg_config` builds
-   the result without weights, so a key the model does not take fails before any work);
-2. adds ZoDi in code (:func:`~zodi_core.seg.adapt.adapt_config`: ``ZoDiSegmentor`` with
-   :class:`~zodi_core.config.TrainConfig`'s scheme, λ and stage, paired dataset and pipeline), or
-   the source-only baseline, and points the datasets at the manifests;
-3. checks the ImageNet backbone weights up front (a local file, or a URL that is cached or
-   reachable) so a run never hangs on a download;
-4. takes the work dir's lock (:mod:`~zodi_core.seg.worklock`: a second run of the same model
-   waits, then resumes or finds the model trained) and trains in the work dir — directly when
-   local; in a local staging dir mirrored after every checkpoint by
-   :class:`~zodi_core.seg.hooks.ZoDiSyncWorkDirHook` when it is ``s3://``;
-5. resumes from the last checkpoint (:func:`~zodi_core.seg.checkpoint.latest_checkpoint`) when
-   the work dir's settings record (:data:`SETTINGS_RECORD`: a digest of what decides the model —
-   network, data and their content, schedule and budget, optimiser, seed) matches this run's
-   (``resume="auto"``; other settings are refused with what changed), or always with
-   ``resume=True``; prints from which iteration. Checkpoints are written atomically
-   (:class:`~zodi_core.seg.checkpoint.AtomicLocalBackend`): a crash or a full disk never leaves
-   a truncated one.
-
-Device and precision come from ``TrainConfig.device`` / ``dtype`` through
-:func:`zodi_core.device.resolve_device`, the switch shared with transfer and evaluation. With
-``launcher='pytorch'`` (one process per GPU under ``torchrun``; ``zodi train --gpus N``) the
-model is wrapped in DDP; only the ``concat`` scheme is correct there (see
-:mod:`zodi_core.seg.segmentor`), and on CPU the processes use the gloo backend.
+:func:`train_model` (``zodi train``, the Prefect task) loads the config (a path, a name under
+``zodi_core/seg/configs`` or an mmseg model-zoo name) with ``--cfg-options``-style overrides,
+adds ZoDi in code (:func:`~zodi_core.seg.adapt.adapt_config`) or the source-only baseline,
+points the datasets at the manifests, checks the backbone weights up front (no hang on a
+download), takes the work dir's lock (:mod:`~zodi_core.seg.worklock`) and trains: in the work dir,
+or in a local staging dir mirrored by :class:`~zodi_core.seg.hooks.ZoDiSyncWorkDirHook` for
+``s3://``. It resumes the last checkpoint when the work dir's settings record matches this run
+(:mod:`~zodi_core.seg.resume`); checkpoints are written atomically
+(:class:`~zodi_core.seg.checkpoint.AtomicLocalBackend`). Device and precision come from
+``TrainConfig`` through :func:`zodi_core.device.resolve_device`; ``launcher='pytorch'`` (under
+``torchrun``) wraps the model in DDP (the ``concat`` scheme only; gloo on CPU).
 """
 
 from __future__ import annotations
@@ -35,13 +18,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
-import hashlib
 import importlib.util
-import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 import urllib.error
@@ -52,41 +32,52 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import mmengine.device.utils as mm_device
+import torch
+import torch.distributed as dist
+import torch.hub
+from mmengine.config import Config
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import get_external_models
+
 from zodi_core import storage
 from zodi_core.config import ConfigError, TrainConfig
+from zodi_core.device import resolve_device
 from zodi_core.seg.adapt import (
     MANIFEST_DATASET,
     PAIRED_DATASET,
     adapt_config,
     replace_sync_batchnorm,
 )
+from zodi_core.seg.checkpoint import (
+    ATOMIC_BACKEND,
+    checkpoint_loading,
+    checkpoint_step,
+    latest_checkpoint,
+)
+from zodi_core.seg.resume import (
+    decide_resume,
+    read_settings_record,
+    say,
+    schedule_done,
+    stage_resume,
+    training_settings,
+    write_settings_record,
+)
 from zodi_core.seg.worklock import work_dir_lock
-from zodi_core.storage.local import OUT_OF_SPACE_ERRNOS, os_error, write_atomic
+from zodi_core.storage.local import OUT_OF_SPACE_ERRNOS, os_error
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 ZOO_PREFIX = "mmseg::"
-#: File in a work dir recording the settings its checkpoints were trained with.
-SETTINGS_RECORD = "zodi-train-settings.json"
-#: The parts of an mmengine config that decide the trained model (logging, hooks, validation
-#: and the work dir do not).
-SETTINGS_KEYS = ("model", "train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler")
 
 
-def zoo_config_dir() -> Path | None:
+def zoo_config_dir() -> Path:
     """The model-zoo configs shipped with the installed mmsegmentation (``mmseg/.mim/configs``)."""
-    spec = importlib.util.find_spec("mmseg")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / ".mim" / "configs"
-    return folder if folder.is_dir() else None
+    return Path(importlib.util.find_spec("mmseg").origin).parent / ".mim" / "configs"
 
 
 def _zoo_matches(name: str) -> list[Path]:
-    zoo = zoo_config_dir()
-    if zoo is None:
-        return []
-    file = name if name.endswith(".py") else f"{name}.py"
-    return sorted(p for p in zoo.glob(f"*/{file}") if p.is_file())
+    return sorted(zoo_config_dir().glob(f"*/{name if name.endswith('.py') else name + '.py'}"))
 
 
 def resolve_config_path(config: str | os.PathLike) -> Path:
@@ -97,11 +88,9 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
     """
     text = str(config)
     if text.startswith(ZOO_PREFIX):
-        zoo = zoo_config_dir()
-        rel = text[len(ZOO_PREFIX) :]
-        path = zoo / rel if zoo else None
-        if path is not None and path.is_file():
-            return path
+        rel = text.removeprefix(ZOO_PREFIX)
+        if (zoo_config_dir() / rel).is_file():
+            return zoo_config_dir() / rel
         hint = _zoo_matches(Path(rel).name)
         raise FileNotFoundError(
             f"config {text!r}: no such mmseg model-zoo config"
@@ -177,8 +166,6 @@ def load_config(config: str | os.PathLike, overrides: dict[str, Any] | None = No
     """Load an mmengine config and merge ``overrides`` ({dotted key: value}) as mmengine's
     ``--cfg-options`` does: existing keys are replaced, new keys added; a new key close to an
     existing one warns "did you mean" (:func:`option_notes`)."""
-    from mmengine.config import Config
-
     cfg = Config.fromfile(str(resolve_config_path(config)))
     for note in option_notes(cfg, overrides):
         warnings.warn(note, UserWarning, stacklevel=2)
@@ -327,15 +314,11 @@ def _http_url(ref: str) -> str | None:
     if ref.startswith(("http://", "https://")):
         return ref
     if ref.startswith(("open-mmlab://", "openmmlab://")):
-        from mmengine.runner.checkpoint import get_external_models
-
         return get_external_models().get(ref.split("://", 1)[1])
     return None
 
 
 def _cached_path(url: str) -> Path:
-    import torch.hub
-
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
@@ -383,121 +366,6 @@ def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0)
     return url
 
 
-def _stage_resume(work_dir: str, staging: Path, storage_options: dict) -> str | None:
-    """Download the last checkpoint of a remote work dir (and its settings record) into
-    ``staging``; return its path."""
-    store = storage.open_storage(work_dir, **storage_options)
-    if store.exists(SETTINGS_RECORD):
-        store.get_file(SETTINGS_RECORD, staging / SETTINGS_RECORD)
-    if not store.exists("last_checkpoint"):
-        return None
-    name = store.get_bytes("last_checkpoint").decode().strip().replace("\\", "/").rsplit("/", 1)[-1]
-    if not store.exists(name):  # the checkpoint was deleted: nothing to resume from
-        return None
-    local = store.get_file(name, staging / name)
-    (staging / "last_checkpoint").write_text(str(local))
-    return str(local)
-
-
-def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(node, dict):
-        for key in sorted(node, key=str):
-            _flatten(node[key], f"{prefix}.{key}" if prefix else str(key), out)
-    elif isinstance(node, list | tuple):
-        for i, item in enumerate(node):
-            _flatten(item, f"{prefix}.{i}", out)
-    else:
-        out[prefix] = node if isinstance(node, str | int | float | bool | None) else repr(node)
-
-
-def training_settings(cfg, seed: int) -> dict[str, Any]:
-    """``{dotted key: value}`` of what decides the trained model: :data:`SETTINGS_KEYS` of the
-    final config, the seed, and the SHA-256 of every manifest the training set reads (the same
-    URI with new content is new data)."""
-    out: dict[str, Any] = {"seed": seed}
-    for key in SETTINGS_KEYS:
-        _flatten(cfg.get(key), key, out)
-    dataset = cfg.train_dataloader.dataset
-    for key in ("manifest", "source_manifest"):
-        uri = dataset.get(key)
-        if uri:
-            out[f"data.{key}.sha256"] = storage.sha256_bytes(storage.read_bytes(uri))
-    return out
-
-
-def settings_digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def read_settings_record(work_dir: Path) -> dict[str, Any] | None:
-    """The settings recorded in ``work_dir`` (None: no record, or an unreadable one)."""
-    try:
-        return json.loads((work_dir / SETTINGS_RECORD).read_text())["settings"]
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
-
-
-def write_settings_record(work_dir: Path, settings: dict[str, Any]) -> None:
-    text = json.dumps({"digest": settings_digest(settings), "settings": settings}, indent=1)
-    write_atomic(work_dir / SETTINGS_RECORD, lambda f: f.write(text.encode()))
-
-
-def changed_settings(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
-    """``train_cfg.max_iters 40 → 50; ...``: the first ``limit`` settings that differ."""
-    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    shown = [f"{k} {old.get(k, '(none)')} → {new.get(k, '(none)')}" for k in keys[:limit]]
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return "; ".join(shown) + more
-
-
-def decide_resume(
-    resume: bool | str,
-    last: Path | None,
-    recorded: dict[str, Any] | None,
-    settings: dict[str, Any],
-    work_dir: str,
-) -> bool:
-    """Whether to resume from ``last``: the rule of :func:`train_model`'s ``resume``.
-
-    ``True`` resumes (an error without a checkpoint; other settings are named on stderr),
-    ``False`` starts over. ``"auto"`` resumes when the work dir's recorded settings are this
-    run's, starts when it holds no checkpoint, and otherwise refuses (ConfigError naming what
-    changed, or that nothing was recorded): a checkpoint of other settings is never resumed
-    silently.
-    """
-    if resume is True:
-        if last is None:
-            raise FileNotFoundError(
-                f"--resume: no checkpoint to resume in the work dir {work_dir} (no "
-                f"last_checkpoint or iter_N.pth); drop --resume to start training"
-            )
-        if recorded is not None and recorded != settings:
-            _say(f"zodi train: --resume with other settings than the checkpoint's: "
-                 f"{changed_settings(recorded, settings)}")  # fmt: skip
-        return True
-    if resume is False or last is None:
-        return False
-    if recorded is None:
-        raise ConfigError(
-            f"work dir {work_dir}: holds {last.name} but no record of the settings it was "
-            f"trained with ({SETTINGS_RECORD}); pass --resume to continue it, --no-resume to "
-            f"start over, or another --work-dir"
-        )
-    if recorded != settings:
-        raise ConfigError(
-            f"work dir {work_dir}: holds {last.name} trained with other settings "
-            f"({changed_settings(recorded, settings)}); train into another --work-dir, or pass "
-            f"--resume to continue it with these settings (--no-resume: start over)"
-        )
-    return True
-
-
-def _say(line: str) -> None:
-    """One line for people on stderr (rank 0 of a DDP run only)."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(line, file=sys.stderr, flush=True)
-
-
 def _wait_for_unused_log_dir(work_dir: Path) -> None:
     """mmengine names each run's log folder by the second it starts (``%Y%m%d_%H%M%S``): a second
     run in the same work dir within that second would overwrite the first one's logs."""
@@ -505,27 +373,10 @@ def _wait_for_unused_log_dir(work_dir: Path) -> None:
         time.sleep(0.05)
 
 
-def _completed_steps(checkpoint: Path, cfg) -> bool:
-    """Whether ``checkpoint`` (``iter_N.pth`` / ``epoch_N.pth``) already ends ``cfg``'s schedule."""
-    from zodi_core.seg.checkpoint import checkpoint_step
-
-    loop = cfg.train_cfg
-    step = checkpoint_step(checkpoint)
-    if step is None:
-        return False
-    kind, n = step
-    if loop.get("type") == "IterBasedTrainLoop":
-        return kind == "iter" and n >= loop.max_iters
-    return kind == "epoch" and n >= loop.get("max_epochs", math.inf)
-
-
 @contextlib.contextmanager
 def _mmengine_device(device) -> Iterator[None]:
     """Run mmengine on ``device``: its Runner moves the model to ``get_device()``, a module
     global chosen at import (CUDA when present); 'cpu' must be forced, 'cuda:N' selected."""
-    import mmengine.device.utils as mm_device
-    import torch
-
     saved = mm_device.DEVICE
     mm_device.DEVICE = device.type
     if device.type == "cuda" and device.index is not None:
@@ -550,8 +401,6 @@ def _final_losses(runner) -> dict[str, float]:
 
 def _setup_distributed(cfg, tc: TrainConfig, device, source_only: bool, work_dir: str) -> None:
     """DDP under torchrun (``launcher='pytorch'``): gloo on CPU, NCCL on CUDA."""
-    import torch.distributed as dist
-
     if not source_only and tc.scheme != "concat":
         raise ConfigError(
             f"TrainConfig.scheme: {tc.scheme!r} cannot run under DDP (mmengine's DDP wrapper "
@@ -617,15 +466,11 @@ def train_model(
         ``{"checkpoint", "work_dir", "iterations", "epochs", "mmseg_config", "source_only",
         "losses" (last logged loss terms; {} when the run was already complete), "seconds"}``.
     """
-    from zodi_core.device import resolve_device
-
     started = time.monotonic()
     tc = train_config or TrainConfig()
     storage_options = storage_options or {}
     device, dtype = resolve_device(tc.device, tc.dtype, auto_half=False)
     if launcher == "pytorch" and device.type == "cuda":
-        import torch
-
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     cfg = load_config(mmseg_config, overrides)
     adapt_config(cfg, tc, source_only=source_only)
@@ -662,75 +507,8 @@ def train_model(
         )  # fmt: skip
 
 
-def _train_locked(
-    cfg,
-    work_dir: str,
-    *,
-    seed: int,
-    resume: bool | str,
-    launcher: str,
-    device,
-    storage_options: dict,
-    summary: dict[str, Any],
-    started: float,
-) -> dict[str, Any]:
-    """Train in the (locked) work dir; see :func:`train_model`."""
-    from mmengine.runner import Runner
-
-    from zodi_core.seg.checkpoint import (
-        ATOMIC_BACKEND,
-        checkpoint_loading,
-        checkpoint_step,
-        latest_checkpoint,
-    )
-
-    remote = work_dir.startswith("s3://")
-    staging = Path(tempfile.mkdtemp(prefix="zodi-train-")) if remote else Path(work_dir)
-    staging.mkdir(parents=True, exist_ok=True)
-    if remote:
-        cfg.custom_hooks = [
-            *cfg.get("custom_hooks", []),
-            dict(type="ZoDiSyncWorkDirHook", target=work_dir, storage_options=storage_options),
-        ]
-        if resume:
-            _stage_resume(work_dir, staging, storage_options)
-    settings = training_settings(cfg, seed)
-    last = latest_checkpoint(staging)
-    resume = decide_resume(resume, last, read_settings_record(staging), settings, work_dir)
-    summary["resumed_from"] = checkpoint_step(last)[1] if resume and checkpoint_step(last) else None
-    if resume and _completed_steps(last, cfg):
-        # Another run (or an earlier attempt) finished this schedule: nothing left to train.
-        if remote:
-            shutil.rmtree(staging, ignore_errors=True)
-        n = summary["resumed_from"]
-        iter_based = cfg.train_cfg.get("type") == "IterBasedTrainLoop"
-        return {
-            "checkpoint": storage.join_uri(work_dir, last.name) if remote else str(last),
-            **summary,
-            "iterations": n if iter_based else None,
-            "epochs": None if iter_based else n,
-            "losses": {},
-            "seconds": round(time.monotonic() - started, 2),
-        }
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    if resume:
-        kind = "epoch" if checkpoint_step(last)[0] == "epoch" else "iteration"
-        _say(f"zodi train: resuming {work_dir} from {kind} {summary['resumed_from']} ({last.name})")
-    elif is_main:
-        # Starting over: the marker of an earlier run must not name a checkpoint of it.
-        (staging / "last_checkpoint").unlink(missing_ok=True)
-    if is_main:
-        write_settings_record(staging, settings)
-    cfg.work_dir = str(staging)
-    cfg.resume = bool(resume)
-    cfg.load_from = str(last) if resume else None  # the checkpoint chosen above, not mmengine's
-    cfg.randomness = dict(seed=seed, deterministic=False)
-    cfg.launcher = launcher
-    if cfg.get("default_hooks", {}).get("checkpoint") is not None:
-        cfg.default_hooks.checkpoint.backend_args = dict(backend=ATOMIC_BACKEND)
-
-    if int(os.environ.get("RANK", "0")) == 0:
-        _wait_for_unused_log_dir(staging)
+def _run(cfg, device, staging: Path, config_name: str) -> Runner:
+    """Build mmengine's Runner from the final config and train; return the runner."""
     # mmengine keys its logger and visualizer singletons by experiment name, by default
     # "<config>_<second>": two runs of one config in one process and second (seeds, tests) would
     # share them, and the second run's logs would land in the first run's folder.
@@ -742,23 +520,71 @@ def _train_locked(
                 runner.train()
     except TypeError as err:
         if "unexpected keyword argument" in str(err):
-            raise ConfigError(f"config {summary['mmseg_config']}: unknown key: {err}") from None
+            raise ConfigError(f"config {config_name}: unknown key: {err}") from None
         raise
     except OSError as err:
         if err.errno in OUT_OF_SPACE_ERRNOS:  # a log or marker write: say where (checkpoints do)
             raise os_error(err, err.filename or staging, "training write") from err
         raise
+    return runner
+
+
+def _train_locked(
+    cfg, work_dir: str, *, seed: int, resume: bool | str, launcher: str, device,
+    storage_options: dict, summary: dict[str, Any], started: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Train in the (locked) work dir; see :func:`train_model`."""
+    remote = work_dir.startswith("s3://")
+    staging = Path(tempfile.mkdtemp(prefix="zodi-train-")) if remote else Path(work_dir)
+    staging.mkdir(parents=True, exist_ok=True)
+    if remote:
+        cfg.custom_hooks = [
+            *cfg.get("custom_hooks", []),
+            dict(type="ZoDiSyncWorkDirHook", target=work_dir, storage_options=storage_options),
+        ]
+        if resume:
+            stage_resume(work_dir, staging, storage_options)
+    settings = training_settings(cfg, seed)
     last = latest_checkpoint(staging)
-    if last is None:
-        raise RuntimeError(f"training in {staging} ended without writing a checkpoint")
-    summary = {
-        "checkpoint": storage.join_uri(work_dir, last.name) if remote else str(last),
-        **summary,
-        "iterations": runner.iter,
-        "epochs": runner.epoch,
-        "losses": _final_losses(runner),
-        "seconds": round(time.monotonic() - started, 2),
-    }
+    resume = decide_resume(resume, last, read_settings_record(staging), settings, work_dir)
+    step = checkpoint_step(last) if resume else None
+    summary["resumed_from"] = step[1] if step else None
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    runner = None
+    # A schedule that another run (or an earlier attempt) finished leaves nothing to train.
+    if not (resume and schedule_done(last, cfg.train_cfg)):
+        if resume:
+            kind = "epoch" if step[0] == "epoch" else "iteration"
+            say(f"zodi train: resuming {work_dir} from {kind} {step[1]} ({last.name})")
+        elif is_main:
+            # Starting over: the marker of an earlier run must not name a checkpoint of it.
+            (staging / "last_checkpoint").unlink(missing_ok=True)
+        if is_main:
+            write_settings_record(staging, settings)
+            _wait_for_unused_log_dir(staging)
+        cfg.work_dir = str(staging)
+        cfg.resume = bool(resume)
+        cfg.load_from = str(last) if resume else None  # the checkpoint chosen above
+        cfg.randomness = dict(seed=seed, deterministic=False)
+        cfg.launcher = launcher
+        if cfg.get("default_hooks", {}).get("checkpoint") is not None:
+            cfg.default_hooks.checkpoint.backend_args = dict(backend=ATOMIC_BACKEND)
+        runner = _run(cfg, device, staging, summary["mmseg_config"])
+        last = latest_checkpoint(staging)
+        if last is None:
+            raise RuntimeError(f"training in {staging} ended without writing a checkpoint")
+    if runner is None:
+        iter_based = cfg.train_cfg.get("type") == "IterBasedTrainLoop"
+        n = summary["resumed_from"]
+        counts = {"iterations": n if iter_based else None, "epochs": None if iter_based else n}
+    else:
+        counts = {"iterations": runner.iter, "epochs": runner.epoch}
     if remote:
         shutil.rmtree(staging, ignore_errors=True)
-    return summary
+    return {
+        "checkpoint": storage.join_uri(work_dir, last.name) if remote else str(last),
+        **summary,
+        **counts,
+        "losses": _final_losses(runner) if runner else {},
+        "seconds": round(time.monotonic() - started, 2),
+    }
