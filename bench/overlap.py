@@ -27,6 +27,7 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/overlap.py [--images 8] [--steps
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -114,34 +115,21 @@ class GpuStandIn:
     def __init__(self, components, config) -> None:
         import copy
 
-        self.components, self.config = components, config
+        from zodi_core.transfer.sampler import TransferSampler
+
+        self.components, self.config = components, config.resolved()
         self.scheduler = copy.deepcopy(components.scheduler)
+        self.lineage = functools.partial(TransferSampler.lineage, self)
 
     def __call__(self, images, labels, sample_ids, config=None):
-        from zodi_core.transfer.sampler import TransferOutput, plan_timesteps, sample_seed
+        from zodi_core.transfer.sampler import TransferOutput
 
-        config = (config or self.config).resolved()
-        plan = plan_timesteps(self.scheduler, config)
+        config = self.config if config is None else config.resolved()
         time.sleep(self.seconds_per_image * len(images))
         outs = []
         for image, sid in zip(images, sample_ids, strict=True):
-            seed = sample_seed(config.seed, sid, config.seed_policy)
-            meta = {
-                "seed": seed,
-                "strength": config.effective_strength,
-                "k": plan.k,
-                "first_timestep": plan.first_timestep,
-                "noise_timestep": plan.noise_timestep,
-                "prompt": config.prompt_for(seed),
-                "negative_prompt": config.negative_prompt,
-                "palette": config.palette,
-                "method": config.method,
-                "model_revisions": {"base": "gpu stand-in"},
-                "config_digest": "",
-                "seconds": self.seconds_per_image,
-                "width": int(image.shape[1]),
-                "height": int(image.shape[0]),
-            }
+            meta = self.lineage(config, sid, digest="")
+            meta.update(seconds=self.seconds_per_image, width=image.shape[1], height=image.shape[0])
             outs.append(TransferOutput(np.ascontiguousarray(image), meta))
         return outs
 

@@ -43,13 +43,7 @@ from zodi_core.device import resolve_device
 from zodi_core.integrity import png_is_intact
 from zodi_core.transfer.lineage import generation_digest
 from zodi_core.transfer.models import Components, load_components
-from zodi_core.transfer.sampler import (
-    TransferSampler,
-    generation_size,
-    plan_timesteps,
-    sample_seed,
-    validate_pair,
-)
+from zodi_core.transfer.sampler import TransferSampler, generation_size, validate_pair
 
 #: PNG text keys of a generated image.
 PNG_DIGEST_KEY = "zodi.config_digest"
@@ -296,19 +290,6 @@ def _transfer_rows(
         elif not isinstance(components, Components):
             components = components()
         sampler = TransferSampler(components, config)
-        plan = plan_timesteps(sampler.scheduler, config)
-        base_meta = {
-            "strength": config.effective_strength,
-            "k": plan.k,
-            "first_timestep": plan.first_timestep,
-            "prompt": config.effective_prompt,
-            "negative_prompt": config.negative_prompt,
-            "palette": config.palette,
-            "method": config.method,
-            "model_revisions": dict(components.revisions),
-            "config_digest": digest,
-            "seconds": 0.0,
-        }
         # 3. batch i on the model, i+1 loading, i-1 writing; a sample that cannot be read (or
         # keyed) fails alone
         for i in range(len(batches)):
@@ -319,8 +300,7 @@ def _transfer_rows(
                 load = _submit_loads(loader, batches[i + 1], config, store, digest, storage_options)
             timings["load_wait"] += time.perf_counter() - t
             for r, key, err in failed:
-                seed = sample_seed(config.seed, r["sample_id"], config.seed_policy)
-                meta = {**base_meta, "seed": seed, "prompt": config.prompt_for(seed)}
+                meta = sampler.lineage(config, r["sample_id"], digest=digest)
                 rows_out[r["sample_id"]] = _row(r, config, store, key, meta, "failed", error=err)
                 result.failed += 1
                 result.errors[r["sample_id"]] = err

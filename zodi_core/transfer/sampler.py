@@ -17,18 +17,18 @@ random noise). Every image draws its noise from its own CPU generator seeded fro
 (seed, sample_id), in a fixed order (ε, then one variance noise per DDIM step), so an image's
 output does not depend on batch size, composition or order.
 
-Speed levers (``TransferConfig``, not in the generation digest: they change speed, not pixels
-beyond float rounding): ``channels_last``, ``sdpa_backend``, ``cudnn_benchmark``, ``tf32`` and
-``compile``. Compiled models see static shapes only (``dynamic=False``): a tail chunk is padded to
-the batch size, and timesteps reach the models as 0-d tensors, so after the first batch has
-compiled both shapes (N for the inversion, 2N for the CFG steps) no strength, step or tail chunk
-compiles again; an out-of-memory halving of the batch adds one shape (logged).
+Speed levers (``channels_last``, ``sdpa_backend``, ``cudnn_benchmark``, ``tf32``, ``compile``)
+change speed, not pixels beyond float rounding, and stay out of the generation digest. Compiled
+models see static shapes only: a tail chunk is padded to the batch size and timesteps are 0-d
+tensors, so no strength, step count or tail chunk compiles again.
+
+Torch is imported inside functions (import-time cost only, no circle): the runner, preview and
+``zodi_core.prompts`` import this module's pure helpers without loading torch.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import logging
 import math
@@ -56,15 +56,13 @@ INVERTING_METHODS = ("zodi", "inst")
 CONTROLNET_METHODS = ("zodi", "wo_si")
 
 
-# 1. Pure helpers: schedule, size, seeds, digest ---------------------------------------------
+# 1. Pure helpers: schedule, size, seeds -----------------------------------------------------
 
 
 def denoising_steps(num_inference_steps: int, strength: float) -> int:
-    """k = ⌊T·S⌋ (Eq. 9). Rounded to 9 decimals first so that 20·0.65 = 13.000000000000002 and
-    100·0.29 = 28.999999999999996 floor to the integer the user meant.
+    """k = ⌊T·S⌋ (Eq. 9), rounded to 9 decimals first (20·0.65 = 13.000000000000002 is 13).
 
-    Raises:
-        ValueError: strength outside (0, 1], steps < 1, or k = 0 (nothing would be denoised).
+    Raises ValueError: strength outside (0, 1], steps < 1, or k = 0.
     """
     if num_inference_steps < 1:
         raise ValueError(
@@ -97,13 +95,11 @@ class TimestepPlan:
 
 
 def plan_timesteps(scheduler: Any, config: TransferConfig) -> TimestepPlan:
-    """Set the scheduler's T-step grid and truncate it to the last k steps.
+    """Set the scheduler's T-step grid (``config.timestep_spacing``) and keep its last k steps.
 
-    ``consistent`` (ours): noise, invert and denoise at the first truncated timestep.
-    ``release``: noise and invert at ⌊1000·S⌋ (clipped to 999) while denoising still starts at the
-    grid step below it (fog, S = 0.6: t = 600 vs 551), the release's mismatch (SPEC "known defects").
-    The grid's spacing is ``config.timestep_spacing`` (set on the scheduler: the recorded setting
-    is the applied one, whatever the model folder's scheduler_config.json says).
+    ``consistent``: noise, invert and denoise at the first kept timestep. ``release``: noise and
+    invert at ⌊1000·S⌋ (clipped to 999), denoise from the grid step below it (fog: 600 vs 551),
+    the release's mismatch (SPEC "known defects").
     """
     T = config.num_inference_steps
     k = denoising_steps(T, config.effective_strength)
@@ -136,12 +132,8 @@ def generation_size(
 
 
 def sample_seed(seed: int, sample_id: str, policy: str = "per_image") -> int:
-    """The seed of one image's generator.
-
-    ``per_image``: a stable hash of (seed, sample_id) (sha256, not Python's salted ``hash``), so
-    the same frame gets the same noise in every run and on every machine. ``global``: ``seed``
-    for every image, as the release reseeds 42 before each image.
-    """
+    """The seed of one image's generator: ``per_image``, sha256 of (seed, sample_id) (the same
+    on every run and machine); ``global``, ``seed`` itself (the release reseeds 42 per image)."""
     if policy == "global":
         return int(seed)
     if policy != "per_image":
@@ -151,14 +143,8 @@ def sample_seed(seed: int, sample_id: str, policy: str = "per_image") -> int:
 
 
 def validate_pair(image: np.ndarray, label: np.ndarray, name: str = "sample") -> None:
-    """Check one source image and its train-id map before any model work.
-
-    Args:
-        image: (H, W, 3) uint8 RGB.
-        label: (H, W) uint8 train ids in 0..18 or 255.
-    Raises:
-        ValueError: naming ``name``, what was expected and what was received.
-    """
+    """Check an (H, W, 3) uint8 RGB image and its (H, W) train-id map (0..18, 255); a
+    ValueError names ``name``, what was expected and what was received."""
     image, label = np.asarray(image), np.asarray(label)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(
@@ -186,8 +172,7 @@ class TransferOutput:
 
     #: (H, W, 3) uint8 RGB: generation size, or the source size with ``resize_to_source``.
     image: np.ndarray
-    #: seed, strength, k, first_timestep, noise_timestep, prompt, negative_prompt, palette,
-    #: method, model_revisions, config_digest, seconds, width, height.
+    #: :meth:`TransferSampler.lineage` plus seconds, width and height.
     metadata: dict[str, Any]
 
 
@@ -195,12 +180,11 @@ class TransferSampler:
     """Batched ZoDi transfer on components passed in (see module docstring for the equations).
 
     Args:
-        components: diffusers/transformers components (:func:`~zodi_core.transfer.models.load_components`).
-        config: default settings; ``__call__`` may pass another config (e.g. another strength).
-            Its ``channels_last`` and ``compile`` apply here, once; the other levers per call.
+        components: :func:`~zodi_core.transfer.models.load_components`' (or tiny ones).
+        config: default settings, resolved here once; ``__call__`` may pass another config.
+            Its ``channels_last`` and ``compile`` apply here; the other levers per call.
         device, dtype: override :func:`~zodi_core.device.resolve_device` of the config.
-        compile_backend: ``torch.compile``'s backend when ``config.compile`` ('inductor'; tests
-            pass 'eager' or a counting backend).
+        compile_backend: ``torch.compile``'s backend when ``config.compile``.
     """
 
     def __init__(
@@ -213,17 +197,15 @@ class TransferSampler:
     ) -> None:
         import torch
 
-        self.config = config or TransferConfig()
+        self.config = (config or TransferConfig()).resolved()
         if device is None or dtype is None:
             dev, dt = resolve_device(self.config.device, self.config.dtype)
             device, dtype = device or dev, dtype or dt
         self.device = torch.device(device)
         self.dtype = dtype
         self.components = components
-        self.unet = self._place(components.unet)
-        self.controlnet = self._place(components.controlnet)
-        self.vae = self._place(components.vae)
-        self.text_encoder = self._place(components.text_encoder)
+        parts = (components.unet, components.controlnet, components.vae, components.text_encoder)
+        self.unet, self.controlnet, self.vae, self.text_encoder = map(self._place, parts)
         self.tokenizer = components.tokenizer
         # A private scheduler: set_timesteps mutates it, and samplers sharing components may run
         # in parallel threads (Prefect shard tasks) with different step counts.
@@ -236,11 +218,10 @@ class TransferSampler:
         #: compiled models see one batch size per generation size: chunks are padded to it
         self.static_batch = self.config.compile
         if self.config.compile:
-            compile_ = functools.partial(
-                torch.compile, fullgraph=False, dynamic=False, backend=compile_backend
+            self.unet, self.controlnet = (
+                torch.compile(m, dynamic=False, backend=compile_backend)
+                for m in (self.unet, self.controlnet)
             )
-            self.unet = compile_(self.unet)
-            self.controlnet = compile_(self.controlnet)
         self._prompt_cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _place(self, module: Any) -> Any:
@@ -249,7 +230,7 @@ class TransferSampler:
             return module.to(self.device, self.dtype)
         return module.to(self.device)
 
-    # -- building blocks (public so tests and the benchmark can call them) --
+    # -- building blocks (public: tests and the benchmark call them) --
 
     @property
     def vae_scale(self) -> int:
@@ -261,24 +242,17 @@ class TransferSampler:
 
         key = (prompt, negative_prompt)
         if key not in self._prompt_cache:
-            tokens = self.tokenizer(
-                [negative_prompt, prompt],
-                padding="max_length",
-                max_length=self.tokenizer.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(self.device)
+            tokens = self.tokenizer([negative_prompt, prompt], padding="max_length", truncation=True,
+                                    max_length=self.tokenizer.model_max_length,
+                                    return_tensors="pt").input_ids.to(self.device)  # fmt: skip
             with torch.inference_mode():
                 emb = self.text_encoder(tokens)[0].to(self.dtype)
             self._prompt_cache[key] = (emb[:1], emb[1:])
         return self._prompt_cache[key]
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """z0 = E(x)·scaling_factor. images: (N, 3, H, W) in [-1, 1] → (N, 4, H/8, W/8) float32.
-
-        The posterior mean, not a sample: deterministic and free of another random draw (the VAE's
-        posterior std is negligible next to the noise of Eq. 1).
-        """
+        """z0 = E(x)·scaling_factor: (N, 3, H, W) in [-1, 1] → (N, 4, H/8, W/8) float32; the
+        posterior mean (its std is negligible next to Eq. 1's noise; no extra random draw)."""
         import torch
 
         x = images.to(self.device, self.dtype)
@@ -300,13 +274,8 @@ class TransferSampler:
         control: torch.Tensor | None,
         conditioning_scale: float,
     ) -> torch.Tensor:
-        """ε_θ(z_t, t, c_p, y): one ControlNet call (when ``control`` is given) and one UNet call.
-
-        Args:
-            latents: (B, 4, h, w); embeddings: (B, 77, D); control: (B, 3, 8h, 8w) in [0, 1] or None.
-        Returns:
-            (B, 4, h, w) float32.
-        """
+        """ε_θ(z_t, t, c_p, y): (B, 4, h, w) float32, from one ControlNet call (``control``:
+        (B, 3, 8h, 8w) in [0, 1], or None for none) and one UNet call; embeddings (B, 77, D)."""
         x = latents.to(self.dtype)
         extra: dict[str, Any] = {}
         if control is not None:
@@ -336,15 +305,9 @@ class TransferSampler:
         control: torch.Tensor | None,
         config: TransferConfig,
     ) -> torch.Tensor:
-        """The latent the k denoising steps start from.
-
-        Random noise (sdedit, wo_si): z_t = α_t z0 + σ_t ε [Eq. 1]. Stochastic inversion (zodi,
-        inst): ε_k = ε_θ(z_t, t, c_p, y) with the conditional branch only [Eq. 4], then
-        z'_k = α_t z0 + σ_t ε_k [Eq. 5].
-
-        Args:
-            z0: (N, 4, h, w) float32; noise: (N, 4, h, w) float32 ε; positive: (1, 77, D).
-        """
+        """The latent the k denoising steps start from: z_t = α_t z0 + σ_t ε [Eq. 1] (sdedit,
+        wo_si), or with the inversion (zodi, inst) ε_k = ε_θ(z_t, t, c_p, y), conditional branch
+        only [Eq. 4], and z'_k = α_t z0 + σ_t ε_k [Eq. 5]. z0, noise: (N, 4, h, w) float32."""
         import torch
 
         a, s = self.alpha_sigma(plan.noise_timestep)
@@ -375,12 +338,8 @@ class TransferSampler:
         config: TransferConfig,
     ) -> torch.Tensor:
         """k DDIM steps with CFG; both branches go through ONE batched ControlNet + UNet call.
-
-        Args:
-            step_noise: (k, N, 4, h, w) float32 DDIM variance noise, drawn per image (see
-                :func:`draw_noise`); DDIMScheduler.step takes a single generator, so per-image
-                noise is passed as ``variance_noise``. None when eta = 0.
-        """
+        ``step_noise``: (k, N, 4, h, w) float32 per-image variance noise (:func:`draw_noise`;
+        DDIMScheduler.step takes one generator, hence ``variance_noise``), or None when eta = 0."""
         import torch
 
         n = latents.shape[0]
@@ -413,20 +372,17 @@ class TransferSampler:
         sample_ids: Sequence[str],
         config: TransferConfig | None = None,
     ) -> list[TransferOutput]:
-        """Transfer a list of images to ``config.domain``.
+        """Transfer ``images`` (each (H, W, 3) uint8 RGB, sizes may differ) with their ``labels``
+        ((H, W) uint8 train ids) to ``config.domain`` (default: the sampler's config); one
+        :class:`TransferOutput` per input, in input order. ``sample_ids`` seed the generators.
 
-        Args:
-            images: each (H, W, 3) uint8 RGB; sizes may differ (grouped by generation size).
-            labels: each (H, W) uint8 train ids (0..18, 255) of the same size as its image.
-            sample_ids: frame ids; seed the per-image generators.
-            config: overrides the sampler's config for this call.
-        Returns:
-            One :class:`TransferOutput` per input, in input order.
         Raises:
             ValueError: mismatched lengths or a bad image/label pair (named by sample id).
             RuntimeError: out of GPU memory even at batch size 1.
         """
-        config = (config or self.config).resolved()
+        import torch
+
+        config = self.config if config is None else config.resolved()
         if not (len(images) == len(labels) == len(sample_ids)):
             raise ValueError(
                 f"images, labels, sample_ids: expected equal lengths, received "
@@ -444,8 +400,7 @@ class TransferSampler:
             groups.setdefault(size, []).append(i)
         results: list[TransferOutput | None] = [None] * len(images)
         for size, idx in groups.items():
-            start = 0
-            batch = config.batch_size
+            start, batch = 0, config.batch_size
             while start < len(idx):
                 chunk = idx[start : start + batch]
                 try:
@@ -459,9 +414,11 @@ class TransferSampler:
                         batch,
                     )
                 except RuntimeError as err:
-                    if not _is_oom(err):
+                    oom = isinstance(err, torch.cuda.OutOfMemoryError)
+                    if not (oom or "out of memory" in str(err).lower()):
                         raise
-                    _free_cuda()
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
                     if batch == 1:
                         raise RuntimeError(
                             f"out of GPU memory on {self.device} at batch size 1 for a "
@@ -473,17 +430,42 @@ class TransferSampler:
                         log.warning(
                             "out of GPU memory at batch size %d: batch halved to %d; the "
                             "compiled models compile this new shape once (set batch_size=%d)",
-                            batch * 2,
-                            batch,
-                            batch,
-                        )
+                            batch * 2, batch, batch,
+                        )  # fmt: skip
                     continue
                 for i, out in zip(chunk, outs, strict=True):
-                    results[i] = TransferOutput(
-                        out, self._metadata(config, plan, sample_ids[i], digest, seconds, out)
-                    )
+                    meta = self.lineage(config, sample_ids[i], plan, digest)
+                    meta.update(seconds=seconds, width=out.shape[1], height=out.shape[0])
+                    results[i] = TransferOutput(out, meta)
                 start += len(chunk)
         return [r for r in results if r is not None]
+
+    def lineage(
+        self,
+        config: TransferConfig,
+        sample_id: str,
+        plan: TimestepPlan | None = None,
+        digest: str | None = None,
+    ) -> dict[str, Any]:
+        """What one image's output depends on: seed, strength, k, first_timestep,
+        noise_timestep, prompt, negative_prompt, palette, method, model_revisions and
+        config_digest (``digest``, default :func:`~zodi_core.transfer.lineage.transfer_digest`).
+        ``config``: resolved; ``plan``: :func:`plan_timesteps`' (computed when None)."""
+        plan = plan or plan_timesteps(self.scheduler, config)
+        seed = sample_seed(config.seed, sample_id, config.seed_policy)
+        return {
+            "seed": seed,
+            "strength": config.effective_strength,
+            "k": plan.k,
+            "first_timestep": plan.first_timestep,
+            "noise_timestep": plan.noise_timestep,
+            "prompt": config.prompt_for(seed),
+            "negative_prompt": config.negative_prompt,
+            "palette": config.palette,
+            "method": config.method,
+            "model_revisions": dict(self.components.revisions),
+            "config_digest": transfer_digest(config) if digest is None else digest,
+        }
 
     def _run_chunk(
         self,
@@ -549,24 +531,13 @@ class TransferSampler:
         plan: TimestepPlan,
         config: TransferConfig,
     ) -> torch.Tensor:
-        """The model work of one batch (steps 1-4 of the module docstring), under the config's
-        speed levers (:func:`~zodi_core.device.speed_levers`).
-
-        Args:
-            x: (N, 3, H, W) float32 in [-1, 1]; control: (N, 3, H, W) float32 in [0, 1];
-            eps: (N, 4, h, w) float32; step_noise: (k or 0, N, 4, h, w) float32;
-            negative: (1, 77, D); positive: (1 or N, 77, D).
-        Returns:
-            (N, 3, H, W) float32 in [-1, 1].
-        """
+        """Steps 1-4 of one batch under the config's speed levers: x (N, 3, H, W) float32 in
+        [-1, 1], control (N, 3, H, W) in [0, 1], eps (N, 4, h, w), step_noise (k or 0, N, 4, h,
+        w), negative (1, 77, D), positive (1 or N, 77, D) → (N, 3, H, W) float32 in [-1, 1]."""
         import torch
 
-        levers = speed_levers(
-            self.device,
-            sdpa_backend=config.sdpa_backend,
-            cudnn_benchmark=config.cudnn_benchmark,
-            tf32=config.tf32,
-        )
+        levers = speed_levers(self.device, sdpa_backend=config.sdpa_backend,
+                              cudnn_benchmark=config.cudnn_benchmark, tf32=config.tf32)  # fmt: skip
         with levers, torch.inference_mode():
             try:
                 z0 = self.encode(x)
@@ -586,33 +557,6 @@ class TransferSampler:
                     ) from None
                 raise
 
-    def _metadata(
-        self,
-        config: TransferConfig,
-        plan: TimestepPlan,
-        sample_id: str,
-        digest: str,
-        seconds: float,
-        image: np.ndarray,
-    ) -> dict[str, Any]:
-        seed = sample_seed(config.seed, sample_id, config.seed_policy)
-        return {
-            "seed": seed,
-            "strength": config.effective_strength,
-            "k": plan.k,
-            "first_timestep": plan.first_timestep,
-            "noise_timestep": plan.noise_timestep,
-            "prompt": config.prompt_for(seed),
-            "negative_prompt": config.negative_prompt,
-            "palette": config.palette,
-            "method": config.method,
-            "model_revisions": dict(self.components.revisions),
-            "config_digest": digest,
-            "seconds": seconds,
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
-        }
-
 
 # 3. Small internals --------------------------------------------------------------------------
 
@@ -620,15 +564,9 @@ class TransferSampler:
 def draw_noise(
     seeds: Sequence[int], shape: Sequence[int], steps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every random draw of a batch, image by image from its own CPU generator.
-
-    Image i's generator (seeded ``seeds[i]``) yields, in this order, ε of Eq. 1 and then one
-    variance noise per DDIM step. CPU generators make the values the same on every device, and
-    one generator per image makes them independent of batch size, composition and order.
-
-    Returns:
-        eps (N, *shape) and step noise (steps, N, *shape), float32, on CPU.
-    """
+    """Every random draw of a batch: image i's CPU generator (seeded ``seeds[i]``: the same
+    values on every device and in any batch) yields ε of Eq. 1, then one variance noise per DDIM
+    step. Returns eps (N, *shape) and step noise (steps, N, *shape), float32, on CPU."""
     import torch
 
     eps, per_step = [], []
@@ -652,16 +590,3 @@ def _pad_rows(t: torch.Tensor, rows: int, dim: int = 0) -> torch.Tensor:
         return t
     last = t.narrow(dim, t.shape[dim] - 1, 1)
     return torch.cat([t, *([last] * missing)], dim=dim)
-
-
-def _is_oom(err: BaseException) -> bool:
-    import torch
-
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
-def _free_cuda() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
