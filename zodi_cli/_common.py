@@ -1,24 +1,105 @@
-"""Helpers shared by the ``zodi`` subcommand modules: errors, demo set-up, Prefect settings.
+"""What the ``zodi`` subcommands share: option declarations, errors and the error line, config
+overrides, the demo set-up and Prefect settings.
 
 Nothing here imports a heavy library at import time; ``zodi --help`` imports this module.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
+import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# Options -----------------------------------------------------------------------------------------
+
+PRESETS = ("paper", "default", "demo")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+#: Options several subcommands share, declared once: flags → add_argument keywords.
+SHARED: dict[str, dict[str, Any]] = {
+    "--json": {"action": "store_true", "help": "end with one line of JSON summarising what was "
+               "done (also on failure: ok=false and the error)"},
+    "-v --verbose": {"action": "store_true", "default": argparse.SUPPRESS,
+                     "help": "show library and Prefect logs, and the traceback of an error"},
+    "--models": {"help": "base model: hub id or local folder (a controlnet/ inside is used; "
+                 "overrides the config)"},
+    "--controlnet": {"help": "ControlNet: hub id or local folder (overrides the config)"},
+    "--preset": {"default": "default", "choices": PRESETS,
+                 "help": "settings preset the other options override (default: default)"},
+    "--device": {"help": "auto (default: CUDA when available), cpu, cuda or cuda:N"},
+    "--dtype": {"choices": DTYPES, "help": "weights' dtype (default: auto, float16 on CUDA, "
+                "float32 on CPU)"},
+    "--steps": {"type": int, "help": "T, DDIM steps of the full schedule"},
+    "--batch-size": {"type": int, "help": "images per sampler call"},
+}  # fmt: skip
+
+
+def shared(*flags: str, **changes: Any) -> dict[str, dict[str, Any]]:
+    """The :data:`SHARED` declarations of ``flags``, with a command's ``changes`` (help, default)."""
+    return {flag: {**SHARED[flag], **changes} for flag in flags}
+
+
+def add_options(p: argparse.ArgumentParser, options: dict[str, str | dict[str, Any]]) -> None:
+    """Add options declared as ``{"--flag": help}`` or ``{"--flag": add_argument keywords}``."""
+    for flags, spec in options.items():
+        p.add_argument(*flags.split(), **({"help": spec} if isinstance(spec, str) else spec))
+
+
+def command(
+    sub: argparse._SubParsersAction,
+    parent: argparse.ArgumentParser,
+    name: str,
+    func: Callable[[argparse.Namespace], dict[str, Any]],
+    summary: str,
+    description: str,
+    options: dict[str, str | dict[str, Any]],
+) -> argparse.ArgumentParser:
+    """Register subcommand ``name``: ``func(args)`` does the work and returns its JSON summary."""
+    p = sub.add_parser(name, parents=[parent], help=summary, description=description)
+    add_options(p, options)
+    p.set_defaults(func=func)
+    return p
+
+
+def given(args: argparse.Namespace, fields: dict[str, str]) -> dict[str, Any]:
+    """Config fields set on the command line: ``{dest: field}`` → ``{field: value}``, unset ones
+    (None) left to the preset or config file."""
+    values = {field: getattr(args, dest, None) for dest, field in fields.items()}
+    return {field: value for field, value in values.items() if value is not None}
+
+
+def models_overrides(models: str | None, controlnet: str | None) -> dict[str, Any]:
+    """ModelsConfig fields set by ``--models`` / ``--controlnet`` (every command's one rule): a
+    local ``--models DIR`` holding ``controlnet/`` uses it unless ``--controlnet`` names another."""
+    from zodi_core.model_source import holds_controlnet, is_local
+
+    out: dict[str, Any] = {}
+    if models:
+        out["base"] = models
+        if is_local(models) and not Path(models).expanduser().is_dir():
+            raise FileNotFoundError(f"--models: model folder {models!r} does not exist")
+        if holds_controlnet(models):
+            out["controlnet"] = None  # <base>/controlnet
+    if controlnet:
+        out["controlnet"] = controlnet
+    return out
+
+
+# Errors ------------------------------------------------------------------------------------------
+
 
 class CommandError(Exception):
     """An error a command reports as its one final line; ``exit_code`` says which kind.
 
-    ``summary`` (optional) is merged into the ``--json`` line, so that a failed command still
-    says what it did (e.g. images written before the failure).
+    ``summary`` is merged into the ``--json`` line: a failed command still says what it did.
     """
 
     exit_code = 1
@@ -37,8 +118,6 @@ class CLIError(CommandError):
 class RunFailed(CommandError):
     """The work itself failed (a failed flow run, failed images, an outage): exit code 1."""
 
-    exit_code = 1
-
 
 #: Exit codes: 0 success, 1 the work failed, 2 usage or configuration error, 130 interrupted.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -56,17 +135,17 @@ def classify(err: BaseException) -> int:
         return err.exit_code
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED
-    if _is(err, "zodi_core.storage", "TransientStorageError"):  # an outage: the work failed
+    # An outage or a full disk: the work failed; bad files found in a dataset too.
+    for name in ("TransientStorageError", "OutOfSpaceError"):
+        if _is(err, "zodi_core.storage", name):
+            return EXIT_FAILED
+    if _is(err, "zodi_core.datasets.ingest", "IngestError"):
         return EXIT_FAILED
-    if _is(err, "zodi_core.storage", "OutOfSpaceError"):  # a full disk: the work failed
-        return EXIT_FAILED
-    if _is(err, "zodi_core.storage", "StorageError"):
-        # Permanent: credentials, missing bucket, refused key, no permission: configuration.
-        return EXIT_USAGE
-    if _is(err, "zodi_core.datasets.ingest", "IngestError"):  # bad files found in a dataset
-        return EXIT_FAILED
+    # Permanent storage errors (credentials, missing bucket, no permission) are configuration;
     # ConfigError, ManifestError, PreflightError are ValueErrors: bad configuration or input.
-    if isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)):
+    if _is(err, "zodi_core.storage", "StorageError") or isinstance(
+        err, (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+    ):
         return EXIT_USAGE
     return EXIT_FAILED
 
@@ -92,33 +171,54 @@ def message_lines(err: BaseException) -> list[str]:
     return lines + [n.strip() for n in notes if isinstance(n, str) and n.strip()]
 
 
-def models_overrides(models: str | None, controlnet: str | None) -> dict[str, Any]:
-    """ModelsConfig fields set by ``--models`` / ``--controlnet`` (every command's one rule).
+def report_failure(
+    command: str | None, err: BaseException, as_json: bool, verbose: bool, start: float
+) -> int:
+    """End a failed command: several problems one per line, then the one error line
+    ``zodi COMMAND: error: ...`` (and the ``--json`` line); return the exit code."""
+    code = classify(err)
+    lines = message_lines(err)
+    if verbose and not (isinstance(err, CommandError) and "usage" in err.summary):
+        traceback.print_exception(err, file=sys.stderr)
+    if len(lines) > 2:
+        for line in lines[1:]:
+            print(f"  {line.strip()}", file=sys.stderr)
+        msg = f"{lines[0].rstrip(':')} (listed above)"
+    else:
+        msg = " ".join(line.strip() for line in lines)
+    if code == EXIT_FAILED and not verbose and not _expected(err):
+        msg += " (rerun with --verbose for the traceback)"
+    prog = f"zodi {command}" if command else "zodi"
+    if code == EXIT_INTERRUPTED:
+        print(f"{prog}: interrupted", file=sys.stderr)
+    else:
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+    if as_json:
+        summary = {k: v for k, v in getattr(err, "summary", {}).items() if k != "usage"}
+        out = {"command": command, **summary, "ok": False, "exit_code": code, "error": msg}
+        print(json.dumps({**out, "seconds": round(time.perf_counter() - start, 3)}, default=str))
+    return code
 
-    A local ``--models DIR`` holding ``controlnet/`` (what ``zodi tiny-models``, ``zodi
-    pocket-models`` and ``zodi models download`` write) uses that ControlNet unless
-    ``--controlnet`` names another.
-    """
-    from zodi_core.model_source import holds_controlnet, is_local
 
-    out: dict[str, Any] = {}
-    if models:
-        out["base"] = models
-        if is_local(models) and not Path(models).expanduser().is_dir():
-            raise FileNotFoundError(f"--models: model folder {models!r} does not exist")
-        if holds_controlnet(models):
-            out["controlnet"] = None  # <base>/controlnet
-    if controlnet:
-        out["controlnet"] = controlnet
-    return out
+def flow_failure(state: Any, result: Any, summary: dict[str, Any] | None = None) -> CommandError:
+    """The one-line error of a flow run that did not complete: the exception that failed it
+    (its kind decides the exit code), else the state's name and message."""
+    if isinstance(result, BaseException):
+        cls = CLIError if classify(result) == EXIT_USAGE else RunFailed
+        err = cls("\n".join(message_lines(result)), summary)
+        err.__cause__ = result
+        return err
+    message = (getattr(state, "message", None) or "").strip()
+    name = getattr(state, "name", None) or "failed"
+    return RunFailed(f"flow run ended {name}" + (f": {message}" if message else ""), summary)
 
 
-def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] | None = None):
-    """Write the demo's synthetic data under ``workdir``; choose its models.
+# Demo --------------------------------------------------------------------------------------------
 
-    The models are the project's committed pocket models (diffusion models trained on the
-    synthetic world by ``zodi pocket-models``: their transfer means something), or, in a checkout
-    without them, tiny random-weight models written under ``workdir`` (reused).
+
+def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] = lambda _: None):
+    """Write the demo's synthetic data under ``workdir``; choose its models: the committed pocket
+    models, or in a checkout without them tiny random-weight models under ``workdir`` (reused).
 
     Returns ``(data, models_dir)``: the dataset roots by name and the models' folder.
     """
@@ -126,27 +226,26 @@ def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] | None
     from zodi_core.pocket import WEIGHTS_DIR, is_pocket_models
     from zodi_core.transfer.models import write_tiny_models
 
-    say = log or (lambda _msg: None)
-    say(f"1/3 synthetic data → {workdir / 'data'}")
+    log(f"1/3 synthetic data → {workdir / 'data'}")
     data = write_synthetic(workdir / "data", seed=seed)
     if is_pocket_models(WEIGHTS_DIR):
-        say(f"2/3 pocket models (trained here on the synthetic world): {WEIGHTS_DIR}")
+        log(f"2/3 pocket models (trained here on the synthetic world): {WEIGHTS_DIR}")
         return data, WEIGHTS_DIR
     models_dir = workdir / "models" / "tiny-sd15-controlnet"
-    if not (models_dir / "model_index.json").exists():
-        say(f"2/3 tiny models → {models_dir}")
-        write_tiny_models(models_dir)
+    if (models_dir / "model_index.json").exists():
+        log(f"2/3 tiny models: reusing {models_dir}")
     else:
-        say(f"2/3 tiny models: reusing {models_dir}")
+        log(f"2/3 tiny models → {models_dir}")
+        write_tiny_models(models_dir)
     return data, models_dir
 
 
 def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: list[str]):
     """The demo's PipelineConfig: synthetic roots, the demo's models, local storage in workdir.
 
-    With pocket models the negative prompt is empty (they learned the empty caption as classifier-
-    free guidance's unconditional branch, and their corpus holds no "worst quality" images) and T
-    is 10, not the demo preset's 4: at 4 steps their night scenes come out brown and muddled.
+    Pocket models get an empty negative prompt (they learned the empty caption as classifier-free
+    guidance's unconditional branch) and T = 10: at the demo preset's 4 their night scenes come
+    out brown and muddled.
     """
     from zodi_core.config import DatasetSpec, PipelineConfig
     from zodi_core.pocket import is_pocket_models
@@ -154,36 +253,31 @@ def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: 
     transfer: dict[str, Any] = {"models": {"base": str(models_dir), "controlnet": None}}
     if is_pocket_models(Path(models_dir)):
         transfer.update(negative_prompt="", num_inference_steps=10)
-
+    acdc = [DatasetSpec(dataset="acdc", root=data["acdc"], condition=d, split="val")
+            for d in domains if d != "game"]  # fmt: skip
+    gta5 = [DatasetSpec(dataset="gta5", root=data["gta5"])] if "game" in domains else []
     return PipelineConfig.preset(
         "demo",
         source=DatasetSpec(dataset="cityscapes", root=data["cityscapes"], split="train"),
         source_val=DatasetSpec(dataset="cityscapes", root=data["cityscapes"], split="val"),
-        targets=[
-            DatasetSpec(dataset="acdc", root=data["acdc"], condition=d, split="val")
-            for d in domains
-            if d != "game"
-        ]
-        + ([DatasetSpec(dataset="gta5", root=data["gta5"])] if "game" in domains else []),
+        targets=acdc + gta5,
         domains=domains,
         storage={"root": str(workdir / "artifacts")},
         transfer=transfer,
     )
 
 
-# Prefect ---------------------------------------------------------------------------------------
+# Prefect -----------------------------------------------------------------------------------------
 
 
 @contextmanager
 def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Iterator[None]:
     """Settings for a Prefect-backed command, set before Prefect reads them, restored after.
 
-    The ephemeral server's telemetry is off and it gets 120 s to start (Prefect's 20 s is too
-    short on a busy machine). With ``workdir`` (the demo), Prefect's database and cached results
-    live inside it, so a second run finds the first run's cache records. Unless ``verbose``,
-    Prefect's console logs (flow/task run lines, tracebacks of failed tasks) and Python warnings
-    stay out of the console: the command prints its own progress and ends a failure with one
-    line. An explicit user setting of any of these variables wins.
+    Telemetry off; the ephemeral server gets 120 s to start (Prefect's 20 s is too short on a busy
+    machine). With ``workdir`` (the demo), Prefect's database and results live inside it, so a
+    second run finds the first run's cache records. Unless ``verbose``, Prefect's console logs and
+    Python warnings stay out of the console. A user's own setting of a variable wins.
     """
     env = {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -197,8 +291,7 @@ def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Itera
         env["PREFECT_LOGGING_LEVEL"] = "WARNING"
         env["PREFECT_SERVER_LOGGING_LEVEL"] = "ERROR"
     added = [key for key in env if key not in os.environ]
-    for key in added:
-        os.environ[key] = env[key]
+    os.environ.update({key: env[key] for key in added})
     try:
         if verbose:
             yield
@@ -215,11 +308,9 @@ def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Itera
 def _muted_console() -> Iterator[None]:
     """Raise every console log handler above CRITICAL for the duration; then restore them.
 
-    Prefect configures logging once per process (``prefect.main``; done here if not yet): its
-    console handler sits on the root logger, where flow and task run records propagate, and on
-    the server's loggers (uvicorn, fastapi). They are muted by level, whatever configured them;
-    the API handler is untouched, so a server keeps the run logs for its UI. Handlers created
-    during the run (mmengine's loggers) are left alone: training keeps TrainConfig.log_level.
+    Prefect's console handlers (root logger, server loggers) are muted by level, whatever
+    configured them; its API handler is untouched (a server keeps the run logs), and handlers
+    created during the run (mmengine's) keep TrainConfig.log_level.
     """
     import logging
 
@@ -230,33 +321,15 @@ def _muted_console() -> Iterator[None]:
     loggers = [logging.getLogger()] + [
         lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
     ]
-    for lg in loggers:
-        for handler in lg.handlers:
-            console = isinstance(handler, logging.StreamHandler) and not isinstance(
-                handler, logging.FileHandler
-            )
-            if console and id(handler) not in muted:
-                muted[id(handler)] = (handler, handler.level)
-                handler.setLevel(logging.CRITICAL + 1)
+    for handler in (h for lg in loggers for h in lg.handlers):
+        console = isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        )
+        if console and id(handler) not in muted:
+            muted[id(handler)] = (handler, handler.level)
+            handler.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
         for handler, level in muted.values():
             handler.setLevel(level)
-
-
-def flow_failure(state: Any, result: Any, summary: dict[str, Any] | None = None) -> CommandError:
-    """The one-line error of a flow run that did not complete.
-
-    The exception that failed the run gives the message and the exit code (2 for configuration
-    errors, 1 otherwise); without one, the state's name and message.
-    """
-    if isinstance(result, BaseException):
-        lines = message_lines(result)
-        cls = CLIError if classify(result) == EXIT_USAGE else RunFailed
-        err = cls("\n".join(lines), summary)
-        err.__cause__ = result
-        return err
-    message = (getattr(state, "message", None) or "").strip()
-    name = getattr(state, "name", None) or "failed"
-    return RunFailed(f"flow run ended {name}" + (f": {message}" if message else ""), summary)

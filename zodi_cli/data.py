@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from zodi_cli._common import RunFailed
+from zodi_cli._common import RunFailed, command
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -20,65 +20,51 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "synth",
-        parents=[parent],
-        help="write synthetic Cityscapes/ACDC/GTA5-style datasets with exact labels",
-        description="Write procedural street scenes with exact labels in the real layouts: "
-        "OUT/cityscapes (leftImg8bit + gtFine labelIds and colour), OUT/acdc (night, fog, rain, "
-        "snow renderings of other scenes, gt_labelTrainIds) and OUT/gta5 (game look). "
-        "Deterministic by seed.",
-    )
-    p.add_argument("--out", required=True, help="destination folder")
-    p.add_argument("--seed", type=int, default=0, help="base seed (default: %(default)s)")
-    p.add_argument("--size", type=_size, default=(256, 128), help="WIDTHxHEIGHT (default: 256x128)")
-    p.add_argument("--n-train", type=int, default=8, help="Cityscapes train images (default: 8)")
-    p.add_argument("--n-val", type=int, default=4, help="Cityscapes val images (default: 4)")
-    p.add_argument("--n-target", type=int, default=4, help="ACDC images per condition (default: 4)")
-    p.add_argument("--n-gta", type=int, default=8, help="GTA5-style images (default: 8)")
-    p.set_defaults(func=run_synth)
-
-    p = sub.add_parser(
-        "ingest",
-        parents=[parent],
-        help="validate a dataset folder and write its Parquet samples manifest",
-        description="Pair images and labels by id, decode and check every sample, and write a "
-        "Parquet 'samples' manifest atomically. Every bad file is reported as 'PATH: reason'; "
-        "any bad file fails the run (exit 1, no manifest) unless --skip-invalid, which writes "
-        "the good samples and OUT.rejects.parquet (OUT without its .parquet suffix).",
-    )
-    p.add_argument(
-        "--dataset", required=True, choices=("cityscapes", "acdc", "gta5"),
-        help="dataset layout of --root",
+    command(sub, parent, "synth", run_synth,
+        "write synthetic Cityscapes/ACDC/GTA5-style datasets with exact labels",
+        "Write procedural street scenes with exact labels in the real layouts: OUT/cityscapes "
+        "(leftImg8bit + gtFine labelIds and colour), OUT/acdc (night, fog, rain, snow renderings "
+        "of other scenes, gt_labelTrainIds) and OUT/gta5 (game look). Deterministic by seed.",
+        {
+            "--out": {"required": True, "help": "destination folder"},
+            "--seed": {"type": int, "default": 0, "help": "base seed (default: %(default)s)"},
+            "--size": {"type": _size, "default": (256, 128), "help": "WIDTHxHEIGHT (default: 256x128)"},
+            "--n-train": {"type": int, "default": 8, "help": "Cityscapes train images (default: 8)"},
+            "--n-val": {"type": int, "default": 4, "help": "Cityscapes val images (default: 4)"},
+            "--n-target": {"type": int, "default": 4, "help": "ACDC images per condition (default: 4)"},
+            "--n-gta": {"type": int, "default": 8, "help": "GTA5-style images (default: 8)"},
+        },
     )  # fmt: skip
-    p.add_argument("--root", required=True, help="dataset root folder")
-    p.add_argument(
-        "--split", default="train", help="split folder (cityscapes, acdc; default: train)"
-    )
-    p.add_argument("--condition", help="ACDC condition: night, fog, rain or snow")
-    p.add_argument("--subset", type=int, help="keep a random subset of N images (GTA5: 1000)")
-    p.add_argument("--subset-seed", type=int, default=0, help="seed of the subset (default: 0)")
-    p.add_argument("--out", required=True, help="manifest URI (local path or s3://bucket/key)")
-    p.add_argument(
-        "--skip-invalid", action="store_true", help="write the good samples and a rejects list"
-    )
-    p.add_argument("--workers", type=int, help="decoding threads (default: min(8, CPUs))")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(func=run_ingest)
+    command(sub, parent, "ingest", run_ingest,
+        "validate a dataset folder and write its Parquet samples manifest",
+        "Pair images and labels by id, decode and check every sample, and write a Parquet "
+        "'samples' manifest atomically. Every bad file is reported as 'PATH: reason'; any bad "
+        "file fails the run (exit 1, no manifest) unless --skip-invalid, which writes the good "
+        "samples and OUT.rejects.parquet (OUT without its .parquet suffix).",
+        {
+            "--dataset": {"required": True, "choices": ("cityscapes", "acdc", "gta5"),
+                          "help": "dataset layout of --root"},
+            "--root": {"required": True, "help": "dataset root folder"},
+            "--split": {"default": "train", "help": "split folder (cityscapes, acdc; default: train)"},
+            "--condition": "ACDC condition: night, fog, rain or snow",
+            "--subset": {"type": int, "help": "keep a random subset of N images (GTA5: 1000)"},
+            "--subset-seed": {"type": int, "default": 0, "help": "seed of the subset (default: 0)"},
+            "--out": {"required": True, "help": "manifest URI (local path or s3://bucket/key)"},
+            "--skip-invalid": {"action": "store_true",
+                               "help": "write the good samples and a rejects list"},
+            "--workers": {"type": int, "help": "decoding threads (default: min(8, CPUs))"},
+            "--no-progress": {"action": "store_true", "help": "no progress bar on stderr"},
+        },
+    )  # fmt: skip
 
 
 def run_synth(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.datasets.synth import write_synthetic
 
     out = write_synthetic(
-        args.out,
-        seed=args.seed,
-        size=args.size,
-        n_train=args.n_train,
-        n_val=args.n_val,
-        n_target=args.n_target,
-        n_gta=args.n_gta,
-    )
+        args.out, seed=args.seed, size=args.size, n_train=args.n_train, n_val=args.n_val,
+        n_target=args.n_target, n_gta=args.n_gta,
+    )  # fmt: skip
     for name in ("cityscapes", "acdc", "gta5"):
         print(f"{name}: {out[name]}", file=sys.stderr)
     return out
@@ -89,24 +75,16 @@ def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.datasets.ingest import IngestError, ingest_dataset
 
     spec = DatasetSpec(
-        dataset=args.dataset,
-        root=args.root,
-        split=args.split,
-        condition=args.condition,
-        subset=args.subset,
-        subset_seed=args.subset_seed,
-    )
+        dataset=args.dataset, root=args.root, split=args.split, condition=args.condition,
+        subset=args.subset, subset_seed=args.subset_seed,
+    )  # fmt: skip
     try:
         result = ingest_dataset(
-            spec,
-            args.out,
-            skip_invalid=args.skip_invalid,
-            workers=args.workers,
+            spec, args.out, skip_invalid=args.skip_invalid, workers=args.workers,
             progress=not args.no_progress,
-        )
+        )  # fmt: skip
     except IngestError as err:
-        # Problems found in the data (the work failed, exit 1): one line per bad file, then
-        # the command's one error line.
+        # Problems found in the data (exit 1): one line per bad file, then the error line.
         for line in str(err).splitlines()[1:]:
             print(line, file=sys.stderr)
         rejects = [str(p) for p in err.problems]

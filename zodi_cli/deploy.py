@@ -10,63 +10,55 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from zodi_cli._common import CLIError, RunFailed, demo_config, flow_failure, prepare_demo
+from zodi_cli._common import (
+    CLIError,
+    RunFailed,
+    add_options,
+    command,
+    demo_config,
+    flow_failure,
+    prepare_demo,
+)
 from zodi_core.polling import poll
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "deploy",
-        parents=[parent],
-        help="create the work pools, blocks and deployments on a Prefect server (idempotent)",
-        description="Create or update the zodi-local (process) and zodi-gpu (Kubernetes, GPU "
-        "job template) work pools, the S3 result-storage block (with --s3-root), and every "
-        "deployment of deployments/prefect.yaml. Running it again changes nothing. Needs "
-        "PREFECT_API_URL.",
-    )
-    p.add_argument(
-        "--only", choices=("all", "local", "gpu"), default="all",
-        help="pools and deployments to create (default: all)",
+    command(sub, parent, "deploy", run_deploy,
+        "create the work pools, blocks and deployments on a Prefect server (idempotent)",
+        "Create or update the zodi-local (process) and zodi-gpu (Kubernetes, GPU job template) "
+        "work pools, the S3 result-storage block (with --s3-root), and every deployment of "
+        "deployments/prefect.yaml. Running it again changes nothing. Needs PREFECT_API_URL.",
+        {
+            "--only": {"choices": ("all", "local", "gpu"), "default": "all",
+                       "help": "pools and deployments to create (default: all)"},
+            "--root": "storage root of the scheduled regeneration (ZODI_ROOT)",
+            "--image": "worker image of the GPU deployments (ZODI_IMAGE)",
+            "--s3-root": "s3://bucket/prefix for Prefect results (saves a block)",
+            "--s3-endpoint": "S3-compatible endpoint URL (default: AWS)",
+            "--s3-region": "S3 region",
+            "--prefect-file": "prefect.yaml to deploy (default: deployments/prefect.yaml)",
+        },
     )  # fmt: skip
-    p.add_argument("--root", help="storage root of the scheduled regeneration (ZODI_ROOT)")
-    p.add_argument("--image", help="worker image of the GPU deployments (ZODI_IMAGE)")
-    p.add_argument("--s3-root", help="s3://bucket/prefix for Prefect results (saves a block)")
-    p.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default: AWS)")
-    p.add_argument("--s3-region", help="S3 region")
-    p.add_argument(
-        "--prefect-file", help="prefect.yaml to deploy (default: deployments/prefect.yaml)"
-    )
-    p.set_defaults(func=run_deploy)
-
-    p = sub.add_parser(
-        "submit",
-        parents=[parent],
-        help="run the pipeline_flow deployment on a config (or the demo set-up)",
-        description="Create a flow run of a pipeline_flow deployment with a PipelineConfig "
-        "(--config FILE), or with the demo's synthetic data and tiny models written under "
-        "--workdir (--demo). A worker of the deployment's pool runs it; --wait follows it.",
-    )
-    p.add_argument(
-        "--deployment", default="pipeline_flow/zodi-pipeline-local",
-        help="flow/deployment name (default: %(default)s)",
+    p = command(sub, parent, "submit", run_submit,
+        "run the pipeline_flow deployment on a config (or the demo set-up)",
+        "Create a flow run of a pipeline_flow deployment with a PipelineConfig (--config FILE), "
+        "or with the demo's synthetic data and tiny models written under --workdir (--demo). A "
+        "worker of the deployment's pool runs it; --wait follows it.",
+        {
+            "--deployment": {"default": "pipeline_flow/zodi-pipeline-local",
+                             "help": "flow/deployment name (default: %(default)s)"},
+            "--workdir": {"default": "zodi-demo", "help": "--demo work folder (default: zodi-demo)"},
+            "--wait": {"action": "store_true", "help": "follow the run's states; end with the "
+                       "report location and the run's UI URL"},
+            "--timeout": {"type": float, "default": 3600.0, "help": "--wait limit in seconds "
+                          "(default: 3600); the run itself goes on"},
+        },
     )  # fmt: skip
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--config",
-        help="PipelineConfig YAML file; its relative paths are made absolute against its folder "
-        "before sending (the worker must see the same paths, or use s3://)",
-    )
-    src.add_argument("--demo", action="store_true", help="synthetic data and tiny models")
-    p.add_argument("--workdir", default="zodi-demo", help="--demo work folder (default: zodi-demo)")
-    p.add_argument(
-        "--wait", action="store_true",
-        help="follow the run's states; end with the report location and the run's UI URL",
-    )  # fmt: skip
-    p.add_argument(
-        "--timeout", type=float, default=3600.0,
-        help="--wait limit in seconds (default: 3600); the run itself goes on",
-    )  # fmt: skip
-    p.set_defaults(func=run_submit)
+    add_options(p.add_mutually_exclusive_group(required=True), {
+        "--config": "PipelineConfig YAML file; its relative paths are made absolute against its "
+        "folder before sending (the worker must see the same paths, or use s3://)",
+        "--demo": {"action": "store_true", "help": "synthetic data and tiny models"},
+    })  # fmt: skip
 
 
 def _require_server() -> str:
@@ -87,14 +79,10 @@ def run_deploy(args: argparse.Namespace) -> dict[str, Any]:
     _require_server()
     try:
         summary = deploy(
-            only=args.only,
-            root=args.root,
-            image=args.image,
-            s3_root=args.s3_root,
-            s3_endpoint=args.s3_endpoint,
-            s3_region=args.s3_region,
+            only=args.only, root=args.root, image=args.image, s3_root=args.s3_root,
+            s3_endpoint=args.s3_endpoint, s3_region=args.s3_region,
             prefect_file=args.prefect_file or PREFECT_FILE,
-        )
+        )  # fmt: skip
     except RuntimeError as err:  # prefect deploy's own failure, already explained
         raise CLIError(str(err)) from None
     for pool, what in summary["pools"].items():
@@ -111,11 +99,6 @@ def run_deploy(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def _demo_parameters(workdir: Path) -> dict[str, Any]:
-    data, models_dir = prepare_demo(workdir, seed=0)
-    return {"config": demo_config(workdir, data, models_dir, ["night"]).model_dump(mode="json")}
-
-
 def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -125,17 +108,16 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
 
     _require_server()
     if args.demo:
-        params = _demo_parameters(Path(args.workdir).resolve())
+        workdir = Path(args.workdir).resolve()
+        config = demo_config(workdir, *prepare_demo(workdir, seed=0), ["night"])
     else:
-        params = {"config": PipelineConfig.from_yaml(args.config).model_dump(mode="json")}
+        config = PipelineConfig.from_yaml(args.config)
+    params = {"config": config.model_dump(mode="json")}
     run = run_deployment(args.deployment, parameters=params, timeout=0)
     print(f"[submit] flow run {run.name} ({run.id}) of {args.deployment}")
-    out: dict[str, Any] = {
-        "flow_run_id": str(run.id),
-        "flow_run_name": run.name,
-        "ui_url": _run_url(run.id),
-    }
-    report = f"{params['config']['storage']['root'].rstrip('/')}/{layout.REPORT_MD}"
+    out: dict[str, Any] = {"flow_run_id": str(run.id), "flow_run_name": run.name}
+    out["ui_url"] = _run_url(run.id)
+    report = f"{config.storage.root.rstrip('/')}/{layout.REPORT_MD}"
     with get_client(sync_client=True) as client:
         pool = _warn_if_no_worker(client, args.deployment)
         if not args.wait:

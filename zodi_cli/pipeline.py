@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from zodi_cli._common import (
+    command,
     demo_config,
     flow_failure,
     models_overrides,
     prefect_session,
     prepare_demo,
+    shared,
 )
 
 DEMO_NOTE = (
@@ -40,39 +42,30 @@ DEMO_NOTE = (
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "demo",
-        parents=[parent],
-        help="run the whole pipeline on synthetic data and tiny models (CPU, minutes)",
-        description="Synthetic street scenes + tiny random-weight models → ingest → sharded "
-        "transfer → train source-only and ZoDi → evaluate → report, with Prefect in ephemeral "
-        "mode and local storage under --workdir. A second run reuses every cached shard.",
-    )
-    p.add_argument("--workdir", default="zodi-demo", help="work folder (default: ./zodi-demo)")
-    p.add_argument("--domains", default="night", help="comma-separated target domains")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
-    p.set_defaults(func=run_demo)
-
-    p = sub.add_parser(
-        "pipeline",
-        parents=[parent],
-        help="run pipeline_flow on a YAML config",
-        description="Run the whole pipeline described by a PipelineConfig YAML file "
-        "(see examples/). Prefect runs in ephemeral mode unless PREFECT_API_URL is set.",
-    )
-    p.add_argument(
-        "--config", required=True,
-        help="PipelineConfig YAML file (see examples/); relative paths in it are relative to "
-        "its folder",
+    command(sub, parent, "demo", run_demo,
+        "run the whole pipeline on synthetic data and tiny models (CPU, minutes)",
+        "Synthetic street scenes + tiny random-weight models → ingest → sharded transfer → train "
+        "source-only and ZoDi → evaluate → report, with Prefect in ephemeral mode and local "
+        "storage under --workdir. A second run reuses every cached shard.",
+        {
+            "--workdir": {"default": "zodi-demo", "help": "work folder (default: ./zodi-demo)"},
+            "--domains": {"default": "night", "help": "comma-separated target domains"},
+            "--seed": {"type": int, "default": 0, "help": "seed of the synthetic data"},
+        },
     )  # fmt: skip
-    p.add_argument("--models", help="base model: hub id or local folder (overrides the config)")
-    p.add_argument("--controlnet", help="ControlNet: hub id or local folder (overrides)")
-    p.add_argument("--storage", help="storage root: folder or s3://bucket/prefix (overrides)")
-    p.add_argument(
-        "--no-preflight", action="store_true",
-        help="skip the checks of dataset roots, models and storage before the run",
+    command(sub, parent, "pipeline", run_pipeline,
+        "run pipeline_flow on a YAML config",
+        "Run the whole pipeline described by a PipelineConfig YAML file (see examples/). Prefect "
+        "runs in ephemeral mode unless PREFECT_API_URL is set.",
+        {
+            "--config": {"required": True, "help": "PipelineConfig YAML file (see examples/); "
+                         "relative paths in it are relative to its folder"},
+            **shared("--models", "--controlnet"),
+            "--storage": "storage root: folder or s3://bucket/prefix (overrides the config)",
+            "--no-preflight": {"action": "store_true", "help": "skip the checks of dataset "
+                               "roots, models and storage before the run"},
+        },
     )  # fmt: skip
-    p.set_defaults(func=run_pipeline)
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
