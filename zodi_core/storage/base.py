@@ -9,9 +9,7 @@ A missing object is a :class:`FileNotFoundError` naming its URI.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -51,23 +49,6 @@ def _check_key(key: str) -> str:
     return "/".join(p for p in parts if p not in ("", "."))
 
 
-def open_temp_beside(target: Path) -> tuple[int, Path]:
-    """Create an empty temporary file next to ``target``; return (writable fd, path).
-
-    The file is created with mode ``0o666`` filtered by the process umask, as ``open()`` would
-    create ``target`` itself (``tempfile.mkstemp`` forces 0600, which a rename would publish).
-    Its name starts with ``.`` and ends with ``.part``, so listings skip it.
-    """
-    while True:
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o666)  # fmt: skip
-        except FileExistsError:
-            continue
-        return fd, tmp
-
-
 class Storage(ABC):
     """Objects under one root: a local folder or an S3 prefix. Keys are relative POSIX paths."""
 
@@ -93,13 +74,16 @@ class Storage(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under ``prefix`` (relative to the root), sorted."""
-
-    @abstractmethod
     def sizes(self, prefix: str = "") -> dict[str, int]:
         """``{key: size in bytes}`` under ``prefix``: the listing's own sizes (one LIST, no
-        request per object), for integrity checks against recorded sizes."""
+        request per object), for integrity checks against recorded sizes.
+
+        ``prefix`` is a folder-like path relative to the root, or one key: ``"a"`` matches ``a``
+        and ``a/...`` but not ``ab``."""
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under ``prefix`` (as :meth:`sizes`), sorted."""
+        yield from sorted(self.sizes(prefix))
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -108,21 +92,7 @@ class Storage(ABC):
     def uri(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{_check_key(key)}"
 
-    def local_path(self, key: str) -> Path | None:
-        """A local path to read the object directly, when the backend is local."""
-        return None
-
     def url_for(self, key: str, expires_s: int) -> str | None:
         """An HTTP(S) URL a browser can GET the object with for ``expires_s`` seconds, or None
         when the backend has none (a local folder: read the bytes instead)."""
         return None
-
-    def get_bytes_checked(self, key: str, sha256: str) -> bytes:
-        data = self.get_bytes(key)
-        got = hashlib.sha256(data).hexdigest()
-        if got != sha256:
-            raise PermanentStorageError(
-                f"{self.uri(key)}: checksum mismatch (expected {sha256}, got {got}); "
-                "the object changed or is corrupt: write it again"
-            )
-        return data

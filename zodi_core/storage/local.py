@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,7 +23,6 @@ from zodi_core.storage.base import (
     StorageError,
     TransientStorageError,
     _check_key,
-    open_temp_beside,
 )
 
 #: errno values that may pass by themselves (network file systems, a busy device).
@@ -74,9 +74,12 @@ def write_atomic(
     OSErrors become one-line StorageErrors naming ``target`` and ``action``, except a
     FileNotFoundError without errno: one already translated (a missing object), raised as is.
     """
+    # Named ".<name>.<random>.part" so that listings skip it; created with mode 0o666 minus the
+    # umask, as open() creates a file (tempfile.mkstemp forces 0600, which a rename would publish).
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = open_temp_beside(target)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as err:
         raise os_error(err, target, action) from err
     try:
@@ -87,14 +90,21 @@ def write_atomic(
         if check is not None:
             check(tmp)
         os.replace(tmp, target)
-    except OSError as err:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        if isinstance(err, FileNotFoundError) and err.errno is None:
-            raise
-        raise os_error(err, target, action) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and not (isinstance(err, FileNotFoundError) and not err.errno):
+            raise os_error(err, target, action) from err
         raise
+
+
+def _copy_file(src: Path, target: Path) -> None:
+    """Copy ``src`` to ``target`` through :func:`write_atomic`."""
+
+    def copy(f: BinaryIO) -> None:
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f, 8 << 20)
+
+    write_atomic(target, copy)
 
 
 class LocalStorage(Storage):
@@ -107,9 +117,6 @@ class LocalStorage(Storage):
     def _p(self, key: str) -> Path:
         return self.path / _check_key(key)
 
-    def local_path(self, key: str) -> Path:
-        return self._p(key)
-
     def put_bytes(self, key: str, data: bytes) -> str:
         target = self._p(key)
         write_atomic(target, lambda f: f.write(data))
@@ -119,13 +126,8 @@ class LocalStorage(Storage):
         src = Path(path)
         if not src.is_file():
             raise FileNotFoundError(f"{src}: no such file to copy to {self.uri(key)}")
-
-        def copy(f: BinaryIO) -> None:
-            with open(src, "rb") as s:
-                shutil.copyfileobj(s, f, 8 << 20)
-
         target = self._p(key)
-        write_atomic(target, copy)
+        _copy_file(src, target)
         return str(target)
 
     def get_bytes(self, key: str) -> bytes:
@@ -141,36 +143,22 @@ class LocalStorage(Storage):
         src = self._p(key)
         if not src.is_file():
             raise FileNotFoundError(f"{src}: no such object")
-        dst = Path(path)
-
-        def copy(f: BinaryIO) -> None:
-            with open(src, "rb") as s:
-                shutil.copyfileobj(s, f, 8 << 20)
-
-        write_atomic(dst, copy)
-        return dst
+        _copy_file(src, Path(path))
+        return Path(path)
 
     def exists(self, key: str) -> bool:
         return self._p(key).is_file()
 
-    def list(self, prefix: str = "") -> Iterator[str]:
-        base = self._p(prefix) if prefix else self.path
-        if base.is_file():
-            yield _check_key(prefix)
-            return
-        if not base.is_dir():
-            return
-        keys = []
-        for p in base.rglob("*"):
-            if p.is_file() and not p.name.endswith(".part"):
-                keys.append(p.relative_to(self.path).as_posix())
-        yield from sorted(keys)
-
     def sizes(self, prefix: str = "") -> dict[str, int]:
+        base = self._p(prefix) if prefix else self.path
+        files = [base] if base.is_file() else base.rglob("*")
         out = {}
-        for key in self.list(prefix):
+        for p in files:
+            if p.name.endswith(".part"):  # a write in progress (write_atomic)
+                continue
             try:
-                out[key] = self._p(key).stat().st_size
+                if p.is_file():
+                    out[p.relative_to(self.path).as_posix()] = p.stat().st_size
             except FileNotFoundError:  # deleted since the listing
                 continue
         return out

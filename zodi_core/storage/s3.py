@@ -1,8 +1,7 @@
 """S3 backend of :class:`zodi_core.storage.Storage` (AWS S3 or any S3-compatible server).
 
-Opened by :func:`zodi_core.storage.open_storage` for ``s3://bucket/prefix`` roots. Credentials come
-from the standard AWS chain (environment, ``~/.aws/config``, instance role); this module never reads,
-logs or writes them. The boto3 client is created on first use, never at import.
+Credentials come from the standard AWS chain (environment, ``~/.aws/config``, instance role); this
+module never reads, logs or writes them. The boto3 client is created on first use, never at import.
 
 Retries: transient failures (connection refused or reset, timeouts, HTTP 5xx, throttling) are
 retried inside botocore ("standard" retry mode, up to :data:`MAX_ATTEMPTS` attempts per request,
@@ -10,23 +9,23 @@ full-jitter exponential backoff ``rand(0, 1) * min(base * 2 ** (attempt - 1), 20
 botocore >= 1.44 takes base = 0.05 s for connection errors and 5xx and 1 s for throttling; older
 versions 1 s for all, so waits up to 191 s). With 14 attempts a request to a server that stays
 down waits 53 s on average and at most 106 s (plus 3 s per attempt when connecting times out);
-the request in flight outlasts a ~10 s gateway restart (in 99.99 % of cases). botocore also keeps a retry quota per client (500 tokens, 14 per
-retry, refilled by successes): when many threads retry at once it runs out and further errors
-come back at once, so a long outage surfaces quickly instead of piling up retries. What is still
-failing then is raised as :class:`TransientStorageError`, which Prefect task retries take up
-(tasks/transfer.py). Credentials, a missing bucket or a refused permission raise
-:class:`PermanentStorageError` at once, without a retry.
+the request in flight outlasts a ~10 s gateway restart (in 99.99 % of cases). botocore's retry
+quota per client (500 tokens, 14 per retry, refilled by successes) runs out when many threads
+retry at once, so a long outage surfaces quickly instead of piling up retries. What botocore
+would retry and still fails is raised as :class:`TransientStorageError` (botocore's own retry
+checkers decide), which Prefect task retries take up (tasks/transfer.py). Credentials, a missing
+bucket or a refused permission raise :class:`PermanentStorageError` at once, without a retry.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, BinaryIO
 
 from zodi_core.storage.base import (
@@ -40,25 +39,10 @@ from zodi_core.storage.local import os_error, write_atomic
 #: Object metadata key holding the hex SHA-256 of the object's bytes (``x-amz-meta-sha256``).
 SHA256_META = "sha256"
 
-_CREDENTIAL_CODES = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "InvalidToken",
-    "ExpiredToken",
-    "TokenRefreshRequired",
-    "InvalidClientTokenId",
-}
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+                     "ExpiredToken", "TokenRefreshRequired", "InvalidClientTokenId"}  # fmt: skip
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
 _MISSING_KEY_CODES = {"NoSuchKey", "404", "NotFound"}
-#: Error codes that may pass: botocore's throttling and transient codes (as of botocore 1.3x).
-_TRANSIENT_CODES = {
-    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "SlowDown",
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
-    "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
-    "BandwidthLimitExceeded", "LimitExceededException", "RequestThrottled",
-    "TransactionInProgressException", "EC2ThrottledException", "InternalError",
-    "ServiceUnavailable", "503", "500", "502", "504",
-}  # fmt: skip
 
 #: Attempts per request, the first included (botocore "standard" retries; see the module doc).
 MAX_ATTEMPTS = 14
@@ -78,18 +62,64 @@ def _sha256_file(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-# boto3 clients are thread-safe and costly to build (~50 ms): one per endpoint, region, options
-# and credentials, shared by every S3Storage of the process (URI-level helpers open one per call).
-_CLIENTS: dict[tuple, Any] = {}
-_CLIENTS_LOCK = threading.Lock()
-
-
 def _credentials_identity() -> str:
     """A digest of the credential variables, so that changed credentials get a new client."""
     names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
              "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")  # fmt: skip
     blob = "\0".join(os.environ.get(n, "") for n in names)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@functools.cache
+def _shared_client(
+    endpoint_url: str | None,
+    region: str | None,
+    connect_timeout: float,
+    read_timeout: float,
+    max_attempts: int,
+    credentials: str,
+) -> Any:
+    """One boto3 client per endpoint, region, options and ``credentials`` (their digest), shared
+    by every S3Storage of the process: clients are thread-safe and cost ~50 ms to build."""
+    import boto3
+    from botocore.config import Config
+
+    options: dict[str, Any] = {}
+    if endpoint_url:
+        # S3-compatible servers on an IP address cannot serve virtual-host buckets, and older
+        # ones (Ceph 16) predate the CRC32 checksums botocore now adds by default.
+        options = {
+            "s3": {"addressing_style": "path"},
+            "request_checksum_calculation": "when_required",
+            "response_checksum_validation": "when_required",
+        }
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+        # Requests are signed with SigV4 anyway; this makes presigned URLs SigV4 too (botocore
+        # still presigns with the legacy SigV2 by default).
+        signature_version="s3v4",
+        **options,
+    )
+    session = boto3.session.Session(region_name=region)
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _retryable(response: dict, status: int | None) -> bool:
+    """Whether botocore's standard retry mode retries this error response (transient codes,
+    5xx, throttling codes, 429): the same decision as the retries that already ran."""
+    from botocore.retries import standard
+
+    context = standard.RetryContext(
+        1, parsed_response=response, http_response=SimpleNamespace(status_code=status)
+    )
+    checkers = (
+        standard.TransientRetryableChecker(),
+        standard.ThrottledRetryableChecker(),
+        standard.ThrottlingStatusCodeChecker(),
+    )
+    return any(c.is_retryable(context) for c in checkers)
 
 
 class S3Storage(Storage):
@@ -116,7 +146,7 @@ class S3Storage(Storage):
         read_timeout: seconds to wait for a response on an open connection.
         max_attempts: attempts per request, first one included (botocore "standard" retries);
             1 turns retries off (a preflight check that must answer at once).
-        client: a ready boto3 S3 client (tests); built from the arguments above when None.
+        client: a ready boto3 S3 client (tests); the shared one for the arguments above when None.
     """
 
     def __init__(
@@ -134,14 +164,15 @@ class S3Storage(Storage):
         client: Any = None,
     ) -> None:
         root = str(root)
-        if not root.startswith("s3://"):
-            raise PermanentStorageError(
-                f"S3 root: expected s3://bucket[/prefix], received {root!r}"
-            )
         bucket, _, prefix = root.removeprefix("s3://").partition("/")
-        if not bucket:
+        if not root.startswith("s3://") or not bucket:
             raise PermanentStorageError(
-                f"S3 root {root!r}: no bucket name; expected s3://bucket[/prefix]"
+                f"S3 root {root!r}: expected s3://bucket[/prefix] (no bucket name found)"
+            )
+        if multipart_chunksize < 5 << 20:
+            raise PermanentStorageError(
+                f"multipart_chunksize: expected at least 5 MiB (S3's minimum part size), "
+                f"received {multipart_chunksize} bytes"
             )
         self.bucket = bucket
         self.prefix = _check_key(prefix) if prefix.strip("/") else ""
@@ -153,16 +184,12 @@ class S3Storage(Storage):
             or os.environ.get("AWS_ENDPOINT_URL")
         )
         self.region = region
-        if multipart_chunksize < 5 << 20:
-            raise PermanentStorageError(
-                f"multipart_chunksize: expected at least 5 MiB (S3's minimum part size), "
-                f"received {multipart_chunksize} bytes"
-            )
-        self.multipart_threshold = multipart_threshold
-        self.multipart_chunksize = multipart_chunksize
-        self.max_concurrency = max_concurrency
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
+        self.transfer = dict(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=multipart_chunksize,
+            max_concurrency=max_concurrency,
+        )
+        self._timeouts = (connect_timeout, read_timeout)
         self.max_attempts = max_attempts
         self._client = client
         self._bucket_seen = False  # head_bucket answered once: a 404 now means a missing key
@@ -172,47 +199,20 @@ class S3Storage(Storage):
             f"S3Storage({self.root!r}, endpoint_url={self.endpoint_url!r}, region={self.region!r})"
         )
 
-    # -- client and errors -------------------------------------------------------------------
-
     @property
     def client(self) -> Any:
         """The boto3 S3 client, created on first use."""
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            options: dict[str, Any] = {
-                "connect_timeout": self.connect_timeout,
-                "read_timeout": self.read_timeout,
-                "retries": {"mode": "standard", "total_max_attempts": self.max_attempts},
-                # Requests are signed with SigV4 anyway; this makes presigned URLs SigV4 too
-                # (botocore still presigns with the legacy SigV2 by default).
-                "signature_version": "s3v4",
-            }
-            if self.endpoint_url:
-                # S3-compatible servers on an IP address cannot serve virtual-host buckets, and
-                # older ones (Ceph 16) predate the CRC32 checksums botocore now adds by default.
-                options["s3"] = {"addressing_style": "path"}
-                options["request_checksum_calculation"] = "when_required"
-                options["response_checksum_validation"] = "when_required"
-            key = (self.endpoint_url, self.region, repr(options), _credentials_identity())
-            with _CLIENTS_LOCK:
-                if key not in _CLIENTS:
-                    session = boto3.session.Session(region_name=self.region)
-                    _CLIENTS[key] = session.client(
-                        "s3", endpoint_url=self.endpoint_url, config=Config(**options)
-                    )
-                self._client = _CLIENTS[key]
+            self._client = _shared_client(
+                self.endpoint_url, self.region, *self._timeouts, self.max_attempts,
+                _credentials_identity(),
+            )  # fmt: skip
         return self._client
 
     def _transfer_config(self) -> Any:
         from boto3.s3.transfer import TransferConfig
 
-        return TransferConfig(
-            multipart_threshold=self.multipart_threshold,
-            multipart_chunksize=self.multipart_chunksize,
-            max_concurrency=self.max_concurrency,
-        )
+        return TransferConfig(**self.transfer)
 
     def _key(self, key: str) -> str:
         key = _check_key(key)
@@ -220,6 +220,12 @@ class S3Storage(Storage):
 
     def _where(self) -> str:
         return self.endpoint_url or "the AWS S3 endpoint"
+
+    def _missing_bucket(self, uri: str, action: str) -> PermanentStorageError:
+        return PermanentStorageError(
+            f"{uri}: {action} failed: bucket {self.bucket!r} does not exist at {self._where()}; "
+            "create it or fix the storage root"
+        )
 
     def _error(self, exc: BaseException, key: str | None, action: str) -> Exception:
         """Translate a boto3 error into FileNotFoundError, TransientStorageError (may pass: retry
@@ -236,7 +242,7 @@ class S3Storage(Storage):
         from botocore.exceptions import ConnectionError as BotoConnectionError
 
         uri = self.uri(key) if key else self.root
-        where = self._where()
+        failed, where = f"{uri}: {action} failed", self._where()
         # s3transfer wraps the ClientError of a failed part in its own error (S3UploadFailedError,
         # RetriesExceededError.last_exception): find the cause.
         chain: list[BaseException] = []
@@ -249,96 +255,81 @@ class S3Storage(Storage):
             net = next((e for e in chain if isinstance(e, ConnectionError | TimeoutError)), None)
             if net is not None:
                 return TransientStorageError(
-                    f"{uri}: {action} failed: {net}; retry later, or check that {where} is up"
+                    f"{failed}: {net}; retry later, or check that {where} is up"
                 )
             os_err = next((e for e in chain if isinstance(e, OSError)), None)
             if os_err is not None:
                 return os_error(os_err, uri, action)
-            return PermanentStorageError(f"{uri}: {action} failed: {exc}")
+            return PermanentStorageError(f"{failed}: {exc}")
         if isinstance(cause, NoCredentialsError | PartialCredentialsError):
             return PermanentStorageError(
-                f"{uri}: {action} failed: no usable AWS credentials; set AWS_ACCESS_KEY_ID and "
+                f"{failed}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / ~/.aws/credentials)"
             )
         if isinstance(cause, CredentialRetrievalError):
             return TransientStorageError(
-                f"{uri}: {action} failed: the AWS credentials could not be fetched ({cause}); "
+                f"{failed}: the AWS credentials could not be fetched ({cause}); "
                 "retry later, or check the credential provider"
             )
         if isinstance(cause, SSLError):
             return PermanentStorageError(
-                f"{uri}: {action} failed: TLS with {where} failed ({cause}); check endpoint_url "
+                f"{failed}: TLS with {where} failed ({cause}); check endpoint_url "
                 "(http:// or https://) and the server's certificate"
             )
         if isinstance(cause, BotoConnectionError | HTTPClientError):
             return TransientStorageError(
-                f"{uri}: {action} failed: cannot reach {where} ({cause}) after "
-                f"{self.max_attempts} attempt(s); check that the server is up and endpoint_url is "
-                "right, then rerun"
+                f"{failed}: cannot reach {where} ({cause}) after {self.max_attempts} attempt(s); "
+                "check that the server is up and endpoint_url is right, then rerun"
             )
         if isinstance(cause, BotoCoreError):
             transient = type(cause).__name__ in ("IncompleteReadError", "ChecksumError")
             kind = TransientStorageError if transient else PermanentStorageError
-            return kind(f"{uri}: {action} failed: {cause}")
+            return kind(f"{failed}: {cause}")
         err = cause.response.get("Error", {})
         code = str(err.get("Code", ""))
         status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         message = " ".join(str(err.get("Message") or code or status).split())
         if code == "NoSuchBucket":
-            return PermanentStorageError(
-                f"{uri}: {action} failed: bucket {self.bucket!r} does not exist at "
-                f"{where}; create it or fix the storage root"
-            )
+            return self._missing_bucket(uri, action)
         if code in _MISSING_KEY_CODES and key is not None:
             return FileNotFoundError(f"{uri}: no such object")
         if code in _CREDENTIAL_CODES:
             return PermanentStorageError(
-                f"{uri}: {action} failed: the server rejected the credentials ({code}); check "
+                f"{failed}: the server rejected the credentials ({code}); check "
                 f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile) for {where}"
             )
         if code in _DENIED_CODES or status == 403:
             return PermanentStorageError(
-                f"{uri}: {action} failed: access denied ({code or status}); the credentials are "
-                f"wrong or lack permission on bucket {self.bucket!r}; check AWS_ACCESS_KEY_ID / "
+                f"{failed}: access denied ({code or status}); the credentials are wrong or lack "
+                f"permission on bucket {self.bucket!r}; check AWS_ACCESS_KEY_ID / "
                 "AWS_SECRET_ACCESS_KEY and the bucket policy"
             )
-        if code in _TRANSIENT_CODES or (status or 0) >= 500 or status in (408, 429):
+        if _retryable(cause.response, status):
             return TransientStorageError(
-                f"{uri}: {action} failed: the server is busy or failing ({code or status}: "
-                f"{message}) after {self.max_attempts} attempt(s); retry later"
+                f"{failed}: the server is busy or failing ({code or status}: {message}) after "
+                f"{self.max_attempts} attempt(s); retry later"
             )
-        return PermanentStorageError(f"{uri}: {action} failed: {code or status}: {message}")
+        return PermanentStorageError(f"{failed}: {code or status}: {message}")
 
     def _head(self, key: str) -> dict | None:
         """HEAD the object; None when it is missing (after checking that the bucket exists)."""
-        from botocore.exceptions import ClientError
-
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code not in _MISSING_KEY_CODES:
-                raise self._error(exc, key, "HEAD") from None
         except Exception as exc:
-            raise self._error(exc, key, "HEAD") from None
+            err = self._error(exc, key, "HEAD")
+            if not isinstance(err, FileNotFoundError):
+                raise err from None
         # A HEAD answers a bare 404 both for a missing key and for a missing bucket.
-        self._check_bucket(key)
+        if not self._bucket_seen:
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except Exception as exc:
+                err = self._error(exc, key, "HEAD bucket")
+                if isinstance(err, FileNotFoundError):
+                    err = self._missing_bucket(self.root, "HEAD bucket")
+                raise err from None
+            self._bucket_seen = True
         return None
-
-    def _check_bucket(self, key: str | None) -> None:
-        if self._bucket_seen:
-            return
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except Exception as exc:
-            err = self._error(exc, key, "HEAD bucket")
-            if isinstance(err, FileNotFoundError):
-                err = PermanentStorageError(
-                    f"{self.root}: bucket {self.bucket!r} does not exist at {self._where()}; "
-                    "create it or fix the storage root"
-                )
-            raise err from None
-        self._bucket_seen = True
 
     def _verify(self, key: str, got: str, meta: dict) -> None:
         want = (meta or {}).get(SHA256_META)
@@ -353,13 +344,17 @@ class S3Storage(Storage):
     def put_bytes(self, key: str, data: bytes) -> str:
         """Upload ``data`` (one atomic PUT, or multipart above the threshold); return the URI."""
         data = bytes(data)
-        meta = {SHA256_META: hashlib.sha256(data).hexdigest()}
-        if len(data) >= self.multipart_threshold:
-            return self._upload(key, io.BytesIO(data), meta)
+        sha256 = hashlib.sha256(data).hexdigest()
+        if len(data) >= self.transfer["multipart_threshold"]:
+            return self.put_stream(key, io.BytesIO(data), sha256)
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         try:
             self.client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, ContentMD5=md5, Metadata=meta
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ContentMD5=md5,
+                Metadata={SHA256_META: sha256},
             )
         except Exception as exc:
             raise self._error(exc, key, "PUT") from None
@@ -370,18 +365,15 @@ class S3Storage(Storage):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file to upload to {self.uri(key)}")
-        meta = {SHA256_META: _sha256_file(path)}
         with open(path, "rb") as f:
-            return self._upload(key, f, meta)
+            return self.put_stream(key, f, _sha256_file(path))
 
     def put_stream(self, key: str, fileobj: BinaryIO, sha256: str | None = None) -> str:
         """Upload a readable binary stream (multipart above the threshold); return the URI.
 
         ``sha256`` (hex digest of the stream's bytes), when given, is stored for read-back checks.
         """
-        return self._upload(key, fileobj, {SHA256_META: sha256} if sha256 else {})
-
-    def _upload(self, key: str, fileobj: BinaryIO, meta: dict[str, str]) -> str:
+        meta = {SHA256_META: sha256} if sha256 else {}
         try:
             self.client.upload_fileobj(
                 fileobj,
@@ -410,7 +402,6 @@ class S3Storage(Storage):
         head = self._head(key)
         if head is None:
             raise FileNotFoundError(f"{self.uri(key)}: no such object")
-        dst = Path(path)
 
         def download(f: BinaryIO) -> None:
             try:
@@ -423,6 +414,7 @@ class S3Storage(Storage):
         # If the object is replaced mid-download, the parts mix two versions: the SHA-256 check
         # (against the metadata of the HEAD above) catches that before the rename.
         meta = head.get("Metadata", {})
+        dst = Path(path)
         write_atomic(
             dst, download, "download", lambda tmp: self._verify(key, _sha256_file(tmp), meta)
         )
@@ -431,22 +423,11 @@ class S3Storage(Storage):
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
 
-    def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under ``prefix`` (a folder-like path relative to the root, or one key), sorted.
-
-        As for a folder, ``prefix="a"`` matches ``a`` and ``a/...`` but not ``ab``.
-        """
-        yield from sorted(self.sizes(prefix))
-
     def sizes(self, prefix: str = "") -> dict[str, int]:
         """``{key: size}`` under ``prefix`` (as :meth:`list`), from ListObjectsV2's ``Size``."""
         rel = _check_key(prefix) if prefix else ""
-        if rel:
-            full = self._key(rel)
-            query = full
-        else:
-            full = ""
-            query = f"{self.prefix}/" if self.prefix else ""
+        full = self._key(rel) if rel else ""
+        query = full or (f"{self.prefix}/" if self.prefix else "")
         start = len(self.prefix) + 1 if self.prefix else 0
         found: dict[str, int] = {}
         try:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-from contextvars import ContextVar, Token
+from contextlib import ExitStack
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +24,7 @@ from zodi_core.storage.s3 import S3Storage
 _OPTIONS: ContextVar[dict[str, Any]] = ContextVar("zodi_storage_options", default={})  # noqa: B039
 
 
-class _OptionsScope:
-    """What :func:`use_options` returns: as a context manager, it restores the previous options."""
-
-    def __init__(self, token: Token) -> None:
-        self._token = token
-
-    def __enter__(self) -> _OptionsScope:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _OPTIONS.reset(self._token)
-
-
-def use_options(**options: Any) -> _OptionsScope:
+def use_options(**options: Any) -> ExitStack:
     """Make these S3 options the default of the current context (a flow run and its tasks).
 
     ``storage.use_options(**config.storage.storage_options())`` at the top of a flow run; or
@@ -49,7 +37,11 @@ def use_options(**options: Any) -> _OptionsScope:
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise TypeError(f"use_options: unknown option(s) {unknown}; expected {sorted(allowed)}")
-    return _OptionsScope(_OPTIONS.set({k: v for k, v in options.items() if v is not None}))
+    scope = ExitStack()  # as a context manager, it restores the previous options
+    scope.callback(
+        _OPTIONS.reset, _OPTIONS.set({k: v for k, v in options.items() if v is not None})
+    )
+    return scope
 
 
 def current_options() -> dict[str, Any]:
