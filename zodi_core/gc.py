@@ -67,15 +67,10 @@ def find_garbage(root: str) -> list[Garbage]:
         garbage.shard_manifests = [
             store.uri(k)
             for k in store.list(layout.SHARDS)
-            if k.endswith(".parquet") and _shard_generation(k) not in digests
+            if k.endswith(".parquet") and layout.shard_generation(k) not in digests
         ]
         found.append(garbage)
     return found
-
-
-def _shard_generation(key: str) -> str:
-    """The generation digest in a shard manifest's name (layout.shard_manifest_key)."""
-    return key.rpartition("/")[2].removesuffix(".parquet").rpartition("-")[2]
 
 
 def delete_garbage(found: list[Garbage]) -> int:

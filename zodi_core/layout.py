@@ -48,8 +48,19 @@ def shard_manifest_key(
     domain: str, shard_name: str, shard_digest: str, generation_digest: str
 ) -> str:
     """Key of one shard's transfer manifest: named by shard content and generation digest."""
-    name = f"{shard_name}-{shard_digest}-{generation_digest}.parquet"
-    return f"{SHARDS}/{domain}/shards/{name}"
+    return (
+        f"{shard_manifests_prefix(domain)}{shard_name}-{shard_digest}-{generation_digest}.parquet"
+    )
+
+
+def shard_manifests_prefix(domain: str) -> str:
+    """Key prefix of a domain's shard manifests."""
+    return f"{SHARDS}/{domain}/shards/"
+
+
+def shard_generation(key: str) -> str:
+    """The generation digest in a shard manifest's key (:func:`shard_manifest_key`)."""
+    return key.rpartition("/")[2].removesuffix(".parquet").rpartition("-")[2]
 
 
 def paired_manifest_key(domain: str) -> str:

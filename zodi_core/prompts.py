@@ -16,20 +16,14 @@ Prefect Variable (read by ``flows/regenerate.py``; this module never imports Pre
         strength: 0.7
         seed_offset: 1000
 
-A field left out keeps the transfer config's value (for the prompt and strength of the paper's
-five domains: their defaults, SPEC §2); a domain other than those five needs a prompt (or
-prompts). ``prompts`` lists several: each image picks one from its per-image seed
-(:func:`zodi_core.config.choose_prompt`) and its manifest row records which. Domain names:
-:data:`zodi_core.config.DOMAIN_NAME_RULE`. The *effective* values — prompt, negative prompt, strength — are what the
-sampler sees and what each row of a paired manifest records, so both sides are compared on those:
-:func:`compare_prompts` digests the wanted values and the values recorded in each domain's
-paired manifest and says, per domain, ``unchanged``, ``changed`` or ``missing``.
+A field left out keeps the transfer config's value (the paper's five domains: their defaults,
+SPEC §2); any other domain needs a prompt (or prompts: each image picks one from its seed).
+:func:`compare_prompts` compares the *effective* prompt, negative prompt and strength with those
+each domain's paired manifest records: ``unchanged``, ``changed`` or ``missing`` per domain.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -44,7 +38,9 @@ from zodi_core.config import (
     TransferConfig,
     _Config,
     choose_prompt,
+    config_digest,
 )
+from zodi_core.transfer.sampler import sample_seed
 
 #: Strength is stored as float32 in the manifest; compare at this many decimals.
 STRENGTH_DECIMALS = 4
@@ -52,16 +48,11 @@ STRENGTH_DECIMALS = 4
 Status = Literal["unchanged", "changed", "missing"]
 
 
-#: Prompt settings of one domain (prompt or prompts, negative prompt, strength, seed offset);
-#: ``None`` keeps the transfer config's value.
-DomainPrompt = DomainSettings
-
-
 class PromptConfig(_Config):
     """The versioned prompt config: a version label and per-domain prompt settings."""
 
     version: str = Field("0", description="Version label, echoed in regeneration reports")
-    domains: dict[DomainName, DomainPrompt] = Field(
+    domains: dict[DomainName, DomainSettings] = Field(
         default_factory=dict, description="Per-domain settings; domains not listed keep defaults"
     )
 
@@ -79,10 +70,10 @@ class PromptConfig(_Config):
         return self
 
     @classmethod
-    def from_text(cls, text: str, source: str = "<text>") -> PromptConfig:
-        """Parse YAML (or JSON) text; errors name ``source``."""
+    def from_text(cls, text: str | dict, source: str = "<text>") -> PromptConfig:
+        """Parse YAML (or JSON) text, or take the mapping itself; errors name ``source``."""
         try:
-            data = yaml.safe_load(text) or {}
+            data = text if isinstance(text, dict) else yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"prompt config {source}: not valid YAML ({err})") from None
         if not isinstance(data, dict):
@@ -90,10 +81,8 @@ class PromptConfig(_Config):
                 f"prompt config {source}: expected a mapping with 'version' and 'domains', "
                 f"received {type(data).__name__}"
             )
-        if "version" in data:
-            data["version"] = str(data["version"])
         try:
-            return cls(**data)
+            return cls(**{**data, "version": str(data.get("version", "0"))})
         except ConfigError as err:
             raise ConfigError(f"prompt config {source}: {err}") from None
 
@@ -118,14 +107,8 @@ class PromptConfig(_Config):
 
 
 def prompt_config_from_value(value: Any, source: str) -> PromptConfig:
-    """A prompt config from a stored value: YAML/JSON text, or the mapping itself (a Prefect
-    Variable holds either); errors name ``source``."""
-    if isinstance(value, dict):
-        try:
-            return PromptConfig(**{**value, "version": str(value.get("version", "0"))})
-        except ConfigError as err:
-            raise ConfigError(f"prompt config {source}: {err}") from None
-    return PromptConfig.from_text(str(value), source=source)
+    """A prompt config from a Prefect Variable's value: YAML/JSON text or the mapping itself."""
+    return PromptConfig.from_text(value if isinstance(value, dict) else str(value), source)
 
 
 def load_prompt_config(uri: str, **storage_options: Any) -> PromptConfig:
@@ -157,44 +140,26 @@ class PromptValues:
             prompts if len(prompts) > 1 else (),
         )
 
-    def matches_row(self, prompt: str, negative_prompt: str, strength: float, seed: int) -> bool:
+    def matches_row(self, row: dict[str, Any]) -> bool:
         """Whether a manifest row (its prompt, negative prompt, strength, seed) is what these
         settings generate: with several prompts, the one its seed picks."""
-        wanted = choose_prompt(self.prompts, seed) if self.prompts else self.prompt
-        return (
-            prompt == wanted
-            and negative_prompt == self.negative_prompt
-            and round(float(strength), STRENGTH_DECIMALS)
-            == round(float(self.strength), STRENGTH_DECIMALS)
-        )
+        wanted = choose_prompt(self.prompts, row["seed"]) if self.prompts else self.prompt
+        got = (row["prompt"], row["negative_prompt"], _rounded(row["strength"]))
+        return got == (wanted, self.negative_prompt, _rounded(self.strength))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The values (strength rounded; ``prompts`` only when several)."""
+        out = {"prompt": self.prompt, "negative_prompt": self.negative_prompt}
+        out["strength"] = _rounded(self.strength)
+        return out | ({"prompts": list(self.prompts)} if self.prompts else {})
 
     def digest(self) -> str:
-        """16 hex chars over the canonical JSON of the values (strength rounded; ``prompts``
-        only when several)."""
-        data: dict[str, Any] = {
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "strength": round(float(self.strength), STRENGTH_DECIMALS),
-        }
-        if self.prompts:
-            data["prompts"] = list(self.prompts)
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """16 hex chars over the canonical JSON of :meth:`to_dict`."""
+        return config_digest(self.to_dict())
 
 
-def recorded_prompts(paired_uri: str) -> list[PromptValues] | None:
-    """The distinct prompt settings recorded in a paired manifest; None when it does not exist.
-
-    A single-prompt domain's manifest written by one run holds exactly one; more than one means
-    the domain was generated piecemeal with different prompts, which counts as changed. A
-    multi-prompt domain holds one per prompt used (compared row by row).
-    """
-    if not storage.exists(paired_uri):
-        return None
-    table = manifest.read_manifest(paired_uri, "transfer")
-    cols = [table.column(c).to_pylist() for c in ("prompt", "negative_prompt", "strength")]
-    seen = {(p, n, round(float(s), STRENGTH_DECIMALS)) for p, n, s in zip(*cols, strict=True)}
-    return [PromptValues(p, n, s) for p, n, s in sorted(seen)]
+def _rounded(strength: float) -> float:
+    return round(float(strength), STRENGTH_DECIMALS)
 
 
 @dataclass(frozen=True)
@@ -241,45 +206,32 @@ class DomainPromptStatus:
 def compare_domain(
     prompts: PromptConfig, base: TransferConfig, domain: str, root: str
 ) -> DomainPromptStatus:
-    """Compare ``domain``'s wanted prompt settings with its paired manifest under ``root``."""
+    """Compare ``domain``'s wanted prompt settings with its paired manifest under ``root``.
+
+    A single-prompt domain's manifest written by one run records one setting; more than one (a
+    domain generated piecemeal) counts as changed. With several prompts each row must hold the
+    one its seed picks; a row whose seed is not the one ``config`` gives its image (a changed
+    seed or seed offset) counts as changed too.
+    """
     config = prompts.transfer_config(base, domain)
     wanted = PromptValues.of(config)
     uri = layout.paired_manifest_uri(root, domain)
-    recorded = recorded_prompts(uri)
-    digests = tuple(r.digest() for r in recorded or [])
-    seeds_changed = 0
-    if recorded is None or not recorded:
-        status: Status = "missing"
-    else:
-        table = manifest.read_manifest(uri, "transfer")
-        if wanted.prompts:  # several prompts: each row must hold the one its seed picks
-            cols = ("prompt", "negative_prompt", "strength", "seed")
-            rows = zip(*(table.column(c).to_pylist() for c in cols), strict=True)
-            same = all(wanted.matches_row(*r) for r in rows)
-        else:
-            same = digests == (wanted.digest(),)
-        seeds_changed = _rows_with_other_seeds(table, config)
-        status = "unchanged" if same and not seeds_changed else "changed"
-    return DomainPromptStatus(
-        domain=domain,
-        status=status,
-        wanted=wanted,
-        wanted_digest=wanted.digest(),
-        recorded=tuple(recorded or ()),
-        recorded_digests=digests,
-        paired_uri=uri,
-        seeds_changed=seeds_changed,
-    )
-
-
-def _rows_with_other_seeds(table: Any, config: TransferConfig) -> int:
-    """How many rows of a paired manifest hold another seed than ``config`` gives their image
-    (its effective seed, the domain's offset included, and seed policy)."""
-    from zodi_core.transfer.sampler import sample_seed
-
+    cols = ["sample_id", "prompt", "negative_prompt", "strength", "seed"]
+    exists = storage.exists(uri)
+    rows = manifest.read_manifest(uri, "transfer").select(cols).to_pylist() if exists else []
+    seen = {(r["prompt"], r["negative_prompt"], _rounded(r["strength"])) for r in rows}
+    recorded = tuple(PromptValues(*v) for v in sorted(seen))
+    digests = tuple(r.digest() for r in recorded)
     seed, policy = config.effective_seed, config.seed_policy
-    ids, seeds = table.column("sample_id").to_pylist(), table.column("seed").to_pylist()
-    return sum(s != sample_seed(seed, sid, policy) for sid, s in zip(ids, seeds, strict=True))
+    seeds_changed = sum(r["seed"] != sample_seed(seed, r["sample_id"], policy) for r in rows)
+    if wanted.prompts:
+        same = all(wanted.matches_row(r) for r in rows)
+    else:
+        same = digests == (wanted.digest(),)
+    status = "missing" if not rows else "changed" if seeds_changed or not same else "unchanged"
+    return DomainPromptStatus(
+        domain, status, wanted, wanted.digest(), recorded, digests, uri, seeds_changed
+    )
 
 
 def compare_prompts(

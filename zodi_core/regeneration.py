@@ -1,28 +1,15 @@
-"""Regeneration when prompts change: which domains to compare, what to regenerate, the report.
-
-Plain functions over a :class:`~zodi_core.prompts.PromptConfig` and storage, wrapped by
-``tasks/regenerate.py`` and sequenced by ``flows/regenerate.py``:
-
-1. :func:`plan_regeneration`: the domains to look at (given, or every domain already generated
-   under the root plus every domain the prompt config lists), each compared with its paired
-   manifest (:func:`~zodi_core.prompts.compare_prompts`), and the transfer config of each domain to
-   regenerate. When nothing has been generated under the root and its samples manifest does not
-   exist (a scheduled run right after ``zodi deploy``, before any pipeline run), the plan is empty
-   and says why: nothing to do is not a failure.
-2. the flow transfers each planned domain and records a :class:`DomainOutcome` per domain;
-3. :func:`build_report`: the report (a JSON-able dict) and :func:`render_markdown` its Markdown,
-   with the old and new prompt settings of every domain, not only their digests.
-"""
+"""Regeneration when prompts change, for ``flows/regenerate.py``: :func:`plan_regeneration`
+(which domains changed, the transfer config of each to regenerate), :class:`DomainOutcome` (how
+each transfer ended), :func:`build_report` and :func:`render_markdown` (old and new settings)."""
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
 from zodi_core import layout, manifest, storage
 from zodi_core.config import DOMAIN_PHRASES, DomainSettings, TransferConfig
-from zodi_core.prompts import DomainPromptStatus, PromptConfig, PromptValues, compare_prompts
+from zodi_core.prompts import DomainPromptStatus, PromptConfig, compare_prompts
 
 
 def generated_domains(root: str) -> list[str]:
@@ -36,25 +23,17 @@ def generated_domains(root: str) -> list[str]:
     return sorted(found)
 
 
-#: The prompt settings of a transfer config: a prompt config decides them, never a recording.
-PROMPT_FIELDS = ("prompt", "prompts", "negative_prompt", "strength")
-
-
 def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
-    """The transfer settings that generated ``domain``'s paired manifest under ``root``, with
-    the prompt settings reset to their defaults; None when nothing records them.
-
-    A paired manifest's rows carry their generation digest (``config_digest``); the shard
-    manifests of that generation (``layout.shard_manifest_key``) record the full transfer config
-    in their metadata.
-    """
-    config = _recorded_config(root, domain)
-    if config is None:
+    """The transfer settings that generated ``domain``'s paired manifest under ``root`` (the
+    base seed, without the domain's offset), with the prompt settings and the domain reset to
+    their defaults (a prompt config decides them); None when nothing records them."""
+    recorded = _recorded(root, domain)
+    if recorded is None:
         return None
+    config, offset = recorded
     defaults = TransferConfig()
-    # the domain too: a user-defined domain's recording is valid only with its prompt
-    reset = ("domain", "domain_settings", *PROMPT_FIELDS)
-    return config.replace(**{f: getattr(defaults, f) for f in reset})
+    reset = ("domain", "domain_settings", "prompt", "prompts", "negative_prompt", "strength")
+    return config.replace(seed=config.seed - offset, **{f: getattr(defaults, f) for f in reset})
 
 
 def recorded_domain_settings(root: str, domain: str) -> DomainSettings | None:
@@ -74,39 +53,27 @@ def recorded_domain_settings(root: str, domain: str) -> DomainSettings | None:
     )
 
 
-def _recorded_config(root: str, domain: str) -> TransferConfig | None:
-    """The recorded transfer config with the base seed (the domain's seed offset taken out)."""
-    recorded = _recorded(root, domain)
-    if recorded is None:
-        return None
-    config, offset = recorded
-    return config.replace(seed=config.seed - offset)
-
-
 def _recorded(root: str, domain: str) -> tuple[TransferConfig, int] | None:
-    """(the resolved transfer config a shard manifest records, the seed offset folded into its
-    seed: 0 for recordings older than that field)."""
+    """(the resolved transfer config a manifest of the generation records, the seed offset
+    folded into its seed). The paired manifest's rows carry their generation digest; the shard
+    manifests of that generation record the config in their metadata."""
     paired = layout.paired_manifest_uri(root, domain)
     if not storage.exists(paired):
         return None
     table = manifest.read_manifest(paired, "transfer")
-    # A paired manifest written by one transfer (`zodi transfer`) records its config itself; the
-    # flows' merged one does not, its shard manifests do.
-    tables = [table]
-    digests = sorted(set(table.column("config_digest").to_pylist()))
-    store = storage.open_storage(root)
-    # The folder of the domain's shard manifests, as the layout names them.
-    prefix = posixpath.dirname(layout.shard_manifest_key(domain, "s", "d", "g")) + "/"
-    for key in store.list(prefix):
-        if any(key.endswith(f"-{d}.parquet") for d in digests):
-            tables.append(manifest.read_manifest(store.uri(key), "transfer"))
-            break
-    for t in tables:
-        meta = manifest.manifest_metadata(t)
-        if "transfer_config" in meta:
-            config = TransferConfig.model_validate_json(meta["transfer_config"])
-            return config, int(meta.get("seed_offset", 0))
-    return None
+    meta = manifest.manifest_metadata(table)
+    if "transfer_config" not in meta:  # a flow's merged manifest: one of its shards records it
+        digests = set(table.column("config_digest").to_pylist())
+        store = storage.open_storage(root)
+        shards = store.list(layout.shard_manifests_prefix(domain))
+        key = next((k for k in shards if layout.shard_generation(k) in digests), None)
+        if key is None:
+            return None
+        meta = manifest.manifest_metadata(manifest.read_manifest(store.uri(key), "transfer"))
+    if "transfer_config" not in meta:
+        return None
+    config = TransferConfig.model_validate_json(meta["transfer_config"])
+    return config, int(meta.get("seed_offset", 0))
 
 
 def base_transfer_config(
@@ -134,16 +101,10 @@ class RegenerationJob:
 
 @dataclass
 class RegenerationPlan:
-    """What a regeneration run will do.
+    """What a regeneration run will do: every compared domain's status, the domains to
+    regenerate (changed or missing, in ``statuses`` order), and why nothing is done if so."""
 
-    Attributes:
-        version: the prompt config's version label.
-        statuses: every compared domain against its paired manifest.
-        jobs: the domains to regenerate (changed or missing), in ``statuses`` order.
-        note: why nothing is compared or regenerated, when that is the case (else "").
-    """
-
-    version: str
+    version: str  # the prompt config's version label
     statuses: list[DomainPromptStatus] = field(default_factory=list)
     jobs: list[RegenerationJob] = field(default_factory=list)
     note: str = ""
@@ -158,16 +119,10 @@ def plan_regeneration(
 ) -> RegenerationPlan:
     """Compare the wanted prompt settings of each domain with what ``out_root`` holds.
 
-    Args:
-        prompts: the prompt config.
-        transfer: the base transfer settings, each domain's prompt settings applied on top;
-            None: those the root's last generation recorded (:func:`base_transfer_config`).
-        domains: the domains to compare; None: every domain generated under ``out_root`` plus
-            every domain ``prompts`` lists.
-        out_root: the storage root the pipeline writes (paired manifests under ``paired/``).
-        samples_uri: the source samples manifest a regenerated domain is transferred from.
-    Returns:
-        the :class:`RegenerationPlan`; empty with a ``note`` when there is nothing to do yet.
+    ``transfer``: the base settings (None: :func:`base_transfer_config`); ``domains``: None for
+    every domain generated under ``out_root`` plus every domain ``prompts`` lists. Nothing
+    generated and no samples manifest at ``samples_uri`` (a scheduled run before any pipeline
+    run): an empty plan whose ``note`` says why, not a failure.
     """
     generated = generated_domains(out_root)
     names = list(domains) if domains is not None else sorted(set(generated) | set(prompts.domains))
@@ -212,8 +167,6 @@ def _with_recorded_user_domains(
         recorded = recorded_domain_settings(root, d)
         if recorded is not None and (recorded.prompt or recorded.prompts):
             settings[d] = recorded
-    if settings == transfer.domain_settings:
-        return transfer
     return transfer.replace(domain_settings=settings)
 
 
@@ -241,13 +194,6 @@ class DomainOutcome:
         return cls(domain, ok and paired is not None, message or "", summary, paired)
 
 
-def _values(v: PromptValues) -> dict[str, Any]:
-    out = {"prompt": v.prompt, "negative_prompt": v.negative_prompt, "strength": v.strength}
-    if v.prompts:
-        out["prompts"] = list(v.prompts)
-    return out
-
-
 def build_report(plan: RegenerationPlan, outcomes: list[DomainOutcome]) -> dict[str, Any]:
     """The run's report, JSON-able.
 
@@ -267,8 +213,8 @@ def build_report(plan: RegenerationPlan, outcomes: list[DomainOutcome]) -> dict[
     }
     for s in plan.statuses:
         status = s.to_dict()
-        status["old"] = [_values(r) for r in s.recorded]
-        status["new"] = _values(s.wanted)
+        status["old"] = [r.to_dict() for r in s.recorded]
+        status["new"] = s.wanted.to_dict()
         report["statuses"].append(status)
     for outcome in outcomes:
         if outcome.summary is not None:
@@ -318,15 +264,3 @@ def summary_line(report: dict[str, Any]) -> str:
         f"unchanged {report['unchanged']}, regenerated {sorted(report['regenerated'])}, "
         f"failed {sorted(report['failed'])}"
     )
-
-
-__all__ = [
-    "DomainOutcome",
-    "RegenerationJob",
-    "RegenerationPlan",
-    "build_report",
-    "generated_domains",
-    "plan_regeneration",
-    "render_markdown",
-    "summary_line",
-]
