@@ -18,66 +18,49 @@ from zodi_core import storage
 
 SCHEMA_VERSION = 1
 
-#: One row per labelled sample of a dataset (output of ingestion).
-SAMPLE_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.string(), nullable=False),
-        pa.field("dataset", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("domain", pa.string(), nullable=False),
-        pa.field("image_uri", pa.string(), nullable=False),
-        pa.field("label_uri", pa.string(), nullable=False),
-        pa.field("label_format", pa.string(), nullable=False),  # "label_ids" | "train_ids"
-        pa.field("width", pa.int32(), nullable=False),
-        pa.field("height", pa.int32(), nullable=False),
-        pa.field("image_sha256", pa.string(), nullable=False),
-        pa.field("label_sha256", pa.string(), nullable=False),
-    ]
+_STR = pa.string()
+
+
+def _schema(columns: dict[str, pa.DataType], nullable: str = "") -> pa.Schema:
+    """A schema of ``columns`` in order; those named in ``nullable`` may hold nulls."""
+    names = nullable.split()
+    return pa.schema([pa.field(n, t, nullable=n in names) for n, t in columns.items()])
+
+
+def _columns(names: str, dtype: pa.DataType = _STR) -> dict[str, pa.DataType]:
+    return dict.fromkeys(names.split(), dtype)
+
+
+#: One row per labelled sample of a dataset (output of ingestion); label_format is "label_ids"
+#: or "train_ids".
+SAMPLE_SCHEMA = _schema(
+    _columns("sample_id dataset split domain image_uri label_uri label_format")
+    | {"width": pa.int32(), "height": pa.int32()}
+    | _columns("image_sha256 label_sha256")
 )
 
 #: One row per transferred image (output of the transfer stage), joined to sources on sample_id.
-TRANSFER_SCHEMA = pa.schema(
-    [
-        pa.field("sample_id", pa.string(), nullable=False),
-        pa.field("domain", pa.string(), nullable=False),
-        pa.field("source_uri", pa.string(), nullable=False),
-        pa.field("label_uri", pa.string(), nullable=False),
-        pa.field("label_format", pa.string(), nullable=False),
-        pa.field("generated_uri", pa.string()),
-        # The generated image's integrity, from the bytes the transfer stored (null: no image).
-        pa.field("image_bytes", pa.int64()),  # size of the stored PNG in bytes
-        pa.field("image_sha256", pa.string()),  # SHA-256 of the stored PNG, lowercase hex
-        pa.field("prompt", pa.string(), nullable=False),
-        pa.field("negative_prompt", pa.string(), nullable=False),
-        pa.field("strength", pa.float32(), nullable=False),
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("k", pa.int32(), nullable=False),
-        pa.field("first_timestep", pa.int32(), nullable=False),
-        pa.field("palette", pa.string(), nullable=False),
-        pa.field("method", pa.string(), nullable=False),
-        pa.field("model_revisions", pa.string(), nullable=False),  # JSON {component: id@rev}
-        pa.field("config_digest", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),  # "ok" | "skipped" | "failed"
-        pa.field("error", pa.string()),
-        pa.field("seconds", pa.float32(), nullable=False),
-        # Quality scores and the training filter (zodi_core.quality); null until scored. Nullable,
-        # so manifests written before they existed still read (read_manifest adds them as nulls).
-        pa.field("layout_miou", pa.float32()),  # % mIoU of a seg model's prediction vs label
-        pa.field("layout_pixel_acc", pa.float32()),  # % pixel accuracy of the same prediction
-        pa.field("clip_score", pa.float32()),  # CLIP cosine(generated image, domain prompt)
-        pa.field("clip_direction", pa.float32()),  # CLIP directional similarity (see quality)
-        pa.field("kept", pa.bool_()),  # the quality filter's verdict; null: not filtered
-        pa.field("drop_reason", pa.string()),  # why a row is not kept ("; "-joined)
-    ]
+#: image_bytes, image_sha256: size and SHA-256 (lowercase hex) of the stored PNG, from the bytes
+#: the transfer stored (null: no image). model_revisions: JSON {component: id@rev}. status: "ok",
+#: "skipped" or "failed". Quality scores and the filter (zodi_core.quality), null until scored:
+#: layout_miou and layout_pixel_acc (% of a seg model's prediction vs label), clip_score (cosine
+#: of generated image and prompt), clip_direction (directional CLIP similarity), kept (the
+#: filter's verdict), drop_reason ("; "-joined). Nullable columns that older manifests lack read
+#: as nulls (read_manifest adds them).
+TRANSFER_SCHEMA = _schema(
+    _columns("sample_id domain source_uri label_uri label_format generated_uri")
+    | {"image_bytes": pa.int64(), "image_sha256": _STR, "prompt": _STR, "negative_prompt": _STR}
+    | {"strength": pa.float32(), "seed": pa.int64(), "k": pa.int32(), "first_timestep": pa.int32()}
+    | _columns("palette method model_revisions config_digest status error")
+    | {"seconds": pa.float32()}
+    | _columns("layout_miou layout_pixel_acc clip_score clip_direction", pa.float32())
+    | {"kept": pa.bool_(), "drop_reason": _STR},
+    nullable="generated_uri image_bytes image_sha256 error layout_miou layout_pixel_acc "
+    "clip_score clip_direction kept drop_reason",
 )
 
 #: Ingestion rejects (written beside the manifest with --skip-invalid).
-REJECT_SCHEMA = pa.schema(
-    [
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),
-    ]
-)
+REJECT_SCHEMA = _schema(_columns("path reason"))
 
 SCHEMAS: dict[str, pa.Schema] = {
     "samples": SAMPLE_SCHEMA,
