@@ -401,6 +401,29 @@ def test_models_download_missing_weights_name_the_files(fake_hub, hub_repos, tmp
     assert message.endswith("(not in the hub repository 'fake/broken')")
 
 
+def test_models_download_rerun_without_the_hub_keeps_a_complete_folder_and_names_a_lost_file(
+    fake_hub, tmp_path
+):
+    """With the hub out of reach, a rerun trusts snapshot_download's own record of what an
+    earlier run fetched: a complete folder is kept, a lost file is a one-line network error."""
+    out, models = tmp_path / "m", ModelsConfig(base=BASE_ID, controlnet=CONTROLNET_ID)
+    download_models(out, models, (), "fp16", say=lambda _: None)
+    fake_hub.close()
+    lines: list[str] = []
+    kept = download_models(out, models, (), "fp16", say=lines.append)
+    assert [f.skipped for f in kept.fetched] == [True, True]
+    assert any(line.startswith("base: ") and "already in" in line for line in lines), lines
+    (out / "unet" / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    t0 = time.perf_counter()
+    with pytest.raises(HubUnreachableError) as exc:
+        download_models(out, models, (), "fp16", say=lambda _: None)
+    assert time.perf_counter() - t0 < 10.0
+    message = str(exc.value)
+    assert "\n" not in message and message.startswith(f"models.base: cannot download {BASE_ID!r}")
+    assert "a network problem" in message and "--models DIR" in message
+    assert "missing (unet/diffusion_pytorch_model.fp16.safetensors)" in message
+
+
 # Fast failure: a hub that refuses connections -------------------------------------------------
 
 

@@ -235,59 +235,68 @@ def _snapshot(
     timeout: float,
 ) -> Fetched:
     """Fetch ``patterns`` of the hub id into ``dest`` with ``snapshot_download`` at the commit
-    the hub names for the revision; check that the loader finds what it needs."""
+    the hub names for the revision; check that the loader finds what it needs. With the hub out
+    of reach, a folder an earlier run of the same request filled is kept if snapshot_download's
+    own record of that commit (``local_files_only``) finds every file it fetched."""
     from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import IncompleteSnapshotError
 
     repo, field_name = source.source, source.field
-    how = (
-        "run `zodi models download` on a machine with internet (check HF_ENDPOINT and proxy "
-        "settings), copy the folder here and pass --models DIR; or set HF_HUB_OFFLINE=1 to load "
-        "from the hub cache"
-    )
     if constants.HF_HUB_OFFLINE:
         raise HubUnreachableError(
             f"{field_name}: cannot download {repo!r}: HF_HUB_OFFLINE is set; run `zodi models "
             "download` on a machine with internet (HF_HUB_OFFLINE unset), then copy the folder"
         )
+    kwargs: dict[str, Any] = {"allow_patterns": patterns, "local_dir": dest}
     try:
         commit = resolve_hub(source, timeout, fresh=True).commit
     except HubUnreachableError as err:
         previous = record.get(name, {})
         asked = (previous.get("source"), previous.get("requested"), previous.get("variant"))
-        if asked == (repo, source.revision, variant) and _complete(dest, source):
-            # The hub is out of reach and an earlier run filled the folder: nothing to do.
-            say(f"{name}: {repo}@{previous['revision'][:12]} already in {dest} (hub out of reach)")
-            return Fetched(name, repo, dest, previous["revision"],
-                           _component_files(name, dest), skipped=True)  # fmt: skip
-        raise HubUnreachableError(
-            f"{field_name}: cannot download {repo!r}: the hub ({constants.ENDPOINT}) is "
-            f"{err.reason}: a network problem; {how}",
-            err.reason,
-        ) from None
-    kwargs: dict[str, Any] = {"revision": commit, "allow_patterns": patterns, "local_dir": dest}
-    plan = _quietly(snapshot_download, repo, dry_run=True, **kwargs)
-    planned = {f.filename for f in plan}
-    missing = [p for p in patterns if f".{variant}." in p and p not in planned]
-    if missing:
-        # Not every repository holds every weights file in the variant: the standard one then.
-        say(f"{name}: {repo} has no {variant} variant of {', '.join(missing)}; "
-            "fetching the standard weights instead")  # fmt: skip
-        patterns = [p for p in patterns if p not in missing]
-        patterns += [p.replace(f".{variant}.", ".") for p in missing]
-        kwargs["allow_patterns"] = patterns
+        lost = "no earlier download of this request in the folder"
+        if asked == (repo, source.revision, variant):
+            commit = previous["revision"]
+            try:
+                snapshot_download(repo, revision=commit, allow_patterns=list(previous["files"]),
+                                  local_dir=dest, local_files_only=True)  # fmt: skip
+                lost = ""
+            except IncompleteSnapshotError as incomplete:
+                lost = str(incomplete).split(" Re-run")[0]
+        if lost:
+            raise HubUnreachableError(
+                f"{field_name}: cannot download {repo!r}: the hub ({constants.ENDPOINT}) is "
+                f"{err.reason}: a network problem ({lost}); run `zodi models download` on a "
+                "machine with internet (check HF_ENDPOINT and proxy settings), copy the folder "
+                "here and pass --models DIR; or set HF_HUB_OFFLINE=1 to load from the hub cache",
+                err.reason,
+            ) from None
+        say(f"{name}: {repo}@{commit[:12]} already in {dest} (hub {err.reason})")
+        skipped = True
+    else:
+        kwargs["revision"] = commit
         plan = _quietly(snapshot_download, repo, dry_run=True, **kwargs)
-    if not plan:
-        raise FileNotFoundError(
-            f"{field_name}: hub id {repo!r} has none of the files {patterns}; "
-            "is it a diffusers repository?"
+        planned = {f.filename for f in plan}
+        missing = [p for p in patterns if f".{variant}." in p and p not in planned]
+        if missing:
+            # Not every repository holds every weights file in the variant: the standard one then.
+            say(f"{name}: {repo} has no {variant} variant of {', '.join(missing)}; "
+                "fetching the standard weights instead")  # fmt: skip
+            patterns = [p for p in patterns if p not in missing]
+            patterns += [p.replace(f".{variant}.", ".") for p in missing]
+            kwargs["allow_patterns"] = patterns
+            plan = _quietly(snapshot_download, repo, dry_run=True, **kwargs)
+        if not plan:
+            raise FileNotFoundError(
+                f"{field_name}: hub id {repo!r} has none of the files {patterns}; "
+                "is it a diffusers repository?"
+            )
+        skipped = not any(p.will_download for p in plan)
+        total = sum(p.file_size or 0 for p in plan)
+        todo = sum(p.file_size or 0 for p in plan if p.will_download)
+        say(
+            f"{name}: {repo}@{commit[:12]}: {len(plan)} files, {format_size(total)} "
+            f"({format_size(todo)} to fetch) → {dest}"
         )
-    total = sum(p.file_size or 0 for p in plan)
-    todo = sum(p.file_size or 0 for p in plan if p.will_download)
-    skipped = not any(p.will_download for p in plan)
-    say(
-        f"{name}: {repo}@{commit[:12]}: {len(plan)} files, {format_size(total)} "
-        f"({format_size(todo)} to fetch) → {dest}"
-    )
     if not skipped:
         try:
             snapshot_download(repo, **kwargs)
@@ -304,14 +313,6 @@ def _snapshot(
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{err} (not in the hub repository {repo!r})") from None
     return Fetched(name, repo, dest, commit, _component_files(name, dest), skipped=skipped)
-
-
-def _complete(dest: Path, source: ModelSource) -> bool:
-    try:
-        check_folder(dest, source.needs_dict(), source.field)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _fetch_weights(url: str, out: Path, say: Callable[[str], None]) -> Fetched:
