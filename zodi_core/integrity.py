@@ -19,7 +19,7 @@ import io
 import struct
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -55,15 +55,16 @@ class Recorded:
     sha256: str | None
 
 
+def image_rows(table: pa.Table) -> pa.Table:
+    """The rows of a transfer manifest that name a stored image (status ok or skipped)."""
+    return table.filter(pc.is_in(table.column("status"), pa.array(list(IMAGE_STATUSES))))
+
+
 def recorded_images(table: pa.Table) -> Iterator[Recorded]:
-    """The stored images a transfer manifest names (rows with status ok/skipped)."""
-    good = table.filter(pc.is_in(table.column("status"), pa.array(list(IMAGE_STATUSES))))
-    sizes = good.column("image_bytes").to_pylist() if "image_bytes" in good.column_names else None
-    hashes = (
-        good.column("image_sha256").to_pylist() if "image_sha256" in good.column_names else None
-    )
-    for i, uri in enumerate(good.column("generated_uri").to_pylist()):
-        yield Recorded(uri, sizes[i] if sizes else None, hashes[i] if hashes else None)
+    """The stored images a transfer manifest (as ``read_manifest`` returns it) names."""
+    columns = image_rows(table).select(["generated_uri", "image_bytes", "image_sha256"])
+    for uri, size, sha256 in zip(*columns.to_pydict().values(), strict=True):
+        yield Recorded(uri, size, sha256)
 
 
 def damaged_images(
@@ -101,13 +102,7 @@ class VerifyReport:
     deleted: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "manifests": len(self.manifests),
-            "images": self.images,
-            "hashed": self.hashed,
-            "damaged": dict(self.damaged),
-            "deleted": list(self.deleted),
-        }
+        return {**asdict(self), "manifests": len(self.manifests)}
 
 
 def transfer_manifests(root: str) -> list[str]:

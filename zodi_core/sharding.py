@@ -7,15 +7,16 @@ references (manifest URI, sample ids, content digest), never as data.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from zodi_core import integrity, layout, manifest
 from zodi_core.config import TransferConfig
+from zodi_core.transfer.lineage import generation_digest
 
 
 @dataclass(frozen=True)
@@ -53,18 +54,11 @@ def shard_manifest(samples_uri: str, shard_size: int) -> list[ShardRef]:
     if table.num_rows == 0:
         raise ValueError(f"{samples_uri}: the samples manifest is empty; nothing to transfer")
     table = table.sort_by("sample_id")
-    shards = []
-    for i, start in enumerate(range(0, table.num_rows, shard_size)):
-        part = table.slice(start, shard_size)
-        shards.append(
-            ShardRef(
-                index=i,
-                samples_uri=samples_uri,
-                sample_ids=tuple(part.column("sample_id").to_pylist()),
-                digest=shard_digest(part),
-            )
-        )
-    return shards
+    parts = [table.slice(start, shard_size) for start in range(0, table.num_rows, shard_size)]
+    return [
+        ShardRef(i, samples_uri, tuple(p.column("sample_id").to_pylist()), shard_digest(p))
+        for i, p in enumerate(parts)
+    ]
 
 
 def select_shards(shards: Sequence[ShardRef], indices: Sequence[int]) -> list[ShardRef]:
@@ -87,27 +81,23 @@ def group_shards(n_shards: int, shards_per_run: int) -> list[list[int]]:
 
 
 def shard_manifest_uri(
-    root: str, shard: ShardRef, config: TransferConfig, generation_digest: str | None = None
+    root: str, shard: ShardRef, config: TransferConfig, digest: str | None = None
 ) -> str:
-    """Where one shard's transfer manifest goes: named by shard content and generation digest."""
-    from zodi_core.transfer.lineage import generation_digest as _digest
-
-    digest = generation_digest or _digest(config)
-    return layout.uri(
-        root, layout.shard_manifest_key(config.domain, shard.name, shard.digest, digest)
-    )
+    """Where one shard's transfer manifest goes: named by shard content and generation digest
+    (``digest``; None: :func:`~zodi_core.transfer.lineage.generation_digest` of ``config``)."""
+    digest = digest or generation_digest(config)
+    key = layout.shard_manifest_key(config.domain, shard.name, shard.digest, digest)
+    return layout.uri(root, key)
 
 
 def missing_outputs(manifest_uris: Sequence[str]) -> dict[str, list[str]]:
     """What the given transfer manifests point at that storage no longer holds intact.
 
-    Returns ``{manifest_uri: [URIs]}`` for every manifest that is itself missing or unreadable
-    (``[manifest_uri]``) or whose rows with an image (status ok/skipped) name an image that is
-    missing or whose size is not the recorded ``image_bytes`` (a truncated file);
-    intact manifests are left out. Sizes come from listing the images' folders (one listing per
-    folder, not one request per image: :func:`zodi_core.integrity.damaged_images`); writes are
-    atomic, so a present key of the right size is the object written. Damage that keeps the size
-    is found by ``zodi verify`` (hashes).
+    ``{manifest_uri: [URIs]}`` for every manifest that is itself missing or unreadable
+    (``[manifest_uri]``) or names an image that is missing or not of its recorded size
+    (:func:`zodi_core.integrity.damaged_images`: one listing per folder); intact manifests are
+    left out. Writes are atomic, so a present key of the right size is the object written;
+    damage that keeps the size is found by ``zodi verify`` (hashes).
     """
     out: dict[str, list[str]] = {}
     listings: dict[str, dict[str, int]] = {}
@@ -133,11 +123,10 @@ def merge_shard_manifests(shard_uris: Sequence[str], out_uri: str, domain: str) 
         raise ValueError(f"domain {domain}: no shard manifests to merge")
     tables = [manifest.read_manifest(u, "transfer") for u in shard_uris]
     table = pa.concat_tables(tables).sort_by("sample_id")
-    ids = table.column("sample_id").to_pylist()
-    dupes = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+    dupes = sorted(i for i, n in Counter(table.column("sample_id").to_pylist()).items() if n > 1)
     if dupes:
         raise ValueError(f"domain {domain}: samples in more than one shard: {dupes[:10]}")
-    good = table.filter(pc.is_in(table.column("status"), pa.array(["ok", "skipped"])))
+    good = integrity.image_rows(table)
     digests = sorted(set(good.column("config_digest").to_pylist()))
     manifest.write_manifest(
         good,
