@@ -1,4 +1,4 @@
-"""Diffusion components: device/dtype choice, the loader, and the tiny random-weight pipeline.
+"""Diffusion components: the loader and the tiny random-weight pipeline.
 
 The sampler receives its components from outside (diffusers' practice), so tests pass tiny ones
 built by :func:`write_tiny_models` and loaded through the same :func:`load_components` path as
@@ -52,23 +52,16 @@ def load_components(
 ) -> Components:
     """Build the components with diffusers' and transformers' ``from_pretrained``.
 
-    Where each model comes from is :mod:`zodi_core.model_source`'s decision (a local folder or a
-    hub id; a ControlNet of None is ``<base>/controlnet``). Local folders are checked first (the
-    error lists what is missing) and loaded with ``local_files_only``. A hub id is resolved to
-    its commit once (``HfApi().model_info``, seconds at most) and that commit is loaded, from the
-    cache only when the hub does not answer; in float16 the repository's ``fp16`` weights
-    variant is loaded where it has one (half the download; SD 1.5's fp16 files are its fp32
-    weights rounded, as loading would round them). The scheduler is checked against SD 1.5's
-    (:func:`configure_scheduler`). ``revisions`` records each model's
-    :func:`~zodi_core.model_source.source_identity` (``id@commit`` or ``folder@local:digest``).
+    Where each model comes from is :mod:`zodi_core.model_source`'s decision. A local folder is
+    checked first (the error lists what is missing); a hub id is loaded at the commit it resolves
+    to (from the cache only when the hub does not answer), in float16 its ``fp16`` variant where
+    it has one. ``revisions``: each model's :func:`~zodi_core.model_source.source_identity`.
     """
     base, cn = model_sources(models)
     for source in (base, cn):
         if source.local:
             check_folder(source.path, source.needs_dict(), source.field)
-    # A hub id: the hub is asked once, in seconds (before the libraries load), instead of ~30 s
-    # of retries per file: out of reach, cached files load from the cache and missing ones fail
-    # with a network message.
+    # the hub asked once, in seconds, before the libraries' ~30 s of retries per file
     resolved = {s.field: resolve_hub(s) for s in (base, cn) if not s.local}
 
     import torch
@@ -152,14 +145,9 @@ SAMPLING_SETTINGS = {"clip_sample": False, "set_alpha_to_one": False, "steps_off
 
 
 def configure_scheduler(config: dict[str, Any], what: str = "models.base scheduler") -> Any:
-    """SD 1.5's DDIM scheduler from a model's ``scheduler_config.json`` (any scheduler class).
-
-    The noise schedule must be SD 1.5's (:data:`TRAINING_KEYS`; else ``ValueError``, one line:
-    the sampler's equations assume it); the sampling settings are SD 1.5's
-    (:data:`SAMPLING_SETTINGS`), set with one warning line naming what differed. The timestep
-    grid (``timestep_spacing``) is the transfer's own setting, applied when the sampler plans
-    its steps.
-    """
+    """SD 1.5's DDIM scheduler from a model's ``scheduler_config.json`` (any scheduler class):
+    the noise schedule must be SD 1.5's (:data:`TRAINING_KEYS`; else a one-line ValueError),
+    the sampling settings are set to SD 1.5's (:data:`SAMPLING_SETTINGS`; one warning line)."""
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler.from_config(config)
@@ -189,36 +177,13 @@ def configure_scheduler(config: dict[str, Any], what: str = "models.base schedul
 # 2. Tiny models ------------------------------------------------------------------------------
 
 
-def _tiny_tokenizer_files(folder: Path) -> None:
-    """A byte-level CLIP BPE vocabulary (every byte, word-final and not) plus a few merges.
-
-    Built offline: the tiny text encoder only needs valid token ids, not a trained vocabulary.
-    """
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    chars = sorted(ByteLevel.alphabet())
-    vocab_list = chars + [c + "</w>" for c in chars]
-    merges = ["d r", "i v", "dr iv", "n i", "g h", "t</w>"]
-    merges = [m for m in merges if m.count(" ") == 1]
-    for m in merges:
-        vocab_list.append(m.replace(" ", ""))
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-
-
 def activate_controlnet(controlnet: Any, seed: int = 0, std: float = 0.05) -> None:
     """Give a fresh ``ControlNetModel.from_unet`` non-zero output convolutions.
 
-    ``from_unet`` zero-initialises the residual convolutions (``controlnet_down_blocks``,
-    ``controlnet_mid_block``) and the last convolution of the conditioning encoder, as ControlNet
-    training starts. Left so, an untrained ControlNet is inert: its residuals are zero, the
-    condition map cannot change the output, and a condition that is ignored or mis-fed goes
-    unnoticed. Random weights (normal, ``std``; a generator of its own, so the rest of the model's
-    initialisation is unchanged) make every part of the condition path count; the conditioning
-    encoder is re-drawn He-normal, as its default initialisation all but erases the image.
+    ``from_unet`` zero-initialises them (as training starts), which leaves an untrained ControlNet
+    inert: a condition ignored or mis-fed would go unnoticed. Random normal weights (``std``, a
+    generator of its own) make the condition path count; the conditioning encoder is re-drawn
+    He-normal, as its default initialisation all but erases the image.
     """
     import torch
 
@@ -229,8 +194,6 @@ def activate_controlnet(controlnet: Any, seed: int = 0, std: float = 0.05) -> No
         for conv in convs:
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * std)
             conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * std)
-        # The conditioning encoder: He-normal weights throughout, so that its output (added to
-        # the latent features) varies with the condition image as much as the features do.
         for conv in [embedding.conv_in, *embedding.blocks, embedding.conv_out]:
             fan_in = conv.weight[0].numel()
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
@@ -238,14 +201,9 @@ def activate_controlnet(controlnet: Any, seed: int = 0, std: float = 0.05) -> No
 
 
 def build_tiny_components(seed: int = 0) -> Components:
-    """Random-weight components with SD 1.5's architecture, shrunk.
-
-    The VAE has 4 down blocks (downsampling by 8, as SD 1.5's), so the ControlNet conditioning
-    encoder built by ``ControlNetModel.from_unet`` (three stride-2 stages) matches the latent size.
-    The ControlNet's zero convolutions get random weights (:func:`activate_controlnet`), so the
-    condition map and the ControlNet switch of every method change the generated image.
-    """
-
+    """Random-weight components with SD 1.5's architecture, shrunk: the VAE downsamples by 8 as
+    SD 1.5's (the ControlNet's conditioning encoder matches the latent size); the ControlNet is
+    :func:`activate_controlnet`'d, so the condition changes the image."""
     import torch
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -303,9 +261,11 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> Path:
 
 def write_model_index(out: Path) -> None:
     """``model_index.json`` of an SD 1.5 + ControlNet folder (what ``from_pretrained`` reads)."""
+    import diffusers
+
     index = {
         "_class_name": "StableDiffusionControlNetPipeline",
-        "_diffusers_version": _diffusers_version(),
+        "_diffusers_version": diffusers.__version__,
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
         "text_encoder": ["transformers", "CLIPTextModel"],
@@ -320,16 +280,18 @@ def write_model_index(out: Path) -> None:
 
 
 def tiny_tokenizer() -> Any:
-    """A small CLIPTokenizer built offline (the tiny models' and the tiny CLIP's)."""
-    import tempfile
-
+    """A small CLIPTokenizer built offline (the tiny models' and the tiny CLIP's): a byte-level
+    BPE vocabulary (every byte, word-final and not) and a few merges; only valid ids matter."""
+    from tokenizers.pre_tokenizers import ByteLevel
     from transformers import CLIPTokenizer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        _tiny_tokenizer_files(Path(tmp))
-        vocab = json.loads((Path(tmp) / "vocab.json").read_text())
-        merges = (Path(tmp) / "merges.txt").read_text().splitlines()[1:]
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(x.split()) for x in merges if x])
+    chars = sorted(ByteLevel.alphabet())
+    merges = [("d", "r"), ("i", "v"), ("dr", "iv"), ("n", "i"), ("g", "h")]
+    tokens = [*chars, *(c + "</w>" for c in chars), *("".join(m) for m in merges)]
+    vocab = {
+        t: i for i, t in enumerate(dict.fromkeys([*tokens, "<|startoftext|>", "<|endoftext|>"]))
+    }
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
     tokenizer.model_max_length = 77
     return tokenizer
 
@@ -350,9 +312,3 @@ def clip_text_config(tokenizer: Any, hidden_size: int = 32, intermediate_size: i
         eos_token_id=vocab["<|endoftext|>"],
         pad_token_id=vocab["<|endoftext|>"],
     )
-
-
-def _diffusers_version() -> str:
-    import diffusers
-
-    return diffusers.__version__
