@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,35 +87,30 @@ def target_name(manifest_uri: str, image_column: str | None = None) -> str:
 
 
 def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str = "cpu"):
-    """Build the config's model and load a checkpoint (local or remote) into it, in eval mode.
+    """The config's segmentor (``mmseg.apis.init_model``) with a checkpoint's weights (local or
+    ``s3://``), in eval mode.
 
-    A ZoDi checkpoint (keys ``segmentor.*``) loads into its plain segmentor config and back.
-    Not ``mmseg.apis.init_model``: it sets ``pretrained`` and ``train_cfg`` on the model config,
-    which a ``ZoDiSegmentor`` config does not take, fails on a checkpoint without ``meta``, and
-    loads non-strictly (a checkpoint of another model would leave random weights, silently).
+    A ZoDi config or checkpoint (``ZoDiSegmentor``, keys ``segmentor.*``) gives its plain
+    segmentor. Loading is strict: a checkpoint of another model is refused (``init_model`` loads
+    non-strictly, which would leave random weights silently).
     """
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
+    from mmseg.apis import init_model
 
+    from zodi_core.seg.adapt import ZODI_SEGMENTOR
     from zodi_core.seg.checkpoint import load_checkpoint_file
     from zodi_core.seg.train import load_config
 
     cfg = load_config(mmseg_config)
-    init_default_scope(cfg.get("default_scope", "mmseg"))
-    model = MODELS.build(cfg.model)
-    with tempfile.TemporaryDirectory(prefix="zodi-eval-") as tmp:
-        path = _local_copy(checkpoint_uri, Path(tmp))
-        ckpt = load_checkpoint_file(str(path))
+    if cfg.model.get("type") == ZODI_SEGMENTOR:
+        cfg.model = cfg.model.segmentor
+    model = init_model(cfg, device="cpu")
+    ckpt = load_checkpoint_file(checkpoint_uri)
     state = ckpt.get("state_dict", ckpt)
+    if all(k.startswith("segmentor.") for k in state):
+        state = {k.removeprefix("segmentor."): v for k, v in state.items()}
     own = set(model.state_dict())
-    if not own & set(state):
-        if all(k.startswith("segmentor.") for k in state):
-            state = {k[len("segmentor.") :]: v for k, v in state.items()}
-        elif all(k.startswith("segmentor.") for k in own):
-            state = {f"segmentor.{k}": v for k, v in state.items()}
-    missing = sorted(own - set(state))
-    unexpected = sorted(set(state) - own)
+    missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
     if missing or unexpected:
         raise ValueError(
             f"checkpoint {checkpoint_uri} does not fit config {mmseg_config}: missing keys "
@@ -126,16 +120,6 @@ def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str
     model.load_state_dict(state, strict=True)
     # Single-process inference: SyncBN (stock mmseg configs) as plain BN, which runs on CPU too.
     return revert_sync_batchnorm(model).to(device).eval()
-
-
-def _local_copy(uri: str, tmp: Path) -> Path:
-    if not uri.startswith("s3://"):
-        path = Path(uri.removeprefix("file://"))
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {uri} not found")
-        return path
-    root, name = storage.split_uri(uri)
-    return storage.open_storage(root).get_file(name, tmp / name)
 
 
 def evaluate_model(

@@ -21,6 +21,7 @@ temp file beside it, fsync and ``os.replace``: a crash or a full disk never leav
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ import torch
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.runner import find_latest_checkpoint
 
+from zodi_core import storage
 from zodi_core.storage.local import write_atomic
 
 #: mmengine file backend name of :class:`AtomicLocalBackend` (``backend_args=dict(backend=...)``).
@@ -92,10 +94,15 @@ def checkpoint_loading() -> Iterator[None]:
         yield
 
 
-def load_checkpoint_file(path: str, map_location: str = "cpu") -> dict[str, Any]:
-    """``torch.load`` of an mmengine checkpoint, weights-only with the allowed classes above."""
+def load_checkpoint_file(uri: str, map_location: str = "cpu") -> dict[str, Any]:
+    """``torch.load`` of an mmengine checkpoint (a path or ``s3://`` URI), weights-only with the
+    allowed classes above."""
+    try:
+        data = io.BytesIO(storage.read_bytes(uri))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {uri} not found") from None
     with checkpoint_loading():
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(data, map_location=map_location, weights_only=True)
 
 
 @register_backend(ATOMIC_BACKEND, force=True)
