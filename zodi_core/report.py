@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from zodi_core import layout, manifest, storage
-from zodi_core.conditions import render_condition
+from zodi_core.conditions import render_condition, resize_image
 from zodi_core.config import ReportConfig
 from zodi_core.datasets.io import encode_png, read_image, read_label
 from zodi_core.labels import CLASSES
@@ -34,14 +34,6 @@ class RunSummary:
         self.images_written += counts.get("written", 0)
         self.images_skipped += counts.get("skipped", 0)
         self.images_failed += counts.get("failed", 0)
-
-    def merge(self, other: RunSummary) -> None:
-        self.shards_computed += other.shards_computed
-        self.shards_cached += other.shards_cached
-        self.shards_failed.update(other.shards_failed)
-        self.images_written += other.images_written
-        self.images_skipped += other.images_skipped
-        self.images_failed += other.images_failed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,7 +145,6 @@ def render_sample_grid(
     The condition is rendered with the palette recorded in the manifest (what the sampler saw).
     """
     import numpy as np
-    from PIL import Image
 
     table = manifest.read_manifest(paired_uri, "transfer")
     rows = table.slice(0, n).to_pylist()
@@ -163,9 +154,7 @@ def render_sample_grid(
     for r in rows:
         generated = read_image(r["generated_uri"])
         h, w = generated.shape[:2]
-        source = np.asarray(
-            Image.fromarray(read_image(r["source_uri"])).resize((w, h), Image.BICUBIC)
-        )
+        source = resize_image(read_image(r["source_uri"]), (w, h))
         label = read_label(r["label_uri"], r["label_format"])
         condition = render_condition(label, palette or r["palette"], (w, h))
         grid_rows.append(np.concatenate([source, condition, generated], axis=1))
