@@ -14,10 +14,8 @@ on our manifests:
    (:class:`~zodi_core.seg.transforms.ZoDiEachImage`), and ``PackSegInputs`` becomes
    ``PackZoDiPairInputs``;
 3. the model is wrapped in ``ZoDiSegmentor`` with the scheme, λ and feature stage of
-   :class:`~zodi_core.config.TrainConfig` — their only owner.
-
-A config that already wraps ``ZoDiSegmentor`` or trains on ``ZoDiPairedDataset`` (written by
-hand, as before) keeps its structure; its ZoDi settings still come from ``TrainConfig``.
+   :class:`~zodi_core.config.TrainConfig` — their only owner (also for a config that already
+   wraps ``ZoDiSegmentor`` or trains on ``ZoDiPairedDataset``).
 """
 
 from __future__ import annotations

@@ -27,30 +27,38 @@ from zodi_core.manifest import ManifestError, read_manifest
 USABLE_STATUSES = ("ok", "skipped")
 
 
-def _schema_of(table) -> str:
-    meta = table.schema.metadata or {}
-    return meta.get(b"zodi.schema", b"").decode()
-
-
-def _check_unique(ids: list[str], uri: str) -> None:
+def _rows(manifest: str, schema=None, generated=False, table=None, required=True) -> list:
+    """The rows of a manifest sorted by ``sample_id`` (unique); ``generated``: only the rows
+    with a usable generated image; ``required``: an empty manifest is an error."""
+    table = read_manifest(manifest, schema) if table is None else table
+    if required and table.num_rows == 0:
+        raise ManifestError(f"{manifest}: the manifest is empty (0 rows)")
+    rows = table.to_pylist()
+    if generated:
+        rows = [r for r in rows if r["status"] in USABLE_STATUSES and r.get("generated_uri")]
+        if not rows:
+            raise ManifestError(
+                f"{manifest}: no usable generated image among {table.num_rows} rows (expected "
+                f"status in {USABLE_STATUSES} with a generated_uri)"
+            )
     seen: set[str] = set()
-    for sid in ids:
+    for sid in (r["sample_id"] for r in rows):
         if sid in seen:
-            raise ManifestError(f"{uri}: sample_id {sid!r} appears more than once")
+            raise ManifestError(f"{manifest}: sample_id {sid!r} appears more than once")
         seen.add(sid)
+    return sorted(rows, key=lambda r: r["sample_id"])
 
 
-def _check_label_format(fmt: str, sid: str, uri: str) -> None:
+def _item(sid: str, img: str, label: str, fmt: str, domain: str, uri: str) -> dict[str, Any]:
     if fmt not in LABEL_FORMATS:
         raise ManifestError(
             f"{uri}: sample {sid!r}: label_format expected one of {LABEL_FORMATS}, received {fmt!r}"
         )
+    return dict(sample_id=sid, img_path=img, seg_map_path=label, label_format=fmt, domain=domain)
 
 
 def read_pairs(
-    manifest: str,
-    source_manifest: str | None = None,
-    check_exists: bool = True,
+    manifest: str, source_manifest: str | None = None, check_exists: bool = True
 ) -> list[dict[str, Any]]:
     """The training pairs of a transfer manifest, sorted by ``sample_id``.
 
@@ -66,50 +74,25 @@ def read_pairs(
         ManifestError: empty manifest, no usable row, duplicate ids, a sample missing from the
             source manifest. FileNotFoundError: a generated image is missing.
     """
-    table = read_manifest(manifest, "transfer")
-    if table.num_rows == 0:
-        raise ManifestError(f"{manifest}: the paired manifest is empty (0 rows)")
-    rows = [
-        r for r in table.to_pylist() if r["status"] in USABLE_STATUSES and r.get("generated_uri")
-    ]
-    if not rows:
-        raise ManifestError(
-            f"{manifest}: no usable pair among {table.num_rows} rows (expected status in "
-            f"{USABLE_STATUSES} with a generated_uri)"
-        )
-    _check_unique([r["sample_id"] for r in rows], manifest)
-    sources: dict[str, dict[str, Any]] | None = None
+    sources = None
     if source_manifest is not None:
-        src_rows = read_manifest(source_manifest, "samples").to_pylist()
-        _check_unique([r["sample_id"] for r in src_rows], source_manifest)
-        sources = {r["sample_id"]: r for r in src_rows}
+        sources = {r["sample_id"]: r for r in _rows(source_manifest, "samples", required=False)}
     pairs = []
-    for r in sorted(rows, key=lambda r: r["sample_id"]):
+    for r in _rows(manifest, "transfer", generated=True):
         sid = r["sample_id"]
-        if sources is not None:
-            if sid not in sources:
-                raise ManifestError(
-                    f"{manifest}: sample {sid!r} has no row in the source manifest {source_manifest}"
-                )
-            src = sources[sid]
-            img, label, fmt = src["image_uri"], src["label_uri"], src["label_format"]
-        else:
-            img, label, fmt = r["source_uri"], r["label_uri"], r["label_format"]
-        _check_label_format(fmt, sid, manifest)
+        if sources is not None and sid not in sources:
+            raise ManifestError(
+                f"{manifest}: sample {sid!r} has no row in the source manifest {source_manifest}"
+            )
+        src = sources[sid] if sources is not None else dict(r, image_uri=r["source_uri"])
+        item = _item(
+            sid, src["image_uri"], src["label_uri"], src["label_format"], r["domain"], manifest
+        )
         if check_exists and not storage.exists(r["generated_uri"]):
             raise FileNotFoundError(
                 f"{manifest}: sample {sid!r}: generated image {r['generated_uri']} not found"
             )
-        pairs.append(
-            {
-                "sample_id": sid,
-                "img_path": img,
-                "gen_path": r["generated_uri"],
-                "seg_map_path": label,
-                "label_format": fmt,
-                "domain": r["domain"],
-            }
-        )
+        pairs.append(dict(item, gen_path=r["generated_uri"]))
     return pairs
 
 
@@ -120,7 +103,7 @@ def read_samples(manifest: str, image_column: str | None = None) -> list[dict[st
     (transfer); ``generated_uri`` for the proxy set (rows without one are skipped).
     """
     table = read_manifest(manifest)
-    schema = _schema_of(table)
+    schema = (table.schema.metadata or {}).get(b"zodi.schema", b"").decode()
     if schema not in ("samples", "transfer"):
         raise ManifestError(
             f"{manifest}: expected a 'samples' or 'transfer' manifest, found {schema or 'none'!r}"
@@ -130,27 +113,11 @@ def read_samples(manifest: str, image_column: str | None = None) -> list[dict[st
         raise ManifestError(
             f"{manifest}: image_column expected one of {table.column_names}, received {column!r}"
         )
-    if table.num_rows == 0:
-        raise ManifestError(f"{manifest}: the manifest is empty (0 rows)")
-    rows = table.to_pylist()
-    if schema == "transfer" and column == "generated_uri":
-        rows = [r for r in rows if r["status"] in USABLE_STATUSES and r.get("generated_uri")]
-        if not rows:
-            raise ManifestError(f"{manifest}: no row has a usable generated image")
-    _check_unique([r["sample_id"] for r in rows], manifest)
-    items = []
-    for r in sorted(rows, key=lambda r: r["sample_id"]):
-        _check_label_format(r["label_format"], r["sample_id"], manifest)
-        items.append(
-            {
-                "sample_id": r["sample_id"],
-                "img_path": r[column],
-                "seg_map_path": r["label_uri"],
-                "label_format": r["label_format"],
-                "domain": r["domain"],
-            }
-        )
-    return items
+    rows = _rows(manifest, generated=column == "generated_uri", table=table)
+    return [
+        _item(r["sample_id"], r[column], r["label_uri"], r["label_format"], r["domain"], manifest)
+        for r in rows
+    ]
 
 
 class _ManifestDatasetBase(BaseSegDataset):
@@ -190,9 +157,7 @@ class ZoDiPairedDataset(_ManifestDatasetBase):
     def load_data_list(self) -> list[dict]:
         self._require_manifest()
         pairs = read_pairs(self.manifest, self.source_manifest, self.check_exists)
-        for p in pairs:
-            p.update(reduce_zero_label=False, seg_fields=[])
-        return pairs
+        return [dict(p, reduce_zero_label=False, seg_fields=[]) for p in pairs]
 
 
 @DATASETS.register_module()
@@ -206,6 +171,4 @@ class ZoDiManifestDataset(_ManifestDatasetBase):
     def load_data_list(self) -> list[dict]:
         self._require_manifest()
         items = read_samples(self.manifest, self.image_column)
-        for item in items:
-            item.update(reduce_zero_label=False, seg_fields=[])
-        return items
+        return [dict(i, reduce_zero_label=False, seg_fields=[]) for i in items]

@@ -1,42 +1,25 @@
 """ZoDi model adaptation for any MMSeg segmentor (SPEC §3, paper Eq. 6–8).
 
-:class:`ZoDiSegmentor` wraps an existing segmentor config — any backbone, neck and decode head —
-and adds the similarity loss between the backbone features of each source image I and its
-generated twin I'::
+:class:`ZoDiSegmentor` wraps a segmentor config (any backbone, neck and heads) and adds the
+similarity loss between the backbone features of each source image I and its generated twin I'::
 
     L = λ·(1 − cos(GAP(F(I)), GAP(F(I')))) + L_seg(I, y) + L_seg(I', y)
 
-where L_seg is whatever the wrapped segmentor's heads compute (cross-entropy with ignore 255 in
-the paper's DeepLabv3+; auxiliary heads included when the config has them). ``zodi train``
-adds it to any mmseg config in code (:func:`zodi_core.seg.adapt.adapt_config`), with λ, scheme and
-feature stage from :class:`~zodi_core.config.TrainConfig`; by hand it is::
-
-    model = dict(type='ZoDiSegmentor', segmentor=<the segmentor config>,
-                 lambda_sim=0.1, feature_stage=-1, scheme='release')
-
+L_seg is what the wrapped segmentor's heads compute. ``zodi train`` adds the wrapper in code
+(:func:`zodi_core.seg.adapt.adapt_config`) with λ, scheme and stage from ``TrainConfig``.
 Two schemes, equal in loss value and gradient when BatchNorm is frozen (eval mode):
 
-- ``release`` (the authors' release): forward the sources → L_seg(I) + λ·L_sim (the generated
+- ``release`` (the authors' release): forward the sources → L_seg(I) + λ·L_sim (generated
   features from a backbone-only forward of I'), backward; a second forward of I' → L_seg(I'),
-  backward; one optimizer step per batch of pairs. Each forward normalises its own domain:
-  BatchNorm running statistics see a source batch, a generated batch, and the generated batch
-  again (the backbone-only forward).
-- ``concat``: one forward of the 2N-image batch [I; I']. BatchNorm normalises over both domains
-  jointly (batch statistics mix day and night), and the running statistics are updated once per
-  step with the mixed batch. Mean-reduced head losses over 2N images are (L(I) + L(I')) / 2 (the
-  two halves share their labels, hence their valid-pixel counts), so they are doubled to give
-  the sum of Eq. 8. About one third fewer backbone passes than ``release``; one graph of 2N
-  images is alive at once instead of N (peak memory; see ``bench/train_step.py``).
+  backward; one optimizer step. BatchNorm statistics see each domain's batch on its own.
+- ``concat``: one forward of the 2N batch [I; I'] (BatchNorm statistics mix both domains).
+  Mean-reduced head losses over 2N images are (L(I) + L(I')) / 2 (the halves share labels),
+  so they are doubled to give Eq. 8. A third fewer backbone passes; a 2N graph alive at once.
 
-Logged per iteration (mmengine ``log_vars``): ``loss_sim`` (λ·L_sim, part of the total),
-``cos_mean`` (mean cosine; L_sim = 1 − cos_mean), ``ce_src`` and ``ce_gen`` (the decode head's
-loss on the source and generated halves; not added to the total a second time).
-
-Data-parallel note: mmengine's ``MMDistributedDataParallel.train_step`` calls the module's
-``forward(mode='loss')`` and never its ``train_step``, so under DDP the ``concat`` scheme is what
-runs, and ``train_model`` refuses ``release`` there. The concat loss is correct under DDP: each
-process averages over its own pairs and DDP averages the gradients, i.e. the mean over all pairs
-of equal-size local batches (BatchNorm statistics stay per process unless the config uses SyncBN).
+Logged per iteration: ``loss_sim`` (λ·L_sim), ``cos_mean``, ``ce_src`` and ``ce_gen`` (the decode
+head's loss on each half; not added to the total again). Under DDP mmengine's wrapper calls
+``forward(mode='loss')``, never ``train_step``: only ``concat`` runs there (``train_model``
+refuses ``release``); each process averages its own pairs and DDP averages the gradients.
 """
 
 from __future__ import annotations
@@ -323,18 +306,12 @@ class ZoDiSegmentor(BaseSegmentor):
 
     def train_step(self, data: dict, optim_wrapper: OptimWrapper) -> dict[str, Tensor]:
         """One optimizer step per batch of pairs (the ``release`` scheme: two backward passes)."""
-        if self.scheme == "concat":
+        if self.scheme == "concat" or data.get("gen_inputs") is None:  # no pairs: one pass
             return super().train_step(data, optim_wrapper)
         with optim_wrapper.optim_context(self):
             data = self.data_preprocessor(data, True)
         inputs, samples = data["inputs"], data["data_samples"]
         n = self.num_pairs(samples)
-        if n == 0:
-            with optim_wrapper.optim_context(self):
-                losses = self._run_forward(data, mode="loss")
-            parsed, log_vars = self.parse_losses(losses)
-            optim_wrapper.update_params(parsed)
-            return log_vars
         counts = getattr(optim_wrapper, "_accumulative_counts", 1)
         if counts != 1:
             raise ValueError(

@@ -33,22 +33,18 @@ from zodi_core.datasets.io import read_image, read_label
 MAX_ASPECT_DIFFERENCE = 0.15
 
 
-def _load_label(uri: str, label_format: str, sample_id: str) -> np.ndarray:
+def _read(reader, uri: str, sample_id: str, what: str, *args) -> np.ndarray:
+    """``reader(uri, *args)``; a missing or unreadable file is named with the sample id."""
     try:
-        return read_label(uri, label_format)
+        return reader(uri, *args)
     except FileNotFoundError:
-        raise FileNotFoundError(f"sample {sample_id!r}: label {uri} not found") from None
+        raise FileNotFoundError(f"sample {sample_id!r}: {what} {uri} not found") from None
     except ValueError as err:
-        raise ValueError(f"sample {sample_id!r}: {err}") from None
+        raise ValueError(f"sample {sample_id!r}: {what}: {err}") from None
 
 
 def _load_image(uri: str, sample_id: str, what: str) -> np.ndarray:
-    try:
-        rgb = read_image(uri)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"sample {sample_id!r}: {what} image {uri} not found") from None
-    except ValueError as err:
-        raise ValueError(f"sample {sample_id!r}: {what} image: {err}") from None
+    rgb = _read(read_image, uri, sample_id, f"{what} image")
     return np.ascontiguousarray(rgb[..., ::-1])  # RGB → BGR, mmcv's convention
 
 
@@ -58,10 +54,18 @@ def _aspect_difference(shape: tuple[int, ...], reference: tuple[int, ...]) -> fl
     return abs(a - ref) / ref
 
 
-def _set_shapes(results: dict, img: np.ndarray) -> None:
-    results["img"] = img
-    results["img_shape"] = img.shape[:2]
-    results["ori_shape"] = img.shape[:2]
+def _set_sample(results: dict, img: np.ndarray, label: np.ndarray) -> dict:
+    results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2], gt_seg_map=label)
+    results.update(seg_fields=["gt_seg_map"], reduce_zero_label=False)
+    return results
+
+
+def _run(transforms: list, results: dict) -> dict:
+    for t in transforms:
+        results = t(results)
+        if results is None:
+            raise ValueError(f"{t!r} dropped a paired sample; it cannot be used on pairs")
+    return results
 
 
 @TRANSFORMS.register_module()
@@ -80,7 +84,9 @@ class LoadZoDiSample(BaseTransform):
     def transform(self, results: dict) -> dict:
         sample_id = results.get("sample_id", results["img_path"])
         img = _load_image(results["img_path"], sample_id, "the")
-        label = _load_label(results["seg_map_path"], results["label_format"], sample_id)
+        label = _read(
+            read_label, results["seg_map_path"], sample_id, "label", results["label_format"]
+        )
         # A generated image (proxy evaluation) is at the transfer resolution while its label is
         # at the source's: with a target scale both are resized, if their aspects agree.
         if img.shape[:2] != label.shape and (
@@ -93,11 +99,7 @@ class LoadZoDiSample(BaseTransform):
         if self.scale is not None:
             img = mmcv.imresize(img, self.scale, interpolation="bilinear")
             label = mmcv.imresize(label, self.scale, interpolation="nearest")
-        _set_shapes(results, img)
-        results["gt_seg_map"] = label
-        results["seg_fields"] = ["gt_seg_map"]
-        results["reduce_zero_label"] = False
-        return results
+        return _set_sample(results, img, label)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(scale={self.scale})"
@@ -120,7 +122,7 @@ class LoadZoDiPair(BaseTransform):
         sid = results["sample_id"]
         img = _load_image(results["img_path"], sid, "source")
         gen = _load_image(results["gen_path"], sid, "generated")
-        label = _load_label(results["seg_map_path"], results["label_format"], sid)
+        label = _read(read_label, results["seg_map_path"], sid, "label", results["label_format"])
         if img.shape[:2] != label.shape:
             raise ValueError(
                 f"sample {sid!r}: source image is {img.shape[1]}x{img.shape[0]} but its label is "
@@ -134,12 +136,8 @@ class LoadZoDiPair(BaseTransform):
                     f"aspect ratio; the generated image is not a transfer of this source"
                 )
             gen = mmcv.imresize(gen, (img.shape[1], img.shape[0]), interpolation="bilinear")
-        _set_shapes(results, img)
         results["gen_img"] = gen
-        results["gt_seg_map"] = label
-        results["seg_fields"] = ["gt_seg_map"]
-        results["reduce_zero_label"] = False
-        return results
+        return _set_sample(results, img, label)
 
 
 @TRANSFORMS.register_module()
@@ -154,18 +152,11 @@ class ZoDiPairedTransforms(BaseTransform):
     def __init__(self, transforms: list[dict | BaseTransform]) -> None:
         self.transforms = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in transforms]
 
-    def _apply(self, results: dict) -> dict:
-        for t in self.transforms:
-            results = t(results)
-            if results is None:
-                raise ValueError(f"{t!r} dropped a paired sample; it cannot be used on pairs")
-        return results
-
     def transform(self, results: dict) -> dict:
         gen_view = _image_view(results, "gen_img")
         with cache_random_params(self.transforms):
-            results = self._apply(results)
-            gen_view = self._apply(copy.copy(gen_view))
+            results = _run(self.transforms, results)
+            gen_view = _run(self.transforms, copy.copy(gen_view))
         if gen_view["img"].shape != results["img"].shape:
             raise ValueError(
                 f"sample {results.get('sample_id')!r}: the paired transforms gave shapes "
@@ -204,12 +195,7 @@ class ZoDiEachImage(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         for key in self.keys:
-            view = _image_view(results, key)
-            for t in self.transforms:
-                view = t(view)
-                if view is None:
-                    raise ValueError(f"{t!r} dropped a paired sample; it cannot be used on pairs")
-            results[key] = view["img"]
+            results[key] = _run(self.transforms, _image_view(results, key))["img"]
         return results
 
     def __repr__(self) -> str:
@@ -279,10 +265,6 @@ class ZoDiColorJitter(BaseTransform):
         return f"{type(self).__name__}({self.factors}, keys={self.keys})"
 
 
-def _to_chw_tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-
-
 @TRANSFORMS.register_module()
 class PackZoDiPairInputs(PackSegInputs):
     """mmseg's ``PackSegInputs`` plus ``gen_inputs``: the generated image as a (3, H, W) uint8
@@ -298,5 +280,7 @@ class PackZoDiPairInputs(PackSegInputs):
 
     def transform(self, results: dict) -> dict:
         packed = super().transform(results)
-        packed["gen_inputs"] = _to_chw_tensor(results["gen_img"])
+        packed["gen_inputs"] = torch.from_numpy(
+            np.ascontiguousarray(results["gen_img"].transpose(2, 0, 1))
+        )
         return packed
