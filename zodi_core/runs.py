@@ -120,6 +120,7 @@ def plan_evaluations(
     nor a proxy are dropped.
     """
     jobs = []
+    domains = () if target_domains is None else tuple(target_domains.get(t) for t in targets)
     for name, results in sorted(models.items()):
         if not results:
             continue
@@ -140,9 +141,7 @@ def plan_evaluations(
                     proxy=proxies.get(proxy_domain) if proxy_domain else None,
                     proxy_domain=proxy_domain,
                     slug=name if i == 0 else f"{name}-proxy-{proxy_domain}",
-                    target_domains=tuple((target_domains or {}).get(t) for t in targets)
-                    if i == 0 and target_domains is not None
-                    else (),
+                    target_domains=domains if i == 0 else (),
                 )
             )
     return [j for j in jobs if j.manifests or j.proxy]

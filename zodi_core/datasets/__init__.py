@@ -6,16 +6,3 @@
   (``ingest_dataset``).
 - :mod:`~zodi_core.datasets.io`: read images and labels referenced by manifests.
 """
-
-from zodi_core.datasets.ingest import IngestError, IngestResult, ingest_dataset, rejects_uri_for
-from zodi_core.datasets.readers import scan_dataset
-from zodi_core.datasets.synth import write_synthetic
-
-__all__ = [
-    "IngestError",
-    "IngestResult",
-    "ingest_dataset",
-    "rejects_uri_for",
-    "scan_dataset",
-    "write_synthetic",
-]

@@ -1,9 +1,9 @@
 """Ingestion: a dataset folder → a validated ``samples`` Parquet manifest.
 
 Every sample is decoded fully (a truncated PNG fails here, not in training) and checked: image
-and label present, same size, label values inside the table of its format, and a sample id that
-is one safe path component (:func:`~zodi_core.datasets.readers.sample_id_problem`). All bad files are
-collected and reported, each as one line ``PATH: reason``. Without ``skip_invalid`` any bad file
+and label present, same size, label values inside the table of its format (the reader checks the
+ids: :func:`~zodi_core.datasets.readers.sample_id_problem`). All bad files are collected and
+reported, each as one line ``PATH: reason``. Without ``skip_invalid`` any bad file
 fails the run and no manifest is written (an existing manifest at the destination is left as it
 was); with it, the good samples are written and the rejects go to a ``rejects`` manifest beside
 it (:func:`rejects_uri_for`).
@@ -23,15 +23,8 @@ from typing import Any
 
 from zodi_core import manifest, storage
 from zodi_core.config import DatasetSpec
-from zodi_core.datasets.io import decode_png
-from zodi_core.datasets.readers import (
-    Candidate,
-    Problem,
-    ScanResult,
-    sample_id_problem,
-    scan_dataset,
-)
-from zodi_core.labels import check_train_ids, label_ids_to_train_ids
+from zodi_core.datasets.io import decode_label, decode_png
+from zodi_core.datasets.readers import Candidate, Problem, ScanResult, scan_dataset
 
 
 class IngestError(ValueError):
@@ -73,13 +66,13 @@ def _strip_name(message: str, path: str) -> str:
 
 
 def check_sample(
-    candidate: Candidate, label_format: str
+    candidate: Candidate, scan: ScanResult
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """Decode one image/label pair fully and check it.
+    """Decode one image/label pair of ``scan`` fully and check it.
 
     Returns:
-        (row fields ``image_uri, label_uri, width, height, image_sha256, label_sha256`` or None,
-        every problem found: both files are checked even when the first one is bad).
+        (its manifest row or None, every problem found: both files are checked even when the
+        first one is bad).
     """
     problems: list[Problem] = []
     img_path, lab_path = str(candidate.image_path), str(candidate.label_path)
@@ -91,25 +84,21 @@ def check_sample(
         problems.append(Problem(img_path, _strip_name(str(err), img_path)))
     try:
         lab_bytes = candidate.label_path.read_bytes()
-        label = decode_png(lab_bytes, lab_path)
-        if label.ndim != 2:
-            raise ValueError(f"expected a single-channel label map, found shape {label.shape}")
-        if label_format == "label_ids":
-            label_ids_to_train_ids(label)
-        else:
-            check_train_ids(label)
+        label = decode_label(lab_bytes, lab_path, scan.label_format)
     except (OSError, ValueError) as err:
         problems.append(Problem(lab_path, _strip_name(str(err), lab_path)))
-        label = None
     if image is not None and label is not None and image.shape[:2] != label.shape:
-        h, w = image.shape[:2]
-        lh, lw = label.shape
-        problems.append(
-            Problem(lab_path, f"size {lw}x{lh} does not match its image {img_path} ({w}x{h})")
-        )
+        (h, w), (lh, lw) = image.shape[:2], label.shape
+        reason = f"size {lw}x{lh} does not match its image {img_path} ({w}x{h})"
+        problems.append(Problem(lab_path, reason))
     if problems:
         return None, problems
     return {
+        "sample_id": candidate.sample_id,
+        "dataset": scan.dataset,
+        "split": scan.split,
+        "domain": scan.domain,
+        "label_format": scan.label_format,
         "image_uri": img_path,
         "label_uri": lab_path,
         "width": int(image.shape[1]),
@@ -158,44 +147,25 @@ def ingest_dataset(
     spec = spec.model_copy(update={"root": str(root)})
 
     # 1. list and pair files by id (layout problems: unpaired files, empty or missing folders).
-    scan: ScanResult = scan_dataset(spec)
+    scan = scan_dataset(spec)
     problems = list(scan.problems)
-    # An id that is not one safe path component rejects only its own sample.
-    candidates = []
-    for cand in scan.candidates:
-        reason = sample_id_problem(cand.sample_id)
-        if reason is None:
-            candidates.append(cand)
-        else:
-            problems.append(Problem(str(cand.image_path), reason))
 
     # 2. decode and check every pair, in parallel (PIL and hashlib release the GIL).
     rows: list[dict[str, Any]] = []
     n_workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        results = pool.map(lambda c: check_sample(c, scan.label_format), candidates)
         bar = tqdm(
-            zip(candidates, results, strict=True),
-            total=len(candidates),
+            pool.map(lambda c: check_sample(c, scan), scan.candidates),
+            total=len(scan.candidates),
             desc=f"ingest {spec.manifest_name}",
             unit="img",
             file=sys.stderr,
-            disable=not progress or not candidates,
+            disable=not progress or not scan.candidates,
         )
-        for cand, (fields, bad) in bar:
-            if bad:
-                problems.extend(bad)
-                continue
-            rows.append(
-                {
-                    "sample_id": cand.sample_id,
-                    "dataset": scan.dataset,
-                    "split": scan.split,
-                    "domain": scan.domain,
-                    "label_format": scan.label_format,
-                    **fields,
-                }
-            )
+        for row, bad in bar:
+            problems.extend(bad)
+            if row is not None:
+                rows.append(row)
     problems.sort(key=lambda p: (p.path, p.reason))
 
     # 3. fail with every problem listed, or keep the good rows.

@@ -36,24 +36,28 @@ def read_image(uri: str, **storage_options) -> np.ndarray:
     return decode_png(storage.read_bytes(uri, **storage_options), uri, mode="RGB")
 
 
-def read_label(uri: str, label_format: str, **storage_options) -> np.ndarray:
-    """Read a label map as train ids: (H, W) uint8 in 0..18 or 255.
+def decode_label(data: bytes, name: str, label_format: str) -> np.ndarray:
+    """Decode a label map as train ids: (H, W) uint8 in 0..18 or 255; ValueError naming ``name``.
 
     ``label_format`` is ``label_ids`` (Cityscapes/GTA5 label ids, mapped through the table) or
     ``train_ids`` (ACDC ``*_gt_labelTrainIds.png``, checked).
     """
-    raw = decode_png(storage.read_bytes(uri, **storage_options), uri)
+    if label_format not in LABEL_FORMATS:
+        raise ValueError(
+            f"label_format: expected one of {LABEL_FORMATS}, received {label_format!r}"
+        )
+    raw = decode_png(data, name)
     if raw.ndim != 2:
-        raise ValueError(f"{uri}: expected a single-channel label map, got shape {raw.shape}")
-    if label_format == "label_ids":
-        try:
+        raise ValueError(f"{name}: expected a single-channel label map, found shape {raw.shape}")
+    try:
+        if label_format == "label_ids":
             return label_ids_to_train_ids(raw)
-        except ValueError as err:
-            raise ValueError(f"{uri}: {err}") from None
-    if label_format == "train_ids":
-        try:
-            check_train_ids(raw)
-        except ValueError as err:
-            raise ValueError(f"{uri}: {err}") from None
-        return raw.astype(np.uint8)
-    raise ValueError(f"label_format: expected one of {LABEL_FORMATS}, received {label_format!r}")
+        check_train_ids(raw)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+    return raw.astype(np.uint8)
+
+
+def read_label(uri: str, label_format: str, **storage_options) -> np.ndarray:
+    """Read a label map as train ids (see :func:`decode_label`)."""
+    return decode_label(storage.read_bytes(uri, **storage_options), uri, label_format)

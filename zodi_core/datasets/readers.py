@@ -2,29 +2,20 @@
 
 A reader lists a dataset folder and pairs images with labels **by id** (never by listing order),
 without decoding anything. It returns the candidate pairs and every layout problem it found
-(image without label, label without image, empty folder, wrong layout), each naming a path.
+(image without label, label without image, empty folder, wrong layout, an id that cannot be
+a sample id), each naming a path.
 Decoding and checking the pixels is :mod:`zodi_core.datasets.ingest`'s job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from zodi_core.config import ACDC_CONDITIONS, DatasetSpec
-
-#: label_format of each dataset's label files (see zodi_core.datasets.io.read_label).
-DATASET_LABEL_FORMAT = {"cityscapes": "label_ids", "acdc": "train_ids", "gta5": "label_ids"}
-#: domain column of each dataset's samples (ACDC: the condition).
-DATASET_DOMAIN = {"cityscapes": "source", "gta5": "game"}
-
-CITYSCAPES_IMAGE_SUFFIX = "_leftImg8bit.png"
-CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
-ACDC_IMAGE_SUFFIX = "_rgb_anon.png"
-ACDC_LABEL_SUFFIX = "_gt_labelTrainIds.png"
 
 
 @dataclass(frozen=True)
@@ -77,41 +68,15 @@ def sample_id_problem(sample_id: str) -> str | None:
     return None
 
 
-def _files_by_id(folder: Path, suffix: str, depth: int) -> dict[str, Path]:
-    """Files named ``<id><suffix>`` exactly ``depth`` folders below ``folder``, keyed by id."""
+def _files_by_key(folder: Path, suffix: str, depth: int) -> dict[str, Path]:
+    """Files named ``<id><suffix>`` exactly ``depth`` (0 or 1) folders below ``folder``, keyed on
+    ``folder/id`` (so that a file filed under the wrong city or sequence does not pair) or the id."""
     pattern = "/".join(["*"] * depth + [f"*{suffix}"])
-    out: dict[str, Path] = {}
-    for p in sorted(folder.glob(pattern)):
-        if p.is_file():
-            out[p.name[: -len(suffix)]] = p
-    return out
-
-
-def _pair(
-    result: ScanResult,
-    images: dict[str, Path],
-    labels: dict[str, Path],
-    expected_label: Callable[[str], Path],
-    expected_image: Callable[[str], Path],
-    keep: set[str] | None = None,
-) -> None:
-    """Join images and labels on id; report each unpaired file with the path it expected.
-
-    ``keep``: ids of the images to keep (a random subset); the labels of images left out are
-    ignored, but a label without any image is reported whatever the subset.
-    """
-    for key in sorted(images.keys() | labels.keys()):
-        if keep is not None and key in images and key not in keep:
-            continue
-        img, lab = images.get(key), labels.get(key)
-        if img is not None and lab is not None:
-            result.candidates.append(Candidate(key, img, lab))
-        elif img is not None:
-            reason = f"image without label (expected {expected_label(key)})"
-            result.problems.append(Problem(str(img), reason))
-        else:
-            reason = f"label without image (expected {expected_image(key)})"
-            result.problems.append(Problem(str(lab), reason))
+    return {
+        f"{p.parent.name}/{p.name[: -len(suffix)]}" if depth else p.name[: -len(suffix)]: p
+        for p in sorted(folder.glob(pattern))
+        if p.is_file()
+    }
 
 
 def _subset_keys(
@@ -130,13 +95,63 @@ def _subset_keys(
     return {ids[i] for i in pick}
 
 
-def _require_dir(result: ScanResult, path: Path, expected: str) -> bool:
-    if path.is_dir():
-        return True
-    result.problems.append(
-        Problem(str(path), f"wrong layout: folder not found; expected {expected}")
-    )
-    return False
+def _scan(
+    result: ScanResult,
+    root: Path,
+    folders: tuple[str, str],
+    suffixes: tuple[str, str],
+    name: str,
+    subset: int | None,
+    subset_seed: int,
+) -> ScanResult:
+    """Pair ``<root>/<image folder>/<name><image suffix>`` with the label of the same ``name``
+    under the label folder (``name``: ``<folder>/<id>`` or ``<id>``) into ``result``, by key.
+
+    Missing folders, an empty image folder and unpaired files are problems, each naming the path it
+    expected; ``subset`` keeps that many images (labels without an image are reported whatever the
+    subset). An id is the file name without its suffix, so the same id in two folders is a
+    misplaced copy: the second is a problem.
+    """
+    (img_dir, gt_dir), depth = (root / f for f in folders), name.count("/")
+    layouts = [
+        f"<root>/{f}/{name}{s} ({result.dataset} layout)"
+        for f, s in zip(folders, suffixes, strict=True)
+    ]
+    for folder, layout in ((img_dir, layouts[0]), (gt_dir, layouts[1])):
+        if not folder.is_dir():
+            reason = f"wrong layout: folder not found; expected {layout}"
+            result.problems.append(Problem(str(folder), reason))
+    if result.problems:
+        return result
+    images = _files_by_key(img_dir, suffixes[0], depth)
+    labels = _files_by_key(gt_dir, suffixes[1], depth)
+    if not images and not labels:
+        reason = f"empty folder: no images matching {layouts[0]}"
+        result.problems.append(Problem(str(img_dir), reason))
+        return result
+    keep = _subset_keys(images, subset, subset_seed, img_dir)
+    seen: dict[str, Path] = {}
+    for key in sorted(images.keys() | labels.keys()):
+        if keep is not None and key in images and key not in keep:
+            continue
+        image, label = images.get(key), labels.get(key)
+        sample_id = key.rpartition("/")[2]
+        if image is None:
+            reason = f"label without image (expected {img_dir / (key + suffixes[0])})"
+            result.problems.append(Problem(str(label), reason))
+        elif label is None:
+            reason = f"image without label (expected {gt_dir / (key + suffixes[1])})"
+            result.problems.append(Problem(str(image), reason))
+        elif sample_id in seen:
+            reason = f"duplicate sample id {sample_id!r} (also {seen[sample_id]})"
+            result.problems.append(Problem(str(image), reason))
+        elif reason := sample_id_problem(sample_id):  # rejects only its own sample
+            result.problems.append(Problem(str(image), reason))
+        else:
+            seen[sample_id] = image
+            result.candidates.append(Candidate(sample_id, image, label))
+    result.candidates.sort(key=lambda c: c.sample_id)
+    return result
 
 
 def scan_cityscapes(
@@ -144,69 +159,12 @@ def scan_cityscapes(
 ) -> ScanResult:
     """Cityscapes ``leftImg8bit/<split>/<city>/<frame id>_leftImg8bit.png`` with
     ``gtFine/<split>/<city>/<frame id>_gtFine_labelIds.png``; sample_id = frame id
-    (``<city>_<seq>_<frame>``), joined on (city, frame id). ``subset``: see :func:`scan_gta5`."""
-    result = ScanResult(
-        "cityscapes", split, DATASET_DOMAIN["cityscapes"], DATASET_LABEL_FORMAT["cityscapes"]
-    )
-    root = Path(root)
-    _scan_folder_pairs(
-        result,
-        root / "leftImg8bit" / split,
-        root / "gtFine" / split,
-        CITYSCAPES_IMAGE_SUFFIX,
-        CITYSCAPES_LABEL_SUFFIX,
-        f"<root>/leftImg8bit/{split}/<city>/<city>_<seq>_<frame>",
-        f"<root>/gtFine/{split}/<city>/<frame id>",
-        "Cityscapes",
-        subset,
-        subset_seed,
-    )
-    result.candidates = [
-        Candidate(c.sample_id.split("/", 1)[1], c.image_path, c.label_path)
-        for c in result.candidates
-    ]
-    return result
-
-
-def _scan_folder_pairs(
-    result: ScanResult,
-    img_dir: Path,
-    gt_dir: Path,
-    image_suffix: str,
-    label_suffix: str,
-    image_layout: str,
-    label_layout: str,
-    dataset: str,
-    subset: int | None,
-    subset_seed: int,
-    depth: int = 1,
-) -> None:
-    """Pair ``img_dir/<folder>/<id><image_suffix>`` with ``gt_dir/<folder>/<id><label_suffix>``
-    into ``result``, keyed on "folder/id" so that a file filed under the wrong folder (city,
-    sequence) does not pair (``depth=0``: ``img_dir/<id><image_suffix>``, keyed on the id).
-    Missing folders and an empty image folder are problems."""
-    layout = f"{image_layout}{image_suffix}"
-    ok = _require_dir(result, img_dir, f"{layout} ({dataset} layout)")
-    ok &= _require_dir(result, gt_dir, f"{label_layout}{label_suffix} ({dataset} layout)")
-    if not ok:
-        return
-
-    def by_key(folder: Path, suffix: str) -> dict[str, Path]:
-        found = _files_by_id(folder, suffix, depth)
-        return {(f"{p.parent.name}/{sid}" if depth else sid): p for sid, p in found.items()}
-
-    images, labels = by_key(img_dir, image_suffix), by_key(gt_dir, label_suffix)
-    if not images and not labels:
-        result.problems.append(Problem(str(img_dir), f"empty folder: no images matching {layout}"))
-        return
-    _pair(
-        result,
-        images,
-        labels,
-        lambda key: gt_dir / f"{key}{label_suffix}",
-        lambda key: img_dir / f"{key}{image_suffix}",
-        _subset_keys(images, subset, subset_seed, img_dir),
-    )
+    (``<city>_<seq>_<frame>``). ``subset``: see :func:`scan_gta5`."""
+    return _scan(
+        ScanResult("cityscapes", split, "source", "label_ids"), Path(root),
+        (f"leftImg8bit/{split}", f"gtFine/{split}"), ("_leftImg8bit.png", "_gtFine_labelIds.png"),
+        "<city>/<city>_<seq>_<frame>", subset, subset_seed,
+    )  # fmt: skip
 
 
 def scan_acdc(
@@ -225,32 +183,11 @@ def scan_acdc(
             f"{ACDC_CONDITIONS[-1]!r} for acdc, "
             f"received {condition!r}"
         )
-    root = Path(root)
-    result = ScanResult("acdc", split, condition, DATASET_LABEL_FORMAT["acdc"])
-    _scan_folder_pairs(
-        result,
-        root / "rgb_anon" / condition / split,
-        root / "gt" / condition / split,
-        ACDC_IMAGE_SUFFIX,
-        ACDC_LABEL_SUFFIX,
-        f"<root>/rgb_anon/{condition}/{split}/<sequence>/<name>",
-        f"<root>/gt/{condition}/{split}/<sequence>/<name>",
-        "ACDC",
-        subset,
-        subset_seed,
-    )
-    paired, seen = [], {}
-    for c in result.candidates:
-        name = c.sample_id.split("/", 1)[1]
-        if name in seen:  # ACDC names carry the sequence, so a repeat is a misplaced copy
-            result.problems.append(
-                Problem(str(c.image_path), f"duplicate sample id {name!r} (also {seen[name]})")
-            )
-            continue
-        seen[name] = c.image_path
-        paired.append(Candidate(name, c.image_path, c.label_path))
-    result.candidates = sorted(paired, key=lambda c: c.sample_id)
-    return result
+    return _scan(
+        ScanResult("acdc", split, condition, "train_ids"), Path(root),
+        (f"rgb_anon/{condition}/{split}", f"gt/{condition}/{split}"),
+        ("_rgb_anon.png", "_gt_labelTrainIds.png"), "<sequence>/<name>", subset, subset_seed,
+    )  # fmt: skip
 
 
 def scan_gta5(root: str | Path, subset: int | None = None, subset_seed: int = 0) -> ScanResult:
@@ -261,13 +198,10 @@ def scan_gta5(root: str | Path, subset: int | None = None, subset_seed: int = 0)
     and the seed (the same rule for every reader). Labels without an image are reported whatever
     the subset.
     """
-    root = Path(root)
-    result = ScanResult("gta5", "all", DATASET_DOMAIN["gta5"], DATASET_LABEL_FORMAT["gta5"])
-    _scan_folder_pairs(
-        result, root / "images", root / "labels", ".png", ".png", "<root>/images/<nnnnn>",
-        "<root>/labels/<nnnnn>", "GTA5", subset, subset_seed, depth=0,
+    return _scan(
+        ScanResult("gta5", "all", "game", "label_ids"), Path(root), ("images", "labels"),
+        (".png", ".png"), "<nnnnn>", subset, subset_seed,
     )  # fmt: skip
-    return result
 
 
 def scan_dataset(spec: DatasetSpec) -> ScanResult:

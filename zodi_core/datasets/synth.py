@@ -18,7 +18,6 @@ It is the embedded data of the demo and the fixture of every test::
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +56,8 @@ _GROUND = (ROAD, SIDEWALK, TERRAIN)
 _PART_WINDOW, _PART_WHEEL, _PART_LAMP = 1, 2, 3
 
 
-@dataclass
 class Scene:
-    """A drawn scene: labels plus the rendering hints drawn with them.
+    """A street scene drawn as labels, with the rendering hints drawn with them.
 
     Attributes:
         label: (H, W) uint8 train ids in 0..18, 255 for the ignored ego-vehicle band.
@@ -67,22 +65,9 @@ class Scene:
         part: (H, W) uint8 part code (windows, wheels, lamps) that shades but does not relabel.
         depth: (H, W) float32 in [0, 1], 0 at the horizon and 1 at the bottom row (fog density).
         horizon: row of the horizon.
-        road_centre: (H,) float32 column of the road's centre line on each row (lane marks).
         lights: (y, x, radius, (r, g, b)) light sources, lit by the night look.
+        n_instances: how many instances are drawn.
     """
-
-    label: np.ndarray
-    instance: np.ndarray
-    part: np.ndarray
-    depth: np.ndarray
-    horizon: int
-    road_centre: np.ndarray
-    lights: list[tuple[float, float, float, tuple[int, int, int]]] = field(default_factory=list)
-    n_instances: int = 0
-
-
-class _Canvas:
-    """Drawing state: label, instance and part maps, and the road geometry."""
 
     def __init__(self, width: int, height: int, rng: np.random.Generator) -> None:
         self.w, self.h, self.rng = width, height, rng
@@ -90,7 +75,7 @@ class _Canvas:
         self.instance = np.zeros((height, width), dtype=np.int32)
         self.part = np.zeros((height, width), dtype=np.uint8)
         self.yy, self.xx = np.mgrid[0:height, 0:width].astype(np.float32)
-        self.n_inst = 0
+        self.n_instances = 0
         self.lights: list[tuple[float, float, float, tuple[int, int, int]]] = []
         # Road geometry: vanishing point (vx, horizon); at depth s (0 at the horizon, 1 at the
         # bottom) the road centre is vx + (cb - vx)·s and its half-width rw·s.
@@ -100,11 +85,16 @@ class _Canvas:
         self.rw = width * rng.uniform(0.4, 0.6)
         self.sw = width * rng.uniform(0.15, 0.3)
         self.tw = width * rng.uniform(0.0, 0.35)
-        self.s = np.clip((self.yy - self.horizon) / (height - self.horizon), 0.0, 1.0)
+        self.depth = np.clip((self.yy - self.horizon) / (height - self.horizon), 0.0, 1.0)
+
+    @property
+    def road_centre(self) -> np.ndarray:
+        """(H,) float32 column of the road's centre line on each row (lane marks)."""
+        return self.centre(self.depth[:, 0])
 
     def new_instance(self) -> int:
-        self.n_inst += 1
-        return self.n_inst
+        self.n_instances += 1
+        return self.n_instances
 
     def row(self, s: float) -> float:
         return self.horizon + s * (self.h - self.horizon)
@@ -125,7 +115,7 @@ class _Canvas:
         return ((self.xx - cx) / rx) ** 2 + ((self.yy - cy) / ry) ** 2 <= 1.0
 
 
-def _draw_facades(c: _Canvas) -> None:
+def _draw_facades(c: Scene) -> None:
     """Buildings and tree rows lining the street, with sky gaps; walls at their feet."""
     rng, x = c.rng, 0.0
     while x < c.w:
@@ -151,7 +141,7 @@ def _draw_facades(c: _Canvas) -> None:
         c.paint(c.rect(x0, c.horizon + c.h * rng.uniform(-0.05, 0.05), x1, c.h), WALL)
 
 
-def _side_edge(c: _Canvas, reach: float, left: bool) -> tuple[np.ndarray, np.ndarray]:
+def _side_edge(c: Scene, reach: float, left: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per column: the depth s and row where the line at ``reach`` from the road centre meets it."""
     xs = np.arange(c.w, dtype=np.float32) + 0.5
     sign = -1.0 if left else 1.0
@@ -162,14 +152,14 @@ def _side_edge(c: _Canvas, reach: float, left: bool) -> tuple[np.ndarray, np.nda
     return s, c.horizon + s * (c.h - c.horizon)
 
 
-def _draw_ground(c: _Canvas) -> None:
+def _draw_ground(c: Scene) -> None:
     """Road, sidewalks, terrain verges and fences, in perspective toward the vanishing point."""
     below = c.yy >= c.horizon
-    off = np.abs(c.xx - (c.vx + (c.cb - c.vx) * c.s))
-    verge = c.s * (c.rw + c.sw + c.tw)
-    c.paint(below & (off < verge) & (c.s > 0), TERRAIN)
-    c.paint(below & (off < c.s * (c.rw + c.sw)) & (c.s > 0), SIDEWALK)
-    c.paint(below & (off < c.s * c.rw) & (c.s > 0), ROAD)
+    off = np.abs(c.xx - (c.vx + (c.cb - c.vx) * c.depth))
+    verge = c.depth * (c.rw + c.sw + c.tw)
+    c.paint(below & (off < verge) & (c.depth > 0), TERRAIN)
+    c.paint(below & (off < c.depth * (c.rw + c.sw)) & (c.depth > 0), SIDEWALK)
+    c.paint(below & (off < c.depth * c.rw) & (c.depth > 0), ROAD)
     if c.rng.random() < 0.7:  # a fence on the outer edge of one verge
         left = c.rng.random() < 0.5
         s, y_edge = _side_edge(c, c.rw + c.sw + c.tw, left)
@@ -181,7 +171,7 @@ def _draw_ground(c: _Canvas) -> None:
         c.paint(mask, FENCE)
 
 
-def _draw_street_furniture(c: _Canvas) -> None:
+def _draw_street_furniture(c: Scene) -> None:
     """Poles with traffic lights or signs, and trees on the verges."""
     rng = c.rng
     for _ in range(int(rng.integers(2, 6))):
@@ -218,7 +208,7 @@ def _draw_street_furniture(c: _Canvas) -> None:
         c.paint(c.ellipse(x, y - th, s * c.w * 0.08, s * c.h * 0.18), VEGETATION)
 
 
-def _draw_vehicle(c: _Canvas, cls: int, x: float, y: float, s: float) -> None:
+def _draw_vehicle(c: Scene, cls: int, x: float, y: float, s: float) -> None:
     """A vehicle seen from behind, standing on row ``y`` at horizontal centre ``x``."""
     lane = s * c.rw
     w, h = {
@@ -248,7 +238,7 @@ def _draw_vehicle(c: _Canvas, cls: int, x: float, y: float, s: float) -> None:
         c.lights.append((y - h * 0.35, x + side * w * 0.4, 3 * r, (255, 30, 20)))
 
 
-def _draw_person(c: _Canvas, x: float, y: float, s: float, cls: int = PERSON) -> None:
+def _draw_person(c: Scene, x: float, y: float, s: float, cls: int = PERSON) -> None:
     """A standing pedestrian (or a rider's upper body when ``cls`` is RIDER)."""
     ph = s * c.rw * 0.33
     inst = c.new_instance()
@@ -257,7 +247,7 @@ def _draw_person(c: _Canvas, x: float, y: float, s: float, cls: int = PERSON) ->
     c.paint(c.ellipse(x, y - ph * 0.9, ph * 0.08, ph * 0.09), cls, inst, _PART_WINDOW)
 
 
-def _draw_two_wheeler(c: _Canvas, cls: int, x: float, y: float, s: float) -> None:
+def _draw_two_wheeler(c: Scene, cls: int, x: float, y: float, s: float) -> None:
     """A bicycle or motorcycle seen from the side, with its rider (label RIDER)."""
     size = s * c.rw * (0.28 if cls == BICYCLE else 0.34)
     r = size * 0.25
@@ -270,7 +260,7 @@ def _draw_two_wheeler(c: _Canvas, cls: int, x: float, y: float, s: float) -> Non
     _draw_person(c, x, y - r * 1.2, s * 0.85, cls=RIDER)
 
 
-def _draw_agents(c: _Canvas) -> None:
+def _draw_agents(c: Scene) -> None:
     """Vehicles on the road and people on the sidewalks, drawn far to near (occlusion)."""
     rng = c.rng
     agents = []
@@ -300,7 +290,7 @@ def generate_scene(rng: np.random.Generator, size: tuple[int, int] = (256, 128))
         the :class:`Scene`; ``label`` is (H, W) uint8 train ids (0..18, 255 ego band).
     """
     width, height = size
-    c = _Canvas(width, height, rng)
+    c = Scene(width, height, rng)
     _draw_facades(c)
     _draw_ground(c)
     _draw_street_furniture(c)
@@ -308,8 +298,7 @@ def generate_scene(rng: np.random.Generator, size: tuple[int, int] = (256, 128))
     if rng.random() < 0.5:  # the ego vehicle's bonnet: ignored, as in Cityscapes
         bonnet = c.ellipse(width / 2, height * 1.18, width * 0.7, height * 0.24)
         c.paint(bonnet, IGNORE_INDEX)
-    road_centre = c.vx + (c.cb - c.vx) * c.s[:, 0]
-    return Scene(c.label, c.instance, c.part, c.s, c.horizon, road_centre, c.lights, c.n_inst)
+    return c
 
 
 def _glow(shape: tuple[int, int], lights, scale: float) -> np.ndarray:
