@@ -15,12 +15,12 @@ import time
 from collections.abc import Sequence
 
 # One module per group of subcommands. To add a group: one import here, one entry below.
-from zodi_cli import data, deploy, gc, models, pipeline, pocket, quality, seg, transfer, verify
+from zodi_cli import artifacts, data, deploy, models, pipeline, pocket, quality, seg, transfer
 from zodi_cli._common import CLIError, CommandError, add_options, report_failure, shared
 from zodi_core import __version__
 
 #: Subcommand modules, in help order (pipeline and deploy hold the Prefect-backed commands).
-COMMAND_MODULES = (data, transfer, quality, pocket, models, gc, verify, seg, pipeline, deploy)
+COMMAND_MODULES = (data, transfer, quality, pocket, models, artifacts, seg, pipeline, deploy)
 
 __all__ = ["CLIError", "COMMAND_MODULES", "build_parser", "main"]
 

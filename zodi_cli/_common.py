@@ -23,6 +23,14 @@ from typing import Any
 PRESETS = ("paper", "default", "demo")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
+
+def count(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (the flag is named in the usage error)."""
+    if int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text}")
+    return int(text)
+
+
 #: Options several subcommands share, declared once: flags → add_argument keywords.
 SHARED: dict[str, dict[str, Any]] = {
     "--json": {"action": "store_true", "help": "end with one line of JSON summarising what was "
@@ -37,8 +45,8 @@ SHARED: dict[str, dict[str, Any]] = {
     "--device": {"help": "auto (default: CUDA when available), cpu, cuda or cuda:N"},
     "--dtype": {"choices": DTYPES, "help": "weights' dtype (default: auto, float16 on CUDA, "
                 "float32 on CPU)"},
-    "--steps": {"type": int, "help": "T, DDIM steps of the full schedule"},
-    "--batch-size": {"type": int, "help": "images per sampler call"},
+    "--steps": {"type": count, "help": "T, DDIM steps of the full schedule"},
+    "--batch-size": {"type": count, "help": "images per sampler call"},
 }  # fmt: skip
 
 

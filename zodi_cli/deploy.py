@@ -61,16 +61,14 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     })  # fmt: skip
 
 
-def _require_server() -> str:
+def _require_server() -> None:
     from prefect.settings import PREFECT_API_URL
 
-    url = PREFECT_API_URL.value()
-    if not url:
+    if not PREFECT_API_URL.value():
         raise CLIError(
             "PREFECT_API_URL is not set: start a server (`prefect server start`) and run "
             "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`"
         )
-    return url
 
 
 def run_deploy(args: argparse.Namespace) -> dict[str, Any]:

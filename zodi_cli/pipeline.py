@@ -79,12 +79,10 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     for path in sorted((root / "manifests").glob("*.parquet")):
         if not path.name.endswith(".rejects.parquet"):
             print(f"[demo] manifest {path.stem}: {_manifest_line(str(path))}")
-    # The README promises report.json / report.md in the work folder itself.
-    for name in ("report.json", "report.md"):
-        if (root / name).exists():
-            (workdir / name).write_bytes((root / name).read_bytes())
-    summary["report_json"] = str(workdir / "report.json")
-    summary["report_md"] = str(workdir / "report.md")
+    for name in ("json", "md"):  # the README promises the report in the work folder itself
+        if (root / f"report.{name}").exists():
+            (workdir / f"report.{name}").write_bytes((root / f"report.{name}").read_bytes())
+        summary[f"report_{name}"] = str(workdir / f"report.{name}")
     print(f"[demo] report: {workdir / 'report.md'} and {workdir / 'report.json'}")
     for domain, grid in summary.get("sample_grids", {}).items():
         print(f"[demo] sample grid ({domain}): {grid}")
@@ -107,8 +105,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.config import PipelineConfig
 
     overrides: dict[str, Any] = {}
-    models = models_overrides(args.models, args.controlnet)
-    if models:
+    if models := models_overrides(args.models, args.controlnet):
         overrides["transfer"] = {"models": models}
     if args.storage:
         overrides["storage"] = {"root": args.storage}
@@ -119,11 +116,8 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 def _run(
     config: Any, verbose: bool, workdir: Path | None = None, skip_preflight: bool = False
 ) -> dict[str, Any]:
-    """Preflight, then pipeline_flow with Prefect's console logs off unless ``verbose``.
-
-    A failed flow run becomes one error line: the exception that failed it (its type decides the
-    exit code: 2 for a configuration error, 1 otherwise), else the state's message.
-    """
+    """Preflight, then pipeline_flow with Prefect's console logs off unless ``verbose``; a
+    failed flow run becomes one error line (:func:`flow_failure`)."""
     from zodi_core.preflight import check_pipeline
 
     if not skip_preflight:
@@ -138,10 +132,9 @@ def _run(
         if not PREFECT_API_URL.value():
             start_tied_ephemeral_server()
         print(f"[pipeline] pipeline_flow → {config.storage.root}; Prefect: {server}")
-
-        # the flow's own preflight (step 0) is for deployed runs: the CLI just checked
         n_datasets = 1 + bool(config.source_val) + len(config.targets)
         with stage_lines(n_datasets=n_datasets), first_interrupt_stops("zodi pipeline"):
+            # the flow's own preflight (step 0) is for deployed runs: the CLI just checked
             state = pipeline_flow(config, preflight=False, return_state=True)
         result = state.result(raise_on_failure=False)
     transfer = result.get("transfer", {}) if isinstance(result, dict) else {}
@@ -150,8 +143,7 @@ def _run(
             print(f"[transfer] {domain}: FAILED {shard}: {err}")
     if not state.is_completed():
         raise flow_failure(state, result, {"transfer": transfer})
-    uris = result.get("uris", {})
-    print(f"[pipeline] done: report {uris.get('markdown') or uris}")
+    print(f"[pipeline] done: report {result['uris'].get('markdown') or result['uris']}")
     return {
         "report": result["uris"],
         "transfer": transfer,
@@ -170,13 +162,10 @@ CRASH_REPORT_TIMEOUT_S = 3.0
 def first_interrupt_stops(prog: str) -> Iterator[None]:
     """The first Ctrl-C (SIGINT) ends a flow run at once, cleanly.
 
-    Left to itself, Prefect's engine answers Ctrl-C by waiting for the tasks running in its
-    worker threads (a training run, a shard on the GPU) before it lets go, and those non-daemon
-    threads keep the process alive after a second press. Instead: the run is marked Crashed
-    (best effort, :data:`CRASH_REPORT_TIMEOUT_S`), the cache locks this process holds are
-    released (:func:`tasks._cache.release_held_locks`), the ephemeral server this process
-    started is stopped, one line is printed and the process exits with 130. What was written
-    stays: writes are atomic, and a rerun skips finished images and resumes training.
+    Prefect's engine would wait for the tasks running in its worker threads (a training run, a
+    shard on the GPU), whose non-daemon threads outlive a second press. Instead: the run is marked
+    Crashed (best effort), this process's cache locks are released, its ephemeral server stopped,
+    one line printed, exit 130. Writes are atomic: a rerun skips finished images, resumes training.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -192,10 +181,9 @@ def first_interrupt_stops(prog: str) -> Iterator[None]:
         sys.stdout.flush()
         print(
             f"{prog}: interrupted (Ctrl-C): run stopped, {len(held)} cache lock(s) released; "
-            f"rerun the same command to continue",
-            file=sys.stderr,
-            flush=True,
-        )
+            "rerun the same command to continue",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
         os._exit(130)
 
     previous = signal.signal(signal.SIGINT, stop)
@@ -214,11 +202,10 @@ def _die_with_parent() -> None:
 
 
 def start_tied_ephemeral_server() -> None:
-    """Start Prefect's ephemeral API server now, from the main thread, as a child the kernel
-    stops when this process dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``, which follows
-    the thread that started the child: hence the main thread, before the flow). Prefect's own
-    clients find it running (one server per process, ``SubprocessASGIServer`` is a singleton)
-    and stop it at exit as usual. Elsewhere Prefect starts it itself, as before."""
+    """Start Prefect's ephemeral API server now as a child the kernel stops when this process
+    dies, even by SIGKILL (``PR_SET_PDEATHSIG`` follows the thread that started the child: hence
+    the main thread, before the flow). Prefect's clients find it running (a singleton) and stop it
+    at exit as usual. Elsewhere Prefect starts it itself."""
     if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
         return
     import subprocess
@@ -242,37 +229,32 @@ def start_tied_ephemeral_server() -> None:
 
 
 def _report_crashed() -> None:
-    """Mark the current flow run and its parents Crashed on the API (in a thread, bounded by a
-    timeout): a subflow (a domain's transfer) and the pipeline run around it."""
+    """Mark the current flow run and its parents (a domain's transfer, the pipeline run around
+    it) Crashed on the API, in a thread bounded by :data:`CRASH_REPORT_TIMEOUT_S`."""
+    from prefect.client.orchestration import get_client
     from prefect.context import FlowRunContext
+    from prefect.states import Crashed
 
-    ctx = FlowRunContext.get()
-    run = getattr(ctx, "flow_run", None)
-    if run is None:
-        return
+    run = getattr(FlowRunContext.get(), "flow_run", None)
 
     def report() -> None:
-        from prefect.client.orchestration import get_client
-        from prefect.states import Crashed
-
+        flow_run = run
         try:
             with get_client(sync_client=True) as client:
-                flow_run = run
                 while flow_run is not None:
-                    client.set_flow_run_state(
-                        flow_run.id, Crashed(message="interrupted (Ctrl-C)"), force=True
-                    )
-                    parent_task = flow_run.parent_task_run_id
-                    if parent_task is None:
+                    state = Crashed(message="interrupted (Ctrl-C)")
+                    client.set_flow_run_state(flow_run.id, state, force=True)
+                    if flow_run.parent_task_run_id is None:
                         break
-                    parent = client.read_task_run(parent_task).flow_run_id
+                    parent = client.read_task_run(flow_run.parent_task_run_id).flow_run_id
                     flow_run = client.read_flow_run(parent) if parent else None
         except Exception:  # noqa: BLE001 - best effort: the process exits anyway
             pass
 
-    worker = threading.Thread(target=report, daemon=True)
-    worker.start()
-    worker.join(CRASH_REPORT_TIMEOUT_S)
+    if run is not None:
+        worker = threading.Thread(target=report, daemon=True)
+        worker.start()
+        worker.join(CRASH_REPORT_TIMEOUT_S)
 
 
 def _stop_ephemeral_server() -> None:
@@ -318,9 +300,7 @@ class StageLines(logging.Handler):
         self.last: dict[tuple[str, str], float] = {}
 
     def say(self, line: str) -> None:
-        stream = self.stream or sys.stdout
-        stream.write(line + "\n")
-        stream.flush()
+        print(line, file=self.stream or sys.stdout, flush=True)
 
     def _transfer_label(self, record: logging.LogRecord) -> str:
         runs = self.flows.get("transfer_flow", [])

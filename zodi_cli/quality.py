@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from zodi_cli._common import RunFailed, command, shared
+from zodi_cli._common import RunFailed, command, count, shared
 from zodi_cli.transfer import DOMAIN, build_config
 from zodi_core.config import CLIP_MODEL_ID
 
@@ -52,7 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             **DOMAIN,
             "--prompt": "the domain's prompt (required for a user-defined domain)",
             "--strengths": {"default": "0.4,0.5,0.6,0.7,0.8,0.9", "help": "comma-separated"},
-            "--n": {"type": int, "default": 8, "help": "samples to transfer (default: 8)"},
+            "--n": {"type": count, "default": 8, "help": "samples to transfer (default: 8)"},
             "--margin": {"type": float, "default": 5.0, "help": "layout mIoU margin, points"},
             "--out": {"required": True, "help": "output root (local folder or s3://)"},
             **shared("--preset", "--models", "--controlnet", "--steps"),
@@ -91,8 +91,6 @@ def _load_scorers(args: argparse.Namespace) -> tuple[Any, Any]:
         raise ValueError("--seg-config and --seg-checkpoint: give both (layout scores) or neither")
     if args.no_clip and not args.seg_config:
         raise ValueError("--no-clip without --seg-config: nothing to score; give a scorer")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size: expected an integer >= 1, received {args.batch_size}")
     device = str(resolve_device(args.device, "float32", auto_half=False)[0])
     seg_model = None
     if args.seg_config:
@@ -141,8 +139,6 @@ def run_tune_strength(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.transfer.preview import parse_strengths
 
     strengths = parse_strengths(args.strengths)
-    if args.n < 1:
-        raise ValueError(f"--n: expected an integer >= 1, received {args.n}")
     config = build_config(args, {"steps": "num_inference_steps"})
     seg_model, clip = _load_scorers(args)
     try:

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from zodi_cli._common import CLIError, add_options, command, given, shared
+from zodi_cli._common import CLIError, add_options, command, count, given, shared
 
 #: Options of both train and evaluate that set a config field of the same name.
 DEVICE_FIELDS = {"batch_size": "batch_size", "device": "device", "dtype": "dtype"}
@@ -47,7 +47,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             "--seed": {"type": int, "default": 0, "help": "training seed (default 0)"},
             "--max-iters": {"type": int, "help": "iteration budget instead of the config's epochs"},
             "--pretrained": "local ImageNet weights of the backbone",
-            "--gpus": {"type": int, "help": "data-parallel processes (torchrun + DDP; on a "
+            "--gpus": {"type": count, "help": "data-parallel processes (torchrun + DDP; on a "
                        "CPU-only machine: CPU processes with gloo); needs --scheme concat"},
             **shared("--device"),
             **DTYPE,
@@ -190,8 +190,6 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     tc = _train_config(args)
     if args.cfg_options and args.launcher == "none":
         _check_cfg_options(args, tc)
-    if args.gpus is not None and args.gpus < 1:
-        raise CLIError(f"--gpus: expected an integer >= 1, received {args.gpus}")
     if args.gpus and args.gpus > 1 and args.launcher == "none":
         if tc.scheme != "concat" and not args.source_only:
             raise CLIError(

@@ -10,6 +10,13 @@ from zodi_cli._common import RunFailed, command, given, models_overrides, shared
 from zodi_core.config import DOMAINS, check_domain_name
 
 
+def strength(text: str) -> float:
+    """argparse type of --strength: S in (0, 1]."""
+    if not 0.0 < float(text) <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a value in (0, 1], received {text}")
+    return float(text)
+
+
 def domain_arg(value: str) -> str:
     """argparse type of --domain: a valid domain name (built-in or user-defined)."""
     try:
@@ -30,8 +37,9 @@ FIELDS = {
 }  # fmt: skip
 
 
-def _settings(strength: bool = True, batch: bool = True) -> dict[str, Any]:
-    """The transfer settings' options (TransferConfig, over --preset)."""
+def _settings(preview: bool = False) -> dict[str, Any]:
+    """The transfer settings' options (TransferConfig, over --preset); a preview sweeps the
+    strength and makes one image at a time."""
     on_off = argparse.BooleanOptionalAction
     return {
         **shared("--preset"),
@@ -40,10 +48,10 @@ def _settings(strength: bool = True, batch: bool = True) -> dict[str, Any]:
                      "its seed, recorded per row"},
         "--negative-prompt": "CFG negative prompt (default: 'lower quality, worst quality'; '' "
         "for the pocket models, whose unconditional branch is the empty caption)",
-        **({"--strength": {"type": float, "help": "S in (0, 1] (default: the domain's)"}}
-           if strength else {}),
+        **({"--strength": {"type": strength, "help": "S in (0, 1] (default: the domain's)"}}
+           if not preview else {}),
         **shared("--models", "--controlnet"),
-        **(shared("--batch-size") if batch else {}),
+        **(shared("--batch-size") if not preview else {}),
         **shared("--steps"),
         "--method": {"choices": ("zodi", "sdedit", "inst", "wo_si"), "help": "ablation"},
         "--seed": {"type": int, "help": "global seed"},
@@ -89,7 +97,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             **DOMAIN,
             "--strengths": {"default": "0.4,0.65,0.9", "help": "comma-separated strengths in (0, 1]"},
             "--out": {"required": True, "help": "output PNG"},
-            **_settings(strength=False, batch=False),
+            **_settings(preview=True),
         },
     )  # fmt: skip
     command(sub, parent, "tiny-models", run_tiny_models,
@@ -116,13 +124,6 @@ def build_config(args: argparse.Namespace, fields: dict[str, str] = FIELDS) -> A
             f"--domain {args.domain}: not a built-in domain ({', '.join(DOMAINS)}); describe it "
             f"with --prompt (e.g. --prompt 'driving at {args.domain}, best quality')"
         )
-    values = {dest: getattr(args, dest, None) for dest in fields}  # checked here: names the flag
-    if values.get("strength") is not None and not 0.0 < values["strength"] <= 1.0:
-        raise ValueError(f"--strength: expected a value in (0, 1], received {args.strength}")
-    for dest in ("steps", "batch_size"):
-        if values.get(dest) is not None and values[dest] < 1:
-            flag = "--" + dest.replace("_", "-")
-            raise ValueError(f"{flag}: expected an integer >= 1, received {values[dest]}")
     overrides = {"domain": args.domain, **given(args, fields)}
     if prompts:
         key, value = ("prompt", prompts[0]) if len(prompts) == 1 else ("prompts", tuple(prompts))
