@@ -1,7 +1,7 @@
 """Benchmark: what "storage is the truth" costs on a fully cached rerun.
 
 Before a cached transfer shard counts, the flow reads its cache record and checks that its shard
-manifest and every image it lists exist (``tasks.transfer.stale_shards`` →
+manifest and every image it lists exist (``tasks.transfer.check_cached_shards`` →
 ``zodi_core.sharding.missing_outputs``: one listing per image folder). This builds the outputs of
 a cached run — ``--images`` generated images in shards of ``--shard-size`` with their shard
 manifests and Prefect cache records, on local disk — and times that whole check.
@@ -87,7 +87,7 @@ def main() -> None:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         from prefect.results import get_result_store
 
-        from tasks.transfer import _shard_cache_key, stale_shards, transfer_shard_task
+        from tasks.transfer import _shard_cache_key, check_cached_shards, transfer_shard_task
         from zodi_core.sharding import missing_outputs, shard_manifest_uri
 
         root = tmp_path / "artifacts"
@@ -113,7 +113,7 @@ def main() -> None:
             assert missing_outputs(uris) == {}
             storage_s.append(time.perf_counter() - t)
             t = time.perf_counter()
-            assert stale_shards(shards, config, str(root)) == set()
+            assert check_cached_shards(shards, config, str(root))[1] == set()
             full_s.append(time.perf_counter() - t)
         summary = {
             "images": args.images,
@@ -125,7 +125,7 @@ def main() -> None:
             f"storage check (manifests + one listing per folder): {summary['storage_check_s']:.3f} s"
         )
         print(
-            "cache records + storage check (stale_shards): "
+            "cache records + storage check (check_cached_shards): "
             f"{summary['records_plus_storage_check_s']:.3f} s"
         )
         print(json.dumps(summary))

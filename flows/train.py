@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.train import stale_training_runs, submit_training_run
+from tasks.train import train_run
 from zodi_core import runs
 from zodi_core.config import TrainConfig
 
@@ -26,12 +26,9 @@ def train_flow(
     planned = runs.plan_training_runs(train, paired)
     if not baseline:
         planned = [run for run in planned if not run.source_only]
-    # 2. cached runs whose checkpoint is gone from storage train again
-    stale = stale_training_runs(planned, source_uri, root, train)
-    # 3. train one run at a time: mmengine's Runner keeps process-global state
-    #    (default scope, message hub, logger), so runs in one process must not overlap
+    # 2. train one run at a time (mmengine's Runner keeps process-global state); a cached run
+    #    whose checkpoint is gone from storage trains again
     out: dict[str, list[dict]] = {}
     for run in planned:
-        result = submit_training_run(run, source_uri, root, train, stale)
-        out.setdefault(run.name, []).append(result)
+        out.setdefault(run.name, []).append(train_run(run, source_uri, root, train))
     return out

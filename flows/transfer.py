@@ -32,12 +32,9 @@ def transfer_flow(
     """Transfer every shard to every domain; merge shard manifests into paired manifests.
 
     Returns ``{"domains": {domain: summary}, "paired": {domain: uri}}``; when any shard failed,
-    a Failed state whose message names the failed shards and whose data is that same dict.
-    Rerunning recomputes only the failed shards: the others are cache hits — unless storage lost
-    what their cache record points at (a deleted image or shard manifest), then they recompute
-    what is missing.
-    ``shard_indices`` runs only those shards (a fan-out child, flows/fanout.py) and skips the
-    merge: the parent merges once every group is done.
+    a Failed state naming them, with that dict as data. A rerun recomputes only the failed shards
+    and those whose outputs storage lost. ``shard_indices`` runs only those shards (a fan-out
+    child, flows/fanout.py) and skips the merge.
     """
     logger = get_run_logger()
     # 1. shard the source manifest (sorted by sample_id, content digests)
@@ -49,18 +46,17 @@ def transfer_flow(
         config = transfer.replace(domain=domain)
         # 2. storage is the truth: a cached shard whose outputs are intact is taken as it is,
         #    without a task run; one whose outputs are gone is recomputed
-        cached = check_cached_shards(shards, config, out_root)
-        if cached.stale:
-            logger.info(
-                "%s: %d cached shard(s) lost outputs; recomputing them", domain, len(cached.stale)
-            )
+        intact, stale = check_cached_shards(shards, config, out_root)
+        if stale:
+            logger.info("%s: %d cached shard(s) lost outputs; recomputing them", domain, len(stale))
         # 3. transfer the other shards in parallel on the task runner (a progress artifact
         #    follows them; a fan-out child's is attached to its run only, not keyed)
         progress = TransferProgress(domain, out_root, shards, keyed=shard_indices is None)
-        todo = [s for s in shards if s.index not in cached.intact]
-        futures = submit_shards(todo, config, out_root, cached.stale)
+        futures = submit_shards(
+            [s for s in shards if s.index not in intact], config, out_root, stale
+        )
         # 4. wait, and sort shards into computed / cached / failed
-        summary, shard_uris = collect_shard_states(shards, futures, progress, cached.intact)
+        summary, shard_uris = collect_shard_states(shards, futures, progress, intact)
         logger.info("%s: %s", domain, summary.line())
         result["domains"][domain] = summary.to_dict()
         # 5. merge into the domain's paired manifest, only when every shard succeeded

@@ -1,24 +1,17 @@
-"""Cache isolation and storage checks shared by the cached tasks.
+"""The tasks' caching: one cache-key rule, storage-checked cache hits, and locks.
 
-Two rules (README "Caching, failures and reruns"):
-
-- **Storage is the truth.** A cache record only says where a task's outputs went. Before a
-  cached task counts, the flow asks storage whether those outputs still exist (e.g.
-  :func:`tasks.transfer.stale_shards`, over :func:`cached_values`); when
-  they do not, the task is submitted with ``refresh_cache=True``: it recomputes (skipping what is
-  still there) and overwrites the record.
+- **Storage is the truth.** A cache record only says where a task's outputs went; a record whose
+  outputs storage no longer holds is refreshed (:func:`run_fresh`, :func:`cached_values`).
 - **One computation per key.** Cached tasks run under SERIALIZABLE isolation with a lock manager
-  shared by every process of this machine (:class:`LocalLockManager`): of two identical runs started
-  together, one computes each key while the other waits and then takes the cache hit.
-
-A lock cannot outlive its holder: each lock file records the host, pid and start time of the
-process that holds it (Prefect's own record names only a random holder id), and a waiter breaks
-a lock whose process is gone (killed, crashed, rebooted) and says so in one line on stderr. On
-Ctrl-C the command releases the locks of its process (:func:`release_held_locks`).
+  shared by every process of this machine (:class:`LocalLockManager`): of two identical runs, one
+  computes each key while the other waits and takes the cache hit. A lock records its owner
+  (host, pid, start time); a waiter breaks the lock of a process that is gone and says so in one
+  line on stderr; on Ctrl-C the command releases its locks (:func:`release_held_locks`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -34,10 +27,12 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.transactions import IsolationLevel
 
+from zodi_core import storage
+
 #: Environment variable naming the lock folder (default: ``$PREFECT_HOME/locks``).
 LOCKS_ENV = "ZODI_LOCKS_DIR"
-#: A lock file without an owner record (written by an older zodi, or a process killed between
-#: creating the file and recording itself) counts as abandoned after this many seconds.
+#: A lock file without an owner record (an older zodi, or a process killed between creating the
+#: file and recording itself) counts as abandoned after this many seconds.
 UNOWNED_GRACE_S = 30.0
 
 #: Lock files held by this process (released by :func:`release_held_locks` on Ctrl-C).
@@ -45,8 +40,21 @@ _HELD: set[Path] = set()
 _HELD_LOCK = threading.Lock()
 
 
+def cache_key(kind: str, *parts: str) -> str:
+    """``<kind>-<digest of parts>``: the rule of every task's cache key (each beside its task)."""
+    return f"{kind}-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def content_digest(*uris: str) -> str:
+    """Digest of the bytes behind some URIs (manifests, config files), for cache keys."""
+    h = hashlib.sha256()
+    for uri in uris:
+        h.update(uri.encode() + b"\0" + storage.read_bytes(uri) + b"\0")
+    return h.hexdigest()[:24]
+
+
 def locks_dir() -> Path:
-    """Folder of the cache lock files, read when a flow runs (never at import)."""
+    """Folder of the cache lock files, read when a lock is taken (never at import)."""
     if os.environ.get(LOCKS_ENV):
         return Path(os.environ[LOCKS_ENV]).expanduser()
     from prefect.settings import get_current_settings
@@ -55,9 +63,8 @@ def locks_dir() -> Path:
 
 
 def process_start_time(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22), or
-    None where there is no ``/proc`` or no such process. With the pid, it names one process:
-    a pid reused by a later process has another start time."""
+    """When process ``pid`` started (``/proc/<pid>/stat`` field 22), or None where there is no
+    such process: with the pid, it names one process (a reused pid has another start time)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -102,19 +109,11 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return {}  # being written (Prefect creates the file, then writes it): no owner yet
 
 
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 class LocalLockManager(FileSystemLockManager):
     """Prefect's lock files, in :func:`locks_dir`, that cannot outlive the process holding them.
 
-    The folder is read when a lock is taken (settings are read when a flow runs, never at
-    import). Prefect writes ``{"holder", "expiration"}``; :meth:`acquire_lock` adds the owner
-    (:func:`owner_record`), and :meth:`is_locked` — which Prefect's ``wait_for_lock`` polls —
-    breaks a lock whose owner is gone (:func:`owner_gone`) and says so in one line. Across
-    machines, configure the tasks' cache policy with a lock manager all of them reach (e.g.
-    prefect-redis's ``RedisLockManager``, whose locks expire); see README.
+    Across machines, configure the tasks' cache policy with a lock manager all of them reach
+    (e.g. prefect-redis's ``RedisLockManager``, whose locks expire); see README.
     """
 
     def __init__(self) -> None:
@@ -134,31 +133,13 @@ class LocalLockManager(FileSystemLockManager):
         except ValueError:  # a lock file being written: locked, owner not recorded yet
             return {"holder": "", "expiration": None, "path": self._lock_path_for_key(key)}
 
-    def acquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        if not super().acquire_lock(key, holder, acquire_timeout, hold_timeout):
-            return False
-        self._record_owner(key)
-        return True
+    def acquire_lock(self, key: str, holder: str, *args: Any, **kwargs: Any) -> bool:
+        return super().acquire_lock(key, holder, *args, **kwargs) and self._record_owner(key)
 
-    async def aacquire_lock(
-        self,
-        key: str,
-        holder: str,
-        acquire_timeout: float | None = None,
-        hold_timeout: float | None = None,
-    ) -> bool:
-        if not await super().aacquire_lock(key, holder, acquire_timeout, hold_timeout):
-            return False
-        self._record_owner(key)
-        return True
+    async def aacquire_lock(self, key: str, holder: str, *args: Any, **kwargs: Any) -> bool:
+        return await super().aacquire_lock(key, holder, *args, **kwargs) and self._record_owner(key)
 
-    def _record_owner(self, key: str) -> None:
+    def _record_owner(self, key: str) -> bool:
         """Add :func:`owner_record` to the lock file Prefect just wrote (atomically)."""
         path = Path(self._locks[key]["path"])
         record = {**(_read_json(path) or {}), **owner_record()}
@@ -167,6 +148,7 @@ class LocalLockManager(FileSystemLockManager):
         os.replace(tmp, path)  # readers see Prefect's record or the full one, never a part
         with _HELD_LOCK:
             _HELD.add(path)
+        return True
 
     def release_lock(self, key: str, holder: str) -> None:
         path = Path(self._lock_path_for_key(key))
@@ -175,6 +157,7 @@ class LocalLockManager(FileSystemLockManager):
             _HELD.discard(path)
 
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
+        """Prefect's ``wait_for_lock`` polls this: a lock whose owner is gone is broken here."""
         info = self._get_lock_info(key, use_cache=use_cache)
         if info is not None:
             path = Path(info["path"])
@@ -185,7 +168,8 @@ class LocalLockManager(FileSystemLockManager):
                 return False
             reason = owner_gone(info, age)
             if reason is not None and self._break(path, info):
-                _say(f"[lock] {path.name}: {reason}; lock broken, its task runs again")
+                line = f"[lock] {path.name}: {reason}; lock broken, its task runs again"
+                print(line, file=sys.stderr, flush=True)
                 self._locks.pop(key, None)
                 return False
         return super().is_locked(key, use_cache=use_cache)
@@ -199,10 +183,8 @@ class LocalLockManager(FileSystemLockManager):
         except FileNotFoundError:
             return True  # another waiter broke it first
         now = _read_json(aside) or {}
-        same = all(
-            (now.get(k) or None) == (dead.get(k) or None)
-            for k in ("holder", "host", "pid", "started")
-        )
+        keys = ("holder", "host", "pid", "started")
+        same = all((now.get(k) or None) == (dead.get(k) or None) for k in keys)
         if not same:  # re-taken between our read and the rename: put the live lock back
             try:
                 os.link(aside, path)
@@ -230,16 +212,24 @@ def isolated_policy(cache_key_fn: Callable[..., str | None]) -> Any:
 
 
 def cached_values(task: Any, keys: list[str]) -> dict[str, Any]:
-    """``{key: cached value}`` for the keys that have a cache record in ``task``'s result store."""
+    """``{key: cached value}`` for the keys that have a readable cache record of ``task``."""
     from prefect.results import get_result_store
 
     store = get_result_store().update_for_task(task)
     found = {}
     for key in keys:
-        if not store.exists(key):
-            continue
-        try:
-            found[key] = store.read(key).result
-        except Exception:  # noqa: BLE001 - an unreadable record counts as no record
-            continue
+        if store.exists(key):
+            try:
+                found[key] = store.read(key).result
+            except Exception:  # noqa: BLE001 - an unreadable record counts as no record
+                continue
     return found
+
+
+def run_fresh(task: Any, lost: Callable[[Any], bool], **parameters: Any) -> Any:
+    """Run ``task`` (inside a flow) with storage as the truth: a cache record counts only while
+    ``lost(value)`` is False, else the task runs again and overwrites it. Without a record, the
+    task's lock decides who computes."""
+    key = task.cache_policy.compute_key(None, parameters, {})
+    stale = any(lost(v) for v in cached_values(task, [key]).values())
+    return task.with_options(refresh_cache=stale)(**parameters)

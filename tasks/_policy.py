@@ -1,8 +1,7 @@
-"""Retry and cache helpers shared by the tasks."""
+"""The tasks' retry rule: retry only what may pass."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from zodi_core import storage
@@ -16,11 +15,3 @@ RETRYABLE = (storage.TransientStorageError, ConnectionError, TimeoutError)
 def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
     """``retry_condition_fn``: retry only transient I/O errors (see :data:`RETRYABLE`)."""
     return isinstance(state.result(raise_on_failure=False), RETRYABLE)
-
-
-def content_digest(*uris: str) -> str:
-    """Digest of the bytes behind some URIs (manifests, config files), for cache keys."""
-    h = hashlib.sha256()
-    for uri in uris:
-        h.update(uri.encode() + b"\0" + storage.read_bytes(uri) + b"\0")
-    return h.hexdigest()[:24]

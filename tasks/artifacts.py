@@ -1,8 +1,5 @@
-"""Prefect artifacts that people watch in the UI; publishing one never fails the work it shows.
-
-An artifact is a view: when the Prefect API refuses or cannot be reached, :func:`publish` logs a
-warning and the transfer or the report goes on (their outputs are in storage).
-"""
+"""The one publisher of the Prefect artifacts people watch in the UI: publishing one never fails
+the work it shows (an artifact is a view; the outputs are in storage)."""
 
 from __future__ import annotations
 
@@ -12,11 +9,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
+from prefect import get_run_logger
 from prefect.artifacts import (
+    create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.exceptions import MissingContextError
 
 from zodi_core import layout
 from zodi_core.sharding import ShardRef
@@ -24,45 +24,41 @@ from zodi_core.sharding import ShardRef
 T = TypeVar("T")
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("zodi.artifacts")
-
-
 def publish(what: str, create: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-    """Call an artifact function; on any error log one warning naming ``what`` and return None.
-
-    Deliberately broad: an artifact failure (API down, a refused payload, a bug in rendering)
-    must never fail a transfer or a report whose outputs are already written.
-    """
+    """Call an artifact function; on any error log one warning naming ``what`` and return None."""
     try:
         return create(*args, **kwargs)
-    except Exception as err:  # noqa: BLE001 - see the docstring: a view never fails the work
-        _logger().warning("artifact %s not published: %s: %s", what, type(err).__name__, err)
+    except Exception as err:  # noqa: BLE001 - an artifact (API down, refused, a rendering bug) never fails the work
+        try:
+            logger: Any = get_run_logger()
+        except MissingContextError:
+            logger = logging.getLogger("zodi.artifacts")
+        logger.warning("artifact %s not published: %s: %s", what, type(err).__name__, err)
         return None
 
 
 def publish_table(kind: str, rows: list[dict[str, Any]], root: str, description: str) -> None:
     """A table artifact keyed per experiment (``layout.artifact_key(kind, root)``), when there
-    are rows; through :func:`publish`, so it never fails the task."""
+    are rows."""
     if rows:
         key = layout.artifact_key(kind, root)
         publish(kind, create_table_artifact, table=rows, key=key, description=description)
+
+
+def publish_markdown(what: str, key: str, render: Callable[[], str], description: str) -> None:
+    """A Markdown artifact of ``render()`` (rendering it is part of publishing: never fails)."""
+    publish(
+        what, lambda: create_markdown_artifact(markdown=render(), key=key, description=description)
+    )
 
 
 class TransferProgress:
     """A progress artifact of one domain's transfer: the percentage of the images whose shard
     has finished (computed, cached or failed), updated as shards finish.
 
-    Keyed per experiment and domain (``layout.artifact_key``), so the Artifacts page shows the
-    latest transfer of each; ``keyed=False`` (a fan-out child, which runs a part of the shards)
-    attaches it to the flow run only. Updates are throttled to one per ``min_interval_s``
-    (plus the last one), so thousands of shards cost tens of API calls, not thousands.
+    Keyed per experiment and domain (``layout.artifact_key``); ``keyed=False`` (a fan-out child,
+    which runs a part of the shards) attaches it to the flow run only. Updates are throttled to
+    one per ``min_interval_s`` (plus the last one): thousands of shards cost tens of API calls.
     """
 
     def __init__(
@@ -79,22 +75,21 @@ class TransferProgress:
         self.total_images = sum(len(s.sample_ids) for s in shards)
         self.done_shards = self.done_images = self.failed_shards = 0
         self.min_interval_s = min_interval_s
-        self._last = 0.0
-        self.key = layout.artifact_key(f"progress-{domain}", out_root) if keyed else None
+        key = layout.artifact_key(f"progress-{domain}", out_root) if keyed else None
         self.artifact_id: UUID | None = publish(
             f"progress of {domain}",
             create_progress_artifact,
-            0.0 if shards else 100.0,
-            key=self.key,
+            self.percent,
+            key=key,
             description=self._description(),
         )
         self._last = time.monotonic()
 
     @property
     def percent(self) -> float:
-        if self.total_images:
-            return round(100.0 * self.done_images / self.total_images, 1)
-        return round(100.0 * self.done_shards / max(self.total_shards, 1), 1)
+        if not self.total_images:
+            return 100.0
+        return round(100.0 * self.done_images / self.total_images, 1)
 
     def _description(self) -> str:
         failed = f", {self.failed_shards} failed" if self.failed_shards else ""
@@ -108,20 +103,15 @@ class TransferProgress:
         self.done_shards += 1
         self.done_images += len(shard.sample_ids)
         self.failed_shards += int(failed)
-        last = self.done_shards == self.total_shards
-        if self.artifact_id is None or not (
-            last or time.monotonic() - self._last >= self.min_interval_s
-        ):
+        due = time.monotonic() - self._last >= self.min_interval_s
+        if self.artifact_id is None or not (due or self.done_shards == self.total_shards):
             return
         self._last = time.monotonic()
-        if (
-            publish(
-                f"progress of {self.domain}",
-                update_progress_artifact,
-                self.artifact_id,
-                self.percent,
-                description=self._description(),
-            )
-            is None
-        ):
-            self.artifact_id = None  # the API failed once: stop asking for this transfer
+        # the API failed once (None): stop asking for this transfer
+        self.artifact_id = publish(
+            f"progress of {self.domain}",
+            update_progress_artifact,
+            self.artifact_id,
+            self.percent,
+            description=self._description(),
+        )

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
 
-from tasks._cache import isolated_policy
-from tasks._policy import content_digest
+from tasks._cache import cache_key, content_digest, isolated_policy
 from zodi_core.config import EvalConfig, config_digest
 from zodi_core.evaluation import evaluate_checkpoint
 from zodi_core.runs import EvaluationJob
 
 
-def _eval_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
+def _eval_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     job: EvaluationJob = p["job"]
     uris = [*job.checkpoints, *job.manifests, *([job.proxy] if job.proxy else [])]
-    parts = [content_digest(*uris), job.mmseg_config, config_digest(p["evaluation"]), p["out"]]
-    return "eval-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+    return cache_key(
+        "eval", content_digest(*uris), job.mmseg_config, config_digest(p["evaluation"]), p["out"]
+    )
 
 
 @task(

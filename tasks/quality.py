@@ -7,12 +7,13 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from tasks._cache import cached_values, isolated_policy
+from tasks._cache import cache_key, isolated_policy, run_fresh
 from tasks._policy import retry_on_io
 from tasks.artifacts import publish_table
 from zodi_core import layout, storage
 from zodi_core.config import QualityConfig
 from zodi_core.device import resolve_device
+from zodi_core.evaluation import load_model
 from zodi_core.quality import figures, filtering, scores
 from zodi_core.quality.clip import load_clip
 
@@ -20,7 +21,7 @@ from zodi_core.quality.clip import load_clip
 def _score_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     # The scores' own content digest: the same manifest, scorer, CLIP and code give the same
     # scores (and the same content-addressed file).
-    return f"score-{p['domain']}-{p['digest']}"
+    return cache_key("score", p["domain"], p["digest"])
 
 
 @task(
@@ -47,8 +48,6 @@ def score_paired_task(
     device, _ = resolve_device(quality_config.device, "float32", auto_half=False)
     seg_model = clip = None
     if seg_config is not None and seg_checkpoint is not None:
-        from zodi_core.evaluation import load_model
-
         seg_model = load_model(seg_config, seg_checkpoint, str(device))
     if quality_config.clip is not None:
         clip = load_clip(quality_config.clip, str(device))
@@ -74,19 +73,20 @@ def score_paired_cached(
     quality_config: QualityConfig,
     scale: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Run :func:`score_paired_task` (inside a flow) with storage as the truth: a cache record
-    counts only while its scores file exists; when the file is gone the task runs again and
-    overwrites the record. Without a record, the task's lock decides who computes."""
+    """Run :func:`score_paired_task` (inside a flow); a cache record counts only while its scores
+    file exists."""
     digest = scores.score_digest(paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale)
-    recorded = cached_values(
-        score_paired_task, [_score_cache_key(None, {"domain": domain, "digest": digest})]
-    )
-    stale = bool(recorded) and not storage.exists(
-        layout.uri(root, layout.scores_key(domain, digest))
-    )
-    task_ = score_paired_task.with_options(refresh_cache=stale)
-    return task_(
-        paired_uri, domain, root, seg_config, seg_checkpoint, quality_config, scale, digest
+    return run_fresh(
+        score_paired_task,
+        lambda value: not storage.exists(value["uri"]),
+        paired_uri=paired_uri,
+        domain=domain,
+        root=root,
+        seg_config=seg_config,
+        seg_checkpoint=seg_checkpoint,
+        quality_config=quality_config,
+        scale=scale,
+        digest=digest,
     )
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.artifacts import publish
+from tasks.artifacts import publish_markdown
 from zodi_core import prompts, regeneration
 from zodi_core.config import TransferConfig
 
@@ -53,11 +52,10 @@ def publish_regeneration_report_task(report: dict[str, Any]) -> str:
     """The report as the ``zodi-regeneration`` Markdown artifact (publishing it never fails the
     task); returns the Markdown."""
     markdown = regeneration.render_markdown(report)
-    publish(
+    publish_markdown(
         "regeneration report",
-        create_markdown_artifact,
-        markdown,
-        key="zodi-regeneration",
-        description="Domains whose prompts changed (old and new settings), and what was regenerated",
+        "zodi-regeneration",
+        lambda: markdown,
+        "Domains whose prompts changed (old and new settings), and what was regenerated",
     )
     return markdown

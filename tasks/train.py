@@ -1,14 +1,9 @@
 """Training task: one planned training run (a model, one seed).
 
 Cached on the config file's and manifests' content, the settings, the seed, the run's name and
-work dir, under SERIALIZABLE isolation (:mod:`tasks._cache`): two identical pipelines train each
-run once, the second waits and takes the cache hit. A cache record whose checkpoint storage no
-longer holds is stale (:func:`stale_training_runs`): that run trains again (resuming from what is
-left of its work dir).
-
-The work dir depends on the settings (:func:`training_work_dir`): a run with another budget,
-schedule or data trains in its own folder and never resumes another's checkpoints; a killed run
-of the same settings resumes its own.
+its work dir, which depends on the settings (:func:`training_work_dir`): a run with another
+budget, schedule or data trains in its own folder and never resumes another's checkpoints; a
+killed run of the same settings resumes its own.
 """
 
 from __future__ import annotations
@@ -19,8 +14,7 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from tasks._cache import cached_values, isolated_policy
-from tasks._policy import content_digest
+from tasks._cache import cache_key, content_digest, isolated_policy, run_fresh
 from zodi_core import storage
 from zodi_core.config import TrainConfig, config_digest
 from zodi_core.runs import TrainingRun
@@ -43,19 +37,10 @@ def training_work_dir(
     return run.work_dir(root, _settings_digest(run, source_uri, train))
 
 
-def _train_cache_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    # Same config file content, same manifests' content, same settings and seed → same model.
+def _train_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     run: TrainingRun = p["run"]
-    config_file = str(resolve_config_path(run.mmseg_config))
-    manifests = [u for u in (run.paired_manifest, p["source_uri"]) if u]
-    parts = [
-        content_digest(config_file, *manifests),
-        config_digest(p["train"]),
-        str(run.seed),
-        run.name,
-        p["work_dir"],
-    ]
-    return "train-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+    settings = _settings_digest(run, p["source_uri"], p["train"])
+    return cache_key("train", settings, str(run.seed), run.name, p["work_dir"])
 
 
 @task(
@@ -82,29 +67,16 @@ def train_model_task(
     return {"name": run.name, "domain": run.domain, "seed": run.seed, **result}
 
 
-def stale_training_runs(
-    runs: list[TrainingRun], source_uri: str | None, root: str, train: TrainConfig
-) -> set[TrainingRun]:
-    """The runs whose cache record names a checkpoint that storage no longer holds."""
-    keys = {
-        _train_cache_key(
-            None,
-            {
-                "run": r,
-                "source_uri": source_uri,
-                "work_dir": training_work_dir(r, source_uri, root, train),
-                "train": train,
-            },
-        ): r
-        for r in runs
-    }
-    cached = cached_values(train_model_task, list(keys))
-    return {keys[k] for k, v in cached.items() if not storage.exists(v["checkpoint"])}
-
-
-def submit_training_run(
-    run: TrainingRun, source_uri: str | None, root: str, train: TrainConfig, stale: set
+def train_run(
+    run: TrainingRun, source_uri: str | None, root: str, train: TrainConfig
 ) -> dict[str, Any]:
-    """Train one run (in this process); a ``stale`` run refreshes its cache record."""
-    task_ = train_model_task.with_options(refresh_cache=True) if run in stale else train_model_task
-    return task_(run, source_uri, training_work_dir(run, source_uri, root, train), train)
+    """Train one run (in this process) in its work dir; a cache record whose checkpoint storage
+    no longer holds trains again (resuming from what is left of its work dir)."""
+    return run_fresh(
+        train_model_task,
+        lambda value: not storage.exists(value["checkpoint"]),
+        run=run,
+        source_uri=source_uri,
+        work_dir=training_work_dir(run, source_uri, root, train),
+        train=train,
+    )

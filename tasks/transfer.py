@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from prefect.context import TaskRunContext
 from prefect.futures import as_completed
 
 import zodi_core
-from tasks._cache import cached_values, isolated_policy
+from tasks._cache import cache_key, cached_values, isolated_policy
 from tasks._policy import retry_on_io
 from tasks.artifacts import TransferProgress
 from zodi_core import sharding
@@ -33,7 +32,7 @@ class ShardFailed(RuntimeError):
     def __init__(self, shard: str, counts: dict[str, Any], errors: dict[str, str]) -> None:
         first = "; ".join(f"{k}: {v}" for k, v in list(errors.items())[:3])
         super().__init__(f"{shard}: {counts['failed']} image(s) failed ({first})")
-        self.shard, self.counts, self.errors = shard, counts, errors
+        self.shard, self.partial_counts, self.errors = shard, counts, errors
 
 
 _LOAD_LOCK = threading.Lock()
@@ -41,17 +40,17 @@ _LOAD_LOCK = threading.Lock()
 _EARLIER_WRITES: dict[str, int] = {}
 
 
-def _components(models_json: str, device: str, dtype: str) -> Components:
-    # One load per worker process, shared by every shard it runs. Loading holds a lock: shard
-    # tasks run in threads, and from_pretrained's meta-device initialisation is process-global.
-    with _LOAD_LOCK:
-        return _load_cached(models_json, device, dtype)
-
-
 @functools.lru_cache(maxsize=2)
-def _load_cached(models_json: str, device: str, dtype: str) -> Components:
+def _load_components(models_json: str, device: str, dtype: str) -> Components:
+    # One load per worker process, shared by every shard it runs.
     dev, dt = resolve_device(device, dtype)
     return load_components(ModelsConfig.model_validate_json(models_json), dev, dt)
+
+
+def _components(models_json: str, device: str, dtype: str) -> Components:
+    # Shard tasks run in threads, and from_pretrained's meta-device initialisation is global.
+    with _LOAD_LOCK:
+        return _load_components(models_json, device, dtype)
 
 
 @functools.cache
@@ -70,14 +69,14 @@ def _shard_cache_key(context: TaskRunContext | None, parameters: dict[str, Any])
     fingerprint, the code and the destination (a cached result points at images under
     ``out_root``). Not the run id: the same shard with the same settings is reused across runs."""
     config: TransferConfig = parameters["config"]
-    parts = [
+    return cache_key(
+        "transfer",
         parameters["shard"].digest,
         transfer_digest(config),
         models_fingerprint(config.models),
         code_version(),
         parameters["out_root"],
-    ]
-    return "transfer-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+    )
 
 
 @task
@@ -138,24 +137,13 @@ def merge_shard_manifests_task(shard_uris: list[str], out_uri: str, domain: str)
     return sharding.merge_shard_manifests(shard_uris, out_uri, domain)
 
 
-@dataclass(frozen=True)
-class CachedShards:
-    """What the cache records and storage say about a domain's shards, before any is submitted."""
-
-    #: shard index → its cached result, for the shards whose outputs storage holds intact
-    intact: dict[int, dict[str, Any]]
-    #: indices of the shards whose cache record points at outputs storage no longer holds intact
-    stale: set[int]
-
-
 def check_cached_shards(
     shards: list[ShardRef], config: TransferConfig, out_root: str
-) -> CachedShards:
-    """Read the shards' cache records and check their outputs in storage (one folder listing per
-    image folder: :func:`zodi_core.sharding.missing_outputs`). An intact shard needs no task run
-    (a cached rerun of hundreds of shards costs this one check, not one Prefect task each); a
-    stale one (a deleted shard manifest, a deleted image or one whose size is not the recorded
-    one) must be recomputed, not taken from the cache (the transfer regenerates what is damaged)."""
+) -> tuple[dict[int, dict[str, Any]], set[int]]:
+    """``(intact, stale)``: the cached results (by shard index) whose outputs storage holds
+    intact, and the indices whose cache record points at outputs storage lost (a deleted shard
+    manifest, a deleted or truncated image: :func:`zodi_core.sharding.missing_outputs`, one
+    listing per image folder). An intact shard needs no task run; a stale one is recomputed."""
     keys = {
         _shard_cache_key(None, {"shard": s, "config": config, "out_root": out_root}): s.index
         for s in shards
@@ -163,13 +151,7 @@ def check_cached_shards(
     cached = {keys[k]: v for k, v in cached_values(transfer_shard_task, list(keys)).items()}
     manifests = {value["manifest"]: index for index, value in cached.items()}
     stale = {manifests[uri] for uri in sharding.missing_outputs(list(manifests))}
-    return CachedShards({i: v for i, v in cached.items() if i not in stale}, stale)
-
-
-def stale_shards(shards: list[ShardRef], config: TransferConfig, out_root: str) -> set[int]:
-    """Indices of the shards whose cache record points at outputs storage no longer holds
-    intact (:func:`check_cached_shards`)."""
-    return check_cached_shards(shards, config, out_root).stale
+    return {i: v for i, v in cached.items() if i not in stale}, stale
 
 
 def submit_shards(
@@ -186,51 +168,39 @@ def submit_shards(
 def collect_shard_states(
     shards: list[ShardRef],
     futures: list[Any],
-    progress: TransferProgress | None = None,
-    cached: dict[int, dict[str, Any]] | None = None,
+    progress: TransferProgress,
+    cached: dict[int, dict[str, Any]],
 ) -> tuple[RunSummary, list[str]]:
     """Wait for every shard, then sort them into computed / cached / failed.
 
-    ``cached``: results of intact cached shards that were not submitted
-    (:attr:`CachedShards.intact`); ``futures`` are those of the other shards, in order.
-    Prefect names a cache hit's state "Cached". A cached shard's images count as skipped (they
-    were reused, not written by this run). A failed shard counts the images it really wrote
-    before failing. ``progress`` counts each shard as it finishes, in the order they finish.
+    ``cached``: the results of the intact cached shards, not submitted; ``futures``: those of the
+    other shards, in order. A cached shard's images count as skipped (reused, not written by this
+    run); a failed shard counts the images it really wrote. ``progress`` counts each shard as it
+    finishes.
     """
-    cached = cached or {}
     submitted = [s for s in shards if s.index not in cached]
-    if progress is not None:
-        for shard in shards:
-            if shard.index in cached:
-                progress.shard_done(shard)
-        by_future = {id(f): s for s, f in zip(submitted, futures, strict=True)}
-        for future in as_completed(futures):
-            future.wait()  # finished: this records its final state without an API call
-            progress.shard_done(by_future[id(future)], failed=not future.state.is_completed())
-    summary = RunSummary()
-    uris: list[str] = []
+    by_future = {id(f): s for s, f in zip(submitted, futures, strict=True)}
     for shard in shards:
         if shard.index in cached:
-            value = cached[shard.index]
+            progress.shard_done(shard)
+    for future in as_completed(futures):
+        future.wait()  # finished: this records its final state without an API call
+        progress.shard_done(by_future[id(future)], failed=not future.state.is_completed())
+    states = {s.index: f.state for s, f in zip(submitted, futures, strict=True)}
+    summary, uris = RunSummary(), []
+    for shard in shards:
+        state = states.get(shard.index)
+        value = state.result(raise_on_failure=False) if state else cached[shard.index]
+        if state and not state.is_completed():
+            summary.shards_failed[shard.name] = str(value) if value else (state.message or "")
+            if isinstance(value, BaseException):
+                summary.add_images(partial_counts(value) or {})
+        elif state is None or state.name == "Cached":  # Prefect's name of a cache hit
             uris.append(value["manifest"])
             summary.shards_cached.append(shard.name)
             summary.add_images({"skipped": value["written"] + value["skipped"]})
-    for shard, future in zip(submitted, futures, strict=True):
-        future.wait()
-        state = future.state
-        value = state.result(raise_on_failure=False)
-        if state.is_completed():
-            uris.append(value["manifest"])
-            if state.name == "Cached":
-                summary.shards_cached.append(shard.name)
-                summary.add_images({"skipped": value["written"] + value["skipped"]})
-            else:
-                summary.shards_computed.append(shard.name)
-                summary.add_images(value)
         else:
-            summary.shards_failed[shard.name] = str(value) if value else (state.message or "")
-            if isinstance(value, ShardFailed):
-                summary.add_images(value.counts)
-            elif isinstance(value, BaseException) and partial_counts(value):
-                summary.add_images(partial_counts(value))
+            uris.append(value["manifest"])
+            summary.shards_computed.append(shard.name)
+            summary.add_images(value)
     return summary, uris
