@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for t in (int(v) for v in args.timesteps.split(",")):
             eps = torch.randn(z.shape, generator=g)
+            z_t = c.scheduler.add_noise(z, eps, torch.tensor([t]))
             a, s = abar[t].sqrt(), (1 - abar[t]).sqrt()
-            z_t = a * z + s * eps
             pred = c.unet(z_t, t, encoder_hidden_states=emb).sample
             x0 = (z_t - s * pred) / a
             print(f"t={t}: x0 MSE {float(((x0 - z) ** 2).mean()):.3f}")

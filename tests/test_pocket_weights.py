@@ -90,7 +90,9 @@ def _hand_written_cfg_loop(c, captions, seed, conditions, steps=10, guidance=3.0
     with torch.inference_mode():
         emb = c.text_encoder(tok)[0]
         embeddings = torch.cat([emb[n:].expand(n, -1, -1), emb[:n]])
-        z = torch.randn((n, 4, 8, 16), generator=torch.Generator("cpu").manual_seed(seed))
+        f = 2 ** (len(c.vae.config.block_out_channels) - 1)  # the VAE's downsampling factor
+        shape = (n, 4, conditions.shape[1] // f, conditions.shape[2] // f)
+        z = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
         ctrl = torch.from_numpy(conditions).permute(0, 3, 1, 2).float() / 255.0
         for t in sched.timesteps:
             zz = torch.cat([z, z])

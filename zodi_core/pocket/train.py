@@ -2,14 +2,16 @@
 
 Three phases, each with Stable Diffusion's / ControlNet's recipe at a small scale:
 
-1. ``vae``: ``AutoencoderKL`` (4 down blocks, factor 8 as SD 1.5), reconstruction (L1 + MSE) plus
+1. ``vae``: ``AutoencoderKL`` (3 down blocks: factor 4, SD 1.5 has 4 and factor 8, so a 64x128
+   image has a 16x32 latent), reconstruction (L1 + MSE) plus
    a small KL term (weight 1e-6, SD's value; SD's LPIPS and GAN terms are left out: no pretrained
    perceptual network is available offline). The latent scaling factor is then set to
    1 / std of the training latents, how SD's 0.18215 was chosen.
 2. ``unet``: ``UNet2DConditionModel`` with cross-attention on a ``CLIPTextModel``, ε-prediction on
-   SD 1.5's scaled-linear schedule (1000 steps), uniform timesteps, the ε-loss weighted
-   (min(SNR, γ) + 1)/SNR (``PocketSpec.snr_gamma``), 10% of captions replaced by the
-   empty caption so classifier-free guidance works, EMA of the weights. SD freezes a pretrained
+   SD 1.5's scaled-linear schedule (1000 steps, noised by ``scheduler.add_noise``), uniform
+   timesteps, each sample's ε-MSE weighted (min(SNR, γ) + 1)/SNR with diffusers' ``compute_snr``
+   (``PocketSpec.snr_gamma``), 10% of captions replaced by the empty caption so classifier-free
+   guidance works, diffusers' ``EMAModel`` of the weights. SD freezes a pretrained
    CLIP; no pretrained text encoder exists here, so the text encoder is trained jointly with the
    UNet (as LDM's own text-to-image model trained its transformer).
 3. ``controlnet``: ``ControlNetModel.from_unet`` of the EMA UNet (zero convolutions, as ControlNet
@@ -55,16 +57,21 @@ class PocketSpec:
     batch_size: int = 16
     vae_steps: int = 1000
     vae_lr: float = 1e-3
-    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
+    #: One down block per entry; the VAE's factor is 2 ** (len - 1) (read back by the sampler).
+    vae_channels: tuple[int, ...] = (16, 32, 64)
     #: GroupNorm groups of the VAE: at least 4 channels a group (see ``unet_norm_groups``).
     vae_norm_groups: int = 4
     #: VAE training crops (height, width); the VAE is convolutional and used at full size (SD's
     #: VAE was trained on 256² crops and is used at 512²).
     vae_crop: tuple[int, int] = (32, 64)
     kl_weight: float = 1e-6
-    unet_steps: int = 3000
+    unet_steps: int = 2500
     unet_lr: float = 5e-4
-    unet_channels: tuple[int, ...] = (32, 64)
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    #: Down block types (up blocks mirror them). No attention at the 16x32 latent's full
+    #: resolution: 512-token self-attention made a step 5x slower (as SD 1.5 leaves one level
+    #: without attention, its lowest).
+    unet_blocks: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
     #: GroupNorm groups of the UNet (and ControlNet). With SD's 32 groups on 32 channels each group
     #: is one channel, whose per-sample spatial mean the norm removes: the output could then not
     #: carry ε's per-image mean (on an 8x16 latent its std is 1/√128 ≈ 0.09), which CFG and the
@@ -72,18 +79,16 @@ class PocketSpec:
     unet_norm_groups: int = 8
     text_width: int = 64
     caption_dropout: float = 0.1
-    #: Loss weighting: each sample's ε-loss is weighted by (min(SNR, γ) + 1)/SNR, i.e. the
-    #: v-prediction loss ((SNR + 1)/SNR times the ε-loss) with Min-SNR-γ clipping at the low-noise
-    #: end (Hang et al. 2023; diffusers' ``--snr_gamma``), keeping ε-prediction as SD 1.5. The
-    #: low-noise steps, whose small errors dominate a uniform ε-loss, no longer drown the
-    #: high-noise steps that decide a generation's layout and look (docs/fidelity.md §1).
+    #: Each sample's ε-MSE is weighted (min(SNR, γ) + 1)/SNR: the v-prediction loss with Min-SNR-γ
+    #: clipping at the low-noise end (Hang et al. 2023), keeping ε-prediction as SD 1.5, so the
+    #: high-noise steps that decide layout and look are not drowned (docs/fidelity.md §1).
     #: None: the plain ε-loss.
     snr_gamma: float | None = 5.0
     ema_decay: float = 0.999
-    #: ControlNet conditioning encoder (SD 1.5: (16, 32, 96, 256); narrower here: at 64x128 the
-    #: wide one costs more than the rest of a ControlNet step).
-    controlnet_cond_channels: tuple[int, ...] = (16, 32, 64, 128)
-    controlnet_steps: int = 1000
+    #: ControlNet conditioning encoder: len - 1 stride-2 convolutions, matching the VAE's factor
+    #: (SD 1.5: (16, 32, 96, 256) for factor 8).
+    controlnet_cond_channels: tuple[int, ...] = (16, 32, 64)
+    controlnet_steps: int = 3000
     controlnet_lr: float = 5e-4
     controlnet_caption_dropout: float = 0.5
     checkpoint_every: int = 250
@@ -92,8 +97,8 @@ class PocketSpec:
         return int(getattr(self, f"{phase}_steps"))
 
 
-#: Named sizes: ``full`` (~35 min on a shared 2-core CPU; still weak, see docs/fidelity.md) and
-#: ``smoke`` (seconds; tests).
+#: Named sizes: ``full`` (about an hour on a shared 2-core CPU, docs/fidelity.md) and ``smoke``
+#: (seconds; tests).
 PRESETS: dict[str, PocketSpec] = {
     "full": PocketSpec(),
     "smoke": PocketSpec(
@@ -101,11 +106,12 @@ PRESETS: dict[str, PocketSpec] = {
         n_heldout=2,
         batch_size=4,
         vae_steps=12,
-        vae_channels=(8, 16, 16, 16),
+        vae_channels=(8, 16, 16),
         unet_steps=12,
         unet_channels=(32, 32),
+        unet_blocks=("DownBlock2D", "CrossAttnDownBlock2D"),
         text_width=32,
-        controlnet_cond_channels=(8, 16, 16, 32),
+        controlnet_cond_channels=(8, 16, 16),
         controlnet_steps=12,
         checkpoint_every=5,
     ),
@@ -135,15 +141,14 @@ def build_vae(spec: PocketSpec) -> Any:
 def build_unet(spec: PocketSpec) -> Any:
     from diffusers import UNet2DConditionModel
 
-    n = len(spec.unet_channels)
     return UNet2DConditionModel(
-        sample_size=spec.height // 8,
+        sample_size=spec.height // 2 ** (len(spec.vae_channels) - 1),
         in_channels=4,
         out_channels=4,
         block_out_channels=tuple(spec.unet_channels),
         layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D",) * n,
-        up_block_types=("CrossAttnUpBlock2D",) * n,
+        down_block_types=tuple(spec.unet_blocks),
+        up_block_types=tuple(b.replace("Down", "Up") for b in reversed(spec.unet_blocks)),
         cross_attention_dim=spec.text_width,
         attention_head_dim=8,
         norm_num_groups=spec.unet_norm_groups,
@@ -167,39 +172,6 @@ def step_generator(seed: int, phase: str, step: int) -> Any:
     return torch.Generator("cpu").manual_seed(
         int(np.random.SeedSequence([seed, PHASES.index(phase), step]).generate_state(1)[0])
     )
-
-
-class EMA:
-    """Exponential moving average of parameters (decay warmed up as (1+n)/(10+n))."""
-
-    def __init__(self, params: Sequence[Any], decay: float) -> None:
-        self.params = list(params)
-        self.shadow = [p.detach().clone() for p in self.params]
-        self.decay = decay
-        self.n = 0
-
-    def update(self) -> None:
-        import torch
-
-        self.n += 1
-        d = min(self.decay, (1 + self.n) / (10 + self.n))
-        with torch.no_grad():
-            for s, p in zip(self.shadow, self.params, strict=True):
-                s.mul_(d).add_(p.detach(), alpha=1 - d)
-
-    def copy_to_params(self) -> None:
-        import torch
-
-        with torch.no_grad():
-            for s, p in zip(self.shadow, self.params, strict=True):
-                p.copy_(s)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"shadow": self.shadow, "n": self.n}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.shadow = [s.clone() for s in state["shadow"]]
-        self.n = int(state["n"])
 
 
 @dataclass
@@ -239,7 +211,7 @@ def run_phase(
     modules: dict[str, Any],
     optimizer: Any,
     step_fn: Callable[[int, Any], Any],
-    ema: EMA | None = None,
+    ema: Any = None,
     progress: bool = True,
 ) -> PhaseLog:
     """The loop shared by the phases: resume, step, checkpoint, progress bar.
@@ -284,7 +256,7 @@ def run_phase(
         )
         optimizer.step()
         if ema is not None:
-            ema.update()
+            ema.step([p for g in optimizer.param_groups for p in g["params"]])
         log.losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(log.losses[-20:]):.4f}")
@@ -357,6 +329,7 @@ def train_pocket(
     import torch
     import torch.nn.functional as F
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+    from diffusers.training_utils import EMAModel, compute_snr
     from transformers import CLIPTextModel
 
     if threads:
@@ -442,7 +415,6 @@ def train_pocket(
     cap_ids = ids(captions)
     empty_ids = ids([""])[0]
     scheduler = DDIMScheduler(**SD15_SCHEDULER)
-    abar = scheduler.alphas_cumprod.float()
 
     def noisy(idx: Any, g: Any, labels: Any | None = None) -> tuple[Any, ...]:
         pair, cond = _batch(lat_pair, idx, g, labels)
@@ -456,9 +428,7 @@ def train_pocket(
         per_sample = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
         if spec.snr_gamma is None:
             return per_sample.mean()
-        # Not diffusers' compute_snr: its (√ᾱ/√(1-ᾱ))² differs from ᾱ/(1-ᾱ) in the last bit,
-        # and the committed weights were trained with this one.
-        snr = abar[t] / (1 - abar[t])
+        snr = compute_snr(scheduler, t)
         return (per_sample * (snr.clamp(max=spec.snr_gamma) + 1) / snr).mean()
 
     def caption_batch(idx: Any, g: Any, dropout: float) -> Any:
@@ -477,7 +447,7 @@ def train_pocket(
         text_encoder = build_text_encoder(spec, tokenizer)
         params = [*unet.parameters(), *text_encoder.parameters()]
         opt = torch.optim.AdamW(params, lr=spec.unet_lr, weight_decay=0.01)
-        ema = EMA(params, spec.ema_decay)
+        ema = EMAModel(params, decay=spec.ema_decay)
 
         def unet_step(step: int, g: Any) -> Any:
             idx = torch.randint(n, (bs,), generator=g)
@@ -488,7 +458,7 @@ def train_pocket(
 
         modules = {"unet": unet, "text_encoder": text_encoder}
         log = run_phase("unet", spec, ckpt_dir, modules, opt, unet_step, ema, progress=progress)
-        ema.copy_to_params()
+        ema.copy_to(params)
         unet.save_pretrained(out / "unet")
         text_encoder.save_pretrained(out / "text_encoder")
         scheduler.save_pretrained(out / "scheduler")
