@@ -31,6 +31,19 @@ def count(text: str) -> int:
     return int(text)
 
 
+def size(text: str) -> tuple[int, int]:
+    """argparse type of a size ``WIDTHxHEIGHT`` with positive sides."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        width = height = 0
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected WIDTHxHEIGHT with positive sides such as 256x128, received {text!r}"
+        )
+    return width, height
+
+
 #: Options several subcommands share, declared once: flags → add_argument keywords.
 SHARED: dict[str, dict[str, Any]] = {
     "--json": {"action": "store_true", "help": "end with one line of JSON summarising what was "
@@ -38,8 +51,8 @@ SHARED: dict[str, dict[str, Any]] = {
     "-v --verbose": {"action": "store_true", "default": argparse.SUPPRESS,
                      "help": "show library and Prefect logs, and the traceback of an error"},
     "--models": {"help": "base model: hub id or local folder (a controlnet/ inside is used; "
-                 "overrides the config)"},
-    "--controlnet": {"help": "ControlNet: hub id or local folder (overrides the config)"},
+                 "overrides the settings)"},
+    "--controlnet": {"help": "ControlNet: hub id or local folder (overrides the settings)"},
     "--preset": {"default": "default", "choices": PRESETS,
                  "help": "settings preset the other options override (default: default)"},
     "--device": {"help": "auto (default: CUDA when available), cpu, cuda or cuda:N"},
@@ -127,8 +140,8 @@ class RunFailed(CommandError):
     """The work itself failed (a failed flow run, failed images, an outage): exit code 1."""
 
 
-#: Exit codes: 0 success, 1 the work failed, 2 usage or configuration error, 130 interrupted.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Exit codes (0: done): 1 the work failed, 2 usage or configuration error, 130 interrupted.
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def _is(err: BaseException, module: str, name: str) -> bool:
@@ -202,7 +215,7 @@ def report_failure(
     else:
         print(f"{prog}: error: {msg}", file=sys.stderr)
     if as_json:
-        summary = {k: v for k, v in getattr(err, "summary", {}).items() if k != "usage"}
+        summary = {k: v for k, v in (getattr(err, "summary", None) or {}).items() if k != "usage"}
         out = {"command": command, **summary, "ok": False, "exit_code": code, "error": msg}
         print(json.dumps({**out, "seconds": round(time.perf_counter() - start, 3)}, default=str))
     return code

@@ -6,17 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from zodi_cli._common import RunFailed, command
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected WIDTHxHEIGHT such as 256x128, received {text!r}"
-        ) from None
-    return width, height
+from zodi_cli._common import RunFailed, command, size
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -28,7 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         {
             "--out": {"required": True, "help": "destination folder"},
             "--seed": {"type": int, "default": 0, "help": "base seed (default: %(default)s)"},
-            "--size": {"type": _size, "default": (256, 128), "help": "WIDTHxHEIGHT (default: 256x128)"},
+            "--size": {"type": size, "default": (256, 128), "help": "WIDTHxHEIGHT (default: 256x128)"},
             "--n-train": {"type": int, "default": 8, "help": "Cityscapes train images (default: 8)"},
             "--n-val": {"type": int, "default": 4, "help": "Cityscapes val images (default: 4)"},
             "--n-target": {"type": int, "default": 4, "help": "ACDC images per condition (default: 4)"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from zodi_cli._common import RunFailed, command, count, shared
+from zodi_cli._common import RunFailed, command, count, shared, size
 from zodi_cli.transfer import DOMAIN, build_config
 from zodi_core.config import CLIP_MODEL_ID
 
@@ -15,7 +15,8 @@ SCORERS: dict[str, Any] = {
     "--seg-checkpoint": "its checkpoint (local or s3://)",
     "--clip": {"default": CLIP_MODEL_ID, "help": f"CLIP hub id or folder (default: {CLIP_MODEL_ID})"},
     "--no-clip": {"action": "store_true", "help": "no CLIP scores"},
-    "--scale": "WxH the segmentation model sees (default: each image's size)",
+    "--scale": {"type": size, "help": "WIDTHxHEIGHT the segmentation model sees (default: "
+                "each image's size)"},
     **shared("--batch-size", default=8, help="images per CLIP batch"),
     **shared("--device", default="auto"),
 }  # fmt: skip
@@ -70,18 +71,6 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     )  # fmt: skip
 
 
-def _scale(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--scale: expected WxH such as 1024x512, received {text!r}") from None
-    if w < 1 or h < 1:
-        raise ValueError(f"--scale: expected positive sides, received {text!r}")
-    return w, h
-
-
 def _load_scorers(args: argparse.Namespace) -> tuple[Any, Any]:
     """(seg model or None, CLIP or None) from the command line."""
     from zodi_core.device import resolve_device
@@ -104,7 +93,6 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core import storage
     from zodi_core.quality import figures, filtering, scores
 
-    scale = _scale(args.scale)
     if not storage.exists(args.manifest):
         raise FileNotFoundError(f"--manifest: {args.manifest!r} does not exist")
     out = args.out or storage.join_uri(storage.split_uri(args.manifest)[0], "scored.parquet")
@@ -113,7 +101,7 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
     pred_uri = storage.join_uri(folder, "predictions") if seg_model else None
     summary = scores.score_manifest(
         args.manifest, out, seg_model=seg_model, clip=clip, batch_size=args.batch_size,
-        scale=scale, predictions_uri=pred_uri if args.worst else None, progress=True,
+        scale=args.scale, predictions_uri=pred_uri if args.worst else None, progress=True,
     )  # fmt: skip
     means = ", ".join(f"{k} {v}" for k, v in summary["mean"].items() if v is not None)
     print(f"[score] {summary['scored']} images scored ({means}) → {out}")
@@ -144,7 +132,7 @@ def run_tune_strength(args: argparse.Namespace) -> dict[str, Any]:
     try:
         out = tune.tune_strength(
             args.manifest, config, strengths, args.out, n=args.n, seg_model=seg_model,
-            clip=clip, margin=args.margin, scale=_scale(args.scale), progress=True,
+            clip=clip, margin=args.margin, scale=args.scale, progress=True,
         )  # fmt: skip
     except RuntimeError as err:
         raise RunFailed(f"{err}; fix the inputs and rerun", {}) from None

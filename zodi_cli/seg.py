@@ -54,7 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             "--vis-backend": {"action": "append", "choices": ("local", "tensorboard", "mlflow"),
                               "help": "mmengine visualisation backend of the training scalars "
                               "(repeat; default: local)"},
-            "--cfg-options": {"nargs": "+", "metavar": "KEY=VALUE", "help": "set config keys as "
+            "--cfg-options": {"nargs": "+", "type": cfg_option, "metavar": "KEY=VALUE", "help": "set config keys as "
                               "mmengine does (new keys are added, e.g. "
                               "model.backbone.init_cfg=None; one close to an existing key warns)"},
             # set by --gpus for the torchrun processes
@@ -107,17 +107,15 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     )  # fmt: skip
 
 
-def _parse_cfg_options(items: list[str] | None) -> dict[str, Any]:
-    """``key=value`` pairs parsed as mmengine's ``--cfg-options`` (lists, tuples, numbers, None)."""
+def cfg_option(item: str) -> tuple[str, Any]:
+    """argparse type of --cfg-options: ``KEY=VALUE``, the value parsed as mmengine's own
+    ``--cfg-options`` (lists, tuples, numbers, None)."""
     from mmengine.config import DictAction
 
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CLIError(f"--cfg-options: expected KEY=VALUE, received {item!r}")
-        out[key] = DictAction._parse_iterable(value)
-    return out
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, received {item!r}")
+    return key, DictAction._parse_iterable(value)
 
 
 @contextlib.contextmanager
@@ -150,7 +148,7 @@ def _check_cfg_options(args: argparse.Namespace, tc) -> None:
     from zodi_core.preflight import check_seg_config
     from zodi_core.seg.train import load_config, option_notes
 
-    overrides = _parse_cfg_options(args.cfg_options)
+    overrides = dict(args.cfg_options or ())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for note in option_notes(load_config(tc.mmseg_config), overrides):
@@ -203,7 +201,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         with _quiet(args):
             summary = train_model(
                 tc.mmseg_config, args.paired_manifest, args.work_dir, seed=args.seed,
-                resume=args.resume, overrides=_parse_cfg_options(args.cfg_options),
+                resume=args.resume, overrides=dict(args.cfg_options or ()),
                 source_manifest_uri=args.source_manifest, val_manifest_uri=args.val_manifest,
                 max_iters=args.max_iters, train_config=tc, pretrained=args.pretrained,
                 source_only=args.source_only, launcher=args.launcher,
