@@ -26,6 +26,9 @@ the same layout.
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 from zodi_core import storage
 
 IMAGES = "images"
@@ -48,9 +51,8 @@ def shard_manifest_key(
     domain: str, shard_name: str, shard_digest: str, generation_digest: str
 ) -> str:
     """Key of one shard's transfer manifest: named by shard content and generation digest."""
-    return (
-        f"{shard_manifests_prefix(domain)}{shard_name}-{shard_digest}-{generation_digest}.parquet"
-    )
+    name = f"{shard_name}-{shard_digest}-{generation_digest}.parquet"
+    return shard_manifests_prefix(domain) + name
 
 
 def shard_manifests_prefix(domain: str) -> str:
@@ -141,9 +143,6 @@ def artifact_key(kind: str, root: str) -> str:
     Keyed per root, so two experiments never overwrite each other's report in the UI; the same
     root keeps one history. Keys allow lowercase letters, digits and dashes only.
     """
-    import hashlib
-    import re
-
     kind = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")  # a domain may hold "_"
     tail = re.sub(r"[^a-z0-9]+", "-", str(root).lower()).strip("-")[-40:].strip("-")
     digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]

@@ -93,20 +93,15 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names of the config model at ``loc`` (for "did you mean"), [] if unknown."""
     node: Any = model
     for part in loc[:-1]:
-        if not (isinstance(node, type) and issubclass(node, BaseModel)):
-            return []
         field = node.model_fields.get(str(part))
-        if field is None:
-            continue  # a dict key or list index: the model is inside the annotation
-        models = [
-            a
-            for a in _walk_annotation(field.annotation)
-            if isinstance(a, type) and issubclass(a, BaseModel)
-        ]
-        node = models[0] if models else None
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        return list(node.model_fields)
-    return []
+        if field is not None:  # else a dict key or list index: the model is in the annotation
+            inner = _walk_annotation(field.annotation)
+            node = next(
+                (a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None
+            )
+            if node is None:
+                return []
+    return list(node.model_fields)
 
 
 def _walk_annotation(annotation: Any) -> list[Any]:

@@ -12,11 +12,7 @@ Two kinds of score per generated image (issue 14), stored in the transfer-schema
   did the image move from the source towards the domain the prompt names (the directional CLIP
   similarity of StyleGAN-NADA / InstructPix2Pix), independent of how "prompt-like" the source is.
 
-The filter (:func:`~zodi_core.quality.filtering.apply_filter`) never deletes a row: it sets
-``kept`` and ``drop_reason``; the training manifest is the kept rows. Nothing here imports Prefect.
-
-Modules, one job each: ``clip`` (the CLIP model, the tiny test CLIP, the two CLIP scores),
-``scores`` (scoring a paired manifest and the scores' digest), ``filtering`` (the filter) and
-``figures`` (histograms, the worst-N grid, the report's Markdown). Choosing a strength by these
-scores runs the transfer: :mod:`zodi_core.transfer.tune`.
+The filter never deletes a row: it sets ``kept`` and ``drop_reason``; the training manifest is
+the kept rows. Modules by job: ``clip``, ``scores``, ``filtering``, ``figures``; choosing a
+strength by these scores runs the transfer: :mod:`zodi_core.transfer.tune`.
 """

@@ -26,17 +26,9 @@ SCORE_COLUMNS = ("layout_miou", "layout_pixel_acc", "clip_score", "clip_directio
 
 
 def layout_scores(pred: np.ndarray, label: np.ndarray) -> tuple[float | None, float | None]:
-    """``(mIoU %, pixel accuracy %)`` of one prediction against its label.
-
-    Args:
-        pred: (H, W) integer train ids 0..18.
-        label: (H, W) integer train ids 0..18, 255 = ignore.
-    Returns:
-        mIoU over the classes present in the label or the prediction (on labelled pixels), as
-        MMSeg's per-dataset mIoU leaves out classes with an empty union
-        (:func:`zodi_core.metrics.iou_metrics`); None for both when the label has no labelled
-        pixel.
-    """
+    """``(mIoU %, pixel accuracy %)`` of a (H, W) train-id prediction against its (H, W) label
+    (255 = ignore), as :func:`zodi_core.metrics.iou_metrics`; (None, None) without a labelled
+    pixel."""
     m = metrics.iou_metrics(metrics.confusion_matrix(pred, label))
     return m["mIoU"], m["aAcc"]
 
@@ -81,11 +73,6 @@ def scorer_checkpoint(
     return config, results[0]["checkpoint"]
 
 
-def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 def score_manifest(
     paired_uri: str,
     out_uri: str,
@@ -97,36 +84,27 @@ def score_manifest(
     predictions_uri: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Score every generated image of a paired (transfer) manifest; write it with scores.
+    """Score every generated image of a paired manifest; write it with scores to ``out_uri``.
 
-    Reads images only (a score never regenerates one). Rows keep every column; the score
-    columns of a model that is not given stay null; ``kept``/``drop_reason`` are reset (the
-    filter sets them).
-
-    Args:
-        paired_uri: the paired manifest (rows with ``generated_uri``).
-        out_uri: where the scored manifest goes (transfer schema).
-        seg_model: an mmseg model in eval mode (:func:`zodi_core.evaluation.load_model`).
-        clip: a :class:`~zodi_core.quality.clip.Clip` (:func:`~zodi_core.quality.clip.load_clip`).
-        batch_size: images per CLIP forward pass.
-        scale: (W, H) the segmentation model sees; None: each image's own size.
-        predictions_uri: a folder to write each prediction (``<sample_id>.png``, train ids) to,
-            for failure grids; None: not written.
-        progress: a progress bar on stderr.
-    Returns:
-        ``{"uri", "rows", "scored", "mean": {column: mean}}``.
+    Reads images only (a score never regenerates one). The score columns of a model not given
+    (``seg_model``: mmseg, eval mode; ``clip``) stay null; ``kept``/``drop_reason`` are reset.
+    ``scale``: (W, H) the segmentation model sees (None: each image's size);
+    ``predictions_uri``: a folder for each prediction (``<sample_id>.png``, train ids).
+    Returns ``{"uri", "rows", "scored", "mean": {column: mean}}``.
     """
     table = manifest.read_manifest(paired_uri, "transfer")
     rows = table.to_pylist()
+    for r in rows:  # the scores of a model not given stay null; the filter sets kept again
+        r.update(dict.fromkeys(SCORE_COLUMNS), kept=None, drop_reason=None)
     todo = [i for i, r in enumerate(rows) if r.get("generated_uri")]
-    scores: dict[str, list[float | None]] = {c: [None] * len(rows) for c in SCORE_COLUMNS}
     neutral = prompt_cache = None
     if clip is not None:
         neutral = clip.embed_texts([NEUTRAL_TEXT])[0]
         prompts = sorted({rows[i]["prompt"] for i in todo})
         prompt_cache = dict(zip(prompts, clip.embed_texts(prompts), strict=True)) if prompts else {}
     bar = tqdm(total=len(todo), desc="score", unit="img", disable=not progress, file=sys.stderr)
-    for batch in _batches(todo, max(1, batch_size)):
+    step = max(1, batch_size)
+    for batch in (todo[start : start + step] for start in range(0, len(todo), step)):
         gen = [read_image(rows[i]["generated_uri"]) for i in batch]
         if seg_model is not None:
             for i, pred in zip(batch, predict_labels(seg_model, gen, scale), strict=True):
@@ -134,8 +112,7 @@ def score_manifest(
                 label = read_label(r["label_uri"], r["label_format"])
                 if pred.shape != label.shape:
                     pred = resize_nearest(pred, (label.shape[1], label.shape[0]))
-                miou, acc = layout_scores(pred, label)
-                scores["layout_miou"][i], scores["layout_pixel_acc"][i] = miou, acc
+                r["layout_miou"], r["layout_pixel_acc"] = layout_scores(pred, label)
                 if predictions_uri:
                     key = storage.join_uri(predictions_uri, f"{r['sample_id']}.png")
                     storage.write_bytes(key, encode_png(pred))
@@ -145,14 +122,12 @@ def score_manifest(
             p_emb = np.stack([prompt_cache[rows[i]["prompt"]] for i in batch])
             score, direction = clip_scores(g_emb, s_emb, p_emb, neutral)
             for j, i in enumerate(batch):
-                scores["clip_score"][i] = float(score[j])
-                scores["clip_direction"][i] = float(direction[j])
+                rows[i]["clip_score"], rows[i]["clip_direction"] = (
+                    float(score[j]),
+                    float(direction[j]),
+                )
         bar.update(len(batch))
     bar.close()
-    for r_i, r in enumerate(rows):
-        for c in SCORE_COLUMNS:
-            r[c] = scores[c][r_i]
-        r["kept"], r["drop_reason"] = None, None
     meta = manifest.manifest_metadata(table)
     meta["scored_by"] = json.dumps(
         {"seg": seg_model is not None, "clip": clip.source if clip is not None else None}
@@ -162,7 +137,7 @@ def score_manifest(
         "uri": out_uri,
         "rows": len(rows),
         "scored": len(todo),
-        "mean": {c: _mean(scores[c]) for c in SCORE_COLUMNS},
+        "mean": {c: _mean(r[c] for r in rows) for c in SCORE_COLUMNS},
     }
 
 
