@@ -40,6 +40,7 @@ from zodi_core.config import (
     choose_prompt,
     config_digest,
 )
+from zodi_core.config.base import read_yaml_mapping
 from zodi_core.transfer.sampler import sample_seed
 
 #: Strength is stored as float32 in the manifest; compare at this many decimals.
@@ -72,19 +73,12 @@ class PromptConfig(_Config):
     @classmethod
     def from_text(cls, text: str | dict, source: str = "<text>") -> PromptConfig:
         """Parse YAML (or JSON) text, or take the mapping itself; errors name ``source``."""
-        try:
-            data = text if isinstance(text, dict) else yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"prompt config {source}: not valid YAML ({err})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"prompt config {source}: expected a mapping with 'version' and 'domains', "
-                f"received {type(data).__name__}"
-            )
+        where, expected = f"prompt config {source}", "a mapping with 'version' and 'domains'"
+        data = text if isinstance(text, dict) else read_yaml_mapping(text, where, expected)
         try:
             return cls(**{**data, "version": str(data.get("version", "0"))})
         except ConfigError as err:
-            raise ConfigError(f"prompt config {source}: {err}") from None
+            raise ConfigError(f"{where}: {err}") from None
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Self, TypeVar, get_args
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -195,6 +196,17 @@ class _Config(BaseModel):
     @classmethod
     def _presets(cls) -> dict[str, dict[str, Any]]:
         return {"paper": {}, "default": {}, "demo": {}}
+
+
+def read_yaml_mapping(text: str, where: str, expected: str = "a mapping") -> dict[str, Any]:
+    """The mapping a YAML (or JSON) document holds; else a ConfigError naming ``where``."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected {expected}, received {type(data).__name__}")
+    return data
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from zodi_core.config.base import (
     _Config,
     _deep_merge,
     expect,
+    read_yaml_mapping,
 )
 from zodi_core.config.transfer import CLIP_MODEL_ID, DOMAINS, DomainName, TransferConfig
 from zodi_core.model_source import is_local
@@ -293,15 +294,10 @@ class PipelineConfig(_Config):
         """Load YAML; a top-level ``preset:`` key selects the base preset (default ``default``)."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            text = path.read_text()
         except FileNotFoundError:
             raise ConfigError(f"config file {path}: not found") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"config file {path}: expected a mapping, received {type(data).__name__}"
-            )
+        data = read_yaml_mapping(text, f"config file {path}")
         name = data.pop("preset", "default")
         # The file's relative paths name files next to it; the caller's overrides (command-line
         # options) name files relative to the current folder.
