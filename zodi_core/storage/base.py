@@ -1,10 +1,7 @@
-"""What every storage backend shares: the :class:`Storage` interface, keys, errors and temp files.
+"""What every storage backend shares: the :class:`Storage` interface, keys and errors.
 
-Errors come in two kinds (both :class:`StorageError`, so ``except StorageError`` catches both):
-:class:`TransientStorageError` may pass by itself (a connection reset, a timeout, a 5xx, throttling)
-and is worth a retry; :class:`PermanentStorageError` will not pass by retrying (wrong credentials,
-a missing bucket, no permission, a full disk, a key that escapes the root) and must fail fast.
-A missing object is a :class:`FileNotFoundError` naming its URI.
+Errors are :class:`StorageError`: transient (worth a retry) or permanent (fail fast); a missing
+object is a :class:`FileNotFoundError` naming its URI.
 """
 
 from __future__ import annotations

@@ -3,18 +3,15 @@
 Credentials come from the standard AWS chain (environment, ``~/.aws/config``, instance role); this
 module never reads, logs or writes them. The boto3 client is created on first use, never at import.
 
-Retries: transient failures (connection refused or reset, timeouts, HTTP 5xx, throttling) are
-retried inside botocore ("standard" retry mode, up to :data:`MAX_ATTEMPTS` attempts per request,
-full-jitter exponential backoff ``rand(0, 1) * min(base * 2 ** (attempt - 1), 20)`` seconds, where
-botocore >= 1.44 takes base = 0.05 s for connection errors and 5xx and 1 s for throttling; older
-versions 1 s for all, so waits up to 191 s). With 14 attempts a request to a server that stays
-down waits 53 s on average and at most 106 s (plus 3 s per attempt when connecting times out);
-the request in flight outlasts a ~10 s gateway restart (in 99.99 % of cases). botocore's retry
-quota per client (500 tokens, 14 per retry, refilled by successes) runs out when many threads
-retry at once, so a long outage surfaces quickly instead of piling up retries. What botocore
-would retry and still fails is raised as :class:`TransientStorageError` (botocore's own retry
-checkers decide), which Prefect task retries take up (tasks/transfer.py). Credentials, a missing
-bucket or a refused permission raise :class:`PermanentStorageError` at once, without a retry.
+Retries are botocore's "standard" mode: up to :data:`MAX_ATTEMPTS` attempts per request, with
+full-jitter backoff ``rand(0, 1) * min(base * 2 ** (attempt - 1), 20)`` s (botocore >= 1.44: base
+0.05 s for connection errors and 5xx, 1 s for throttling). A request to a server that stays down
+waits 53 s on average and at most 106 s (plus 3 s per attempt when connecting times out), so it
+outlasts a ~10 s gateway restart (in 99.99 % of cases); botocore's retry quota per client (500
+tokens, 14 per retry) makes a long outage surface quickly when many threads retry at once. What
+still fails is a :class:`TransientStorageError` when botocore's own checkers call it retryable
+(Prefect task retries take it up, tasks/transfer.py), else a :class:`PermanentStorageError`:
+credentials, a missing bucket or a refused permission fail at once, without a retry.
 """
 
 from __future__ import annotations
@@ -140,7 +137,7 @@ class S3Storage(Storage):
         endpoint_url: an S3-compatible server (Ceph RGW, ...); None for AWS (or ``AWS_ENDPOINT_URL``).
         region: the region; None takes it from the AWS config chain.
         multipart_threshold: objects at least this large (bytes) go up and down in parts.
-        multipart_chunksize: part size in bytes (S3's minimum is 5 MiB).
+        multipart_chunksize: part size in bytes (s3transfer raises it to S3's 5 MiB minimum).
         max_concurrency: threads per multipart transfer.
         connect_timeout: seconds to open a connection, so an unreachable endpoint fails fast.
         read_timeout: seconds to wait for a response on an open connection.
@@ -168,11 +165,6 @@ class S3Storage(Storage):
         if not root.startswith("s3://") or not bucket:
             raise PermanentStorageError(
                 f"S3 root {root!r}: expected s3://bucket[/prefix] (no bucket name found)"
-            )
-        if multipart_chunksize < 5 << 20:
-            raise PermanentStorageError(
-                f"multipart_chunksize: expected at least 5 MiB (S3's minimum part size), "
-                f"received {multipart_chunksize} bytes"
             )
         self.bucket = bucket
         self.prefix = _check_key(prefix) if prefix.strip("/") else ""
@@ -232,9 +224,11 @@ class S3Storage(Storage):
         later) or PermanentStorageError (fix something first), with one line saying what to do."""
         from botocore.exceptions import (
             BotoCoreError,
+            ChecksumError,
             ClientError,
             CredentialRetrievalError,
             HTTPClientError,
+            IncompleteReadError,
             NoCredentialsError,
             PartialCredentialsError,
             SSLError,
@@ -261,30 +255,24 @@ class S3Storage(Storage):
             if os_err is not None:
                 return os_error(os_err, uri, action)
             return PermanentStorageError(f"{failed}: {exc}")
-        if isinstance(cause, NoCredentialsError | PartialCredentialsError):
-            return PermanentStorageError(
-                f"{failed}: no usable AWS credentials; set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE / ~/.aws/credentials)"
-            )
-        if isinstance(cause, CredentialRetrievalError):
-            return TransientStorageError(
-                f"{failed}: the AWS credentials could not be fetched ({cause}); "
-                "retry later, or check the credential provider"
-            )
-        if isinstance(cause, SSLError):
-            return PermanentStorageError(
-                f"{failed}: TLS with {where} failed ({cause}); check endpoint_url "
-                "(http:// or https://) and the server's certificate"
-            )
-        if isinstance(cause, BotoConnectionError | HTTPClientError):
-            return TransientStorageError(
-                f"{failed}: cannot reach {where} ({cause}) after {self.max_attempts} attempt(s); "
-                "check that the server is up and endpoint_url is right, then rerun"
-            )
-        if isinstance(cause, BotoCoreError):
-            transient = type(cause).__name__ in ("IncompleteReadError", "ChecksumError")
-            kind = TransientStorageError if transient else PermanentStorageError
-            return kind(f"{failed}: {cause}")
+        # botocore's own errors, the first class that matches decides: (classes, kind, advice).
+        for classes, kind, advice in (
+            (NoCredentialsError | PartialCredentialsError, PermanentStorageError,
+             "no usable AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+             "AWS_PROFILE / ~/.aws/credentials)"),
+            (CredentialRetrievalError, TransientStorageError, f"the AWS credentials could not be "
+             f"fetched ({cause}); retry later, or check the credential provider"),
+            (SSLError, PermanentStorageError, f"TLS with {where} failed ({cause}); check "
+             "endpoint_url (http:// or https://) and the server's certificate"),
+            (BotoConnectionError | HTTPClientError, TransientStorageError,
+             f"cannot reach {where} ({cause}) after {self.max_attempts} attempt(s); check that the "
+             "server is up and endpoint_url is right, then rerun"),
+            # A body cut or damaged in transit may pass; any other botocore error will not.
+            (IncompleteReadError | ChecksumError, TransientStorageError, str(cause)),
+            (BotoCoreError, PermanentStorageError, str(cause)),
+        ):  # fmt: skip
+            if isinstance(cause, classes):
+                return kind(f"{failed}: {advice}")
         err = cause.response.get("Error", {})
         code = str(err.get("Code", ""))
         status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
