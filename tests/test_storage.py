@@ -427,6 +427,7 @@ def test_s3_wrong_credentials_fail_fast_without_retry(ceph_storage, ceph_s3, mon
     bad = "wrong-" + ceph_s3.secret_key[:4]
     monkeypatch.setenv(which, bad)
     st = open_storage(ceph_storage.root, endpoint_url=ceph_s3.endpoint_url)
+    assert st.client is not ceph_storage.client  # built before the clock: the bound is on requests
     for call in (
         lambda: st.put_bytes("k2", b"v"),
         lambda: st.exists("k"),
