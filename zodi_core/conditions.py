@@ -1,14 +1,10 @@
 """Train-id label map → RGB condition image for the segmentation ControlNet (SPEC §2).
 
-``control_v11p_sd15_seg`` was trained on ADE20K-palette segmentation maps, so the default renders
-each Cityscapes train class in the colour of its ADE20K counterpart (the class mapping below).
-The ``cityscapes`` palette reproduces the authors' release, which feeds the Cityscapes colour map.
-Both palettes are MMSegmentation's dataset metadata (``CityscapesDataset`` / ``ADE20KDataset``
-``METAINFO["palette"]``) held here as constants, so the transfer path runs without mmseg (a GPU
-worker often has no mmcv build); ``tests/test_conditions.py`` checks them against mmseg's.
-Ignored pixels (255) are black. A condition is resized nearest-neighbour only, so it holds
-palette colours only (the release's linear resize blends colours at class borders into colours of
-no class).
+``control_v11p_sd15_seg`` was trained on ADE20K-palette maps, so the default renders each
+Cityscapes train class in its ADE20K counterpart's colour; ``cityscapes`` reproduces the authors'
+release. Both palettes are mmseg's ``METAINFO["palette"]`` held as constants (the transfer runs
+without mmseg; ``tests/test_conditions.py`` checks them against mmseg's). Ignored pixels (255) are
+black; resizing is nearest-neighbour, so a condition holds palette colours only.
 """
 
 from __future__ import annotations
@@ -74,12 +70,8 @@ IGNORE_COLOR = (0, 0, 0)
 
 @cache
 def palette_colors(palette: str) -> np.ndarray:
-    """Colour of each Cityscapes train id in ``palette``.
-
-    Returns:
-        (256, 3) uint8 lookup table: rows 0..18 are the 19 train classes, every other row
-        (including the ignore index 255) is black.
-    """
+    """Colour of each Cityscapes train id in ``palette``: a read-only (256, 3) uint8 table,
+    rows 0..18 the train classes, every other row (the ignore index 255 too) black."""
     if palette not in PALETTES:
         raise ValueError(f"palette: expected one of {PALETTES}, received {palette!r}")
     lut = np.zeros((256, 3), dtype=np.uint8)
@@ -95,11 +87,8 @@ def palette_colors(palette: str) -> np.ndarray:
 
 
 def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize to ``size`` = (width, height); keeps dtype and exact values.
-
-    Args:
-        array: (H, W) or (H, W, C) uint8.
-    """
+    """Nearest-neighbour resize of an (H, W) or (H, W, C) uint8 array to ``size`` = (width,
+    height); keeps dtype and exact values."""
     width, height = size
     if array.shape[1] == width and array.shape[0] == height:
         return array
@@ -118,18 +107,9 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def render_condition(
     train_ids: np.ndarray, palette: str = "ade20k", size: tuple[int, int] | None = None
 ) -> np.ndarray:
-    """Render a train-id map as the ControlNet condition image.
-
-    Args:
-        train_ids: (H, W) uint8 train ids in 0..18, 255 = ignore.
-        palette: ``ade20k`` (through :data:`CITYSCAPES_TO_ADE20K`) or ``cityscapes``.
-        size: (width, height) of the result; None keeps (W, H). Nearest-neighbour: the labels are
-            resized before colouring, so no colour outside the palette can appear.
-    Returns:
-        (height, width, 3) uint8 RGB.
-    Raises:
-        ValueError: the map is not 2-D or holds ids other than 0..18 and 255.
-    """
+    """Render (H, W) uint8 train ids (0..18, 255 = ignore) as the ControlNet condition, an
+    (height, width, 3) uint8 RGB image in ``palette``; ``size`` = (width, height), None keeps
+    (W, H), resized before colouring. Raises ValueError: not 2-D, or ids outside 0..18 and 255."""
     train_ids = np.asarray(train_ids)
     if train_ids.ndim != 2:
         raise ValueError(f"train_ids: expected an (H, W) map, received shape {train_ids.shape}")

@@ -1,16 +1,7 @@
-"""The one device and precision switch of transfer, training and evaluation.
+"""The one device and precision switch of transfer, training and evaluation
+(:func:`resolve_device`), and the kernels that change speed, not results (:func:`speed_levers`).
 
-Every stage's config has ``device`` ('auto', 'cpu', 'cuda', 'cuda:N') and ``dtype`` ('auto',
-'float32', 'float16', 'bfloat16'); :func:`resolve_device` turns them into a ``torch.device`` and
-``torch.dtype`` and refuses what cannot run (CUDA asked for on a machine without it, a GPU index
-that does not exist, half precision on CPU) with one line naming the setting.
-
-``auto`` device: CUDA when available, else CPU. ``auto`` dtype: float16 on CUDA for inference
-(the diffusion sampler), float32 for training and evaluation (``auto_half=False``); float32 on
-CPU always.
-
-:func:`speed_levers` switches the kernels that change speed, not results (up to float rounding):
-the attention backend, cuDNN autotuning and TF32, for the duration of a block.
+Torch is imported inside the functions: import-time cost only (the CLI and tasks import this).
 """
 
 from __future__ import annotations
@@ -28,14 +19,11 @@ DTYPES = ("float32", "float16", "bfloat16")
 def resolve_device(
     device: str = "auto", dtype: str = "auto", *, auto_half: bool = True
 ) -> tuple[torch.device, torch.dtype]:
-    """``(torch.device, torch.dtype)`` for a stage's ``device`` and ``dtype`` settings.
+    """``(torch.device, torch.dtype)`` for a stage's ``device`` ('auto', 'cpu', 'cuda',
+    'cuda:N'; auto: CUDA when available) and ``dtype`` ('auto', 'float32', 'float16',
+    'bfloat16'). ``auto_half``: True for the sampler ('auto' is float16 on CUDA), False for
+    training and evaluation ('auto' is float32; half means mixed precision, CUDA only).
 
-    Args:
-        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
-        dtype: 'auto', 'float32', 'float16' or 'bfloat16'.
-        auto_half: True for the diffusion sampler ('auto' is float16 on CUDA; half weights);
-            False for training and evaluation ('auto' is float32; float16/bfloat16 mean mixed
-            precision, which needs CUDA).
     Raises:
         ValueError: CUDA asked for but absent, an unknown device or dtype, or half precision on CPU.
     """
@@ -93,18 +81,10 @@ def speed_levers(
     cudnn_benchmark: bool = False,
     tf32: bool = False,
 ) -> Iterator[None]:
-    """Inside the block: the attention kernel, cuDNN autotuning and TF32 asked for; the
-    previous process-wide settings come back after it (training in the same process keeps its own).
+    """Inside the block: the attention kernel (``sdpa_backend``: 'auto' or a key of
+    :data:`SDPA_BACKENDS`), cuDNN autotuning (CUDA only) and TF32 for float32 matmuls and
+    convolutions asked for; the previous process-wide settings come back after it.
 
-    Args:
-        device: where the models run; cuDNN autotuning applies on CUDA only.
-        sdpa_backend: 'auto' (torch's choice) or a key of :data:`SDPA_BACKENDS`
-            (``torch.nn.attention.sdpa_kernel``).
-        cudnn_benchmark: ``torch.backends.cudnn.benchmark``: autotune convolutions per shape.
-        tf32: TF32 tensor cores for float32 matmuls and convolutions
-            (``torch.set_float32_matmul_precision`` 'high' vs 'highest' and
-            ``torch.backends.cudnn.allow_tf32``: the APIs that keep torch's old and new TF32
-            flags consistent; no effect on half precision or on CPU).
     Raises:
         ValueError: an unknown ``sdpa_backend``.
     """

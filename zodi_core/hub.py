@@ -10,18 +10,13 @@ as is::
       torch/hub/checkpoints/<file>.pth                                   backbone ImageNet weights
       zodi-models.json                                                   what was fetched, from where
 
-The diffusers folders come down with huggingface_hub's ``snapshot_download`` (``allow_patterns``
-built from the files the loader needs, so only one weights variant comes down, not every
-checkpoint of the repository), pinned to the commit the hub names for the revision; its download
-metadata (``.cache/huggingface``) stays, so a rerun fetches only what is missing or changed. The
-``fp16`` variant (half the download; what the GPU transfer runs in) keeps its name, so the loader
-knows it for what it is (:func:`zodi_core.model_source.weights_variant`); a repository without
-the fp16 file of a component gives its standard weights file instead. The backbone weights come
-with ``torch.hub.download_url_to_file`` from the URL mmengine resolves for the mmseg config, into
-torch's hub layout, so training finds them offline with ``TORCH_HOME=DIR/torch``.
-
-Where a model comes from, the hub's answers and their one-line errors are
-:mod:`zodi_core.model_source`'s. Nothing here imports Prefect.
+The diffusers folders come down with huggingface_hub's ``snapshot_download`` at the commit the
+hub names, only the files the loader needs in one weights variant (``fp16`` keeps its name, so
+the loader knows it; a component without it gives its standard file); its download metadata
+(``.cache/huggingface``) stays, so a rerun fetches only what is missing or changed. Backbone
+weights come with ``torch.hub.download_url_to_file`` into torch's hub layout
+(``TORCH_HOME=DIR/torch``). Where a model comes from and the hub's one-line errors are
+:mod:`zodi_core.model_source`'s.
 """
 
 from __future__ import annotations
@@ -62,10 +57,8 @@ Variant = Literal["fp16", "fp32"]
 
 
 def allow_patterns(needs: dict[str, tuple[tuple[str, ...], ...]], variant: Variant) -> list[str]:
-    """The repository files the loader needs (``needs``: subfolder → groups of alternatives, as
-    :data:`~zodi_core.model_source.BASE_SUBFOLDERS`): per group its first alternative
-    (safetensors before ``.bin``), weights in ``variant``; the tokenizer folder whole (its
-    merges and special tokens are small and all needed)."""
+    """The repository files the loader needs (``needs``: subfolder → groups of alternatives):
+    per group its first alternative, weights in ``variant``; the tokenizer folder whole."""
     patterns = []
     for sub, groups in needs.items():
         prefix = f"{sub}/" if sub else ""
@@ -91,11 +84,8 @@ def controlnet_patterns(variant: Variant) -> list[str]:
 
 
 def backbone_weights_urls(mmseg_config: str) -> list[str]:
-    """Download URLs of the ImageNet weights ``mmseg_config`` initialises its backbone from.
-
-    The references are the ones training resolves (``pretrained``, ``backbone.init_cfg``),
-    ``open-mmlab://`` names through mmengine's own table; a config without any gives [].
-    """
+    """Download URLs of the ImageNet weights ``mmseg_config`` initialises its backbone from (the
+    references training resolves, ``open-mmlab://`` through mmengine's table; none: [])."""
     urls = []
     for _, _, ref in _weights_refs(load_config(mmseg_config)):
         url = _http_url(ref)
@@ -347,19 +337,11 @@ def download_models(
 ) -> DownloadedModels:
     """Fetch Stable Diffusion 1.5, the segmentation ControlNet and the backbone weights into ``out``.
 
-    Args:
-        out: the folder (created); ``--models out`` loads from it.
-        models: hub ids and revisions (default: :class:`~zodi_core.config.ModelsConfig`'s).
-        mmseg_configs: segmentation configs whose ImageNet backbone weights to fetch (default:
-            :class:`~zodi_core.config.TrainConfig`'s ``mmseg_config``; () for none).
-        variant: weights variant of the diffusers models ("fp16": half the download).
-        say: where progress lines go.
-        timeout: seconds to wait for the hub before calling it unreachable.
-
-    Rerunning fetches only what is missing or changed (snapshot_download's own bookkeeping);
-    with the hub out of reach, a folder an earlier run filled is kept as it is. Raises
-    :class:`~zodi_core.model_source.HubUnreachableError` within seconds when the hub cannot be
-    reached and nothing is there.
+    ``models``: hub ids and revisions (default ModelsConfig's); ``mmseg_configs``: whose
+    backbone weights to fetch (default TrainConfig's; () for none); ``variant``: "fp16" halves
+    the download; ``say``: where progress lines go. A rerun fetches only what is missing or
+    changed; the hub out of reach, a complete folder is kept, else
+    :class:`~zodi_core.model_source.HubUnreachableError` comes within seconds.
     """
     models = models or ModelsConfig()
     if mmseg_configs is None:

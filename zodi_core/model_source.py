@@ -1,22 +1,13 @@
 """Where the diffusion models come from: a local folder or a hub id, what they are, what is wrong.
 
-The one owner of these decisions (loading, ``zodi models download``, preflight and the command
-line ask here):
+The one owner (loading, ``zodi models download``, preflight and the command line ask here) of:
+local folder or hub id (:func:`is_local`) and the ``<base>/controlnet`` rule
+(:func:`model_sources`); the files a loader needs (:func:`check_folder`); identity
+(:func:`models_fingerprint`: a folder's content digest, each file hashed once per change, or the
+commit a hub revision resolves to); the hub's answer (:func:`resolve_hub`: ``HfApi().model_info``
+with its token chain and typed errors, as one line a person can act on).
 
-- **local folder or hub id** (:func:`is_local`), and the ``<base>/controlnet`` rule
-  (:func:`model_sources`: a ControlNet of None is the base's ``controlnet`` subfolder);
-- **the files a loader needs** (:data:`BASE_SUBFOLDERS`, :data:`CONTROLNET_FILES`,
-  :func:`check_folder`);
-- **identity** (:func:`models_fingerprint`): a local folder is the SHA-256 of the bytes of every
-  file the loader reads (:func:`folder_digest`; each file's hash is remembered by its state —
-  path, size, mtime, ctime, inode — on disk, so a multi-GB folder is read once per change, not
-  once per shard or process); a hub id is the commit its revision resolves to
-  (:func:`resolve_hub`), so outputs cannot change under one fingerprint when ``main`` moves;
-- **the hub's answer** (:func:`resolve_hub`, :func:`hub_problem`): huggingface_hub's
-  ``HfApi().model_info(..., timeout=)`` with its token chain (``hf auth login``, ``HF_TOKEN``) and
-  its typed errors, turned into one line a person can act on.
-
-A leaf: it imports nothing of zodi_core, nor torch.
+A leaf: it imports nothing of zodi_core (huggingface_hub inside functions: import time only).
 """
 
 from __future__ import annotations
@@ -74,11 +65,8 @@ class HubUnreachableError(ConnectionError):
 
 
 def is_local(source: str, base: str | Path | None = None) -> bool:
-    """Whether ``source`` names a local folder rather than a hub id (``owner/name``).
-
-    Local when it starts with ``.``, ``/`` or ``~``, or names something that exists (under
-    ``base`` when given, else the current folder).
-    """
+    """Whether ``source`` names a local folder rather than a hub id (``owner/name``): it starts
+    with ``.``, ``/`` or ``~``, or exists (under ``base`` when given, else the current folder)."""
     if source.startswith((".", "/", "~")):
         return True
     path = Path(source).expanduser()
@@ -111,18 +99,11 @@ class ModelSource:
     @property
     def probe_file(self) -> str:
         """A file of the repository every load reads (to find it in the hub cache)."""
-        return f"{self.subfolder}/config.json" if self.subfolder else self.needs_files()[0]
+        sub, groups = self.needs[0]
+        return "/".join(p for p in (self.subfolder, sub, groups[0][0]) if p)
 
     def needs_dict(self) -> dict[str, tuple[tuple[str, ...], ...]]:
         return dict(self.needs)
-
-    def needs_files(self) -> list[str]:
-        """The first file of each group, as repository paths."""
-        return [
-            f"{sub}/{groups[0]}" if sub else groups[0]
-            for sub, file_groups in self.needs
-            for groups in file_groups
-        ]
 
 
 def holds_controlnet(base: str) -> bool:
@@ -184,13 +165,9 @@ def with_variant(name: str, variant: str | None) -> str:
 def weights_variant(
     source: ModelSource, sub: str | None, hub: HubModel | None, half: bool
 ) -> str | None:
-    """``"fp16"`` when the fp16 weights variant of one component is the one to load, else None.
-
-    The variant is loaded in float16 where the model has it (half the bytes, the same numbers),
-    and whenever it is the only weights file (a folder of the fp16 variant); a component
-    without weights (tokenizer, scheduler) has none. ``sub``: the component's subfolder (on the
-    hub: the repository path, ``controlnet/`` included); ``hub``: the resolved hub id.
-    """
+    """``"fp16"`` when one component's fp16 weights variant is the one to load: in float16
+    where the model has it, and whenever it is the only weights file; else None. ``sub``: the
+    component's subfolder (on the hub its repository path); ``hub``: the resolved hub id."""
     needs = source.needs_dict()
     groups = needs[sub] if sub in needs else needs.get("", ())
     weights = next((g for g in groups if g[0].endswith(".safetensors")), None)
@@ -241,24 +218,16 @@ def _state(path: Path) -> tuple[str, int, int, int, int, int]:
     return (str(path.absolute()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
-def hash_file(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file's bytes, read in 4 MiB chunks (the one place that reads weights)."""
-    h = hashlib.sha256()
+def hash_file(path: Path) -> str:
+    """SHA-256 of a file's bytes (the one place that reads weights)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of ``path``'s bytes, hashed once per file state.
-
-    The state is (absolute path, size, mtime, ctime, inode, device): any write changes mtime
-    and ctime (ctime also when a copy restores an old mtime), so a replaced file is hashed again,
-    an unchanged one never. Remembered in this process and on disk (:func:`hash_cache_dir`, one
-    small file per path holding its last state and hash, replaced atomically); an unwritable
-    cache dir only costs the re-hash.
-    """
+    """SHA-256 of ``path``'s bytes, hashed once per file state (path, size, mtime, ctime,
+    inode, device: any write changes ctime), remembered in this process and on disk
+    (:func:`hash_cache_dir`, one file per path, replaced atomically; unwritable: re-hashed)."""
     state = _state(path)
     if state in _KNOWN:
         return _KNOWN[state]
@@ -300,12 +269,9 @@ def _files(root: Path, subfolders: Iterable[str] | None) -> list[Path]:
 
 
 def folder_digest(root: Path, subfolders: Iterable[str] | None = None) -> str:
-    """Content digest of a local model folder: SHA-256 over each file's path and bytes.
-
-    ``subfolders``: only these (the base model's loader reads unet/, vae/, ... but not a
-    ``controlnet/``, ``torch/`` or ``checkpoints/`` beside them); None: every file. Each
-    file's hash comes from :func:`file_sha256` (read once per change).
-    """
+    """Content digest of a local model folder: SHA-256 over each file's path and
+    :func:`file_sha256`; ``subfolders``: only these (the base's unet/, vae/, ..., not a
+    ``controlnet/`` beside them), None: every file."""
     h = hashlib.sha256()
     for path in _files(root, subfolders):
         h.update(path.relative_to(root).as_posix().encode() + b"\0")
@@ -384,17 +350,13 @@ def resolve_hub(
     source: ModelSource, timeout: float = NETWORK_TIMEOUT, fresh: bool = False
 ) -> HubModel:
     """The commit ``source.revision`` (None: main) of the hub id names, asked once per process
-    (``fresh``: ask again, as a download does).
+    (``fresh``: again) with ``HfApi().model_info(..., timeout=)``; a full commit hash is taken as
+    it is. When the hub cannot answer or refuses while the files are cached, the cache's commit
+    is used and loading reads the cache only.
 
-    The hub is asked with ``HfApi().model_info(..., timeout=)`` (its token chain: ``HF_TOKEN``,
-    the token of ``hf auth login``); a full commit hash is taken as it is. When the hub cannot
-    answer (offline mode, no network, a server error) or refuses while the files are cached,
-    the commit of the local hub cache is used and loading reads the cache only.
-
-    Raises (one line, naming ``source.field`` and what to do): :class:`HubUnreachableError` (a
-    network problem and nothing cached: may pass), ``PermissionError`` (gated: accept the
-    licence and log in), ``FileNotFoundError`` (no such repository or revision; offline and not
-    cached).
+    Raises (one line naming ``source.field`` and what to do): :class:`HubUnreachableError` (a
+    network problem, nothing cached), ``PermissionError`` (gated), ``FileNotFoundError`` (no
+    such repository or revision; offline and not cached).
     """
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
@@ -514,12 +476,9 @@ def model_problems(
 
 
 def source_identity(source: ModelSource, timeout: float = NETWORK_TIMEOUT) -> str:
-    """``<folder>@local:<content digest>`` or ``<hub id>@<commit>``: what lineage records.
-
-    A hub id that cannot be resolved here (offline and not cached, no network) is
-    ``<hub id>@<revision>:unresolved``: no image can be made without loading it, and loading
-    fails with the one-line reason, so no stored image is ever taken for its output.
-    """
+    """``<folder>@local:<content digest>`` or ``<hub id>@<commit>``: what lineage records;
+    ``<hub id>@<revision>:unresolved`` when it cannot be resolved here (loading then fails with
+    the reason, so no stored image is ever taken for its output)."""
     if source.local:
         subfolders = None if source.subfolder or source.field != "models.base" else BASE_SUBFOLDERS
         return f"{source.name}@local:{folder_digest(source.path, subfolders)}"
@@ -530,9 +489,6 @@ def source_identity(source: ModelSource, timeout: float = NETWORK_TIMEOUT) -> st
 
 
 def models_fingerprint(models: ModelsConfig, timeout: float = NETWORK_TIMEOUT) -> str:
-    """Identity of the diffusion models: each one's :func:`source_identity`, comma-joined.
-
-    Replacing the weights in a folder (even by others of the same size) or a moved hub
-    revision changes it; an unchanged folder costs one ``stat`` per file.
-    """
+    """Identity of the diffusion models: each one's :func:`source_identity`, comma-joined (new
+    weights in a folder or a moved hub revision change it; an unchanged folder costs a stat)."""
     return ",".join(source_identity(s, timeout) for s in model_sources(models))

@@ -1,10 +1,6 @@
-"""What a generated image depends on: transfer settings and the identity of the models.
-
-The *generation digest* names a generated image's settings and models; it is part of the image's
-storage key (:mod:`zodi_core.layout`), is written into the PNG, and is recorded on its manifest
-row (``config_digest``), so a row, its key and its bytes always agree. The models' part is
-:func:`~zodi_core.model_source.models_fingerprint`: a local folder's content digest (the bytes of
-its weights) or a hub id's commit.
+"""The one owner of what a generated image depends on: the *generation digest* of its transfer
+settings and models (:func:`~zodi_core.model_source.models_fingerprint`), part of its storage key
+(:mod:`zodi_core.layout`), written into its PNG and recorded on its manifest row.
 """
 
 from __future__ import annotations
@@ -16,13 +12,9 @@ __all__ = ["generation_digest", "models_fingerprint", "transfer_digest"]
 
 
 def transfer_digest(config: TransferConfig) -> str:
-    """Digest of the settings that determine a generated image: the TransferConfig without its
-    speed levers (:data:`~zodi_core.config.TRANSFER_SPEED_LEVERS`: batch size, compile,
-    channels_last, attention backend, cuDNN autotuning, TF32 change speed, not pixels beyond float
-    rounding, so a rerun with other levers may skip).
-
-    Digested resolved (a domain's own settings folded in, other domains' left out); ``prompts``
-    only when set."""
+    """Digest of the settings that determine a generated image: the resolved TransferConfig (a
+    domain's own settings folded in, the others' left out) without its speed levers
+    (:data:`~zodi_core.config.TRANSFER_SPEED_LEVERS`); ``prompts`` only when set."""
     data = config.resolved().model_dump(
         mode="json", exclude={"domain_settings", "seed_offset", *TRANSFER_SPEED_LEVERS}
     )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from zodi_core.conditions import render_condition
+from zodi_core.conditions import render_condition, resize_image
 from zodi_core.config import TransferConfig
 from zodi_core.transfer.sampler import TransferSampler, generation_size, validate_pair
 
@@ -19,11 +19,7 @@ CAPTION_HEIGHT = 16
 
 
 def parse_strengths(text: str) -> list[float]:
-    """'0.4,0.65,0.9' → [0.4, 0.65, 0.9]; each in (0, 1].
-
-    Raises:
-        ValueError: naming ``--strengths`` and the bad value.
-    """
+    """'0.4,0.65,0.9' → [0.4, 0.65, 0.9]; each in (0, 1] (else a ValueError naming it)."""
     values = []
     for part in (p.strip() for p in text.split(",")):
         try:
@@ -48,23 +44,18 @@ def make_preview(
     config: TransferConfig,
     sample_id: str = "preview",
 ) -> np.ndarray:
-    """Contact sheet of one source image transferred at several strengths.
-
-    Args:
-        image: (H, W, 3) uint8 RGB source; train_ids: (H, W) uint8 train ids.
-    Returns:
-        (h + caption, (2 + len(strengths)) · w, 3) uint8, at the generation size (w, h).
-    """
+    """Contact sheet of an (H, W, 3) uint8 source and its (H, W) train ids transferred at
+    several strengths: (h + caption, (2 + len(strengths)) · w, 3) uint8 at the generation size."""
     validate_pair(image, train_ids, "--image/--label")
+    # resolved once: the domain's own strength would otherwise win over the sweep's
+    config = config.resolved().replace(resize_to_source=False)
     size = generation_size(image.shape[1], image.shape[0], config.short_side, config.size_multiple)
     tiles = [
-        ("source", np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))),
+        ("source", resize_image(image, size)),
         (f"condition ({config.palette})", render_condition(train_ids, config.palette, size)),
     ]
     for s in strengths:
-        # resolved: a strength in the domain's own settings would otherwise win over s
-        cfg = config.resolved().replace(strength=s, resize_to_source=False)
-        out = sampler([image], [train_ids], [sample_id], cfg)[0]
+        out = sampler([image], [train_ids], [sample_id], config.replace(strength=s))[0]
         tiles.append(
             (f"S={s:g} k={out.metadata['k']} t={out.metadata['first_timestep']}", out.image)
         )

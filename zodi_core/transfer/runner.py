@@ -1,21 +1,16 @@
 """Manifest-level transfer: a samples manifest in, generated images and a transfer manifest out.
 
-Images are content-addressed: they go to ``<out_root>/images/<domain>/<generation digest>/
-<sample_id>.png`` (:mod:`zodi_core.layout`), where the generation digest covers the transfer
-settings and the models' fingerprint, so different settings never overwrite each other. The
-PNG's text chunks carry the same digest and the image's lineage (no wall-clock time, so the same
-settings give the same bytes; timings are kept in the manifest). A rerun (or a retried Prefect
-shard) skips every image already present at its key with that digest, even when the run that
-wrote it died before writing its manifest. Each row records the stored PNG's size and SHA-256
-(``image_bytes``, ``image_sha256``), computed from the bytes written (or, for a skip, read).
+Images are content-addressed (``images/<domain>/<generation digest>/<sample_id>.png``,
+:mod:`zodi_core.layout`); the PNG's text chunks carry the digest and the image's lineage (no
+wall-clock time: the same settings give the same bytes). A rerun or a retried shard skips every
+intact image already at its key, even when the run that wrote it died before its manifest. Each
+row records the stored PNG's size and SHA-256.
 
-The model never waits on the CPU's file work (STYLE: the hot path never waits on the cold one):
-while the sampler runs batch i, loader threads read, decode, check and resize the images of
-batch i+1 to their generation size, and writer threads encode, hash and store batch i−1 (as
-torch's DataLoader prefetches). Both queues are bounded (one batch ahead, :data:`WRITE_AHEAD`
-batches behind). Outputs do not depend on it: ``overlap=False`` runs the same steps one after
-another and writes the same bytes. An error in a loader or writer thread stops the transfer
-after every write already started has finished (and been counted).
+The model never waits on the CPU's file work: while the sampler runs batch i, loader threads
+read, check and resize batch i+1 and writer threads encode, hash and store batch i−1 (bounded:
+one batch ahead, :data:`WRITE_AHEAD` behind; ``overlap=False`` runs the same steps in turn and
+writes the same bytes). An error in a thread stops the transfer after every write already
+started has finished and been counted.
 """
 
 from __future__ import annotations
@@ -86,11 +81,6 @@ class TransferResult:
         }
 
 
-def default_manifest_uri(out_root: str, domain: str) -> str:
-    """Where ``zodi transfer`` writes its manifest: the domain's paired manifest, as the flows do."""
-    return layout.paired_manifest_uri(out_root, domain)
-
-
 def _attach_partial(err: BaseException, result: TransferResult) -> None:
     # The original exception propagates unchanged (its type decides retries); the counts of
     # what was really written before it travel with it, for the run's summary.
@@ -142,12 +132,6 @@ def read_png_metadata(data: bytes) -> dict[str, Any] | None:
     return meta
 
 
-def _samples_table(samples: pa.Table | str, **storage_options: Any) -> pa.Table:
-    if isinstance(samples, pa.Table):
-        return samples
-    return manifest.read_manifest(str(samples), "samples", **storage_options)
-
-
 def transfer_manifest(
     samples: pa.Table | str,
     config: TransferConfig,
@@ -165,32 +149,27 @@ def transfer_manifest(
 
     Args:
         samples: a "samples" manifest table or its URI.
-        config: transfer settings (domain, strength, models, batch size, ...).
-        out_root: local folder or ``s3://`` prefix; images go to
-            ``images/<domain>/<generation digest>/<id>.png`` (:mod:`zodi_core.layout`).
+        config: transfer settings; resolved here, where the transfer enters, and passed down.
+        out_root: local folder or ``s3://`` prefix of the images.
         sample_ids: only these samples (a Prefect shard); None: all rows.
-        manifest_uri: where to write the transfer manifest; None: the domain's paired manifest
-            under ``out_root``.
-        components: already-loaded models, or a function that loads them; None: loaded from
-            ``config.models``. Models are loaded only when an image is left to generate.
-        progress: show a tqdm bar (images/s).
+        manifest_uri: None: the domain's paired manifest under ``out_root``.
+        components: loaded models, or a function that loads them; None: from ``config.models``.
+            Loaded only when an image is left to generate.
         models_fingerprint: the models' fingerprint, when the caller has it already.
-        overlap: load the next batch and write the previous one in threads while the model
-            runs (see the module docstring); False runs them one after another (same bytes).
+        overlap: load and write in threads beside the model; False: in turn (same bytes).
     Returns:
-        :class:`TransferResult` with one row per sample (status ok, skipped or failed). A sample
-        that cannot be read or whose id cannot be a storage key fails alone.
+        :class:`TransferResult`, one row per sample (ok, skipped, or failed: a sample that cannot
+        be read or keyed fails alone).
     Raises:
-        ValueError: a requested sample id is not in the manifest.
-        Any other error (storage outage, out of memory after retries) stops the transfer; it
-        propagates with :func:`partial_counts` telling what was written before it.
+        ValueError: a requested sample id is not in the manifest. Any other error stops the
+        transfer, with :func:`partial_counts` telling what was written before it.
     """
-    # The domain's own settings folded in (zodi_core.config); the seed offset is recorded apart,
-    # so a recording's base seed can be recovered (zodi_core.regeneration).
+    # the seed offset is recorded apart, so a recording's base seed can be recovered
     seed_offset = config.effective_seed - config.seed
     config = config.resolved()
-    table = _samples_table(samples, **storage_options)
-    rows_in = table.to_pylist()
+    if not isinstance(samples, pa.Table):
+        samples = manifest.read_manifest(str(samples), "samples", **storage_options)
+    rows_in = samples.to_pylist()
     if sample_ids is not None:
         wanted = list(dict.fromkeys(sample_ids))
         by_id = {r["sample_id"]: r for r in rows_in}
@@ -201,7 +180,7 @@ def transfer_manifest(
             )
         rows_in = [by_id[s] for s in wanted]
     digest = generation_digest(config, models_fingerprint)
-    manifest_uri = manifest_uri or default_manifest_uri(out_root, config.domain)
+    manifest_uri = manifest_uri or layout.paired_manifest_uri(out_root, config.domain)
     store = storage.open_storage(out_root, **storage_options)
     result = TransferResult(rows=[], manifest_uri=manifest_uri, config_digest=digest)
     try:
@@ -268,15 +247,9 @@ def _transfer_rows(
     batches = [
         pending[i : i + config.batch_size] for i in range(0, len(pending), config.batch_size)
     ]
-    loader: Executor = (
-        ThreadPoolExecutor(LOAD_WORKERS, thread_name_prefix="zodi-load")
-        if overlap
-        else _InlineExecutor()
-    )
-    writers: Executor = (
-        ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="zodi-write")
-        if overlap
-        else _InlineExecutor()
+    loader, writers = (
+        ThreadPoolExecutor(n, thread_name_prefix=name) if overlap else _InlineExecutor()
+        for n, name in ((LOAD_WORKERS, "zodi-load"), (WRITE_WORKERS, "zodi-write"))
     )
     timings = dict.fromkeys(("model", "load_wait", "write_wait", "wall"), 0.0)
     in_flight: collections.deque[list[tuple[dict[str, Any], str, Future]]] = collections.deque()

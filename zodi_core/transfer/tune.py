@@ -45,14 +45,10 @@ def tune_strength(
 ) -> dict[str, Any]:
     """Transfer the first ``n`` samples (by id) at each strength, score them, recommend one.
 
-    Args:
-        samples_uri: a samples manifest (the source val split).
-        config: the :class:`~zodi_core.config.TransferConfig` (its strength is replaced).
-        strengths: the strengths to try, each in (0, 1].
-        out_root: where images, manifests, the plot and the table go.
-        components: loaded diffusion models (loaded once from ``config.models`` when None).
-    Returns:
-        ``{"rows": [{strength, means...}], "recommended", "margin", "plot", "table", ...}``.
+    ``samples_uri``: a samples manifest (the source val split); ``config``: a TransferConfig
+    whose strength each of ``strengths`` replaces; ``out_root``: where images, manifests, plot
+    and table go; ``components``: loaded once from ``config.models`` when None. Returns
+    ``{"rows": [{strength, means...}], "recommended", "margin", "plot", "table", ...}``.
     """
     if n < 1:
         raise ValueError(f"n: expected an integer >= 1, received {n}")
@@ -64,9 +60,10 @@ def tune_strength(
         device, dtype = resolve_device(config.device, config.dtype)
         components = load_components(config.models, device, dtype)
     domain = config.domain
+    config = config.resolved()  # once, here: the sweep's strength wins over the domain's
     table = []
     for s in sorted(strengths):
-        cfg = config.resolved().replace(strength=float(s))  # the sweep wins over domain settings
+        cfg = config.replace(strength=float(s))
         key = layout.tune_key(domain, f"strength-{s:g}")
         res = transfer_manifest(
             samples_uri, cfg, out_root, sample_ids=ids, components=components,
