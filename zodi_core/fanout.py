@@ -93,23 +93,17 @@ def child_outcome(
     of ``domain`` when its result is the transfer flow's mapping."""
     result = end.get("result")
     summary = (result.get("domains") or {}).get(domain) if isinstance(result, dict) else None
-    return ChildOutcome(
-        group=group,
-        attempt=attempt,
-        flow_run_id=flow_run_id,
-        state=end["state"],
-        ok=bool(end["ok"]),
-        message=end.get("message") or "",
-        summary=summary,
-    )
+    state, ok, message = end["state"], bool(end["ok"]), end.get("message") or ""
+    return ChildOutcome(group, attempt, flow_run_id, state, ok, message, summary)
 
 
 def merge_child_summaries(report: FanoutReport) -> RunSummary:
     """What the final attempt of every group did, added up."""
     summary = RunSummary()
     for child in report.final().values():
-        if child.summary:
-            summary.merge(RunSummary(**child.summary))
+        for key, value in (child.summary or {}).items():  # lists and counts add, dicts merge
+            old = getattr(summary, key)
+            setattr(summary, key, old | value if isinstance(old, dict) else old + value)
     return summary
 
 

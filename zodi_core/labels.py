@@ -25,14 +25,11 @@ LABEL_ID_TO_TRAIN_ID: dict[int, int] = {
     27: 14, 28: 15, 29: 255, 30: 255, 31: 16, 32: 17, 33: 18,
 }  # fmt: skip
 
-#: train id → the canonical label id (inverse of the table above for the 19 classes).
-TRAIN_ID_TO_LABEL_ID: dict[int, int] = {
-    t: lid for lid, t in LABEL_ID_TO_TRAIN_ID.items() if t != IGNORE_INDEX
-}
-
-_LUT = np.full(256, -1, dtype=np.int16)
-for _lid, _tid in LABEL_ID_TO_TRAIN_ID.items():
-    _LUT[_lid] = _tid
+_LUT = np.array([LABEL_ID_TO_TRAIN_ID.get(i, -1) for i in range(256)], dtype=np.int16)
+#: train id → its label id (the inverse for the 19 classes; 255 → 0 'unlabeled').
+_TRAINED = {lid: t for lid, t in LABEL_ID_TO_TRAIN_ID.items() if t != IGNORE_INDEX}
+_INVERSE_LUT = np.zeros(256, dtype=np.uint8)
+_INVERSE_LUT[list(_TRAINED.values())] = list(_TRAINED)
 
 
 def label_ids_to_train_ids(label: np.ndarray) -> np.ndarray:
@@ -59,10 +56,7 @@ def label_ids_to_train_ids(label: np.ndarray) -> np.ndarray:
 
 def train_ids_to_label_ids(train: np.ndarray) -> np.ndarray:
     """Inverse map (255 → 0 'unlabeled'), for writing Cityscapes-style label-id maps."""
-    lut = np.zeros(256, dtype=np.uint8)
-    for t, lid in TRAIN_ID_TO_LABEL_ID.items():
-        lut[t] = lid
-    return lut[np.asarray(train, dtype=np.uint8)]
+    return _INVERSE_LUT[np.asarray(train, dtype=np.uint8)]
 
 
 def check_train_ids(train: np.ndarray) -> None:

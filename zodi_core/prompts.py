@@ -87,16 +87,12 @@ class PromptConfig(_Config):
     def transfer_config(self, base: TransferConfig, domain: str) -> TransferConfig:
         """``base`` for ``domain`` with this config's prompt settings applied (validated): they
         override ``base.domain_settings[domain]`` field by field (a prompt replaces prompts)."""
-        entry = self.domains.get(domain)
         settings = dict(base.domain_settings)
-        if entry is not None:
-            own = entry.model_dump(exclude_none=True)
-            old = settings.get(domain)
-            merged = old.model_dump(exclude_none=True) if old is not None else {}
-            if "prompt" in own or "prompts" in own:
-                merged.pop("prompt", None)
-                merged.pop("prompts", None)
-            settings[domain] = DomainSettings(**{**merged, **own})
+        if domain in self.domains:
+            own = self.domains[domain].model_dump(exclude_none=True)
+            if own.keys() & {"prompt", "prompts"}:
+                own = {"prompt": None, "prompts": None} | own
+            settings[domain] = settings.get(domain, DomainSettings()).replace(**own)
         return base.replace(domain=domain, domain_settings=settings)
 
 

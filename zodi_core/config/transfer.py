@@ -214,37 +214,23 @@ class TransferConfig(_Config):
         description="Generation sides are multiples of this (of 8: the VAE's downsampling)",
     )  # fmt: skip
     resize_to_source: bool = Field(False, description="Resize outputs back to source resolution")
-    batch_size: int = Field(
-        4, ge=1, description="Images per sampler call (speed lever, not in the digest)"
-    )
     device: Device = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     dtype: Dtype = Field(
         "auto", description="'auto': float16 on CUDA, float32 on CPU; changes pixels: in the digest"
     )
+    # The speed levers (TRANSFER_SPEED_LEVERS), not in the digest:
+    batch_size: int = Field(4, ge=1, description="Images per sampler call")
     compile: bool = Field(
-        False,
-        description="Speed lever, not in the digest: torch.compile the UNet and ControlNet with "
-        "static shapes (dynamic=False; a tail chunk is padded to batch_size)",
+        False, description="torch.compile UNet and ControlNet, static shapes (tail chunk padded)"
     )
     channels_last: bool = Field(
-        False,
-        description="Speed lever, not in the digest: NHWC memory format for UNet, ControlNet "
-        "and VAE (off until a GPU figure shows a gain: docs/benchmarks.md)",
+        False, description="NHWC for UNet, ControlNet, VAE (off until a GPU figure shows a gain)"
     )
     sdpa_backend: Literal["auto", "math", "flash", "efficient", "cudnn"] = Field(
-        "auto",
-        description="Speed lever, not in the digest: attention kernel "
-        "(torch.nn.attention.sdpa_kernel); 'auto': torch's choice",
+        "auto", description="Attention kernel (torch.nn.attention.sdpa_kernel); 'auto': torch's"
     )
-    cudnn_benchmark: bool = Field(
-        True,
-        description="Speed lever, not in the digest: cuDNN autotunes convolutions per shape (CUDA)",
-    )
-    tf32: bool = Field(
-        True,
-        description="Speed lever, not in the digest: TF32 tensor cores for float32 matmuls and "
-        "convolutions (CUDA with dtype float32; float rounding only)",
-    )
+    cudnn_benchmark: bool = Field(True, description="cuDNN autotunes convolutions per shape")
+    tf32: bool = Field(True, description="TF32 for float32 matmuls and convolutions (CUDA)")
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model sources")
 
     @model_validator(mode="after")

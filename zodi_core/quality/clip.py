@@ -19,7 +19,8 @@ NEUTRAL_TEXT = "driving"
 
 @dataclass
 class Clip:
-    """A CLIP model with its tokenizer and image processor, on one device."""
+    """A CLIP model with its tokenizer and image processor, on one device; its weights need no
+    grad (:func:`load_clip`, :func:`build_tiny_clip`), so an embedding builds no graph."""
 
     model: Any  # transformers.CLIPModel
     tokenizer: Any  # transformers.CLIPTokenizer
@@ -32,23 +33,16 @@ class Clip:
 
     def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) float64 image embeddings (projected, not normalised) of (H, W, 3) uint8 RGB."""
-        import torch
-
         pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-        with torch.no_grad():
-            out = self.model.get_image_features(pixel_values=pixels.to(self.device))
-        return _features(out)
+        return _features(self.model.get_image_features(pixel_values=pixels.to(self.device)))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(N, D) float64 text embeddings (projected, not normalised)."""
-        import torch
-
         tok = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
-        with torch.no_grad():
-            out = self.model.get_text_features(
-                input_ids=tok["input_ids"].to(self.device),
-                attention_mask=tok["attention_mask"].to(self.device),
-            )
+        out = self.model.get_text_features(
+            input_ids=tok["input_ids"].to(self.device),
+            attention_mask=tok["attention_mask"].to(self.device),
+        )
         return _features(out)
 
 
