@@ -7,8 +7,8 @@ Importing this package registers, in MMSeg's registries: the datasets ``ZoDiPair
 (:mod:`.transforms`), the ``ZoDiSegmentor`` wrapper and its data preprocessor (:mod:`.segmentor`),
 the ``ZoDiSyncWorkDirHook`` and ``ZoDiProgressHook`` (:mod:`.hooks`). Configs (plain segmentation
 recipes) live in ``configs/``; :mod:`.adapt` adds ZoDi to any mmseg config in code; the entry
-points are :mod:`.train` (one work dir at a time: :mod:`.worklock`), :mod:`zodi_core.evaluation`
-and :mod:`.predict`.
+points are :mod:`.train` (one work dir at a time: :mod:`.worklock`; whether to resume:
+:mod:`.resume`), :mod:`zodi_core.evaluation` and :mod:`.predict`.
 """
 
 from zodi_core.seg import datasets, hooks, segmentor, transforms
