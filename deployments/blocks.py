@@ -22,9 +22,7 @@ def save_s3_result_storage(
     if not root.startswith("s3://"):
         raise ValueError(f"root: expected s3://bucket[/prefix], received {root!r}")
     bucket, _, prefix = root.removeprefix("s3://").partition("/")
-    params = (
-        AwsClientParameters(endpoint_url=endpoint_url) if endpoint_url else AwsClientParameters()
-    )
+    params = AwsClientParameters(endpoint_url=endpoint_url)
     block = S3Bucket(
         bucket_name=bucket,
         bucket_folder=prefix.strip("/"),

@@ -1,35 +1,21 @@
-"""`zodi deploy`: work pools, blocks and deployments in one idempotent step.
-
-1. work pools: ``zodi-local`` (process) and ``zodi-gpu`` (Kubernetes, with prefect-kubernetes'
-   default base job template patched for GPUs, deployments/gpu_pool.py); created, or updated
-   in place;
-2. blocks: the ``s3-bucket/zodi-results`` result-storage block, when an S3 root is given
-   (credentials stay in the workers' environment, deployments/blocks.py);
-3. the prompts Variable ``zodi-prompts`` that the regenerate deployments read and whose update
-   triggers them: created empty (``domains: {}``) when missing, never overwritten;
-4. deployments: ``prefect deploy`` on ``deployments/prefect.yaml`` (an upsert, triggers
-   included), run from the repository root so that local deployments load the code of this
-   checkout;
-5. the zombie-detection automation (:func:`zombie_automation`): a flow run whose heartbeats stop
-   (a killed worker, a lost node) is marked Crashed instead of staying Running for good.
-
-Running it twice changes nothing the second time. Needs ``PREFECT_API_URL`` (a server).
+"""`zodi deploy`: work pools, blocks, the prompts Variable, deployments (``prefect deploy`` on
+``deployments/prefect.yaml``) and the zombie-detection automation, in one idempotent step (see
+:func:`deploy`; running it twice changes nothing the second time).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
+from deployments.gpu_pool import DEFAULT_IMAGE, gpu_base_job_template
+
 HERE = Path(__file__).resolve().parent
 PROJECT_DIR = HERE.parent
 PREFECT_FILE = HERE / "prefect.yaml"
-DEFAULT_IMAGE = "zodi-worker:gpu"
 RESULTS_BLOCK = "zodi-results"
 #: The Prefect Variable holding the prompt config (``variable://zodi-prompts``, prefect.yaml).
 PROMPTS_VARIABLE = "zodi-prompts"
@@ -61,51 +47,14 @@ POOLS: dict[str, tuple[str, str]] = {
 }
 
 
-def load_job_template(path: str | Path) -> dict[str, Any]:
-    """A base job template (``{"variables": schema, "job_configuration": ...}``) from JSON."""
-    path = Path(path)
-    template = json.loads(path.read_text())
-    missing = {"variables", "job_configuration"} - set(template)
-    if missing:
-        raise ValueError(
-            f"base job template {path}: expected keys 'variables' and 'job_configuration', "
-            f"missing {sorted(missing)}"
-        )
-    return template
-
-
-def render_job_configuration(template: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """The job configuration a worker builds for a flow run: the variables' defaults overridden
-    by ``values`` (a deployment's job variables), substituted into ``job_configuration``.
-
-    Variables left unset (no default, no value) are dropped, as the worker does. This is
-    Prefect's own templating (``prefect.utilities.templating.apply_values``), without the
-    worker's per-flow-run additions (for those, see ``tests/test_deployments.py``, which renders
-    with prefect-kubernetes' job configuration).
-    """
-    from prefect.utilities.templating import apply_values
-
-    properties = template["variables"].get("properties", {})
-    unknown = sorted(set(values) - set(properties))
-    if unknown:
-        raise ValueError(
-            f"values: expected job variables among {sorted(properties)}, received unknown {unknown}"
-        )
-    variables = {k: copy.deepcopy(p["default"]) for k, p in properties.items() if "default" in p}
-    variables.update(values)
-    return apply_values(copy.deepcopy(template["job_configuration"]), variables)
-
-
-async def _ensure_pool(client: Any, name: str, type_: str, template: dict[str, Any]) -> str:
+def _ensure_pool(client: Any, name: str, type_: str, template: dict[str, Any]) -> str:
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
 
     try:
-        pool = await client.read_work_pool(name)
+        pool = client.read_work_pool(name)
     except ObjectNotFound:
-        await client.create_work_pool(
-            WorkPoolCreate(name=name, type=type_, base_job_template=template)
-        )
+        client.create_work_pool(WorkPoolCreate(name=name, type=type_, base_job_template=template))
         return "created"
     if pool.type != type_:
         raise ValueError(
@@ -114,18 +63,14 @@ async def _ensure_pool(client: Any, name: str, type_: str, template: dict[str, A
         )
     if pool.base_job_template == template:
         return "unchanged"
-    await client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
+    client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
     return "updated"
 
 
 def pool_template(type_: str) -> dict[str, Any]:
     """The base job template of a pool: the process worker's default, or the GPU template."""
     if type_ == "kubernetes":
-        from deployments.gpu_pool import gpu_base_job_template
-
         return gpu_base_job_template()
-    if type_ != "process":
-        raise ValueError(f"work pool type: expected 'process' or 'kubernetes', received {type_!r}")
     from prefect.workers.process import ProcessWorker
 
     return ProcessWorker.get_default_base_job_template()
@@ -134,17 +79,13 @@ def pool_template(type_: str) -> dict[str, Any]:
 def ensure_work_pools(only: Only = "all") -> dict[str, str]:
     """Create or update the work pools; return ``{pool: created|updated|unchanged}``."""
     from prefect.client.orchestration import get_client
-    from prefect.utilities.asyncutils import run_coro_as_sync
 
-    async def _all() -> dict[str, str]:
-        out = {}
-        async with get_client() as client:
-            for key, (name, type_) in POOLS.items():
-                if only in ("all", key):
-                    out[name] = await _ensure_pool(client, name, type_, pool_template(type_))
-        return out
-
-    return run_coro_as_sync(_all())
+    with get_client(sync_client=True) as client:
+        return {
+            name: _ensure_pool(client, name, type_, pool_template(type_))
+            for key, (name, type_) in POOLS.items()
+            if only in ("all", key)
+        }
 
 
 def ensure_prompts_variable(name: str = PROMPTS_VARIABLE) -> str:
@@ -215,11 +156,6 @@ def ensure_zombie_automation() -> str:
         return "updated"
 
 
-def deployment_names(only: Only) -> list[str]:
-    """``prefect deploy --name`` patterns for a pool selection (deployment names end in it)."""
-    return ["*-local", "*-gpu"] if only == "all" else [f"*-{only}"]
-
-
 def deploy_deployments(
     only: Only = "all",
     root: str | None = None,
@@ -238,8 +174,8 @@ def deploy_deployments(
     env["ZODI_ROOT"] = root or env.get("ZODI_ROOT") or str(Path("zodi-data").resolve())
     env["ZODI_IMAGE"] = image or env.get("ZODI_IMAGE") or DEFAULT_IMAGE
     cmd = [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy"]
-    for pattern in deployment_names(only):
-        cmd += ["--name", pattern]
+    for pool in ("local", "gpu") if only == "all" else (only,):
+        cmd += ["--name", f"*-{pool}"]  # deployment names end in their pool
     cmd += ["--prefect-file", str(prefect_file)]
     # cwd = repository root: entrypoints are relative to it, and a local deployment's pull step
     # (prefect's default) points at it.
@@ -253,15 +189,10 @@ def deploy_deployments(
 def list_deployments() -> list[str]:
     """``flow/deployment`` names on the server, sorted."""
     from prefect.client.orchestration import get_client
-    from prefect.utilities.asyncutils import run_coro_as_sync
 
-    async def _names() -> list[str]:
-        async with get_client() as client:
-            deployments = await client.read_deployments()
-            flows = {f.id: f.name for f in await client.read_flows()}
-        return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in deployments)
-
-    return run_coro_as_sync(_names())
+    with get_client(sync_client=True) as client:
+        flows = {f.id: f.name for f in client.read_flows()}
+        return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments())
 
 
 def deploy(
@@ -273,17 +204,10 @@ def deploy(
     s3_region: str | None = None,
     prefect_file: str | Path = PREFECT_FILE,
 ) -> dict[str, Any]:
-    """Pools, blocks and deployments, idempotently; a JSON-able summary of what it did."""
-    if only not in ("all", "local", "gpu"):
-        raise ValueError(f"only: expected 'all', 'local' or 'gpu', received {only!r}")
+    """Pools, blocks and deployments, idempotently, on the server of ``PREFECT_API_URL`` (the
+    CLI checks it is set); a JSON-able summary of what it did."""
     from prefect.settings import PREFECT_API_URL
 
-    if not PREFECT_API_URL.value():
-        raise ValueError(
-            "PREFECT_API_URL: expected the URL of a Prefect server (deployments live there), "
-            "received nothing; start one with `prefect server start` and run "
-            "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`"
-        )
     # 1. work pools
     pools = ensure_work_pools(only)
     # 2. blocks: result storage in S3 (credentials from the workers' environment)

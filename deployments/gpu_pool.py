@@ -1,20 +1,8 @@
-"""The GPU Kubernetes pool's base job template: prefect-kubernetes' own default, patched for GPUs.
-
-:func:`gpu_base_job_template` starts from ``KubernetesWorker.get_default_base_job_template()``
-(what ``prefect work-pool get-default-base-job-template --type kubernetes`` prints) and patches
-in, as job variables mapped into the Job manifest:
-
-- ``gpu_count`` → the container's ``nvidia.com/gpu`` request and limit;
-- ``cpu``, ``memory`` → the container's CPU and memory request *and* limit (they replace the
-  stock ``cpu_request``/``cpu_limit``/``memory_request``/``memory_limit``: a GPU job gets
-  guaranteed resources);
-- ``node_selector`` → ``spec.template.spec.nodeSelector``; ``tolerations`` → its tolerations;
-- ``env_from`` → the container's ``envFrom`` (S3 credentials from a Secret);
-- ``image`` and ``pod_watch_timeout_seconds`` get ZoDi defaults.
-
-Everything else (labels, env, command, names, namespace, cluster config, TTL) is the worker's
-own, so a newer prefect-kubernetes brings its fixes with it. ``python -m deployments.gpu_pool``
-prints the template, for ``prefect work-pool create --base-job-template``.
+"""The GPU Kubernetes pool's base job template: prefect-kubernetes' own default
+(``KubernetesWorker.get_default_base_job_template()``) with the job variables of
+:data:`GPU_VARIABLES` patched into the Job manifest; everything else is the worker's own, so a
+newer prefect-kubernetes brings its fixes with it. ``python -m deployments.gpu_pool`` prints it,
+for ``prefect work-pool create --base-job-template``.
 """
 
 from __future__ import annotations
@@ -26,6 +14,8 @@ from typing import Any
 DEFAULT_IMAGE = "zodi-worker:gpu"
 
 #: Job variables added to (or overriding) the worker's default ones: name → JSON schema.
+#: ``cpu`` and ``memory`` are the container's request *and* limit (a GPU job gets guaranteed
+#: resources), replacing :data:`REPLACED_VARIABLES`.
 GPU_VARIABLES: dict[str, dict[str, Any]] = {
     "image": {
         "type": "string",
@@ -85,7 +75,6 @@ GPU_VARIABLES: dict[str, dict[str, Any]] = {
     },
 }
 
-#: The worker's resource variables that ``cpu`` and ``memory`` replace.
 REPLACED_VARIABLES = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 
 
@@ -102,8 +91,7 @@ def kubernetes_default_template() -> dict[str, Any]:
 
 
 def gpu_base_job_template() -> dict[str, Any]:
-    """The worker's default base job template with GPU count, CPU/memory, node selector,
-    tolerations and ``envFrom`` patched in (see the module docstring)."""
+    """The worker's default base job template with :data:`GPU_VARIABLES` patched in."""
     template = kubernetes_default_template()
     props = template["variables"]["properties"]
     for name in REPLACED_VARIABLES:
@@ -126,9 +114,5 @@ def gpu_base_job_template() -> dict[str, Any]:
     return template
 
 
-def main() -> None:
-    print(json.dumps(gpu_base_job_template(), indent=2, sort_keys=True))
-
-
 if __name__ == "__main__":
-    main()
+    print(json.dumps(gpu_base_job_template(), indent=2, sort_keys=True))

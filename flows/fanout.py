@@ -1,13 +1,6 @@
-"""Scale-out of one domain's transfer.
-
-Across machines — ``fanout_transfer_flow``: the shards of one domain are split into groups, and
-each group becomes a flow run of the ``transfer_flow`` deployment (``run_deployment``), so every
-worker of the pool (one GPU each) takes a share. The parent waits, reruns a failed child alone
-(its other shards are cache hits), then merges the shard manifests into the paired manifest.
-
-On one multi-GPU machine — :func:`multi_gpu_task_runner`: a Dask task runner with one worker
-per GPU (``CUDA_VISIBLE_DEVICES`` set per worker by dask-cuda), for ``transfer_flow`` itself.
-"""
+"""Scale-out of one domain's transfer: across machines, child runs of the ``transfer_flow``
+deployment (:func:`fanout_transfer_flow`); on one multi-GPU machine, a Dask task runner with one
+worker per GPU (:func:`multi_gpu_task_runner`)."""
 
 from __future__ import annotations
 
@@ -21,15 +14,7 @@ from tasks.transfer import merge_shard_manifests_task, shard_manifest_task
 from zodi_core import fanout, layout, sharding
 from zodi_core.config import TransferConfig
 from zodi_core.config.pipeline import DEFAULT_SHARD_SIZE
-from zodi_core.fanout import ChildOutcome, FanoutReport, run_children
-
-__all__ = [
-    "ChildOutcome",
-    "FanoutReport",
-    "fanout_transfer_flow",
-    "multi_gpu_task_runner",
-    "run_children",
-]
+from zodi_core.fanout import ChildOutcome, run_children
 
 DEFAULT_CHILD_DEPLOYMENT = "transfer_flow/transfer-local"
 
@@ -47,7 +32,9 @@ def fanout_transfer_flow(
     poll_seconds: float = 2.0,
     timeout_seconds: float = 6 * 3600,
 ) -> Any:
-    """Transfer one domain as child runs of ``deployment`` (one per ``shards_per_run`` shards).
+    """Transfer one domain as child runs of ``deployment`` (one per ``shards_per_run`` shards),
+    so every worker of its pool takes a share; rerun a failed child alone (its other shards are
+    cache hits), then merge the shard manifests into the paired manifest.
 
     Returns ``{"domain", "paired", "summary", "children"}``; when a child still fails after
     ``child_retries`` reruns, a Failed state naming its shards, with that dict as data.

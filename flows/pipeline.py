@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import Failed, State
 
-from flows._states import failed_transfer
 from flows.evaluate import evaluate_flow
 from flows.ingest import ingest_flow
 from flows.train import train_flow
@@ -18,6 +18,17 @@ from tasks.report import render_sample_grid_task, write_report_task
 from zodi_core import layout, storage
 from zodi_core.config import PipelineConfig
 from zodi_core.quality.scores import scorer_checkpoint
+
+
+def failed_transfer(state: State, stage: str) -> State:
+    """The parent's Failed state for a failed ``transfer_flow`` run: a transfer that had failed
+    shards keeps its message (naming them) and its per-domain summary; one that raised (a bad
+    manifest, a storage outage after retries) is re-raised as is: its error is the one to read."""
+    data: Any = state.result(raise_on_failure=False)
+    if isinstance(data, BaseException):
+        raise data
+    domains = data.get("domains", {}) if isinstance(data, dict) else {}
+    return Failed(message=f"{stage}: {state.message}", data={"transfer": domains})
 
 
 @flow(name="pipeline_flow")

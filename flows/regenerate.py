@@ -17,7 +17,6 @@ from flows.evaluate import evaluate_flow
 from flows.train import train_flow
 from flows.transfer import transfer_flow
 from tasks.regenerate import (
-    VARIABLE_SCHEME,
     load_prompt_config_task,
     plan_regeneration_task,
     publish_regeneration_report_task,
@@ -25,8 +24,6 @@ from tasks.regenerate import (
 from zodi_core import regeneration
 from zodi_core.config import EvalConfig, TrainConfig, TransferConfig
 from zodi_core.config.pipeline import DEFAULT_SHARD_SIZE
-
-__all__ = ["VARIABLE_SCHEME", "regenerate_flow"]
 
 
 @flow(name="regenerate_flow", persist_result=True)
@@ -45,17 +42,15 @@ def regenerate_flow(
     """Compare each domain's prompt settings with its paired manifest; regenerate changed ones.
 
     ``domains`` None: every domain generated under ``out_root`` plus those the prompt config
-    lists. ``transfer`` None: the settings of the root's last generation (models, steps, ...),
-    so a scheduled run follows what the pipeline used; the prompt config sets the prompts. A domain is regenerated when its prompt, negative prompt or strength differ from what
-    its paired manifest records, or when it has no paired manifest yet. Its new prompt changes
-    the transfer digest, so every shard misses the cache and every image is rewritten; an
-    unchanged domain costs one manifest read. Before the pipeline has written anything under
-    ``out_root`` (no paired manifest, no samples manifest) the run does nothing and says so. With
-    ``retrain``, the regenerated domains' models are retrained and evaluated on ``targets``
-    (``{name: samples manifest URI}``).
+    lists. ``transfer`` None: the settings of the root's last generation (models, steps, ...);
+    the prompt config sets the prompts. A domain is regenerated when its prompt, negative prompt
+    or strength differ from what its paired manifest records, or when it has none yet (its new
+    prompt changes the transfer digest: every shard misses the cache). Before the pipeline has
+    written anything under ``out_root`` the run does nothing and says so. With ``retrain``, the
+    regenerated domains' models are retrained and evaluated on ``targets`` ({name: samples URI}).
 
-    Returns the report of ``zodi_core.regeneration.build_report`` (old and new prompt settings
-    per domain); a Failed state with the report as data when a domain's transfer failed.
+    Returns ``zodi_core.regeneration.build_report``'s report (old and new prompt settings per
+    domain); a Failed state with the report as data when a domain's transfer failed.
     """
     logger = get_run_logger()
     # 1. read the prompt config

@@ -20,11 +20,7 @@ import pytest
 import yaml
 from fixtures_prefect import drain_prefect_workers
 
-from deployments.deploy import (
-    PREFECT_FILE,
-    load_job_template,
-    render_job_configuration,
-)
+from deployments.deploy import PREFECT_FILE
 from deployments.gpu_pool import gpu_base_job_template
 from zodi_core import layout, manifest
 from zodi_core.config import DatasetSpec, PipelineConfig, TransferConfig
@@ -86,6 +82,25 @@ def test_prefect_yaml_holds_no_secret_values():
 
 
 # --- GPU Kubernetes job template ------------------------------------------------------------
+
+
+def render_job_configuration(template: dict, values: dict) -> dict:
+    """The job configuration a worker builds for a flow run: the variables' defaults overridden
+    by ``values`` (a deployment's job variables), substituted into ``job_configuration`` with
+    Prefect's own templating; unset variables are dropped, as the worker does."""
+    import copy
+
+    from prefect.utilities.templating import apply_values
+
+    properties = template["variables"].get("properties", {})
+    unknown = sorted(set(values) - set(properties))
+    if unknown:
+        raise ValueError(
+            f"values: expected job variables among {sorted(properties)}, received unknown {unknown}"
+        )
+    variables = {k: copy.deepcopy(p["default"]) for k, p in properties.items() if "default" in p}
+    variables.update(values)
+    return apply_values(copy.deepcopy(template["job_configuration"]), variables)
 
 
 def test_gpu_template_renders_gpu_limit_node_selector_tolerations():
@@ -219,13 +234,6 @@ def test_prefect_yaml_regenerate_defaults_and_prompts_trigger():
         assert deployments[name]["concurrency_limit"] == {
             "limit": 1, "collision_strategy": "ENQUEUE"
         }  # fmt: skip
-
-
-def test_load_job_template_names_missing_keys(tmp_path):
-    bad = tmp_path / "t.json"
-    bad.write_text('{"variables": {}}')
-    with pytest.raises(ValueError, match="missing \\['job_configuration'\\]"):
-        load_job_template(bad)
 
 
 # --- Dockerfiles ----------------------------------------------------------------------------

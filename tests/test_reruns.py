@@ -116,7 +116,7 @@ def test_deleted_outputs_are_recomputed_exactly(
 def test_failing_transfer_shows_the_real_error(prefect_harness, tiny_models_dir, tmp_path):
     from prefect import flow
 
-    from flows._states import failed_transfer
+    from flows.pipeline import failed_transfer
     from flows.transfer import transfer_flow
     from zodi_core.manifest import ManifestError
 
