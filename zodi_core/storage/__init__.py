@@ -1,11 +1,6 @@
-"""One storage interface over local folders and S3 (``s3://bucket/prefix``).
+"""One storage interface over local folders and S3 (``s3://bucket/prefix``); writes are atomic.
 
-Every stage reads and writes artifacts through a :class:`Storage` opened on a root URI, or through
-the URI-level helpers (:func:`read_bytes`, :func:`write_bytes`, ...) that open one on the fly.
-Writes are atomic: no reader ever sees a half-written object.
-
-Modules: ``base`` (the interface, keys, errors), ``local`` (folders), ``s3`` (S3 and compatible
-servers: retries, error classification, the shared client), ``uri`` (opening a root, options).
+``base``: the interface, keys, errors; ``local``; ``s3``; ``uri``: open a root, URI helpers.
 """
 
 from zodi_core.storage.base import (

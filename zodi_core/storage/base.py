@@ -25,8 +25,7 @@ class PermanentStorageError(StorageError):
 
 
 class OutOfSpaceError(PermanentStorageError):
-    """No space left (a full disk, a quota, a file-size limit): not a configuration error but
-    the work failing (``zodi`` exits 1); free space and rerun."""
+    """No space left (disk, quota, file-size limit): the work failed (``zodi`` exits 1)."""
 
 
 def _check_key(key: str) -> str:
@@ -72,11 +71,9 @@ class Storage(ABC):
 
     @abstractmethod
     def sizes(self, prefix: str = "") -> dict[str, int]:
-        """``{key: size in bytes}`` under ``prefix``: the listing's own sizes (one LIST, no
-        request per object), for integrity checks against recorded sizes.
+        """``{key: size in bytes}`` under ``prefix`` from one listing (no request per object).
 
-        ``prefix`` is a folder-like path relative to the root, or one key: ``"a"`` matches ``a``
-        and ``a/...`` but not ``ab``."""
+        ``prefix`` is a folder or one key: ``"a"`` matches ``a`` and ``a/...`` but not ``ab``."""
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under ``prefix`` (as :meth:`sizes`), sorted."""

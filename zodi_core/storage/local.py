@@ -1,10 +1,5 @@
-"""Local-folder backend of :class:`~zodi_core.storage.base.Storage`.
-
-Atomic publish: every write goes to a temporary file beside the target, then ``os.replace``.
-Files get the mode ``open()`` would give them (``0o666`` minus the umask). OS errors become
-:class:`PermanentStorageError` (no space, no permission, read-only, bad name) or
-:class:`TransientStorageError` (I/O errors and stale handles of network file systems).
-"""
+"""Local-folder backend of :class:`~zodi_core.storage.base.Storage`: atomic writes (temp file,
+fsync, ``os.replace``) and OS errors classified as transient or permanent."""
 
 from __future__ import annotations
 
@@ -69,10 +64,8 @@ def write_atomic(
 ) -> None:
     """Write ``target`` through ``write(file)`` into a temp file beside it, fsync, then rename.
 
-    Readers see the old file or the new one, never a part; a failed write leaves no temp file.
-    ``check(temp_path)`` runs on the complete file before the rename (a download's checksum).
-    OSErrors become one-line StorageErrors naming ``target`` and ``action``, except a
-    FileNotFoundError without errno: one already translated (a missing object), raised as is.
+    ``check(temp_path)`` runs before the rename (a download's checksum). A FileNotFoundError
+    without errno is one already translated (a missing object): raised as is.
     """
     # Named ".<name>.<random>.part" so that listings skip it; created with mode 0o666 minus the
     # umask, as open() creates a file (tempfile.mkstemp forces 0600, which a rename would publish).
@@ -98,8 +91,6 @@ def write_atomic(
 
 
 def _copy_file(src: Path, target: Path) -> None:
-    """Copy ``src`` to ``target`` through :func:`write_atomic`."""
-
     def copy(f: BinaryIO) -> None:
         with open(src, "rb") as s:
             shutil.copyfileobj(s, f, 8 << 20)

@@ -1,17 +1,9 @@
 """S3 backend of :class:`zodi_core.storage.Storage` (AWS S3 or any S3-compatible server).
 
-Credentials come from the standard AWS chain (environment, ``~/.aws/config``, instance role); this
-module never reads, logs or writes them. The boto3 client is created on first use, never at import.
-
-Retries are botocore's "standard" mode: up to :data:`MAX_ATTEMPTS` attempts per request, with
-full-jitter backoff ``rand(0, 1) * min(base * 2 ** (attempt - 1), 20)`` s (botocore >= 1.44: base
-0.05 s for connection errors and 5xx, 1 s for throttling). A request to a server that stays down
-waits 53 s on average and at most 106 s (plus 3 s per attempt when connecting times out), so it
-outlasts a ~10 s gateway restart (in 99.99 % of cases); botocore's retry quota per client (500
-tokens, 14 per retry) makes a long outage surface quickly when many threads retry at once. What
-still fails is a :class:`TransientStorageError` when botocore's own checkers call it retryable
-(Prefect task retries take it up, tasks/transfer.py), else a :class:`PermanentStorageError`:
-credentials, a missing bucket or a refused permission fail at once, without a retry.
+Credentials come from the AWS chain and are never read, logged or written here. Retries are
+botocore's "standard" mode with :data:`MAX_ATTEMPTS`: a server that stays down is retried 53 s on
+average, at most 106 s, outlasting a ~10 s gateway restart. What still fails is transient when
+botocore's checkers call it retryable (Prefect retries it), else permanent (fails at once).
 """
 
 from __future__ import annotations
@@ -76,8 +68,7 @@ def _shared_client(
     max_attempts: int,
     credentials: str,
 ) -> Any:
-    """One boto3 client per endpoint, region, options and ``credentials`` (their digest), shared
-    by every S3Storage of the process: clients are thread-safe and cost ~50 ms to build."""
+    """One boto3 client per arguments, shared: clients are thread-safe and cost ~50 ms to build."""
     import boto3
     from botocore.config import Config
 
@@ -104,8 +95,7 @@ def _shared_client(
 
 
 def _retryable(response: dict, status: int | None) -> bool:
-    """Whether botocore's standard retry mode retries this error response (transient codes,
-    5xx, throttling codes, 429): the same decision as the retries that already ran."""
+    """Whether botocore's standard retry mode retries this error response (as it just did)."""
     from botocore.retries import standard
 
     context = standard.RetryContext(
@@ -122,28 +112,12 @@ def _retryable(response: dict, status: int | None) -> bool:
 class S3Storage(Storage):
     """Objects under ``s3://bucket/prefix``.
 
-    Atomic publish: a single PUT is atomic in S3 (readers see the old object or the new one, never a
-    part), and a multipart upload stays invisible until ``CompleteMultipartUpload``; boto3 aborts
-    the upload when a part fails. A process killed mid-upload leaves invisible parts that cost
-    storage until a bucket lifecycle rule (``AbortIncompleteMultipartUpload``) removes them.
-
-    Integrity: every put stores the SHA-256 of the bytes as object metadata (``x-amz-meta-sha256``);
-    small puts also send ``Content-MD5`` so the server refuses a body damaged in transit. Every read
-    (:meth:`get_bytes`, :meth:`get_file`) recomputes the SHA-256 and raises :class:`StorageError` on
-    a mismatch. Objects written by other tools (no such metadata) are read unchecked.
-
-    Args:
-        root: ``s3://bucket`` or ``s3://bucket/prefix``; every key is relative to the prefix.
-        endpoint_url: an S3-compatible server (Ceph RGW, ...); None for AWS (or ``AWS_ENDPOINT_URL``).
-        region: the region; None takes it from the AWS config chain.
-        multipart_threshold: objects at least this large (bytes) go up and down in parts.
-        multipart_chunksize: part size in bytes (s3transfer raises it to S3's 5 MiB minimum).
-        max_concurrency: threads per multipart transfer.
-        connect_timeout: seconds to open a connection, so an unreachable endpoint fails fast.
-        read_timeout: seconds to wait for a response on an open connection.
-        max_attempts: attempts per request, first one included (botocore "standard" retries);
-            1 turns retries off (a preflight check that must answer at once).
-        client: a ready boto3 S3 client (tests); the shared one for the arguments above when None.
+    Atomic: a PUT is atomic and a multipart upload invisible until completed; a process killed
+    mid-upload leaves parts that cost storage until a lifecycle rule
+    (``AbortIncompleteMultipartUpload``) removes them. Every put stores the bytes' SHA-256 as
+    metadata (small puts also send ``Content-MD5``); every read checks it (objects written by
+    other tools have none and are read unchecked). ``max_attempts=1`` turns retries off (a
+    preflight that must answer at once); ``client`` is a ready boto3 client (tests).
     """
 
     def __init__(
@@ -220,8 +194,7 @@ class S3Storage(Storage):
         )
 
     def _error(self, exc: BaseException, key: str | None, action: str) -> Exception:
-        """Translate a boto3 error into FileNotFoundError, TransientStorageError (may pass: retry
-        later) or PermanentStorageError (fix something first), with one line saying what to do."""
+        """Translate a boto3 error into FileNotFoundError or a transient or permanent error."""
         from botocore.exceptions import (
             BotoCoreError,
             ChecksumError,
@@ -357,10 +330,7 @@ class S3Storage(Storage):
             return self.put_stream(key, f, _sha256_file(path))
 
     def put_stream(self, key: str, fileobj: BinaryIO, sha256: str | None = None) -> str:
-        """Upload a readable binary stream (multipart above the threshold); return the URI.
-
-        ``sha256`` (hex digest of the stream's bytes), when given, is stored for read-back checks.
-        """
+        """Upload a binary stream (multipart above the threshold), storing ``sha256`` if given."""
         meta = {SHA256_META: sha256} if sha256 else {}
         try:
             self.client.upload_fileobj(
@@ -432,12 +402,8 @@ class S3Storage(Storage):
         return found
 
     def url_for(self, key: str, expires_s: int) -> str:
-        """A presigned GET URL of the object, valid ``expires_s`` seconds (1 to 7 days).
-
-        Signed locally with the client's credentials (no request is sent, the object is not
-        checked); a URL signed with temporary credentials (an instance role, a session token)
-        stops working when they expire, even before ``expires_s``.
-        """
+        """A presigned GET URL valid ``expires_s`` seconds (1 to 7 days), signed locally (the
+        object is not checked); temporary credentials end it when they expire."""
         if not 1 <= int(expires_s) <= PRESIGN_MAX_S:
             raise PermanentStorageError(
                 f"presigned URL expiry: expected 1 to {PRESIGN_MAX_S} seconds (7 days, the "

@@ -1,10 +1,7 @@
 """Open the storage of a root URI, and read or write single objects by URI.
 
-S3 options (``endpoint_url``, ``region``) are passed explicitly: to :func:`open_storage` and every
-URI-level helper, or once for a whole flow run with :func:`use_options` (a context variable: it
-reaches the tasks the run starts in its threads, never other runs, and never touches
-``os.environ``). Without either, boto3's own configuration applies (``AWS_ENDPOINT_URL_S3`` /
-``AWS_ENDPOINT_URL``, ``~/.aws/config``), read but never written.
+S3 options go to each call or, for a flow run, to :func:`use_options` (a context variable, never
+``os.environ``); without either, boto3's own configuration applies.
 """
 
 from __future__ import annotations
@@ -25,14 +22,9 @@ _OPTIONS: ContextVar[dict[str, Any]] = ContextVar("zodi_storage_options", defaul
 
 
 def use_options(**options: Any) -> ExitStack:
-    """Make these S3 options the default of the current context (a flow run and its tasks).
-
-    ``storage.use_options(**config.storage.storage_options())`` at the top of a flow run; or
-    ``with storage.use_options(endpoint_url=...):`` to scope them to a block. Options:
-    ``endpoint_url``, ``region`` and the tuning arguments of
-    :class:`~zodi_core.storage.s3.S3Storage` (``max_attempts``, ...); ``None`` values are
-    dropped. An argument given to :func:`open_storage` (or a URI helper) wins over these.
-    """
+    """Make these S3 options (:class:`~zodi_core.storage.s3.S3Storage`'s arguments) the default
+    of the current context, a flow run and its tasks; as ``with``, of a block. ``None`` is dropped;
+    an argument given to :func:`open_storage` wins."""
     allowed = set(inspect.signature(S3Storage).parameters) - {"root", "client"}
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -52,10 +44,7 @@ def current_options() -> dict[str, Any]:
 def open_storage(root: str | os.PathLike, **options: Any) -> Storage:
     """Open the storage rooted at ``root``: ``s3://bucket/prefix`` or a local folder.
 
-    ``options`` (S3 only, ignored for a local folder): ``endpoint_url``, ``region``, and the tuning
-    arguments of :class:`~zodi_core.storage.s3.S3Storage` (``max_attempts``, timeouts, multipart
-    sizes). ``None`` values fall back to :func:`use_options`, then to boto3's configuration.
-    """
+    ``options`` are S3Storage's (ignored locally); ``None`` falls back to :func:`use_options`."""
     root = str(root)
     if root.startswith("s3://"):
         given = {k: v for k, v in options.items() if v is not None}
@@ -100,8 +89,7 @@ def delete(uri: str, **options: Any) -> None:
 
 
 def url_for(uri: str, expires_s: int, **options: Any) -> str | None:
-    """A browser-loadable URL of an object (S3: presigned, ``expires_s`` seconds); None for a
-    local file (see :meth:`Storage.url_for`)."""
+    """A browser-loadable URL of an object (see :meth:`Storage.url_for`)."""
     root, name = split_uri(uri)
     return open_storage(root, **options).url_for(name, expires_s)
 
