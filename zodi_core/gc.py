@@ -37,18 +37,12 @@ class Garbage:
         }
 
 
-def _roots(root: str) -> list[str]:
-    roots = [root]
-    proxy = layout.proxy_root(root)
-    if any(True for _ in storage.open_storage(proxy).list(layout.PAIRED)):
-        roots.append(proxy)
-    return roots
-
-
 def find_garbage(root: str) -> list[Garbage]:
     """The unreferenced generations under ``root`` and its proxy root (nothing is deleted)."""
     found = []
-    for r in _roots(root):
+    proxy = layout.proxy_root(root)  # looked at only when it has paired manifests
+    has_proxy = any(True for _ in storage.open_storage(proxy).list(layout.PAIRED))
+    for r in [root, proxy] if has_proxy else [root]:
         store = storage.open_storage(r)
         referenced: set[str] = set()
         digests: set[str] = set()

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from zodi_core import layout, manifest, storage
@@ -79,10 +78,6 @@ class PromptConfig(_Config):
             return cls(**{**data, "version": str(data.get("version", "0"))})
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
-
-    def to_yaml(self) -> str:
-        data = self.model_dump(mode="json", exclude_none=True)
-        return yaml.safe_dump(data, sort_keys=True)
 
     def transfer_config(self, base: TransferConfig, domain: str) -> TransferConfig:
         """``base`` for ``domain`` with this config's prompt settings applied (validated): they

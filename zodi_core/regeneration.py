@@ -201,39 +201,26 @@ def build_report(plan: RegenerationPlan, outcomes: list[DomainOutcome]) -> dict[
     "failed": {domain: message}, "transfer": {domain: summary}, "statuses": [...]}``; each status
     holds the recorded (``old``) and wanted (``new``) prompt, negative prompt and strength.
     """
-    report: dict[str, Any] = {
+    return {
         "version": plan.version,
         "note": plan.note,
         "changed": [s.domain for s in plan.statuses if s.needs_regeneration],
         "unchanged": [s.domain for s in plan.statuses if not s.needs_regeneration],
-        "regenerated": {},
-        "failed": {},
-        "transfer": {},
-        "statuses": [],
+        "regenerated": {o.domain: o.paired_uri for o in outcomes if o.ok},
+        "failed": {o.domain: o.message or "transfer failed" for o in outcomes if not o.ok},
+        "transfer": {o.domain: o.summary for o in outcomes if o.summary is not None},
+        "statuses": [
+            s.to_dict() | {"old": [r.to_dict() for r in s.recorded], "new": s.wanted.to_dict()}
+            for s in plan.statuses
+        ],
     }
-    for s in plan.statuses:
-        status = s.to_dict()
-        status["old"] = [r.to_dict() for r in s.recorded]
-        status["new"] = s.wanted.to_dict()
-        report["statuses"].append(status)
-    for outcome in outcomes:
-        if outcome.summary is not None:
-            report["transfer"][outcome.domain] = outcome.summary
-        if outcome.ok:
-            report["regenerated"][outcome.domain] = outcome.paired_uri
-        else:
-            report["failed"][outcome.domain] = outcome.message or "transfer failed"
-    return report
 
 
 def _cell(values: list[dict[str, Any]]) -> str:
-    if not values:
-        return "–"
-    parts = []
-    for v in values:
-        neg = f"; negative {v['negative_prompt']!r}" if v["negative_prompt"] else ""
-        parts.append(f"{v['prompt']!r}, S={v['strength']:g}{neg}")
-    return "<br>".join(parts).replace("|", "\\|")
+    """Prompt settings as one Markdown table cell."""
+    neg = [f"; negative {v['negative_prompt']!r}" if v["negative_prompt"] else "" for v in values]
+    parts = [f"{v['prompt']!r}, S={v['strength']:g}{n}" for v, n in zip(values, neg, strict=True)]
+    return "<br>".join(parts).replace("|", "\\|") or "–"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
