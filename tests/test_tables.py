@@ -59,19 +59,25 @@ def test_tables_unknown_domain_is_a_usage_error(tables, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_tables_quick_runs_through_the_flows_and_writes_both_tables(
-    tables, prefect_harness, tiny_models_dir, tmp_path
+def test_tables_run_through_the_flows_and_write_both_tables(
+    tables, prefect_harness, request, tmp_path
 ):
+    """Every flow and both tables at the smallest size that trains and evaluates every variant:
+    4 source images, 2 val, 2 target, 4 DDIM steps, 4 iterations (``--quick``'s 16/8/8, T=20,
+    30 iterations took 100 s of the suite; the pocket models' own size sets the cost per image).
+    """
     from zodi_core.pocket import pocket_models_dir
 
     try:  # the committed pocket models when the checkout has them, else the tiny test models
         models = pocket_models_dir()
     except FileNotFoundError:
-        models = tiny_models_dir
+        models = request.getfixturevalue("tiny_models_dir")
     doc = tmp_path / "fidelity.md"
     doc.write_text("# Fidelity\n\nkept\n")
     out_json = tmp_path / "tables.json"
-    argv = ["--quick", "--models", str(models), "--workdir", str(tmp_path / "w")]
+    argv = ["--domains", "night", "--seeds", "0", "--n-train", "4", "--n-val", "2",
+            "--n-target", "2", "--steps", "4", "--iters", "4", "--models", str(models),
+            "--workdir", str(tmp_path / "w")]  # fmt: skip
     assert tables.main([*argv, "--write", str(doc), "--json", str(out_json)]) == 0
 
     result = json.loads(out_json.read_text())
