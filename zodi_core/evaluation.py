@@ -1,17 +1,9 @@
-"""Evaluation (SPEC §4): mIoU, per-class IoU and aAcc over the 19 classes, per target manifest.
+"""Evaluation (SPEC §4): mIoU, per-class IoU and aAcc over the 19 classes, per target manifest,
+at ``EvalConfig``'s size (labels resized with the images).
 
-Images and labels are resized to ``EvalConfig.height × width`` (512×1024) at load time and the
-prediction is compared with the resized label. Pixels are counted in a confusion matrix per
-target (also the report's figure) and the metrics are MMSeg's own (:mod:`zodi_core.metrics`).
-
-:func:`evaluate_checkpoint` is what ``zodi evaluate`` and the Prefect task call. With several
-checkpoints (one final checkpoint per training seed) each target is reported as mean ± std over
-seeds, the paper's protocol; a best checkpoint is reported separately. A proxy manifest (a
-transfer manifest of the source val split: generated target-like images with the source labels)
-is evaluated with the same model and reported beside the real target of the same domain — the
-paper's claim that generated images estimate target performance without target images.
-
-Outputs under ``out``: ``report.json``, ``report.md`` and ``confusion_<target>.png``.
+Several checkpoints (one per seed) give mean ± std, the paper's protocol. A proxy manifest
+(generated target-like images of the source val split) is reported beside the real target of
+its domain: the paper's claim that generated images estimate target performance.
 """
 
 from __future__ import annotations
@@ -37,8 +29,7 @@ from zodi_core.metrics import confusion_matrix, iou_metrics
 
 @dataclass
 class Areas:
-    """Pixel counts summed over images: a (C, C) confusion matrix (rows: label, columns:
-    prediction), from which :func:`zodi_core.metrics.iou_metrics` gives MMSeg's metrics."""
+    """Pixel counts summed over images: a (C, C) confusion matrix (see :mod:`zodi_core.metrics`)."""
 
     confusion: np.ndarray = field(
         default_factory=lambda: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -51,11 +42,7 @@ class Areas:
         self.images += 1
 
     def metrics(self) -> dict[str, Any]:
-        """``{"mIoU", "aAcc" (percent), "per_class": {class: IoU % or None}, "images"}``.
-
-        Classes absent from both labels and predictions have no IoU (None) and are left out of
-        the mean, as MMSeg's IoUMetric does.
-        """
+        """``{"mIoU", "aAcc" (percent), "per_class": {class: IoU % or None}, "images"}``."""
         m = iou_metrics(self.confusion)
         per_class = {
             c: (None if math.isnan(v) else round(100 * float(v), 2))
@@ -87,13 +74,9 @@ def target_name(manifest_uri: str, image_column: str | None = None) -> str:
 
 
 def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str = "cpu"):
-    """The config's segmentor (``mmseg.apis.init_model``) with a checkpoint's weights (local or
-    ``s3://``), in eval mode.
-
-    A ZoDi config or checkpoint (``ZoDiSegmentor``, keys ``segmentor.*``) gives its plain
-    segmentor. Loading is strict: a checkpoint of another model is refused (``init_model`` loads
-    non-strictly, which would leave random weights silently).
-    """
+    """The config's segmentor (``mmseg.apis.init_model``) with a checkpoint's weights, in eval
+    mode; a ZoDi one gives its plain segmentor. Strict: ``init_model`` loads non-strictly, which
+    would leave random weights silently."""
     from mmengine.model import revert_sync_batchnorm
     from mmseg.apis import init_model
 
@@ -125,11 +108,8 @@ def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str
 def evaluate_model(
     model, manifest_uri: str, eval_config: EvalConfig, image_column: str | None = None
 ) -> Areas:
-    """Run ``model`` on every row of a manifest at the evaluation size; return the areas.
-
-    ``eval_config.dtype`` float16/bfloat16: the forward passes run under ``torch.autocast`` on the
-    model's device (CUDA; :func:`~zodi_core.device.resolve_device` refuses half precision on CPU).
-    """
+    """Run ``model`` on every row of a manifest at the evaluation size (half precision: under
+    ``torch.autocast``); return the areas."""
     import contextlib
 
     import torch
@@ -281,21 +261,11 @@ def evaluate_checkpoint(
     eval_config: EvalConfig | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one checkpoint, or one per seed, on target manifests (+ proxy); write the report.
+    """Evaluate one checkpoint, or one per seed, on target manifests (+ proxy); write
+    ``report.json``, ``report.md`` and ``confusion_<target>.png`` under ``out``.
 
-    Args:
-        checkpoints: a checkpoint URI, or the final checkpoints of several seeds.
-        mmseg_config: the mmseg config the model was trained with (path, bundled or model-zoo
-            name; a ZoDi checkpoint loads into its plain segmentor).
-        manifests: samples manifests of the real targets (ACDC conditions, GTA5, Cityscapes val).
-        out: folder (local or ``s3://``) for ``report.json``, ``report.md``, confusion PNGs.
-        proxy_manifest: transfer manifest of generated images of the source val split.
-        best_checkpoint: reported separately (the paper's best epoch).
-        eval_config: resolution and batch size (default: 512×1024, batch 1).
-        device: 'cpu', 'cuda', 'cuda:N'; default ``eval_config.device`` (auto: CUDA when there).
-    Returns:
-        ``{"report_json", "report_md", "confusion_png": [...], "targets": {name: mIoU},
-        "metrics": {name: {"mIoU", "mIoU_std", "aAcc", "images", "proxy"}}}``.
+    ``best_checkpoint`` is reported separately (the paper's best epoch). Returns the reports'
+    URIs, ``targets`` ``{name: mIoU}`` and ``metrics`` ``{name: {mIoU, mIoU_std, aAcc, ...}}``.
     """
     eval_config = eval_config or EvalConfig()
     checkpoints = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)

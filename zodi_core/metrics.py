@@ -1,11 +1,5 @@
-"""Segmentation metrics, in one place: a confusion matrix, and MMSeg's mIoU and aAcc from it.
-
-Evaluation (:mod:`zodi_core.evaluation`), the layout scores of generated images
-(:mod:`zodi_core.quality.scores`) and the pocket models' measurements
-(:mod:`zodi_core.pocket.measure`) all count pixels with :func:`confusion_matrix` and turn the
-counts into IoU with :func:`iou_metrics`, which hands MMSeg's four area vectors to
-``IoUMetric.total_area_to_metrics``: a class absent from both the labels and the predictions has
-no IoU (NaN) and is left out of the mean, as MMSeg's per-dataset mIoU does.
+"""Segmentation metrics, in one place (evaluation, quality scores, pocket measurements): a
+confusion matrix, and MMSeg's own ``IoUMetric`` mIoU and aAcc from it.
 """
 
 from __future__ import annotations
@@ -22,12 +16,8 @@ def confusion_matrix(
 ) -> np.ndarray:
     """Pixel counts of ``pred`` against ``label``: (C, C) int64, rows label, columns prediction.
 
-    Args:
-        pred: integer train ids in 0..C-1, any shape ((H, W), (N, H, W)); array or tensor
-            (counted on the tensor's device).
-        label: integer train ids of ``pred``'s shape, ``ignore_index`` = not labelled (left out).
-    Raises:
-        ValueError: the shapes differ, or an id is outside 0..C-1 (the message lists them).
+    ``pred``, ``label``: integer train ids in 0..C-1 of one shape ((H, W) or (N, H, W)), array or
+    tensor (counted on its device); ``ignore_index`` pixels of ``label`` are left out.
     """
     import torch
 
@@ -51,13 +41,9 @@ def confusion_matrix(
 
 
 def iou_metrics(confusion: np.ndarray) -> dict[str, Any]:
-    """MMSeg's metrics of a (C, C) confusion matrix (:func:`confusion_matrix`, summed over images).
-
-    Returns:
-        ``{"IoU": (C,) float IoU in [0, 1], NaN for a class absent from labels and predictions,
-        "mIoU": mean of the non-NaN IoUs in percent (None: none), "aAcc": pixel accuracy in
-        percent (None: no labelled pixel)}``.
-    """
+    """MMSeg's metrics of a (C, C) confusion matrix: ``{"IoU": (C,) in [0, 1], "mIoU", "aAcc"
+    (percent, None when undefined)}``; a class absent from labels and predictions has IoU NaN
+    and is left out of the mean, as MMSeg's per-dataset mIoU does."""
     import torch
     from mmseg.evaluation import IoUMetric
 
@@ -76,6 +62,5 @@ def iou_metrics(confusion: np.ndarray) -> dict[str, Any]:
 
 
 def mean_iou(pred: Any, label: Any, num_classes: int = NUM_CLASSES) -> float | None:
-    """mIoU (percent) of ``pred`` against ``label`` over all their pixels (see
-    :func:`confusion_matrix`); None when no pixel is labelled."""
+    """mIoU (percent) of ``pred`` against ``label``; None when no pixel is labelled."""
     return iou_metrics(confusion_matrix(pred, label, num_classes))["mIoU"]

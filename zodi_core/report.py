@@ -53,12 +53,8 @@ def _pct(value: float | None) -> str:
 def render_report_markdown(
     report: dict[str, Any], image_src: Callable[[str], str | None] | None = None
 ) -> str:
-    """Markdown report: mIoU per target, source-only vs ZoDi, proxy estimates, shard status,
-    sample grids and confusion matrices.
-
-    ``image_src`` maps an image's storage URI to what a browser can load (a presigned URL or a
-    data URI, see :func:`image_sources`), or None; without one, images are links to their URIs.
-    """
+    """Markdown report: mIoU per target, proxy estimates, shard status, sample grids and
+    confusion matrices; ``image_src`` (see :func:`image_sources`) or images are links."""
     lines = ["# ZoDi pipeline report", ""]
     if report.get("note"):
         lines += [f"> {report['note']}", ""]
@@ -140,10 +136,8 @@ def write_report(report: dict[str, Any], root: str) -> dict[str, str]:
 def render_sample_grid(
     paired_uri: str, out_uri: str, n: int = 4, palette: str | None = None
 ) -> str:
-    """PNG grid of ``n`` pairs of a paired manifest, one row each: source | condition | generated.
-
-    The condition is rendered with the palette recorded in the manifest (what the sampler saw).
-    """
+    """PNG grid of ``n`` pairs of a paired manifest, one row each: source | condition | generated
+    (the condition in the manifest's palette, what the sampler saw)."""
     import numpy as np
 
     table = manifest.read_manifest(paired_uri, "transfer")
@@ -169,12 +163,8 @@ def render_sample_grid(
 
 
 def read_evaluations(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per model and target: the confusion matrix PNG and per-class IoU, from the evaluation
-    reports (``report.json`` of each evaluation, listed under ``report_jsons``).
-
-    ``results`` is what ``evaluate_flow`` returns: ``{model: {"report_jsons": [uri, ...]}}``.
-    Returns ``{model: {target: {"confusion_png": uri, "mIoU": %, "per_class": {class: %}}}}``.
-    """
+    """``{model: {target: {"confusion_png", "mIoU", "per_class"}}}`` from the ``report_jsons``
+    of what ``evaluate_flow`` returns."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for model, entry in results.items():
         for uri in entry.get("report_jsons", []):
@@ -237,12 +227,8 @@ def data_uri_length(n_bytes: int, mime: str) -> int:
 
 
 def encode_for_embedding(data: bytes, max_chars: int) -> tuple[bytes, str] | None:
-    """Re-encode an image so its data URI has at most ``max_chars`` characters.
-
-    A PNG that fits is kept as it is (lossless: the confusion matrices' labels stay sharp);
-    otherwise JPEG at falling quality, then at falling size (down to a quarter, never below
-    32 px a side). Returns ``(bytes, mime)``, or None when even the smallest does not fit.
-    """
+    """Re-encode an image so its data URI has at most ``max_chars`` characters: ``(bytes,
+    mime)`` or None. A PNG that fits is kept (the confusion matrices' labels stay sharp)."""
     from PIL import Image
 
     if data.startswith(_PNG_MAGIC) and data_uri_length(len(data), "image/png") <= max_chars:
@@ -272,14 +258,10 @@ def encode_for_embedding(data: bytes, max_chars: int) -> tuple[bytes, str] | Non
 def image_sources(
     uris: Iterable[str], config: ReportConfig | None = None
 ) -> tuple[dict[str, str], list[str]]:
-    """What a browser can load for each stored image, per ``config.images``.
+    """What a browser can load for each stored image, per ``config.images``: ``({uri: src},
+    problems)``; an image without ``src`` is shown as a link and ``problems`` says why.
 
-    ``auto``: a presigned URL where storage gives one (S3), else the image embedded as a data
-    URI; ``presigned``: URLs only; ``embedded``: data URIs only. The embedded images of one call
-    share ``config.embed_max_kb`` (each gets an equal part and is shrunk to fit it).
-    Returns ``({uri: src}, problems)``: an image that gets no ``src`` (unreadable, too large
-    for its part, or no URL) is left out and shown as a link; ``problems`` says why, one line
-    each, for the caller to log.
+    The embedded images of one call share ``config.embed_max_kb`` equally.
     """
     config = config or ReportConfig()
     sources: dict[str, str] = {}

@@ -1,11 +1,7 @@
 """Run planning: which models are trained, what they are called, and how each is evaluated.
 
-The naming rule lives here and only here: a training run is ``source-only`` (the baseline, no
-paired data) or ``zodi-<domain>`` (ZoDi on that domain's paired manifest). Flows build the plan
-with :func:`plan_training_runs` and hand the typed runs to the training task; evaluation is
-planned from the trained runs' results (which carry their domain) with
-:func:`plan_evaluations` and folded back with :func:`collect_evaluations`. No layer builds a
-name and another parses it back.
+The naming rule (``source-only`` or ``zodi-<domain>``) lives here only: runs carry their domain,
+so no layer parses a name back.
 """
 
 from __future__ import annotations
@@ -37,12 +33,8 @@ def run_domain(name: str) -> str | None:
 
 @dataclass(frozen=True)
 class TrainingRun:
-    """One planned training run: a model (name, domain, mmseg config) and one seed.
-
-    ``domain`` None is the source-only baseline (trained on the source images alone, no ZoDi
-    wrapper); otherwise ZoDi is added to ``mmseg_config`` in code and trained on
-    ``paired_manifest``.
-    """
+    """One planned training run: a model (name, domain, mmseg config) and one seed; ``domain``
+    None is the source-only baseline (no ZoDi wrapper, no paired manifest)."""
 
     name: str
     domain: str | None
@@ -61,11 +53,8 @@ class TrainingRun:
 
 
 def plan_training_runs(train: TrainConfig, paired: Mapping[str, str]) -> list[TrainingRun]:
-    """The source-only baseline and one ZoDi model per domain (sorted), each for every seed.
-
-    Every run uses ``train.mmseg_config``: the baseline and the ZoDi models differ only by the
-    ZoDi wrapper and the paired data (the paper's protocol).
-    """
+    """The source-only baseline and one ZoDi model per domain (sorted), each for every seed; all
+    share ``train.mmseg_config`` (only the ZoDi wrapper and data differ: the paper's protocol)."""
     models: list[tuple[str | None, str | None]] = [(None, None)]
     models += [(domain, uri) for domain, uri in sorted(paired.items())]
     return [
@@ -77,11 +66,8 @@ def plan_training_runs(train: TrainConfig, paired: Mapping[str, str]) -> list[Tr
 
 @dataclass(frozen=True)
 class EvaluationJob:
-    """One evaluation: a model's final checkpoints (one per seed) on targets and/or one proxy.
-
-    ``evaluate_checkpoint`` takes one proxy manifest, so a model with several proxies gets one job
-    per proxy; only the first job has the real targets. ``slug`` names the output folder.
-    """
+    """One evaluation: a model's final checkpoints (one per seed) on targets and/or one proxy
+    (``evaluate_checkpoint`` takes one, so one job per proxy; only the first has the targets)."""
 
     model: str
     checkpoints: tuple[str, ...]
@@ -111,13 +97,8 @@ def plan_evaluations(
 ) -> list[EvaluationJob]:
     """Evaluation jobs for each trained model (``{name: [train result per seed]}``).
 
-    ``target_domains`` maps each target manifest to the domain it evaluates (the explicit
-    ``DatasetSpec.domain``, :attr:`~zodi_core.config.DatasetSpec.target_domain`): a proxy is
-    shown beside the real target of its domain. None: paired by name (results of older runs).
-
-    A ZoDi model gets the real targets and the proxy of its own domain; the source-only model gets
-    the real targets and every domain's proxy (the baseline estimate). Jobs with neither a target
-    nor a proxy are dropped.
+    A ZoDi model gets the targets and its domain's proxy; the source-only model the targets and
+    every proxy. ``target_domains``: each target's domain (None: paired by name, older runs).
     """
     jobs = []
     domains = () if target_domains is None else tuple(target_domains.get(t) for t in targets)
@@ -150,13 +131,8 @@ def plan_evaluations(
 def collect_evaluations(
     jobs: Sequence[EvaluationJob], results: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """Fold evaluation results into ``{model: {"targets", "proxy", "reports", "report_jsons"}}``.
-
-    Each proxy estimate sits beside the real target of the same domain (``real_mIoU``, None when
-    no real target of that domain was evaluated). A target's domain is the explicit one its job
-    carries (``EvaluationJob.target_domains``; results name real targets in manifest order);
-    jobs planned without them fall back to the domain inside the target's name.
-    """
+    """Fold evaluation results into ``{model: {"targets", "proxy", "reports", "report_jsons"}}``;
+    each proxy gets the ``real_mIoU`` of the real target of its domain (None when none)."""
     out: dict[str, Any] = {}
     domains: dict[str, dict[str, str | None]] = {}
     for job, result in zip(jobs, results, strict=True):

@@ -1,12 +1,8 @@
 """Ingestion: a dataset folder → a validated ``samples`` Parquet manifest.
 
-Every sample is decoded fully (a truncated PNG fails here, not in training) and checked: image
-and label present, same size, label values inside the table of its format (the reader checks the
-ids: :func:`~zodi_core.datasets.readers.sample_id_problem`). All bad files are collected and
-reported, each as one line ``PATH: reason``. Without ``skip_invalid`` any bad file
-fails the run and no manifest is written (an existing manifest at the destination is left as it
-was); with it, the good samples are written and the rejects go to a ``rejects`` manifest beside
-it (:func:`rejects_uri_for`).
+Every sample is decoded fully (a truncated PNG fails here, not in training); every bad file is
+reported as one line ``PATH: reason``, and fails the run unless ``skip_invalid`` (then it goes
+to a ``rejects`` manifest beside the samples).
 """
 
 from __future__ import annotations
@@ -37,15 +33,7 @@ class IngestError(ValueError):
 
 @dataclass
 class IngestResult:
-    """What :func:`ingest_dataset` wrote.
-
-    Attributes:
-        manifest_uri: the samples manifest.
-        n_samples: rows in it.
-        rejects: every bad file found (empty unless ``skip_invalid``: otherwise the run fails).
-        rejects_uri: the rejects manifest (``skip_invalid`` only; written even when empty, so it
-            never describes an older run).
-    """
+    """What :func:`ingest_dataset` wrote; ``rejects_uri`` is set with ``skip_invalid`` only."""
 
     manifest_uri: str
     n_samples: int
@@ -68,12 +56,8 @@ def _strip_name(message: str, path: str) -> str:
 def check_sample(
     candidate: Candidate, scan: ScanResult
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """Decode one image/label pair of ``scan`` fully and check it.
-
-    Returns:
-        (its manifest row or None, every problem found: both files are checked even when the
-        first one is bad).
-    """
+    """Decode one image/label pair fully and check it: (its manifest row or None, every problem;
+    both files are checked even when the first is bad)."""
     problems: list[Problem] = []
     img_path, lab_path = str(candidate.image_path), str(candidate.label_path)
     image = label = None
@@ -122,17 +106,8 @@ def ingest_dataset(
 ) -> IngestResult:
     """Scan, decode and check a dataset; write its samples manifest atomically.
 
-    Args:
-        spec: the dataset (layout, root, split, condition, subset).
-        out_uri: destination manifest (local path or ``s3://...``).
-        skip_invalid: write the good samples and a rejects manifest instead of failing.
-        workers: decoding threads (None: ``min(8, cpu count)``).
-        progress: show a tqdm bar on stderr.
-    Returns:
-        the :class:`IngestResult`.
-    Raises:
-        IngestError: bad files (without ``skip_invalid``), or no valid sample at all; the message
-            is a summary line then one ``PATH: reason`` line per bad file. Nothing is written.
+    Raises IngestError (nothing written) on bad files without ``skip_invalid``, or when no sample
+    is valid. ``workers``: decoding threads (None: ``min(8, cpu count)``).
     """
     from tqdm import tqdm
 

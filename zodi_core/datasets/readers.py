@@ -1,10 +1,7 @@
-"""Readers for the real on-disk dataset layouts (SPEC §4): Cityscapes, ACDC, GTA5.
+"""Readers for the real dataset layouts (SPEC §4): Cityscapes, ACDC, GTA5.
 
-A reader lists a dataset folder and pairs images with labels **by id** (never by listing order),
-without decoding anything. It returns the candidate pairs and every layout problem it found
-(image without label, label without image, empty folder, wrong layout, an id that cannot be
-a sample id), each naming a path.
-Decoding and checking the pixels is :mod:`zodi_core.datasets.ingest`'s job.
+A reader pairs images with labels **by id** (never by listing order), decoding nothing, and
+returns the pairs and every layout problem, each naming a path.
 """
 
 from __future__ import annotations
@@ -51,12 +48,8 @@ class ScanResult:
 
 
 def sample_id_problem(sample_id: str) -> str | None:
-    """Why ``sample_id`` cannot be a sample id, or None when it can.
-
-    An id becomes part of storage keys (``images/<domain>/<id>.png``), so it must stay one path
-    component: not empty, no ``..``, no ``/`` or ``\\``, no control characters. Anything else
-    (``:``, spaces, unicode) is allowed.
-    """
+    """Why ``sample_id`` cannot be a sample id, or None when it can: an id is one component of
+    storage keys (``images/<domain>/<id>.png``)."""
     if not sample_id:
         return "empty sample id"
     if ".." in sample_id:
@@ -82,7 +75,8 @@ def _files_by_key(folder: Path, suffix: str, depth: int) -> dict[str, Path]:
 def _subset_keys(
     keys: Iterable[str], subset: int | None, seed: int, where: Path
 ) -> set[str] | None:
-    """A random subset of ``subset`` image ids, drawn among the sorted ids with ``seed``."""
+    """A random subset of ``subset`` image ids, drawn among the sorted ids with ``seed``: it
+    depends only on the image list and the seed (the same rule for every reader)."""
     if subset is None:
         return None
     ids = sorted(keys)
@@ -105,12 +99,8 @@ def _scan(
     subset_seed: int,
 ) -> ScanResult:
     """Pair ``<root>/<image folder>/<name><image suffix>`` with the label of the same ``name``
-    under the label folder (``name``: ``<folder>/<id>`` or ``<id>``) into ``result``, by key.
-
-    Missing folders, an empty image folder and unpaired files are problems, each naming the path it
-    expected; ``subset`` keeps that many images (labels without an image are reported whatever the
-    subset). An id is the file name without its suffix, so the same id in two folders is a
-    misplaced copy: the second is a problem.
+    (``<folder>/<id>`` or ``<id>``) into ``result``. Labels without an image are reported
+    whatever the subset; the same id in two folders is a misplaced copy: the second is a problem.
     """
     (img_dir, gt_dir), depth = (root / f for f in folders), name.count("/")
     layouts = [
@@ -158,8 +148,7 @@ def scan_cityscapes(
     root: str | Path, split: str = "train", subset: int | None = None, subset_seed: int = 0
 ) -> ScanResult:
     """Cityscapes ``leftImg8bit/<split>/<city>/<frame id>_leftImg8bit.png`` with
-    ``gtFine/<split>/<city>/<frame id>_gtFine_labelIds.png``; sample_id = frame id
-    (``<city>_<seq>_<frame>``). ``subset``: see :func:`scan_gta5`."""
+    ``gtFine/<split>/<city>/<frame id>_gtFine_labelIds.png``; sample_id = frame id."""
     return _scan(
         ScanResult("cityscapes", split, "source", "label_ids"), Path(root),
         (f"leftImg8bit/{split}", f"gtFine/{split}"), ("_leftImg8bit.png", "_gtFine_labelIds.png"),
@@ -175,8 +164,7 @@ def scan_acdc(
     subset_seed: int = 0,
 ) -> ScanResult:
     """ACDC ``rgb_anon/<condition>/<split>/<sequence>/<name>_rgb_anon.png`` with
-    ``gt/<condition>/<split>/<sequence>/<name>_gt_labelTrainIds.png``; sample_id = name.
-    ``subset``: see :func:`scan_gta5`."""
+    ``gt/<condition>/<split>/<sequence>/<name>_gt_labelTrainIds.png``; sample_id = name."""
     if condition not in ACDC_CONDITIONS:
         raise ValueError(
             f"condition: expected one of {', '.join(map(repr, ACDC_CONDITIONS[:-1]))} or "
@@ -191,13 +179,7 @@ def scan_acdc(
 
 
 def scan_gta5(root: str | Path, subset: int | None = None, subset_seed: int = 0) -> ScanResult:
-    """GTA5 ``images/<nnnnn>.png`` with ``labels/<nnnnn>.png``; sample_id = ``<nnnnn>``.
-
-    ``subset``: keep a random subset of this many images, drawn among all image ids (sorted)
-    with ``numpy.random.default_rng(subset_seed)``, so the subset depends only on the image list
-    and the seed (the same rule for every reader). Labels without an image are reported whatever
-    the subset.
-    """
+    """GTA5 ``images/<nnnnn>.png`` with ``labels/<nnnnn>.png``; sample_id = ``<nnnnn>``."""
     return _scan(
         ScanResult("gta5", "all", "game", "label_ids"), Path(root), ("images", "labels"),
         (".png", ".png"), "<nnnnn>", subset, subset_seed,

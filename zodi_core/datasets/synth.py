@@ -1,18 +1,9 @@
-"""Procedural street scenes with exact labels, written in the real dataset layouts (SPEC §4).
+"""Procedural street scenes with exact labels, written in the real dataset layouts (SPEC §4):
+the demo's data and the tests' fixture.
 
-Each scene is drawn as a label map first (19 Cityscapes train ids, 255 ignored), then rendered
-into an RGB image *from* that map: per-class colours and textures, per-instance colour jitter,
-a look (``city``, ``game``, or an ACDC condition) and sensor noise. So every labelled pixel is
-exact, and a segmentation model can learn the mapping image → label.
-
-Determinism: every image has its own ``numpy.random.Generator`` seeded by
-``(seed, stream, index)``, so one image does not depend on how many others are generated, and
-the source, target and game sets are different scenes (different streams) of the same kind.
-
-It is the embedded data of the demo and the fixture of every test::
-
-    roots = write_synthetic("data/synthetic", seed=0)
-    roots["cityscapes"]  # → ".../cityscapes" with leftImg8bit/ and gtFine/
+A scene is drawn as a label map first, then rendered *from* it (so every label is exact) in a
+look: ``city``, ``game`` or an ACDC condition. Each image has its own generator seeded by
+``(seed, stream, index)``: it does not depend on how many others are made.
 """
 
 from __future__ import annotations
@@ -281,14 +272,7 @@ def _draw_agents(c: Scene) -> None:
 
 
 def generate_scene(rng: np.random.Generator, size: tuple[int, int] = (256, 128)) -> Scene:
-    """Draw one street scene's labels.
-
-    Args:
-        rng: the scene's own generator (the only source of randomness).
-        size: (width, height) in pixels.
-    Returns:
-        the :class:`Scene`; ``label`` is (H, W) uint8 train ids (0..18, 255 ego band).
-    """
+    """Draw one street scene's labels; ``rng`` is its only randomness, ``size`` (width, height)."""
     width, height = size
     c = Scene(width, height, rng)
     _draw_facades(c)
@@ -314,16 +298,7 @@ def _glow(shape: tuple[int, int], lights, scale: float) -> np.ndarray:
 
 
 def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") -> np.ndarray:
-    """Render a scene's labels into an image.
-
-    Args:
-        scene: from :func:`generate_scene`.
-        rng: generator for colour jitter, textures and noise.
-        style: one of :data:`STYLES` (``city``: Cityscapes-like; ``game``: saturated, flat;
-            ``night``/``fog``/``rain``/``snow``: ACDC-like conditions).
-    Returns:
-        (H, W, 3) uint8 RGB image.
-    """
+    """Render a scene's labels in ``style`` (one of :data:`STYLES`): (H, W, 3) uint8 RGB."""
     if style not in STYLES:
         raise ValueError(f"style: expected one of {STYLES}, received {style!r}")
     label, inst, part = scene.label, scene.instance, scene.part
@@ -443,25 +418,10 @@ def write_synthetic(
     n_target: int = 4,
     n_gta: int = 8,
 ) -> dict[str, Any]:
-    """Write a synthetic Cityscapes, ACDC (night, fog, rain, snow; val) and GTA5 set.
+    """Write a synthetic Cityscapes (train, val), ACDC (each condition, val) and GTA5 set under
+    ``out_dir`` in the readers' layouts; the same seed gives byte-identical files.
 
-    Layouts (SPEC §4), under ``out_dir``:
-
-    - ``cityscapes/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` and
-      ``cityscapes/gtFine/<split>/<city>/<frame id>_gtFine_{labelIds,color}.png``;
-    - ``acdc/rgb_anon/<condition>/val/<sequence>/<name>_rgb_anon.png`` and
-      ``acdc/gt/<condition>/val/<sequence>/<name>_gt_labelTrainIds.png``;
-    - ``gta5/images/<nnnnn>.png`` and ``gta5/labels/<nnnnn>.png`` (Cityscapes label ids).
-
-    Args:
-        out_dir: destination folder (created; existing files of the same names are replaced).
-        seed: base seed; the same seed gives byte-identical files.
-        size: (width, height) of every image, each at least 32.
-        n_train, n_val: Cityscapes images per split (alternating between two cities).
-        n_target: ACDC images per condition.
-        n_gta: GTA5 images.
-    Returns:
-        ``{"cityscapes": root, "acdc": root, "gta5": root, "counts": {...}}`` (roots as str).
+    Returns ``{"cityscapes": root, "acdc": root, "gta5": root, "counts": {...}}``.
     """
     try:
         width, height = (int(v) for v in size)
