@@ -1,15 +1,10 @@
 """Integrity of generated images: does storage hold the bytes their manifest rows recorded?
 
-Every transfer manifest row with an image records its size and SHA-256 (``image_bytes``,
-``image_sha256``, written from the encoded bytes). Three checks use them, from free to thorough:
-
-- **size**, from the folder listing a check makes anyway (:func:`damaged_images`): the flows'
-  cached-shard check (:func:`zodi_core.sharding.missing_outputs`); a truncated image is found
-  without reading it;
-- **PNG structure** (:func:`png_is_intact`: every chunk's CRC up to ``IEND``), where the bytes are
-  read anyway: the transfer's skip-if-exists check regenerates a damaged image;
-- **SHA-256** of every image (:func:`verify_root`, ``zodi verify ROOT``): reads everything, finds
-  damage that keeps the size; ``--delete`` removes what it finds, so the next run regenerates it.
+Each transfer manifest row with an image records its ``image_bytes`` and ``image_sha256``.
+Three checks, from free to thorough: **size** from a folder listing (:func:`damaged_images`, the
+flows' cached-shard check); **PNG structure** where the bytes are read anyway
+(:func:`png_is_intact`, the transfer's skip-if-exists); **SHA-256** of every image
+(:func:`verify_root`, ``zodi verify``: finds damage that keeps the size; ``--delete`` removes it).
 """
 
 from __future__ import annotations

@@ -74,19 +74,13 @@ _EXPECTED = {
     "string_pattern_mismatch": "a value matching {pattern}",
     "literal_error": "one of {expected}",
     "multiple_of": "a multiple of {multiple_of}",
-    "int_parsing": "an integer",
-    "int_type": "an integer",
-    "int_from_float": "an integer",
-    "float_parsing": "a number",
-    "float_type": "a number",
     "finite_number": "a finite number",
-    "bool_parsing": "true or false",
-    "bool_type": "true or false",
     "string_type": "a string",
-    "dict_type": "a mapping",
     "tuple_type": "a list",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
+    **dict.fromkeys(("int_parsing", "int_type", "int_from_float"), "an integer"),
+    **dict.fromkeys(("float_parsing", "float_type"), "a number"),
+    **dict.fromkeys(("bool_parsing", "bool_type"), "true or false"),
+    **dict.fromkeys(("dict_type", "model_type", "model_attributes_type"), "a mapping"),
 }
 
 

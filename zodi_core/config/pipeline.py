@@ -182,24 +182,13 @@ class DatasetSpec(_Config):
     @property
     def target_domain(self) -> str | None:
         """The domain this set evaluates: ``domain``, else derived from the dataset."""
-        if self.domain is not None:
-            return self.domain
-        if self.dataset == "acdc":
-            return self.condition
-        if self.dataset == "gta5":
-            return "game"
-        return None
+        return self.domain or {"acdc": self.condition, "gta5": "game"}.get(self.dataset)
 
     @property
     def manifest_name(self) -> str:
         """Name of this dataset's samples manifest (``manifests/<name>.parquet``)."""
-        if self.name:
-            return self.name
-        if self.dataset == "acdc":
-            return f"acdc-{self.condition}-{self.split}"
-        if self.dataset == "gta5":
-            return "gta5"
-        return f"{self.dataset}-{self.split}"
+        derived = {"acdc": f"acdc-{self.condition}-{self.split}", "gta5": "gta5"}
+        return self.name or derived.get(self.dataset, f"{self.dataset}-{self.split}")
 
 
 class QualityConfig(_Config):
