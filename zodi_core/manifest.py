@@ -108,13 +108,8 @@ def write_manifest(
             raise ManifestError(
                 f"{uri}: table does not match the {schema_name} schema: {err}"
             ) from None
-    meta = {
-        b"zodi.schema": schema_name.encode(),
-        b"zodi.schema_version": str(SCHEMA_VERSION).encode(),
-    }
-    for k, v in (extra_metadata or {}).items():
-        meta[f"zodi.{k}".encode()] = str(v).encode()
-    table = table.replace_schema_metadata(meta)
+    meta = {"schema": schema_name, "schema_version": SCHEMA_VERSION, **(extra_metadata or {})}
+    table = table.replace_schema_metadata({f"zodi.{k}": str(v) for k, v in meta.items()})
     table.validate(full=True)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
