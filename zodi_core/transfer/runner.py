@@ -181,13 +181,12 @@ def transfer_manifest(
         rows_in = [by_id[s] for s in wanted]
     digest = generation_digest(config, models_fingerprint)
     manifest_uri = manifest_uri or layout.paired_manifest_uri(out_root, config.domain)
-    store = storage.open_storage(out_root, **storage_options)
     result = TransferResult(rows=[], manifest_uri=manifest_uri, config_digest=digest)
+    job = _Job(config, storage.open_storage(out_root, **storage_options), digest,
+               storage_options, result)  # fmt: skip
     try:
-        rows_out = _transfer_rows(
-            rows_in, config, store, digest, components, result, progress, overlap, storage_options
-        )
-        result.rows = [rows_out[r["sample_id"]] for r in rows_in]
+        _transfer_rows(job, rows_in, components, progress, overlap)
+        result.rows = [job.rows[r["sample_id"]] for r in rows_in]
         manifest.write_manifest(
             result.rows,
             manifest_uri,
@@ -206,47 +205,94 @@ def transfer_manifest(
     return result
 
 
+@dataclass
+class _Job:
+    """One transfer's resolved settings, storage and tallies: what the loop and its threads share
+    (the settings are passed down once, here, not argument by argument)."""
+
+    config: TransferConfig
+    store: storage.Storage
+    digest: str
+    storage_options: dict[str, Any]
+    result: TransferResult
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bar: Any = None
+
+    def key(self, sample_id: str) -> str:
+        return layout.generated_image_key(self.config.domain, self.digest, sample_id)
+
+    def record(
+        self,
+        sample: dict[str, Any],
+        key: str,
+        meta: dict[str, Any],
+        status: str,
+        integrity: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """One sample's manifest row (status ok, skipped or failed), counted."""
+        sid = sample["sample_id"]
+        self.rows[sid] = {
+            "sample_id": sid,
+            "domain": self.config.domain,
+            "source_uri": sample["image_uri"],
+            "label_uri": sample["label_uri"],
+            "label_format": sample["label_format"],
+            "generated_uri": None if status == "failed" else self.store.uri(key),
+            **(integrity or {"image_bytes": None, "image_sha256": None}),
+            "prompt": meta["prompt"],
+            "negative_prompt": meta["negative_prompt"],
+            "strength": float(meta["strength"]),
+            "seed": int(meta["seed"]),
+            "k": int(meta["k"]),
+            "first_timestep": int(meta["first_timestep"]),
+            "palette": meta["palette"],
+            "method": meta["method"],
+            "model_revisions": json.dumps(meta["model_revisions"], sort_keys=True),
+            "config_digest": meta["config_digest"],
+            "status": status,
+            "error": error,
+            "seconds": float(meta.get("seconds", 0.0)) if status == "ok" else 0.0,
+        }
+        counts = {"ok": "written", "skipped": "skipped", "failed": "failed"}[status]
+        setattr(self.result, counts, getattr(self.result, counts) + 1)
+        if error is not None:
+            self.result.errors[sid] = error
+        self.bar.update(1)
+
+
 def _transfer_rows(
+    job: _Job,
     rows_in: list[dict[str, Any]],
-    config: TransferConfig,
-    store: storage.Storage,
-    digest: str,
     components: Components | Callable[[], Components] | None,
-    result: TransferResult,
     progress: bool,
     overlap: bool,
-    storage_options: dict[str, Any],
-) -> dict[str, dict[str, Any]]:
+) -> None:
     """Skip what storage already holds, generate the rest; one manifest row per sample."""
     from tqdm.auto import tqdm
 
-    domain = config.domain
-    rows_out: dict[str, dict[str, Any]] = {}
+    config = job.config
+    job.bar = tqdm(total=len(rows_in), unit="img", disable=not progress,
+                   desc=f"transfer {config.domain}")  # fmt: skip
     pending: list[dict[str, Any]] = []
     # 1. what storage already holds with this digest is skipped (also after a killed run)
     for r in rows_in:
-        key = layout.generated_image_key(domain, digest, r["sample_id"])
+        key = job.key(r["sample_id"])
         try:
-            store.uri(key)
+            job.store.uri(key)
         except storage.PermanentStorageError:
             pending.append(r)  # an id that cannot be a key: fails alone in step 3
             continue
-        existing = _existing_image(store, key, digest)
+        existing = _existing_image(job, key)
         if existing is None:
             pending.append(r)
-            continue
-        meta, integrity = existing
-        rows_out[r["sample_id"]] = _row(r, config, store, key, meta, "skipped", integrity)
-        result.skipped += 1
-
-    bar = tqdm(total=len(rows_in), unit="img", disable=not progress, desc=f"transfer {domain}")
-    bar.update(result.skipped)
+        else:
+            job.record(r, key, existing[0], "skipped", existing[1])
     if not pending:
-        bar.close()
-        return rows_out
-    batches = [
-        pending[i : i + config.batch_size] for i in range(0, len(pending), config.batch_size)
-    ]
+        job.bar.close()
+        return
+    size = config.batch_size
+    batches = [pending[i : i + size] for i in range(0, len(pending), size)]
     loader, writers = (
         ThreadPoolExecutor(n, thread_name_prefix=name) if overlap else _InlineExecutor()
         for n, name in ((LOAD_WORKERS, "zodi-load"), (WRITE_WORKERS, "zodi-write"))
@@ -255,7 +301,7 @@ def _transfer_rows(
     in_flight: collections.deque[list[tuple[dict[str, Any], str, Future]]] = collections.deque()
     start = time.perf_counter()
     # 2. the first batch loads while the models load (only when something is left to generate)
-    load = _submit_loads(loader, batches[0], config, store, digest, storage_options)
+    load = [loader.submit(_load_sample, job, r) for r in batches[0]]
     try:
         if components is None:
             device, dtype = resolve_device(config.device, config.dtype)
@@ -270,14 +316,11 @@ def _transfer_rows(
             t = time.perf_counter()
             loaded, failed = _gather_loads(load)
             if i + 1 < len(batches):  # (overlap=False: the loads run here, and are timed)
-                load = _submit_loads(loader, batches[i + 1], config, store, digest, storage_options)
+                load = [loader.submit(_load_sample, job, r) for r in batches[i + 1]]
             timings["load_wait"] += time.perf_counter() - t
             for r, key, err in failed:
-                meta = sampler.lineage(config, r["sample_id"], digest=digest)
-                rows_out[r["sample_id"]] = _row(r, config, store, key, meta, "failed", error=err)
-                result.failed += 1
-                result.errors[r["sample_id"]] = err
-            bar.update(len(failed))
+                meta = sampler.lineage(config, r["sample_id"], digest=job.digest)
+                job.record(r, key, meta, "failed", error=err)
             if not loaded:
                 continue
             t = time.perf_counter()
@@ -287,29 +330,28 @@ def _transfer_rows(
             timings["model"] += time.perf_counter() - t
             t = time.perf_counter()
             while len(in_flight) >= WRITE_AHEAD:
-                _collect(in_flight.popleft(), config, store, rows_out, result, bar, raise_=True)
+                _collect(job, in_flight.popleft(), raise_=True)
             in_flight.append(
                 [
-                    (x.row, x.key, writers.submit(_write_image, store, x, out, digest, config))
+                    (x.row, x.key, writers.submit(_write_image, job, x, out))
                     for x, out in zip(loaded, outputs, strict=True)
                 ]
             )
             timings["write_wait"] += time.perf_counter() - t
         t = time.perf_counter()
         while in_flight:
-            _collect(in_flight.popleft(), config, store, rows_out, result, bar, raise_=True)
+            _collect(job, in_flight.popleft(), raise_=True)
         timings["write_wait"] += time.perf_counter() - t
     finally:
         # What was started is finished and counted before the error propagates: a write in
         # flight completes (atomic: whole or absent) and its image is counted as written.
         loader.shutdown(wait=True, cancel_futures=True)
         while in_flight:
-            _collect(in_flight.popleft(), config, store, rows_out, result, bar, raise_=False)
+            _collect(job, in_flight.popleft(), raise_=False)
         writers.shutdown(wait=True)
         timings["wall"] = time.perf_counter() - start
-        result.timings = timings
-        bar.close()
-    return rows_out
+        job.result.timings = timings
+        job.bar.close()
 
 
 class _InlineExecutor(Executor):
@@ -341,18 +383,6 @@ class _Loaded:
         return self.row["sample_id"]
 
 
-def _submit_loads(
-    loader: Executor,
-    rows: list[dict[str, Any]],
-    config: TransferConfig,
-    store: storage.Storage,
-    digest: str,
-    storage_options: dict[str, Any],
-) -> list[Future]:
-    """Start loading one batch, one task per image (:func:`_load_sample`)."""
-    return [loader.submit(_load_sample, r, config, store, digest, storage_options) for r in rows]
-
-
 def _gather_loads(
     futures: list[Future],
 ) -> tuple[list[_Loaded], list[tuple[dict[str, Any], str, str]]]:
@@ -371,21 +401,15 @@ def _gather_loads(
     return loaded, failed
 
 
-def _load_sample(
-    r: dict[str, Any],
-    config: TransferConfig,
-    store: storage.Storage,
-    digest: str,
-    storage_options: dict[str, Any],
-) -> _Loaded | tuple[dict[str, Any], str, str]:
+def _load_sample(job: _Job, r: dict[str, Any]) -> _Loaded | tuple[dict[str, Any], str, str]:
     """Read, decode, check and resize one sample (loader thread); or (row, key, error) when it
     fails alone: unreadable, a bad pair, or an id that cannot be a storage key."""
-    sid = r["sample_id"]
-    key = layout.generated_image_key(config.domain, digest, sid)
+    sid, options = r["sample_id"], job.storage_options
+    key = job.key(sid)
     try:
-        store.uri(key)  # refuses an id that cannot be a storage key
-        image = read_image(r["image_uri"], **storage_options)
-        label = read_label(r["label_uri"], r["label_format"], **storage_options)
+        job.store.uri(key)  # refuses an id that cannot be a storage key
+        image = read_image(r["image_uri"], **options)
+        label = read_label(r["label_uri"], r["label_format"], **options)
         validate_pair(image, label, f"sample {sid!r}")
     except (ValueError, FileNotFoundError, storage.PermanentStorageError) as err:
         # (a transient storage error propagates: the shard task retries it)
@@ -396,38 +420,27 @@ def _load_sample(
     # The sampler's own resizes (bicubic image, nearest labels) done here, beside the model:
     # given images at their generation size it has nothing left to resize.
     height, width = image.shape[:2]
-    size = generation_size(width, height, config.short_side, config.size_multiple)
+    size = generation_size(width, height, job.config.short_side, job.config.size_multiple)
     return _Loaded(r, key, resize_image(image, size), resize_nearest(label, size), (width, height))
 
 
-def _write_image(
-    store: storage.Storage, sample: _Loaded, out: Any, digest: str, config: TransferConfig
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _write_image(job: _Job, sample: _Loaded, out: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Encode, hash and store one generated image (writer thread): (metadata, integrity)."""
     image = out.image
-    meta = {**out.metadata, "config_digest": digest}
-    if config.resize_to_source and (image.shape[1], image.shape[0]) != sample.source_size:
+    meta = {**out.metadata, "config_digest": job.digest}
+    if job.config.resize_to_source and (image.shape[1], image.shape[0]) != sample.source_size:
         image = resize_image(image, sample.source_size)
         meta["width"], meta["height"] = sample.source_size
     try:
         data = encode_png_with_metadata(image, meta)
-        store.put_bytes(sample.key, data)
+        job.store.put_bytes(sample.key, data)
     except BaseException as err:
-        _name_in(err, "writing", store.uri(sample.key))
+        _name_in(err, "writing", job.store.uri(sample.key))
         raise
     return meta, image_integrity(data)
 
 
-def _collect(
-    batch: list[tuple[dict[str, Any], str, Future]],
-    config: TransferConfig,
-    store: storage.Storage,
-    rows_out: dict[str, dict[str, Any]],
-    result: TransferResult,
-    bar: Any,
-    *,
-    raise_: bool,
-) -> None:
+def _collect(job: _Job, batch: list[tuple[dict[str, Any], str, Future]], *, raise_: bool) -> None:
     """Wait for one batch's writes and count each image stored; then raise the batch's first
     error if ``raise_`` (else it is dropped: another error is already propagating)."""
     first: BaseException | None = None
@@ -437,9 +450,7 @@ def _collect(
         except BaseException as err:
             first = first or err
             continue
-        rows_out[r["sample_id"]] = _row(r, config, store, key, meta, "ok", integrity)
-        result.written += 1
-        bar.update(1)
+        job.record(r, key, meta, "ok", integrity)
     if first is not None and raise_:
         raise first
 
@@ -459,53 +470,14 @@ def _name_in(err: BaseException, doing: str, *uris: str) -> None:
         err.add_note(f"while {doing} {', '.join(uris)}")
 
 
-def _existing_image(
-    store: storage.Storage, key: str, digest: str
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def _existing_image(job: _Job, key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Metadata and integrity of an image already written with the same digest, else None."""
-    if not store.exists(key):
+    if not job.store.exists(key):
         return None
-    data = store.get_bytes(key)
+    data = job.store.get_bytes(key)
     meta = read_png_metadata(data)
-    if meta is None or meta.get("config_digest") != digest:
+    if meta is None or meta.get("config_digest") != job.digest:
         return None
     if not png_is_intact(data):  # truncated or corrupt (its text chunks may still read): redo
         return None
     return meta, image_integrity(data)
-
-
-def _row(
-    sample: dict[str, Any],
-    config: TransferConfig,
-    store: storage.Storage,
-    key: str,
-    meta: dict[str, Any],
-    status: str,
-    integrity: dict[str, Any] | None = None,
-    *,
-    error: str | None = None,
-) -> dict[str, Any]:
-    generated = None if status == "failed" else store.uri(key)
-    integrity = integrity or {"image_bytes": None, "image_sha256": None}
-    return {
-        "sample_id": sample["sample_id"],
-        "domain": config.domain,
-        "source_uri": sample["image_uri"],
-        "label_uri": sample["label_uri"],
-        "label_format": sample["label_format"],
-        "generated_uri": generated,
-        **integrity,
-        "prompt": meta["prompt"],
-        "negative_prompt": meta["negative_prompt"],
-        "strength": float(meta["strength"]),
-        "seed": int(meta["seed"]),
-        "k": int(meta["k"]),
-        "first_timestep": int(meta["first_timestep"]),
-        "palette": meta["palette"],
-        "method": meta["method"],
-        "model_revisions": json.dumps(meta["model_revisions"], sort_keys=True),
-        "config_digest": meta["config_digest"],
-        "status": status,
-        "error": error,
-        "seconds": float(meta.get("seconds", 0.0)) if status == "ok" else 0.0,
-    }
