@@ -14,6 +14,7 @@ import copy
 import uuid
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,12 +183,12 @@ def check_seg_config(
                     errors.append(("", f"dataset type {dataset.type!r} is not registered"))
                 for t in dataset.pipeline:  # as training derives it (loaders merged, pairs)
                     name = t.get("type") if isinstance(t, dict) else t
-                    build = lambda t=t: TRANSFORMS.build(t)  # noqa: E731
+                    build = partial(TRANSFORMS.build, t)
                     errors.append(
                         (f"train pipeline transform {name}: ", _build_error(build, notes))
                     )
-                build = lambda model=cfg.model: _build_model(MODELS, model, torch)  # noqa: E731
-                errors.append(("model: ", _build_error(build, notes)))
+                model = partial(_build_model, MODELS, cfg.model, torch)
+                errors.append(("model: ", _build_error(model, notes)))
         for what, message in errors:
             if message:
                 found.setdefault((what, message), []).append("source-only" if source else "ZoDi")
