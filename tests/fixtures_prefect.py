@@ -13,7 +13,8 @@ def prefect_harness(tmp_path_factory):
     mp.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    # 300 s: on the shared 2-core machine under load the server took over 120 s to answer
+    with prefect_test_harness(server_startup_timeout=300):
         yield home
     mp.undo()
 
