@@ -8,9 +8,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from prefect.automations import Automation
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, get_current_settings
+from prefect.variables import Variable
+from prefect.workers.process import ProcessWorker
+
+from deployments.blocks import save_s3_result_storage
 from deployments.gpu_pool import DEFAULT_IMAGE, gpu_base_job_template
 
 HERE = Path(__file__).resolve().parent
@@ -35,8 +48,6 @@ def zombie_after_s() -> int:
     ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` as set where ``zodi deploy`` runs (Prefect's default
     180 s: 9 minutes). Every flow engine sends heartbeats at that period; set the same value for
     the workers (their flow runs) and for ``zodi deploy``."""
-    from prefect.settings import get_current_settings
-
     return MISSED_HEARTBEATS * int(get_current_settings().flows.heartbeat_frequency or 180)
 
 
@@ -48,9 +59,6 @@ POOLS: dict[str, tuple[str, str]] = {
 
 
 def _ensure_pool(client: Any, name: str, type_: str, template: dict[str, Any]) -> str:
-    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-    from prefect.exceptions import ObjectNotFound
-
     try:
         pool = client.read_work_pool(name)
     except ObjectNotFound:
@@ -71,15 +79,11 @@ def pool_template(type_: str) -> dict[str, Any]:
     """The base job template of a pool: the process worker's default, or the GPU template."""
     if type_ == "kubernetes":
         return gpu_base_job_template()
-    from prefect.workers.process import ProcessWorker
-
     return ProcessWorker.get_default_base_job_template()
 
 
 def ensure_work_pools(only: Only = "all") -> dict[str, str]:
     """Create or update the work pools; return ``{pool: created|updated|unchanged}``."""
-    from prefect.client.orchestration import get_client
-
     with get_client(sync_client=True) as client:
         return {
             name: _ensure_pool(client, name, type_, pool_template(type_))
@@ -90,8 +94,6 @@ def ensure_work_pools(only: Only = "all") -> dict[str, str]:
 
 def ensure_prompts_variable(name: str = PROMPTS_VARIABLE) -> str:
     """Create the prompts Variable empty when it is missing; return ``created|unchanged``."""
-    from prefect.variables import Variable
-
     if Variable.get(name) is not None:
         return "unchanged"
     Variable.set(name, EMPTY_PROMPTS)
@@ -101,13 +103,6 @@ def ensure_prompts_variable(name: str = PROMPTS_VARIABLE) -> str:
 def zombie_automation() -> Any:
     """Prefect's "detect zombie flows" automation: a flow run that sent a heartbeat and then,
     within :func:`zombie_after_s`, neither another heartbeat nor a final state, is set Crashed."""
-    from datetime import timedelta
-
-    from prefect.automations import Automation
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import EventTrigger, Posture
-
     after_s = zombie_after_s()
     return Automation(
         name=ZOMBIE_AUTOMATION,
@@ -139,8 +134,6 @@ def zombie_automation() -> Any:
 
 def ensure_zombie_automation() -> str:
     """Create or update the zombie-detection automation; return ``created|updated|unchanged``."""
-    from prefect.client.orchestration import get_client
-
     wanted = zombie_automation()
     spec = ("trigger", "actions", "enabled", "description")
     with get_client(sync_client=True) as client:
@@ -188,8 +181,6 @@ def deploy_deployments(
 
 def list_deployments() -> list[str]:
     """``flow/deployment`` names on the server, sorted."""
-    from prefect.client.orchestration import get_client
-
     with get_client(sync_client=True) as client:
         flows = {f.id: f.name for f in client.read_flows()}
         return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments())
@@ -206,15 +197,11 @@ def deploy(
 ) -> dict[str, Any]:
     """Pools, blocks and deployments, idempotently, on the server of ``PREFECT_API_URL`` (the
     CLI checks it is set); a JSON-able summary of what it did."""
-    from prefect.settings import PREFECT_API_URL
-
     # 1. work pools
     pools = ensure_work_pools(only)
     # 2. blocks: result storage in S3 (credentials from the workers' environment)
     blocks = []
     if s3_root:
-        from deployments.blocks import save_s3_result_storage
-
         save_s3_result_storage(RESULTS_BLOCK, s3_root, endpoint_url=s3_endpoint, region=s3_region)
         blocks.append(f"s3-bucket/{RESULTS_BLOCK}")
     # 3. the prompts Variable the regenerate deployments read (and are triggered by)

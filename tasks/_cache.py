@@ -25,6 +25,8 @@ from typing import Any
 
 from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.locking.filesystem import FileSystemLockManager
+from prefect.results import get_result_store
+from prefect.settings import get_current_settings
 from prefect.transactions import IsolationLevel
 
 from zodi_core import storage
@@ -57,8 +59,6 @@ def locks_dir() -> Path:
     """Folder of the cache lock files, read when a lock is taken (never at import)."""
     if os.environ.get(LOCKS_ENV):
         return Path(os.environ[LOCKS_ENV]).expanduser()
-    from prefect.settings import get_current_settings
-
     return Path(get_current_settings().home).expanduser() / "locks"
 
 
@@ -213,8 +213,6 @@ def isolated_policy(cache_key_fn: Callable[..., str | None]) -> Any:
 
 def cached_values(task: Any, keys: list[str]) -> dict[str, Any]:
     """``{key: cached value}`` for the keys that have a readable cache record of ``task``."""
-    from prefect.results import get_result_store
-
     store = get_result_store().update_for_task(task)
     found = {}
     for key in keys:

@@ -7,6 +7,9 @@ from uuid import UUID
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.exceptions import MissingResult
 
 from zodi_core.polling import poll
 
@@ -14,15 +17,11 @@ from zodi_core.polling import poll
 @task(cache_policy=NO_CACHE)
 def launch_child_run_task(deployment: str, parameters: dict[str, Any], name: str) -> str:
     """Create a flow run of ``deployment``; return its id at once (the parent waits for all)."""
-    from prefect.deployments import run_deployment
-
     run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=name)
     return str(run.id)
 
 
 def _final_state(state: Any) -> dict[str, Any]:
-    from prefect.exceptions import MissingResult
-
     try:
         # The child's return value (or its Failed data): needs persisted results that the
         # parent can read (a shared local path, or an S3 result block).
@@ -43,8 +42,6 @@ def wait_for_flow_runs_task(
 ) -> dict[str, dict[str, Any]]:
     """Wait until every flow run is final; ``{id: {"state", "ok", "message", "result"}}``
     (``result``: the run's return value or failed data when it is a mapping, else None)."""
-    from prefect.client.orchestration import get_client
-
     with get_client(sync_client=True) as client:
         states = poll(
             lambda: {i: client.read_flow_run(UUID(i)).state for i in flow_run_ids},

@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.variables import Variable
 
 from tasks.artifacts import publish_markdown
 from zodi_core import prompts, regeneration
@@ -24,8 +25,6 @@ def load_prompt_config_task(prompt_config_uri: str) -> prompts.PromptConfig:
     (``variable://<name>``, holding the YAML as a string or the mapping as JSON)."""
     if not prompt_config_uri.startswith(VARIABLE_SCHEME):
         return prompts.load_prompt_config(prompt_config_uri)
-    from prefect.variables import Variable
-
     name = prompt_config_uri.removeprefix(VARIABLE_SCHEME)
     value = Variable.get(name)
     if value is None:
