@@ -1,21 +1,11 @@
-"""Add ZoDi to any mmseg segmentor config, in code (SPEC §3).
+"""Add ZoDi to any mmseg segmentor config (ours or a stock one), in code (SPEC §3):
 
-A config passed to ``zodi train`` is a plain segmentation recipe — one of ours, or a stock mmseg
-config (DeepLabV3+, PSPNet, SegFormer, ...). :func:`adapt_config` turns it into a training config
-on our manifests:
-
-1. the training dataset becomes :class:`~zodi_core.seg.datasets.ZoDiPairedDataset` (ZoDi) or
-   :class:`~zodi_core.seg.datasets.ZoDiManifestDataset` (source-only), and validation/test
-   datasets ``ZoDiManifestDataset``; the manifests themselves are filled in by ``train_model``;
-2. the pipelines are derived from the config's own: loaders become ``LoadZoDiSample`` /
-   ``LoadZoDiPair``; for pairs, geometric transforms run once on the source and are replayed on
-   the generated image (:class:`~zodi_core.seg.transforms.ZoDiPairedTransforms`: same crop, same
-   flip), photometric ones get an independent draw per image
-   (:class:`~zodi_core.seg.transforms.ZoDiEachImage`), and ``PackSegInputs`` becomes
-   ``PackZoDiPairInputs``;
+1. the datasets read manifests (``ZoDiPairedDataset`` for ZoDi, ``ZoDiManifestDataset``
+   otherwise);
+2. the pipelines are derived from the config's own: for pairs, geometric transforms are
+   replayed on the generated image (same crop, same flip), photometric ones drawn per image;
 3. the model is wrapped in ``ZoDiSegmentor`` with the scheme, λ and feature stage of
-   :class:`~zodi_core.config.TrainConfig` — their only owner (also for a config that already
-   wraps ``ZoDiSegmentor`` or trains on ``ZoDiPairedDataset``).
+   :class:`~zodi_core.config.TrainConfig`, their only owner (also for an already-ZoDi config).
 """
 
 from __future__ import annotations
@@ -176,16 +166,8 @@ def _check_num_classes(model: dict) -> None:
 
 
 def adapt_config(cfg, train_config: TrainConfig | None = None, *, source_only: bool = False):
-    """Make ``cfg`` (an mmengine Config) train ZoDi, or the source-only baseline, on manifests.
-
-    Args:
-        cfg: any mmseg segmentor config (modified in place and returned).
-        train_config: the ZoDi settings (scheme, λ, feature stage); default ``TrainConfig()``.
-        source_only: train the plain segmentor on the source images (no wrapper, no pairs).
-    Raises:
-        ConfigError: a training dataset or pipeline that cannot be paired, a wrong class count,
-            or ``source_only`` with a config that is itself ZoDi.
-    """
+    """Make ``cfg`` (an mmengine Config, changed in place and returned) train ZoDi, or the
+    source-only baseline, on manifests."""
     tc = train_config or TrainConfig()
     cfg.custom_imports = dict(imports=["zodi_core.seg"], allow_failed_imports=False)
     cfg.setdefault("default_scope", "mmseg")

@@ -1,22 +1,9 @@
-"""Loading mmengine checkpoints under torch ≥ 2.6, whose ``torch.load`` defaults to
-``weights_only=True``.
+"""mmengine checkpoints: loading under torch ≥ 2.6, atomic writing, the one to resume.
 
-mmengine 0.10 calls ``torch.load(filename, map_location)`` without ``weights_only``; a
-checkpoint written by its Runner pickles the message hub (``mmengine.logging.HistoryBuffer``,
-numpy arrays and scalars), so the safe unpickler refuses it ("Unsupported global:
-mmengine.logging.history_buffer.HistoryBuffer"). Instead of switching the safe loader off for
-the whole process (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), :func:`checkpoint_loading` allows
-exactly the classes an mmengine checkpoint holds, for the duration of a ``with`` block.
-
-One more global appears in those pickles: ``builtins.getattr``, because a ``HistoryBuffer``
-pickles its statistics methods as ``getattr(HistoryBuffer, 'mean')``. Allowing the real getattr
-would let a malicious file walk to any function (and defeat the safe loader), so the name is
-bound to :func:`_history_buffer_getattr`, which resolves only those attributes.
-
-Writing: :class:`AtomicLocalBackend` (mmengine file backend ``zodi_atomic_local``, set on the
-``CheckpointHook`` by :func:`~zodi_core.seg.train.train_model`) publishes each checkpoint with a
-temp file beside it, fsync and ``os.replace``: a crash or a full disk never leaves a truncated
-``iter_N.pth`` for the next run to resume from. :func:`latest_checkpoint` finds what to resume.
+torch ≥ 2.6 loads ``weights_only=True`` and refuses the message hub an mmengine checkpoint
+pickles ("Unsupported global: ...HistoryBuffer"); rather than switch the safe loader off for the
+process, :func:`checkpoint_loading` allows exactly those classes within a ``with`` block.
+:class:`AtomicLocalBackend` never leaves a truncated ``iter_N.pth`` for a resume to pick.
 """
 
 from __future__ import annotations
@@ -58,7 +45,8 @@ def _numpy_globals() -> list[Any]:
 
 
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
-    """``getattr`` restricted to HistoryBuffer's statistics methods (see module doc)."""
+    """``getattr`` restricted to HistoryBuffer's statistics methods, which it pickles as
+    ``getattr(HistoryBuffer, 'mean')``: the real getattr would let a file reach any function."""
     from mmengine.logging import HistoryBuffer
 
     allowed = {"min", "max", "current", "mean", *HistoryBuffer._statistics_methods}
@@ -107,11 +95,7 @@ def load_checkpoint_file(uri: str, map_location: str = "cpu") -> dict[str, Any]:
 
 @register_backend(ATOMIC_BACKEND, force=True)
 class AtomicLocalBackend(LocalBackend):
-    """mmengine's local backend whose ``put`` publishes atomically (temp file, fsync, rename).
-
-    A failed write (no space left, a kill) leaves the previous file or nothing, never a part;
-    the error names the file (``<path>: write failed: no space left on the device ...``).
-    """
+    """mmengine's local backend whose ``put`` publishes atomically (temp file, fsync, rename)."""
 
     def put(self, obj: bytes, filepath: str | Path) -> None:
         write_atomic(Path(filepath), lambda f: f.write(obj))
@@ -124,14 +108,9 @@ def checkpoint_step(path: str | Path) -> tuple[str, int] | None:
 
 
 def latest_checkpoint(work_dir: str | Path) -> Path | None:
-    """The checkpoint to resume ``work_dir`` from, or None.
-
-    The file mmengine's :func:`~mmengine.runner.find_latest_checkpoint` names (the
-    ``last_checkpoint`` marker), looked up by name in ``work_dir`` (a moved or staged work dir
-    keeps its checkpoints); None without a marker or when the file it names was deleted. A
-    marker left empty (a full disk while mmengine rewrote it) falls back to the highest
-    ``iter_N.pth`` / ``epoch_N.pth`` of the folder.
-    """
+    """The checkpoint to resume ``work_dir`` from (mmengine's ``find_latest_checkpoint``, by
+    file name: a moved or staged work dir keeps its checkpoints), or None. A marker left empty
+    (a full disk while mmengine rewrote it) falls back to the highest ``iter_N``/``epoch_N``."""
     work_dir = Path(work_dir)
     if not (work_dir / "last_checkpoint").is_file():
         return None

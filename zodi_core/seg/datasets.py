@@ -1,14 +1,6 @@
-"""Manifest-backed MMSeg datasets: training and evaluation read manifests, never folders.
-
-- :class:`ZoDiPairedDataset` — one item per (source image, generated image, label) triple of a
-  transfer manifest (rows with status ``ok``/``skipped`` and a ``generated_uri``). With
-  ``source_manifest`` the source image and label come from a samples manifest, joined on
-  ``sample_id`` (never on row order; the authors' release paired files by listing order).
-- :class:`ZoDiManifestDataset` — one item per row of a samples manifest (``image_uri``), or of a
-  transfer manifest (``image_column='source_uri'`` for source-only training from the paired
-  manifest, ``'generated_uri'`` for proxy evaluation on generated images).
-
-Both carry the 19 Cityscapes classes and palette of ``CityscapesDataset.METAINFO``.
+"""Manifest-backed MMSeg datasets (Cityscapes' classes): training and evaluation read
+manifests, never folders; pairs are joined on ``sample_id``, never on row order (the authors'
+release paired files by listing order).
 """
 
 from __future__ import annotations
@@ -60,20 +52,9 @@ def _item(sid: str, img: str, label: str, fmt: str, domain: str, uri: str) -> di
 def read_pairs(
     manifest: str, source_manifest: str | None = None, check_exists: bool = True
 ) -> list[dict[str, Any]]:
-    """The training pairs of a transfer manifest, sorted by ``sample_id``.
-
-    Args:
-        manifest: URI of a ``transfer`` manifest.
-        source_manifest: optional URI of a ``samples`` manifest; when given, each pair's source
-            image and label are that manifest's row with the same ``sample_id``.
-        check_exists: check up front that every generated image exists (a missing one is named).
-    Returns:
-        dicts with ``sample_id``, ``img_path``, ``gen_path``, ``seg_map_path``, ``label_format``,
-        ``domain``.
-    Raises:
-        ManifestError: empty manifest, no usable row, duplicate ids, a sample missing from the
-            source manifest. FileNotFoundError: a generated image is missing.
-    """
+    """The training pairs of a transfer manifest, sorted by ``sample_id``; with
+    ``source_manifest`` (a samples manifest) the source image and label are its row of the same
+    ``sample_id``. ``check_exists``: every generated image is checked up front."""
     sources = None
     if source_manifest is not None:
         sources = {r["sample_id"]: r for r in _rows(source_manifest, "samples", required=False)}
@@ -97,11 +78,8 @@ def read_pairs(
 
 
 def read_samples(manifest: str, image_column: str | None = None) -> list[dict[str, Any]]:
-    """One item per row of a samples or transfer manifest, sorted by ``sample_id``.
-
-    ``image_column`` picks the image: default ``image_uri`` (samples) / ``source_uri``
-    (transfer); ``generated_uri`` for the proxy set (rows without one are skipped).
-    """
+    """One item per row of a samples or transfer manifest, sorted by ``sample_id``;
+    ``image_column`` ``generated_uri`` gives the proxy set (rows without one are skipped)."""
     table = read_manifest(manifest)
     schema = (table.schema.metadata or {}).get(b"zodi.schema", b"").decode()
     if schema not in ("samples", "transfer"):

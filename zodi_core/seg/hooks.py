@@ -1,10 +1,5 @@
-"""Hooks of ZoDi training, registered in MMSeg's ``HOOKS``.
-
-:class:`ZoDiSyncWorkDirHook` mirrors a local staging work dir to the real one (S3 through
-:mod:`zodi_core.storage`) after every checkpoint, so a crash loses at most the work since the
-last checkpoint wherever the work dir lives. :class:`ZoDiProgressHook` prints one compact
-progress line (iteration, loss terms, ETA) for people at a terminal, instead of mmengine's log.
-"""
+"""Hooks of ZoDi training, registered in MMSeg's ``HOOKS``: mirroring a staging work dir to S3
+after every checkpoint, and a one-line progress display."""
 
 from __future__ import annotations
 
@@ -49,12 +44,8 @@ def plan_sync(
 
 @HOOKS.register_module()
 class ZoDiSyncWorkDirHook(Hook):
-    """Upload new checkpoints and logs of ``runner.work_dir`` to ``target`` after each save.
-
-    Runs after the ``CheckpointHook`` (lower priority), when ``last_checkpoint`` changed, and
-    once at the end of training. Checkpoints that mmengine rotated out locally
-    (``max_keep_ckpts``) are deleted remotely too.
-    """
+    """Upload new checkpoints and logs of ``runner.work_dir`` to ``target`` after each save (and
+    at the end); checkpoints rotated out locally (``max_keep_ckpts``) are deleted remotely."""
 
     priority = "LOWEST"
 
@@ -111,11 +102,7 @@ PROGRESS_TERMS = (
 
 
 def format_losses(terms: dict[str, float]) -> str:
-    """``loss 1.234  loss_sim 0.012  ce_src 0.6  ce_gen 0.6``: the loss terms worth a glance.
-
-    A ZoDi run shows the total, λ·L_sim and the decode head's loss on each half; a plain run its
-    head losses (``decode.loss_ce``, ``aux.loss_ce``, ...).
-    """
+    """``loss 1.234  loss_sim 0.012  ce_src 0.6  ce_gen 0.6``: the loss terms worth a glance."""
     keys = [k for k in PROGRESS_TERMS if k in terms and k != "cos_mean"]
     if "ce_src" not in terms:
         keys += sorted(k for k in terms if "loss" in k and k not in keys)
@@ -141,11 +128,8 @@ def _scalar(value: Any) -> float | None:
 
 @HOOKS.register_module()
 class ZoDiProgressHook(Hook):
-    """One compact progress line per ``interval`` iterations on ``stream`` (default stderr).
-
-    On a terminal the line is rewritten in place; otherwise one line is printed per interval
-    (and at the last iteration). The ETA extrapolates the mean time per iteration of this run.
-    """
+    """One compact progress line per ``interval`` iterations on ``stream`` (default stderr),
+    rewritten in place on a terminal."""
 
     priority = "BELOW_NORMAL"
 

@@ -1,8 +1,5 @@
-"""The similarity loss of ZoDi (SPEC §3, paper Eq. 6–8), as pure tensor functions.
-
-L = λ·L_sim + CE(H(F(I)), y) + CE(H(F(I')), y), with L_sim = 1 − cos(GAP(F(I)), GAP(F(I'))).
-The cross-entropy terms come from the wrapped segmentor's own heads (see
-:class:`zodi_core.seg.segmentor.ZoDiSegmentor`); this module holds the part that is ZoDi's.
+"""The similarity loss of ZoDi (SPEC §3, paper Eq. 6–8), as pure tensor functions; the
+cross-entropy terms are the wrapped segmentor's own (:mod:`zodi_core.seg.segmentor`).
 """
 
 from __future__ import annotations
@@ -15,15 +12,8 @@ from torch import Tensor
 
 
 def select_stage(features: Tensor | Sequence[Tensor], stage: int) -> Tensor:
-    """Pick one stage of a backbone's output.
-
-    Args:
-        features: a (N, C, H, W) tensor, or the tuple of stage outputs most mmseg backbones return
-            (ResNet with ``out_indices=(0, 1, 2, 3)``: layer1..layer4).
-        stage: index into that tuple; -1 is the last stage (layer4 of ResNet, the paper's F).
-    Returns:
-        (N, C, H, W) float feature map of the selected stage.
-    """
+    """Pick one stage, (N, C, H, W) float, of a backbone's output (a tensor or the tuple of
+    stages); -1 is the last stage (layer4 of ResNet, the paper's F)."""
     if isinstance(features, Tensor):
         if stage not in (0, -1):
             raise ValueError(
@@ -56,13 +46,8 @@ def similarity_loss(
 ) -> tuple[Tensor, Tensor]:
     """λ·(1 − cos(GAP(F(I)), GAP(F(I')))) averaged over the pairs (Eq. 6), gradients to both.
 
-    Args:
-        feat_src: (N, C, H, W) features F(I) of the source images.
-        feat_gen: (N, C, H, W) features F(I') of their generated twins (same order).
-        lambda_sim: λ, the weight of the similarity term (paper: 0.1).
-    Returns:
-        ``(loss, cos)``: the weighted scalar loss, and the (N,) cosine per pair in [-1, 1]
-        (still attached to the graph; detach it for logging).
+    ``feat_src``, ``feat_gen``: (N, C, H, W) F(I) and F(I'). Returns ``(loss, cos)``, cos (N,)
+    in [-1, 1] still attached to the graph.
     """
     if feat_src.shape != feat_gen.shape:
         raise ValueError(

@@ -1,15 +1,6 @@
-"""Run a trained (adapted) model on images: label maps and colour overlays.
-
-:func:`predict_images` is what ``zodi predict`` calls. Inputs are a folder of images (PNG/JPEG,
-searched recursively, in sorted order) or a manifest (a samples manifest's ``image_uri``, a
-paired manifest's ``generated_uri``). For each image it writes, under ``out`` (local or
-``s3://``):
-
-- ``labels/<id>.png``: (H, W) uint8 Cityscapes train ids 0..18 at the image's own size;
-- ``overlays/<id>.png``: the image blended with the Cityscapes palette colours of the prediction.
-
-``<id>`` is the manifest's ``sample_id`` or the image's path relative to the folder without its
-suffix (sub-folders kept).
+"""Run a trained (adapted) model on a folder of images or a manifest (``zodi predict``): for
+each ``<id>`` (``sample_id``, or the path in the folder without suffix), ``labels/<id>.png``
+((H, W) uint8 train ids 0..18 at the image's size) and ``overlays/<id>.png``.
 """
 
 from __future__ import annotations
@@ -91,19 +82,8 @@ def predict_images(
     scale: tuple[int, int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Predict every input image; write label maps and overlays under ``out``.
-
-    Args:
-        mmseg_config: the config the model was trained with (ZoDi checkpoints load into it).
-        checkpoint: checkpoint URI (local or ``s3://``).
-        inputs: a folder of images or a manifest URI (``.parquet``).
-        out: output folder or ``s3://bucket/prefix``.
-        device: 'auto', 'cpu', 'cuda', 'cuda:N'.
-        scale: (W, H) the model sees (e.g. the evaluation size); None: each image's own size.
-        progress: a progress bar on stderr.
-    Returns:
-        ``{"images", "labels", "overlays"}``: the count and the two output folders.
-    """
+    """Predict every input image at ``scale`` (W, H; None: its own size); write label maps and
+    overlays under ``out``. Returns ``{"images": count, "labels", "overlays": folders}``."""
     from tqdm import tqdm
 
     from zodi_core.device import resolve_device

@@ -1,10 +1,6 @@
-"""Whether a training run resumes its work dir, and from which checkpoint.
-
-A work dir records the settings its checkpoints were trained with (:data:`SETTINGS_RECORD`: what
-decides the model — network, data and their content, schedule and budget, optimiser, seed).
-:func:`decide_resume` resumes when this run's settings are the recorded ones and refuses other
-settings naming what changed; :func:`stage_resume` fetches the last checkpoint of an ``s3://``
-work dir into a local staging folder.
+"""Whether a training run resumes its work dir, and from which checkpoint: a work dir records
+the settings its checkpoints were trained with (:data:`SETTINGS_RECORD`), and only the same
+settings resume.
 """
 
 from __future__ import annotations
@@ -90,14 +86,9 @@ def decide_resume(
     settings: dict[str, Any],
     work_dir: str,
 ) -> bool:
-    """Whether to resume from ``last``.
-
-    ``True`` resumes (an error without a checkpoint; other settings are named on stderr),
-    ``False`` starts over. ``"auto"`` resumes when the work dir's recorded settings are this
-    run's, starts when it holds no checkpoint, and otherwise refuses (ConfigError naming what
-    changed, or that nothing was recorded): a checkpoint of other settings is never resumed
-    silently.
-    """
+    """Whether to resume from ``last``. ``"auto"`` resumes the same settings, starts without a
+    checkpoint, and otherwise refuses naming what changed: a checkpoint of other settings is
+    never resumed silently (``True`` resumes it, saying so on stderr)."""
     if resume is True:
         if last is None:
             raise FileNotFoundError(
@@ -126,8 +117,7 @@ def decide_resume(
 
 
 def schedule_done(checkpoint: Path, train_cfg) -> bool:
-    """Whether ``checkpoint`` (``iter_N.pth`` / ``epoch_N.pth``) already ends the schedule of
-    ``train_cfg`` (the config's train loop)."""
+    """Whether ``checkpoint`` (``iter_N.pth`` / ``epoch_N.pth``) already ends ``train_cfg``."""
     step = checkpoint_step(checkpoint)
     if step is None:
         return False

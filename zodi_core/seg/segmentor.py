@@ -5,21 +5,15 @@ similarity loss between the backbone features of each source image I and its gen
 
     L = λ·(1 − cos(GAP(F(I)), GAP(F(I')))) + L_seg(I, y) + L_seg(I', y)
 
-L_seg is what the wrapped segmentor's heads compute. ``zodi train`` adds the wrapper in code
-(:func:`zodi_core.seg.adapt.adapt_config`) with λ, scheme and stage from ``TrainConfig``.
-Two schemes, equal in loss value and gradient when BatchNorm is frozen (eval mode):
+Two schemes, equal in loss and gradient when BatchNorm is frozen:
 
-- ``release`` (the authors' release): forward the sources → L_seg(I) + λ·L_sim (generated
-  features from a backbone-only forward of I'), backward; a second forward of I' → L_seg(I'),
-  backward; one optimizer step. BatchNorm statistics see each domain's batch on its own.
-- ``concat``: one forward of the 2N batch [I; I'] (BatchNorm statistics mix both domains).
-  Mean-reduced head losses over 2N images are (L(I) + L(I')) / 2 (the halves share labels),
-  so they are doubled to give Eq. 8. A third fewer backbone passes; a 2N graph alive at once.
+- ``release`` (the authors' release): L_seg(I) + λ·L_sim, backward; L_seg(I'), backward; one
+  step. BatchNorm statistics see each domain's batch on its own.
+- ``concat``: one forward of [I; I'] (BatchNorm mixes both domains); mean-reduced losses over 2N
+  are (L(I) + L(I')) / 2, so doubled for Eq. 8. Fewer backbone passes; a 2N graph at once. The
+  only scheme under DDP (mmengine's wrapper calls ``forward(mode='loss')``, not ``train_step``).
 
-Logged per iteration: ``loss_sim`` (λ·L_sim), ``cos_mean``, ``ce_src`` and ``ce_gen`` (the decode
-head's loss on each half; not added to the total again). Under DDP mmengine's wrapper calls
-``forward(mode='loss')``, never ``train_step``: only ``concat`` runs there (``train_model``
-refuses ``release``); each process averages its own pairs and DDP averages the gradients.
+``ce_src``/``ce_gen`` are logged only (not added to the total again).
 """
 
 from __future__ import annotations
@@ -50,11 +44,9 @@ ROLE_KEY = "zodi_role"
 class ZoDiDataPreProcessor(BaseDataPreprocessor):
     """Batch a paired batch as one 2N batch [sources; generated] with the wrapped preprocessor.
 
-    Input (from ``PackZoDiPairInputs`` + ``pseudo_collate``): ``inputs`` and ``gen_inputs``, N
-    (3, H, W) uint8 tensors each, and N data samples. Output: ``inputs`` (2N, 3, H, W) float32
-    normalised by ``inner`` (mean/std, padding, BGR→RGB, exactly as the plain model), and 2N data
-    samples, the second N deep copies of the first tagged ``zodi_role='generated'``. A batch
-    without ``gen_inputs`` (validation, source-only data) goes through ``inner`` unchanged.
+    ``inputs`` and ``gen_inputs``: N (3, H, W) uint8 each → ``inputs`` (2N, 3, H, W) float32
+    normalised by ``inner``, and 2N data samples (the second N tagged ``generated``). A batch
+    without ``gen_inputs`` goes through ``inner`` unchanged.
     """
 
     def __init__(self, inner: dict | nn.Module) -> None:
@@ -120,11 +112,8 @@ def _capture_forward(module: nn.Module | None) -> Iterator[list[Any]]:
 
 
 def _head_loss(head: nn.Module, logits: Tensor, data_samples: list) -> Tensor:
-    """The decode head's loss terms on some of its logits, for logging (no accuracy, no sampler).
-
-    ``BaseDecodeHead.loss_by_feat`` would do, but it also computes the pixel accuracy with a
-    top-k over classes, which doubled the time of a CPU training step when called per half.
-    """
+    """The decode head's loss terms on some of its logits, for logging; not
+    ``BaseDecodeHead.loss_by_feat``, whose top-k accuracy doubled a CPU step's time."""
     label = torch.stack([s.gt_sem_seg.data for s in data_samples]).squeeze(1)
     logits = F.interpolate(
         logits, size=label.shape[-2:], mode="bilinear", align_corners=head.align_corners
@@ -137,13 +126,8 @@ def _head_loss(head: nn.Module, logits: Tensor, data_samples: list) -> Tensor:
 class ZoDiSegmentor(BaseSegmentor):
     """Any mmseg segmentor plus ZoDi's similarity loss on paired batches (see module doc).
 
-    Args:
-        segmentor: config (or module) of the segmentor to adapt; it needs a ``backbone``.
-        lambda_sim: λ of Eq. 8 (paper: 0.1).
-        feature_stage: which of the backbone's outputs is F (-1: last stage, ResNet layer4).
-        scheme: ``'release'`` or ``'concat'`` (see module doc).
-        data_preprocessor: used for the wrapped segmentor only when its config has none
-            (mmengine's Runner passes the config's top-level ``data_preprocessor`` here).
+    ``lambda_sim``: λ of Eq. 8; ``feature_stage``: the backbone output that is F (-1: last);
+    ``data_preprocessor`` (the Runner's top-level one) serves a segmentor config without one.
     """
 
     def __init__(
@@ -243,12 +227,8 @@ class ZoDiSegmentor(BaseSegmentor):
         return {"loss_sim": loss_sim, "cos_mean": cos.detach().mean()}
 
     def loss(self, inputs: Tensor, data_samples: list) -> dict[str, Tensor]:
-        """Losses of a batch; a paired batch gets the ``concat`` scheme's Eq. 8 in one forward.
-
-        Args:
-            inputs: (B, 3, H, W) float32 normalised images; a paired batch is [I; I'] (2N).
-            data_samples: B ``SegDataSample`` with ``gt_sem_seg`` (train ids, 255 ignored).
-        """
+        """Losses of a batch; a paired batch ((2N, 3, H, W) float32 [I; I']) gets the ``concat``
+        scheme's Eq. 8 in one forward."""
         n = self.num_pairs(data_samples)
         if n == 0:
             return self.segmentor.loss(inputs, data_samples)
@@ -287,11 +267,8 @@ class ZoDiSegmentor(BaseSegmentor):
         return out
 
     def pair_losses(self, inputs: Tensor, data_samples: list, scheme: str | None = None) -> dict:
-        """All loss terms of a paired batch under ``scheme`` (default: this model's), no step.
-
-        The release scheme's two passes are merged into one dict; its total (mmengine's
-        ``parse_losses``) equals the concat scheme's when BatchNorm and dropout are frozen.
-        """
+        """All loss terms of a paired batch under ``scheme`` (default: this model's), no step;
+        the release scheme's two passes merged into one dict."""
         scheme = scheme or self.scheme
         n = self.num_pairs(data_samples)
         if n == 0:

@@ -1,16 +1,7 @@
 """Training entry point: an mmseg config + manifests + a work dir → mmengine ``Runner.train()``.
 
-:func:`train_model` (``zodi train``, the Prefect task) loads the config (a path, a name under
-``zodi_core/seg/configs`` or an mmseg model-zoo name) with ``--cfg-options``-style overrides,
-adds ZoDi in code (:func:`~zodi_core.seg.adapt.adapt_config`) or the source-only baseline,
-points the datasets at the manifests, checks the backbone weights up front (no hang on a
-download), takes the work dir's lock (:mod:`~zodi_core.seg.worklock`) and trains: in the work dir,
-or in a local staging dir mirrored by :class:`~zodi_core.seg.hooks.ZoDiSyncWorkDirHook` for
-``s3://``. It resumes the last checkpoint when the work dir's settings record matches this run
-(:mod:`~zodi_core.seg.resume`); checkpoints are written atomically
-(:class:`~zodi_core.seg.checkpoint.AtomicLocalBackend`). Device and precision come from
-``TrainConfig`` through :func:`zodi_core.device.resolve_device`; ``launcher='pytorch'`` (under
-``torchrun``) wraps the model in DDP (the ``concat`` scheme only; gloo on CPU).
+Backbone weights are checked up front (no hang on a download); an ``s3://`` work dir trains in a
+local staging dir mirrored by :class:`~zodi_core.seg.hooks.ZoDiSyncWorkDirHook`.
 """
 
 from __future__ import annotations
@@ -81,11 +72,8 @@ def _zoo_matches(name: str) -> list[Path]:
 
 
 def resolve_config_path(config: str | os.PathLike) -> Path:
-    """A config path as given, a file under ``zodi_core/seg/configs``, or an mmseg model-zoo config.
-
-    Model-zoo configs are named ``mmseg::<folder>/<file>.py`` or by file name alone
-    (``pspnet_r50-d8_4xb2-40k_cityscapes-512x1024``), found in the installed mmsegmentation.
-    """
+    """A config path as given, a file under ``zodi_core/seg/configs``, or an mmseg model-zoo
+    config (``mmseg::<folder>/<file>.py`` or the file name alone)."""
     text = str(config)
     if text.startswith(ZOO_PREFIX):
         rel = text.removeprefix(ZOO_PREFIX)
@@ -117,13 +105,9 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
 
 
 def _new_key_note(cfg: Any, key: str) -> str | None:
-    """None when the dotted ``key`` exists in ``cfg``; else a note that it adds a new key, with
-    "did you mean" when a close key exists (mmengine's ``merge_from_dict`` adds new keys, as
-    mmseg's train tool does: ``model.backbone.init_cfg=None``).
-
-    Raises ConfigError when mmengine could not set the key: a list index out of range, or a
-    path through a value that is not a dict or list.
-    """
+    """A "did you mean" note when the dotted ``key`` is new to ``cfg`` but close to an existing
+    key (mmengine adds new keys, as in ``model.backbone.init_cfg=None``), else None;
+    ConfigError when mmengine could not set it."""
     node = cfg
     walked: list[str] = []
     for part in key.split("."):
@@ -155,17 +139,14 @@ def _new_key_note(cfg: Any, key: str) -> str | None:
 
 
 def option_notes(cfg: Any, overrides: dict[str, Any] | None) -> list[str]:
-    """A note per ``overrides`` key that adds a key close to an existing one (likely a typo);
-    ConfigError for a key mmengine cannot set. Keys that exist, or new keys unlike any
-    existing one, give no note."""
+    """A note per ``overrides`` key that is likely a typo (see :func:`_new_key_note`)."""
     notes = [_new_key_note(cfg._cfg_dict, key) for key in overrides or {}]
     return [note for note in notes if note]
 
 
 def load_config(config: str | os.PathLike, overrides: dict[str, Any] | None = None):
     """Load an mmengine config and merge ``overrides`` ({dotted key: value}) as mmengine's
-    ``--cfg-options`` does: existing keys are replaced, new keys added; a new key close to an
-    existing one warns "did you mean" (:func:`option_notes`)."""
+    ``--cfg-options`` does, warning on likely typos (:func:`option_notes`)."""
     cfg = Config.fromfile(str(resolve_config_path(config)))
     for note in option_notes(cfg, overrides):
         warnings.warn(note, UserWarning, stacklevel=2)
@@ -179,10 +160,7 @@ def _segmentor_cfg(cfg) -> Any:
 
 
 def apply_train_config(cfg, tc: TrainConfig) -> None:
-    """Apply a :class:`TrainConfig`'s schedule overrides (epochs, batch size, log level) to ``cfg``.
-
-    ZoDi's own settings (scheme, λ, stage) are applied by :func:`~zodi_core.seg.adapt.adapt_config`.
-    """
+    """Apply a :class:`TrainConfig`'s schedule overrides (epochs, batch size, log level) to ``cfg``."""
     if tc.max_epochs is not None:
         if cfg.train_cfg.get("type") != "EpochBasedTrainLoop":
             raise ConfigError("TrainConfig.max_epochs: the config's train loop is not epoch based")
@@ -226,13 +204,10 @@ def _schedule_length(cfg) -> int:
 
 
 def apply_iteration_budget(cfg, max_iters: int) -> None:
-    """Train for ``max_iters`` iterations: iteration-based loop, decay and checkpoints.
-
-    Each scheduler keeps its place in the schedule (a warm-up over the first 1 % stays the first
-    1 %). Checkpoints every ceil(max_iters / 10) iterations (a crash loses at most 10 % of the work).
-    The epoch sampler becomes mmengine's infinite one: an iteration loop over the epoch sampler
-    sleeps 2 s at every pass over the data (``_InfiniteDataloaderIterator``), 50 s of a 100-iteration
-    demo training on 8 images.
+    """Train for ``max_iters`` iterations, each scheduler keeping its place in the schedule and a
+    checkpoint every tenth of the budget. The sampler becomes mmengine's infinite one: an
+    iteration loop over the epoch sampler sleeps 2 s per pass over the data
+    (``_InfiniteDataloaderIterator``), 50 s of a 100-iteration demo on 8 images.
     """
     if max_iters < 1:
         raise ConfigError(f"max_iters: expected an integer >= 1, received {max_iters}")
@@ -323,12 +298,9 @@ def _cached_path(url: str) -> Path:
 
 
 def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0) -> str | None:
-    """Make the backbone's ImageNet weights loadable before training starts, or fail clearly.
-
-    ``pretrained`` (a local file) replaces the config's reference. Otherwise a URL reference must
-    be in torch's hub cache or answer within ``timeout`` seconds (no network: a clear error, not a
-    hang). Returns the weights used (path or URL), None when the config trains from scratch.
-    """
+    """Make the backbone's ImageNet weights loadable before training starts, or fail clearly: a
+    URL must be in torch's hub cache or answer within ``timeout`` s. Returns the weights used
+    (``pretrained``, a local file, replaces the config's), None when training from scratch."""
     seg = _segmentor_cfg(cfg)
     if pretrained:
         if not Path(pretrained).is_file():
@@ -444,27 +416,10 @@ def train_model(
 ) -> dict[str, Any]:
     """Train (or resume) one model; return where its checkpoint and logs are.
 
-    Args:
-        mmseg_config: mmseg config (path, bundled name, or model-zoo name); ZoDi is added in code.
-        paired_manifest_uri: transfer manifest of the pairs (ZoDi); for the source-only baseline,
-            its source side is the training set unless ``source_manifest_uri`` is given.
-        work_dir: local folder or ``s3://bucket/prefix`` for checkpoints and logs.
-        seed: global seed (mmengine ``randomness.seed``).
-        resume: continue from the work dir's last checkpoint (iteration count included);
-            ``"auto"``: when the work dir has one (decided under the work dir's lock).
-        overrides: {dotted config key: value} merged as mmengine's ``--cfg-options``.
-        source_manifest_uri: samples manifest of the source images (joined on sample_id).
-        val_manifest_uri: samples manifest to validate on at the end of training (optional).
-        max_iters: iteration budget instead of the config's schedule.
-        train_config: ZoDi's scheme/λ/stage, schedule overrides, weights, device and dtype.
-        pretrained: local ImageNet backbone weights (overrides ``train_config.pretrained``).
-        source_only: train the plain segmentor on source images (no ZoDi).
-        launcher: ``"pytorch"`` inside a torchrun process group (DDP), else ``"none"``.
-        progress: print one compact progress line (iteration, losses, ETA) to stderr.
-        lock: take the work dir's lock (a DDP launcher takes it once for all its processes).
-    Returns:
-        ``{"checkpoint", "work_dir", "iterations", "epochs", "mmseg_config", "source_only",
-        "losses" (last logged loss terms; {} when the run was already complete), "seconds"}``.
+    Source-only trains on ``source_manifest_uri``, else the paired manifest's source side.
+    ``resume="auto"`` resumes when the work dir has a checkpoint of the same settings (decided
+    under its lock; ``lock=False``: a DDP launcher took it once for all processes).
+    ``launcher="pytorch"``: inside a torchrun process group (DDP).
     """
     started = time.monotonic()
     tc = train_config or TrainConfig()

@@ -1,11 +1,8 @@
 """Data transforms of the ZoDi pipelines, registered in MMSeg's ``TRANSFORMS``.
 
-Images are read through :mod:`zodi_core.datasets.io` (any storage URI, local or S3) and handed to
-MMSeg in its own convention: ``results['img']`` is (H, W, 3) uint8 **BGR**, as mmcv's
-``LoadImageFromFile`` gives, so that the stock ``SegDataPreProcessor(bgr_to_rgb=True)`` of any
-mmseg config works unchanged. Labels are (H, W) uint8 train ids (0..18, 255 ignored).
-
-The paired pipeline of the paper (§4.1) is::
+``results['img']`` is (H, W, 3) uint8 **BGR**, as mmcv's loader gives, so a stock
+``SegDataPreProcessor(bgr_to_rgb=True)`` works; labels (H, W) uint8 train ids, 255 ignored.
+The paired pipeline of the paper (§4.1)::
 
     LoadZoDiPair                   source, generated, label; generated resized to the source size
     ZoDiPairedTransforms([Resize 512x1024, RandomCrop 384x768, RandomFlip 0.5])
@@ -70,13 +67,8 @@ def _run(transforms: list, results: dict) -> dict:
 
 @TRANSFORMS.register_module()
 class LoadZoDiSample(BaseTransform):
-    """Load the image and label of one manifest row (keys set by the manifest datasets).
-
-    Reads ``img_path`` (an image URI) and ``seg_map_path`` (a label URI in ``label_format``).
-    With ``scale=(W, H)`` both are resized at load time (image bilinear, label nearest) and
-    ``ori_shape`` is that size: the paper evaluates images *and labels* at 512×1024 (SPEC §4),
-    so predictions are compared with the resized label, not the full-resolution one.
-    """
+    """Load the image and label of one manifest row. ``scale=(W, H)`` resizes both at load
+    time: the paper evaluates images *and labels* at 512×1024 (SPEC §4)."""
 
     def __init__(self, scale: tuple[int, int] | None = None) -> None:
         self.scale = tuple(scale) if scale is not None else None
@@ -107,13 +99,8 @@ class LoadZoDiSample(BaseTransform):
 
 @TRANSFORMS.register_module()
 class LoadZoDiPair(BaseTransform):
-    """Load a source image, its generated twin and the shared label (train ids).
-
-    Sets ``img`` (source, BGR), ``gen_img`` (generated, BGR, resized to the source size when the
-    transfer stage produced it at its own resolution), ``gt_seg_map``. A pair whose aspect ratios
-    differ by more than ``max_aspect_difference`` is refused with the sample id: such a generated
-    image cannot be the twin of that source, and its label would be misplaced.
-    """
+    """Load a source image, its generated twin (resized to the source) and the shared label; a
+    pair whose aspects differ more than ``max_aspect_difference`` is no twin: refused."""
 
     def __init__(self, max_aspect_difference: float = MAX_ASPECT_DIFFERENCE) -> None:
         self.max_aspect_difference = max_aspect_difference
@@ -142,12 +129,8 @@ class LoadZoDiPair(BaseTransform):
 
 @TRANSFORMS.register_module()
 class ZoDiPairedTransforms(BaseTransform):
-    """Apply geometric transforms to ``img`` + label, then replay them on ``gen_img``.
-
-    The random parameters (crop box, flip) are drawn once, on the source, and reused for the
-    generated image through mmcv's ``cache_random_params`` (the mechanism of its
-    ``TransformBroadcaster``), so the pixel (y, x) of both images keeps the same label.
-    """
+    """Apply geometric transforms to ``img`` + label, then replay them on ``gen_img`` (one draw
+    via mmcv's ``cache_random_params``), so pixel (y, x) of both keeps the same label."""
 
     def __init__(self, transforms: list[dict | BaseTransform]) -> None:
         self.transforms = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in transforms]
@@ -179,13 +162,8 @@ def _image_view(results: dict, key: str) -> dict:
 
 @TRANSFORMS.register_module()
 class ZoDiEachImage(BaseTransform):
-    """Apply photometric transforms to the source and the generated image, each its own draw.
-
-    For single-image transforms of a stock mmseg pipeline (``PhotoMetricDistortion``,
-    ``RGB2Gray``, ...) that only read and write ``img``: each key is run through them as if it
-    were the sample's image, so the paper's independent jitter of the two images holds for any
-    photometric transform, not only :class:`ZoDiColorJitter`.
-    """
+    """Apply single-image photometric transforms (``PhotoMetricDistortion``, ...) to the source
+    and the generated image, each its own draw (the paper's independent jitter)."""
 
     def __init__(
         self, transforms: list[dict | BaseTransform], keys: tuple[str, ...] = ("img", "gen_img")
@@ -209,12 +187,8 @@ def _grayscale_bgr(img: np.ndarray) -> np.ndarray:
 
 @TRANSFORMS.register_module()
 class ZoDiColorJitter(BaseTransform):
-    """torchvision-style ``ColorJitter(brightness, contrast, saturation)`` on uint8 BGR images.
-
-    Each factor is drawn uniformly from [1 − v, 1 + v] and the three adjustments are applied in a
-    random order, as ``torchvision.transforms.ColorJitter`` does (the release's jitter of 0.5).
-    Each key gets its own draw: the paper jitters the source and generated images independently.
-    """
+    """torchvision's ``ColorJitter(brightness, contrast, saturation)`` on uint8 BGR images
+    (factors in [1 − v, 1 + v], random order); each key its own draw, as the paper jitters."""
 
     def __init__(
         self,

@@ -1,14 +1,8 @@
-"""One training run per work dir at a time, across processes (issue 9, item 4).
+"""One training run per work dir at a time, across processes (issue 9, item 4): two runs of one
+model would interleave checkpoints and logs; the second waits, then resumes what the first left.
 
-Two runs of the same model (two pipeline runs on one root, a retry beside a live run) share
-``train/<model>/seed<N>``: training into it at once would interleave checkpoints and logs. A run
-takes an exclusive ``fcntl.flock`` on a lock file before it looks at the work dir; a second run
-waits for it, then resumes from (or, when the first finished, returns) what the first left.
-
-The lock file is ``<work_dir>/.zodi-train.lock`` for a local work dir and, for an ``s3://`` work
-dir, a file named after the URI's hash in ``<temp dir>/zodi-locks``: runs on one machine wait for
-each other. Across machines, an ``s3://`` work dir is guarded by Prefect's cache isolation of the
-training task (its lock manager), not by this lock.
+For an ``s3://`` work dir the lock is per machine; across machines Prefect's cache isolation of
+the training task guards it.
 """
 
 from __future__ import annotations
@@ -27,7 +21,7 @@ LOCK_NAME = ".zodi-train.lock"
 
 
 def lock_path(work_dir: str) -> Path:
-    """Where the lock of ``work_dir`` lives (see the module doc)."""
+    """Where the lock of ``work_dir`` lives: in it, or (``s3://``) in the temp dir by its hash."""
     if "://" in work_dir:
         digest = hashlib.sha256(work_dir.rstrip("/").encode()).hexdigest()[:24]
         return Path(tempfile.gettempdir()) / "zodi-locks" / f"train-{digest}.lock"
@@ -36,13 +30,8 @@ def lock_path(work_dir: str) -> Path:
 
 @contextlib.contextmanager
 def work_dir_lock(work_dir: str, timeout: float | None = None, poll: float = 0.2) -> Iterator[Path]:
-    """Hold the exclusive training lock of ``work_dir`` (waiting for another holder).
-
-    Args:
-        timeout: give up after this many seconds (None: wait as long as the other run takes).
-    Raises:
-        TimeoutError: the lock was not free within ``timeout``.
-    """
+    """Hold the exclusive training lock of ``work_dir``, waiting for another holder (TimeoutError
+    after ``timeout`` s; None: as long as it takes)."""
     path = lock_path(work_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
