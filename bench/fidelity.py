@@ -17,6 +17,7 @@ which need the flows' segmentation training.
 
     OMP_NUM_THREADS=1 python bench/fidelity.py --quick            # night only, 8 images
     OMP_NUM_THREADS=1 python bench/fidelity.py --n 24 --write docs/fidelity.md
+    OMP_NUM_THREADS=1 python bench/fidelity.py --n 16 --grid DIR   # + one image grid per domain
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     ap.add_argument("--guidance", type=float, help="CFG scale (default: the preset's, 9.0)")
     ap.add_argument("--write", help="also write the Markdown report to this file")
+    ap.add_argument(
+        "--grid", help="folder: write <domain>.png, rows of source | condition map | ZoDi's image"
+    )
     args = ap.parse_args(argv)
     import torch
 
@@ -147,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode():
                 outs = TransferSampler(comps, cfg)(list(src_x), list(src_y), src_ids)
             gen = np.stack([o.image for o in outs])
+            if args.grid and method == "zodi":
+                _write_grid(Path(args.grid) / f"{domain}.png", src_x[:4], src_y[:4], gen[:4])
             row = {"domain": domain, "method": method, **judge(gen, src_y, domain)}
             row["seconds_per_image"] = (time.perf_counter() - t1) / len(gen)
             rows.append(row)
@@ -157,6 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         Path(args.write).write_text(report)
     return 0
+
+
+def _write_grid(path: Path, images, labels, generated) -> None:
+    from zodi_core.conditions import render_condition
+    from zodi_core.datasets.io import encode_png
+
+    rows = [
+        np.concatenate([x, render_condition(y, "ade20k"), g], axis=1)
+        for x, y, g in zip(images, labels, generated, strict=True)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(np.concatenate(rows)))
 
 
 def _fmt_row(r: dict) -> str:

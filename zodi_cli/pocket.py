@@ -20,8 +20,8 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     )
     p.add_argument("--out", required=True, help="output folder (created; resumed if it exists)")
     p.add_argument(
-        "--preset", default="full", choices=("full", "smoke"),
-        help="full: the project's models; smoke: a seconds-long run for tests",
+        "--preset", default="full", choices=("full", "v2", "smoke"),
+        help="full: the committed models; v2: 16x32 latents, 57 min (issue 19); smoke: seconds (tests)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, help="training seed (default: the preset's, 0)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

@@ -2,8 +2,8 @@
 
 Three phases, each with Stable Diffusion's / ControlNet's recipe at a small scale:
 
-1. ``vae``: ``AutoencoderKL`` (3 down blocks: factor 4, SD 1.5 has 4 and factor 8, so a 64x128
-   image has a 16x32 latent), reconstruction (L1 + MSE) plus
+1. ``vae``: ``AutoencoderKL`` (``full``: 4 down blocks, factor 8 as SD 1.5; ``v2``: 3, factor 4,
+   a 16x32 latent for a 64x128 image), reconstruction (L1 + MSE) plus
    a small KL term (weight 1e-6, SD's value; SD's LPIPS and GAN terms are left out: no pretrained
    perceptual network is available offline). The latent scaling factor is then set to
    1 / std of the training latents, how SD's 0.18215 was chosen.
@@ -58,20 +58,18 @@ class PocketSpec:
     vae_steps: int = 1000
     vae_lr: float = 1e-3
     #: One down block per entry; the VAE's factor is 2 ** (len - 1) (read back by the sampler).
-    vae_channels: tuple[int, ...] = (16, 32, 64)
+    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
     #: GroupNorm groups of the VAE: at least 4 channels a group (see ``unet_norm_groups``).
     vae_norm_groups: int = 4
     #: VAE training crops (height, width); the VAE is convolutional and used at full size (SD's
     #: VAE was trained on 256² crops and is used at 512²).
     vae_crop: tuple[int, int] = (32, 64)
     kl_weight: float = 1e-6
-    unet_steps: int = 2500
+    unet_steps: int = 3000
     unet_lr: float = 5e-4
-    unet_channels: tuple[int, ...] = (32, 64, 64)
-    #: Down block types (up blocks mirror them). No attention at the 16x32 latent's full
-    #: resolution: 512-token self-attention made a step 5x slower (as SD 1.5 leaves one level
-    #: without attention, its lowest).
-    unet_blocks: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    unet_channels: tuple[int, ...] = (32, 64)
+    #: Down block types (up blocks mirror them).
+    unet_blocks: tuple[str, ...] = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
     #: GroupNorm groups of the UNet (and ControlNet). With SD's 32 groups on 32 channels each group
     #: is one channel, whose per-sample spatial mean the norm removes: the output could then not
     #: carry ε's per-image mean (on an 8x16 latent its std is 1/√128 ≈ 0.09), which CFG and the
@@ -87,8 +85,8 @@ class PocketSpec:
     ema_decay: float = 0.999
     #: ControlNet conditioning encoder: len - 1 stride-2 convolutions, matching the VAE's factor
     #: (SD 1.5: (16, 32, 96, 256) for factor 8).
-    controlnet_cond_channels: tuple[int, ...] = (16, 32, 64)
-    controlnet_steps: int = 3000
+    controlnet_cond_channels: tuple[int, ...] = (16, 32, 64, 128)
+    controlnet_steps: int = 1000
     controlnet_lr: float = 5e-4
     controlnet_caption_dropout: float = 0.5
     checkpoint_every: int = 250
@@ -97,10 +95,20 @@ class PocketSpec:
         return int(getattr(self, f"{phase}_steps"))
 
 
-#: Named sizes: ``full`` (about an hour on a shared 2-core CPU, docs/fidelity.md) and ``smoke``
+#: Named sizes: ``full`` (the committed weights, 18 min on a 2-core CPU), ``v2`` (issue 19: 16x32
+#: latents from a factor-4 VAE, no attention at the UNet's full latent resolution, where
+#: 512-token self-attention made a step 5x slower; 57 min; docs/fidelity.md §1) and ``smoke``
 #: (seconds; tests).
 PRESETS: dict[str, PocketSpec] = {
     "full": PocketSpec(),
+    "v2": PocketSpec(
+        vae_channels=(16, 32, 64),
+        unet_steps=2500,
+        unet_channels=(32, 64, 64),
+        unet_blocks=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        controlnet_cond_channels=(16, 32, 64),
+        controlnet_steps=3000,
+    ),
     "smoke": PocketSpec(
         n_per_domain=4,
         n_heldout=2,
