@@ -119,8 +119,8 @@ def build_pocket_models(
     if measure:
         t1 = time.perf_counter()
         heldout = read_corpus(str(manifest_uri), "heldout")
-        small = preset == "smoke"
-        quality = _measure(components, train, heldout, spec.seed, small)
+        small = {"n_per_prompt": 2, "steps": 2, "classifier_steps": 3} if preset == "smoke" else {}
+        quality = measure_quality(components, train, heldout, seed=spec.seed, **small)
         samples = quality.pop("_samples")
         _write_samples(out / "samples.png", samples)
         card["quality"] = quality
@@ -129,14 +129,6 @@ def build_pocket_models(
     (out / "card.json").write_text(json.dumps(card, indent=2))
     (out / "MODEL_CARD.md").write_text(render_card(card))
     return card
-
-
-def _measure(components: Any, train: Any, heldout: Any, seed: int, small: bool) -> dict[str, Any]:
-    if small:
-        return measure_quality(
-            components, train, heldout, seed=seed, n_per_prompt=2, steps=2, classifier_steps=3
-        )
-    return measure_quality(components, train, heldout, seed=seed)
 
 
 def _write_samples(path: Path, samples: dict[str, Any]) -> None:
