@@ -44,12 +44,9 @@ def recorded_domain_settings(root: str, domain: str) -> DomainSettings | None:
     if recorded is None:
         return None
     config, offset = recorded
+    prompt_settings = config.model_dump(include={"prompt", "negative_prompt", "strength"})
     return DomainSettings(
-        prompt=config.prompt,
-        prompts=config.prompts or None,
-        negative_prompt=config.negative_prompt,
-        strength=config.strength,
-        seed_offset=offset or None,
+        **prompt_settings, prompts=config.prompts or None, seed_offset=offset or None
     )
 
 
@@ -172,12 +169,8 @@ def _with_recorded_user_domains(
 
 @dataclass
 class DomainOutcome:
-    """How one domain's transfer ended.
-
-    ``result`` is the transfer flow's return value (or a failed run's data) when it is the
-    expected mapping; anything else — an exception a failed run carries — is dropped, and the
-    run's own message says what went wrong.
-    """
+    """How one domain's transfer ended; :meth:`of` keeps the transfer flow's result only when it
+    is its mapping (a failed run's exception is dropped: the run's message says what failed)."""
 
     domain: str
     ok: bool
