@@ -1,10 +1,6 @@
-"""Fan-out of one domain's transfer over child flow runs: groups, relaunches, outcomes, summary.
-
-Plain logic for ``flows/fanout.py``: the shards of one domain are split into groups
-(``sharding.group_shards``); each group becomes a child run (launched and awaited by the tasks of
-``tasks/fanout.py``); :func:`run_children` launches every group, waits, and relaunches only the
-failed groups; :func:`merge_child_summaries` adds up what the children did.
-"""
+"""Fan-out of one domain's transfer over child flow runs (plain logic for ``flows/fanout.py``):
+one child per group of shards, :func:`run_children` relaunches only the failed groups,
+:func:`merge_child_summaries` adds up what the children did."""
 
 from __future__ import annotations
 
