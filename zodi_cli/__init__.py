@@ -1,9 +1,7 @@
-"""The ``zodi`` command line: one program, one module per group of subcommands.
+"""The ``zodi`` command line: one module per group of subcommands, each with ``add_parsers``.
 
-Each module in :data:`COMMAND_MODULES` has ``add_parsers(subparsers, parent)``, which registers its
-subcommands (``_common.command``); ``func(args)`` does the work and returns a JSON-able summary
-dict (paths written, counts). Modules import heavy libraries inside ``func``, so that ``zodi
---help`` stays fast. ``--json`` ends the output with that summary on one line, with ``seconds``.
+A command's ``func(args)`` returns a JSON-able summary (``--json`` prints it). Heavy libraries are
+imported inside ``func`` (``zodi --help`` stays fast); Prefect too, after its settings are set.
 """
 
 from __future__ import annotations

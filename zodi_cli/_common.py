@@ -1,8 +1,5 @@
-"""What the ``zodi`` subcommands share: option declarations, errors and the error line, config
-overrides, the demo set-up and Prefect settings.
-
-Nothing here imports a heavy library at import time; ``zodi --help`` imports this module.
-"""
+"""What the ``zodi`` subcommands share: options, errors and the error line, config overrides, the
+demo set-up, Prefect settings. No heavy import at module level (``zodi --help`` imports it)."""
 
 from __future__ import annotations
 
@@ -91,8 +88,7 @@ def command(
 
 
 def given(args: argparse.Namespace, fields: dict[str, str]) -> dict[str, Any]:
-    """Config fields set on the command line: ``{dest: field}`` → ``{field: value}``, unset ones
-    (None) left to the preset or config file."""
+    """``{dest: field}`` → ``{field: value}`` of the options given (None: preset or file decides)."""
     values = {field: getattr(args, dest, None) for dest, field in fields.items()}
     return {field: value for field, value in values.items() if value is not None}
 
@@ -118,10 +114,7 @@ def models_overrides(models: str | None, controlnet: str | None) -> dict[str, An
 
 
 class CommandError(Exception):
-    """An error a command reports as its one final line; ``exit_code`` says which kind.
-
-    ``summary`` is merged into the ``--json`` line: a failed command still says what it did.
-    """
+    """An error reported as the command's final line; ``summary`` (what was done) joins ``--json``."""
 
     exit_code = 1
 
@@ -238,11 +231,8 @@ def flow_failure(state: Any, result: Any, summary: dict[str, Any] | None = None)
 
 
 def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] = lambda _: None):
-    """Write the demo's synthetic data under ``workdir``; choose its models: the committed pocket
-    models, or in a checkout without them tiny random-weight models under ``workdir`` (reused).
-
-    Returns ``(data, models_dir)``: the dataset roots by name and the models' folder.
-    """
+    """Write the demo's synthetic data under ``workdir``; return ``(dataset roots, models folder)``:
+    the committed pocket models, else tiny random-weight models written there (reused)."""
     from zodi_core.datasets.synth import write_synthetic
     from zodi_core.pocket import WEIGHTS_DIR, is_pocket_models
     from zodi_core.transfer.models import write_tiny_models
@@ -263,11 +253,8 @@ def prepare_demo(workdir: Path, seed: int = 0, log: Callable[[str], None] = lamb
 
 def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: list[str]):
     """The demo's PipelineConfig: synthetic roots, the demo's models, local storage in workdir.
-
-    Pocket models get an empty negative prompt (they learned the empty caption as classifier-free
-    guidance's unconditional branch) and T = 10: at the demo preset's 4 their night scenes come
-    out brown and muddled.
-    """
+    Pocket models: empty negative prompt (their CFG unconditional branch is the empty caption) and
+    T = 10 (at the demo preset's 4 their night scenes come out brown and muddled)."""
     from zodi_core.config import DatasetSpec, PipelineConfig
     from zodi_core.pocket import is_pocket_models
 
@@ -293,13 +280,10 @@ def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: 
 
 @contextmanager
 def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Iterator[None]:
-    """Settings for a Prefect-backed command, set before Prefect reads them, restored after.
-
-    Telemetry off; the ephemeral server gets 120 s to start (Prefect's 20 s is too short on a busy
-    machine). With ``workdir`` (the demo), Prefect's database and results live inside it, so a
-    second run finds the first run's cache records. Unless ``verbose``, Prefect's console logs and
-    Python warnings stay out of the console. A user's own setting of a variable wins.
-    """
+    """Settings for a Prefect-backed command, set before Prefect reads them, restored after (a
+    user's own setting wins). The ephemeral server gets 120 s (Prefect's 20 s is too short on a busy
+    machine); with ``workdir`` (the demo) Prefect's database and results live there, so a rerun
+    finds the cache records; unless ``verbose``, console logs and warnings are muted."""
     env = {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
@@ -327,12 +311,8 @@ def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Itera
 
 @contextmanager
 def _muted_console() -> Iterator[None]:
-    """Raise every console log handler above CRITICAL for the duration; then restore them.
-
-    Prefect's console handlers (root logger, server loggers) are muted by level, whatever
-    configured them; its API handler is untouched (a server keeps the run logs), and handlers
-    created during the run (mmengine's) keep TrainConfig.log_level.
-    """
+    """Raise every console log handler above CRITICAL meanwhile, whatever configured it (Prefect's
+    API handler keeps the run logs; handlers made during the run, mmengine's, keep their level)."""
     import logging
 
     from prefect.logging.configuration import ensure_logging_setup

@@ -74,7 +74,6 @@ def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
             progress=not args.no_progress,
         )  # fmt: skip
     except IngestError as err:
-        # Problems found in the data (exit 1): one line per bad file, then the error line.
         for line in str(err).splitlines()[1:]:
             print(line, file=sys.stderr)
         rejects = [str(p) for p in err.problems]

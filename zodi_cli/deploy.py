@@ -1,8 +1,5 @@
-"""``zodi deploy`` (pools, blocks, deployments) and ``zodi submit`` (run a deployment).
-
-Both talk to the Prefect server named by ``PREFECT_API_URL``; Prefect is imported inside the
-commands, after the environment is set.
-"""
+"""``zodi deploy`` (pools, blocks, deployments) and ``zodi submit`` (run a deployment) on the
+Prefect server of ``PREFECT_API_URL``."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Prefect-backed subcommands of ``zodi``: ``demo`` (the README's main job) and ``pipeline``.
-
-Prefect is imported inside the commands, after the environment they need is set: settings are
-read when a flow starts, never at import.
-"""
+"""``zodi demo`` (the README's main job) and ``zodi pipeline``: pipeline_flow under Prefect."""
 
 from __future__ import annotations
 
@@ -160,13 +156,10 @@ CRASH_REPORT_TIMEOUT_S = 3.0
 
 @contextmanager
 def first_interrupt_stops(prog: str) -> Iterator[None]:
-    """The first Ctrl-C (SIGINT) ends a flow run at once, cleanly.
-
-    Prefect's engine would wait for the tasks running in its worker threads (a training run, a
-    shard on the GPU), whose non-daemon threads outlive a second press. Instead: the run is marked
-    Crashed (best effort), this process's cache locks are released, its ephemeral server stopped,
-    one line printed, exit 130. Writes are atomic: a rerun skips finished images, resumes training.
-    """
+    """The first Ctrl-C (SIGINT) ends a flow run at once, cleanly: Prefect's engine would wait for
+    its worker threads (training, a GPU shard), which outlive a second press. The run is marked
+    Crashed (best effort), cache locks released, the ephemeral server stopped, one line, exit 130;
+    writes are atomic, so a rerun skips finished images and resumes training."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -202,10 +195,9 @@ def _die_with_parent() -> None:
 
 
 def start_tied_ephemeral_server() -> None:
-    """Start Prefect's ephemeral API server now as a child the kernel stops when this process
-    dies, even by SIGKILL (``PR_SET_PDEATHSIG`` follows the thread that started the child: hence
-    the main thread, before the flow). Prefect's clients find it running (a singleton) and stop it
-    at exit as usual. Elsewhere Prefect starts it itself."""
+    """Start Prefect's ephemeral API server as a child the kernel stops when this process dies, even
+    by SIGKILL (``PR_SET_PDEATHSIG`` follows the starting thread: hence the main thread, before the
+    flow); Prefect's clients find the singleton running. Off Linux Prefect starts it itself."""
     if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
         return
     import subprocess
@@ -280,15 +272,10 @@ _DOMAIN_SUMMARY = re.compile(r"\S+: shards: \d+ computed")
 
 
 class StageLines(logging.Handler):
-    """Prefect's flow and task run records → one compact line per stage event, on ``stream``.
-
-    ``[ingest] 2/3 datasets``, ``[transfer] night: 3 shards done``, the transfer summary of each
-    domain (shards computed/cached/failed, images written/skipped/failed), ``[proxy] ...`` for
-    the source val split, ``[train] zodi-night seed 0: Completed``, ``[quality] night: scored``,
-    ``[evaluate] <job>: Completed``; a run that does not complete names its state. Shard lines
-    are throttled to one per ``interval_s`` per domain. The training task adds its own iteration
-    line (``iter 20/200  loss ...``, zodi_core.seg.hooks).
-    """
+    """Prefect's flow and task run records → one compact line per stage event, on ``stream``
+    (``[transfer] night: 3 shards done``); shard lines at most one per ``interval_s`` per domain.
+    The second transfer_flow run is the proxy (source val split); training prints its own
+    iteration line (zodi_core.seg.hooks)."""
 
     def __init__(self, n_datasets: int, stream: Any = None, interval_s: float = 5.0) -> None:
         super().__init__(logging.INFO)

@@ -142,9 +142,8 @@ def _train_config(args: argparse.Namespace):
 
 
 def _check_cfg_options(args: argparse.Namespace, tc) -> None:
-    """``--cfg-options`` merged as mmengine does: a new key close to an existing one is printed
-    as a warning ("did you mean"); the result is built without weights (pipelines, model), so a
-    key the model does not take fails now, in one line per problem (exit 2)."""
+    """``--cfg-options`` merged as mmengine does: a new key close to an existing one warns; the
+    result is built without weights, so a key the model does not take fails now (exit 2)."""
     from zodi_core.preflight import check_seg_config
     from zodi_core.seg.train import load_config, option_notes
 
