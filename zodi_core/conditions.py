@@ -1,10 +1,8 @@
 """Train-id label map → RGB condition image for the segmentation ControlNet (SPEC §2).
 
-``control_v11p_sd15_seg`` was trained on ADE20K-palette maps, so the default renders each
-Cityscapes train class in its ADE20K counterpart's colour; ``cityscapes`` reproduces the authors'
-release. Both palettes are mmseg's ``METAINFO["palette"]`` held as constants (the transfer runs
-without mmseg; ``tests/test_conditions.py`` checks them against mmseg's). Ignored pixels (255) are
-black; resizing is nearest-neighbour, so a condition holds palette colours only.
+``control_v11p_sd15_seg`` was trained on ADE20K-palette maps, so the default renders each class
+in its ADE20K counterpart's colour; ``cityscapes`` reproduces the authors' release. The palettes
+are mmseg's, held as constants (the transfer runs without mmseg; a test compares them).
 """
 
 from __future__ import annotations

@@ -23,9 +23,6 @@ def resolve_device(
     'cuda:N'; auto: CUDA when available) and ``dtype`` ('auto', 'float32', 'float16',
     'bfloat16'). ``auto_half``: True for the sampler ('auto' is float16 on CUDA), False for
     training and evaluation ('auto' is float32; half means mixed precision, CUDA only).
-
-    Raises:
-        ValueError: CUDA asked for but absent, an unknown device or dtype, or half precision on CPU.
     """
     import torch
 
@@ -83,11 +80,7 @@ def speed_levers(
 ) -> Iterator[None]:
     """Inside the block: the attention kernel (``sdpa_backend``: 'auto' or a key of
     :data:`SDPA_BACKENDS`), cuDNN autotuning (CUDA only) and TF32 for float32 matmuls and
-    convolutions asked for; the previous process-wide settings come back after it.
-
-    Raises:
-        ValueError: an unknown ``sdpa_backend``.
-    """
+    convolutions asked for; the previous process-wide settings come back after it."""
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

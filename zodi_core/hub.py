@@ -10,13 +10,8 @@ as is::
       torch/hub/checkpoints/<file>.pth                                   backbone ImageNet weights
       zodi-models.json                                                   what was fetched, from where
 
-The diffusers folders come down with huggingface_hub's ``snapshot_download`` at the commit the
-hub names, only the files the loader needs in one weights variant (``fp16`` keeps its name, so
-the loader knows it; a component without it gives its standard file); its download metadata
-(``.cache/huggingface``) stays, so a rerun fetches only what is missing or changed. Backbone
-weights come with ``torch.hub.download_url_to_file`` into torch's hub layout
-(``TORCH_HOME=DIR/torch``). Where a model comes from and the hub's one-line errors are
-:mod:`zodi_core.model_source`'s.
+The diffusers folders come with ``snapshot_download`` (one weights variant; its metadata stays,
+so a rerun fetches only what changed), backbone weights into torch's hub layout.
 """
 
 from __future__ import annotations
@@ -337,11 +332,8 @@ def download_models(
 ) -> DownloadedModels:
     """Fetch Stable Diffusion 1.5, the segmentation ControlNet and the backbone weights into ``out``.
 
-    ``models``: hub ids and revisions (default ModelsConfig's); ``mmseg_configs``: whose
-    backbone weights to fetch (default TrainConfig's; () for none); ``variant``: "fp16" halves
-    the download; ``say``: where progress lines go. A rerun fetches only what is missing or
-    changed; the hub out of reach, a complete folder is kept, else
-    :class:`~zodi_core.model_source.HubUnreachableError` comes within seconds.
+    ``mmseg_configs``: whose backbone weights to fetch (() for none). The hub out of reach, a
+    complete folder is kept, else HubUnreachableError comes within seconds.
     """
     models = models or ModelsConfig()
     if mmseg_configs is None:

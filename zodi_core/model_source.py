@@ -1,13 +1,9 @@
 """Where the diffusion models come from: a local folder or a hub id, what they are, what is wrong.
 
-The one owner (loading, ``zodi models download``, preflight and the command line ask here) of:
-local folder or hub id (:func:`is_local`) and the ``<base>/controlnet`` rule
-(:func:`model_sources`); the files a loader needs (:func:`check_folder`); identity
-(:func:`models_fingerprint`: a folder's content digest, each file hashed once per change, or the
-commit a hub revision resolves to); the hub's answer (:func:`resolve_hub`: ``HfApi().model_info``
-with its token chain and typed errors, as one line a person can act on).
-
-A leaf: it imports nothing of zodi_core (huggingface_hub inside functions: import time only).
+The one owner (loading, download, preflight and the CLI ask here) of local folder or hub id,
+the ``<base>/controlnet`` rule, the files a loader needs, identity (a folder's content digest or
+the commit a hub revision resolves to) and the hub's answer as one actionable line. A leaf: it
+imports nothing of zodi_core.
 """
 
 from __future__ import annotations
@@ -350,13 +346,10 @@ def resolve_hub(
     source: ModelSource, timeout: float = NETWORK_TIMEOUT, fresh: bool = False
 ) -> HubModel:
     """The commit ``source.revision`` (None: main) of the hub id names, asked once per process
-    (``fresh``: again) with ``HfApi().model_info(..., timeout=)``; a full commit hash is taken as
-    it is. When the hub cannot answer or refuses while the files are cached, the cache's commit
-    is used and loading reads the cache only.
+    (``fresh``: again) with ``HfApi().model_info(..., timeout=)``. When the hub cannot answer or
+    refuses while the files are cached, the cache's commit is used and loading reads the cache.
 
-    Raises (one line naming ``source.field`` and what to do): :class:`HubUnreachableError` (a
-    network problem, nothing cached), ``PermissionError`` (gated), ``FileNotFoundError`` (no
-    such repository or revision; offline and not cached).
+    Raises HubUnreachableError (nothing cached), PermissionError (gated) or FileNotFoundError.
     """
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError

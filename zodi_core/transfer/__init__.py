@@ -1,14 +1,8 @@
-"""Zero-shot image transfer (SPEC §2): the sampler, its model loader, manifest runner and preview.
+"""Zero-shot image transfer (SPEC §2): ``models`` (loader), ``sampler``, ``lineage`` (digests),
+``runner`` (manifest in, images and manifest out), ``preview`` and ``tune`` (strength).
 
-- :mod:`.models`: :func:`load_components`, the tiny random-weight pipeline.
-- :mod:`.sampler`: :class:`TransferSampler`, ControlNet + stochastic inversion, batched.
-- :mod:`.lineage`: :func:`transfer_digest` (settings), :func:`generation_digest` (settings + model
-  fingerprint), the images' key.
-- :mod:`.runner`: :func:`transfer_manifest`, samples manifest → images + transfer manifest.
-- :mod:`.preview`, :mod:`.tune`: one image at several strengths; choosing a domain's strength.
-
-Names are imported on first use (PEP 562), so that ``zodi_core.transfer.sampler`` alone (the GPU
-check, bench/transfer.py) does not import the runner's Parquet and storage stack.
+Names are imported on first use (PEP 562): the sampler alone (the GPU check, bench) does not
+import the runner's Parquet and storage stack.
 """
 
 import importlib

@@ -50,13 +50,9 @@ class Components:
 def load_components(
     models: ModelsConfig, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
 ) -> Components:
-    """Build the components with diffusers' and transformers' ``from_pretrained``.
-
-    Where each model comes from is :mod:`zodi_core.model_source`'s decision. A local folder is
-    checked first (the error lists what is missing); a hub id is loaded at the commit it resolves
-    to (from the cache only when the hub does not answer), in float16 its ``fp16`` variant where
-    it has one. ``revisions``: each model's :func:`~zodi_core.model_source.source_identity`.
-    """
+    """Build the components with diffusers' and transformers' ``from_pretrained``: a local folder
+    checked first, a hub id at the commit it resolves to, in float16 its ``fp16`` variant.
+    ``revisions``: each model's :func:`~zodi_core.model_source.source_identity`."""
     base, cn = model_sources(models)
     for source in (base, cn):
         if source.local:
@@ -178,13 +174,9 @@ def configure_scheduler(config: dict[str, Any], what: str = "models.base schedul
 
 
 def activate_controlnet(controlnet: Any, seed: int = 0, std: float = 0.05) -> None:
-    """Give a fresh ``ControlNetModel.from_unet`` non-zero output convolutions.
-
-    ``from_unet`` zero-initialises them (as training starts), which leaves an untrained ControlNet
-    inert: a condition ignored or mis-fed would go unnoticed. Random normal weights (``std``, a
-    generator of its own) make the condition path count; the conditioning encoder is re-drawn
-    He-normal, as its default initialisation all but erases the image.
-    """
+    """Give a fresh ``ControlNetModel.from_unet`` non-zero output convolutions: zero ones leave
+    a tiny ControlNet inert, so a condition ignored or mis-fed would go unnoticed. The
+    conditioning encoder is re-drawn He-normal (its default all but erases the image)."""
     import torch
 
     g = torch.Generator("cpu").manual_seed(10_007 + int(seed))

@@ -1,16 +1,12 @@
 """Manifest-level transfer: a samples manifest in, generated images and a transfer manifest out.
 
-Images are content-addressed (``images/<domain>/<generation digest>/<sample_id>.png``,
-:mod:`zodi_core.layout`); the PNG's text chunks carry the digest and the image's lineage (no
-wall-clock time: the same settings give the same bytes). A rerun or a retried shard skips every
-intact image already at its key, even when the run that wrote it died before its manifest. Each
-row records the stored PNG's size and SHA-256.
+Images are content-addressed by their generation digest; their PNGs carry their lineage (no
+wall-clock time: the same settings give the same bytes), so a rerun skips every intact image
+already at its key, even one whose run died before its manifest.
 
-The model never waits on the CPU's file work: while the sampler runs batch i, loader threads
-read, check and resize batch i+1 and writer threads encode, hash and store batch i−1 (bounded:
-one batch ahead, :data:`WRITE_AHEAD` behind; ``overlap=False`` runs the same steps in turn and
-writes the same bytes). An error in a thread stops the transfer after every write already
-started has finished and been counted.
+The model never waits on file work: loader threads prepare batch i+1 and writer threads store
+batch i−1 while the sampler runs batch i (``overlap=False``: in turn, the same bytes). An error in
+a thread stops the transfer after every started write has finished and been counted.
 """
 
 from __future__ import annotations
@@ -147,22 +143,10 @@ def transfer_manifest(
 ) -> TransferResult:
     """Transfer the samples of a manifest to ``config.domain`` and write a transfer manifest.
 
-    Args:
-        samples: a "samples" manifest table or its URI.
-        config: transfer settings; resolved here, where the transfer enters, and passed down.
-        out_root: local folder or ``s3://`` prefix of the images.
-        sample_ids: only these samples (a Prefect shard); None: all rows.
-        manifest_uri: None: the domain's paired manifest under ``out_root``.
-        components: loaded models, or a function that loads them; None: from ``config.models``.
-            Loaded only when an image is left to generate.
-        models_fingerprint: the models' fingerprint, when the caller has it already.
-        overlap: load and write in threads beside the model; False: in turn (same bytes).
-    Returns:
-        :class:`TransferResult`, one row per sample (ok, skipped, or failed: a sample that cannot
-        be read or keyed fails alone).
-    Raises:
-        ValueError: a requested sample id is not in the manifest. Any other error stops the
-        transfer, with :func:`partial_counts` telling what was written before it.
+    ``config`` is resolved here, where the transfer enters; ``components`` (models or a loader;
+    None: ``config.models``) are loaded only when an image is left to generate. A sample that
+    cannot be read fails alone; any other error stops the transfer, :func:`partial_counts`
+    telling what was written before it.
     """
     # the seed offset is recorded apart, so a recording's base seed can be recovered
     seed_offset = config.effective_seed - config.seed

@@ -17,13 +17,9 @@ random noise). Every image draws its noise from its own CPU generator seeded fro
 (seed, sample_id), in a fixed order (ε, then one variance noise per DDIM step), so an image's
 output does not depend on batch size, composition or order.
 
-Speed levers (``channels_last``, ``sdpa_backend``, ``cudnn_benchmark``, ``tf32``, ``compile``)
-change speed, not pixels beyond float rounding, and stay out of the generation digest. Compiled
-models see static shapes only: a tail chunk is padded to the batch size and timesteps are 0-d
-tensors, so no strength, step count or tail chunk compiles again.
-
-Torch is imported inside functions (import-time cost only, no circle): the runner, preview and
-``zodi_core.prompts`` import this module's pure helpers without loading torch.
+Compiled models see static shapes only (a tail chunk padded to the batch size, 0-d timesteps),
+so nothing compiles twice. Torch is imported inside functions: the runner, preview and
+``zodi_core.prompts`` import the pure helpers without loading it.
 """
 
 from __future__ import annotations
@@ -179,12 +175,8 @@ class TransferOutput:
 class TransferSampler:
     """Batched ZoDi transfer on components passed in (see module docstring for the equations).
 
-    Args:
-        components: :func:`~zodi_core.transfer.models.load_components`' (or tiny ones).
-        config: default settings, resolved here once; ``__call__`` may pass another config.
-            Its ``channels_last`` and ``compile`` apply here; the other levers per call.
-        device, dtype: override :func:`~zodi_core.device.resolve_device` of the config.
-        compile_backend: ``torch.compile``'s backend when ``config.compile``.
+    ``config`` is resolved here once (``__call__`` may pass another); its ``channels_last`` and
+    ``compile`` apply here, the other speed levers per call.
     """
 
     def __init__(
@@ -375,10 +367,7 @@ class TransferSampler:
         """Transfer ``images`` (each (H, W, 3) uint8 RGB, sizes may differ) with their ``labels``
         ((H, W) uint8 train ids) to ``config.domain`` (default: the sampler's config); one
         :class:`TransferOutput` per input, in input order. ``sample_ids`` seed the generators.
-
-        Raises:
-            ValueError: mismatched lengths or a bad image/label pair (named by sample id).
-            RuntimeError: out of GPU memory even at batch size 1.
+        RuntimeError when out of GPU memory even at batch size 1.
         """
         import torch
 

@@ -45,10 +45,8 @@ def tune_strength(
 ) -> dict[str, Any]:
     """Transfer the first ``n`` samples (by id) at each strength, score them, recommend one.
 
-    ``samples_uri``: a samples manifest (the source val split); ``config``: a TransferConfig
-    whose strength each of ``strengths`` replaces; ``out_root``: where images, manifests, plot
-    and table go; ``components``: loaded once from ``config.models`` when None. Returns
-    ``{"rows": [{strength, means...}], "recommended", "margin", "plot", "table", ...}``.
+    ``samples_uri``: the source val split. Returns ``{"rows": [{strength, means...}],
+    "recommended", "margin", "plot", "table", ...}``.
     """
     if n < 1:
         raise ValueError(f"n: expected an integer >= 1, received {n}")
