@@ -18,10 +18,18 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from zodi_core.config import ModelsConfig
+
+class ModelsConfig(Protocol):
+    """What this leaf module reads of :class:`zodi_core.config.ModelsConfig` (no import: the
+    config imports this module)."""
+
+    base: str
+    controlnet: str | None
+    revision: str | None
+    controlnet_revision: str | None
+
 
 #: Seconds to wait for the model hub before calling it unreachable.
 NETWORK_TIMEOUT = 5.0
