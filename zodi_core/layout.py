@@ -1,27 +1,8 @@
 """Where every artifact lives: the one place that decides paths and storage keys.
 
-An artifact root (a local folder or ``s3://bucket/prefix``) holds::
-
-    manifests/<manifest_name>.parquet                   samples manifests (ingestion)
-    images/<domain>/<generation digest>/<sample_id>.png generated images, content-addressed
-    transfer/<domain>/shards/<shard>-<shard digest>-<generation digest>.parquet
-                                                        one transfer manifest per shard
-    paired/domain=<domain>/paired.parquet               paired manifest of a domain (merged shards)
-    paired/domain=<domain>/scored.parquet               the same rows with quality scores and flags
-    paired/domain=<domain>/train.parquet                its kept rows: what ZoDi trains on
-    quality/<domain>/scores-<score digest>.parquet      scores of one scorer on one paired manifest
-    quality/<domain>/pred-<score digest>/<sample_id>.png  the layout scorer's predictions
-    quality/tune/<domain>/...                           zodi tune-strength: manifests, plot, table
-    proxy/...                                           the same layout, for the source val split
-    train/<model>/seed<n>/<settings digest>/            mmengine work dir of one training run
-    eval/<slug>/                                        evaluation reports of one model
-    grids/<domain>.png                                  sample grids
-    report.json, report.md                              the pipeline report
-
-Generated images are keyed by their *generation digest* (transfer settings + model fingerprint,
-see :func:`zodi_core.transfer.lineage.generation_digest`): two settings never write the same
-object, and the same settings always find their images. ``zodi transfer`` and the flows write
-the same layout.
+Generated images are keyed by their *generation digest* (settings + model fingerprint,
+:func:`zodi_core.transfer.lineage.generation_digest`): two settings never write the same object,
+and the same settings always find their images. ``zodi transfer`` and the flows share this layout.
 """
 
 from __future__ import annotations
@@ -140,8 +121,8 @@ def sample_grid_uri(root: str, domain: str) -> str:
 def artifact_key(kind: str, root: str) -> str:
     """Prefect artifact key of one experiment (artifact root): ``zodi-<kind>-<root slug>``.
 
-    Keyed per root, so two experiments never overwrite each other's report in the UI; the same
-    root keeps one history. Keys allow lowercase letters, digits and dashes only.
+    Per root, so two experiments never overwrite each other's report in the UI; Prefect keys
+    allow lowercase letters, digits and dashes only.
     """
     kind = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")  # a domain may hold "_"
     tail = re.sub(r"[^a-z0-9]+", "-", str(root).lower()).strip("-")[-40:].strip("-")

@@ -1,26 +1,7 @@
 """Versioned prompt configuration per target domain, and which domains changed since generation.
 
-A prompt config is a small YAML document, kept in storage (a file or ``s3://`` object) or in a
-Prefect Variable (read by ``flows/regenerate.py``; this module never imports Prefect)::
-
-    version: 3                  # free-form; bump it on every edit, it is echoed in reports
-    domains:
-      night:
-        prompt: "driving at night, best quality"
-        strength: 0.9
-      fog:
-        prompt: "driving in dense fog, best quality"
-        negative_prompt: "lower quality, worst quality"
-      dusk:                     # a user-defined domain: any name with a prompt
-        prompts: ["driving at dusk, best quality", "driving at sunset, best quality"]
-        strength: 0.7
-        seed_offset: 1000
-
-A field left out keeps the transfer config's value (the paper's five domains: their defaults,
-SPEC §2); any other domain needs a prompt (or prompts: each image picks one from its seed).
-:func:`compare_prompts` compares the *effective* prompt, negative prompt and strength with those
-each domain's paired manifest records: ``unchanged``, ``changed`` or ``missing`` per domain.
-"""
+The YAML format (file, ``s3://`` object or Prefect Variable) is documented in docs/deployment.md;
+a field left out keeps the transfer config's value (SPEC §2 defaults for the paper's domains)."""
 
 from __future__ import annotations
 
@@ -193,10 +174,8 @@ def compare_domain(
 ) -> DomainPromptStatus:
     """Compare ``domain``'s wanted prompt settings with its paired manifest under ``root``.
 
-    A single-prompt domain's manifest written by one run records one setting; more than one (a
-    domain generated piecemeal) counts as changed. With several prompts each row must hold the
-    one its seed picks; a row whose seed is not the one ``config`` gives its image (a changed
-    seed or seed offset) counts as changed too.
+    More than one recorded setting (a domain generated piecemeal) or a row with another seed than
+    the wanted one (changed seed or seed offset) counts as changed.
     """
     config = prompts.transfer_config(base, domain)
     wanted = PromptValues.of(config)

@@ -116,10 +116,8 @@ def plan_regeneration(
 ) -> RegenerationPlan:
     """Compare the wanted prompt settings of each domain with what ``out_root`` holds.
 
-    ``transfer``: the base settings (None: :func:`base_transfer_config`); ``domains``: None for
-    every domain generated under ``out_root`` plus every domain ``prompts`` lists. Nothing
-    generated and no samples manifest at ``samples_uri`` (a scheduled run before any pipeline
-    run): an empty plan whose ``note`` says why, not a failure.
+    Nothing generated and no samples manifest yet (a scheduled run before any pipeline run) gives
+    an empty plan whose ``note`` says why, not a failure.
     """
     generated = generated_domains(out_root)
     names = list(domains) if domains is not None else sorted(set(generated) | set(prompts.domains))
@@ -188,12 +186,8 @@ class DomainOutcome:
 
 
 def build_report(plan: RegenerationPlan, outcomes: list[DomainOutcome]) -> dict[str, Any]:
-    """The run's report, JSON-able.
-
-    ``{"version", "note", "changed", "unchanged", "regenerated": {domain: paired URI},
-    "failed": {domain: message}, "transfer": {domain: summary}, "statuses": [...]}``; each status
-    holds the recorded (``old``) and wanted (``new``) prompt, negative prompt and strength.
-    """
+    """The run's report, JSON-able; each status holds the recorded (``old``) and wanted (``new``)
+    prompt settings."""
     return {
         "version": plan.version,
         "note": plan.note,
