@@ -1,16 +1,8 @@
 """Pocket models: small diffusion models trained by the project on its synthetic world.
 
-Stable Diffusion 1.5 + ControlNet v1.1 cannot reach this machine; these models have the same
-component classes (``AutoencoderKL``, ``UNet2DConditionModel``, ``CLIPTextModel`` +
-``CLIPTokenizer``, SD 1.5's ``DDIMScheduler`` configuration, ``ControlNetModel.from_unet``), are
-trained with the same recipes on a captioned synthetic "web corpus" disjoint from the source and
-target sets, and load through the unchanged :func:`zodi_core.transfer.models.load_components`::
-
-    from zodi_core.pocket import build_pocket_models
-    card = build_pocket_models("models/pocket", preset="full")
-
-The folder then holds the diffusers components, ``controlnet/``, ``corpus/`` (images + manifest),
-``checkpoints/`` (resumption) and the model card ``MODEL_CARD.md`` + ``card.json``.
+SD 1.5 + ControlNet v1.1 cannot reach this machine; these have the same diffusers component
+classes, are trained with the same recipes on a captioned synthetic "web corpus" (disjoint from
+source and target sets) and load through :func:`zodi_core.transfer.models.load_components`.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
 """The pocket models' "web corpus": captioned synthetic street scenes in every look.
 
-Scenes come from the synthetic world (:mod:`zodi_core.datasets.synth`) on seed streams of their
-own, so no corpus scene is a scene of the source (Cityscapes-like), target (ACDC-like) or GTA-like
-sets that ``write_synthetic`` draws. Every scene is rendered in one of six looks and captioned
-with the paper's prompt for that look (``TransferConfig.effective_prompt``: "driving at night,
-best quality", ...); the clear-day look is captioned "driving, best quality".
-
-The corpus is written as PNG files plus a ``samples`` manifest (the project's own schema; dataset
-``webcorpus``, split ``train`` or ``heldout``, domain = the look); the captions travel in the
-manifest's metadata (``zodi.captions``: JSON sample id → caption). Training reads the manifest,
-never the folder. :func:`write_tokenizer` builds the models' tokenizer from the captions.
+Scenes come from seed streams of their own, so none is a scene of the source, target or GTA-like
+sets; each look is captioned with the paper's prompt for it (clear day: "driving, best quality").
+Written as PNGs plus a ``samples`` manifest; captions travel in its ``zodi.captions`` metadata.
 """
 
 from __future__ import annotations
@@ -73,9 +66,8 @@ def write_corpus(
 ) -> str:
     """Render the corpus under ``out_dir`` and write its manifest; return the manifest path.
 
-    Each scene index draws one scene and renders it in one look (the look cycles over
-    ``domains``), so looks do not share layouts. ``n_heldout`` scenes per look from another
-    stream form the ``heldout`` split, used only to measure quality.
+    Each scene is rendered in one look only, so looks do not share layouts; the ``heldout`` split
+    comes from another stream and is used only to measure quality.
     """
     out = Path(out_dir)
     rows, captions = [], {}
@@ -141,10 +133,8 @@ def read_corpus(uri: str, split: str = "train") -> Corpus:
 def write_tokenizer(folder: Path, texts: Sequence[str]) -> Any:
     """A CLIP BPE tokenizer whose merges spell every word of ``texts`` as one token.
 
-    The base vocabulary is CLIP's byte-level alphabet (each byte, word-final and not), so any text
-    still tokenizes; each word then gets a chain of merges (``d r`` → ``dr``, ``dr i`` → ``dri``, …,
-    ``drivin g</w>`` → ``driving</w>``). Built offline from the corpus captions and the default
-    negative prompt; written as ``vocab.json`` + ``merges.txt`` and loaded as ``CLIPTokenizer``.
+    The base vocabulary is CLIP's byte-level alphabet, so any text still tokenizes; each word gets
+    a chain of merges (``d r`` → ``dr``, …, ``drivin g</w>`` → ``driving</w>``).
     """
     import re
 

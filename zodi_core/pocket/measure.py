@@ -1,18 +1,13 @@
 """Measured quality of the pocket models, on the corpus's held-out split.
 
-- VAE: reconstruction PSNR (dB) of held-out images, every look.
-- Text conditioning: a small CNN domain classifier, trained on the corpus's training images,
-  classifies images generated from each look's caption; reported: its accuracy on held-out real
-  images (the ceiling) and on the generations (chance is 1/6).
-- Layout following: a small segmentation CNN trained on clear-look corpus scenes is run on images
-  the ControlNet generates from held-out label maps (prompt "driving, best quality"); reported:
-  mIoU against those labels, beside the same network on the real held-out scenes (ceiling) and on
-  generations of the same prompts and noise without the ControlNet (what matching the layout
-  by chance scores).
+- VAE: reconstruction PSNR (dB) of held-out images.
+- Text conditioning: a small CNN look classifier's accuracy on generations from each look's
+  caption (chance 1/6), beside its accuracy on held-out real images (the ceiling).
+- Layout following: mIoU of a small segmentation CNN on ControlNet generations from held-out
+  label maps, beside real scenes (ceiling) and the same prompts/noise without ControlNet (chance).
 
-Generation here is plain text-to-image by diffusers' Stable Diffusion (+ ControlNet) pipelines
-(DDIM from pure noise, eta 0, classifier-free guidance with the empty caption as the
-unconditional branch), independent of the ZoDi sampler.
+Generation uses diffusers' SD (+ ControlNet) pipelines (DDIM, eta 0, CFG with the empty caption),
+independent of the ZoDi sampler.
 """
 
 from __future__ import annotations

@@ -1,28 +1,20 @@
 """Train the pocket models: SD 1.5's component classes, shrunk, trained on the web corpus.
 
-Three phases, each with Stable Diffusion's / ControlNet's recipe at a small scale:
+Three phases, each SD's / ControlNet's recipe at a small scale:
 
-1. ``vae``: ``AutoencoderKL`` (``full``: 4 down blocks, factor 8 as SD 1.5; ``v2``: 3, factor 4,
-   a 16x32 latent for a 64x128 image), reconstruction (L1 + MSE) plus
-   a small KL term (weight 1e-6, SD's value; SD's LPIPS and GAN terms are left out: no pretrained
-   perceptual network is available offline). The latent scaling factor is then set to
-   1 / std of the training latents, how SD's 0.18215 was chosen.
-2. ``unet``: ``UNet2DConditionModel`` with cross-attention on a ``CLIPTextModel``, ε-prediction on
-   SD 1.5's scaled-linear schedule (1000 steps, noised by ``scheduler.add_noise``), uniform
-   timesteps, each sample's ε-MSE weighted (min(SNR, γ) + 1)/SNR with diffusers' ``compute_snr``
-   (``PocketSpec.snr_gamma``), 10% of captions replaced by the empty caption so classifier-free
-   guidance works, diffusers' ``EMAModel`` of the weights. SD freezes a pretrained
-   CLIP; no pretrained text encoder exists here, so the text encoder is trained jointly with the
-   UNet (as LDM's own text-to-image model trained its transformer).
-3. ``controlnet``: ``ControlNetModel.from_unet`` of the EMA UNet (zero convolutions, as ControlNet
-   starts), trained on ``render_condition`` maps (ADE20K palette) with the UNet and text encoder
-   frozen and 50% empty captions (ControlNet's recipe).
+1. ``vae``: ``AutoencoderKL``, L1 + MSE plus KL (1e-6, SD's value); SD's LPIPS and GAN terms are
+   left out (no pretrained perceptual network offline). The latent scaling factor is set to
+   1 / std of the training latents, as SD's 0.18215 was chosen.
+2. ``unet``: ε-prediction on SD 1.5's scaled-linear schedule, Min-SNR weighting, 10% empty
+   captions (for CFG), ``EMAModel``. No pretrained CLIP exists here, so the text encoder is
+   trained jointly with the UNet (as LDM's own text-to-image model did).
+3. ``controlnet``: ``ControlNetModel.from_unet`` of the EMA UNet on ``render_condition`` maps,
+   base frozen, 50% empty captions (ControlNet's recipe).
 
-Determinism and resumption: every step draws its batch, flips, timesteps and noise from a
-generator seeded by (seed, phase, step), so a run resumed from a checkpoint takes the same steps
-as an uninterrupted one. A checkpoint (weights, optimizer, EMA, losses) is written every
-``checkpoint_every`` steps to ``<out>/checkpoints/<phase>.pt``; a finished phase is recorded in
-``<out>/training_state.json`` and skipped on a rerun (``checkpoints/`` may then be deleted).
+Every step draws batch, flips, timesteps and noise from a generator seeded by (seed, phase, step),
+so a resumed run takes the same steps as an uninterrupted one. Checkpoints go to
+``<out>/checkpoints/<phase>.pt``; a finished phase is recorded in ``<out>/training_state.json``
+and skipped on a rerun.
 """
 
 from __future__ import annotations
@@ -224,9 +216,7 @@ def run_phase(
 ) -> PhaseLog:
     """The loop shared by the phases: resume, step, checkpoint, progress bar.
 
-    Args:
-        modules: name → module whose state the checkpoint holds (the trained ones).
-        step_fn: (step, generator) → scalar loss tensor (backward and optimizer step done here).
+    ``step_fn(step, generator)`` returns the scalar loss; backward and optimizer step happen here.
     """
     import torch
     from tqdm.auto import tqdm
@@ -328,11 +318,8 @@ def train_pocket(
     threads: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train VAE, UNet + text encoder and ControlNet on ``corpus``; write a diffusers folder.
-
-    The folder holds ``unet/ vae/ text_encoder/ tokenizer/ scheduler/ controlnet/`` and
-    ``model_index.json`` (loadable by :func:`zodi_core.transfer.models.load_components`), plus
-    ``checkpoints/`` (resumption state). Phases already finished are loaded, not retrained.
+    """Train VAE, UNet + text encoder and ControlNet on ``corpus``; write a diffusers folder
+    (with ``controlnet/`` and ``checkpoints/``). Phases already finished are loaded, not retrained.
     """
     import torch
     import torch.nn.functional as F

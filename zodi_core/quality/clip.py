@@ -113,13 +113,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def clip_scores(
     generated: np.ndarray, source: np.ndarray, prompt: np.ndarray, neutral: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(clip_score, clip_direction)``, each (N,) float64 in [-1, 1].
-
-    Args:
-        generated, source: (N, D) image embeddings of the generated images and their sources.
-        prompt: (N, D) or (D,) text embeddings of each row's prompt.
-        neutral: (D,) text embedding of :data:`NEUTRAL_TEXT`.
-    """
+    """``(clip_score, clip_direction)``, each (N,) float64 in [-1, 1], from (N, D) image
+    embeddings, (N, D) or (D,) prompt embeddings and the (D,) :data:`NEUTRAL_TEXT` embedding."""
     prompt = np.broadcast_to(prompt, generated.shape)
     score = np.sum(_unit(generated) * _unit(prompt), axis=-1)
     d_img = _unit(_unit(generated) - _unit(source))

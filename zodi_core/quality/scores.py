@@ -86,11 +86,9 @@ def score_manifest(
 ) -> dict[str, Any]:
     """Score every generated image of a paired manifest; write it with scores to ``out_uri``.
 
-    Reads images only (a score never regenerates one). The score columns of a model not given
-    (``seg_model``: mmseg, eval mode; ``clip``) stay null; ``kept``/``drop_reason`` are reset.
-    ``scale``: (W, H) the segmentation model sees (None: each image's size);
-    ``predictions_uri``: a folder for each prediction (``<sample_id>.png``, train ids).
-    Returns ``{"uri", "rows", "scored", "mean": {column: mean}}``.
+    Never regenerates an image. A model not given leaves its score columns null;
+    ``kept``/``drop_reason`` are reset. ``scale``: (W, H) the segmentation model sees (None: each
+    image's size). Returns ``{"uri", "rows", "scored", "mean": {column: mean}}``.
     """
     table = manifest.read_manifest(paired_uri, "transfer")
     rows = table.to_pylist()
