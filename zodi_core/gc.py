@@ -1,10 +1,8 @@
 """Garbage collection of generations: images and shard manifests no paired manifest uses.
 
-Generated images are content-addressed (:mod:`zodi_core.layout`), so changing a setting writes
-new images beside the old ones instead of over them. The paired manifests of an artifact root
-(and of its ``proxy/`` root) name the generations in use; every other generated image, and every
-shard manifest of a generation no paired manifest uses, can go. Deleting is safe for reruns:
-a rerun whose cache record points at deleted outputs recomputes them.
+Images are content-addressed, so a changed setting writes beside the old ones; the paired
+manifests of a root (and its ``proxy/`` root) name the generations in use. Deleting is safe: a
+rerun whose cache record points at deleted outputs recomputes them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Integrity of generated images: does storage hold the bytes their manifest rows recorded?
 
-Each transfer manifest row with an image records its ``image_bytes`` and ``image_sha256``.
-Three checks, from free to thorough: **size** from a folder listing (:func:`damaged_images`, the
-flows' cached-shard check); **PNG structure** where the bytes are read anyway
-(:func:`png_is_intact`, the transfer's skip-if-exists); **SHA-256** of every image
-(:func:`verify_root`, ``zodi verify``: finds damage that keeps the size; ``--delete`` removes it).
+Three checks, from free to thorough: size from a folder listing (:func:`damaged_images`), PNG
+structure where the bytes are read anyway (:func:`png_is_intact`), SHA-256 (:func:`verify_root`).
 """
 
 from __future__ import annotations
@@ -28,9 +25,8 @@ IMAGE_STATUSES = ("ok", "skipped")
 
 
 def png_is_intact(data: bytes) -> bool:
-    """Whether ``data`` is a whole PNG: PIL's ``verify()`` walks every chunk up to ``IEND`` and
-    checks its CRC, without decoding pixels. A truncated file (a killed write, a full disk) or
-    flipped bits fail."""
+    """Whether ``data`` is a whole PNG: PIL's ``verify()`` checks every chunk's CRC up to ``IEND``
+    without decoding pixels (catches a killed write, a full disk, flipped bits)."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.format != "PNG":
@@ -67,9 +63,8 @@ def damaged_images(
 ) -> dict[str, str]:
     """``{uri: reason}`` of the images that are missing or whose size is not the recorded one.
 
-    Sizes come from one listing per folder (``listings`` caches them across calls: folder URI →
-    ``{name: size}``), never from a request per image. A row without a recorded size (an older
-    manifest) is checked for presence only.
+    One listing per folder, never a request per image (``listings`` caches them across calls). A
+    row without a recorded size (an older manifest) is checked for presence only.
     """
     listings = {} if listings is None else listings
     out = {}

@@ -33,14 +33,9 @@ _INVERSE_LUT[list(_TRAINED.values())] = list(_TRAINED)
 
 
 def label_ids_to_train_ids(label: np.ndarray) -> np.ndarray:
-    """Map a Cityscapes label-id map to train ids.
+    """(H, W) uint8 label ids in 0..33 → (H, W) uint8 train ids in 0..18 (255: ignored).
 
-    Args:
-        label: (H, W) uint8 label ids in 0..33.
-    Returns:
-        (H, W) uint8 train ids in 0..18, or 255 for ignored pixels.
-    Raises:
-        ValueError: some ids are outside the table (the message lists them).
+    Raises ValueError listing the ids outside the table.
     """
     label = np.asarray(label)
     if label.dtype != np.uint8:

@@ -1,8 +1,7 @@
 """Parquet manifests: schemas, atomic write, validated read.
 
-A manifest is one Parquet file, one row per sample. Its schema name and version live in the
-file's key-value metadata (``zodi.schema``, ``zodi.schema_version``) and are checked on read.
-Every stage reads the previous stage's manifest, never the previous stage's folders.
+Schema name and version live in the file metadata (``zodi.schema``, ``zodi.schema_version``) and
+are checked on read. Every stage reads the previous stage's manifest, never its folders.
 """
 
 from __future__ import annotations
@@ -40,13 +39,10 @@ SAMPLE_SCHEMA = _schema(
 )
 
 #: One row per transferred image (output of the transfer stage), joined to sources on sample_id.
-#: image_bytes, image_sha256: size and SHA-256 (lowercase hex) of the stored PNG, from the bytes
-#: the transfer stored (null: no image). model_revisions: JSON {component: id@rev}. status: "ok",
-#: "skipped" or "failed". Quality scores and the filter (zodi_core.quality), null until scored:
-#: layout_miou and layout_pixel_acc (% of a seg model's prediction vs label), clip_score (cosine
-#: of generated image and prompt), clip_direction (directional CLIP similarity), kept (the
-#: filter's verdict), drop_reason ("; "-joined). Nullable columns that older manifests lack read
-#: as nulls (read_manifest adds them).
+#: image_bytes, image_sha256: size and SHA-256 (lowercase hex) of the stored PNG (null: no image).
+#: model_revisions: JSON {component: id@rev}. status: "ok", "skipped" or "failed". The score and
+#: filter columns are :mod:`zodi_core.quality`'s, null until scored. Nullable columns that older
+#: manifests lack read as nulls.
 TRANSFER_SCHEMA = _schema(
     _columns("sample_id domain source_uri label_uri label_format generated_uri")
     | {"image_bytes": pa.int64(), "image_sha256": _STR, "prompt": _STR, "negative_prompt": _STR}

@@ -20,8 +20,7 @@ def poll(
 ) -> T:
     """Call ``read()`` every ``interval`` seconds until ``done(value)``; return that value.
 
-    ``on_change(value)`` is called whenever the value differs from the previous one (for
-    progress lines). Raises ``TimeoutError`` naming ``what`` after ``timeout`` seconds.
+    ``on_change`` sees each new value (progress lines); ``TimeoutError`` names ``what``.
     """
     deadline = time.monotonic() + timeout
     previous: Any = object()

@@ -93,11 +93,9 @@ def shard_manifest_uri(
 def missing_outputs(manifest_uris: Sequence[str]) -> dict[str, list[str]]:
     """What the given transfer manifests point at that storage no longer holds intact.
 
-    ``{manifest_uri: [URIs]}`` for every manifest that is itself missing or unreadable
-    (``[manifest_uri]``) or names an image that is missing or not of its recorded size
-    (:func:`zodi_core.integrity.damaged_images`: one listing per folder); intact manifests are
-    left out. Writes are atomic, so a present key of the right size is the object written;
-    damage that keeps the size is found by ``zodi verify`` (hashes).
+    ``{manifest_uri: [URIs]}``; a missing or unreadable manifest lists itself. Writes are atomic,
+    so a present key of the recorded size is the object written; damage that keeps the size is
+    ``zodi verify``'s job (hashes).
     """
     out: dict[str, list[str]] = {}
     listings: dict[str, dict[str, int]] = {}

@@ -62,17 +62,14 @@ class PocketSpec:
     unet_channels: tuple[int, ...] = (32, 64)
     #: Down block types (up blocks mirror them).
     unet_blocks: tuple[str, ...] = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
-    #: GroupNorm groups of the UNet (and ControlNet). With SD's 32 groups on 32 channels each group
-    #: is one channel, whose per-sample spatial mean the norm removes: the output could then not
-    #: carry ε's per-image mean (on an 8x16 latent its std is 1/√128 ≈ 0.09), which CFG and the
-    #: 1/α amplification at high noise turn into wrong global colours. SD has 10 channels a group.
+    #: GroupNorm groups of the UNet (and ControlNet). SD's 32 groups on 32 channels would be one
+    #: channel a group, whose spatial mean the norm removes, so ε's per-image mean (std ≈ 0.09 on
+    #: 8x16) is lost; CFG and 1/α at high noise make that wrong global colours. SD: 10 a group.
     unet_norm_groups: int = 8
     text_width: int = 64
     caption_dropout: float = 0.1
-    #: Each sample's ε-MSE is weighted (min(SNR, γ) + 1)/SNR: the v-prediction loss with Min-SNR-γ
-    #: clipping at the low-noise end (Hang et al. 2023), keeping ε-prediction as SD 1.5, so the
-    #: high-noise steps that decide layout and look are not drowned (docs/fidelity.md §1).
-    #: None: the plain ε-loss.
+    #: ε-MSE weighted (min(SNR, γ) + 1)/SNR (Min-SNR-γ v-loss, Hang et al. 2023; ε-prediction kept
+    #: as SD 1.5) so high-noise steps are not drowned (docs/fidelity.md §1); None: plain ε-loss.
     snr_gamma: float | None = 5.0
     ema_decay: float = 0.999
     #: ControlNet conditioning encoder: len - 1 stride-2 convolutions, matching the VAE's factor

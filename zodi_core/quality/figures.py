@@ -131,10 +131,9 @@ def quality_images(quality: dict[str, Any]) -> list[str]:
 def render_quality_markdown(
     quality: dict[str, Any], image_src: Callable[[str], str | None] | None = None
 ) -> list[str]:
-    """The report's quality section (lines) from the pipeline's ``quality`` entry:
-    ``{"domains": {domain: apply_filter result + "summary", "worst_grid", "worst"},
-    "histograms": uri}``. ``image_src``: what a browser can load for an image URI (see
-    ``zodi_core.report.image_sources``); with one, the images are shown, not only linked."""
+    """The report's quality section (lines) from the pipeline's ``quality`` entry (``{"domains":
+    {domain: apply_filter result + "summary", "worst_grid", "worst"}, "histograms": uri}``); with
+    ``image_src`` (``zodi_core.report.image_sources``) images are shown, not only linked."""
     src = image_src or (lambda uri: None)
     domains = quality.get("domains", {})
     if not domains:
