@@ -46,8 +46,7 @@ def run_children(
     retries: int,
 ) -> FanoutReport:
     """Launch one child per group, wait for all, relaunch only the failed groups (``retries``
-    more times at most). ``launch(group, attempt)`` returns a flow run id; ``wait(ids)`` returns
-    an outcome per id once every run is final."""
+    more times at most); ``wait(ids)`` returns once every run is final."""
     if retries < 0:
         raise ValueError(f"child_retries: expected an integer >= 0, received {retries}")
     report = FanoutReport()
@@ -84,9 +83,8 @@ def child_run_name(domain: str, group: list[int], attempt: int) -> str:
 def child_outcome(
     group: list[int], attempt: int, flow_run_id: str, end: dict[str, Any], domain: str
 ) -> ChildOutcome:
-    """A child's outcome from its final state ``end`` (``{"state", "ok", "message", "result"}``,
-    see ``tasks.fanout.wait_for_flow_runs_task``); the summary is the child's transfer summary
-    of ``domain`` when its result is the transfer flow's mapping."""
+    """A child's outcome from its final state ``end`` (as ``tasks.fanout.wait_for_flow_runs_task``
+    gives it); the summary is ``domain``'s when the result is the transfer flow's mapping."""
     result = end.get("result")
     summary = (result.get("domains") or {}).get(domain) if isinstance(result, dict) else None
     state, ok, message = end["state"], bool(end["ok"]), end.get("message") or ""

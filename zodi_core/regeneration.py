@@ -24,9 +24,8 @@ def generated_domains(root: str) -> list[str]:
 
 
 def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
-    """The transfer settings that generated ``domain``'s paired manifest under ``root`` (the
-    base seed, without the domain's offset), with the prompt settings and the domain reset to
-    their defaults (a prompt config decides them); None when nothing records them."""
+    """The transfer settings that generated ``domain`` under ``root`` (base seed; domain and
+    prompt settings reset: a prompt config decides them); None when nothing records them."""
     recorded = _recorded(root, domain)
     if recorded is None:
         return None
@@ -37,9 +36,8 @@ def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
 
 
 def recorded_domain_settings(root: str, domain: str) -> DomainSettings | None:
-    """The prompt settings that generated ``domain`` under ``root`` (prompt or prompts in their
-    order, negative prompt, strength); None when nothing records them. The definition of a
-    user-defined domain that neither the prompt config nor the transfer config gives."""
+    """The prompt settings that generated ``domain`` under ``root`` (how a user-defined domain
+    that no config gives is known); None when nothing records them."""
     recorded = _recorded(root, domain)
     if recorded is None:
         return None
@@ -51,9 +49,8 @@ def recorded_domain_settings(root: str, domain: str) -> DomainSettings | None:
 
 
 def _recorded(root: str, domain: str) -> tuple[TransferConfig, int] | None:
-    """(the resolved transfer config a manifest of the generation records, the seed offset
-    folded into its seed). The paired manifest's rows carry their generation digest; the shard
-    manifests of that generation record the config in their metadata."""
+    """(recorded transfer config, seed offset folded into its seed), from the paired manifest's
+    metadata or that of a shard manifest of its generation."""
     paired = layout.paired_manifest_uri(root, domain)
     if not storage.exists(paired):
         return None
@@ -76,9 +73,8 @@ def _recorded(root: str, domain: str) -> tuple[TransferConfig, int] | None:
 def base_transfer_config(
     transfer: TransferConfig | None, generated: list[str], root: str
 ) -> TransferConfig:
-    """The settings regenerated domains start from: ``transfer`` when given; else the settings
-    of the root's last generation (the first generated domain that records them, prompt settings
-    reset); else the defaults."""
+    """The settings regenerated domains start from: ``transfer``, else the first recorded
+    generation's, else the defaults."""
     if transfer is not None:
         return transfer
     for domain in generated:
@@ -98,8 +94,7 @@ class RegenerationJob:
 
 @dataclass
 class RegenerationPlan:
-    """What a regeneration run will do: every compared domain's status, the domains to
-    regenerate (changed or missing, in ``statuses`` order), and why nothing is done if so."""
+    """What a regeneration run will do: each domain's status, the jobs, why nothing (if so)."""
 
     version: str  # the prompt config's version label
     statuses: list[DomainPromptStatus] = field(default_factory=list)
@@ -149,10 +144,8 @@ def plan_regeneration(
 def _with_recorded_user_domains(
     transfer: TransferConfig, prompts: PromptConfig, names: list[str], root: str
 ) -> TransferConfig:
-    """``transfer`` with the recorded settings of each user-defined domain in ``names`` that
-    neither it nor ``prompts`` defines (a pipeline's own domain the Variable does not list):
-    nothing asks to change it, so it compares unchanged instead of failing for want of a
-    prompt. A domain with no recording either is left out (its comparison names it)."""
+    """``transfer`` plus the recorded settings of each user-defined domain no config defines, so
+    it compares unchanged instead of failing for want of a prompt."""
     if transfer.prompt is not None or transfer.prompts:
         return transfer
     settings = dict(transfer.domain_settings)

@@ -43,11 +43,8 @@ def shard_digest(table: pa.Table) -> str:
 
 
 def shard_manifest(samples_uri: str, shard_size: int) -> list[ShardRef]:
-    """Split a samples manifest into shards of ``shard_size`` rows, in sample_id order.
-
-    Sorting first makes shard membership independent of the manifest's row order, so a
-    re-ingest of the same data gives the same shards (and the same cache keys).
-    """
+    """Split a samples manifest into shards of ``shard_size`` rows, in sample_id order, so a
+    re-ingest of the same data in another row order gives the same shards (and cache keys)."""
     if shard_size < 1:
         raise ValueError(f"shard_size: expected an integer >= 1, received {shard_size}")
     table = manifest.read_manifest(samples_uri, "samples")
@@ -114,8 +111,7 @@ def missing_outputs(manifest_uris: Sequence[str]) -> dict[str, list[str]]:
 def merge_shard_manifests(shard_uris: Sequence[str], out_uri: str, domain: str) -> dict[str, Any]:
     """Concatenate the transfer manifests of all shards of one domain into its paired manifest.
 
-    Rows are sorted by sample_id; duplicates (a sample in two shards) are an error. Only rows
-    with an image (status ok or skipped) are kept; failures are counted and reported.
+    Only rows with an image (ok or skipped) are kept; failures are counted and reported.
     """
     if not shard_uris:
         raise ValueError(f"domain {domain}: no shard manifests to merge")
