@@ -1,13 +1,7 @@
-"""The tasks' caching: one cache-key rule, storage-checked cache hits, and locks.
-
-- **Storage is the truth.** A cache record only says where a task's outputs went; a record whose
-  outputs storage no longer holds is refreshed (:func:`run_fresh`, :func:`cached_values`).
-- **One computation per key.** Cached tasks run under SERIALIZABLE isolation with a lock manager
-  shared by every process of this machine (:class:`LocalLockManager`): of two identical runs, one
-  computes each key while the other waits and takes the cache hit. A lock records its owner
-  (host, pid, start time); a waiter breaks the lock of a process that is gone and says so in one
-  line on stderr; on Ctrl-C the command releases its locks (:func:`release_held_locks`).
-"""
+"""The tasks' caching: one cache-key rule, storage-checked cache hits (a record whose outputs
+storage lost is refreshed: :func:`run_fresh`), and SERIALIZABLE locks shared by this machine's
+processes (:class:`LocalLockManager`): one run computes a key, an identical one waits for the hit;
+a lock whose owner (host, pid, start time) is gone is broken, in one stderr line."""
 
 from __future__ import annotations
 
@@ -110,11 +104,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 class LocalLockManager(FileSystemLockManager):
-    """Prefect's lock files, in :func:`locks_dir`, that cannot outlive the process holding them.
-
-    Across machines, configure the tasks' cache policy with a lock manager all of them reach
-    (e.g. prefect-redis's ``RedisLockManager``, whose locks expire); see README.
-    """
+    """Prefect's lock files, in :func:`locks_dir`, that cannot outlive the process holding them
+    (across machines use one all reach, e.g. prefect-redis's expiring ``RedisLockManager``)."""
 
     def __init__(self) -> None:
         self._locks = {}
@@ -225,9 +216,8 @@ def cached_values(task: Any, keys: list[str]) -> dict[str, Any]:
 
 
 def run_fresh(task: Any, lost: Callable[[Any], bool], **parameters: Any) -> Any:
-    """Run ``task`` (inside a flow) with storage as the truth: a cache record counts only while
-    ``lost(value)`` is False, else the task runs again and overwrites it. Without a record, the
-    task's lock decides who computes."""
+    """Run ``task`` (inside a flow); a cache record counts only while ``lost(value)`` is False,
+    else the task runs again and overwrites it."""
     key = task.cache_policy.compute_key(None, parameters, {})
     stale = any(lost(v) for v in cached_values(task, [key]).values())
     return task.with_options(refresh_cache=stale)(**parameters)

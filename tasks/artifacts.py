@@ -38,8 +38,7 @@ def publish(what: str, create: Callable[..., T], *args: Any, **kwargs: Any) -> T
 
 
 def publish_table(kind: str, rows: list[dict[str, Any]], root: str, description: str) -> None:
-    """A table artifact keyed per experiment (``layout.artifact_key(kind, root)``), when there
-    are rows."""
+    """A table artifact keyed per experiment (``layout.artifact_key``), when there are rows."""
     if rows:
         key = layout.artifact_key(kind, root)
         publish(kind, create_table_artifact, table=rows, key=key, description=description)
@@ -53,13 +52,9 @@ def publish_markdown(what: str, key: str, render: Callable[[], str], description
 
 
 class TransferProgress:
-    """A progress artifact of one domain's transfer: the percentage of the images whose shard
-    has finished (computed, cached or failed), updated as shards finish.
-
-    Keyed per experiment and domain (``layout.artifact_key``); ``keyed=False`` (a fan-out child,
-    which runs a part of the shards) attaches it to the flow run only. Updates are throttled to
-    one per ``min_interval_s`` (plus the last one): thousands of shards cost tens of API calls.
-    """
+    """A progress artifact of one domain's transfer: % of images whose shard finished. Keyed per
+    experiment and domain, or (``keyed=False``: a fan-out child) on the flow run only; updates
+    throttled to one per ``min_interval_s`` so thousands of shards cost tens of API calls."""
 
     def __init__(
         self,

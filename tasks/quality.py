@@ -19,8 +19,7 @@ from zodi_core.quality.clip import load_clip
 
 
 def _score_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
-    # The scores' own content digest: the same manifest, scorer, CLIP and code give the same
-    # scores (and the same content-addressed file).
+    # Same manifest, scorer, CLIP and code give the same scores (a content-addressed file).
     return cache_key("score", p["domain"], p["digest"])
 
 
@@ -42,9 +41,8 @@ def score_paired_task(
     scale: tuple[int, int] | None,
     digest: str,
 ) -> dict[str, Any]:
-    """Score every generated image of one domain's paired manifest (reads images, never makes
-    one): load the scorers once, score, write; return the scores manifest URI, the predictions
-    folder and the mean scores."""
+    """Score one domain's paired manifest (never makes an image); return the scores manifest URI,
+    the predictions folder and the mean scores."""
     device, _ = resolve_device(quality_config.device, "float32", auto_half=False)
     seg_model = clip = None
     if seg_config is not None and seg_checkpoint is not None:

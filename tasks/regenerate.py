@@ -1,7 +1,5 @@
-"""Regeneration tasks: read the prompt config, plan what to regenerate, publish the report.
-
-Never cached: the point of a regeneration run is to see the current prompt config and manifests.
-"""
+"""Regeneration tasks: read the prompt config, plan, publish the report. Never cached: a
+regeneration run must see the current prompt config and manifests."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""Training task: one planned training run (a model, one seed).
-
-Cached on the config file's and manifests' content, the settings, the seed, the run's name and
-its work dir, which depends on the settings (:func:`training_work_dir`): a run with another
-budget, schedule or data trains in its own folder and never resumes another's checkpoints; a
-killed run of the same settings resumes its own.
-"""
+"""Training task: one planned training run (a model, one seed). The work dir depends on the
+settings (:func:`training_work_dir`): other settings never resume another's checkpoints; a killed
+run of the same settings resumes its own."""
 
 from __future__ import annotations
 
@@ -22,8 +18,7 @@ from zodi_core.seg.train import resolve_config_path, train_model
 
 
 def _settings_digest(run: TrainingRun, source_uri: str | None, train: TrainConfig) -> str:
-    """Digest of what decides the model besides its name and seed: the config file's and
-    manifests' content and the training settings."""
+    """Digest of the config file's and manifests' content and the training settings."""
     config_file = str(resolve_config_path(run.mmseg_config))
     manifests = [u for u in (run.paired_manifest, source_uri) if u]
     parts = [content_digest(config_file, *manifests), config_digest(train)]

@@ -55,8 +55,7 @@ def _components(models_json: str, device: str, dtype: str) -> Components:
 
 @functools.cache
 def code_version() -> str:
-    """Version of the code that generates images: package version + source of the transfer code
-    (read once per process)."""
+    """Version of the generating code: package version + transfer sources (read once a process)."""
     root = Path(zodi_core.__file__).parent
     h = hashlib.sha256(zodi_core.__version__.encode())
     for f in [root / "conditions.py", *sorted((root / "transfer").glob("*.py"))]:
@@ -65,9 +64,8 @@ def code_version() -> str:
 
 
 def _shard_cache_key(context: TaskRunContext | None, parameters: dict[str, Any]) -> str:
-    """Cache key of one transfer shard: shard content, transfer settings, the models'
-    fingerprint, the code and the destination (a cached result points at images under
-    ``out_root``). Not the run id: the same shard with the same settings is reused across runs."""
+    """Shard content, settings, models, code and ``out_root`` (where its images are); not the run
+    id, so the same shard with the same settings is reused across runs."""
     config: TransferConfig = parameters["config"]
     return cache_key(
         "transfer",
@@ -94,11 +92,8 @@ def shard_manifest_task(samples_uri: str, shard_size: int) -> list[ShardRef]:
     retry_condition_fn=retry_on_io,
 )
 def transfer_shard_task(shard: ShardRef, config: TransferConfig, out_root: str) -> dict[str, Any]:
-    """Transfer one shard; return its shard manifest URI and image counts.
-
-    Raises :class:`ShardFailed` when any image failed, so the shard is not cached and a rerun
-    recomputes it (its already written images are skipped by digest).
-    """
+    """Transfer one shard; return its shard manifest URI and image counts. :class:`ShardFailed`
+    when any image failed: not cached, so a rerun recomputes it (skipping written images)."""
     fingerprint = models_fingerprint(config.models)
     digest = generation_digest(config, fingerprint)
     context = TaskRunContext.get()
@@ -140,10 +135,8 @@ def merge_shard_manifests_task(shard_uris: list[str], out_uri: str, domain: str)
 def check_cached_shards(
     shards: list[ShardRef], config: TransferConfig, out_root: str
 ) -> tuple[dict[int, dict[str, Any]], set[int]]:
-    """``(intact, stale)``: the cached results (by shard index) whose outputs storage holds
-    intact, and the indices whose cache record points at outputs storage lost (a deleted shard
-    manifest, a deleted or truncated image: :func:`zodi_core.sharding.missing_outputs`, one
-    listing per image folder). An intact shard needs no task run; a stale one is recomputed."""
+    """``(intact, stale)``: cached results (by shard index) whose outputs storage holds, and the
+    indices whose outputs storage lost (:func:`zodi_core.sharding.missing_outputs`)."""
     keys = {
         _shard_cache_key(None, {"shard": s, "config": config, "out_root": out_root}): s.index
         for s in shards
@@ -171,13 +164,8 @@ def collect_shard_states(
     progress: TransferProgress,
     cached: dict[int, dict[str, Any]],
 ) -> tuple[RunSummary, list[str]]:
-    """Wait for every shard, then sort them into computed / cached / failed.
-
-    ``cached``: the results of the intact cached shards, not submitted; ``futures``: those of the
-    other shards, in order. A cached shard's images count as skipped (reused, not written by this
-    run); a failed shard counts the images it really wrote. ``progress`` counts each shard as it
-    finishes.
-    """
+    """Wait for every shard (``futures``: the shards not in ``cached``, in order), then sort them
+    into computed / cached (images count as skipped) / failed (counts what it really wrote)."""
     submitted = [s for s in shards if s.index not in cached]
     by_future = {id(f): s for s, f in zip(submitted, futures, strict=True)}
     for shard in shards:
