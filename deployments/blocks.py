@@ -9,13 +9,8 @@ from typing import Any
 def save_s3_result_storage(
     name: str, root: str, endpoint_url: str | None = None, region: str | None = None
 ) -> Any:
-    """Save (idempotently) an ``S3Bucket`` block for ``root`` = ``s3://bucket/prefix``.
-
-    Credentials are not stored in the block: boto3 finds them in the standard AWS chain
-    (environment, ``~/.aws``, instance role) of whichever worker reads or writes results.
-    Returns the saved block; pass it as ``flow.with_options(result_storage=block)`` or reference
-    it as ``s3-bucket/<name>``.
-    """
+    """Save (idempotently) and return an ``S3Bucket`` block for ``root`` = ``s3://bucket/prefix``.
+    No credentials in the block: each worker's boto3 finds them in the standard AWS chain."""
     from prefect_aws import AwsCredentials, S3Bucket
     from prefect_aws.client_parameters import AwsClientParameters
 

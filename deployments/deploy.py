@@ -1,7 +1,5 @@
 """`zodi deploy`: work pools, blocks, the prompts Variable, deployments (``prefect deploy`` on
-``deployments/prefect.yaml``) and the zombie-detection automation, in one idempotent step (see
-:func:`deploy`; running it twice changes nothing the second time).
-"""
+``deployments/prefect.yaml``) and the zombie-detection automation, in one idempotent step."""
 
 from __future__ import annotations
 
@@ -44,10 +42,8 @@ ZOMBIE_AUTOMATION = "zodi-crash-zombie-flow-runs"
 
 
 def zombie_after_s() -> int:
-    """Seconds without a heartbeat after which a flow run counts as a zombie: three periods of
-    ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` as set where ``zodi deploy`` runs (Prefect's default
-    180 s: 9 minutes). Every flow engine sends heartbeats at that period; set the same value for
-    the workers (their flow runs) and for ``zodi deploy``."""
+    """Seconds without a heartbeat that make a flow run a zombie: :data:`MISSED_HEARTBEATS` periods
+    of ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` (default 180 s; same value for workers and deploy)."""
     return MISSED_HEARTBEATS * int(get_current_settings().flows.heartbeat_frequency or 180)
 
 
@@ -155,11 +151,8 @@ def deploy_deployments(
     image: str | None = None,
     prefect_file: str | Path = PREFECT_FILE,
 ) -> list[str]:
-    """Run ``prefect deploy`` on the selected deployments of ``prefect_file`` (an upsert).
-
-    ``root`` and ``image`` fill ``{{ $ZODI_ROOT }}`` and ``{{ $ZODI_IMAGE }}`` in the file.
-    Returns the deployment names (``flow/deployment``) found on the server afterwards.
-    """
+    """Run ``prefect deploy`` (an upsert) on the selected deployments of ``prefect_file``, with
+    ``root``/``image`` as ``$ZODI_ROOT``/``$ZODI_IMAGE``; return the server's deployment names."""
     prefect_file = Path(prefect_file).resolve()
     if not prefect_file.is_file():
         raise FileNotFoundError(f"prefect_file: no such file {prefect_file}")
@@ -170,8 +163,7 @@ def deploy_deployments(
     for pool in ("local", "gpu") if only == "all" else (only,):
         cmd += ["--name", f"*-{pool}"]  # deployment names end in their pool
     cmd += ["--prefect-file", str(prefect_file)]
-    # cwd = repository root: entrypoints are relative to it, and a local deployment's pull step
-    # (prefect's default) points at it.
+    # cwd = repository root: entrypoints and a local deployment's default pull step need it
     proc = subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-3000:]
@@ -197,18 +189,15 @@ def deploy(
 ) -> dict[str, Any]:
     """Pools, blocks and deployments, idempotently, on the server of ``PREFECT_API_URL`` (the
     CLI checks it is set); a JSON-able summary of what it did."""
-    # 1. work pools
     pools = ensure_work_pools(only)
-    # 2. blocks: result storage in S3 (credentials from the workers' environment)
+    # result storage in S3 (credentials from the workers' environment)
     blocks = []
     if s3_root:
         save_s3_result_storage(RESULTS_BLOCK, s3_root, endpoint_url=s3_endpoint, region=s3_region)
         blocks.append(f"s3-bucket/{RESULTS_BLOCK}")
-    # 3. the prompts Variable the regenerate deployments read (and are triggered by)
+    # the prompts Variable the regenerate deployments read (and are triggered by)
     variables = {PROMPTS_VARIABLE: ensure_prompts_variable()}
-    # 4. deployments
     names = deploy_deployments(only, root=root, image=image, prefect_file=prefect_file)
-    # 5. runs whose heartbeats stop are marked Crashed
     automations = {ZOMBIE_AUTOMATION: ensure_zombie_automation()}
     return {
         "api_url": PREFECT_API_URL.value(),

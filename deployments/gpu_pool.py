@@ -1,9 +1,6 @@
-"""The GPU Kubernetes pool's base job template: prefect-kubernetes' own default
-(``KubernetesWorker.get_default_base_job_template()``) with the job variables of
-:data:`GPU_VARIABLES` patched into the Job manifest; everything else is the worker's own, so a
-newer prefect-kubernetes brings its fixes with it. ``python -m deployments.gpu_pool`` prints it,
-for ``prefect work-pool create --base-job-template``.
-"""
+"""The GPU Kubernetes pool's base job template: prefect-kubernetes' default with
+:data:`GPU_VARIABLES` patched in (so a newer prefect-kubernetes brings its fixes). Printed by
+``python -m deployments.gpu_pool``, for ``prefect work-pool create --base-job-template``."""
 
 from __future__ import annotations
 
@@ -13,9 +10,8 @@ from typing import Any
 
 DEFAULT_IMAGE = "zodi-worker:gpu"
 
-#: Job variables added to (or overriding) the worker's default ones: name → JSON schema.
-#: ``cpu`` and ``memory`` are the container's request *and* limit (a GPU job gets guaranteed
-#: resources), replacing :data:`REPLACED_VARIABLES`.
+#: Job variables added to (or overriding) the worker's: name → JSON schema. ``cpu`` and ``memory``
+#: are request *and* limit (guaranteed resources), replacing :data:`REPLACED_VARIABLES`.
 GPU_VARIABLES: dict[str, dict[str, Any]] = {
     "image": {
         "type": "string",

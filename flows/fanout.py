@@ -33,12 +33,8 @@ def fanout_transfer_flow(
     timeout_seconds: float = 6 * 3600,
 ) -> Any:
     """Transfer one domain as child runs of ``deployment`` (one per ``shards_per_run`` shards),
-    so every worker of its pool takes a share; rerun a failed child alone (its other shards are
-    cache hits), then merge the shard manifests into the paired manifest.
-
-    Returns ``{"domain", "paired", "summary", "children"}``; when a child still fails after
-    ``child_retries`` reruns, a Failed state naming its shards, with that dict as data.
-    """
+    rerun failed children alone, then merge; return ``{"domain", "paired", "summary",
+    "children"}``, or a Failed state with it as data when a child fails every attempt."""
     logger = get_run_logger()
     config = transfer.replace(domain=domain)
     # 1. shard exactly as every child will (sorted by sample_id: deterministic)
@@ -77,13 +73,8 @@ def fanout_transfer_flow(
 
 
 def multi_gpu_task_runner(n_gpus: int | None = None) -> Any:
-    """A Dask task runner with one single-threaded worker per GPU of this machine.
-
-    dask-cuda's ``LocalCUDACluster`` sets ``CUDA_VISIBLE_DEVICES`` per worker, so each shard
-    task sees one GPU as ``cuda:0`` (``TransferConfig.device="auto"``). prefect-dask is pinned;
-    ``dask-cuda`` is installed on GPU workers only (``pip install -c constraints.txt dask-cuda``). Use as
-    ``transfer_flow.with_options(task_runner=multi_gpu_task_runner())(...)``.
-    """
+    """A Dask task runner with one single-threaded worker per GPU of this machine (dask-cuda sets
+    ``CUDA_VISIBLE_DEVICES`` per worker: each shard task sees its GPU as ``cuda:0``)."""
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:

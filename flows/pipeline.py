@@ -21,9 +21,8 @@ from zodi_core.quality.scores import scorer_checkpoint
 
 
 def failed_transfer(state: State, stage: str) -> State:
-    """The parent's Failed state for a failed ``transfer_flow`` run: a transfer that had failed
-    shards keeps its message (naming them) and its per-domain summary; one that raised (a bad
-    manifest, a storage outage after retries) is re-raised as is: its error is the one to read."""
+    """The parent's Failed state for a failed ``transfer_flow`` run (its message and per-domain
+    summary); a transfer that raised is re-raised as is: its error is the one to read."""
     data: Any = state.result(raise_on_failure=False)
     if isinstance(data, BaseException):
         raise data
@@ -34,10 +33,7 @@ def failed_transfer(state: State, stage: str) -> State:
 @flow(name="pipeline_flow")
 def pipeline_flow(config: PipelineConfig, preflight: bool = True) -> Any:
     """Run the whole method on ``config``; return the report (dict with the report URIs).
-
-    ``preflight``: check dataset roots, models, storage and credentials first and fail with every
-    problem at once (``zodi pipeline`` checks before starting Prefect and passes False).
-    """
+    ``zodi pipeline`` runs the preflight before starting Prefect and passes ``preflight=False``."""
     logger = get_run_logger()
     root = config.storage.root
     # S3 options for this run and its tasks (a context variable: no os.environ write)

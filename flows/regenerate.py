@@ -1,10 +1,5 @@
-"""regenerate_flow: regenerate only the domains whose prompt settings changed.
-
-Deployed on a nightly cron and on a trigger on the prompts Variable's update event
-(``deployments/prefect.yaml``). The prompt config is a YAML file in storage (a path or ``s3://``
-URI) or a Prefect Variable (``variable://<name>``). The decisions live in
-``zodi_core.regeneration``; this flow only sequences them.
-"""
+"""regenerate_flow: regenerate only the domains whose prompt settings changed (the decisions
+live in ``zodi_core.regeneration``; this flow only sequences them)."""
 
 from __future__ import annotations
 
@@ -42,15 +37,9 @@ def regenerate_flow(
     """Compare each domain's prompt settings with its paired manifest; regenerate changed ones.
 
     ``domains`` None: every domain generated under ``out_root`` plus those the prompt config
-    lists. ``transfer`` None: the settings of the root's last generation (models, steps, ...);
-    the prompt config sets the prompts. A domain is regenerated when its prompt, negative prompt
-    or strength differ from what its paired manifest records, or when it has none yet (its new
-    prompt changes the transfer digest: every shard misses the cache). Before the pipeline has
-    written anything under ``out_root`` the run does nothing and says so. With ``retrain``, the
-    regenerated domains' models are retrained and evaluated on ``targets`` ({name: samples URI}).
-
-    Returns ``zodi_core.regeneration.build_report``'s report (old and new prompt settings per
-    domain); a Failed state with the report as data when a domain's transfer failed.
+    lists; ``transfer`` None: the root's last generation's settings. ``retrain`` retrains the
+    regenerated domains and evaluates them on ``targets`` ({name: samples URI}). Returns
+    ``regeneration.build_report``'s report, a Failed state with it as data if a transfer failed.
     """
     logger = get_run_logger()
     # 1. read the prompt config

@@ -18,10 +18,7 @@ def train_flow(
     baseline: bool = True,
 ) -> dict[str, list[dict]]:
     """Return {model name: [train result per seed]} (names from :func:`zodi_core.runs.run_name`).
-
-    ``baseline`` False trains the ZoDi models only (an ablation of the training settings, e.g.
-    λ = 0, whose source-only baseline was trained already under the default settings).
-    """
+    ``baseline`` False: ZoDi models only (an ablation, e.g. λ = 0, whose baseline exists)."""
     # 1. plan: the source-only baseline and one ZoDi model per domain, every seed
     planned = runs.plan_training_runs(train, paired)
     if not baseline:

@@ -31,10 +31,8 @@ def transfer_flow(
 ) -> Any:
     """Transfer every shard to every domain; merge shard manifests into paired manifests.
 
-    Returns ``{"domains": {domain: summary}, "paired": {domain: uri}}``; when any shard failed,
-    a Failed state naming them, with that dict as data. A rerun recomputes only the failed shards
-    and those whose outputs storage lost. ``shard_indices`` runs only those shards (a fan-out
-    child, flows/fanout.py) and skips the merge.
+    Returns ``{"domains": {domain: summary}, "paired": {domain: uri}}``, or a Failed state naming
+    the failed shards with it as data. ``shard_indices`` (a fan-out child): only those, no merge.
     """
     logger = get_run_logger()
     # 1. shard the source manifest (sorted by sample_id, content digests)
@@ -44,13 +42,11 @@ def transfer_flow(
     result: dict[str, Any] = {"domains": {}, "paired": {}}
     for domain in domains:
         config = transfer.replace(domain=domain)
-        # 2. storage is the truth: a cached shard whose outputs are intact is taken as it is,
-        #    without a task run; one whose outputs are gone is recomputed
+        # 2. storage is the truth: intact cached shards need no task run; lost ones are recomputed
         intact, stale = check_cached_shards(shards, config, out_root)
         if stale:
             logger.info("%s: %d cached shard(s) lost outputs; recomputing them", domain, len(stale))
-        # 3. transfer the other shards in parallel on the task runner (a progress artifact
-        #    follows them; a fan-out child's is attached to its run only, not keyed)
+        # 3. transfer the other shards in parallel on the task runner
         progress = TransferProgress(domain, out_root, shards, keyed=shard_indices is None)
         futures = submit_shards(
             [s for s in shards if s.index not in intact], config, out_root, stale
