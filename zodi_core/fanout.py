@@ -1,6 +1,5 @@
-"""Fan-out of one domain's transfer over child flow runs (plain logic for ``flows/fanout.py``):
-one child per group of shards, :func:`run_children` relaunches only the failed groups,
-:func:`merge_child_summaries` adds up what the children did."""
+"""Fan-out of one domain's transfer over child flow runs, one per group of shards (plain logic
+for ``flows/fanout.py``)."""
 
 from __future__ import annotations
 

@@ -96,8 +96,7 @@ class VerifyReport:
 
 
 def transfer_manifests(root: str) -> list[str]:
-    """URIs of every transfer manifest under ``root`` (shard and paired manifests, the proxy's,
-    ``zodi transfer`` outputs): the Parquet files whose recorded schema is ``transfer``."""
+    """URIs of the Parquet files under ``root`` whose recorded schema is ``transfer`` (any stage)."""
     store = storage.open_storage(root)
     found = []
     for key in store.list():
@@ -128,9 +127,8 @@ def _check_bytes(image: Recorded) -> str | None:
 
 
 def verify_root(root: str, delete: bool = False, workers: int = 8) -> VerifyReport:
-    """Check every generated image that a transfer manifest under ``root`` names: present, of
-    the recorded size, and of the recorded SHA-256 (a PNG structure check for rows recorded
-    without one). ``delete`` removes the damaged images, so the next run regenerates them."""
+    """Check every image a transfer manifest under ``root`` names: size and SHA-256 (PNG structure
+    when none is recorded); ``delete`` removes damaged ones so the next run regenerates them."""
     report = VerifyReport(manifests=transfer_manifests(root))
     images: dict[str, Recorded] = {}
     for uri in report.manifests:

@@ -139,8 +139,7 @@ def read_manifest(uri: str, schema_name: str | None = None, **storage_options: A
 
 
 def _add_missing_nullable(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Append the schema's nullable columns that ``table`` lacks, as nulls (older manifests), in
-    the schema's column order (so old and new manifests concatenate)."""
+    """Add the nullable columns older manifests lack, as nulls, in schema order (to concatenate)."""
     missing = [f for f in schema if f.nullable and f.name not in table.column_names]
     for field in missing:
         table = table.append_column(field, pa.nulls(table.num_rows, field.type))

@@ -139,8 +139,7 @@ class DomainPromptStatus:
     recorded: tuple[PromptValues, ...]
     recorded_digests: tuple[str, ...]
     paired_uri: str
-    #: Rows whose seed is not the one the wanted settings give their image (a changed seed or
-    #: seed offset): 0 when the prompt settings alone decide the status.
+    #: Rows generated with another seed than the wanted one (changed seed or seed offset).
     seeds_changed: int = 0
 
     @property

@@ -1,6 +1,4 @@
-"""Regeneration when prompts change, for ``flows/regenerate.py``: :func:`plan_regeneration`
-(which domains changed, the transfer config of each to regenerate), :class:`DomainOutcome` (how
-each transfer ended), :func:`build_report` and :func:`render_markdown` (old and new settings)."""
+"""Regeneration when prompts change (plain logic for ``flows/regenerate.py``): plan, report."""
 
 from __future__ import annotations
 

@@ -31,8 +31,7 @@ MANIFEST_NAME = "webcorpus.parquet"
 
 
 def caption_for(domain: str) -> str:
-    """The paper's prompt for ``domain`` ("driving at night, best quality"); clear: "driving, best
-    quality" (the prompt grammar of SPEC §2 with an empty domain phrase)."""
+    """The paper's prompt for ``domain``; clear: "driving, best quality" (empty domain phrase)."""
     if domain == "clear":
         suffix = TransferConfig().prompt_suffix
         return f"driving{suffix}"

@@ -5,9 +5,6 @@
   caption (chance 1/6), beside its accuracy on held-out real images (the ceiling).
 - Layout following: mIoU of a small segmentation CNN on ControlNet generations from held-out
   label maps, beside real scenes (ceiling) and the same prompts/noise without ControlNet (chance).
-
-Generation uses diffusers' SD (+ ControlNet) pipelines (DDIM, eta 0, CFG with the empty caption),
-independent of the ZoDi sampler.
 """
 
 from __future__ import annotations
@@ -57,8 +54,8 @@ def vae_psnr(vae: Any, images: np.ndarray) -> float:
 
 @dataclass
 class Generator:
-    """Text-to-image (optionally ControlNet-conditioned) DDIM sampling on loaded components, by
-    diffusers' ``StableDiffusionPipeline`` / ``StableDiffusionControlNetPipeline``."""
+    """Text-to-image (optionally ControlNet-conditioned) DDIM sampling (eta 0, CFG with the empty
+    caption) by diffusers' SD (ControlNet) pipelines, independent of the ZoDi sampler."""
 
     components: Any
     steps: int = 20
@@ -165,7 +162,6 @@ def measure_quality(
     out: dict[str, Any] = {"sampling": {"steps": steps, "guidance": guidance, "eta": 0.0}}
     out["vae_psnr_db"] = round(vae_psnr(components.vae, heldout.images), 2)
 
-    # Text conditioning.
     dom_idx = np.array([CORPUS_DOMAINS.index(d) for d in train.domains])
     clf = train_classifier(train.images, dom_idx, dense=False, steps=classifier_steps, seed=seed)
     held_idx = np.array([CORPUS_DOMAINS.index(d) for d in heldout.domains])
@@ -183,7 +179,6 @@ def measure_quality(
         "images_per_prompt": n_per_prompt,
     }
 
-    # Layout following.
     clear = np.array([d == "clear" for d in train.domains])
     seg = train_classifier(
         train.images[clear], train.labels[clear], dense=True, steps=classifier_steps * 2, seed=seed

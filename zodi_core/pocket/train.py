@@ -12,9 +12,8 @@ Three phases, each SD's / ControlNet's recipe at a small scale:
    base frozen, 50% empty captions (ControlNet's recipe).
 
 Every step draws batch, flips, timesteps and noise from a generator seeded by (seed, phase, step),
-so a resumed run takes the same steps as an uninterrupted one. Checkpoints go to
-``<out>/checkpoints/<phase>.pt``; a finished phase is recorded in ``<out>/training_state.json``
-and skipped on a rerun.
+so a resumed run takes the same steps as an uninterrupted one; a finished phase (recorded in
+``training_state.json``) is skipped on a rerun.
 """
 
 from __future__ import annotations
@@ -388,7 +387,6 @@ def train_pocket(
     lat_std = torch.cat([d.std for d in dists])
     lat_pair = torch.cat([lat_mean, lat_std], dim=1)  # flipped together by _batch
 
-    # Tokenizer and the caption ids.
     tok_dir = out / "tokenizer"
     if (tok_dir / "tokenizer_config.json").is_file():
         from transformers import CLIPTokenizer

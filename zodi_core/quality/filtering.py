@@ -19,10 +19,9 @@ def filter_reasons(
 ) -> list[list[str]]:
     """The reasons each row is dropped (empty: kept), one list per row, in row order.
 
-    - ``layout_miou < min_layout_miou`` and ``clip_score < min_clip`` (a null score never fails
-      a threshold: it was not measured);
-    - ``lowest <f> layout``: the ``floor(f * rows)`` rows with the lowest ``layout_miou`` (rows
-      without one are not ranked), whatever the thresholds; ties broken by ``sample_id``.
+    Thresholds on ``layout_miou`` and ``clip_score`` (a null score was not measured: never fails);
+    ``lowest <f> layout``: the ``floor(f * rows)`` lowest by ``layout_miou`` (null: not ranked;
+    ties by sample_id), whatever the thresholds.
     """
     if not 0.0 <= drop_lowest_fraction < 1.0:
         raise ValueError(
