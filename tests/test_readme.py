@@ -34,9 +34,11 @@ ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)")
 
 #: The fork server: one JSON job a line on stdin ({"argv", "cwd", "stdout", "stderr"}); each job
 #: runs ``sys.exit(zodi_cli.main(argv))`` in a forked child with its output in the two files, and
-#: the child's exit code comes back as one JSON line.
+#: the child's exit code comes back as one JSON line. The folder's ``zodi_core/pocket/weights`` must
+#: not shadow the installed package as a namespace package, so cwd is not on ``sys.path``.
 FORK_SERVER = """
 import json, os, sys
+sys.path[0] = os.path.dirname(sys.executable)  # as the console script's, not -c's cwd ("")
 import torch, diffusers, transformers, transformers.modeling_utils  # noqa: F401 - once
 for line in sys.stdin:
     job = json.loads(line)
