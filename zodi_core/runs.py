@@ -14,21 +14,11 @@ from zodi_core import layout
 from zodi_core.config import TrainConfig
 
 SOURCE_ONLY = "source-only"
-ZODI_PREFIX = "zodi-"
 
 
 def run_name(domain: str | None) -> str:
     """The model name of a training run: ``source-only`` for None, else ``zodi-<domain>``."""
-    return SOURCE_ONLY if domain is None else f"{ZODI_PREFIX}{domain}"
-
-
-def run_domain(name: str) -> str | None:
-    """The inverse of :func:`run_name` (results recorded before runs carried their domain)."""
-    if name == SOURCE_ONLY:
-        return None
-    if name.startswith(ZODI_PREFIX) and len(name) > len(ZODI_PREFIX):
-        return name.removeprefix(ZODI_PREFIX)
-    raise ValueError(f"model name: expected 'source-only' or 'zodi-<domain>', received {name!r}")
+    return SOURCE_ONLY if domain is None else f"zodi-{domain}"
 
 
 @dataclass(frozen=True)
@@ -80,15 +70,6 @@ class EvaluationJob:
     target_domains: tuple[str | None, ...] = ()
 
 
-def _result_domain(name: str, result: Mapping[str, Any]) -> str | None:
-    return result["domain"] if "domain" in result else run_domain(name)
-
-
-def _result_config(result: Mapping[str, Any]) -> str:
-    # "config": results recorded (and cached by Prefect) before the rename to mmseg_config.
-    return result["mmseg_config"] if "mmseg_config" in result else result["config"]
-
-
 def plan_evaluations(
     models: Mapping[str, Sequence[Mapping[str, Any]]],
     targets: Sequence[str],
@@ -107,7 +88,7 @@ def plan_evaluations(
             continue
         ordered = sorted(results, key=lambda r: r["seed"])
         checkpoints = tuple(r["checkpoint"] for r in ordered)
-        domain = _result_domain(name, ordered[0])
+        domain = ordered[0]["domain"]
         if domain is None:
             proxy_domains: list[str | None] = sorted(proxies)
         else:
@@ -117,7 +98,7 @@ def plan_evaluations(
                 EvaluationJob(
                     model=name,
                     checkpoints=checkpoints,
-                    mmseg_config=_result_config(ordered[0]),
+                    mmseg_config=ordered[0]["mmseg_config"],
                     manifests=tuple(targets) if i == 0 else (),
                     proxy=proxies.get(proxy_domain) if proxy_domain else None,
                     proxy_domain=proxy_domain,
