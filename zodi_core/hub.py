@@ -16,6 +16,7 @@ so a rerun fetches only what changed), backbone weights into torch's hub layout.
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.error
 from collections.abc import Callable
@@ -30,14 +31,15 @@ from zodi_core.model_source import (
     NETWORK_TIMEOUT,
     HubUnreachableError,
     ModelSource,
-    check_folder,
+    Needs,
+    folder_problem,
     is_local,
     is_network_error,
     model_sources,
     resolve_hub,
     with_variant,
 )
-from zodi_core.seg.train import _http_url, _weights_refs, load_config
+from zodi_core.seg.train import http_url, load_config, weights_refs
 
 #: The record of what :func:`download_models` fetched, at the root of the folder.
 RECORD_NAME = "zodi-models.json"
@@ -51,20 +53,14 @@ Variant = Literal["fp16", "fp32"]
 # 1. What a run needs ---------------------------------------------------------------------------
 
 
-def allow_patterns(needs: dict[str, tuple[tuple[str, ...], ...]], variant: Variant) -> list[str]:
-    """The repository files the loader needs (``needs``: subfolder → groups of alternatives):
-    per group its first alternative, weights in ``variant``; the tokenizer folder whole."""
+def allow_patterns(needs: Needs, variant: Variant) -> list[str]:
+    """The repository files the loader needs: per group its first alternative, weights in
+    ``variant``; the tokenizer folder whole."""
     patterns = []
     for sub, groups in needs.items():
-        prefix = f"{sub}/" if sub else ""
-        if sub == "tokenizer":
-            patterns.append(f"{prefix}*")
-            continue
-        for group in groups:
-            name = group[0]
-            patterns.append(
-                prefix + (with_variant(name, variant) if name.endswith(".safetensors") else name)
-            )
+        names = ["*"] if sub == "tokenizer" else [group[0] for group in groups]
+        names = [with_variant(n, variant) if n.endswith(".safetensors") else n for n in names]
+        patterns += [f"{sub}/{name}" if sub else name for name in names]
     return patterns
 
 
@@ -75,15 +71,15 @@ def base_patterns(variant: Variant) -> list[str]:
 
 def controlnet_patterns(variant: Variant) -> list[str]:
     """Files of the ControlNet repository a run needs."""
-    return allow_patterns({"": CONTROLNET_FILES}, variant)
+    return allow_patterns(CONTROLNET_FILES, variant)
 
 
 def backbone_weights_urls(mmseg_config: str) -> list[str]:
     """Download URLs of the ImageNet weights ``mmseg_config`` initialises its backbone from (the
     references training resolves, ``open-mmlab://`` through mmengine's table; none: [])."""
     urls = []
-    for _, _, ref in _weights_refs(load_config(mmseg_config)):
-        url = _http_url(ref)
+    for _, _, ref in weights_refs(load_config(mmseg_config)):
+        url = http_url(ref)
         if url is None:
             raise ValueError(
                 f"--mmseg-config {mmseg_config}: backbone weights {ref!r} are not a download URL "
@@ -123,10 +119,6 @@ class DownloadedModels:
     def total_size(self) -> int:
         return sum(f.size for f in self.fetched)
 
-    @property
-    def backbones(self) -> list[Path]:
-        return [f.path for f in self.fetched if f.name == "backbone"]
-
     def usage(self) -> list[str]:
         """The lines to use the folder with: command line, pipeline config, training."""
         out = str(self.out)
@@ -135,10 +127,11 @@ class DownloadedModels:
             f"zodi pipeline --config C --models {out}",
             f"config: transfer.models: {{base: {out}, controlnet: {out}/controlnet}}",
         ]
-        if self.backbones:
+        backbones = [f.path for f in self.fetched if f.name == "backbone"]
+        if backbones:
             lines.append(
                 f"training (backbone weights): TORCH_HOME={out}/{TORCH_HOME_NAME}, or "
-                f"--pretrained / train.pretrained: {self.backbones[0]}"
+                f"--pretrained / train.pretrained: {backbones[0]}"
             )
         return lines
 
@@ -185,30 +178,6 @@ def _component_files(name: str, root: Path) -> dict[str, int]:
     }
 
 
-def _read_record(out: Path) -> dict[str, Any]:
-    try:
-        return json.loads((out / RECORD_NAME).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _quietly(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``fn`` with huggingface_hub's progress bars off (the dry run's bar says nothing)."""
-    from huggingface_hub.utils import (
-        are_progress_bars_disabled,
-        disable_progress_bars,
-        enable_progress_bars,
-    )
-
-    was_disabled = are_progress_bars_disabled()
-    disable_progress_bars()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        if not was_disabled:
-            enable_progress_bars()
-
-
 def _snapshot(
     name: str,
     source: ModelSource,
@@ -225,6 +194,7 @@ def _snapshot(
     own record of that commit (``local_files_only``) finds every file it fetched."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import IncompleteSnapshotError
+    from huggingface_hub.utils import tqdm
 
     repo, field_name = source.source, source.field
     if constants.HF_HUB_OFFLINE:
@@ -232,7 +202,6 @@ def _snapshot(
             f"{field_name}: cannot download {repo!r}: HF_HUB_OFFLINE is set; run `zodi models "
             "download` on a machine with internet (HF_HUB_OFFLINE unset), then copy the folder"
         )
-    kwargs: dict[str, Any] = {"allow_patterns": patterns, "local_dir": dest}
     try:
         commit = resolve_hub(source, timeout, fresh=True).commit
     except HubUnreachableError as err:
@@ -256,35 +225,32 @@ def _snapshot(
                 err.reason,
             ) from None
         say(f"{name}: {repo}@{commit[:12]} already in {dest} (hub {err.reason})")
-        skipped = True
+        plan = []
     else:
-        kwargs["revision"] = commit
-        plan = _quietly(snapshot_download, repo, dry_run=True, **kwargs)
+        kwargs = {"revision": commit, "local_dir": dest}
+        quiet = functools.partial(tqdm, disable=True)  # the dry run's bars say nothing
+        plan = snapshot_download(
+            repo, allow_patterns=patterns, dry_run=True, tqdm_class=quiet, **kwargs
+        )
         planned = {f.filename for f in plan}
         missing = [p for p in patterns if f".{variant}." in p and p not in planned]
         if missing:
             # Not every repository holds every weights file in the variant: the standard one then.
             say(f"{name}: {repo} has no {variant} variant of {', '.join(missing)}; "
                 "fetching the standard weights instead")  # fmt: skip
-            patterns = [p for p in patterns if p not in missing]
-            patterns += [p.replace(f".{variant}.", ".") for p in missing]
-            kwargs["allow_patterns"] = patterns
-            plan = _quietly(snapshot_download, repo, dry_run=True, **kwargs)
-        if not plan:
-            raise FileNotFoundError(
-                f"{field_name}: hub id {repo!r} has none of the files {patterns}; "
-                "is it a diffusers repository?"
+            patterns = [p.replace(f".{variant}.", ".") if p in missing else p for p in patterns]
+            plan = snapshot_download(
+                repo, allow_patterns=patterns, dry_run=True, tqdm_class=quiet, **kwargs
             )
-        skipped = not any(p.will_download for p in plan)
         total = sum(p.file_size or 0 for p in plan)
         todo = sum(p.file_size or 0 for p in plan if p.will_download)
         say(
             f"{name}: {repo}@{commit[:12]}: {len(plan)} files, {format_size(total)} "
             f"({format_size(todo)} to fetch) → {dest}"
         )
-    if not skipped:
+    if any(p.will_download for p in plan):
         try:
-            snapshot_download(repo, **kwargs)
+            snapshot_download(repo, allow_patterns=patterns, **kwargs)
         except Exception as err:  # noqa: BLE001 - a network failure is one line, the rest as is
             if not is_network_error(err):
                 raise
@@ -293,10 +259,9 @@ def _snapshot(
                 f"problem ({' '.join(str(err).split())[:160]}); check the connection (HF_ENDPOINT, "
                 "proxy) and run `zodi models download` again: it resumes"
             ) from None
-    try:
-        check_folder(dest, source.needs_dict(), field_name)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{err} (not in the hub repository {repo!r})") from None
+    if problem := folder_problem(dest, source.needs, field_name):
+        raise FileNotFoundError(f"{problem} (not in the hub repository {repo!r})")
+    skipped = not any(p.will_download for p in plan)
     return Fetched(name, repo, dest, commit, _component_files(name, dest), skipped=skipped)
 
 
@@ -351,7 +316,10 @@ def download_models(
 
     out = Path(out).expanduser().resolve()
     urls = [url for config in mmseg_configs for url in backbone_weights_urls(config)]
-    record = _read_record(out)
+    try:
+        record = json.loads((out / RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        record = {}
     base, controlnet = model_sources(models)
     fetched = [
         _snapshot("base", base, base_patterns(variant), out, variant, record, say, timeout),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -34,6 +33,7 @@ class ModelsConfig(Protocol):
 #: Seconds to wait for the model hub before calling it unreachable.
 NETWORK_TIMEOUT = 5.0
 
+Needs = dict[str, tuple[tuple[str, ...], ...]]  # subfolder → file groups (any one of a group)
 _DIFFUSERS_WEIGHTS = (
     "diffusion_pytorch_model.safetensors",
     "diffusion_pytorch_model.bin",
@@ -41,7 +41,7 @@ _DIFFUSERS_WEIGHTS = (
 )
 #: Subfolders of a diffusers Stable Diffusion folder the sampler needs, and the files in each
 #: (any one of a tuple suffices; the first is the one a download fetches).
-BASE_SUBFOLDERS: dict[str, tuple[tuple[str, ...], ...]] = {
+BASE_SUBFOLDERS: Needs = {
     "unet": (("config.json",), _DIFFUSERS_WEIGHTS),
     "vae": (("config.json",), _DIFFUSERS_WEIGHTS),
     "text_encoder": (
@@ -51,7 +51,7 @@ BASE_SUBFOLDERS: dict[str, tuple[tuple[str, ...], ...]] = {
     "tokenizer": (("tokenizer_config.json",), ("vocab.json", "tokenizer.json")),
     "scheduler": (("scheduler_config.json",),),
 }
-CONTROLNET_FILES: tuple[tuple[str, ...], ...] = (("config.json",), _DIFFUSERS_WEIGHTS)
+CONTROLNET_FILES: Needs = {"": (("config.json",), _DIFFUSERS_WEIGHTS)}
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -86,7 +86,15 @@ class ModelSource:
     local: bool
     revision: str | None = None  # the hub revision asked for (None: main)
     subfolder: str | None = None  # "controlnet" for <base>/controlnet on the hub
-    needs: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = ()  # (subfolder, file groups)
+    needs: Needs = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, field: str, value: str, needs: Needs, revision: str | None = None) -> ModelSource:
+        """The model a setting names: a local folder (``~`` expanded) or a hub id."""
+        local = is_local(value)
+        return cls(
+            field, str(Path(value).expanduser()) if local else value, local, revision, None, needs
+        )
 
     @property
     def path(self) -> Path:
@@ -100,15 +108,6 @@ class ModelSource:
             return str(self.path)
         return f"{self.source}/{self.subfolder}" if self.subfolder else self.source
 
-    @property
-    def probe_file(self) -> str:
-        """A file of the repository every load reads (to find it in the hub cache)."""
-        sub, groups = self.needs[0]
-        return "/".join(p for p in (self.subfolder, sub, groups[0][0]) if p)
-
-    def needs_dict(self) -> dict[str, tuple[tuple[str, ...], ...]]:
-        return dict(self.needs)
-
 
 def holds_controlnet(base: str) -> bool:
     """Whether the local folder ``base`` holds its own ControlNet (``<base>/controlnet``, as
@@ -119,42 +118,36 @@ def holds_controlnet(base: str) -> bool:
 def model_sources(models: ModelsConfig) -> tuple[ModelSource, ModelSource]:
     """The base model and the ControlNet of ``models``: a ControlNet of None is the base's
     ``controlnet`` subfolder (a local ``<base>/controlnet`` or the hub repository's)."""
-    base_local = is_local(models.base)
-    base_src = str(Path(models.base).expanduser()) if base_local else models.base
-    base = ModelSource(
-        "models.base", base_src, base_local, models.revision, None, tuple(BASE_SUBFOLDERS.items())
-    )
+    base = ModelSource.of("models.base", models.base, BASE_SUBFOLDERS, models.revision)
     if models.controlnet is None:
-        return base, ModelSource(
-            "models.controlnet (<base>/controlnet)", base_src, base_local, models.revision,
-            "controlnet", (("", CONTROLNET_FILES),),
-        )  # fmt: skip
-    cn_local = is_local(models.controlnet)
-    cn_src = str(Path(models.controlnet).expanduser()) if cn_local else models.controlnet
-    controlnet = ModelSource(
-        "models.controlnet", cn_src, cn_local, models.controlnet_revision, None,
-        (("", CONTROLNET_FILES),),
-    )  # fmt: skip
+        field = "models.controlnet (<base>/controlnet)"
+        return base, dataclasses.replace(
+            base, field=field, subfolder="controlnet", needs=CONTROLNET_FILES
+        )
+    controlnet = ModelSource.of(
+        "models.controlnet", models.controlnet, CONTROLNET_FILES, models.controlnet_revision
+    )
     return base, controlnet
 
 
-def check_folder(root: Path, needs: dict[str, tuple[tuple[str, ...], ...]], what: str) -> None:
-    """Raise FileNotFoundError listing every missing subfolder/file (before diffusers' own error)."""
+def folder_problem(root: Path, needs: Needs, what: str) -> str | None:
+    """The one-line problem of a local model folder: missing, or every missing subfolder/file
+    (before diffusers' own error); None: it holds what the loader needs."""
     if not root.is_dir():
-        raise FileNotFoundError(f"{what}: model folder {str(root)!r} does not exist")
+        return f"{what}: model folder {str(root)!r} does not exist"
     missing = []
     for sub, groups in needs.items():
-        folder = root / sub if sub else root
-        if not folder.is_dir():
+        if not (root / sub).is_dir():
             missing.append(f"{sub}/")
             continue
-        for group in groups:
-            if not any((folder / name).is_file() for name in group):
-                missing.append(f"{sub}/{' or '.join(group)}" if sub else " or ".join(group))
+        missing += [
+            "/".join(p for p in (sub, " or ".join(group)) if p)
+            for group in groups
+            if not any((root / sub / name).is_file() for name in group)
+        ]
     if missing:
-        raise FileNotFoundError(
-            f"{what}: model folder {str(root)!r} is incomplete; missing: {', '.join(missing)}"
-        )
+        return f"{what}: model folder {str(root)!r} is incomplete; missing: {', '.join(missing)}"
+    return None
 
 
 def with_variant(name: str, variant: str | None) -> str:
@@ -171,23 +164,22 @@ def weights_variant(
 ) -> str | None:
     """``"fp16"`` when one component's fp16 weights variant is the one to load: in float16
     where the model has it, and whenever it is the only weights file; else None. ``sub``: the
-    component's subfolder (on the hub its repository path); ``hub``: the resolved hub id."""
-    needs = source.needs_dict()
-    groups = needs[sub] if sub in needs else needs.get("", ())
+    component's subfolder (on the hub its repository path); ``hub``: the resolved hub id
+    (None: a local folder)."""
+    groups = source.needs.get(sub or "") or source.needs.get("", ())
     weights = next((g for g in groups if g[0].endswith(".safetensors")), None)
     if weights is None:
         return None
 
     def exists(name: str) -> bool:
-        if source.local:
+        if hub is None:
             return (source.path / (sub or "") / name).is_file()
         rel = f"{sub}/{name}" if sub else name
-        if hub is not None and hub.files is not None:
+        if hub.files is not None:
             return rel in hub.files
         from huggingface_hub import try_to_load_from_cache
 
-        commit = hub.commit if hub is not None else source.revision
-        return isinstance(try_to_load_from_cache(source.source, rel, revision=commit), str)
+        return isinstance(try_to_load_from_cache(source.source, rel, revision=hub.commit), str)
 
     half_name = with_variant(weights[0], "fp16")
     standard = [n for n in weights if n != half_name]
@@ -196,30 +188,10 @@ def weights_variant(
     return None
 
 
-def folder_problem(source: ModelSource) -> str | None:
-    """The one-line problem of a local model folder (None: it holds what the loader needs)."""
-    try:
-        check_folder(source.path, source.needs_dict(), source.field)
-    except FileNotFoundError as err:
-        return str(err)
-    return None
-
-
 # 2. Content digest of a local folder ----------------------------------------------------------
 
 #: File hashes known to this process: file state → SHA-256 (in front of the disk cache).
 _KNOWN: dict[tuple[str, int, int, int, int, int], str] = {}
-
-
-def hash_cache_dir() -> Path:
-    """Where file hashes are remembered: ``$XDG_CACHE_HOME/zodi/file-sha256`` (``~/.cache``)."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "zodi" / "file-sha256"
-
-
-def _state(path: Path) -> tuple[str, int, int, int, int, int]:
-    st = path.stat()
-    return (str(path.absolute()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
 def hash_file(path: Path) -> str:
@@ -231,11 +203,16 @@ def hash_file(path: Path) -> str:
 def file_sha256(path: Path) -> str:
     """SHA-256 of ``path``'s bytes, hashed once per file state (path, size, mtime, ctime,
     inode, device: any write changes ctime), remembered in this process and on disk
-    (:func:`hash_cache_dir`, one file per path, replaced atomically; unwritable: re-hashed)."""
-    state = _state(path)
+    (``$XDG_CACHE_HOME/zodi/file-sha256``, ``~/.cache`` by default; one file per path, replaced
+    atomically; unwritable: re-hashed)."""
+    st = path.stat()
+    state = (str(path.absolute()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
     if state in _KNOWN:
         return _KNOWN[state]
-    entry = hash_cache_dir() / (hashlib.sha256(state[0].encode()).hexdigest() + ".json")
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zodi" / "file-sha256"
+    )
+    entry = cache / (hashlib.sha256(state[0].encode()).hexdigest() + ".json")
     try:
         record = json.loads(entry.read_text())
         if record.get("state") == list(state) and len(record.get("sha256", "")) == 64:
@@ -243,11 +220,10 @@ def file_sha256(path: Path) -> str:
             return record["sha256"]
     except (OSError, ValueError):
         pass  # not remembered (or unreadable): hash it
-    digest = hash_file(path)
-    _KNOWN[state] = digest
+    digest = _KNOWN[state] = hash_file(path)
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=entry.parent, delete=False, suffix=".tmp") as f:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=cache, delete=False, suffix=".tmp") as f:
             json.dump({"state": list(state), "sha256": digest}, f)
         os.replace(f.name, entry)
     except OSError:
@@ -255,31 +231,19 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
-def _files(root: Path, subfolders: Iterable[str] | None) -> list[Path]:
-    """The files under ``root`` (only ``subfolders`` of it, when given), hidden folders aside."""
-    tops = [root] if subfolders is None else [root / s for s in subfolders]
-    files = []
-    for top in tops:
-        if top.is_file():
-            files.append(top)
-        elif top.is_dir():
-            files += [
-                p
-                for p in top.rglob("*")
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            ]
-    return sorted(set(files))
-
-
 def folder_digest(root: Path, subfolders: Iterable[str] | None = None) -> str:
     """Content digest of a local model folder: SHA-256 over each file's path and
     :func:`file_sha256`; ``subfolders``: only these (the base's unet/, vae/, ..., not a
-    ``controlnet/`` beside them), None: every file."""
+    ``controlnet/`` beside them), None: every file; hidden folders aside."""
+    tops = [root] if subfolders is None else [root / s for s in subfolders]
+    files = {top for top in tops if top.is_file()}
+    files |= {p for top in tops if top.is_dir() for p in top.rglob("*") if p.is_file()}
     h = hashlib.sha256()
-    for path in _files(root, subfolders):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        h.update(file_sha256(path).encode() + b"\n")
+    for path in sorted(files):
+        rel = path.relative_to(root)
+        if not any(part.startswith(".") for part in rel.parts):
+            h.update(rel.as_posix().encode() + b"\0")
+            h.update(file_sha256(path).encode() + b"\n")
     return h.hexdigest()[:16]
 
 
@@ -288,52 +252,31 @@ def folder_digest(root: Path, subfolders: Iterable[str] | None = None) -> str:
 
 def offline_remedy(repo_id: str, field: str) -> str:
     """How to get ``repo_id`` onto a machine without internet, for the setting ``field``."""
-    if field.endswith("base"):
-        return (
-            "on a machine with internet run `zodi models download --out DIR`, copy DIR here and "
-            f"pass --models DIR (config: {field}: DIR; or `hf download {repo_id} --local-dir DIR`)"
-        )
-    if "controlnet" in field:
-        return (
-            "on a machine with internet run `zodi models download --out DIR`, copy DIR here and "
-            f"pass --controlnet DIR/controlnet (config: {field.split(' ')[0]}: DIR/controlnet; or "
-            f"`hf download {repo_id} --local-dir DIR`)"
-        )
+    hf = f"`hf download {repo_id} --local-dir DIR`"
+    if not field.endswith("base") and "controlnet" not in field:
+        return f"on a machine with internet run {hf}, copy DIR here and set {field} to DIR"
+    flag, folder = (
+        ("--models", "DIR") if field.endswith("base") else ("--controlnet", "DIR/controlnet")
+    )
     return (
-        f"on a machine with internet run `hf download {repo_id} --local-dir DIR`, copy DIR here "
-        f"and set {field} to DIR"
+        "on a machine with internet run `zodi models download --out DIR`, copy DIR here and "
+        f"pass {flag} {folder} (config: {field.split(' ')[0]}: {folder}; or {hf})"
     )
 
 
-def is_network_error(err: BaseException) -> bool:
+def is_network_error(err: BaseException | None) -> bool:
     """Whether ``err`` (or an exception it was raised from) is a failed connection to a server:
-    the hub client's transport errors, the standard library's connection and timeout errors."""
-    transport: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    for module in ("httpx2", "httpx", "requests"):  # hub client of huggingface_hub 2.x / 1.x / 0.x
-        try:
-            lib = importlib.import_module(module)
-        except ImportError:
-            continue
-        transport += (getattr(lib, "TransportError", None) or lib.ConnectionError,)
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, transport):
+    the hub client's (httpx2) transport errors, the standard library's connection and timeout
+    errors."""
+    import httpx2
+
+    seen = []
+    while err is not None and err not in seen:
+        if isinstance(err, (ConnectionError, TimeoutError, httpx2.TransportError)):
             return True
-        current = current.__cause__ or current.__context__
+        seen.append(err)
+        err = err.__cause__ or err.__context__
     return False
-
-
-def cached_commit(repo_id: str, revision: str | None, filename: str) -> str | None:
-    """The commit whose ``filename`` the local hub cache holds for ``revision`` (None: none)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    path = try_to_load_from_cache(repo_id, filename, revision=revision)
-    if not isinstance(path, str):
-        return None
-    parts = Path(path).parts
-    return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
 
 
 @dataclass(frozen=True)
@@ -359,33 +302,35 @@ def resolve_hub(
 
     Raises HubUnreachableError (nothing cached), PermissionError (gated) or FileNotFoundError.
     """
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError
 
     repo, revision, field = source.source, source.revision, source.field
     key = (constants.ENDPOINT, repo, revision)
     if key in _RESOLVED and not fresh:
         return _RESOLVED[key]
-    cached = cached_commit(repo, revision, source.probe_file)
-    how = offline_remedy(repo, field)
+    sub, groups = next(iter(source.needs.items()))  # a file every load reads
+    probe = "/".join(p for p in (source.subfolder, sub, groups[0][0]) if p)
+    path = try_to_load_from_cache(repo, probe, revision=revision)
+    parts = Path(path).parts if isinstance(path, str) else ()
+    cached = parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
     if revision and _COMMIT.fullmatch(revision):
         resolved = HubModel(revision, cached_only=cached == revision)
     elif constants.HF_HUB_OFFLINE:
         if cached is None:
             raise FileNotFoundError(
-                f"{field}: hub id {repo!r} is not in the local cache and HF_HUB_OFFLINE is set; {how}"
+                f"{field}: hub id {repo!r} is not in the local cache and HF_HUB_OFFLINE is set; "
+                + offline_remedy(repo, field)
             )
         resolved = HubModel(cached, cached_only=True)
     else:
         try:
             info = HfApi().model_info(repo, revision=revision, timeout=timeout)
         except Exception as err:  # noqa: BLE001 - sorted into the kinds below, or re-raised
-            if cached is not None and (
-                isinstance(err, (HfHubHTTPError, OSError)) or is_network_error(err)
-            ):
-                resolved = HubModel(cached, cached_only=True)  # the files are here: use them
-            else:
+            usable = isinstance(err, (HfHubHTTPError, OSError)) or is_network_error(err)
+            if cached is None or not usable:
                 raise _hub_error(err, repo, revision, field, timeout) from None
+            resolved = HubModel(cached, cached_only=True)  # the files are here: use them
         else:
             files = frozenset(s.rfilename for s in info.siblings or ())
             resolved = HubModel(info.sha, cached_only=False, files=files or None)
@@ -405,12 +350,6 @@ def _hub_error(
         RevisionNotFoundError,
     )
 
-    how = offline_remedy(repo, field)
-    if isinstance(err, GatedRepoError):
-        return PermissionError(
-            f"{field}: hub id {repo!r} refused access (gated): accept its licence on the hub and "
-            "log in (`hf auth login` or HF_TOKEN)"
-        )
     if isinstance(err, RevisionNotFoundError):
         setting = field.split(" ")[0].rsplit(".", 1)[0] + (
             ".controlnet_revision" if field.endswith(".controlnet") else ".revision"
@@ -419,18 +358,20 @@ def _hub_error(
             f"{field}: hub id {repo!r} has no revision {revision!r}; fix {setting} (a branch, "
             "tag or commit of the repository; None: main)"
         )
-    if isinstance(err, RepositoryNotFoundError):  # also a private one without a token (401)
+    gated = isinstance(err, GatedRepoError)
+    if isinstance(err, RepositoryNotFoundError) and not gated:  # also private, no token (401)
         return FileNotFoundError(
             f"{field}: hub id {repo!r} (revision {revision or 'main'}) not found on the hub; "
             "check the spelling (a private repository: log in with `hf auth login` or HF_TOKEN)"
         )
     status = getattr(getattr(err, "response", None), "status_code", None)
+    if gated or isinstance(err, HfHubHTTPError) and status in (401, 403):
+        return PermissionError(
+            f"{field}: hub id {repo!r} refused access ({'gated' if gated else f'HTTP {status}'}): "
+            "accept its licence on the hub and log in (`hf auth login` or HF_TOKEN)"
+        )
+    how = offline_remedy(repo, field)
     if isinstance(err, HfHubHTTPError) and status is not None and status < 500:
-        if status in (401, 403):
-            return PermissionError(
-                f"{field}: hub id {repo!r} refused access (HTTP {status}): accept its licence on "
-                "the hub and log in (`hf auth login` or HF_TOKEN)"
-            )
         return FileNotFoundError(f"{field}: hub id {repo!r}: the hub answered HTTP {status}; {how}")
     if isinstance(err, HfHubHTTPError) or is_network_error(err):
         if status:
@@ -462,15 +403,14 @@ def model_problems(
     problems = []
     base, controlnet = model_sources(models)
     for source in (base, controlnet):
-        if source is controlnet and source.subfolder and not source.local:
-            continue  # the base's hub repository: asked once, for the base
-        if source is controlnet and source.subfolder and not base.path.is_dir():
-            continue  # the base folder's own problem says it is missing
-        named = dataclasses.replace(source, field=prefix + source.field)
-        problem = folder_problem(named) if source.local else hub_problem(named, timeout)
-        if problem:
-            problems.append(problem)
-    return problems
+        if source is controlnet and source.subfolder and not (source.local and base.path.is_dir()):
+            continue  # the base's hub repository (asked for the base) or missing folder (said)
+        field = prefix + source.field
+        if source.local:
+            problems.append(folder_problem(source.path, source.needs, field))
+        else:
+            problems.append(hub_problem(dataclasses.replace(source, field=field), timeout))
+    return [p for p in problems if p]
 
 
 # 4. Identity ---------------------------------------------------------------------------------

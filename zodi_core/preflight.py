@@ -78,13 +78,12 @@ def check_quality(config: QualityConfig, network_timeout: float = NETWORK_TIMEOU
         return []
     problems = []
     if config.clip:
-        local = is_local(config.clip)
-        source = str(Path(config.clip).expanduser()) if local else config.clip
-        weights = ("model.safetensors", "pytorch_model.bin")
-        clip = ModelSource(
-            "quality.clip", source, local, needs=(("", (("config.json",), weights)),)
-        )
-        problems.append(folder_problem(clip) if local else hub_problem(clip, network_timeout))
+        needs = {"": (("config.json",), ("model.safetensors", "pytorch_model.bin"))}
+        clip = ModelSource.of("quality.clip", config.clip, needs)
+        if clip.local:
+            problems.append(folder_problem(clip.path, clip.needs, clip.field))
+        else:
+            problems.append(hub_problem(clip, network_timeout))
     checkpoint = config.seg_checkpoint
     if checkpoint and is_local(checkpoint) and not Path(checkpoint).expanduser().is_file():
         problems.append(

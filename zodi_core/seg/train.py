@@ -273,7 +273,7 @@ def set_manifests(
         cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
 
 
-def _weights_refs(cfg) -> list[tuple[dict, str, str]]:
+def weights_refs(cfg) -> list[tuple[dict, str, str]]:
     """(dict, key, value) of every pretrained-weights reference of the segmentor config."""
     seg = _segmentor_cfg(cfg)
     refs = []
@@ -285,7 +285,8 @@ def _weights_refs(cfg) -> list[tuple[dict, str, str]]:
     return refs
 
 
-def _http_url(ref: str) -> str | None:
+def http_url(ref: str) -> str | None:
+    """The download URL of a weights reference (open-mmlab:// by mmengine's table); None: a file."""
     if ref.startswith(("http://", "https://")):
         return ref
     if ref.startswith(("open-mmlab://", "openmmlab://")):
@@ -308,7 +309,7 @@ def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0)
         seg.pretrained = None
         seg.backbone.init_cfg = dict(type="Pretrained", checkpoint=str(pretrained))
         return str(pretrained)
-    refs = _weights_refs(cfg)
+    refs = weights_refs(cfg)
     if not refs:
         return None
     _, _, ref = refs[-1]
@@ -317,7 +318,7 @@ def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0)
             f"backbone weights {ref}: torchvision:// needs torchvision; use the download URL "
             f"(https://download.pytorch.org/models/...) or pass --pretrained PATH"
         )
-    url = _http_url(ref)
+    url = http_url(ref)
     if url is None:
         if not Path(ref).is_file():
             raise FileNotFoundError(f"backbone weights {ref} not found (pass --pretrained PATH)")

@@ -17,7 +17,7 @@ from zodi_core.config import ModelsConfig
 from zodi_core.model_source import (
     HubUnreachableError,
     ModelSource,
-    check_folder,
+    folder_problem,
     is_network_error,
     model_sources,
     offline_remedy,
@@ -55,8 +55,8 @@ def load_components(
     ``revisions``: each model's :func:`~zodi_core.model_source.source_identity`."""
     base, cn = model_sources(models)
     for source in (base, cn):
-        if source.local:
-            check_folder(source.path, source.needs_dict(), source.field)
+        if source.local and (problem := folder_problem(source.path, source.needs, source.field)):
+            raise FileNotFoundError(problem)
     # the hub asked once, in seconds, before the libraries' ~30 s of retries per file
     resolved = {s.field: resolve_hub(s) for s in (base, cn) if not s.local}
 
