@@ -15,3 +15,7 @@ RETRYABLE = (storage.TransientStorageError, ConnectionError, TimeoutError)
 def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
     """``retry_condition_fn``: retry only transient I/O errors (see :data:`RETRYABLE`)."""
     return isinstance(state.result(raise_on_failure=False), RETRYABLE)
+
+
+#: The retries of a task whose storage I/O may meet a passing outage.
+IO_RETRIES: dict[str, Any] = dict(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)

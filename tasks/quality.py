@@ -8,7 +8,7 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from tasks._cache import cache_key, isolated_policy, run_fresh
-from tasks._policy import retry_on_io
+from tasks._policy import IO_RETRIES
 from tasks.artifacts import publish_table
 from zodi_core import layout, storage
 from zodi_core.config import QualityConfig
@@ -27,9 +27,7 @@ def _score_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     task_run_name="score-{domain}",
     cache_policy=isolated_policy(_score_cache_key),
     persist_result=True,
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_on_io,
+    **IO_RETRIES,
 )
 def score_paired_task(
     paired_uri: str,
@@ -88,7 +86,7 @@ def score_paired_cached(
     )
 
 
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
+@task(**IO_RETRIES)
 def filter_paired_task(
     scored: dict[str, Any], root: str, quality_config: QualityConfig
 ) -> dict[str, Any]:
@@ -115,7 +113,7 @@ def filter_paired_task(
     return out
 
 
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
+@task(**IO_RETRIES)
 def quality_figures_task(filtered: dict[str, dict[str, Any]], root: str) -> dict[str, Any]:
     """The report's quality entry: per-domain filter results and one histogram PNG; the worst
     generations as a table artifact (publishing it never fails the task)."""

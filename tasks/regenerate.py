@@ -11,7 +11,6 @@ from prefect.variables import Variable
 
 from tasks.artifacts import publish_markdown
 from zodi_core import prompts, regeneration
-from zodi_core.config import TransferConfig
 
 #: ``prompt_config_uri`` of a prompt config held in a Prefect Variable: ``variable://<name>``.
 VARIABLE_SCHEME = "variable://"
@@ -33,15 +32,9 @@ def load_prompt_config_task(prompt_config_uri: str) -> prompts.PromptConfig:
     return prompts.prompt_config_from_value(value, source=prompt_config_uri)
 
 
-@task(cache_policy=NO_CACHE)
-def plan_regeneration_task(
-    prompt_config: prompts.PromptConfig,
-    transfer: TransferConfig,
-    domains: list[str] | None,
-    out_root: str,
-    samples_uri: str,
-) -> regeneration.RegenerationPlan:
-    return regeneration.plan_regeneration(prompt_config, transfer, domains, out_root, samples_uri)
+plan_regeneration_task = task(
+    regeneration.plan_regeneration, name="plan_regeneration_task", cache_policy=NO_CACHE
+)
 
 
 @task(cache_policy=NO_CACHE)

@@ -6,19 +6,19 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from tasks._policy import retry_on_io
+from tasks._policy import IO_RETRIES
 from tasks.artifacts import publish_markdown, publish_table
 from zodi_core import layout, report
 from zodi_core.config import ReportConfig
 
 
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
+@task(**IO_RETRIES)
 def render_sample_grid_task(paired_uri: str, root: str, domain: str) -> str:
     """Render a source | condition | generated grid of a domain's first pairs; return its URI."""
     return report.render_sample_grid(paired_uri, layout.sample_grid_uri(root, domain))
 
 
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
+@task(**IO_RETRIES)
 def write_report_task(
     results: dict[str, Any], root: str, report_config: ReportConfig | None = None
 ) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from prefect.futures import as_completed
 
 import zodi_core
 from tasks._cache import cache_key, cached_values, isolated_policy
-from tasks._policy import retry_on_io
+from tasks._policy import IO_RETRIES, retry_on_io
 from tasks.artifacts import TransferProgress
 from zodi_core import sharding
 from zodi_core.config import ModelsConfig, TransferConfig
@@ -77,9 +77,7 @@ def _shard_cache_key(context: TaskRunContext | None, parameters: dict[str, Any])
     )
 
 
-@task
-def shard_manifest_task(samples_uri: str, shard_size: int) -> list[ShardRef]:
-    return sharding.shard_manifest(samples_uri, shard_size)
+shard_manifest_task = task(sharding.shard_manifest, name="shard_manifest_task")
 
 
 @task(
@@ -127,9 +125,9 @@ def transfer_shard_task(shard: ShardRef, config: TransferConfig, out_root: str) 
     return counts
 
 
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io)
-def merge_shard_manifests_task(shard_uris: list[str], out_uri: str, domain: str) -> dict[str, Any]:
-    return sharding.merge_shard_manifests(shard_uris, out_uri, domain)
+merge_shard_manifests_task = task(
+    sharding.merge_shard_manifests, name="merge_shard_manifests_task", **IO_RETRIES
+)
 
 
 def check_cached_shards(
