@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -47,10 +48,10 @@ def zombie_after_s() -> int:
     return MISSED_HEARTBEATS * int(get_current_settings().flows.heartbeat_frequency or 180)
 
 
-#: name and worker type of each pool (templates: :func:`pool_template`).
-POOLS: dict[str, tuple[str, str]] = {
-    "local": ("zodi-local", "process"),
-    "gpu": ("zodi-gpu", "kubernetes"),
+#: name, worker type and base job template of each pool.
+POOLS: dict[str, tuple[str, str, Callable[[], dict[str, Any]]]] = {
+    "local": ("zodi-local", "process", ProcessWorker.get_default_base_job_template),
+    "gpu": ("zodi-gpu", "kubernetes", gpu_base_job_template),
 }
 
 
@@ -71,19 +72,12 @@ def _ensure_pool(client: Any, name: str, type_: str, template: dict[str, Any]) -
     return "updated"
 
 
-def pool_template(type_: str) -> dict[str, Any]:
-    """The base job template of a pool: the process worker's default, or the GPU template."""
-    if type_ == "kubernetes":
-        return gpu_base_job_template()
-    return ProcessWorker.get_default_base_job_template()
-
-
 def ensure_work_pools(only: Only = "all") -> dict[str, str]:
     """Create or update the work pools; return ``{pool: created|updated|unchanged}``."""
     with get_client(sync_client=True) as client:
         return {
-            name: _ensure_pool(client, name, type_, pool_template(type_))
-            for key, (name, type_) in POOLS.items()
+            name: _ensure_pool(client, name, type_, template())
+            for key, (name, type_, template) in POOLS.items()
             if only in ("all", key)
         }
 
@@ -107,11 +101,8 @@ def zombie_automation() -> Any:
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
             expect={
-                "prefect.flow-run.heartbeat",
-                "prefect.flow-run.Completed",
-                "prefect.flow-run.Failed",
-                "prefect.flow-run.Cancelled",
-                "prefect.flow-run.Crashed",
+                f"prefect.flow-run.{e}"
+                for e in ("heartbeat", "Completed", "Failed", "Cancelled", "Crashed")
             },
             match={"prefect.resource.id": ["prefect.flow-run.*"]},
             for_each={"prefect.resource.id"},
@@ -168,11 +159,6 @@ def deploy_deployments(
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-3000:]
         raise RuntimeError(f"prefect deploy failed (exit {proc.returncode}):\n{tail}")
-    return list_deployments()
-
-
-def list_deployments() -> list[str]:
-    """``flow/deployment`` names on the server, sorted."""
     with get_client(sync_client=True) as client:
         flows = {f.id: f.name for f in client.read_flows()}
         return sorted(f"{flows.get(d.flow_id, '?')}/{d.name}" for d in client.read_deployments())

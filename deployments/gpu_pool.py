@@ -10,12 +10,11 @@ from typing import Any
 
 DEFAULT_IMAGE = "zodi-worker:gpu"
 
-#: Job variables added to (or overriding) the worker's: name → JSON schema. ``cpu`` and ``memory``
-#: are request *and* limit (guaranteed resources), replacing :data:`REPLACED_VARIABLES`.
+#: Job variables added to (or overriding keys of) the worker's: name → JSON schema. ``cpu`` and
+#: ``memory`` are request *and* limit (guaranteed resources), replacing :data:`REPLACED_VARIABLES`.
 GPU_VARIABLES: dict[str, dict[str, Any]] = {
     "image": {
         "type": "string",
-        "title": "Image",
         "default": DEFAULT_IMAGE,
         "description": "The worker image (docker/Dockerfile): CUDA PyTorch, the pinned stack, "
         "the project in /opt/zodi.",
@@ -63,8 +62,6 @@ GPU_VARIABLES: dict[str, dict[str, Any]] = {
         "a Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3).",
     },
     "pod_watch_timeout_seconds": {
-        "type": "integer",
-        "title": "Pod Watch Timeout Seconds",
         "default": 600,
         "description": "Seconds to watch for pod creation before timing out (GPU nodes may "
         "need to scale up).",
