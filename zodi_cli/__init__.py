@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors raised (one line, exit 2) instead of printed with the usage."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise CLIError(f"{message} (see `{self.prog} --help`)", {"usage": True}) from None
+        raise CLIError(f"{message} (see `{self.prog} --help`)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "line `zodi COMMAND: error: ...`; --verbose adds the logs and the traceback.",
     )
     parser.add_argument("--version", action="version", version=f"zodi {__version__}")
-    add_options(parser, shared("-v --verbose"))
+    add_options(parser, shared("-v --verbose", default=False))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in COMMAND_MODULES:
@@ -60,15 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as err:
         commands = next(a for a in parser._actions if a.dest == "command").choices
         command = next((a for a in argv if a in commands), None)
-        verbose = "--verbose" in argv or "-v" in argv
-        return report_failure(command, err, "--json" in argv, verbose, start)
-    args.verbose = bool(getattr(args, "verbose", False))
+        return report_failure(command, err, "--json" in argv, False, start)  # no traceback
     args.argv = argv  # `zodi train --gpus N` runs the same command line in each process
     try:
         summary = args.func(args)
-    except BaseException as err:  # noqa: BLE001 - every failure ends with one line
-        if isinstance(err, SystemExit):
-            raise
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - every failure: one line
         return report_failure(args.command, err, args.json, args.verbose, start)
     if args.json:
         out = {"command": args.command, "ok": True, **summary}

@@ -181,8 +181,7 @@ def message_lines(err: BaseException) -> list[str]:
         lines = [type(err).__name__]
     elif not _expected(err):
         lines[0] = f"{type(err).__name__}: {lines[0]}"
-    notes = getattr(err, "__notes__", None) or []
-    return lines + [n.strip() for n in notes if isinstance(n, str) and n.strip()]
+    return lines + [n.strip() for n in getattr(err, "__notes__", []) if n.strip()]
 
 
 def report_failure(
@@ -192,7 +191,7 @@ def report_failure(
     ``zodi COMMAND: error: ...`` (and the ``--json`` line); return the exit code."""
     code = classify(err)
     lines = message_lines(err)
-    if verbose and not (isinstance(err, CommandError) and "usage" in err.summary):
+    if verbose:
         traceback.print_exception(err, file=sys.stderr)
     if len(lines) > 2:
         for line in lines[1:]:
@@ -208,7 +207,7 @@ def report_failure(
     else:
         print(f"{prog}: error: {msg}", file=sys.stderr)
     if as_json:
-        summary = {k: v for k, v in (getattr(err, "summary", None) or {}).items() if k != "usage"}
+        summary = getattr(err, "summary", {})
         out = {"command": command, **summary, "ok": False, "exit_code": code, "error": msg}
         print(json.dumps({**out, "seconds": round(time.perf_counter() - start, 3)}, default=str))
     return code
@@ -295,14 +294,13 @@ def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Itera
     if not verbose:
         env["PREFECT_LOGGING_LEVEL"] = "WARNING"
         env["PREFECT_SERVER_LOGGING_LEVEL"] = "ERROR"
-    added = [key for key in env if key not in os.environ]
-    os.environ.update({key: env[key] for key in added})
+    added = {key: value for key, value in env.items() if key not in os.environ}
+    os.environ.update(added)
     try:
         if verbose:
             yield
         else:
-            with _muted_console(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with _muted_console(), warnings.catch_warnings(action="ignore"):
                 yield
     finally:
         for key in added:
@@ -318,19 +316,19 @@ def _muted_console() -> Iterator[None]:
     from prefect.logging.configuration import ensure_logging_setup
 
     ensure_logging_setup()
-    muted: dict[int, tuple[logging.Handler, int]] = {}
-    loggers = [logging.getLogger()] + [
-        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-    ]
-    for handler in (h for lg in loggers for h in lg.handlers):
-        console = isinstance(handler, logging.StreamHandler) and not isinstance(
-            handler, logging.FileHandler
-        )
-        if console and id(handler) not in muted:
-            muted[id(handler)] = (handler, handler.level)
-            handler.setLevel(logging.CRITICAL + 1)
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    levels = {
+        handler: handler.level
+        for lg in loggers
+        if isinstance(lg, logging.Logger)
+        for handler in lg.handlers
+        if isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+    }
+    for handler in levels:
+        handler.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        for handler, level in muted.values():
+        for handler, level in levels.items():
             handler.setLevel(level)

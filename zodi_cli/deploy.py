@@ -97,6 +97,7 @@ def run_deploy(args: argparse.Namespace) -> dict[str, Any]:
 def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_UI_URL
 
     from zodi_core import layout
     from zodi_core.config import PipelineConfig
@@ -110,8 +111,9 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     params = {"config": config.model_dump(mode="json")}
     run = run_deployment(args.deployment, parameters=params, timeout=0)
     print(f"[submit] flow run {run.name} ({run.id}) of {args.deployment}")
-    out: dict[str, Any] = {"flow_run_id": str(run.id), "flow_run_name": run.name}
-    out["ui_url"] = _run_url(run.id)
+    ui = PREFECT_UI_URL.value()
+    ui_url = f"{ui.rstrip('/')}/runs/flow-run/{run.id}" if ui else None
+    out = {"flow_run_id": str(run.id), "flow_run_name": run.name, "ui_url": ui_url}
     report = f"{config.storage.root.rstrip('/')}/{layout.REPORT_MD}"
     with get_client(sync_client=True) as client:
         pool = _warn_if_no_worker(client, args.deployment)
@@ -144,13 +146,6 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     out["report"] = report
     print(f"[submit] {state.name}: report {report}; run {out['ui_url']}")
     return out
-
-
-def _run_url(run_id: Any) -> str | None:
-    from prefect.settings import PREFECT_UI_URL
-
-    ui = PREFECT_UI_URL.value()
-    return f"{ui.rstrip('/')}/runs/flow-run/{run_id}" if ui else None
 
 
 def _warn_if_no_worker(client: Any, deployment: str) -> str | None:

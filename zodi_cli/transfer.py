@@ -124,13 +124,12 @@ def build_config(args: argparse.Namespace, fields: dict[str, str] = FIELDS) -> A
             f"--domain {args.domain}: not a built-in domain ({', '.join(DOMAINS)}); describe it "
             f"with --prompt (e.g. --prompt 'driving at {args.domain}, best quality')"
         )
-    overrides = {"domain": args.domain, **given(args, fields)}
+    models = models_overrides(args.models, args.controlnet)
+    overrides = {"domain": args.domain, **given(args, fields), "models": models}
     if prompts:
         key, value = ("prompt", prompts[0]) if len(prompts) == 1 else ("prompts", tuple(prompts))
         overrides[key] = value
-    config = TransferConfig.preset(args.preset, **overrides)
-    models = {**config.models.model_dump(), **models_overrides(args.models, args.controlnet)}
-    return config.replace(models=models)
+    return TransferConfig.preset(args.preset, **overrides)
 
 
 def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,7 +163,7 @@ def run_preview(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.device import resolve_device
     from zodi_core.transfer.models import load_components
     from zodi_core.transfer.preview import make_preview, parse_strengths
-    from zodi_core.transfer.sampler import TransferSampler
+    from zodi_core.transfer.sampler import TransferSampler, validate_pair
 
     strengths = parse_strengths(args.strengths)
     config = build_config(args)
@@ -173,11 +172,7 @@ def run_preview(args: argparse.Namespace) -> dict[str, Any]:
             raise FileNotFoundError(f"{flag}: {uri!r} does not exist")
     image = read_image(args.image)
     label = read_label(args.label, args.label_format)
-    if label.shape != image.shape[:2]:
-        raise ValueError(
-            f"--label: size {label.shape[1]}x{label.shape[0]} differs from --image size "
-            f"{image.shape[1]}x{image.shape[0]}"
-        )
+    validate_pair(image, label, "--image/--label")  # before the models load
     device, dtype = resolve_device(config.device, config.dtype)
     sampler = TransferSampler(load_components(config.models, device, dtype), config)
     sheet = make_preview(sampler, image, label, strengths, config, Path(args.image).stem)
