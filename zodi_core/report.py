@@ -50,6 +50,12 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
+def _table(title: str, header: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    """A Markdown section: ``## title`` and a table of ``header`` and ``rows``."""
+    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return [*lines, *("| " + " | ".join(map(str, row)) + " |" for row in rows), ""]
+
+
 def render_report_markdown(
     report: dict[str, Any], image_src: Callable[[str], str | None] | None = None
 ) -> str:
@@ -61,43 +67,28 @@ def render_report_markdown(
     results = report.get("results", {})
     targets = sorted({t for r in results.values() for t in r.get("targets", {})})
     if results:
-        lines += ["## mIoU (%) per target", ""]
-        lines.append("| model | " + " | ".join(targets) + " |")
-        lines.append("|---|" + "---|" * len(targets))
-        for name, res in results.items():
-            cells = []
-            for t in targets:
-                cells.append(_pct(res.get("targets", {}).get(t, {}).get("mIoU")))
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
-    proxies = {n: r.get("proxy", {}) for n, r in results.items() if r.get("proxy")}
-    if proxies:
-        lines += [
-            "## Proxy estimate (generated target-like images of the source val split)",
-            "",
-            "| model | domain | proxy mIoU | real target mIoU |",
-            "|---|---|---|---|",
+        rows = [
+            [name, *(_pct(res.get("targets", {}).get(t, {}).get("mIoU")) for t in targets)]
+            for name, res in results.items()
         ]
-        for name, per_domain in proxies.items():
-            for domain, p in per_domain.items():
-                real = p.get("real_mIoU")
-                lines.append(f"| {name} | {domain} | {_pct(p.get('mIoU'))} | {_pct(real)} |")
-        lines.append("")
+        lines += _table("mIoU (%) per target", ["model", *targets], rows)
+    proxies = [
+        [name, domain, _pct(p.get("mIoU")), _pct(p.get("real_mIoU"))]
+        for name, r in results.items()
+        for domain, p in (r.get("proxy") or {}).items()
+    ]
+    if proxies:
+        title = "Proxy estimate (generated target-like images of the source val split)"
+        lines += _table(title, ["model", "domain", "proxy mIoU", "real target mIoU"], proxies)
     transfer = report.get("transfer", {})
     if transfer:
-        lines += [
-            "## Transfer",
-            "",
-            "| domain | shards computed | cached | failed | images written | skipped | failed |",
+        header = "domain, shards computed, cached, failed, images written, skipped, failed"
+        rows = [
+            [domain, *(len(s[f"shards_{k}"]) for k in ("computed", "cached", "failed"))]
+            + [s[f"images_{k}"] for k in ("written", "skipped", "failed")]
+            for domain, s in transfer.items()
         ]
-        lines.append("|---|---|---|---|---|---|---|")
-        for domain, s in transfer.items():
-            lines.append(
-                f"| {domain} | {len(s['shards_computed'])} | {len(s['shards_cached'])} | "
-                f"{len(s['shards_failed'])} | {s['images_written']} | {s['images_skipped']} | "
-                f"{s['images_failed']} |"
-            )
-        lines.append("")
+        lines += _table("Transfer", header.split(", "), rows)
     lines += render_quality_markdown(report.get("quality") or {}, image_src)
     src = image_src or (lambda uri: None)
     grids = report.get("sample_grids", {})
@@ -105,16 +96,22 @@ def render_report_markdown(
         lines += ["## Sample grids (source | condition | generated)", ""]
         for domain, uri in grids.items():
             lines += _figure(domain, uri, src(uri))
-    evaluations = report.get("evaluations") or {}
-    if any(evaluations.values()):
+    confusion = _confusion_pngs(report)
+    if confusion:
         lines += ["## Confusion matrices (rows: label, columns: prediction; row-normalised)", ""]
-        for model, targets in evaluations.items():
-            for target, e in targets.items():
-                if e.get("confusion_png"):
-                    lines += _figure(
-                        f"{model} · {target}", e["confusion_png"], src(e["confusion_png"])
-                    )
+        for title, uri in confusion:
+            lines += _figure(title, uri, src(uri))
     return "\n".join(lines)
+
+
+def _confusion_pngs(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(model · target, uri)`` of every confusion matrix of the report's evaluations."""
+    return [
+        (f"{model} · {target}", e["confusion_png"])
+        for model, targets in (report.get("evaluations") or {}).items()
+        for target, e in targets.items()
+        if e.get("confusion_png")
+    ]
 
 
 def _figure(title: str, uri: str, src: str | None) -> list[str]:
@@ -181,15 +178,9 @@ def read_evaluations(results: dict[str, Any]) -> dict[str, dict[str, dict[str, A
 def report_images(report: dict[str, Any]) -> list[str]:
     """URIs of the images the report shows: sample grids, confusion matrices, then the quality
     section's histograms and worst-N grids."""
-    confusion = [
-        e["confusion_png"]
-        for targets in (report.get("evaluations") or {}).values()
-        for e in targets.values()
-        if e.get("confusion_png")
-    ]
     return [
         *report.get("sample_grids", {}).values(),
-        *confusion,
+        *(uri for _, uri in _confusion_pngs(report)),
         *quality_images(report.get("quality") or {}),
     ]
 
