@@ -5,32 +5,30 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from zodi_cli._common import command
+
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "pocket-models",
-        parents=[parent],
-        help="train small SD 1.5-style diffusion models + ControlNet on the synthetic world",
-        description="Write a captioned synthetic web corpus (disjoint from the source and target "
-        "sets), train a VAE, a text-conditioned UNet and a segmentation ControlNet on it with "
-        "Stable Diffusion's recipe, and save them in diffusers' folder format (controlnet/ "
-        "inside), loadable with --models DIR. Resumes an interrupted run from its checkpoints; "
-        "prints measured quality and writes MODEL_CARD.md. The full preset takes about 35 "
-        "minutes on a shared 2-core CPU (use --threads 1 there).",
-    )
-    p.add_argument("--out", required=True, help="output folder (created; resumed if it exists)")
-    p.add_argument(
-        "--preset", default="full", choices=("full", "v2", "smoke"),
-        help="full: the committed models; v2: 16x32 latents, 57 min (issue 19); smoke: seconds (tests)",
+    command(sub, parent, "pocket-models", run_pocket_models,
+        "train small SD 1.5-style diffusion models + ControlNet on the synthetic world",
+        "Write a captioned synthetic web corpus (disjoint from the source and target sets), train "
+        "a VAE, a text-conditioned UNet and a segmentation ControlNet on it with Stable Diffusion's "
+        "recipe, and save them in diffusers' folder format (controlnet/ inside), loadable with "
+        "--models DIR. Resumes an interrupted run from its checkpoints; prints measured quality "
+        "and writes MODEL_CARD.md. The full preset takes about 35 minutes on a shared 2-core CPU "
+        "(use --threads 1 there).",
+        {
+            "--out": {"required": True, "help": "output folder (created; resumed if it exists)"},
+            "--preset": {"default": "full", "choices": ("full", "v2", "smoke"), "help": "full: the "
+                         "committed models; v2: 16x32 latents, 57 min (issue 19); smoke: seconds "
+                         "(tests)"},
+            "--seed": {"type": int, "help": "training seed (default: the preset's, 0)"},
+            "--threads": {"type": int, "help": "torch CPU threads (default: torch's choice)"},
+            "--no-measure": {"action": "store_true", "help": "skip the quality measurements"},
+            "--keep-checkpoints": {"action": "store_true", "help": "keep checkpoints/ "
+                                   "(resumption state) after a finished training"},
+        },
     )  # fmt: skip
-    p.add_argument("--seed", type=int, help="training seed (default: the preset's, 0)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-measure", action="store_true", help="skip the quality measurements")
-    p.add_argument(
-        "--keep-checkpoints", action="store_true",
-        help="keep checkpoints/ (resumption state) after a finished training",
-    )  # fmt: skip
-    p.set_defaults(func=run_pocket_models)
 
 
 def run_pocket_models(args: argparse.Namespace) -> dict[str, Any]:
