@@ -120,11 +120,8 @@ def generation_size(
             f"image size: expected positive width and height, received {width}x{height}"
         )
     scale = short_side / min(width, height)
-
-    def side(v: int) -> int:
-        return max(multiple, int(round(v * scale / multiple)) * multiple)
-
-    return side(width), side(height)
+    w, h = (max(multiple, round(v * scale / multiple) * multiple) for v in (width, height))
+    return w, h
 
 
 def sample_seed(seed: int, sample_id: str, policy: str = "per_image") -> int:
@@ -283,11 +280,6 @@ class TransferSampler:
         out = self.unet(x, t, encoder_hidden_states=embeddings, return_dict=False, **extra)[0]
         return out.float()
 
-    def alpha_sigma(self, t: int) -> tuple[float, float]:
-        """α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t) of the scheduler's training schedule."""
-        abar = float(self.scheduler.alphas_cumprod[int(t)])
-        return math.sqrt(abar), math.sqrt(1.0 - abar)
-
     def start_latents(
         self,
         z0: torch.Tensor,
@@ -302,7 +294,8 @@ class TransferSampler:
         only [Eq. 4], and z'_k = α_t z0 + σ_t ε_k [Eq. 5]. z0, noise: (N, 4, h, w) float32."""
         import torch
 
-        a, s = self.alpha_sigma(plan.noise_timestep)
+        abar = float(self.scheduler.alphas_cumprod[plan.noise_timestep])  # ᾱ_t
+        a, s = math.sqrt(abar), math.sqrt(1.0 - abar)
         z_t = a * z0 + s * noise
         if config.method not in INVERTING_METHODS:
             return z_t
@@ -310,50 +303,9 @@ class TransferSampler:
         # a 0-d tensor, not a Python int: a compiled model would specialise on the int and
         # compile a graph per strength
         t = torch.tensor(plan.noise_timestep, dtype=torch.int64, device=self.device)
-        eps_k = self.predict_noise(
-            z_t,
-            t,
-            positive.expand(z0.shape[0], -1, -1).contiguous(),
-            ctrl,
-            config.controlnet_conditioning_scale,
-        )
+        positive = positive.expand(z0.shape[0], -1, -1).contiguous()
+        eps_k = self.predict_noise(z_t, t, positive, ctrl, config.controlnet_conditioning_scale)
         return a * z0 + s * eps_k
-
-    def denoise(
-        self,
-        latents: torch.Tensor,
-        plan: TimestepPlan,
-        negative: torch.Tensor,
-        positive: torch.Tensor,
-        control: torch.Tensor | None,
-        step_noise: torch.Tensor | None,
-        config: TransferConfig,
-    ) -> torch.Tensor:
-        """k DDIM steps with CFG; both branches go through ONE batched ControlNet + UNet call.
-        ``step_noise``: (k, N, 4, h, w) float32 per-image variance noise (:func:`draw_noise`;
-        DDIMScheduler.step takes one generator, hence ``variance_noise``), or None when eta = 0."""
-        import torch
-
-        n = latents.shape[0]
-        embeddings = torch.cat([negative.expand(n, -1, -1), positive.expand(n, -1, -1)])
-        ctrl = None
-        if config.method in CONTROLNET_METHODS:
-            ctrl = torch.cat([control, control])  # same ControlNet scale on both branches (release)
-        # the models' timesteps on their device (0-d tensors: no graph per value, no copy per
-        # call); the scheduler indexes its CPU tables with the CPU ones
-        model_timesteps = plan.timesteps.to(self.device)
-        for i, t in enumerate(plan.timesteps):
-            model_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
-            noise = self.predict_noise(
-                model_in, model_timesteps[i], embeddings, ctrl, config.controlnet_conditioning_scale
-            )
-            uncond, cond = noise.chunk(2)
-            guided = uncond + config.guidance_scale * (cond - uncond)
-            variance = step_noise[i] if config.eta > 0 and step_noise is not None else None
-            latents = self.scheduler.step(
-                guided, t, latents, eta=config.eta, variance_noise=variance, return_dict=False
-            )[0]
-        return latents
 
     # -- the whole transfer --
 
@@ -387,27 +339,19 @@ class TransferSampler:
                 img.shape[1], img.shape[0], config.short_side, config.size_multiple
             )
             groups.setdefault(size, []).append(i)
-        results: list[TransferOutput | None] = [None] * len(images)
+        results: dict[int, TransferOutput] = {}
         for size, idx in groups.items():
-            start, batch = 0, config.batch_size
-            while start < len(idx):
-                chunk = idx[start : start + batch]
+            batch = config.batch_size
+            while idx:
+                chunk = idx[:batch]
+                inputs = ([seq[i] for i in chunk] for seq in (images, labels, sample_ids))
                 try:
-                    outs, seconds = self._run_chunk(
-                        [images[i] for i in chunk],
-                        [labels[i] for i in chunk],
-                        [sample_ids[i] for i in chunk],
-                        size,
-                        plan,
-                        config,
-                        batch,
-                    )
+                    outs, seconds = self._run_chunk(*inputs, size, plan, config, batch)
                 except RuntimeError as err:
                     oom = isinstance(err, torch.cuda.OutOfMemoryError)
                     if not (oom or "out of memory" in str(err).lower()):
                         raise
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
+                    torch.cuda.empty_cache()  # a no-op unless CUDA was initialised
                     if batch == 1:
                         raise RuntimeError(
                             f"out of GPU memory on {self.device} at batch size 1 for a "
@@ -426,8 +370,8 @@ class TransferSampler:
                     meta = self.lineage(config, sample_ids[i], plan, digest)
                     meta.update(seconds=seconds, width=out.shape[1], height=out.shape[0])
                     results[i] = TransferOutput(out, meta)
-                start += len(chunk)
-        return [r for r in results if r is not None]
+                idx = idx[len(chunk) :]
+        return [results[i] for i in range(len(images))]
 
     def lineage(
         self,
@@ -471,6 +415,10 @@ class TransferSampler:
         import torch
 
         t0 = time.perf_counter()
+        n = len(images)
+        if self.static_batch and batch is not None and n < batch:
+            pad = batch - n  # copies of the last image: the same seed, prompt and noise
+            images, labels, sample_ids = (v + v[-1:] * pad for v in (images, labels, sample_ids))
         w, h = size
         x = torch.from_numpy(np.stack([resize_image(im, size) for im in images]))
         x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -491,23 +439,16 @@ class TransferSampler:
             if len(config.effective_prompts) > 1
             else embeddings[0][1]
         )
-        n = len(images)
-        if self.static_batch and batch is not None and n < batch:
-            x, control, eps = (_pad_rows(v, batch) for v in (x, control, eps))
-            step_noise = _pad_rows(step_noise, batch, dim=1)
-            if positive.shape[0] > 1:  # one embedding per image (several prompts)
-                positive = _pad_rows(positive, batch)
         out = self.generate(x, control, eps, step_noise, negative, positive, plan, config)[:n]
         arr = ((out + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         arr = arr.permute(0, 2, 3, 1).cpu().numpy()
-        results = []
-        for im, src in zip(arr, images, strict=True):
-            if config.resize_to_source and im.shape[:2] != src.shape[:2]:
-                im = resize_image(im, (src.shape[1], src.shape[0]))
-            results.append(np.ascontiguousarray(im))
+        results = [
+            resize_image(im, (src.shape[1], src.shape[0])) if config.resize_to_source else im
+            for im, src in zip(arr, images[:n], strict=True)
+        ]
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return results, (time.perf_counter() - t0) / len(images)
+        return [np.ascontiguousarray(im) for im in results], (time.perf_counter() - t0) / n
 
     def generate(
         self,
@@ -522,18 +463,38 @@ class TransferSampler:
     ) -> torch.Tensor:
         """Steps 1-4 of one batch under the config's speed levers: x (N, 3, H, W) float32 in
         [-1, 1], control (N, 3, H, W) in [0, 1], eps (N, 4, h, w), step_noise (k or 0, N, 4, h,
-        w), negative (1, 77, D), positive (1 or N, 77, D) → (N, 3, H, W) float32 in [-1, 1]."""
+        w), negative (1, 77, D), positive (1 or N, 77, D) → (N, 3, H, W) float32 in [-1, 1].
+
+        The k DDIM steps run CFG with both branches in ONE batched ControlNet + UNet call;
+        ``step_noise`` is each image's own variance noise (DDIMScheduler.step takes one
+        generator, hence ``variance_noise``)."""
         import torch
 
         levers = speed_levers(self.device, sdpa_backend=config.sdpa_backend,
                               cudnn_benchmark=config.cudnn_benchmark, tf32=config.tf32)  # fmt: skip
+        n = x.shape[0]
+        embeddings = torch.cat([negative.expand(n, -1, -1), positive.expand(n, -1, -1)])
+        ctrl = None
+        if config.method in CONTROLNET_METHODS:
+            ctrl = torch.cat([control, control])  # same ControlNet scale on both branches (release)
+        # the models' timesteps on their device (0-d tensors: no graph per value, no copy per
+        # call); the scheduler indexes its CPU tables with the CPU ones
+        model_timesteps = plan.timesteps.to(self.device)
+        cond_scale = config.controlnet_conditioning_scale
         with levers, torch.inference_mode():
             try:
-                z0 = self.encode(x)
-                latents = self.start_latents(z0, eps, plan, positive, control, config)
-                latents = self.denoise(
-                    latents, plan, negative, positive, control, step_noise, config
-                )
+                latents = self.start_latents(self.encode(x), eps, plan, positive, control, config)
+                for i, t in enumerate(plan.timesteps):
+                    model_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
+                    noise = self.predict_noise(
+                        model_in, model_timesteps[i], embeddings, ctrl, cond_scale
+                    )
+                    uncond, cond = noise.chunk(2)
+                    guided = uncond + config.guidance_scale * (cond - uncond)
+                    variance = step_noise[i] if config.eta > 0 else None
+                    latents = self.scheduler.step(
+                        guided, t, latents, eta=config.eta, variance_noise=variance
+                    ).prev_sample
                 return self.decode(latents)
             except RuntimeError as err:
                 message = str(err).lower()
@@ -558,24 +519,7 @@ def draw_noise(
     step. Returns eps (N, *shape) and step noise (steps, N, *shape), float32, on CPU."""
     import torch
 
-    eps, per_step = [], []
-    for seed in seeds:
-        g = torch.Generator("cpu").manual_seed(int(seed))
-        eps.append(torch.randn(tuple(shape), generator=g))
-        per_step.append(
-            torch.stack([torch.randn(tuple(shape), generator=g) for _ in range(steps)])
-            if steps
-            else torch.zeros((0, *shape))
-        )
-    return torch.stack(eps), torch.stack(per_step, dim=1)
-
-
-def _pad_rows(t: torch.Tensor, rows: int, dim: int = 0) -> torch.Tensor:
-    """``t`` with copies of its last entry along ``dim`` appended up to ``rows`` entries."""
-    import torch
-
-    missing = rows - t.shape[dim]
-    if missing <= 0:
-        return t
-    last = t.narrow(dim, t.shape[dim] - 1, 1)
-    return torch.cat([t, *([last] * missing)], dim=dim)
+    gens = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+    draws = [[torch.randn(tuple(shape), generator=g) for _ in range(1 + steps)] for g in gens]
+    noise = torch.stack([torch.stack(d) for d in draws], dim=1)  # (1 + steps, N, *shape)
+    return noise[0], noise[1:]
