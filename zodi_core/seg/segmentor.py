@@ -21,14 +21,13 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseDataPreprocessor
+from mmengine.model import BaseDataPreprocessor, BaseModel
 from mmengine.optim import OptimWrapper
-from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.utils import add_prefix
 from torch import Tensor, nn
@@ -75,40 +74,21 @@ class ZoDiDataPreProcessor(BaseDataPreprocessor):
 
 
 @contextmanager
-def _capture_output(module: nn.Module) -> Iterator[list[Any]]:
-    """Record the outputs of ``module``'s calls (a forward hook) while the context is open."""
-    outputs: list[Any] = []
-    handle = module.register_forward_hook(lambda _m, _i, out: outputs.append(out))
-    try:
-        yield outputs
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def _capture_forward(module: nn.Module | None) -> Iterator[list[Any]]:
+def _capture_forward(module: nn.Module) -> Iterator[list[Any]]:
     """Record ``module.forward`` outputs, including direct ``self.forward(x)`` calls (mmseg's
     ``BaseDecodeHead.loss`` calls ``self.forward``, which bypasses forward hooks)."""
     outputs: list[Any] = []
-    if module is None:
-        yield outputs
-        return
     original = module.forward
-    had_instance_attr = "forward" in vars(module)
 
     def recording(*args: Any, **kwargs: Any) -> Any:
-        out = original(*args, **kwargs)
-        outputs.append(out)
-        return out
+        outputs.append(original(*args, **kwargs))
+        return outputs[-1]
 
     module.forward = recording
     try:
         yield outputs
     finally:
-        if had_instance_attr:
-            module.forward = original
-        else:
-            del module.forward  # back to the class's method
+        del module.forward  # back to the class's method
 
 
 def _head_loss(head: nn.Module, logits: Tensor, data_samples: list) -> Tensor:
@@ -123,7 +103,7 @@ def _head_loss(head: nn.Module, logits: Tensor, data_samples: list) -> Tensor:
 
 
 @MODELS.register_module()
-class ZoDiSegmentor(BaseSegmentor):
+class ZoDiSegmentor(BaseModel):
     """Any mmseg segmentor plus ZoDi's similarity loss on paired batches (see module doc).
 
     ``lambda_sim``: λ of Eq. 8; ``feature_stage``: the backbone output that is F (-1: last);
@@ -164,48 +144,19 @@ class ZoDiSegmentor(BaseSegmentor):
         self.scheme = scheme
         self.data_preprocessor = ZoDiDataPreProcessor(self.segmentor.data_preprocessor)
 
-    # -- delegation: the wrapper behaves as the wrapped segmentor outside paired training --
-    @property
-    def backbone(self) -> nn.Module:
-        return self.segmentor.backbone
+    def __getattr__(self, name: str) -> Any:
+        # Outside paired training the wrapper behaves as the wrapped segmentor (backbone,
+        # decode_head, num_classes, with_neck, ...).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("segmentor"), name)
 
-    @property
-    def decode_head(self) -> nn.Module | None:
-        return getattr(self.segmentor, "decode_head", None)
+    def forward(self, inputs: Tensor, data_samples: list | None = None, mode: str = "tensor"):
+        if mode == "loss":
+            return self.loss(inputs, data_samples)
+        return self.segmentor(inputs, data_samples, mode)
 
-    @property
-    def with_neck(self) -> bool:
-        return bool(getattr(self.segmentor, "with_neck", False))
-
-    @property
-    def with_auxiliary_head(self) -> bool:
-        return bool(getattr(self.segmentor, "with_auxiliary_head", False))
-
-    @property
-    def with_decode_head(self) -> bool:
-        return self.decode_head is not None
-
-    @property
-    def num_classes(self) -> int:
-        return self.segmentor.num_classes
-
-    @property
-    def align_corners(self) -> bool:
-        return self.segmentor.align_corners
-
-    def extract_feat(self, inputs: Tensor) -> Any:
-        return self.segmentor.extract_feat(inputs)
-
-    def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
-        return self.segmentor.encode_decode(inputs, batch_img_metas)
-
-    def predict(self, inputs: Tensor, data_samples: list | None = None) -> list:
-        return self.segmentor.predict(inputs, data_samples)
-
-    def _forward(self, inputs: Tensor, data_samples: list | None = None) -> Any:
-        return self.segmentor._forward(inputs, data_samples)
-
-    # -- ZoDi --
     @staticmethod
     def num_pairs(data_samples: list) -> int:
         """N for a paired batch of 2N samples ([sources; generated]), 0 for a plain batch."""
@@ -220,9 +171,7 @@ class ZoDiSegmentor(BaseSegmentor):
             )
         return n
 
-    def _similarity_terms(self, feats_src: Any, feats_gen: Any) -> dict[str, Tensor]:
-        f_src = select_stage(feats_src, self.feature_stage)
-        f_gen = select_stage(feats_gen, self.feature_stage)
+    def _similarity_terms(self, f_src: Tensor, f_gen: Tensor) -> dict[str, Tensor]:
         loss_sim, cos = similarity_loss(f_src, f_gen, self.lambda_sim)
         return {"loss_sim": loss_sim, "cos_mean": cos.detach().mean()}
 
@@ -232,19 +181,15 @@ class ZoDiSegmentor(BaseSegmentor):
         n = self.num_pairs(data_samples)
         if n == 0:
             return self.segmentor.loss(inputs, data_samples)
-        head = self.decode_head
-        with _capture_output(self.segmentor.backbone) as feats, _capture_forward(head) as logits:
+        head = getattr(self.segmentor, "decode_head", None)
+        capture_head = nullcontext([]) if head is None else _capture_forward(head)
+        with _capture_forward(self.segmentor.backbone) as feats, capture_head as logits:
             losses = self.segmentor.loss(inputs, data_samples)
-        stage = feats[0]
-        halves = (
-            (stage[:n], stage[n:])
-            if isinstance(stage, Tensor)
-            else ([f[:n] for f in stage], [f[n:] for f in stage])
-        )
+        f = select_stage(feats[0], self.feature_stage)
         # Mean-reduced losses over [I; I'] are (L(I) + L(I')) / 2 → x2 is the sum of Eq. 8.
         out = scale_losses(losses, 2.0)
-        out.update(self._similarity_terms(*halves))
-        if head is not None and logits and hasattr(head, "loss_decode"):
+        out.update(self._similarity_terms(f[:n], f[n:]))
+        if logits and hasattr(head, "loss_decode"):
             with torch.no_grad():
                 out["ce_src"] = _head_loss(head, logits[0][:n], data_samples[:n])
                 out["ce_gen"] = _head_loss(head, logits[0][n:], data_samples[n:])
@@ -252,10 +197,12 @@ class ZoDiSegmentor(BaseSegmentor):
 
     def source_pass(self, src: Tensor, gen: Tensor, src_samples: list) -> dict[str, Tensor]:
         """Release scheme, first backward: L_seg(I) + λ·L_sim (generated features attached)."""
-        with _capture_output(self.segmentor.backbone) as feats:
+        with _capture_forward(self.segmentor.backbone) as feats:
             losses = self.segmentor.loss(src, src_samples)
         out = add_prefix(losses, "src")
-        out.update(self._similarity_terms(feats[0], self.segmentor.backbone(gen)))
+        stage = self.feature_stage
+        f_src, f_gen = (select_stage(f, stage) for f in (feats[0], self.segmentor.backbone(gen)))
+        out.update(self._similarity_terms(f_src, f_gen))
         out["ce_src"] = sum_losses(losses, "decode.")
         return out
 
@@ -264,21 +211,6 @@ class ZoDiSegmentor(BaseSegmentor):
         losses = self.segmentor.loss(gen, gen_samples)
         out = add_prefix(losses, "gen")
         out["ce_gen"] = sum_losses(losses, "decode.")
-        return out
-
-    def pair_losses(self, inputs: Tensor, data_samples: list, scheme: str | None = None) -> dict:
-        """All loss terms of a paired batch under ``scheme`` (default: this model's), no step;
-        the release scheme's two passes merged into one dict."""
-        scheme = scheme or self.scheme
-        n = self.num_pairs(data_samples)
-        if n == 0:
-            raise ValueError(
-                "data_samples: pair_losses needs a paired batch (ZoDiDataPreProcessor)"
-            )
-        if scheme == "concat":
-            return self.loss(inputs, data_samples)
-        out = self.source_pass(inputs[:n], inputs[n:], data_samples[:n])
-        out.update(self.generated_pass(inputs[n:], data_samples[n:]))
         return out
 
     def train_step(self, data: dict, optim_wrapper: OptimWrapper) -> dict[str, Tensor]:
