@@ -8,6 +8,7 @@ process, :func:`checkpoint_loading` allows exactly those classes within a ``with
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 import re
@@ -18,8 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from mmengine.config import ConfigDict
 from mmengine.fileio import LocalBackend, register_backend
+from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner import find_latest_checkpoint
+from numpy._core.multiarray import _reconstruct, scalar
 
 from zodi_core import storage
 from zodi_core.storage.local import write_atomic
@@ -29,26 +33,9 @@ ATOMIC_BACKEND = "zodi_atomic_local"
 _CHECKPOINT_NAME = re.compile(r"(iter|epoch)_(\d+)\.pth")
 
 
-def _numpy_globals() -> list[Any]:
-    """numpy's reconstruction helpers and dtype classes (arrays and scalars in the log history)."""
-    found: list[Any] = [np.ndarray, np.dtype]
-    for module_name in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        try:
-            module = __import__(module_name, fromlist=["_reconstruct", "scalar"])
-        except ImportError:
-            continue
-        found += [module._reconstruct, module.scalar]
-        break
-    # One class per dtype (numpy >= 1.25: numpy.dtypes.Float64DType, ...).
-    found += [type(np.dtype(t)) for t in np.sctypeDict.values() if isinstance(t, type)]
-    return list(dict.fromkeys(found))
-
-
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
     """``getattr`` restricted to HistoryBuffer's statistics methods, which it pickles as
     ``getattr(HistoryBuffer, 'mean')``: the real getattr would let a file reach any function."""
-    from mmengine.logging import HistoryBuffer
-
     allowed = {"min", "max", "current", "mean", *HistoryBuffer._statistics_methods}
     if obj is HistoryBuffer and name in allowed:
         return getattr(HistoryBuffer, name)
@@ -59,19 +46,16 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
 
 
 def safe_globals() -> list[Any]:
-    """The globals an mmengine Runner checkpoint pickles besides tensors and containers."""
-    import codecs
-
-    from mmengine.config import ConfigDict
-    from mmengine.logging import HistoryBuffer, MessageHub
-
+    """The globals an mmengine Runner checkpoint pickles besides tensors and containers (numpy
+    arrays, scalars and one dtype class per dtype in the log history among them)."""
+    dtypes = [type(np.dtype(t)) for t in np.sctypeDict.values() if isinstance(t, type)]
     return [
         HistoryBuffer,
         MessageHub,
         ConfigDict,
         codecs.encode,  # bytes of numpy scalars (pickle protocol 2)
         (_history_buffer_getattr, "builtins.getattr"),
-        *_numpy_globals(),
+        *dict.fromkeys([np.ndarray, np.dtype, _reconstruct, scalar, *dtypes]),
     ]
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
@@ -21,12 +21,14 @@ FileState = tuple[int, int]  # (size, mtime_ns)
 def scan_work_dir(root: str | os.PathLike) -> dict[str, FileState]:
     """Relative POSIX path → (size, mtime) of every file under ``root``."""
     root = Path(root)
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            out[p.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
-    return out
+    return {
+        p.relative_to(root).as_posix(): _state(p) for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _state(path: Path) -> FileState:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def plan_sync(
@@ -70,11 +72,7 @@ class ZoDiSyncWorkDirHook(Hook):
 
     def _sync_if_saved(self, runner) -> None:
         marker = Path(runner.work_dir) / "last_checkpoint"
-        if not marker.is_file():
-            return
-        st = marker.stat()
-        state = (st.st_size, st.st_mtime_ns)
-        if state != self._last_marker:
+        if marker.is_file() and (state := _state(marker)) != self._last_marker:
             self._last_marker = state
             self.sync(runner.work_dir)
 
@@ -90,20 +88,12 @@ class ZoDiSyncWorkDirHook(Hook):
 
 #: Loss terms shown on the progress line, in this order when present (others containing "loss"
 #: follow): ZoDi's (SPEC §3) and a plain segmentor's.
-PROGRESS_TERMS = (
-    "loss",
-    "loss_sim",
-    "ce_src",
-    "ce_gen",
-    "cos_mean",
-    "decode.loss_ce",
-    "aux.loss_ce",
-)
+PROGRESS_TERMS = ("loss", "loss_sim", "ce_src", "ce_gen", "decode.loss_ce", "aux.loss_ce")
 
 
 def format_losses(terms: dict[str, float]) -> str:
     """``loss 1.234  loss_sim 0.012  ce_src 0.6  ce_gen 0.6``: the loss terms worth a glance."""
-    keys = [k for k in PROGRESS_TERMS if k in terms and k != "cos_mean"]
+    keys = [k for k in PROGRESS_TERMS if k in terms]
     if "ce_src" not in terms:
         keys += sorted(k for k in terms if "loss" in k and k not in keys)
     return "  ".join(f"{k} {terms[k]:.4g}" for k in keys)
@@ -117,13 +107,6 @@ def format_progress(
     if eta_s is not None:
         parts.append(f"ETA {datetime.timedelta(seconds=round(eta_s))}")
     return "  ".join(p for p in parts if p)
-
-
-def _scalar(value: Any) -> float | None:
-    try:
-        return float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError):
-        return None
 
 
 @HOOKS.register_module()
@@ -152,9 +135,7 @@ class ZoDiProgressHook(Hook):
         done = iteration - self._start_iter
         elapsed = time.monotonic() - (self._start or time.monotonic())
         eta = elapsed / done * (total - iteration) if done > 0 else None
-        terms = {
-            k: v for k, v in ((k, _scalar(v)) for k, v in (outputs or {}).items()) if v is not None
-        }
+        terms = {k: float(v) for k, v in (outputs or {}).items()}  # log_vars: scalar tensors
         line = format_progress(iteration, total, terms, eta)
         stream = self.stream or sys.stderr
         if stream.isatty():
