@@ -13,57 +13,40 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from zodi_core.labels import CLASSES, IGNORE_INDEX, check_train_ids
+from zodi_core.labels import CLASSES, check_train_ids
 
 Palette = Literal["ade20k", "cityscapes"]
 PALETTES: tuple[str, ...] = ("ade20k", "cityscapes")
 
-#: Cityscapes train class → ADE20K class name (SPEC §2); ADE20K has no rider or train.
-CITYSCAPES_TO_ADE20K: dict[str, str] = {
-    "road": "road",
-    "sidewalk": "sidewalk",
-    "building": "building",
-    "wall": "wall",
-    "fence": "fence",
-    "pole": "pole",
-    "traffic light": "traffic light",
-    "traffic sign": "signboard",
-    "vegetation": "tree",
-    "terrain": "grass",
-    "sky": "sky",
-    "person": "person",
-    "rider": "person",
-    "car": "car",
-    "truck": "truck",
-    "bus": "bus",
-    "train": "bus",
-    "motorcycle": "minibike",
-    "bicycle": "bicycle",
+RGB = tuple[int, int, int]
+
+#: Cityscapes train class → (its RGB in mmseg's ``CityscapesDataset.METAINFO["palette"]``, its
+#: ADE20K class (SPEC §2; ADE20K has no rider or train), that class's RGB in mmseg's
+#: ``ADE20KDataset.METAINFO["palette"]``).
+CLASS_COLORS: dict[str, tuple[RGB, str, RGB]] = {
+    "road": ((128, 64, 128), "road", (140, 140, 140)),
+    "sidewalk": ((244, 35, 232), "sidewalk", (235, 255, 7)),
+    "building": ((70, 70, 70), "building", (180, 120, 120)),
+    "wall": ((102, 102, 156), "wall", (120, 120, 120)),
+    "fence": ((190, 153, 153), "fence", (255, 184, 6)),
+    "pole": ((153, 153, 153), "pole", (51, 0, 255)),
+    "traffic light": ((250, 170, 30), "traffic light", (41, 0, 255)),
+    "traffic sign": ((220, 220, 0), "signboard", (255, 5, 153)),
+    "vegetation": ((107, 142, 35), "tree", (4, 200, 3)),
+    "terrain": ((152, 251, 152), "grass", (4, 250, 7)),
+    "sky": ((70, 130, 180), "sky", (6, 230, 230)),
+    "person": ((220, 20, 60), "person", (150, 5, 61)),
+    "rider": ((255, 0, 0), "person", (150, 5, 61)),
+    "car": ((0, 0, 142), "car", (0, 102, 200)),
+    "truck": ((0, 0, 70), "truck", (255, 0, 20)),
+    "bus": ((0, 60, 100), "bus", (255, 0, 245)),
+    "train": ((0, 80, 100), "bus", (255, 0, 245)),
+    "motorcycle": ((0, 0, 230), "minibike", (163, 0, 255)),
+    "bicycle": ((119, 11, 32), "bicycle", (255, 245, 0)),
 }
-
-#: Cityscapes train class → RGB in mmseg's ``CityscapesDataset.METAINFO["palette"]``.
-CITYSCAPES_COLORS: dict[str, tuple[int, int, int]] = {
-    "road": (128, 64, 128), "sidewalk": (244, 35, 232), "building": (70, 70, 70),
-    "wall": (102, 102, 156), "fence": (190, 153, 153), "pole": (153, 153, 153),
-    "traffic light": (250, 170, 30), "traffic sign": (220, 220, 0),
-    "vegetation": (107, 142, 35), "terrain": (152, 251, 152), "sky": (70, 130, 180),
-    "person": (220, 20, 60), "rider": (255, 0, 0), "car": (0, 0, 142), "truck": (0, 0, 70),
-    "bus": (0, 60, 100), "train": (0, 80, 100), "motorcycle": (0, 0, 230),
-    "bicycle": (119, 11, 32),
-}  # fmt: skip
-
-#: ADE20K class → RGB in mmseg's ``ADE20KDataset.METAINFO["palette"]``, for the classes of
-#: :data:`CITYSCAPES_TO_ADE20K` only.
-ADE20K_COLORS: dict[str, tuple[int, int, int]] = {
-    "road": (140, 140, 140), "sidewalk": (235, 255, 7), "building": (180, 120, 120),
-    "wall": (120, 120, 120), "fence": (255, 184, 6), "pole": (51, 0, 255),
-    "traffic light": (41, 0, 255), "signboard": (255, 5, 153), "tree": (4, 200, 3),
-    "grass": (4, 250, 7), "sky": (6, 230, 230), "person": (150, 5, 61), "car": (0, 102, 200),
-    "truck": (255, 0, 20), "bus": (255, 0, 245), "minibike": (163, 0, 255),
-    "bicycle": (255, 245, 0),
-}  # fmt: skip
-
-IGNORE_COLOR = (0, 0, 0)
+CITYSCAPES_COLORS = {name: rgb for name, (rgb, _, _) in CLASS_COLORS.items()}
+CITYSCAPES_TO_ADE20K = {name: ade for name, (_, ade, _) in CLASS_COLORS.items()}
+ADE20K_COLORS = {ade: rgb for _, ade, rgb in CLASS_COLORS.values()}
 
 
 @cache
@@ -73,13 +56,9 @@ def palette_colors(palette: str) -> np.ndarray:
     if palette not in PALETTES:
         raise ValueError(f"palette: expected one of {PALETTES}, received {palette!r}")
     lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[IGNORE_INDEX] = IGNORE_COLOR
+    column = 0 if palette == "cityscapes" else 2
     for train_id, name in enumerate(CLASSES):
-        lut[train_id] = (
-            CITYSCAPES_COLORS[name]
-            if palette == "cityscapes"
-            else ADE20K_COLORS[CITYSCAPES_TO_ADE20K[name]]
-        )
+        lut[train_id] = CLASS_COLORS[name][column]
     lut.setflags(write=False)
     return lut
 
