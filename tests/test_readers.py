@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 
 from zodi_core.config import DatasetSpec
-from zodi_core.datasets.readers import (
-    sample_id_problem,
-    scan_acdc,
-    scan_cityscapes,
-    scan_dataset,
-    scan_gta5,
-)
+from zodi_core.datasets.readers import sample_id_problem, scan_dataset
 from zodi_core.labels import (
     CLASSES,
     IGNORE_INDEX,
@@ -52,8 +46,12 @@ def test_train_ids_to_label_ids_round_trips_the_19_classes():
     np.testing.assert_array_equal(back, train)
 
 
+def _scan(dataset: str, root, **spec):
+    return scan_dataset(DatasetSpec(dataset=dataset, root=str(root), **spec))
+
+
 def test_scan_cityscapes_pairs_frames_by_id(synthetic_root):
-    scan = scan_cityscapes(synthetic_root / "cityscapes", "train")
+    scan = _scan("cityscapes", synthetic_root / "cityscapes", split="train")
     assert scan.problems == []
     assert (scan.dataset, scan.split, scan.domain, scan.label_format) == (
         "cityscapes", "train", "source", "label_ids",
@@ -65,12 +63,12 @@ def test_scan_cityscapes_pairs_frames_by_id(synthetic_root):
         assert c.image_path.name == f"{c.sample_id}_leftImg8bit.png"
         assert c.label_path.name == f"{c.sample_id}_gtFine_labelIds.png"
         assert c.image_path.parent.name == c.label_path.parent.name == c.sample_id.split("_")[0]
-    assert len(scan_cityscapes(synthetic_root / "cityscapes", "val").candidates) == 4
+    assert len(_scan("cityscapes", synthetic_root / "cityscapes", split="val").candidates) == 4
 
 
 @pytest.mark.parametrize("condition", ["night", "fog", "rain", "snow"])
 def test_scan_acdc_reads_each_condition(synthetic_root, condition):
-    scan = scan_acdc(synthetic_root / "acdc", condition, "val")
+    scan = _scan("acdc", synthetic_root / "acdc", condition=condition, split="val")
     assert scan.problems == []
     assert (scan.domain, scan.label_format) == (condition, "train_ids")
     assert len(scan.candidates) == 4
@@ -82,13 +80,18 @@ def test_scan_acdc_reads_each_condition(synthetic_root, condition):
 
 def test_scan_gta5_subset_is_seeded(synthetic_root):
     root = synthetic_root / "gta5"
-    full = scan_gta5(root)
+    full = _scan("gta5", root)
     assert [c.sample_id for c in full.candidates] == [f"{i:05d}" for i in range(1, 9)]
-    picks = {s: [c.sample_id for c in scan_gta5(root, 4, s).candidates] for s in range(5)}
+    picks = {
+        s: [c.sample_id for c in _scan("gta5", root, subset=4, subset_seed=s).candidates]
+        for s in range(5)
+    }
     assert all(
         len(p) == 4 and set(p) <= {c.sample_id for c in full.candidates} for p in picks.values()
     )
-    assert picks[0] == [c.sample_id for c in scan_gta5(root, 4, 0).candidates]
+    assert picks[0] == [
+        c.sample_id for c in _scan("gta5", root, subset=4, subset_seed=0).candidates
+    ]
     assert len({tuple(p) for p in picks.values()}) > 1
 
 
@@ -96,14 +99,14 @@ def test_scan_gta5_subset_larger_than_dataset_is_refused(synthetic_root):
     with pytest.raises(
         ValueError, match=r"subset: expected at most the 8 images in .*images, received 9"
     ):
-        scan_gta5(synthetic_root / "gta5", 9)
+        _scan("gta5", synthetic_root / "gta5", subset=9)
 
 
 def test_scan_pairs_by_id_not_listing_order(synthetic_copy):
     # A missing label must not shift every later image onto its neighbour's label.
     labels = sorted((synthetic_copy / "gta5/labels").glob("*.png"))
     labels[2].unlink()
-    scan = scan_gta5(synthetic_copy / "gta5")
+    scan = _scan("gta5", synthetic_copy / "gta5")
     assert all(c.image_path.stem == c.label_path.stem for c in scan.candidates)
     assert [str(p) for p in scan.problems] == [
         f"{synthetic_copy}/gta5/images/00003.png: image without label "
@@ -114,7 +117,7 @@ def test_scan_pairs_by_id_not_listing_order(synthetic_copy):
 def test_scan_cityscapes_reports_label_without_image(synthetic_copy):
     image = next((synthetic_copy / "cityscapes/leftImg8bit/train").rglob("*.png"))
     image.unlink()
-    scan = scan_cityscapes(synthetic_copy / "cityscapes", "train")
+    scan = _scan("cityscapes", synthetic_copy / "cityscapes", split="train")
     assert len(scan.candidates) == 7
     [problem] = scan.problems
     assert problem.path.endswith(image.name.replace("_leftImg8bit", "_gtFine_labelIds"))
@@ -122,7 +125,7 @@ def test_scan_cityscapes_reports_label_without_image(synthetic_copy):
 
 
 def test_scan_cityscapes_wrong_layout_says_what_was_expected(synthetic_root):
-    scan = scan_cityscapes(synthetic_root, "train")  # the parent folder, not cityscapes/
+    scan = _scan("cityscapes", synthetic_root, split="train")  # the parent folder, not cityscapes/
     assert scan.candidates == []
     assert [p.path for p in scan.problems] == [
         str(synthetic_root / "leftImg8bit/train"),
@@ -136,7 +139,7 @@ def test_scan_acdc_empty_folder_is_a_problem(synthetic_copy):
         folder = synthetic_copy / "acdc" / sub / "fog/val"
         shutil.rmtree(folder)
         folder.mkdir()
-    scan = scan_acdc(synthetic_copy / "acdc", "fog", "val")
+    scan = _scan("acdc", synthetic_copy / "acdc", condition="fog", split="val")
     [problem] = scan.problems
     assert problem.path == str(synthetic_copy / "acdc/rgb_anon/fog/val")
     assert problem.reason.startswith("empty folder")
@@ -154,7 +157,7 @@ def test_scan_dataset_dispatches_on_the_spec(synthetic_root):
 
 def test_scan_acdc_refuses_an_unknown_condition(synthetic_root):
     with pytest.raises(ValueError, match=r"condition: expected one of .* received '\.\./x'"):
-        scan_acdc(synthetic_root / "acdc", "../x", "val")
+        _scan("acdc", synthetic_root / "acdc", condition="../x", split="val")
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zodi_core.config import ACDC_CONDITIONS, DatasetSpec
+from zodi_core.config import DatasetSpec
 
 
 @dataclass(frozen=True)
@@ -89,23 +89,45 @@ def _subset_keys(
     return {ids[i] for i in pick}
 
 
-def _scan(
-    result: ScanResult,
-    root: Path,
-    folders: tuple[str, str],
-    suffixes: tuple[str, str],
-    name: str,
-    subset: int | None,
-    subset_seed: int,
-) -> ScanResult:
+#: Each dataset's layout: image and label folders (formatted with the spec's ``split`` and
+#: ``condition``), their file suffixes, the sample path shown in problems, and the label format.
+LAYOUTS = {
+    "cityscapes": (
+        "leftImg8bit/{split}",
+        "gtFine/{split}",
+        "_leftImg8bit.png",
+        "_gtFine_labelIds.png",
+        "<city>/<city>_<seq>_<frame>",
+        "label_ids",
+    ),
+    "acdc": (
+        "rgb_anon/{condition}/{split}",
+        "gt/{condition}/{split}",
+        "_rgb_anon.png",
+        "_gt_labelTrainIds.png",
+        "<sequence>/<name>",
+        "train_ids",
+    ),
+    "gta5": ("images", "labels", ".png", ".png", "<nnnnn>", "label_ids"),
+}
+
+
+def scan_dataset(spec: DatasetSpec) -> ScanResult:
     """Pair ``<root>/<image folder>/<name><image suffix>`` with the label of the same ``name``
-    (``<folder>/<id>`` or ``<id>``) into ``result``. Labels without an image are reported
-    whatever the subset; the same id in two folders is a misplaced copy: the second is a problem.
+    (``<folder>/<id>`` or ``<id>``) in the spec's layout (:data:`LAYOUTS`). Labels without an
+    image are reported whatever the subset; the same id in two folders is a misplaced copy: the
+    second is a problem.
     """
-    (img_dir, gt_dir), depth = (root / f for f in folders), name.count("/")
+    *folders, img_suffix, gt_suffix, name, label_format = (
+        v.format(split=spec.split, condition=spec.condition) for v in LAYOUTS[spec.dataset]
+    )
+    split = "all" if spec.dataset == "gta5" else spec.split
+    domain = {"acdc": spec.condition, "gta5": "game"}.get(spec.dataset, "source")
+    result = ScanResult(spec.dataset, split, domain, label_format)
+    (img_dir, gt_dir), depth = (Path(spec.root) / f for f in folders), name.count("/")
     layouts = [
         f"<root>/{f}/{name}{s} ({result.dataset} layout)"
-        for f, s in zip(folders, suffixes, strict=True)
+        for f, s in zip(folders, (img_suffix, gt_suffix), strict=True)
     ]
     for folder, layout in ((img_dir, layouts[0]), (gt_dir, layouts[1])):
         if not folder.is_dir():
@@ -113,13 +135,13 @@ def _scan(
             result.problems.append(Problem(str(folder), reason))
     if result.problems:
         return result
-    images = _files_by_key(img_dir, suffixes[0], depth)
-    labels = _files_by_key(gt_dir, suffixes[1], depth)
+    images = _files_by_key(img_dir, img_suffix, depth)
+    labels = _files_by_key(gt_dir, gt_suffix, depth)
     if not images and not labels:
         reason = f"empty folder: no images matching {layouts[0]}"
         result.problems.append(Problem(str(img_dir), reason))
         return result
-    keep = _subset_keys(images, subset, subset_seed, img_dir)
+    keep = _subset_keys(images, spec.subset, spec.subset_seed, img_dir)
     seen: dict[str, Path] = {}
     for key in sorted(images.keys() | labels.keys()):
         if keep is not None and key in images and key not in keep:
@@ -127,10 +149,10 @@ def _scan(
         image, label = images.get(key), labels.get(key)
         sample_id = key.rpartition("/")[2]
         if image is None:
-            reason = f"label without image (expected {img_dir / (key + suffixes[0])})"
+            reason = f"label without image (expected {img_dir / (key + img_suffix)})"
             result.problems.append(Problem(str(label), reason))
         elif label is None:
-            reason = f"image without label (expected {gt_dir / (key + suffixes[1])})"
+            reason = f"image without label (expected {gt_dir / (key + gt_suffix)})"
             result.problems.append(Problem(str(image), reason))
         elif sample_id in seen:
             reason = f"duplicate sample id {sample_id!r} (also {seen[sample_id]})"
@@ -142,56 +164,3 @@ def _scan(
             result.candidates.append(Candidate(sample_id, image, label))
     result.candidates.sort(key=lambda c: c.sample_id)
     return result
-
-
-def scan_cityscapes(
-    root: str | Path, split: str = "train", subset: int | None = None, subset_seed: int = 0
-) -> ScanResult:
-    """Cityscapes ``leftImg8bit/<split>/<city>/<frame id>_leftImg8bit.png`` with
-    ``gtFine/<split>/<city>/<frame id>_gtFine_labelIds.png``; sample_id = frame id."""
-    return _scan(
-        ScanResult("cityscapes", split, "source", "label_ids"), Path(root),
-        (f"leftImg8bit/{split}", f"gtFine/{split}"), ("_leftImg8bit.png", "_gtFine_labelIds.png"),
-        "<city>/<city>_<seq>_<frame>", subset, subset_seed,
-    )  # fmt: skip
-
-
-def scan_acdc(
-    root: str | Path,
-    condition: str,
-    split: str = "val",
-    subset: int | None = None,
-    subset_seed: int = 0,
-) -> ScanResult:
-    """ACDC ``rgb_anon/<condition>/<split>/<sequence>/<name>_rgb_anon.png`` with
-    ``gt/<condition>/<split>/<sequence>/<name>_gt_labelTrainIds.png``; sample_id = name."""
-    if condition not in ACDC_CONDITIONS:
-        raise ValueError(
-            f"condition: expected one of {', '.join(map(repr, ACDC_CONDITIONS[:-1]))} or "
-            f"{ACDC_CONDITIONS[-1]!r} for acdc, "
-            f"received {condition!r}"
-        )
-    return _scan(
-        ScanResult("acdc", split, condition, "train_ids"), Path(root),
-        (f"rgb_anon/{condition}/{split}", f"gt/{condition}/{split}"),
-        ("_rgb_anon.png", "_gt_labelTrainIds.png"), "<sequence>/<name>", subset, subset_seed,
-    )  # fmt: skip
-
-
-def scan_gta5(root: str | Path, subset: int | None = None, subset_seed: int = 0) -> ScanResult:
-    """GTA5 ``images/<nnnnn>.png`` with ``labels/<nnnnn>.png``; sample_id = ``<nnnnn>``."""
-    return _scan(
-        ScanResult("gta5", "all", "game", "label_ids"), Path(root), ("images", "labels"),
-        (".png", ".png"), "<nnnnn>", subset, subset_seed,
-    )  # fmt: skip
-
-
-def scan_dataset(spec: DatasetSpec) -> ScanResult:
-    """Dispatch on ``spec.dataset`` to the reader of its layout."""
-    if spec.dataset == "cityscapes":
-        return scan_cityscapes(spec.root, spec.split, spec.subset, spec.subset_seed)
-    if spec.dataset == "acdc":
-        return scan_acdc(spec.root, spec.condition, spec.split, spec.subset, spec.subset_seed)
-    if spec.dataset == "gta5":
-        return scan_gta5(spec.root, spec.subset, spec.subset_seed)
-    raise ValueError(f"dataset: expected one of cityscapes, acdc, gta5, received {spec.dataset!r}")
