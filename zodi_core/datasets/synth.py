@@ -78,11 +78,6 @@ class Scene:
         self.tw = width * rng.uniform(0.0, 0.35)
         self.depth = np.clip((self.yy - self.horizon) / (height - self.horizon), 0.0, 1.0)
 
-    @property
-    def road_centre(self) -> np.ndarray:
-        """(H,) float32 column of the road's centre line on each row (lane marks)."""
-        return self.centre(self.depth[:, 0])
-
     def new_instance(self) -> int:
         self.n_instances += 1
         return self.n_instances
@@ -132,28 +127,20 @@ def _draw_facades(c: Scene) -> None:
         c.paint(c.rect(x0, c.horizon + c.h * rng.uniform(-0.05, 0.05), x1, c.h), WALL)
 
 
-def _side_edge(c: Scene, reach: float, left: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per column: the depth s and row where the line at ``reach`` from the road centre meets it."""
-    xs = np.arange(c.w, dtype=np.float32) + 0.5
-    sign = -1.0 if left else 1.0
-    denom = c.cb - c.vx + sign * reach
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = (xs - c.vx) / denom
-    s = np.where(np.isfinite(s) & (s > 0.02), s, np.nan)
-    return s, c.horizon + s * (c.h - c.horizon)
-
-
 def _draw_ground(c: Scene) -> None:
     """Road, sidewalks, terrain verges and fences, in perspective toward the vanishing point."""
-    below = c.yy >= c.horizon
+    below = (c.yy >= c.horizon) & (c.depth > 0)
     off = np.abs(c.xx - (c.vx + (c.cb - c.vx) * c.depth))
-    verge = c.depth * (c.rw + c.sw + c.tw)
-    c.paint(below & (off < verge) & (c.depth > 0), TERRAIN)
-    c.paint(below & (off < c.depth * (c.rw + c.sw)) & (c.depth > 0), SIDEWALK)
-    c.paint(below & (off < c.depth * c.rw) & (c.depth > 0), ROAD)
+    verge = c.rw + c.sw + c.tw
+    for cls, reach in ((TERRAIN, verge), (SIDEWALK, c.rw + c.sw), (ROAD, c.rw)):
+        c.paint(below & (off < c.depth * reach), cls)
     if c.rng.random() < 0.7:  # a fence on the outer edge of one verge
-        left = c.rng.random() < 0.5
-        s, y_edge = _side_edge(c, c.rw + c.sw + c.tw, left)
+        # per column: the depth s and row where the verge's outer line meets it
+        sign = -1.0 if c.rng.random() < 0.5 else 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (np.arange(c.w, dtype=np.float32) + 0.5 - c.vx) / (c.cb - c.vx + sign * verge)
+        s = np.where(np.isfinite(s) & (s > 0.02), s, np.nan)
+        y_edge = c.horizon + s * (c.h - c.horizon)
         valid = ~np.isnan(s)
         height = np.where(valid, s * c.h * 0.18, 0)
         top = np.where(valid, y_edge - height, np.inf)
@@ -319,7 +306,8 @@ def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") ->
     img[windows] = img[windows] * 0.45 + 20
     tiles = (label == SIDEWALK) & (((xx + yy // 2) % 11 == 0) | (yy % 7 == 0))
     img[tiles] *= 0.8
-    lane = (label == ROAD) & (np.abs(xx - scene.road_centre[:, None]) < 0.5 + scene.depth * 2)
+    road_centre = scene.centre(scene.depth[:, :1])  # (H, 1): lane marks on the centre line
+    lane = (label == ROAD) & (np.abs(xx - road_centre) < 0.5 + scene.depth * 2)
     lane &= ((yy * 0.25 / np.maximum(scene.depth, 0.05)).astype(int) % 2) == 0
     img[lane] = (215, 215, 205)
     fence = (label == FENCE) & (((xx % 4) == 0) | ((yy % 4) == 0))
@@ -377,11 +365,6 @@ def cityscapes_palette() -> np.ndarray:
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[:19] = np.asarray(CityscapesDataset.METAINFO["palette"], dtype=np.uint8)
     return lut
-
-
-def _save_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_png(array))
 
 
 # files(i, label) of each dataset: image i's path and {label path: label map to write} (paths
@@ -451,8 +434,8 @@ def write_synthetic(
             rng = np.random.default_rng([seed, stream, i])
             scene = generate_scene(rng, (width, height))
             image, labels = files(i, scene.label)
-            _save_png(out / dataset / image, render_scene(scene, rng, look))
-            for path, label in labels.items():
-                _save_png(out / dataset / path, label)
+            for path, array in {image: render_scene(scene, rng, look), **labels}.items():
+                (out / dataset / path).parent.mkdir(parents=True, exist_ok=True)
+                (out / dataset / path).write_bytes(encode_png(array))
         counts[key] = n
     return {name: str(out / name) for name in ("cityscapes", "acdc", "gta5")} | {"counts": counts}
