@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tqdm.contrib.concurrent import thread_map
 
 from zodi_core import manifest, storage
 from zodi_core.config import DatasetSpec
@@ -92,10 +91,6 @@ def check_sample(
     }, []
 
 
-def _format_problems(problems: Iterable[Problem]) -> str:
-    return "\n".join(str(p) for p in problems)
-
-
 def ingest_dataset(
     spec: DatasetSpec,
     out_uri: str,
@@ -109,8 +104,6 @@ def ingest_dataset(
     Raises IngestError (nothing written) on bad files without ``skip_invalid``, or when no sample
     is valid. ``workers``: decoding threads (None: ``min(8, cpu count)``).
     """
-    from tqdm import tqdm
-
     if workers is not None and workers < 1:
         raise ValueError(f"workers: expected an integer >= 1, received {workers}")
     if "://" in spec.root:
@@ -126,34 +119,29 @@ def ingest_dataset(
     problems = list(scan.problems)
 
     # 2. decode and check every pair, in parallel (PIL and hashlib release the GIL).
-    rows: list[dict[str, Any]] = []
-    n_workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        bar = tqdm(
-            pool.map(lambda c: check_sample(c, scan), scan.candidates),
-            total=len(scan.candidates),
-            desc=f"ingest {spec.manifest_name}",
-            unit="img",
-            file=sys.stderr,
-            disable=not progress or not scan.candidates,
-        )
-        for row, bad in bar:
-            problems.extend(bad)
-            if row is not None:
-                rows.append(row)
+    checked = thread_map(
+        lambda c: check_sample(c, scan),
+        scan.candidates,
+        max_workers=workers or min(8, os.cpu_count() or 1),
+        desc=f"ingest {spec.manifest_name}",
+        unit="img",
+        disable=not progress or not scan.candidates,
+    )
+    rows = [row for row, _ in checked if row is not None]
+    problems += [p for _, bad in checked for p in bad]
     problems.sort(key=lambda p: (p.path, p.reason))
 
     # 3. fail with every problem listed, or keep the good rows.
-    where = f"{spec.dataset} at {root}"
+    where, listed = f"{spec.dataset} at {root}", "\n".join(map(str, problems))
     if problems and not skip_invalid:
         raise IngestError(
             f"{len(problems)} problem(s) in {where}; no manifest written "
-            f"(--skip-invalid writes the good samples):\n{_format_problems(problems)}",
+            f"(--skip-invalid writes the good samples):\n{listed}",
             problems,
         )
     if not rows:
         raise IngestError(
-            f"no valid sample in {where}; no manifest written:\n{_format_problems(problems)}",
+            f"no valid sample in {where}; no manifest written:\n{listed}",
             problems,
         )
 
