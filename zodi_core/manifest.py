@@ -70,19 +70,8 @@ class ManifestError(ValueError):
 
 
 def to_table(rows: Iterable[Mapping[str, Any]], schema_name: str) -> pa.Table:
-    """Build a table of the named schema from row dicts (missing nullable columns → null)."""
-    schema = SCHEMAS[schema_name]
-    rows = list(rows)
-    columns = {}
-    for field in schema:
-        values = [r.get(field.name) for r in rows]
-        if not field.nullable and any(v is None for v in values):
-            i = next(i for i, v in enumerate(values) if v is None)
-            raise ManifestError(
-                f"{schema_name} manifest row {i}: column {field.name!r} is required"
-            )
-        columns[field.name] = pa.array(values, type=field.type)
-    return pa.table(columns, schema=schema)
+    """Build a table of the named schema from row dicts (missing columns → null)."""
+    return pa.Table.from_pylist(list(rows), schema=SCHEMAS[schema_name])
 
 
 def write_manifest(
@@ -104,6 +93,12 @@ def write_manifest(
             raise ManifestError(
                 f"{uri}: table does not match the {schema_name} schema: {err}"
             ) from None
+    for field in schema:  # Arrow keeps nulls in a non-nullable field: refuse them here
+        if not field.nullable and table[field.name].null_count:
+            i = table[field.name].is_null().to_pylist().index(True)
+            raise ManifestError(
+                f"{schema_name} manifest row {i}: column {field.name!r} is required"
+            )
     meta = {"schema": schema_name, "schema_version": SCHEMA_VERSION, **(extra_metadata or {})}
     table = table.replace_schema_metadata({f"zodi.{k}": str(v) for k, v in meta.items()})
     table.validate(full=True)
