@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,9 +19,6 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from zodi_core import manifest, storage
-
-#: Manifest statuses whose row names a stored image.
-IMAGE_STATUSES = ("ok", "skipped")
 
 
 def png_is_intact(data: bytes) -> bool:
@@ -37,29 +34,19 @@ def png_is_intact(data: bytes) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """What a manifest row recorded about one stored image."""
-
-    uri: str
-    size: int | None
-    sha256: str | None
-
-
 def image_rows(table: pa.Table) -> pa.Table:
     """The rows of a transfer manifest that name a stored image (status ok or skipped)."""
-    return table.filter(pc.is_in(table.column("status"), pa.array(list(IMAGE_STATUSES))))
+    return table.filter(pc.is_in(table.column("status"), pa.array(["ok", "skipped"])))
 
 
-def recorded_images(table: pa.Table) -> Iterator[Recorded]:
-    """The stored images a transfer manifest (as ``read_manifest`` returns it) names."""
-    columns = image_rows(table).select(["generated_uri", "image_bytes", "image_sha256"])
-    for uri, size, sha256 in zip(*columns.to_pydict().values(), strict=True):
-        yield Recorded(uri, size, sha256)
+def recorded_images(table: pa.Table) -> list[dict[str, Any]]:
+    """``generated_uri``, ``image_bytes`` and ``image_sha256`` of each stored image a transfer
+    manifest (as ``read_manifest`` returns it) names."""
+    return image_rows(table).select(["generated_uri", "image_bytes", "image_sha256"]).to_pylist()
 
 
 def damaged_images(
-    images: Iterable[Recorded], listings: dict[str, dict[str, int]] | None = None
+    images: Iterable[dict[str, Any]], listings: dict[str, dict[str, int]] | None = None
 ) -> dict[str, str]:
     """``{uri: reason}`` of the images that are missing or whose size is not the recorded one.
 
@@ -69,15 +56,16 @@ def damaged_images(
     listings = {} if listings is None else listings
     out = {}
     for image in images:
-        folder, name = storage.split_uri(image.uri)
+        uri, recorded = image["generated_uri"], image["image_bytes"]
+        folder, name = storage.split_uri(uri)
         if folder not in listings:
             listed = storage.open_storage(folder).sizes()
             listings[folder] = {k.rpartition("/")[2]: v for k, v in listed.items()}
         size = listings[folder].get(name)
         if size is None:
-            out[image.uri] = "missing"
-        elif image.size is not None and size != image.size:
-            out[image.uri] = f"{size} bytes, the manifest recorded {image.size}"
+            out[uri] = "missing"
+        elif recorded is not None and size != recorded:
+            out[uri] = f"{size} bytes, the manifest recorded {recorded}"
     return out
 
 
@@ -112,17 +100,15 @@ def transfer_manifests(root: str) -> list[str]:
     return found
 
 
-def _check_bytes(image: Recorded) -> str | None:
+def _check_bytes(image: dict[str, Any]) -> str | None:
     """Why the stored bytes of ``image`` are not what was recorded (None: intact)."""
     try:
-        data = storage.read_bytes(image.uri)
+        data = storage.read_bytes(image["generated_uri"])
     except FileNotFoundError:
         return "missing"
-    if image.sha256 is not None:
+    if (want := image["image_sha256"]) is not None:
         got = hashlib.sha256(data).hexdigest()
-        if got != image.sha256:
-            return f"SHA-256 {got[:12]}…, the manifest recorded {image.sha256[:12]}…"
-        return None
+        return None if got == want else f"SHA-256 {got[:12]}…, the manifest recorded {want[:12]}…"
     return None if png_is_intact(data) else "not a whole PNG (truncated or corrupt)"
 
 
@@ -130,19 +116,19 @@ def verify_root(root: str, delete: bool = False, workers: int = 8) -> VerifyRepo
     """Check every image a transfer manifest under ``root`` names: size and SHA-256 (PNG structure
     when none is recorded); ``delete`` removes damaged ones so the next run regenerates them."""
     report = VerifyReport(manifests=transfer_manifests(root))
-    images: dict[str, Recorded] = {}
+    images: dict[str, dict[str, Any]] = {}
     for uri in report.manifests:
         for image in recorded_images(manifest.read_manifest(uri, "transfer")):
-            images.setdefault(image.uri, image)
+            images.setdefault(image["generated_uri"], image)
     report.images = len(images)
     report.damaged = damaged_images(images.values())
     to_hash = [image for uri, image in sorted(images.items()) if uri not in report.damaged]
     with ThreadPoolExecutor(max(1, workers)) as pool:  # S3 reads overlap; local ones are cheap
         reasons = list(pool.map(_check_bytes, to_hash))
-    report.hashed = sum(image.sha256 is not None for image in to_hash)
+    report.hashed = sum(image["image_sha256"] is not None for image in to_hash)
     for image, reason in zip(to_hash, reasons, strict=True):
         if reason is not None:
-            report.damaged[image.uri] = reason
+            report.damaged[image["generated_uri"]] = reason
     if delete:
         for uri, reason in sorted(report.damaged.items()):
             if reason != "missing":
