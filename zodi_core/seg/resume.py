@@ -52,7 +52,7 @@ def training_settings(cfg, seed: int) -> dict[str, Any]:
     dataset = cfg.train_dataloader.dataset
     for key in ("manifest", "source_manifest"):
         if uri := dataset.get(key):
-            out[f"data.{key}.sha256"] = storage.sha256_bytes(storage.read_bytes(uri))
+            out[f"data.{key}.sha256"] = hashlib.sha256(storage.read_bytes(uri)).hexdigest()
     return out
 
 

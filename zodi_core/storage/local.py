@@ -49,7 +49,7 @@ _ADVICE = {
 def os_error(err: OSError, where: str | os.PathLike, action: str) -> StorageError:
     """Classify an OSError of a local storage operation into a one-line StorageError."""
     reason = err.strerror or str(err)
-    if err.errno in TRANSIENT_ERRNOS:
+    if err.errno in TRANSIENT_ERRNOS or isinstance(err, ConnectionError | TimeoutError):
         return TransientStorageError(f"{where}: {action} failed: {reason}; retry later")
     if err.errno in OUT_OF_SPACE_ERRNOS:
         return OutOfSpaceError(f"{where}: {action} failed: {_ADVICE[err.errno]}")
@@ -90,12 +90,13 @@ def write_atomic(
         raise
 
 
-def _copy_file(src: Path, target: Path) -> None:
+def _copy_file(src: Path, target: Path) -> Path:
     def copy(f: BinaryIO) -> None:
         with open(src, "rb") as s:
             shutil.copyfileobj(s, f, 8 << 20)
 
     write_atomic(target, copy)
+    return target
 
 
 class LocalStorage(Storage):
@@ -117,9 +118,7 @@ class LocalStorage(Storage):
         src = Path(path)
         if not src.is_file():
             raise FileNotFoundError(f"{src}: no such file to copy to {self.uri(key)}")
-        target = self._p(key)
-        _copy_file(src, target)
-        return str(target)
+        return str(_copy_file(src, self._p(key)))
 
     def get_bytes(self, key: str) -> bytes:
         p = self._p(key)
@@ -134,8 +133,7 @@ class LocalStorage(Storage):
         src = self._p(key)
         if not src.is_file():
             raise FileNotFoundError(f"{src}: no such object")
-        _copy_file(src, Path(path))
-        return Path(path)
+        return _copy_file(src, Path(path))
 
     def exists(self, key: str) -> bool:
         return self._p(key).is_file()

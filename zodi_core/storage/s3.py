@@ -43,12 +43,9 @@ READ_TIMEOUT = 60.0
 PRESIGN_MAX_S = 7 * 24 * 3600
 
 
-def _sha256_file(path: str | os.PathLike, chunk: int = 8 << 20) -> str:
-    h = hashlib.sha256()
+def _sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _credentials_identity() -> str:
@@ -219,15 +216,10 @@ class S3Storage(Storage):
             link = getattr(link, "last_exception", None) or link.__cause__ or link.__context__
         cause = next((e for e in chain if isinstance(e, ClientError | BotoCoreError)), None)
         if cause is None:
-            net = next((e for e in chain if isinstance(e, ConnectionError | TimeoutError)), None)
-            if net is not None:
-                return TransientStorageError(
-                    f"{failed}: {net}; retry later, or check that {where} is up"
-                )
             os_err = next((e for e in chain if isinstance(e, OSError)), None)
-            if os_err is not None:
-                return os_error(os_err, uri, action)
-            return PermanentStorageError(f"{failed}: {exc}")
+            if os_err is None:
+                return PermanentStorageError(f"{failed}: {exc}")
+            return os_error(os_err, uri, action)
         # botocore's own errors, the first class that matches decides: (classes, kind, advice).
         for classes, kind, advice in (
             (NoCredentialsError | PartialCredentialsError, PermanentStorageError,

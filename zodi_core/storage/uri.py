@@ -6,7 +6,6 @@ S3 options go to each call or, for a flow run, to :func:`use_options` (a context
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 from contextlib import ExitStack
@@ -97,7 +96,3 @@ def url_for(uri: str, expires_s: int, **options: Any) -> str | None:
 def join_uri(root: str, *parts: str) -> str:
     root = str(root).rstrip("/")
     return "/".join([root, *(_check_key(p) for p in parts)])
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
