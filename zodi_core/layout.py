@@ -15,10 +15,6 @@ from zodi_core import storage
 IMAGES = "images"
 SHARDS = "transfer"
 PAIRED = "paired"
-PROXY = "proxy"
-MANIFESTS = "manifests"
-TRAIN = "train"
-EVAL = "eval"
 GRIDS = "grids"
 QUALITY = "quality"
 
@@ -96,22 +92,22 @@ def paired_manifest_uri(root: str, domain: str) -> str:
 
 def samples_manifest_uri(root: str, manifest_name: str) -> str:
     """URI of the samples manifest that ingestion writes for one dataset."""
-    return uri(root, f"{MANIFESTS}/{manifest_name}.parquet")
+    return uri(root, f"manifests/{manifest_name}.parquet")
 
 
 def proxy_root(root: str) -> str:
     """Root of the proxy outputs (the source val split transferred to each domain)."""
-    return uri(root, PROXY)
+    return uri(root, "proxy")
 
 
 def train_work_dir(root: str, model: str, seed: int, settings: str | None = None) -> str:
     """Work dir of one training run; ``settings`` (a digest of what decides the model) gives
     each budget, schedule or data its own folder, so a run never resumes another's checkpoints."""
-    return uri(root, f"{TRAIN}/{model}/seed{seed}" + (f"/{settings}" if settings else ""))
+    return uri(root, f"train/{model}/seed{seed}" + (f"/{settings}" if settings else ""))
 
 
 def eval_dir(root: str, slug: str) -> str:
-    return uri(root, f"{EVAL}/{slug}")
+    return uri(root, f"eval/{slug}")
 
 
 def sample_grid_uri(root: str, domain: str) -> str:

@@ -212,26 +212,16 @@ def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def data_uri_length(n_bytes: int, mime: str) -> int:
-    """Characters of the data URI of ``n_bytes`` bytes."""
-    return len(f"data:{mime};base64,") + 4 * ((n_bytes + 2) // 3)
-
-
 def encode_for_embedding(data: bytes, max_chars: int) -> tuple[bytes, str] | None:
     """Re-encode an image so its data URI has at most ``max_chars`` characters: ``(bytes,
     mime)`` or None. A PNG that fits is kept (the confusion matrices' labels stay sharp)."""
     from PIL import Image
 
-    if data.startswith(_PNG_MAGIC) and data_uri_length(len(data), "image/png") <= max_chars:
+    if data.startswith(_PNG_MAGIC) and len(data_uri(data, "image/png")) <= max_chars:
         return data, "image/png"
     with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        if im.mode in ("RGBA", "LA", "P"):
-            rgba = im.convert("RGBA")
-            image = Image.new("RGB", rgba.size, (255, 255, 255))
-            image.paste(rgba, mask=rgba.getchannel("A"))
-        else:
-            image = im.convert("RGB")
+        rgba = im.convert("RGBA")  # JPEG has no alpha: transparent pixels go on white
+    image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
     w, h = image.size
     for scale in _SCALES:
         size = (round(w * scale), round(h * scale))
@@ -241,7 +231,7 @@ def encode_for_embedding(data: bytes, max_chars: int) -> tuple[bytes, str] | Non
         for quality_ in _JPEG_QUALITIES:
             buf = io.BytesIO()
             small.save(buf, format="JPEG", quality=quality_, optimize=True)
-            if data_uri_length(buf.tell(), "image/jpeg") <= max_chars:
+            if len(data_uri(buf.getvalue(), "image/jpeg")) <= max_chars:
                 return buf.getvalue(), "image/jpeg"
     return None
 

@@ -89,10 +89,8 @@ def plan_evaluations(
         ordered = sorted(results, key=lambda r: r["seed"])
         checkpoints = tuple(r["checkpoint"] for r in ordered)
         domain = ordered[0]["domain"]
-        if domain is None:
-            proxy_domains: list[str | None] = sorted(proxies)
-        else:
-            proxy_domains = [domain] if domain in proxies else []
+        # every proxy for the baseline, its own domain's for a ZoDi model
+        proxy_domains = sorted(d for d in proxies if domain in (None, d))
         for i, proxy_domain in enumerate(proxy_domains or [None]):
             jobs.append(
                 EvaluationJob(
