@@ -42,6 +42,8 @@ _BASE_RGB = np.array([
 #: Classes whose instances get their own colour jitter (cars are not all the same colour).
 _JITTERED = (BUILDING, PERSON, RIDER, CAR, TRUCK, BUS, TRAIN)
 _GROUND = (ROAD, SIDEWALK, TERRAIN)
+#: (width, height) of each vehicle, in lane widths.
+_VEHICLE_SIZE = {CAR: (0.45, 0.36), TRUCK: (0.6, 0.62), BUS: (0.62, 0.7), TRAIN: (0.8, 0.6)}
 
 # Part codes drawn with the labels and used by the renderer (texture, not label).
 _PART_WINDOW, _PART_WHEEL, _PART_LAMP = 1, 2, 3
@@ -189,21 +191,14 @@ def _draw_street_furniture(c: Scene) -> None:
 def _draw_vehicle(c: Scene, cls: int, x: float, y: float, s: float) -> None:
     """A vehicle seen from behind, standing on row ``y`` at horizontal centre ``x``."""
     lane = s * c.rw
-    w, h = {
-        CAR: (0.45 * lane, 0.36 * lane),
-        TRUCK: (0.6 * lane, 0.62 * lane),
-        BUS: (0.62 * lane, 0.7 * lane),
-        TRAIN: (0.8 * lane, 0.6 * lane),
-    }[cls]
+    w, h = (f * lane for f in _VEHICLE_SIZE[cls])
     inst = c.new_instance()
-    body = c.rect(x - w / 2, y - h * 0.6, x + w / 2, y - h * 0.08)
     wheels = c.rect(x - w * 0.45, y - h * 0.12, x - w * 0.25, y) | c.rect(
         x + w * 0.25, y - h * 0.12, x + w * 0.45, y
     )
     if cls == CAR:
-        cabin = c.rect(x - w * 0.38, y - h, x + w * 0.38, y - h * 0.6)
-        c.paint(body, cls, inst)
-        c.paint(cabin, cls, inst, _PART_WINDOW)
+        c.paint(c.rect(x - w / 2, y - h * 0.6, x + w / 2, y - h * 0.08), cls, inst)
+        c.paint(c.rect(x - w * 0.38, y - h, x + w * 0.38, y - h * 0.6), cls, inst, _PART_WINDOW)
     else:
         c.paint(c.rect(x - w / 2, y - h, x + w / 2, y - h * 0.08), cls, inst)
         c.paint(
