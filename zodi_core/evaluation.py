@@ -44,16 +44,16 @@ class Areas:
     def metrics(self) -> dict[str, Any]:
         """``{"mIoU", "aAcc" (percent), "per_class": {class: IoU % or None}, "images"}``."""
         m = iou_metrics(self.confusion)
-        per_class = {
-            c: (None if math.isnan(v) else round(100 * float(v), 2))
-            for c, v in zip(CLASSES, m["IoU"], strict=True)
-        }
         return {
-            "mIoU": None if m["mIoU"] is None else round(m["mIoU"], 2),
-            "aAcc": None if m["aAcc"] is None else round(m["aAcc"], 2),
-            "per_class": per_class,
+            "mIoU": _percent(m["mIoU"]),
+            "aAcc": _percent(m["aAcc"]),
+            "per_class": {c: _percent(100 * v) for c, v in zip(CLASSES, m["IoU"], strict=True)},
             "images": self.images,
         }
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 2)
 
 
 def target_name(manifest_uri: str, image_column: str | None = None) -> str:
@@ -61,16 +61,13 @@ def target_name(manifest_uri: str, image_column: str | None = None) -> str:
     table = read_manifest(manifest_uri)
     if table.num_rows == 0:
         raise ValueError(f"{manifest_uri}: the manifest is empty (0 rows)")
-    cols = table.column_names
-    if "generated_uri" in cols and image_column == "generated_uri":
-        domains = sorted(set(table.column("domain").to_pylist()))
-        return "proxy-" + "+".join(domains)
-    parts = []
-    for col in ("dataset", "domain", "split"):
-        if col in cols:
-            values = sorted(set(table.column(col).to_pylist()))
-            parts.append("+".join(values))
-    return "-".join(parts)
+
+    def values(col: str) -> str:
+        return "+".join(sorted(set(table.column(col).to_pylist())))
+
+    if image_column == "generated_uri":
+        return "proxy-" + values("domain")
+    return "-".join(values(c) for c in ("dataset", "domain", "split") if c in table.column_names)
 
 
 def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str = "cpu"):
@@ -92,15 +89,13 @@ def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str
     state = ckpt.get("state_dict", ckpt)
     if all(k.startswith("segmentor.") for k in state):
         state = {k.removeprefix("segmentor."): v for k, v in state.items()}
-    own = set(model.state_dict())
-    missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
-    if missing or unexpected:
+    fit = model.load_state_dict(state, strict=False)
+    if fit.missing_keys or fit.unexpected_keys:
         raise ValueError(
             f"checkpoint {checkpoint_uri} does not fit config {mmseg_config}: missing keys "
-            f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected keys "
-            f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            f"{fit.missing_keys[:5]}{'...' if len(fit.missing_keys) > 5 else ''}, unexpected "
+            f"keys {fit.unexpected_keys[:5]}{'...' if len(fit.unexpected_keys) > 5 else ''}"
         )
-    model.load_state_dict(state, strict=True)
     # Single-process inference: SyncBN (stock mmseg configs) as plain BN, which runs on CPU too.
     return revert_sync_batchnorm(model).to(device).eval()
 
@@ -110,8 +105,6 @@ def evaluate_model(
 ) -> Areas:
     """Run ``model`` on every row of a manifest at the evaluation size (half precision: under
     ``torch.autocast``); return the areas."""
-    import contextlib
-
     import torch
     from mmengine.dataset import pseudo_collate
     from torch.utils.data import DataLoader
@@ -130,11 +123,9 @@ def evaluate_model(
     loader = DataLoader(dataset, batch_size=eval_config.batch_size, collate_fn=pseudo_collate)
     areas = Areas()
     device = next(model.parameters()).device
-    autocast = (
-        torch.autocast(device.type, dtype=getattr(torch, eval_config.dtype))
-        if eval_config.dtype in ("float16", "bfloat16")
-        else contextlib.nullcontext()
-    )
+    half = eval_config.dtype in ("float16", "bfloat16")  # "auto", "float32": full precision
+    dtype = getattr(torch, eval_config.dtype) if half else None
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=half)
     with torch.no_grad(), autocast:
         for batch in loader:
             for sample in model.val_step(batch):
@@ -232,22 +223,14 @@ def _slug(name: str) -> str:
 def format_miou_table(metrics: dict[str, dict[str, Any]]) -> str:
     """A plain-text table of :func:`evaluate_checkpoint`'s ``metrics`` for the terminal."""
     rows = [("target", "images", "mIoU", "aAcc")]
-    for name, m in metrics.items():
-        std = f" ± {m['mIoU_std']:.2f}" if m.get("mIoU_std") is not None else ""
-        miou = "–" if m["mIoU"] is None else f"{m['mIoU']:.2f}{std}"
-        rows.append(
-            (name, str(m["images"]), miou, "–" if m["aAcc"] is None else f"{m['aAcc']:.2f}")
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
+    rows += [
+        (name, str(m["images"]), _fmt(m["mIoU"], m.get("mIoU_std")), _fmt(m["aAcc"]))
+        for name, m in metrics.items()
     ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    rows.insert(1, tuple("-" * w for w in widths))
+    line = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    return "\n".join(line.format(*r) for r in rows)
 
 
 def evaluate_checkpoint(
@@ -283,17 +266,13 @@ def evaluate_checkpoint(
     if len(set(names)) != len(names):
         names = [f"{n}#{i}" for i, n in enumerate(names)]
 
-    runs: dict[str, list[Areas]] = {n: [] for n in names}
-    for ckpt in checkpoints:
-        model = load_model(mmseg_config, ckpt, device)
-        for name, (m, col, _) in zip(names, sets, strict=True):
-            runs[name].append(evaluate_model(model, m, eval_config, col))
-    best: dict[str, dict] = {}
-    if best_checkpoint:
-        model = load_model(mmseg_config, best_checkpoint, device)
-        for name, (m, col, _) in zip(names, sets, strict=True):
-            best[name] = evaluate_model(model, m, eval_config, col).metrics()
+    def evaluate(checkpoint: str) -> list[Areas]:  # one Areas per target
+        model = load_model(mmseg_config, checkpoint, device)
+        return [evaluate_model(model, m, eval_config, col) for m, col, _ in sets]
 
+    runs = [evaluate(ckpt) for ckpt in checkpoints]
+    best = evaluate(best_checkpoint) if best_checkpoint else None
+    targets: dict[str, Any] = {}
     report: dict[str, Any] = {
         "config": str(mmseg_config),
         "checkpoints": checkpoints,
@@ -301,44 +280,35 @@ def evaluate_checkpoint(
         "seeds": len(checkpoints),
         "height": eval_config.height,
         "width": eval_config.width,
-        "targets": {},
+        "targets": targets,
     }
-    pngs = []
-    for name, (m, _col, is_proxy) in zip(names, sets, strict=True):
-        per_run = [a.metrics() for a in runs[name]]
-        domains = sorted(set(read_manifest(m).column("domain").to_pylist()))
-        report["targets"][name] = {
+    for i, (name, (m, _col, is_proxy)) in enumerate(zip(names, sets, strict=True)):
+        per_run = [areas[i].metrics() for areas in runs]
+        confusion = sum(areas[i].confusion for areas in runs)
+        png_uri = storage.join_uri(out, f"confusion_{_slug(name)}.png")
+        targets[name] = {
             "manifest": m,
             "proxy": is_proxy,
-            "domain": "+".join(domains),
+            "domain": "+".join(sorted(set(read_manifest(m).column("domain").to_pylist()))),
             "summary": aggregate_runs(per_run) if len(per_run) > 1 else per_run[0],
             "runs": per_run,
-            "best": best.get(name),
+            "best": best[i].metrics() if best else None,
+            "confusion_png": storage.write_bytes(png_uri, render_confusion_png(confusion, name)),
         }
-        confusion = sum(a.confusion for a in runs[name])
-        png_uri = storage.join_uri(out, f"confusion_{_slug(name)}.png")
-        storage.write_bytes(png_uri, render_confusion_png(confusion, name))
-        report["targets"][name]["confusion_png"] = png_uri
-        pngs.append(png_uri)
     json_uri = storage.write_bytes(
         storage.join_uri(out, "report.json"), json.dumps(report, indent=2).encode()
     )
     md_uri = storage.write_bytes(
         storage.join_uri(out, "report.md"), render_markdown(report).encode()
     )
+    shown = ("mIoU", "mIoU_std", "aAcc", "images")
     return {
         "report_json": json_uri,
         "report_md": md_uri,
-        "confusion_png": pngs,
-        "targets": {n: t["summary"]["mIoU"] for n, t in report["targets"].items()},
+        "confusion_png": [t["confusion_png"] for t in targets.values()],
+        "targets": {n: t["summary"]["mIoU"] for n, t in targets.items()},
         "metrics": {
-            n: {
-                "mIoU": t["summary"]["mIoU"],
-                "mIoU_std": t["summary"].get("mIoU_std"),
-                "aAcc": t["summary"]["aAcc"],
-                "images": t["summary"]["images"],
-                "proxy": t["proxy"],
-            }
-            for n, t in report["targets"].items()
+            n: {**{k: t["summary"].get(k) for k in shown}, "proxy": t["proxy"]}
+            for n, t in targets.items()
         },
     }
