@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+from itertools import groupby
 from typing import Any
 
 from zodi_core.config import ConfigError, TrainConfig
@@ -50,6 +51,7 @@ PHOTOMETRIC = frozenset(
     }
 )
 PACKERS = frozenset({"PackSegInputs", "PackZoDiPairInputs"})
+PAIR_KEYS = ("img", "gen_img")
 #: Transforms that mix several dataset items: no pair can go through them.
 REFUSED = {
     "RandomMosaic": "it mixes four dataset items (MultiImageMixDataset); remove it from the "
@@ -61,21 +63,37 @@ def _type(t: Any) -> str:
     return t.get("type") if isinstance(t, dict) else type(t).__name__
 
 
+def _one_loader(pipeline: list, loader: str, where: str) -> list[dict]:
+    """A copy of ``pipeline`` whose loading transforms become one ``loader``, at the first's place."""
+    kinds = [_type(t) for t in pipeline]
+    if not LOADERS.intersection(kinds):
+        raise ConfigError(f"{where}: expected a loading transform (LoadImageFromFile), found none")
+    first = next(i for i, kind in enumerate(kinds) if kind in LOADERS)
+    return [
+        dict(type=loader) if i == first else copy.deepcopy(dict(t))
+        for i, t in enumerate(pipeline)
+        if i == first or kinds[i] not in LOADERS
+    ]
+
+
 def derive_sample_pipeline(pipeline: list, where: str = "pipeline") -> list[dict]:
     """The same pipeline reading one manifest row: its loaders become one ``LoadZoDiSample``."""
-    out: list[dict] = []
-    loaded = False
-    for t in pipeline:
-        kind = _type(t)
-        if kind in LOADERS:
-            if not loaded:
-                out.append(dict(type="LoadZoDiSample"))
-                loaded = True
-            continue
-        out.append(copy.deepcopy(dict(t)))
-    if not loaded:
-        raise ConfigError(f"{where}: expected a loading transform (LoadImageFromFile), found none")
-    return out
+    return _one_loader(pipeline, "LoadZoDiSample", where)
+
+
+def _pair_kind(t: dict) -> str:
+    if t["type"] in {*PACKERS, "LoadZoDiPair", "ZoDiColorJitter", "ZoDiPairedTransforms"}:
+        return "pair-aware"
+    return "photometric" if t["type"] in PHOTOMETRIC else "geometric"
+
+
+def _for_pairs(t: dict) -> dict:
+    if t["type"] in PACKERS:
+        meta = t.get("meta_keys")
+        return dict(type="PackZoDiPairInputs", **({"meta_keys": meta} if meta else {}))
+    if t["type"] == "ZoDiColorJitter":  # already jitters each key independently
+        return dict(t, keys=PAIR_KEYS)
+    return t
 
 
 def derive_paired_pipeline(pipeline: list, where: str = "train_pipeline") -> list[dict]:
@@ -84,54 +102,19 @@ def derive_paired_pipeline(pipeline: list, where: str = "train_pipeline") -> lis
     Consecutive geometric transforms form one ``ZoDiPairedTransforms`` group; consecutive
     photometric ones one ``ZoDiEachImage`` group, so the order of the original is kept.
     """
-    out: list[dict] = []
-    group: list[dict] = []
-    group_kind: str | None = None
-    loaded = packed = False
-
-    def flush() -> None:
-        nonlocal group, group_kind
-        if group_kind == "geometric":
-            out.append(dict(type="ZoDiPairedTransforms", transforms=group))
-        elif group_kind == "photometric":
-            out.append(dict(type="ZoDiEachImage", transforms=group, keys=("img", "gen_img")))
-        group, group_kind = [], None
-
-    for i, t in enumerate(pipeline):
-        kind = _type(t)
-        t = copy.deepcopy(dict(t))
+    for i, kind in enumerate(_type(t) for t in pipeline):
         if kind in REFUSED:
             raise ConfigError(f"{where}.{i}: {kind} cannot be applied to pairs: {REFUSED[kind]}")
-        if kind in LOADERS:
-            flush()
-            if not loaded:
-                out.append(dict(type="LoadZoDiPair"))
-                loaded = True
-            continue
-        if kind in PACKERS:
-            flush()
-            meta = t.get("meta_keys")
-            out.append(dict(type="PackZoDiPairInputs", **({"meta_keys": meta} if meta else {})))
-            packed = True
-            continue
-        if kind == "ZoDiColorJitter":  # already jitters each key independently
-            flush()
-            out.append(dict(t, keys=("img", "gen_img")))
-            continue
-        if kind == "ZoDiPairedTransforms":
-            flush()
-            out.append(t)
-            continue
-        this = "photometric" if kind in PHOTOMETRIC else "geometric"
-        if this != group_kind:
-            flush()
-            group_kind = this
-        group.append(t)
-    flush()
-    if not loaded:
-        raise ConfigError(f"{where}: expected a loading transform (LoadImageFromFile), found none")
-    if not packed:
+    if not PACKERS.intersection(_type(t) for t in pipeline):
         raise ConfigError(f"{where}: expected PackSegInputs at the end, found none")
+    out: list[dict] = []
+    for kind, group in groupby(_one_loader(pipeline, "LoadZoDiPair", where), key=_pair_kind):
+        if kind == "geometric":
+            out.append(dict(type="ZoDiPairedTransforms", transforms=list(group)))
+        elif kind == "photometric":
+            out.append(dict(type="ZoDiEachImage", transforms=list(group), keys=PAIR_KEYS))
+        else:
+            out += [_for_pairs(t) for t in group]
     return out
 
 

@@ -6,6 +6,7 @@ release paired files by listing order).
 from __future__ import annotations
 
 import copy
+from itertools import pairwise
 from typing import Any
 
 from mmseg.datasets import BaseSegDataset, CityscapesDataset
@@ -33,12 +34,11 @@ def _rows(manifest: str, schema=None, generated=False, table=None, required=True
                 f"{manifest}: no usable generated image among {table.num_rows} rows (expected "
                 f"status in {USABLE_STATUSES} with a generated_uri)"
             )
-    seen: set[str] = set()
-    for sid in (r["sample_id"] for r in rows):
-        if sid in seen:
-            raise ManifestError(f"{manifest}: sample_id {sid!r} appears more than once")
-        seen.add(sid)
-    return sorted(rows, key=lambda r: r["sample_id"])
+    rows.sort(key=lambda r: r["sample_id"])
+    for a, b in pairwise(rows):
+        if a["sample_id"] == b["sample_id"]:
+            raise ManifestError(f"{manifest}: sample_id {a['sample_id']!r} appears more than once")
+    return rows
 
 
 def _item(sid: str, img: str, label: str, fmt: str, domain: str, uri: str) -> dict[str, Any]:
@@ -109,12 +109,13 @@ class _ManifestDatasetBase(BaseSegDataset):
         self.manifest = manifest
         super().__init__(ann_file=manifest, **kwargs)
 
-    def _require_manifest(self) -> None:
+    def load_data_list(self) -> list[dict]:
         if not self.manifest:
             raise ValueError(
                 f"{type(self).__name__}.manifest: expected a manifest URI, received an empty "
                 f"string (zodi train sets it from --paired-manifest / --source-manifest)"
             )
+        return [dict(item, reduce_zero_label=False, seg_fields=[]) for item in self.items()]
 
 
 @DATASETS.register_module()
@@ -132,10 +133,8 @@ class ZoDiPairedDataset(_ManifestDatasetBase):
         self.check_exists = check_exists
         super().__init__(manifest=manifest, **kwargs)
 
-    def load_data_list(self) -> list[dict]:
-        self._require_manifest()
-        pairs = read_pairs(self.manifest, self.source_manifest, self.check_exists)
-        return [dict(p, reduce_zero_label=False, seg_fields=[]) for p in pairs]
+    def items(self) -> list[dict[str, Any]]:
+        return read_pairs(self.manifest, self.source_manifest, self.check_exists)
 
 
 @DATASETS.register_module()
@@ -146,7 +145,5 @@ class ZoDiManifestDataset(_ManifestDatasetBase):
         self.image_column = image_column
         super().__init__(manifest=manifest, **kwargs)
 
-    def load_data_list(self) -> list[dict]:
-        self._require_manifest()
-        items = read_samples(self.manifest, self.image_column)
-        return [dict(i, reduce_zero_label=False, seg_fields=[]) for i in items]
+    def items(self) -> list[dict[str, Any]]:
+        return read_samples(self.manifest, self.image_column)

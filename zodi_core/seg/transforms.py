@@ -51,12 +51,6 @@ def _aspect_difference(shape: tuple[int, ...], reference: tuple[int, ...]) -> fl
     return abs(a - ref) / ref
 
 
-def _set_sample(results: dict, img: np.ndarray, label: np.ndarray) -> dict:
-    results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2], gt_seg_map=label)
-    results.update(seg_fields=["gt_seg_map"], reduce_zero_label=False)
-    return results
-
-
 def _run(transforms: list, results: dict) -> dict:
     for t in transforms:
         results = t(results)
@@ -70,51 +64,50 @@ class LoadZoDiSample(BaseTransform):
     """Load the image and label of one manifest row. ``scale=(W, H)`` resizes both at load
     time: the paper evaluates images *and labels* at 512×1024 (SPEC §4)."""
 
+    role = "the"  # of the image, in messages
+
     def __init__(self, scale: tuple[int, int] | None = None) -> None:
         self.scale = tuple(scale) if scale is not None else None
 
     def transform(self, results: dict) -> dict:
-        sample_id = results.get("sample_id", results["img_path"])
-        img = _load_image(results["img_path"], sample_id, "the")
-        label = _read(
-            read_label, results["seg_map_path"], sample_id, "label", results["label_format"]
-        )
+        sid = results.get("sample_id", results["img_path"])
+        img = _load_image(results["img_path"], sid, self.role)
+        label = _read(read_label, results["seg_map_path"], sid, "label", results["label_format"])
         # A generated image (proxy evaluation) is at the transfer resolution while its label is
         # at the source's: with a target scale both are resized, if their aspects agree.
         if img.shape[:2] != label.shape and (
             self.scale is None or _aspect_difference(img.shape, label.shape) > MAX_ASPECT_DIFFERENCE
         ):
             raise ValueError(
-                f"sample {sample_id!r}: image is {img.shape[1]}x{img.shape[0]} but its label is "
-                f"{label.shape[1]}x{label.shape[0]}"
+                f"sample {sid!r}: {self.role} image is {img.shape[1]}x{img.shape[0]} but its "
+                f"label is {label.shape[1]}x{label.shape[0]}"
             )
         if self.scale is not None:
             img = mmcv.imresize(img, self.scale, interpolation="bilinear")
             label = mmcv.imresize(label, self.scale, interpolation="nearest")
-        return _set_sample(results, img, label)
+        results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
+        results.update(gt_seg_map=label, seg_fields=["gt_seg_map"], reduce_zero_label=False)
+        return results
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(scale={self.scale})"
 
 
 @TRANSFORMS.register_module()
-class LoadZoDiPair(BaseTransform):
+class LoadZoDiPair(LoadZoDiSample):
     """Load a source image, its generated twin (resized to the source) and the shared label; a
     pair whose aspects differ more than ``max_aspect_difference`` is no twin: refused."""
 
+    role = "source"
+
     def __init__(self, max_aspect_difference: float = MAX_ASPECT_DIFFERENCE) -> None:
+        super().__init__()
         self.max_aspect_difference = max_aspect_difference
 
     def transform(self, results: dict) -> dict:
-        sid = results["sample_id"]
-        img = _load_image(results["img_path"], sid, "source")
+        results = super().transform(results)
+        img, sid = results["img"], results["sample_id"]
         gen = _load_image(results["gen_path"], sid, "generated")
-        label = _read(read_label, results["seg_map_path"], sid, "label", results["label_format"])
-        if img.shape[:2] != label.shape:
-            raise ValueError(
-                f"sample {sid!r}: source image is {img.shape[1]}x{img.shape[0]} but its label is "
-                f"{label.shape[1]}x{label.shape[0]}"
-            )
         if gen.shape[:2] != img.shape[:2]:
             if _aspect_difference(gen.shape, img.shape) > self.max_aspect_difference:
                 raise ValueError(
@@ -124,7 +117,7 @@ class LoadZoDiPair(BaseTransform):
                 )
             gen = mmcv.imresize(gen, (img.shape[1], img.shape[0]), interpolation="bilinear")
         results["gen_img"] = gen
-        return _set_sample(results, img, label)
+        return results
 
 
 @TRANSFORMS.register_module()
@@ -180,9 +173,17 @@ class ZoDiEachImage(BaseTransform):
         return f"{type(self).__name__}(transforms={self.transforms}, keys={self.keys})"
 
 
-def _grayscale_bgr(img: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma of a (H, W, 3) float BGR image, as torchvision's rgb_to_grayscale."""
-    return 0.114 * img[..., 0] + 0.587 * img[..., 1] + 0.299 * img[..., 2]
+def _gray(img: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma (H, W, 1) of a (H, W, 3) float BGR image, as torchvision's rgb_to_grayscale."""
+    return (0.114 * img[..., 0] + 0.587 * img[..., 1] + 0.299 * img[..., 2])[..., None]
+
+
+#: The image each of torchvision's adjustments blends with: ``(img - d) * factor + d``.
+DEGENERATE = {
+    "brightness": np.zeros_like,
+    "contrast": lambda img: _gray(img).mean(),
+    "saturation": _gray,
+}
 
 
 @TRANSFORMS.register_module()
@@ -197,37 +198,19 @@ class ZoDiColorJitter(BaseTransform):
         saturation: float = 0.5,
         keys: tuple[str, ...] = ("img",),
     ) -> None:
-        for name, v in (
-            ("brightness", brightness),
-            ("contrast", contrast),
-            ("saturation", saturation),
-        ):
+        self.factors = {"brightness": brightness, "contrast": contrast, "saturation": saturation}
+        for name, v in self.factors.items():
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name}: expected a value in [0, 1], received {v}")
-        self.factors = {"brightness": brightness, "contrast": contrast, "saturation": saturation}
         self.keys = tuple(keys)
 
-    @staticmethod
-    def adjust(img: np.ndarray, op: str, factor: float) -> np.ndarray:
-        """One adjustment of a (H, W, 3) float32 BGR image in [0, 255], clipped to that range."""
-        if op == "brightness":
-            out = img * factor
-        elif op == "contrast":
-            out = (img - _grayscale_bgr(img).mean()) * factor + _grayscale_bgr(img).mean()
-        elif op == "saturation":
-            gray = _grayscale_bgr(img)[..., None]
-            out = (img - gray) * factor + gray
-        else:
-            raise ValueError(f"op: expected brightness, contrast or saturation, received {op!r}")
-        return np.clip(out, 0.0, 255.0)
-
     def _jitter(self, img: np.ndarray) -> np.ndarray:
-        out = img.astype(np.float32)
-        for i in np.random.permutation(3):
-            op = ("brightness", "contrast", "saturation")[i]
-            v = self.factors[op]
-            if v > 0:
-                out = self.adjust(out, op, float(np.random.uniform(1.0 - v, 1.0 + v)))
+        out = img.astype(np.float32)  # in [0, 255], clipped after each adjustment
+        for op in np.random.permutation(list(self.factors)):
+            if (v := self.factors[op]) > 0:
+                degenerate = DEGENERATE[op](out)
+                factor = np.random.uniform(1.0 - v, 1.0 + v)
+                out = np.clip((out - degenerate) * factor + degenerate, 0.0, 255.0)
         return out.round().astype(np.uint8)
 
     def transform(self, results: dict) -> dict:
