@@ -137,10 +137,10 @@ class RunFailed(CommandError):
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-def _is(err: BaseException, module: str, name: str) -> bool:
-    """isinstance against ``module.name`` when that module is loaded (else err cannot be one)."""
-    cls = getattr(sys.modules.get(module), name, None)
-    return isinstance(cls, type) and isinstance(err, cls)
+def _is(err: BaseException, module: str, *names: str) -> bool:
+    """isinstance against classes ``module.<name>`` when that module is loaded (else err is none)."""
+    classes = [getattr(sys.modules.get(module), name, None) for name in names]
+    return any(isinstance(cls, type) and isinstance(err, cls) for cls in classes)
 
 
 def classify(err: BaseException) -> int:
@@ -150,10 +150,8 @@ def classify(err: BaseException) -> int:
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     # An outage or a full disk: the work failed; bad files found in a dataset too.
-    for name in ("TransientStorageError", "OutOfSpaceError"):
-        if _is(err, "zodi_core.storage", name):
-            return EXIT_FAILED
-    if _is(err, "zodi_core.datasets.ingest", "IngestError"):
+    outage = _is(err, "zodi_core.storage", "TransientStorageError", "OutOfSpaceError")
+    if outage or _is(err, "zodi_core.datasets.ingest", "IngestError"):
         return EXIT_FAILED
     # Permanent storage errors (credentials, missing bucket, no permission) are configuration;
     # ConfigError, ManifestError, PreflightError are ValueErrors: bad configuration or input.
@@ -202,10 +200,10 @@ def report_failure(
     if code == EXIT_FAILED and not verbose and not _expected(err):
         msg += " (rerun with --verbose for the traceback)"
     prog = f"zodi {command}" if command else "zodi"
-    if code == EXIT_INTERRUPTED:
-        print(f"{prog}: interrupted", file=sys.stderr)
-    else:
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+    print(
+        f"{prog}: interrupted" if code == EXIT_INTERRUPTED else f"{prog}: error: {msg}",
+        file=sys.stderr,
+    )
     if as_json:
         summary = getattr(err, "summary", {})
         out = {"command": command, **summary, "ok": False, "exit_code": code, "error": msg}

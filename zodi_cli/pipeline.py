@@ -186,32 +186,26 @@ def first_interrupt_stops(prog: str) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _die_with_parent() -> None:
-    """In the forked child: ask the kernel for SIGTERM when the parent dies (Linux prctl)."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def start_tied_ephemeral_server() -> None:
     """Start Prefect's ephemeral API server as a child the kernel stops when this process dies, even
     by SIGKILL (``PR_SET_PDEATHSIG`` follows the starting thread: hence the main thread, before the
     flow); Prefect's clients find the singleton running. Off Linux Prefect starts it itself."""
     if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
         return
+    import ctypes
+    import functools
     import subprocess
 
     from prefect.server.api.server import SubprocessASGIServer
 
+    def die_with_parent() -> None:  # in the child: SIGTERM when the parent dies
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
     class TiedServer(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> subprocess.Popen:
             popen = subprocess.Popen
-
-            def tied(*args: Any, **kwargs: Any) -> subprocess.Popen:
-                return popen(*args, preexec_fn=_die_with_parent, **kwargs)
-
-            subprocess.Popen = tied  # type: ignore[misc] - only around Prefect's one Popen call
+            # only around Prefect's one Popen call
+            subprocess.Popen = functools.partial(popen, preexec_fn=die_with_parent)  # type: ignore
             try:
                 return super()._run_uvicorn_command()
             finally:

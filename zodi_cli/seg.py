@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -118,15 +117,6 @@ def cfg_option(item: str) -> tuple[str, Any]:
     return key, DictAction._parse_iterable(value)
 
 
-@contextlib.contextmanager
-def _quiet(args: argparse.Namespace):
-    """Library warnings (mmseg's deprecation notices) only with --verbose: the summary stays short."""
-    with warnings.catch_warnings():
-        if not args.verbose:
-            warnings.simplefilter("ignore")
-        yield
-
-
 def _train_config(args: argparse.Namespace):
     """The TrainConfig of this command: the preset, the command's options, the config file."""
     from zodi_core.config import TrainConfig
@@ -148,8 +138,7 @@ def _check_cfg_options(args: argparse.Namespace, tc) -> None:
     from zodi_core.seg.train import load_config, option_notes
 
     overrides = dict(args.cfg_options or ())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(action="ignore"):
         for note in option_notes(load_config(tc.mmseg_config), overrides):
             print(f"zodi train: warning: --cfg-options {note}", file=sys.stderr)
         problems = check_seg_config(
@@ -197,7 +186,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     else:
         from zodi_core.seg.train import train_model
 
-        with _quiet(args):
+        with warnings.catch_warnings(action=None if args.verbose else "ignore"):
             summary = train_model(
                 tc.mmseg_config, args.paired_manifest, args.work_dir, seed=args.seed,
                 resume=args.resume, overrides=dict(args.cfg_options or ()),
@@ -227,17 +216,14 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.evaluation import evaluate_checkpoint, format_miou_table
 
     seeds = [c for c in (args.seeds or "").split(",") if c]
-    if not seeds and not args.checkpoint:
+    if bool(seeds) == bool(args.checkpoint):
         raise CLIError(
-            "give --checkpoint URI, or --seeds CKPT,CKPT,... (one final checkpoint per seed)"
-        )
-    if seeds and args.checkpoint:
-        raise CLIError(
-            "give either --checkpoint or --seeds, not both (use --best-checkpoint for a best one)"
+            "give either --checkpoint URI or --seeds CKPT,CKPT,... (one final checkpoint per "
+            "seed), not both (use --best-checkpoint for a best one)"
         )
     fields = {**DEVICE_FIELDS, "height": "height", "width": "width"}
     eval_config = EvalConfig.preset(args.preset, **given(args, fields))
-    with _quiet(args):
+    with warnings.catch_warnings(action=None if args.verbose else "ignore"):
         result = evaluate_checkpoint(
             seeds or args.checkpoint, args.config, args.manifest or [], args.out,
             proxy_manifest=args.proxy_manifest, best_checkpoint=args.best_checkpoint,
@@ -255,7 +241,7 @@ def run_predict(args: argparse.Namespace) -> dict[str, Any]:
     if bool(args.height) != bool(args.width):
         raise CLIError("--height and --width: give both (the size the model sees) or neither")
     scale = (args.width, args.height) if args.height else None
-    with _quiet(args):
+    with warnings.catch_warnings(action=None if args.verbose else "ignore"):
         result = predict_images(
             args.config, args.checkpoint, args.input, args.out,
             device=args.device or "auto", scale=scale, progress=not args.json,
