@@ -118,9 +118,7 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     with get_client(sync_client=True) as client:
         pool = _warn_if_no_worker(client, args.deployment)
         if not args.wait:
-            print(
-                f"[submit] follow it: {out['ui_url'] or 'prefect flow-run inspect ' + str(run.id)}"
-            )
+            print(f"[submit] follow it: {ui_url or f'prefect flow-run inspect {run.id}'}")
             return out
 
         def on_change(state: Any) -> None:
@@ -138,13 +136,13 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
         except TimeoutError as err:
             hint = f"; is a worker polling pool {pool!r}?" if pool else ""
             raise RunFailed(
-                f"{err} (--timeout){hint}; the run goes on: follow it at {out['ui_url']}", out
+                f"{err} (--timeout){hint}; the run goes on: follow it at {ui_url}", out
             ) from None
     out["state"] = state.name
     if not state.is_completed():
         raise flow_failure(state, None, out)
     out["report"] = report
-    print(f"[submit] {state.name}: report {report}; run {out['ui_url']}")
+    print(f"[submit] {state.name}: report {report}; run {ui_url}")
     return out
 
 
