@@ -31,29 +31,25 @@ def resolve_device(
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(
-            f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {device!r}"
-        ) from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device: {device!r} asked for, but no CUDA device is available "
-                f"(this torch build or machine has no GPU); use --device cpu"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device: {device!r} asked for, but only {torch.cuda.device_count()} CUDA "
-                f"device(s) exist"
-            )
-    elif dev.type != "cpu":
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {device!r}")
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device: {device!r} asked for, but no CUDA device is available "
+            f"(this torch build or machine has no GPU); use --device cpu"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device: {device!r} asked for, but only {torch.cuda.device_count()} CUDA "
+            f"device(s) exist"
+        )
+    if dtype not in ("auto", *DTYPES):
+        raise ValueError(f"dtype: expected 'auto' or one of {sorted(DTYPES)}, received {dtype!r}")
     if dtype == "auto":
         dt = torch.float16 if dev.type == "cuda" and auto_half else torch.float32
-    elif dtype in dtypes:
-        dt = dtypes[dtype]
     else:
-        raise ValueError(f"dtype: expected 'auto' or one of {sorted(dtypes)}, received {dtype!r}")
+        dt = getattr(torch, dtype)
     if dev.type == "cpu" and dt != torch.float32 and not auto_half:
         raise ValueError(
             f"dtype: {dtype!r} on CPU is not supported for training and evaluation; use float32"

@@ -20,7 +20,7 @@ import functools
 import json
 import urllib.error
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,15 +140,7 @@ class DownloadedModels:
             "out": str(self.out),
             "total_bytes": self.total_size,
             "fetched": [
-                {
-                    "name": f.name,
-                    "source": f.source,
-                    "revision": f.revision,
-                    "path": str(f.path),
-                    "files": len(f.files),
-                    "bytes": f.size,
-                    "skipped": f.skipped,
-                }
+                {**asdict(f), "path": str(f.path), "files": len(f.files), "bytes": f.size}
                 for f in self.fetched
             ],
             "models": str(self.out),
@@ -303,12 +295,8 @@ def download_models(
     models = models or ModelsConfig()
     if mmseg_configs is None:
         mmseg_configs = (TrainConfig().mmseg_config,)
-    if models.controlnet is None:
-        raise ValueError(
-            "models.controlnet: expected a hub id of the segmentation ControlNet, received None"
-        )
     for field_name, name in (("base", models.base), ("controlnet", models.controlnet)):
-        if is_local(name) or name.count("/") != 1:
+        if name is None or is_local(name) or name.count("/") != 1:
             raise ValueError(
                 f"models.{field_name}: expected a hub id (owner/name) to download, "
                 f"received {name!r}"

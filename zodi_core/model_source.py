@@ -386,8 +386,11 @@ def _hub_error(
     return err
 
 
-def hub_problem(source: ModelSource, timeout: float = NETWORK_TIMEOUT) -> str | None:
-    """None when the hub id can be loaded here (cached, or the hub answers); else one line."""
+def source_problem(source: ModelSource, timeout: float = NETWORK_TIMEOUT) -> str | None:
+    """None when the model can be loaded here (a complete folder; a hub id cached, or the hub
+    answers); else one line."""
+    if source.local:
+        return folder_problem(source.path, source.needs, source.field)
     try:
         resolve_hub(source, timeout)
     except (HubUnreachableError, PermissionError, FileNotFoundError) as err:
@@ -405,11 +408,8 @@ def model_problems(
     for source in (base, controlnet):
         if source is controlnet and source.subfolder and not (source.local and base.path.is_dir()):
             continue  # the base's hub repository (asked for the base) or missing folder (said)
-        field = prefix + source.field
-        if source.local:
-            problems.append(folder_problem(source.path, source.needs, field))
-        else:
-            problems.append(hub_problem(dataclasses.replace(source, field=field), timeout))
+        named = dataclasses.replace(source, field=prefix + source.field)
+        problems.append(source_problem(named, timeout))
     return [p for p in problems if p]
 
 

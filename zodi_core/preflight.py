@@ -30,10 +30,9 @@ from zodi_core.datasets.readers import scan_dataset
 from zodi_core.model_source import (  # one owner of where models come from
     NETWORK_TIMEOUT,
     ModelSource,
-    folder_problem,
-    hub_problem,
     is_local,
     model_problems,
+    source_problem,
 )
 
 PROBE_PREFIX = ".zodi-preflight-"  # the probe object's key under the storage root
@@ -80,10 +79,7 @@ def check_quality(config: QualityConfig, network_timeout: float = NETWORK_TIMEOU
     if config.clip:
         needs = {"": (("config.json",), ("model.safetensors", "pytorch_model.bin"))}
         clip = ModelSource.of("quality.clip", config.clip, needs)
-        if clip.local:
-            problems.append(folder_problem(clip.path, clip.needs, clip.field))
-        else:
-            problems.append(hub_problem(clip, network_timeout))
+        problems.append(source_problem(clip, network_timeout))
     checkpoint = config.seg_checkpoint
     if checkpoint and is_local(checkpoint) and not Path(checkpoint).expanduser().is_file():
         problems.append(
@@ -112,14 +108,14 @@ def _load_problems(mmseg_config: str, field: str, overrides: dict | None = None)
     return cfg, notes, []
 
 
-def _build_error(build: Callable[[], Any], notes: list[str]) -> str | None:
-    """The error of ``build()`` in one line, with the "did you mean" of a new ``--cfg-options``
-    key that the error names; None when it builds."""
+def _build_error(what: str, build: Callable[[], Any], notes: list[str]) -> str | None:
+    """``what`` and the error of ``build()`` in one line, with the "did you mean" of a new
+    ``--cfg-options`` key that the error names; None when it builds."""
     try:
         build()
     except Exception as err:  # noqa: BLE001 - any build error is the config's problem to report
         hints = [n for n in notes if repr(n.split("'")[1].rsplit(".", 1)[-1]) in _one_line(err)]
-        return _one_line(err) + "".join(f" ({n})" for n in hints)
+        return what + _one_line(err) + "".join(f" ({n})" for n in hints)
     return None
 
 
@@ -162,10 +158,10 @@ def check_seg_config(
     register_all_modules(init_default_scope=False)
     iters = max_iters or train.max_iters
     builds = (True, False) if source_only is None else (source_only,)
-    found: dict[tuple[str, str], list[str]] = {}  # (what, message) → the builds it fails
+    found: dict[str, list[str]] = {}  # problem → the builds it fails
     for source in builds:
         cfg = copy.deepcopy(base)
-        errors: list[tuple[str, str | None]] = []
+        errors: list[str | None] = []
         try:
             adapt_config(cfg, train, source_only=source)
             seg_train.apply_train_config(cfg, train)
@@ -173,27 +169,24 @@ def check_seg_config(
             if iters is not None:
                 seg_train.apply_iteration_budget(cfg, iters)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
-            errors.append(("", _one_line(err)))
+            errors.append(_one_line(err))
         else:
             dataset = cfg.train_dataloader.dataset
             with DefaultScope.overwrite_default_scope("mmseg"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if DATASETS.get(dataset.type) is None:
-                    errors.append(("", f"dataset type {dataset.type!r} is not registered"))
+                    errors.append(f"dataset type {dataset.type!r} is not registered")
                 for t in dataset.pipeline:  # as training derives it (loaders merged, pairs)
                     name = t.get("type") if isinstance(t, dict) else t
-                    build = partial(TRANSFORMS.build, t)
-                    errors.append(
-                        (f"train pipeline transform {name}: ", _build_error(build, notes))
-                    )
+                    what = f"train pipeline transform {name}: "
+                    errors.append(_build_error(what, partial(TRANSFORMS.build, t), notes))
                 model = partial(_build_model, MODELS, cfg.model, torch)
-                errors.append(("model: ", _build_error(model, notes)))
-        for what, message in errors:
-            if message:
-                found.setdefault((what, message), []).append("source-only" if source else "ZoDi")
+                errors.append(_build_error("model: ", model, notes))
+        for message in filter(None, errors):
+            found.setdefault(message, []).append("source-only" if source else "ZoDi")
     return [  # a problem of both builds is one line
-        f"{where}{'' if len(failed) == len(builds) else f' ({failed[0]})'}: {what}{message}"
-        for (what, message), failed in found.items()
+        f"{where}{'' if len(failed) == len(builds) else f' ({failed[0]})'}: {message}"
+        for message, failed in found.items()
     ]
 
 

@@ -72,13 +72,11 @@ def load_components(
     def load(cls: Any, source: ModelSource, sub: str | None, **kwargs: Any) -> Any:
         hub = resolved.get(source.field)
         if source.local:
-            where, kw = str(source.path), {"local_files_only": True}
+            where, kw = str(source.path), {"local_files_only": True, "subfolder": sub}
         else:
             where = source.source
-            kw = {"revision": hub.commit, "local_files_only": hub.cached_only}
             sub = "/".join(p for p in (source.subfolder, sub) if p) or None
-        if sub:
-            kw["subfolder"] = sub
+            kw = {"revision": hub.commit, "local_files_only": hub.cached_only, "subfolder": sub}
         variant = weights_variant(source, sub, hub, half)
         if variant:
             kw["variant"] = variant
@@ -241,12 +239,8 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> Path:
     out = Path(out_dir)
     c = build_tiny_components(seed)
     out.mkdir(parents=True, exist_ok=True)
-    c.unet.save_pretrained(out / "unet")
-    c.vae.save_pretrained(out / "vae")
-    c.text_encoder.save_pretrained(out / "text_encoder")
-    c.tokenizer.save_pretrained(out / "tokenizer")
-    c.scheduler.save_pretrained(out / "scheduler")
-    c.controlnet.save_pretrained(out / "controlnet")
+    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "controlnet"):
+        getattr(c, name).save_pretrained(out / name)
     write_model_index(out)
     return out
 
