@@ -19,7 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "(use --threads 1 there).",
         {
             "--out": {"required": True, "help": "output folder (created; resumed if it exists)"},
-            "--preset": {"default": "full", "choices": ("full", "v2", "smoke"), "help": "full: the "
+            "--preset": {"default": "full", "choices": ("full", "v2", "v3", "smoke"), "help": "full: the "
                          "committed models; v2: 16x32 latents, 57 min (issue 19); smoke: seconds "
                          "(tests)"},
             "--seed": {"type": int, "help": "training seed (default: the preset's, 0)"},

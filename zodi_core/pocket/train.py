@@ -77,6 +77,9 @@ class PocketSpec:
     controlnet_steps: int = 1000
     controlnet_lr: float = 5e-4
     controlnet_caption_dropout: float = 0.5
+    #: ControlNet timestep draw: ``uniform`` (SD's) or ``cubic``, t = 1000 (1 - u³), T2I-Adapter's
+    #: bias to the high-noise steps where the layout is decided.
+    controlnet_timesteps: str = "uniform"
     checkpoint_every: int = 250
 
     def steps(self, phase: str) -> int:
@@ -96,6 +99,15 @@ PRESETS: dict[str, PocketSpec] = {
         unet_blocks=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         controlnet_cond_channels=(16, 32, 64),
         controlnet_steps=3000,
+    ),
+    "v3": PocketSpec(
+        vae_channels=(16, 32, 64),
+        unet_steps=4000,
+        unet_channels=(32, 64, 64),
+        unet_blocks=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        controlnet_cond_channels=(16, 32, 64),
+        controlnet_steps=2000,
+        controlnet_lr=1e-3,
     ),
     "smoke": PocketSpec(
         n_per_domain=4,
@@ -406,11 +418,15 @@ def train_pocket(
     empty_ids = ids([""])[0]
     scheduler = DDIMScheduler(**SD15_SCHEDULER)
 
-    def noisy(idx: Any, g: Any, labels: Any | None = None) -> tuple[Any, ...]:
+    def noisy(idx: Any, g: Any, labels: Any | None = None, draw: str = "uniform") -> tuple:
         pair, cond = _batch(lat_pair, idx, g, labels)
         mean, std = pair.chunk(2, dim=1)
         z0 = (mean + std * torch.randn(mean.shape, generator=g)) * scale
-        t = torch.randint(0, 1000, (len(idx),), generator=g)
+        if draw == "cubic":
+            u = torch.rand(len(idx), generator=g)
+            t = ((1 - u**3) * 1000).long().clamp(max=999)
+        else:
+            t = torch.randint(0, 1000, (len(idx),), generator=g)
         eps = torch.randn(z0.shape, generator=g)
         return scheduler.add_noise(z0, eps, t), t, eps, cond
 
@@ -471,7 +487,7 @@ def train_pocket(
 
         def cn_step(step: int, g: Any) -> Any:
             idx = torch.randint(n, (bs,), generator=g)
-            z_t, t, eps, cond = noisy(idx, g, cond_all)
+            z_t, t, eps, cond = noisy(idx, g, cond_all, spec.controlnet_timesteps)
             which = cap_index[idx].clone()
             which[torch.rand(len(idx), generator=g) < spec.controlnet_caption_dropout] = len(
                 captions
