@@ -5,6 +5,7 @@ a lock whose owner (host, pid, start time) is gone is broken, in one stderr line
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,13 +95,11 @@ def owner_gone(info: dict[str, Any], lock_age_s: float) -> str | None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        return {}  # being written (Prefect creates the file, then writes it): no owner yet
+    except (FileNotFoundError, ValueError):  # gone, or being written (Prefect creates, then writes)
+        return {}
 
 
 class LocalLockManager(FileSystemLockManager):
@@ -108,15 +107,11 @@ class LocalLockManager(FileSystemLockManager):
     (across machines use one all reach, e.g. prefect-redis's expiring ``RedisLockManager``)."""
 
     def __init__(self) -> None:
-        self._locks = {}
+        self._locks = {}  # not FileSystemLockManager's: its folder is read when a lock is taken
 
     @property
     def lock_files_directory(self) -> Path:  # type: ignore[override]
         return locks_dir().resolve()
-
-    @lock_files_directory.setter
-    def lock_files_directory(self, value: Path) -> None:
-        pass  # always locks_dir(): FileSystemLockManager.__init__ sets it
 
     def _get_lock_info(self, key: str, use_cache: bool = True):  # type: ignore[override]
         try:
@@ -133,7 +128,7 @@ class LocalLockManager(FileSystemLockManager):
     def _record_owner(self, key: str) -> bool:
         """Add :func:`owner_record` to the lock file Prefect just wrote (atomically)."""
         path = Path(self._locks[key]["path"])
-        record = {**(_read_json(path) or {}), **owner_record()}
+        record = {**_read_json(path), **owner_record()}
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)  # readers see Prefect's record or the full one, never a part
@@ -173,14 +168,12 @@ class LocalLockManager(FileSystemLockManager):
             os.rename(path, aside)  # atomic: of two waiters, one moves it
         except FileNotFoundError:
             return True  # another waiter broke it first
-        now = _read_json(aside) or {}
+        now = _read_json(aside)
         keys = ("holder", "host", "pid", "started")
         same = all((now.get(k) or None) == (dead.get(k) or None) for k in keys)
         if not same:  # re-taken between our read and the rename: put the live lock back
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(aside, path)
-            except FileExistsError:
-                pass
         aside.unlink(missing_ok=True)
         return same
 
@@ -215,9 +208,9 @@ def cached_values(task: Any, keys: list[str]) -> dict[str, Any]:
     return found
 
 
-def run_fresh(task: Any, lost: Callable[[Any], bool], **parameters: Any) -> Any:
-    """Run ``task`` (inside a flow); a cache record counts only while ``lost(value)`` is False,
-    else the task runs again and overwrites it."""
+def run_fresh(task: Any, output: str, **parameters: Any) -> Any:
+    """Run ``task`` (inside a flow); a cache record counts only while storage holds the URI its
+    value has under ``output``, else the task runs again and overwrites it."""
     key = task.cache_policy.compute_key(None, parameters, {})
-    stale = any(lost(v) for v in cached_values(task, [key]).values())
+    stale = any(not storage.exists(v[output]) for v in cached_values(task, [key]).values())
     return task.with_options(refresh_cache=stale)(**parameters)

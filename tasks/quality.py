@@ -74,7 +74,7 @@ def score_paired_cached(
     digest = scores.score_digest(paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale)
     return run_fresh(
         score_paired_task,
-        lambda value: not storage.exists(value["uri"]),
+        "uri",
         paired_uri=paired_uri,
         domain=domain,
         root=root,

@@ -11,7 +11,6 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from tasks._cache import cache_key, content_digest, isolated_policy, run_fresh
-from zodi_core import storage
 from zodi_core.config import TrainConfig, config_digest
 from zodi_core.runs import TrainingRun
 from zodi_core.seg.train import resolve_config_path, train_model
@@ -69,7 +68,7 @@ def train_run(
     no longer holds trains again (resuming from what is left of its work dir)."""
     return run_fresh(
         train_model_task,
-        lambda value: not storage.exists(value["checkpoint"]),
+        "checkpoint",
         run=run,
         source_uri=source_uri,
         work_dir=training_work_dir(run, source_uri, root, train),
