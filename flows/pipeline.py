@@ -34,7 +34,6 @@ def failed_transfer(state: State, stage: str) -> State:
 def pipeline_flow(config: PipelineConfig, preflight: bool = True) -> Any:
     """Run the whole method on ``config``; return the report (dict with the report URIs).
     ``zodi pipeline`` runs the preflight before starting Prefect and passes ``preflight=False``."""
-    logger = get_run_logger()
     root = config.storage.root
     # S3 options for this run and its tasks (a context variable: no os.environ write)
     storage.use_options(**config.storage.storage_options())
@@ -46,32 +45,21 @@ def pipeline_flow(config: PipelineConfig, preflight: bool = True) -> Any:
     manifests = ingest_flow([config.source, *val_specs, *config.targets], root)
     source_uri = manifests[config.source.manifest_name]
     target_uris = {spec.manifest_name: manifests[spec.manifest_name] for spec in config.targets}
-    # 2-4. shard, transfer and merge the source train split into each target domain
-    transfer_state = transfer_flow(
-        source_uri,
-        list(config.domains),
-        root,
-        config.transfer,
-        config.shard_size,
-        return_state=True,
-    )
-    if transfer_state.is_failed():
-        return failed_transfer(transfer_state, "transfer")
-    transfer = transfer_state.result()
-    # 5. transfer the source val split too: the proxy targets (no real target image needed)
-    proxy_uris: dict[str, str] = {}
+    # 2-4. shard, transfer and merge the source train split into each target domain;
+    # 5. the source val split too: the proxy targets (no real target image needed)
+    splits = {"transfer": (source_uri, root)}
     if config.source_val and config.evaluation.proxy:
-        proxy_state = transfer_flow(
-            manifests[config.source_val.manifest_name],
-            list(config.domains),
-            layout.proxy_root(root),
-            config.transfer,
-            config.shard_size,
-            return_state=True,
+        val_uri = manifests[config.source_val.manifest_name]
+        splits["proxy transfer"] = (val_uri, layout.proxy_root(root))
+    transferred: dict[str, Any] = {"proxy transfer": {"paired": {}}}
+    for stage, (uri, out) in splits.items():
+        state = transfer_flow(
+            uri, list(config.domains), out, config.transfer, config.shard_size, return_state=True
         )
-        if proxy_state.is_failed():
-            return failed_transfer(proxy_state, "proxy transfer")
-        proxy_uris = proxy_state.result()["paired"]
+        if state.is_failed():
+            return failed_transfer(state, stage)
+        transferred[stage] = state.result()
+    transfer, proxy_uris = transferred["transfer"], transferred["proxy transfer"]["paired"]
     # 6. train the source-only baseline first: it scores the generated images' layout
     baseline = train_flow(source_uri, {}, root, config.train)
     # 7. score every generated image (cached; never regenerates one) and flag the rows the
@@ -111,5 +99,5 @@ def pipeline_flow(config: PipelineConfig, preflight: bool = True) -> Any:
         root,
         config.report,
     )
-    logger.info("report: %s", report["uris"]["markdown"])
+    get_run_logger().info("report: %s", report["uris"]["markdown"])
     return report

@@ -41,12 +41,8 @@ def write_report_task(
     shard_rows = [
         {"domain": d, "shard": name, "status": status}
         for d, s in results.get("transfer", {}).items()
-        for status, names in (
-            ("computed", s["shards_computed"]),
-            ("cached", s["shards_cached"]),
-            ("failed", list(s["shards_failed"])),
-        )
-        for name in names
+        for status in ("computed", "cached", "failed")
+        for name in s[f"shards_{status}"]  # shards_failed: {name: why}
     ]
     publish_table("shards", shard_rows, root, "transfer shard status")
     publish_table(
