@@ -14,9 +14,6 @@ from tasks.transfer import merge_shard_manifests_task, shard_manifest_task
 from zodi_core import fanout, layout, sharding
 from zodi_core.config import TransferConfig
 from zodi_core.config.pipeline import DEFAULT_SHARD_SIZE
-from zodi_core.fanout import ChildOutcome, run_children
-
-DEFAULT_CHILD_DEPLOYMENT = "transfer_flow/transfer-local"
 
 
 @flow(name="fanout_transfer_flow")
@@ -27,7 +24,7 @@ def fanout_transfer_flow(
     transfer: TransferConfig,
     shard_size: int = DEFAULT_SHARD_SIZE,
     shards_per_run: int = 4,
-    deployment: str = DEFAULT_CHILD_DEPLOYMENT,
+    deployment: str = "transfer_flow/transfer-local",
     child_retries: int = 1,
     poll_seconds: float = 2.0,
     timeout_seconds: float = 6 * 3600,
@@ -35,7 +32,6 @@ def fanout_transfer_flow(
     """Transfer one domain as child runs of ``deployment`` (one per ``shards_per_run`` shards),
     rerun failed children alone, then merge; return ``{"domain", "paired", "summary",
     "children"}``, or a Failed state with it as data when a child fails every attempt."""
-    logger = get_run_logger()
     config = transfer.replace(domain=domain)
     # 1. shard exactly as every child will (sorted by sample_id: deterministic)
     shards = shard_manifest_task(samples_uri, shard_size)
@@ -50,12 +46,12 @@ def fanout_transfer_flow(
         launched[run_id] = (group, attempt)
         return run_id
 
-    def wait(ids: list[str]) -> dict[str, ChildOutcome]:
+    def wait(ids: list[str]) -> dict[str, fanout.ChildOutcome]:
         ends = wait_for_flow_runs_task(ids, poll_seconds, timeout_seconds)
         return {i: fanout.child_outcome(*launched[i], i, ends[i], domain) for i in ids}
 
     # 2-3. one child per group, all at once; wait; rerun only the failed children
-    report = run_children(groups, launch, wait, child_retries)
+    report = fanout.run_children(groups, launch, wait, child_retries)
     summary = fanout.merge_child_summaries(report)
     # 4. merge the shard manifests of every shard (the same URIs the children wrote)
     paired = None
@@ -66,7 +62,7 @@ def fanout_transfer_flow(
         )
     result = fanout.fanout_result(domain, report, summary, paired["uri"] if paired else None)
     # 5. summary; fail naming the children (and their shards) that failed every attempt
-    logger.info("%s: %d children, %s", domain, len(groups), summary.line())
+    get_run_logger().info("%s: %d children, %s", domain, len(groups), summary.line())
     if report.failed():
         return Failed(message=fanout.failure_message(report), data=result)
     return result

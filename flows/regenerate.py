@@ -49,16 +49,15 @@ def regenerate_flow(
     for status in plan.statuses:
         logger.info("%s", status.line())
     # 3. regenerate each changed domain with its own prompt settings
-    states = [
-        transfer_flow(samples_uri, [job.domain], out_root, job.transfer, shard_size, return_state=True)
-        for job in plan.jobs
-    ]  # fmt: skip
-    outcomes = [
-        regeneration.DomainOutcome.of(
-            job.domain, state.is_completed(), state.message, state.result(raise_on_failure=False)
+    outcomes = []
+    for job in plan.jobs:
+        state = transfer_flow(
+            samples_uri, [job.domain], out_root, job.transfer, shard_size, return_state=True
         )
-        for job, state in zip(plan.jobs, states, strict=True)
-    ]
+        value = state.result(raise_on_failure=False)
+        outcomes.append(
+            regeneration.DomainOutcome.of(job.domain, state.is_completed(), state.message, value)
+        )
     report = regeneration.build_report(plan, outcomes)
     # 4. optionally retrain and re-evaluate the regenerated domains
     if retrain and report["regenerated"]:

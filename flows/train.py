@@ -20,9 +20,7 @@ def train_flow(
     """Return {model name: [train result per seed]} (names from :func:`zodi_core.runs.run_name`).
     ``baseline`` False: ZoDi models only (an ablation, e.g. λ = 0, whose baseline exists)."""
     # 1. plan: the source-only baseline and one ZoDi model per domain, every seed
-    planned = runs.plan_training_runs(train, paired)
-    if not baseline:
-        planned = [run for run in planned if not run.source_only]
+    planned = [r for r in runs.plan_training_runs(train, paired) if baseline or not r.source_only]
     # 2. train one run at a time (mmengine's Runner keeps process-global state); a cached run
     #    whose checkpoint is gone from storage trains again
     out: dict[str, list[dict]] = {}

@@ -71,13 +71,7 @@ class TransferProgress:
         self.done_shards = self.done_images = self.failed_shards = 0
         self.min_interval_s = min_interval_s
         key = layout.artifact_key(f"progress-{domain}", out_root) if keyed else None
-        self.artifact_id: UUID | None = publish(
-            f"progress of {domain}",
-            create_progress_artifact,
-            self.percent,
-            key=key,
-            description=self._description(),
-        )
+        self.artifact_id: UUID | None = self._publish(create_progress_artifact, key=key)
         self._last = time.monotonic()
 
     @property
@@ -86,12 +80,14 @@ class TransferProgress:
             return 100.0
         return round(100.0 * self.done_images / self.total_images, 1)
 
-    def _description(self) -> str:
+    def _publish(self, create: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         failed = f", {self.failed_shards} failed" if self.failed_shards else ""
-        return (
+        description = (
             f"transfer to {self.domain}: {self.done_shards}/{self.total_shards} shards "
             f"({self.done_images}/{self.total_images} images) finished{failed}"
         )
+        what = f"progress of {self.domain}"
+        return publish(what, create, *args, self.percent, description=description, **kwargs)
 
     def shard_done(self, shard: ShardRef, failed: bool = False) -> None:
         """Count one finished shard; update the artifact when due."""
@@ -103,10 +99,4 @@ class TransferProgress:
             return
         self._last = time.monotonic()
         # the API failed once (None): stop asking for this transfer
-        self.artifact_id = publish(
-            f"progress of {self.domain}",
-            update_progress_artifact,
-            self.artifact_id,
-            self.percent,
-            description=self._description(),
-        )
+        self.artifact_id = self._publish(update_progress_artifact, self.artifact_id)

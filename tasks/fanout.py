@@ -17,8 +17,7 @@ from zodi_core.polling import poll
 @task(cache_policy=NO_CACHE)
 def launch_child_run_task(deployment: str, parameters: dict[str, Any], name: str) -> str:
     """Create a flow run of ``deployment``; return its id at once (the parent waits for all)."""
-    run = run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=name)
-    return str(run.id)
+    return str(run_deployment(deployment, parameters=parameters, timeout=0, flow_run_name=name).id)
 
 
 def _final_state(state: Any) -> dict[str, Any]:

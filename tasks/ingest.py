@@ -13,5 +13,4 @@ from zodi_core.datasets.ingest import ingest_dataset
 @task(**IO_RETRIES)
 def ingest_dataset_task(spec: DatasetSpec, out_uri: str, skip_invalid: bool = False) -> str:
     """Ingest one dataset; return the samples manifest URI."""
-    result = ingest_dataset(spec, out_uri, skip_invalid=skip_invalid, progress=False)
-    return result.manifest_uri
+    return ingest_dataset(spec, out_uri, skip_invalid=skip_invalid, progress=False).manifest_uri

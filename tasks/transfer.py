@@ -21,7 +21,7 @@ from zodi_core.config import ModelsConfig, TransferConfig
 from zodi_core.device import resolve_device
 from zodi_core.report import RunSummary
 from zodi_core.sharding import ShardRef
-from zodi_core.transfer.lineage import generation_digest, models_fingerprint, transfer_digest
+from zodi_core.transfer.lineage import generation_digest, models_fingerprint
 from zodi_core.transfer.models import Components, load_components
 from zodi_core.transfer.runner import partial_counts, transfer_manifest
 
@@ -70,8 +70,7 @@ def _shard_cache_key(context: TaskRunContext | None, parameters: dict[str, Any])
     return cache_key(
         "transfer",
         parameters["shard"].digest,
-        transfer_digest(config),
-        models_fingerprint(config.models),
+        generation_digest(config),
         code_version(),
         parameters["out_root"],
     )
@@ -179,8 +178,7 @@ def collect_shard_states(
         value = state.result(raise_on_failure=False) if state else cached[shard.index]
         if state and not state.is_completed():
             summary.shards_failed[shard.name] = str(value) if value else (state.message or "")
-            if isinstance(value, BaseException):
-                summary.add_images(partial_counts(value) or {})
+            summary.add_images(partial_counts(value) or {})
         elif state is None or state.name == "Cached":  # Prefect's name of a cache hit
             uris.append(value["manifest"])
             summary.shards_cached.append(shard.name)
