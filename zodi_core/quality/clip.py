@@ -27,42 +27,32 @@ class Clip:
     image_processor: Any  # transformers.CLIPImageProcessor
     source: str
 
-    @property
-    def device(self) -> Any:
-        return next(self.model.parameters()).device
-
     def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) float64 image embeddings (projected, not normalised) of (H, W, 3) uint8 RGB."""
-        pixels = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-        return _features(self.model.get_image_features(pixel_values=pixels.to(self.device)))
+        inputs = self.image_processor(images=list(images), return_tensors="pt").to(
+            self.model.device
+        )
+        return _features(self.model.get_image_features(**inputs))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(N, D) float64 text embeddings (projected, not normalised)."""
         tok = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
-        out = self.model.get_text_features(
-            input_ids=tok["input_ids"].to(self.device),
-            attention_mask=tok["attention_mask"].to(self.device),
-        )
-        return _features(out)
+        return _features(self.model.get_text_features(**tok.to(self.model.device)))
 
 
 def _features(out: Any) -> np.ndarray:
-    # transformers >= 5 returns a model output whose pooler_output is the projected embedding
-    tensor = out if hasattr(out, "detach") else out.pooler_output
-    return tensor.detach().float().cpu().numpy().astype(np.float64)
+    # transformers 5 returns a model output whose pooler_output is the projected embedding
+    return out.pooler_output.float().cpu().numpy().astype(np.float64)
 
 
 def load_clip(source: str = CLIP_MODEL_ID, device: str = "cpu") -> Clip:  # default: config's
     """Load CLIP from a hub id or a local folder (``save_pretrained`` layout)."""
     from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-    local = is_local(source)
-    if local and not Path(source).expanduser().is_dir():
+    if is_local(source) and not Path(source).expanduser().is_dir():
         raise FileNotFoundError(f"quality.clip {source}: not a folder; give a hub id or a folder")
-    kw = {"local_files_only": True} if local else {}
-    model = CLIPModel.from_pretrained(source, **kw).to(device).eval().requires_grad_(False)
-    tokenizer = CLIPTokenizer.from_pretrained(source, **kw)
-    processor = CLIPImageProcessor.from_pretrained(source, **kw)
+    model = CLIPModel.from_pretrained(source).to(device).eval().requires_grad_(False)
+    tokenizer, processor = (c.from_pretrained(source) for c in (CLIPTokenizer, CLIPImageProcessor))
     return Clip(model, tokenizer, processor, source)
 
 
@@ -96,13 +86,10 @@ def build_tiny_clip(seed: int = 0) -> Clip:
 
 def write_tiny_clip(out_dir: str | Path, seed: int = 0) -> Path:
     """Write :func:`build_tiny_clip` as a folder :func:`load_clip` reads like real weights."""
-    out = Path(out_dir)
     clip = build_tiny_clip(seed)
-    out.mkdir(parents=True, exist_ok=True)
-    clip.model.save_pretrained(out)
-    clip.tokenizer.save_pretrained(out)
-    clip.image_processor.save_pretrained(out)
-    return out
+    for part in (clip.model, clip.tokenizer, clip.image_processor):
+        part.save_pretrained(out_dir)
+    return Path(out_dir)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

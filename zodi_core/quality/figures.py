@@ -33,25 +33,18 @@ def score_summary(scored_uri: str) -> dict[str, Any]:
             "max": round(float(vals.max()), 4),
             "histogram": {"counts": counts.tolist(), "edges": [round(float(e), 3) for e in edges]},
         }
-    kept = table.column("kept").to_pylist()
-    reasons = [r for r in table.column("drop_reason").to_pylist() if r]
-    out["dropped"] = sum(1 for k in kept if k is False)
-    out["reasons"] = sorted(set(reasons))[:20]
+    out["dropped"] = table.column("kept").to_pylist().count(False)
+    out["reasons"] = sorted({r for r in table.column("drop_reason").to_pylist() if r})[:20]
     return out
 
 
 def render_histograms_png(summaries: dict[str, dict[str, Any]]) -> bytes:
     """One row of score histograms per domain (``{domain: score_summary(...)}``), as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure list
 
     domains = sorted(summaries) or ["-"]
-    fig, axes = plt.subplots(
-        len(domains), len(SCORE_COLUMNS), figsize=(3 * len(SCORE_COLUMNS), 2.2 * len(domains)),
-        squeeze=False,
-    )  # fmt: skip
+    fig = Figure(figsize=(3 * len(SCORE_COLUMNS), 2.2 * len(domains)))
+    axes = fig.subplots(len(domains), len(SCORE_COLUMNS), squeeze=False)
     for d_i, d in enumerate(domains):
         cols = summaries.get(d, {}).get("columns", {})
         for c_i, c in enumerate(SCORE_COLUMNS):
@@ -65,7 +58,6 @@ def render_histograms_png(summaries: dict[str, dict[str, Any]]) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -86,9 +78,7 @@ def render_worst_grid(
     columns source | condition | generated | prediction (when ``predictions_uri`` holds it),
     with its scores written over the row. Returns (PNG bytes, the rows shown)."""
     table = manifest.read_manifest(scored_uri, "transfer")
-    rows = worst_rows(table, n)
-    if not rows:  # no layout scores: rank by CLIP score instead
-        rows = worst_rows(table, n, "clip_score")
+    rows = worst_rows(table, n) or worst_rows(table, n, "clip_score")  # no layout: by CLIP
     w, h = cell
     sheet = Image.new("RGB", (4 * w, max(1, len(rows)) * h), "white")
     draw = ImageDraw.Draw(sheet)
@@ -99,9 +89,7 @@ def render_worst_grid(
             render_condition(label, r["palette"]),
             read_image(r["generated_uri"]),
         ]
-        pred_uri = (
-            storage.join_uri(predictions_uri, f"{r['sample_id']}.png") if predictions_uri else None
-        )
+        pred_uri = predictions_uri and storage.join_uri(predictions_uri, f"{r['sample_id']}.png")
         if pred_uri and storage.exists(pred_uri):
             pred = decode_png(storage.read_bytes(pred_uri), pred_uri)
             tiles.append(render_condition(np.where(pred < NUM_CLASSES, pred, 255), "cityscapes"))
@@ -149,11 +137,8 @@ def render_quality_markdown(
         means = [fmt_score(cols.get(c, {}).get("mean"), 1 if c.startswith("layout") else 3)
                  for c in SCORE_COLUMNS]  # fmt: skip
         why = ", ".join(f"{k}: {v}" for k, v in q.get("by_reason", {}).items()) or "-"
-        lines.append(
-            f"| {d} | {q.get('rows', 0)} | {q.get('kept', 0)} | {q.get('dropped', 0)} | {why} | "
-            + " | ".join(means)
-            + " |"
-        )
+        cells = [d, q.get("rows", 0), q.get("kept", 0), q.get("dropped", 0), why, *means]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     settings = next(iter(domains.values())).get("settings")
     if settings:
         lines += ["", "Filter: " + ", ".join(f"{k}={v}" for k, v in settings.items())]

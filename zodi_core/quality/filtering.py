@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,19 +60,16 @@ def apply_filter(
     (``train_uri``, what training reads). Returns the counts and the drops by reason."""
     table = manifest.read_manifest(scored_uri, "transfer")
     rows = table.to_pylist()
-    reasons = filter_reasons(
-        rows,
-        min_layout_miou=min_layout_miou,
-        min_clip=min_clip,
-        drop_lowest_fraction=drop_lowest_fraction,
-    )
-    by_reason: dict[str, int] = {}
+    settings = {
+        "min_layout_miou": min_layout_miou,
+        "min_clip": min_clip,
+        "drop_lowest_fraction": drop_lowest_fraction,
+    }
+    reasons = filter_reasons(rows, **settings)
     for r, why in zip(rows, reasons, strict=True):
-        r["kept"] = not why
-        r["drop_reason"] = "; ".join(why) or None
-        for w in why:
-            kind = w.split(" ")[0] if not w.startswith("lowest") else "lowest_fraction"
-            by_reason[kind] = by_reason.get(kind, 0) + 1
+        r.update(kept=not why, drop_reason="; ".join(why) or None)
+    # a reason's kind: its column, or lowest_fraction ("lowest 0.1 layout")
+    kinds = [w.split(" ")[0].replace("lowest", "lowest_fraction") for why in reasons for w in why]
     kept = [r for r in rows if r["kept"]]
     if rows and not kept:
         raise ValueError(
@@ -79,11 +77,6 @@ def apply_filter(
             f"(quality.min_layout_miou, min_clip, drop_lowest_fraction; or the --min-* options)"
         )
     meta = manifest.manifest_metadata(table)
-    settings = {
-        "min_layout_miou": min_layout_miou,
-        "min_clip": min_clip,
-        "drop_lowest_fraction": drop_lowest_fraction,
-    }
     meta["quality_filter"] = json.dumps(settings, sort_keys=True)
     manifest.write_manifest(rows, out_uri, "transfer", extra_metadata=meta)
     manifest.write_manifest(kept, train_uri, "transfer", extra_metadata=meta)
@@ -93,6 +86,6 @@ def apply_filter(
         "rows": len(rows),
         "kept": len(kept),
         "dropped": len(rows) - len(kept),
-        "by_reason": dict(sorted(by_reason.items())),
+        "by_reason": dict(sorted(Counter(kinds).items())),
         "settings": settings,
     }

@@ -64,13 +64,8 @@ def scorer_checkpoint(
 ) -> tuple[str | None, str | None]:
     """``(mmseg config, checkpoint)`` of the layout scorer: ``quality.seg_checkpoint`` when set,
     else the run's source-only model (its first seed) from ``train_flow``'s result."""
-    config = quality.seg_config or train_mmseg_config
-    if quality.seg_checkpoint:
-        return config, quality.seg_checkpoint
-    results = baseline.get(SOURCE_ONLY) or []
-    if not results or not results[0].get("checkpoint"):
-        return None, None
-    return config, results[0]["checkpoint"]
+    checkpoint = quality.seg_checkpoint or (baseline.get(SOURCE_ONLY) or [{}])[0].get("checkpoint")
+    return (quality.seg_config or train_mmseg_config, checkpoint) if checkpoint else (None, None)
 
 
 def score_manifest(
@@ -119,11 +114,8 @@ def score_manifest(
             g_emb, s_emb = clip.embed_images(gen), clip.embed_images(src)
             p_emb = np.stack([prompt_cache[rows[i]["prompt"]] for i in batch])
             score, direction = clip_scores(g_emb, s_emb, p_emb, neutral)
-            for j, i in enumerate(batch):
-                rows[i]["clip_score"], rows[i]["clip_direction"] = (
-                    float(score[j]),
-                    float(direction[j]),
-                )
+            for i, s, d in zip(batch, score, direction, strict=True):
+                rows[i].update(clip_score=float(s), clip_direction=float(d))
         bar.update(len(batch))
     bar.close()
     meta = manifest.manifest_metadata(table)
@@ -147,30 +139,24 @@ def predict_labels(
     size; the batched twin of :func:`zodi_core.seg.predict.predict_label`."""
     import mmcv
     import torch
+    from mmengine.dataset import pseudo_collate
     from mmseg.datasets.transforms import PackSegInputs
 
     pack = PackSegInputs(meta_keys=("img_shape", "ori_shape"))
-    groups: dict[tuple[int, ...], list[int]] = {}
-    inputs = []
+    packed, groups = [], {}
     for i, rgb in enumerate(images):
-        bgr = np.ascontiguousarray(rgb[..., ::-1])
-        img = mmcv.imresize(bgr, scale, interpolation="bilinear") if scale else bgr
-        inputs.append(pack({"img": img, "img_shape": img.shape[:2], "ori_shape": img.shape[:2]}))
+        img = np.ascontiguousarray(rgb[..., ::-1])
+        img = mmcv.imresize(img, scale, interpolation="bilinear") if scale else img
+        packed.append(pack({"img": img, "img_shape": img.shape[:2], "ori_shape": img.shape[:2]}))
         groups.setdefault(img.shape, []).append(i)
     out: list[np.ndarray] = [np.empty(0)] * len(images)
     for idx in groups.values():
-        batch = {
-            "inputs": [inputs[i]["inputs"] for i in idx],
-            "data_samples": [inputs[i]["data_samples"] for i in idx],
-        }
         with torch.no_grad():
-            results = model.test_step(batch)
+            results = model.test_step(pseudo_collate([packed[i] for i in idx]))
         for i, res in zip(idx, results, strict=True):
-            pred = res.pred_sem_seg.data.squeeze(0).cpu().numpy().astype(np.uint8)
+            pred = res.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
             h, w = images[i].shape[:2]
-            if pred.shape != (h, w):
-                pred = mmcv.imresize(pred, (w, h), interpolation="nearest")
-            out[i] = pred
+            out[i] = mmcv.imresize(pred, (w, h), interpolation="nearest")
     return out
 
 
