@@ -25,7 +25,6 @@ from zodi_core.config.pipeline import (
 from zodi_core.config.transfer import (
     CLIP_MODEL_ID,
     CONTROLNET_SEG_ID,
-    DOMAIN_NAME_RULE,
     DOMAIN_PHRASES,
     DOMAINS,
     SD15_MODEL_ID,
@@ -44,7 +43,6 @@ __all__ = [
     "CONTROLNET_SEG_ID",
     "ConfigError",
     "DOMAINS",
-    "DOMAIN_NAME_RULE",
     "DOMAIN_PHRASES",
     "DatasetSpec",
     "DomainName",

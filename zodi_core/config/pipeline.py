@@ -3,6 +3,7 @@ datasets, quality, and :class:`PipelineConfig` (YAML, presets, relative paths)."
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -82,12 +83,8 @@ class TrainConfig(_Config):
 class EvalConfig(_Config):
     """Evaluation (SPEC §4)."""
 
-    height: int = Field(
-        512, ge=8, le=16384, description="Images and labels are resized to this height"
-    )
-    width: int = Field(
-        1024, ge=8, le=16384, description="Images and labels are resized to this width"
-    )
+    height: int = Field(512, ge=8, le=16384, description="Height images and labels are resized to")
+    width: int = Field(1024, ge=8, le=16384, description="Width images and labels are resized to")
     proxy: bool = Field(True, description="Also evaluate on generated images of the source val")
     batch_size: int = Field(1, ge=1, description="Images per forward pass")
     device: Device = Field("auto", description="'auto': CUDA when available")
@@ -172,11 +169,8 @@ class DatasetSpec(_Config):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.dataset == "acdc" and self.condition not in ACDC_CONDITIONS:
-            raise ValueError(
-                f"condition: expected one of {', '.join(map(repr, ACDC_CONDITIONS[:-1]))} or "
-                f"{ACDC_CONDITIONS[-1]!r} for acdc, "
-                f"received {self.condition!r}"
-            )
+            names = ", ".join(map(repr, ACDC_CONDITIONS[:-1])) + f" or {ACDC_CONDITIONS[-1]!r}"
+            raise ValueError(f"condition: expected one of {names} for acdc, received None")
         return self
 
     @property
@@ -201,9 +195,7 @@ class QualityConfig(_Config):
     seg_checkpoint: NonEmptyStr | None = Field(
         None, description="Layout scorer checkpoint; None: the run's source-only model"
     )
-    clip: NonEmptyStr | None = Field(
-        CLIP_MODEL_ID, description="CLIP hub id or folder; None: no CLIP"
-    )
+    clip: NonEmptyStr | None = Field(CLIP_MODEL_ID, description="CLIP hub id or folder; None: none")
     min_layout_miou: float | None = Field(
         None, ge=0.0, le=100.0, description="Drop rows below this layout mIoU (%)"
     )
@@ -229,6 +221,15 @@ class QualityConfig(_Config):
 #: a failed shard costs at most 32 images.
 DEFAULT_SHARD_SIZE = 32
 
+#: The fields :meth:`PipelineConfig.resolve_paths` makes absolute, by kind: ``path`` a local path
+#: unless a URI; ``source`` a model source, local when :func:`zodi_core.model_source.is_local` says
+#: so (else a hub id); ``mmseg`` a source, or a bundled config or ``mmseg::`` model-zoo name.
+_PATH_FIELDS = {
+    "path": ("train.pretrained", "quality.seg_checkpoint", "storage.root"),
+    "source": ("transfer.models.base", "transfer.models.controlnet", "quality.clip"),
+    "mmseg": ("train.mmseg_config", "quality.seg_config"),
+}
+
 
 class PipelineConfig(_Config):
     """The whole pipeline: ingest → shard → transfer → merge → train → evaluate → report."""
@@ -250,9 +251,7 @@ class PipelineConfig(_Config):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Artifacts")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality control")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Report artifacts")
-    shard_size: int = Field(
-        DEFAULT_SHARD_SIZE, ge=1, description="Source images per transfer shard"
-    )
+    shard_size: int = Field(DEFAULT_SHARD_SIZE, ge=1, description="Source images per shard")
 
     @model_validator(mode="after")
     def _check_domains(self) -> Self:
@@ -296,56 +295,30 @@ class PipelineConfig(_Config):
         return config
 
     def resolve_paths(self, base: str | Path) -> Self:
-        """This config with every relative local path made absolute against ``base``.
-
-        Dataset roots, ``storage.root``, ``train.pretrained`` and ``quality.seg_checkpoint`` are
-        local paths unless they are URIs; model sources and mmseg configs only when
-        :func:`zodi_core.model_source.is_local` says so (else hub ids, bundled config names or
-        ``mmseg::`` model-zoo names).
-        """
+        """This config with every relative local path (:data:`_PATH_FIELDS`, dataset roots)
+        made absolute against ``base``."""
         base = Path(base).expanduser().absolute()
-
-        def spec(s: DatasetSpec | None) -> DatasetSpec | None:
-            return s if s is None else s.replace(root=_local_path(s.root, base))
-
-        t, q = self.transfer, self.quality
-        models = t.models.replace(
-            base=_local_source(t.models.base, base),
-            controlnet=_local_source(t.models.controlnet, base),
-        )
-        train = self.train.replace(
-            mmseg_config=_local_source(self.train.mmseg_config, base, mmseg=True),
-            pretrained=_local_path(self.train.pretrained, base),
-        )
-        quality = q.replace(
-            seg_config=_local_source(q.seg_config, base, mmseg=True),
-            seg_checkpoint=_local_path(q.seg_checkpoint, base),
-            clip=_local_source(q.clip, base),
-        )
-        return self.replace(
-            source=spec(self.source),
-            source_val=spec(self.source_val),
-            targets=tuple(spec(s) for s in self.targets),
-            transfer=t.replace(models=models),
-            train=train,
-            quality=quality,
-            storage=self.storage.replace(root=_local_path(self.storage.root, base)),
-        )
+        data = self.model_dump()
+        for spec in (data["source"], data["source_val"], *data["targets"]):
+            if spec is not None:
+                spec["root"] = _absolute(spec["root"], base, "path")
+        for kind, fields in _PATH_FIELDS.items():
+            for dotted in fields:
+                *parents, name = dotted.split(".")
+                node = functools.reduce(dict.__getitem__, parents, data)
+                node[name] = _absolute(node[name], base, kind)
+        return type(self)(**data)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _local_path(value: str | None, base: Path) -> str | None:
-    """``value`` made absolute against ``base`` (``~`` expanded); a URI is left as it is."""
-    if value is None or "://" in value:
+def _absolute(value: str | None, base: Path, kind: str) -> str | None:
+    """``value`` made absolute against ``base`` (``~`` expanded) when it names a local path;
+    a URI, and for a ``source`` or ``mmseg`` kind anything else, is left as it is."""
+    if value is None or "://" in value or (kind == "mmseg" and value.startswith("mmseg::")):
+        return value
+    if kind != "path" and not is_local(value, base):
         return value
     path = Path(value).expanduser()
     return os.path.normpath(path if path.is_absolute() else base / path)
-
-
-def _local_source(value: str | None, base: Path, mmseg: bool = False) -> str | None:
-    """A model or mmseg config source: a local path made absolute, else left as it is."""
-    if value is None or "://" in value or (mmseg and value.startswith("mmseg::")):
-        return value
-    return _local_path(value, base) if is_local(value, base) else value

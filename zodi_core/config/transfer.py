@@ -29,25 +29,19 @@ def check_domain_name(name: Any) -> str:
 DomainName = Annotated[str, AfterValidator(check_domain_name)]
 
 
-#: Text that follows "driving" in the prompt of each target domain (SPEC §2).
-DOMAIN_PHRASES: dict[str, str] = {
-    "night": "at night",
-    "snow": "in snow",
-    "rain": "under rain",
-    "fog": "in fog",
-    "game": "in a game",
+#: The paper's five target domains, built in (SPEC §2): the text that follows "driving" in the
+#: prompt, and the transfer strength of the authors' release. Any other name is a user-defined
+#: domain, valid once a config or the prompt config gives it a prompt.
+_BUILT_IN = {
+    "night": ("at night", 0.90),
+    "snow": ("in snow", 0.65),
+    "rain": ("under rain", 0.65),
+    "fog": ("in fog", 0.60),
+    "game": ("in a game", 0.60),
 }
-#: The paper's five target domains, built in. Any other name is a user-defined domain, valid
-#: once a config or the prompt config gives it a prompt.
-DOMAINS = tuple(DOMAIN_PHRASES)
-#: Transfer strength of the authors' release per domain (SPEC §2).
-DOMAIN_STRENGTHS: dict[str, float] = {
-    "night": 0.90,
-    "snow": 0.65,
-    "rain": 0.65,
-    "fog": 0.60,
-    "game": 0.60,
-}
+DOMAIN_PHRASES = {domain: phrase for domain, (phrase, _) in _BUILT_IN.items()}
+DOMAIN_STRENGTHS = {domain: strength for domain, (_, strength) in _BUILT_IN.items()}
+DOMAINS = tuple(_BUILT_IN)
 #: Strength of a user-defined domain that sets none (the paper's snow and rain value).
 USER_DOMAIN_STRENGTH = 0.65
 SD15_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -58,9 +52,7 @@ CLIP_MODEL_ID = "openai/clip-vit-large-patch14"
 class ModelsConfig(_Config):
     """Where the diffusion components come from."""
 
-    base: NonEmptyStr = Field(
-        SD15_MODEL_ID, description="Hub id or local folder of Stable Diffusion 1.5"
-    )
+    base: NonEmptyStr = Field(SD15_MODEL_ID, description="Hub id or folder of Stable Diffusion 1.5")
     controlnet: NonEmptyStr | None = Field(
         CONTROLNET_SEG_ID,
         description="Hub id or local folder of the segmentation ControlNet; None: <base>/controlnet",
@@ -117,11 +109,8 @@ class DomainSettings(_Config):
     def overrides(self) -> dict[str, Any]:
         """The fields set here as TransferConfig overrides (a prompt replaces prompts)."""
         out = self.model_dump(exclude_none=True)
-        if "prompt" in out:
-            out["prompts"] = ()
-        elif "prompts" in out:
-            out["prompt"] = None
-        return out
+        # prompt and prompts are never both set here (_check): the one set replaces the other
+        return ({"prompt": None, "prompts": ()} if out.keys() & {"prompt", "prompts"} else {}) | out
 
 
 #: A domain's prompt settings (:class:`DomainSettings` overrides these TransferConfig fields).
@@ -153,9 +142,7 @@ class TransferConfig(_Config):
         description="Target domain: a built-in one (night, snow, rain, fog, game) or a "
         "name with a prompt (" + DOMAIN_NAME_RULE + ")",
     )
-    prompt: Prompt | None = Field(
-        None, description="Prompt; None: 'driving <domain phrase>'+suffix"
-    )
+    prompt: Prompt | None = Field(None, description="None: 'driving <domain phrase>'+prompt_suffix")
     prompts: tuple[Prompt, ...] = Field(
         (),
         description="Several prompts (instead of prompt); each image picks one from its "
@@ -257,10 +244,9 @@ class TransferConfig(_Config):
 
     def has_prompt(self, domain: str) -> bool:
         """Whether ``domain`` has a prompt: a built-in one, or one set here."""
-        own = self.domain_settings.get(domain)
-        own_prompt = own is not None and bool(own.prompt or own.prompts)
-        return (
-            domain in DOMAIN_PHRASES or self.prompt is not None or bool(self.prompts) or own_prompt
+        own = self.domain_settings.get(domain) or DomainSettings()
+        return bool(
+            domain in DOMAIN_PHRASES or self.prompt or self.prompts or own.prompt or own.prompts
         )
 
     def _effective(self) -> dict[str, Any]:
