@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,7 @@ MANIFEST_NAME = "webcorpus.parquet"
 def caption_for(domain: str) -> str:
     """The paper's prompt for ``domain``; clear: "driving, best quality" (empty domain phrase)."""
     if domain == "clear":
-        suffix = TransferConfig().prompt_suffix
-        return f"driving{suffix}"
+        return "driving" + TransferConfig().prompt_suffix
     if domain not in DOMAIN_PHRASES:
         raise ValueError(f"domain: expected one of {CORPUS_DOMAINS}, received {domain!r}")
     return TransferConfig(domain=domain).effective_prompt
@@ -80,27 +80,18 @@ def write_corpus(
             scene = generate_scene(rng, size)
             image = render_scene(scene, rng, STYLE_OF[domain])
             sid = f"web_{split}_{domain}_{i:06d}"
-            img_bytes, lab_bytes = encode_png(image), encode_png(scene.label)
-            img_path = out / "images" / split / f"{sid}.png"
-            lab_path = out / "labels" / split / f"{sid}_labelTrainIds.png"
-            for path, data in ((img_path, img_bytes), (lab_path, lab_bytes)):
+            row = {"sample_id": sid, "dataset": "webcorpus", "split": split, "domain": domain}
+            row |= {"label_format": "train_ids", "width": size[0], "height": size[1]}
+            for kind, path, array in (
+                ("image", out / "images" / split / f"{sid}.png", image),
+                ("label", out / "labels" / split / f"{sid}_labelTrainIds.png", scene.label),
+            ):
+                data = encode_png(array)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
-            rows.append(
-                {
-                    "sample_id": sid,
-                    "dataset": "webcorpus",
-                    "split": split,
-                    "domain": domain,
-                    "image_uri": str(img_path),
-                    "label_uri": str(lab_path),
-                    "label_format": "train_ids",
-                    "width": size[0],
-                    "height": size[1],
-                    "image_sha256": hashlib.sha256(img_bytes).hexdigest(),
-                    "label_sha256": hashlib.sha256(lab_bytes).hexdigest(),
-                }
-            )
+                sha = hashlib.sha256(data).hexdigest()
+                row |= {f"{kind}_uri": str(path), f"{kind}_sha256": sha}
+            rows.append(row)
             captions[sid] = caption_for(domain)
     meta = {"captions": json.dumps(captions), "seed": str(seed), "streams": "100,101"}
     return manifest.write_manifest(rows, str(out / MANIFEST_NAME), "samples", extra_metadata=meta)
@@ -120,13 +111,8 @@ def read_corpus(uri: str, split: str = "train") -> Corpus:
         raise manifest.ManifestError(f"{uri}: no rows of split {split!r}")
     images = np.stack([read_image(r["image_uri"]) for r in rows])
     labels = np.stack([read_label(r["label_uri"], r["label_format"]) for r in rows])
-    return Corpus(
-        images=images,
-        labels=labels,
-        domains=[r["domain"] for r in rows],
-        captions=[captions[r["sample_id"]] for r in rows],
-        sample_ids=[r["sample_id"] for r in rows],
-    )
+    ids = [r["sample_id"] for r in rows]
+    return Corpus(images, labels, [r["domain"] for r in rows], [captions[i] for i in ids], ids)
 
 
 def write_tokenizer(folder: Path, texts: Sequence[str]) -> Any:
@@ -135,29 +121,21 @@ def write_tokenizer(folder: Path, texts: Sequence[str]) -> Any:
     The base vocabulary is CLIP's byte-level alphabet, so any text still tokenizes; each word gets
     a chain of merges (``d r`` → ``dr``, …, ``drivin g</w>`` → ``driving</w>``).
     """
-    import re
-
     from tokenizers.pre_tokenizers import ByteLevel
     from transformers import CLIPTokenizer
 
     chars = sorted(ByteLevel.alphabet())
-    vocab_list = chars + [c + "</w>" for c in chars]
-    merges: list[str] = []
+    tokens = [*chars, *(c + "</w>" for c in chars)]
+    merges: dict[str, None] = {}  # ordered, without repeats
     # CLIP's pre-tokenizer pattern: words, numbers, single punctuation marks.
     words = sorted({w for t in texts for w in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", t.lower())})
     for word in words:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        left = symbols[0]
-        for sym in symbols[1:]:
-            merge = f"{left} {sym}"
-            if merge not in merges:
-                merges.append(merge)
-            left += sym
-            vocab_list.append(left)
-        if len(symbols) == 1:
-            vocab_list.append(symbols[0])
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+        symbols = [*word[:-1], word[-1] + "</w>"]
+        for k in range(1, len(symbols)):
+            merges["".join(symbols[:k]) + " " + symbols[k]] = None
+            tokens.append("".join(symbols[: k + 1]))
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
