@@ -38,7 +38,7 @@ CHILD = textwrap.dedent(
 
     from zodi_core.conditions import render_condition
     from zodi_core.config import TransferConfig
-    from zodi_core.transfer import transfer_manifest
+    from zodi_core.transfer.runner import transfer_manifest
 
     samples, models, out, palette = sys.argv[1:5]
     config = TransferConfig.preset(

@@ -39,6 +39,8 @@ from zodi_core.transfer.sampler import TransferSampler, generation_size, validat
 #: PNG text keys of a generated image.
 PNG_DIGEST_KEY = "zodi.config_digest"
 PNG_METADATA_KEY = "zodi.metadata"
+#: Lineage metadata copied to a manifest row as it is.
+ROW_LINEAGE = "prompt negative_prompt strength seed k first_timestep palette method config_digest"
 #: Metadata kept out of the PNG (it varies between identical runs); the manifest records it.
 VOLATILE_METADATA = ("seconds",)
 #: zlib level of generated PNGs (lossless at every level). Chosen by measurement on 512×1024
@@ -68,22 +70,8 @@ class TransferResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "manifest": self.manifest_uri,
-            "config_digest": self.config_digest,
-            "written": self.written,
-            "skipped": self.skipped,
-            "failed": self.failed,
-        }
-
-
-def _attach_partial(err: BaseException, result: TransferResult) -> None:
-    # The original exception propagates unchanged (its type decides retries); the counts of
-    # what was really written before it travel with it, for the run's summary.
-    try:
-        err.partial_counts = result.summary()  # type: ignore[attr-defined]
-    except AttributeError:  # an exception type with __slots__
-        pass
+        counts = {k: getattr(self, k) for k in ("written", "skipped", "failed")}
+        return {"manifest": self.manifest_uri, "config_digest": self.config_digest, **counts}
 
 
 def partial_counts(err: BaseException) -> dict[str, Any] | None:
@@ -116,13 +104,8 @@ def read_png_metadata(data: bytes) -> dict[str, Any] | None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             text = dict(getattr(im, "text", {}) or {})
-    except (OSError, SyntaxError, ValueError):
-        return None
-    if PNG_METADATA_KEY not in text:
-        return None
-    try:
-        meta = json.loads(text[PNG_METADATA_KEY])
-    except json.JSONDecodeError:
+        meta = json.loads(text[PNG_METADATA_KEY])  # (a JSONDecodeError is a ValueError)
+    except (OSError, SyntaxError, ValueError, KeyError):
         return None
     meta["config_digest"] = text.get(PNG_DIGEST_KEY, meta.get("config_digest"))
     return meta
@@ -184,7 +167,9 @@ def transfer_manifest(
             **storage_options,
         )
     except BaseException as err:
-        _attach_partial(err, result)  # also when only the manifest write failed
+        # The original exception propagates unchanged (its type decides retries); the counts of
+        # what was written before it (also when only the manifest write failed) travel with it.
+        err.partial_counts = result.summary()  # type: ignore[attr-defined]
         raise
     return result
 
@@ -224,19 +209,11 @@ class _Job:
             "label_format": sample["label_format"],
             "generated_uri": None if status == "failed" else self.store.uri(key),
             **(integrity or {"image_bytes": None, "image_sha256": None}),
-            "prompt": meta["prompt"],
-            "negative_prompt": meta["negative_prompt"],
-            "strength": float(meta["strength"]),
-            "seed": int(meta["seed"]),
-            "k": int(meta["k"]),
-            "first_timestep": int(meta["first_timestep"]),
-            "palette": meta["palette"],
-            "method": meta["method"],
+            **{c: meta[c] for c in ROW_LINEAGE.split()},
             "model_revisions": json.dumps(meta["model_revisions"], sort_keys=True),
-            "config_digest": meta["config_digest"],
             "status": status,
             "error": error,
-            "seconds": float(meta.get("seconds", 0.0)) if status == "ok" else 0.0,
+            "seconds": meta.get("seconds", 0.0),  # only a generated image's metadata has them
         }
         counts = {"ok": "written", "skipped": "skipped", "failed": "failed"}[status]
         setattr(self.result, counts, getattr(self.result, counts) + 1)
@@ -262,11 +239,6 @@ def _transfer_rows(
     # 1. what storage already holds with this digest is skipped (also after a killed run)
     for r in rows_in:
         key = job.key(r["sample_id"])
-        try:
-            job.store.uri(key)
-        except storage.PermanentStorageError:
-            pending.append(r)  # an id that cannot be a key: fails alone in step 3
-            continue
         existing = _existing_image(job, key)
         if existing is None:
             pending.append(r)
@@ -456,6 +428,10 @@ def _name_in(err: BaseException, doing: str, *uris: str) -> None:
 
 def _existing_image(job: _Job, key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Metadata and integrity of an image already written with the same digest, else None."""
+    try:
+        job.store.uri(key)
+    except storage.PermanentStorageError:  # an id that cannot be a key: fails alone in step 3
+        return None
     if not job.store.exists(key):
         return None
     data = job.store.get_bytes(key)
