@@ -40,16 +40,20 @@ def _to_uint8(x: Any) -> np.ndarray:
     return arr.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def vae_psnr(vae: Any, images: np.ndarray) -> float:
-    """Reconstruct through the posterior mean; PSNR against the input."""
+def _in_chunks(fn: Any, images: np.ndarray) -> np.ndarray:
+    """``fn`` over (N, H, W, 3) uint8 ``images`` as [-1, 1] tensors, 32 at a time, no grad."""
     import torch
 
-    outs = []
     with torch.inference_mode():
-        for i in range(0, len(images), 32):
-            x = _to_tensor(images[i : i + 32])
-            outs.append(_to_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample))
-    return psnr(np.concatenate(outs), images)
+        return np.concatenate(
+            [fn(_to_tensor(images[i : i + 32])) for i in range(0, len(images), 32)]
+        )
+
+
+def vae_psnr(vae: Any, images: np.ndarray) -> float:
+    """Reconstruct through the posterior mean; PSNR against the input."""
+    out = _in_chunks(lambda x: _to_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample), images)
+    return psnr(out, images)
 
 
 @dataclass
@@ -136,15 +140,7 @@ def train_classifier(
 
 
 def predict(net: Any, images: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.inference_mode():
-        return np.concatenate(
-            [
-                net(_to_tensor(images[i : i + 32])).argmax(1).numpy()
-                for i in range(0, len(images), 32)
-            ]
-        )
+    return _in_chunks(lambda x: net(x).argmax(1).numpy(), images)
 
 
 def measure_quality(
