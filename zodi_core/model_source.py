@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,8 +51,6 @@ BASE_SUBFOLDERS: Needs = {
     "scheduler": (("scheduler_config.json",),),
 }
 CONTROLNET_FILES: Needs = {"": (("config.json",), _DIFFUSERS_WEIGHTS)}
-
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 class HubUnreachableError(ConnectionError):
@@ -183,9 +180,7 @@ def weights_variant(
 
     half_name = with_variant(weights[0], "fp16")
     standard = [n for n in weights if n != half_name]
-    if exists(half_name) and (half or not any(exists(n) for n in standard)):
-        return "fp16"
-    return None
+    return "fp16" if exists(half_name) and (half or not any(map(exists, standard))) else None
 
 
 # 2. Content digest of a local folder ----------------------------------------------------------
@@ -215,20 +210,19 @@ def file_sha256(path: Path) -> str:
     entry = cache / (hashlib.sha256(state[0].encode()).hexdigest() + ".json")
     try:
         record = json.loads(entry.read_text())
-        if record.get("state") == list(state) and len(record.get("sha256", "")) == 64:
-            _KNOWN[state] = record["sha256"]
-            return record["sha256"]
     except (OSError, ValueError):
-        pass  # not remembered (or unreadable): hash it
-    digest = _KNOWN[state] = hash_file(path)
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=cache, delete=False, suffix=".tmp") as f:
-            json.dump({"state": list(state), "sha256": digest}, f)
-        os.replace(f.name, entry)
-    except OSError:
-        pass  # a read-only home: remembered in this process only
-    return digest
+        record = {}  # not remembered (or unreadable): hash it
+    if record.get("state") != list(state) or len(record.get("sha256", "")) != 64:
+        record = {"state": list(state), "sha256": hash_file(path)}
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=cache, delete=False, suffix=".tmp") as f:
+                json.dump(record, f)
+            os.replace(f.name, entry)
+        except OSError:
+            pass  # a read-only home: remembered in this process only
+    _KNOWN[state] = record["sha256"]
+    return record["sha256"]
 
 
 def folder_digest(root: Path, subfolders: Iterable[str] | None = None) -> str:
@@ -304,6 +298,7 @@ def resolve_hub(
     """
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.file_download import REGEX_COMMIT_HASH
 
     repo, revision, field = source.source, source.revision, source.field
     key = (constants.ENDPOINT, repo, revision)
@@ -314,7 +309,7 @@ def resolve_hub(
     path = try_to_load_from_cache(repo, probe, revision=revision)
     parts = Path(path).parts if isinstance(path, str) else ()
     cached = parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
-    if revision and _COMMIT.fullmatch(revision):
+    if revision and REGEX_COMMIT_HASH.fullmatch(revision):
         resolved = HubModel(revision, cached_only=cached == revision)
     elif constants.HF_HUB_OFFLINE:
         if cached is None:
