@@ -113,26 +113,22 @@ def load_components(
     return Components(unet, controlnet, vae, text_encoder, tokenizer, scheduler, revisions)
 
 
-#: Stable Diffusion 1.5's DDIM scheduler configuration.
-SD15_SCHEDULER = {
+#: Settings of the noise schedule SD 1.5 was trained on: another value is another model family.
+SD15_TRAINING = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+}
+#: Stable Diffusion 1.5's DDIM scheduler configuration.
+SD15_SCHEDULER = {
+    **SD15_TRAINING,
     "clip_sample": False,
     "set_alpha_to_one": False,
     "steps_offset": 1,
     "timestep_spacing": "leading",
-    "prediction_type": "epsilon",
 }
-#: Settings of the noise schedule a model was trained on: another value is another model family.
-TRAINING_KEYS = (
-    "num_train_timesteps",
-    "beta_start",
-    "beta_end",
-    "beta_schedule",
-    "prediction_type",
-)
 #: Sampling settings SD 1.5 needs (DDIM's defaults clip x0 and end on alpha 1): set at load.
 SAMPLING_SETTINGS = {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
                      "thresholding": False, "rescale_betas_zero_snr": False}  # fmt: skip
@@ -140,15 +136,15 @@ SAMPLING_SETTINGS = {"clip_sample": False, "set_alpha_to_one": False, "steps_off
 
 def configure_scheduler(config: dict[str, Any], what: str = "models.base scheduler") -> Any:
     """SD 1.5's DDIM scheduler from a model's ``scheduler_config.json`` (any scheduler class):
-    the noise schedule must be SD 1.5's (:data:`TRAINING_KEYS`; else a one-line ValueError),
+    the noise schedule must be SD 1.5's (:data:`SD15_TRAINING`; else a one-line ValueError),
     the sampling settings are set to SD 1.5's (:data:`SAMPLING_SETTINGS`; one warning line)."""
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler.from_config(config)
     wrong = [
-        f"{k} {scheduler.config[k]!r} (SD 1.5: {SD15_SCHEDULER[k]!r})"
-        for k in TRAINING_KEYS
-        if scheduler.config[k] != SD15_SCHEDULER[k]
+        f"{k} {scheduler.config[k]!r} (SD 1.5: {v!r})"
+        for k, v in SD15_TRAINING.items()
+        if scheduler.config[k] != v
     ]
     if wrong:
         raise ValueError(
