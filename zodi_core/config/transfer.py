@@ -251,9 +251,8 @@ class TransferConfig(_Config):
 
     def _effective(self) -> dict[str, Any]:
         """The domain's settings: ``domain_settings[domain]`` over the plain fields."""
-        own = self.domain_settings.get(self.domain)
-        plain = {f: getattr(self, f) for f in (*_PROMPT_FIELDS, "seed_offset")}
-        return plain | (own.overrides() if own is not None else {})
+        own = self.domain_settings.get(self.domain) or DomainSettings()
+        return {f: getattr(self, f) for f in (*_PROMPT_FIELDS, "seed_offset")} | own.overrides()
 
     def resolved(self) -> TransferConfig:
         """This config with ``domain_settings[domain]`` folded into the plain fields, the seed
