@@ -60,15 +60,12 @@ from zodi_core.storage.local import OUT_OF_SPACE_ERRNOS, os_error
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 ZOO_PREFIX = "mmseg::"
-
-
-def zoo_config_dir() -> Path:
-    """The model-zoo configs shipped with the installed mmsegmentation (``mmseg/.mim/configs``)."""
-    return Path(importlib.util.find_spec("mmseg").origin).parent / ".mim" / "configs"
+#: The model-zoo configs shipped with the installed mmsegmentation.
+ZOO_DIR = Path(importlib.util.find_spec("mmseg").origin).parent / ".mim" / "configs"
 
 
 def _zoo_matches(name: str) -> list[Path]:
-    return sorted(zoo_config_dir().glob(f"*/{name if name.endswith('.py') else name + '.py'}"))
+    return sorted(ZOO_DIR.glob(f"*/{name if name.endswith('.py') else name + '.py'}"))
 
 
 def resolve_config_path(config: str | os.PathLike) -> Path:
@@ -77,19 +74,16 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
     text = str(config)
     if text.startswith(ZOO_PREFIX):
         rel = text.removeprefix(ZOO_PREFIX)
-        if (zoo_config_dir() / rel).is_file():
-            return zoo_config_dir() / rel
+        if (ZOO_DIR / rel).is_file():
+            return ZOO_DIR / rel
         hint = _zoo_matches(Path(rel).name)
         raise FileNotFoundError(
             f"config {text!r}: no such mmseg model-zoo config"
             + (f"; did you mean 'mmseg::{hint[0].parent.name}/{hint[0].name}'?" if hint else "")
         )
-    path = Path(config)
-    if path.is_file():
-        return path
-    bundled = CONFIG_DIR / text
-    if bundled.is_file():
-        return bundled
+    for path in (Path(config), CONFIG_DIR / text):
+        if path.is_file():
+            return path
     zoo = _zoo_matches(text)
     if len(zoo) == 1:
         return zoo[0]
@@ -108,31 +102,30 @@ def _new_key_note(cfg: Any, key: str) -> str | None:
     """A "did you mean" note when the dotted ``key`` is new to ``cfg`` but close to an existing
     key (mmengine adds new keys, as in ``model.backbone.init_cfg=None``), else None;
     ConfigError when mmengine could not set it."""
-    node = cfg
-    walked: list[str] = []
+    node, walked = cfg, []
     for part in key.split("."):
+        where = ".".join(walked)
         if isinstance(node, (list, tuple)):
             if not part.isdigit() or int(part) >= len(node):
                 raise ConfigError(
-                    f"config key {key!r}: {'.'.join(walked)} is a list of {len(node)} items, "
+                    f"config key {key!r}: {where} is a list of {len(node)} items, "
                     f"received index {part!r}"
                 )
             node = node[int(part)]
-        elif isinstance(node, dict):
-            if part not in node:
-                close = difflib.get_close_matches(part, [str(k) for k in node], n=1)
-                if not close:
-                    return None  # a new key, as intended: mmengine adds it
-                where = ".".join(walked) or "the config"
-                return (
-                    f"config key {key!r}: {where} has no key {part!r}, so it is added; "
-                    f"did you mean {'.'.join([*walked, close[0]])!r}?"
-                )
-            node = node[part]
-        else:
+        elif not isinstance(node, dict):
             raise ConfigError(
-                f"config key {key!r}: {'.'.join(walked)} is a {type(node).__name__} "
-                f"({node!r}), not a dict; set {'.'.join(walked)} itself"
+                f"config key {key!r}: {where} is a {type(node).__name__} ({node!r}), not a dict; "
+                f"set {where} itself"
+            )
+        elif part in node:
+            node = node[part]
+        else:  # a new key; mmengine adds it, as intended unless it is close to an existing one
+            close = difflib.get_close_matches(part, [str(k) for k in node], n=1)
+            if not close:
+                return None
+            return (
+                f"config key {key!r}: {where or 'the config'} has no key {part!r}, so it is "
+                f"added; did you mean {'.'.join([*walked, close[0]])!r}?"
             )
         walked.append(part)
     return None
@@ -193,14 +186,8 @@ def apply_vis_backends(cfg, names: tuple[str, ...]) -> None:
                 f"installed (pip install {package}), or leave it out"
             )
         backends.append(dict(type=kind))
-    visualizer = dict(cfg.get("visualizer") or dict(type="SegLocalVisualizer"))
-    visualizer["vis_backends"] = backends
-    cfg.visualizer = visualizer
-
-
-def _schedule_length(cfg) -> int:
-    loop = cfg.train_cfg
-    return int(loop.max_iters if loop.get("type") == "IterBasedTrainLoop" else loop.max_epochs)
+    visualizer = cfg.get("visualizer") or dict(type="SegLocalVisualizer")
+    cfg.visualizer = dict(visualizer, vis_backends=backends)
 
 
 def apply_iteration_budget(cfg, max_iters: int) -> None:
@@ -211,7 +198,8 @@ def apply_iteration_budget(cfg, max_iters: int) -> None:
     """
     if max_iters < 1:
         raise ConfigError(f"max_iters: expected an integer >= 1, received {max_iters}")
-    total = _schedule_length(cfg)
+    loop = cfg.train_cfg
+    total = int(loop.max_iters if loop.get("type") == "IterBasedTrainLoop" else loop.max_epochs)
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
     schedulers = []
     scheds = cfg.param_scheduler
@@ -362,14 +350,12 @@ def _mmengine_device(device) -> Iterator[None]:
 
 def _final_losses(runner) -> dict[str, float]:
     """The last logged value of every training loss term (``loss``, ``loss_sim``, ``ce_src``...)."""
-    out = {}
-    for key, buffer in runner.message_hub.log_scalars.items():
-        name = key.removeprefix("train/")
-        if key.startswith("train/") and (
-            "loss" in name or name in ("ce_src", "ce_gen", "cos_mean")
-        ):
-            out[name] = round(float(buffer.current()), 6)
-    return out
+    logged = {k[6:]: v for k, v in runner.message_hub.log_scalars.items() if k[:6] == "train/"}
+    return {
+        name: round(float(buffer.current()), 6)
+        for name, buffer in logged.items()
+        if "loss" in name or name in ("ce_src", "ce_gen", "cos_mean")
+    }
 
 
 def _setup_distributed(cfg, tc: TrainConfig, device, source_only: bool, work_dir: str) -> None:
@@ -424,7 +410,6 @@ def train_model(
     """
     started = time.monotonic()
     tc = train_config or TrainConfig()
-    storage_options = storage_options or {}
     device, dtype = resolve_device(tc.device, tc.dtype, auto_half=False)
     if launcher == "pytorch" and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -432,17 +417,13 @@ def train_model(
     adapt_config(cfg, tc, source_only=source_only)
     apply_train_config(cfg, tc)
     apply_vis_backends(cfg, tc.vis_backends)
-    pretrained = pretrained or tc.pretrained
-    if max_iters is None:
-        max_iters = tc.max_iters
     set_manifests(cfg, paired_manifest_uri, source_manifest_uri, val_manifest_uri)
-    if max_iters is not None:
+    if (max_iters := tc.max_iters if max_iters is None else max_iters) is not None:
         apply_iteration_budget(cfg, max_iters)
-    resolve_pretrained(cfg, pretrained)
-    if str(dtype).removeprefix("torch.") != "float32":
-        cfg.optim_wrapper = dict(
-            cfg.optim_wrapper, type="AmpOptimWrapper", dtype=str(dtype).removeprefix("torch.")
-        )
+    resolve_pretrained(cfg, pretrained or tc.pretrained)
+    if dtype != torch.float32:
+        dtype_name = str(dtype).removeprefix("torch.")
+        cfg.optim_wrapper = dict(cfg.optim_wrapper, type="AmpOptimWrapper", dtype=dtype_name)
     if launcher == "pytorch":
         _setup_distributed(cfg, tc, device, source_only, work_dir)
     if progress:
@@ -451,16 +432,60 @@ def train_model(
             *cfg.get("custom_hooks", []),
             dict(type="ZoDiProgressHook", interval=interval),
         ]
-    summary = {
-        "work_dir": work_dir,
-        "mmseg_config": str(resolve_config_path(mmseg_config)),
-        "source_only": source_only,
-    }
+    config_file = str(resolve_config_path(mmseg_config))
+    remote = work_dir.startswith("s3://")
     with work_dir_lock(work_dir) if lock else contextlib.nullcontext():
-        return _train_locked(
-            cfg, work_dir, seed=seed, resume=resume, launcher=launcher, device=device,
-            storage_options=storage_options, summary=summary, started=started,
-        )  # fmt: skip
+        staging = Path(tempfile.mkdtemp(prefix="zodi-train-")) if remote else Path(work_dir)
+        staging.mkdir(parents=True, exist_ok=True)
+        if remote:
+            cfg.custom_hooks = [
+                *cfg.get("custom_hooks", []),
+                dict(type="ZoDiSyncWorkDirHook", target=work_dir, storage_options=storage_options),
+            ]
+            if resume:
+                stage_resume(work_dir, staging, storage_options or {})
+        settings = training_settings(cfg, seed)
+        last = latest_checkpoint(staging)
+        resume = decide_resume(resume, last, read_settings_record(staging), settings, work_dir)
+        kind, step = (checkpoint_step(last) if resume else None) or ("", None)
+        is_main = int(os.environ.get("RANK", "0")) == 0
+        runner = None
+        # A schedule that another run (or an earlier attempt) finished leaves nothing to train.
+        if not (resume and schedule_done(last, cfg.train_cfg)):
+            if resume:
+                unit = "epoch" if kind == "epoch" else "iteration"
+                say(f"zodi train: resuming {work_dir} from {unit} {step} ({last.name})")
+            elif is_main:
+                # Starting over: the marker of an earlier run must not name a checkpoint of it.
+                (staging / "last_checkpoint").unlink(missing_ok=True)
+            if is_main:
+                write_settings_record(staging, settings)
+                _wait_for_unused_log_dir(staging)
+            cfg.work_dir = str(staging)
+            cfg.resume = bool(resume)
+            cfg.load_from = str(last) if resume else None  # the checkpoint chosen above
+            cfg.randomness = dict(seed=seed, deterministic=False)
+            cfg.launcher = launcher
+            if cfg.get("default_hooks", {}).get("checkpoint") is not None:
+                cfg.default_hooks.checkpoint.backend_args = dict(backend=ATOMIC_BACKEND)
+            runner = _run(cfg, device, staging, config_file)
+            last = latest_checkpoint(staging)
+            if last is None:
+                raise RuntimeError(f"training in {staging} ended without writing a checkpoint")
+    if remote:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {
+        "checkpoint": storage.join_uri(work_dir, last.name) if remote else str(last),
+        "work_dir": work_dir,
+        "mmseg_config": config_file,
+        "source_only": source_only,
+        "resumed_from": step,
+        # Nothing left to train: the counts of the checkpoint that ended the schedule.
+        "iterations": runner.iter if runner else (step if kind == "iter" else None),
+        "epochs": runner.epoch if runner else (step if kind == "epoch" else None),
+        "losses": _final_losses(runner) if runner else {},
+        "seconds": round(time.monotonic() - started, 2),
+    }
 
 
 def _run(cfg, device, staging: Path, config_name: str) -> Runner:
@@ -483,64 +508,3 @@ def _run(cfg, device, staging: Path, config_name: str) -> Runner:
             raise os_error(err, err.filename or staging, "training write") from err
         raise
     return runner
-
-
-def _train_locked(
-    cfg, work_dir: str, *, seed: int, resume: bool | str, launcher: str, device,
-    storage_options: dict, summary: dict[str, Any], started: float,
-) -> dict[str, Any]:  # fmt: skip
-    """Train in the (locked) work dir; see :func:`train_model`."""
-    remote = work_dir.startswith("s3://")
-    staging = Path(tempfile.mkdtemp(prefix="zodi-train-")) if remote else Path(work_dir)
-    staging.mkdir(parents=True, exist_ok=True)
-    if remote:
-        cfg.custom_hooks = [
-            *cfg.get("custom_hooks", []),
-            dict(type="ZoDiSyncWorkDirHook", target=work_dir, storage_options=storage_options),
-        ]
-        if resume:
-            stage_resume(work_dir, staging, storage_options)
-    settings = training_settings(cfg, seed)
-    last = latest_checkpoint(staging)
-    resume = decide_resume(resume, last, read_settings_record(staging), settings, work_dir)
-    step = checkpoint_step(last) if resume else None
-    summary["resumed_from"] = step[1] if step else None
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    runner = None
-    # A schedule that another run (or an earlier attempt) finished leaves nothing to train.
-    if not (resume and schedule_done(last, cfg.train_cfg)):
-        if resume:
-            kind = "epoch" if step[0] == "epoch" else "iteration"
-            say(f"zodi train: resuming {work_dir} from {kind} {step[1]} ({last.name})")
-        elif is_main:
-            # Starting over: the marker of an earlier run must not name a checkpoint of it.
-            (staging / "last_checkpoint").unlink(missing_ok=True)
-        if is_main:
-            write_settings_record(staging, settings)
-            _wait_for_unused_log_dir(staging)
-        cfg.work_dir = str(staging)
-        cfg.resume = bool(resume)
-        cfg.load_from = str(last) if resume else None  # the checkpoint chosen above
-        cfg.randomness = dict(seed=seed, deterministic=False)
-        cfg.launcher = launcher
-        if cfg.get("default_hooks", {}).get("checkpoint") is not None:
-            cfg.default_hooks.checkpoint.backend_args = dict(backend=ATOMIC_BACKEND)
-        runner = _run(cfg, device, staging, summary["mmseg_config"])
-        last = latest_checkpoint(staging)
-        if last is None:
-            raise RuntimeError(f"training in {staging} ended without writing a checkpoint")
-    if runner is None:
-        iter_based = cfg.train_cfg.get("type") == "IterBasedTrainLoop"
-        n = summary["resumed_from"]
-        counts = {"iterations": n if iter_based else None, "epochs": None if iter_based else n}
-    else:
-        counts = {"iterations": runner.iter, "epochs": runner.epoch}
-    if remote:
-        shutil.rmtree(staging, ignore_errors=True)
-    return {
-        "checkpoint": storage.join_uri(work_dir, last.name) if remote else str(last),
-        **summary,
-        **counts,
-        "losses": _final_losses(runner) if runner else {},
-        "seconds": round(time.monotonic() - started, 2),
-    }

@@ -11,11 +11,12 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from zodi_core.seg.resume import say
 
 LOCK_NAME = ".zodi-train.lock"
 
@@ -36,19 +37,16 @@ def work_dir_lock(work_dir: str, timeout: float | None = None, poll: float = 0.2
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        start = time.monotonic()
-        told = False
+        start, told = time.monotonic(), False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if not told:
-                    print(
+                    say(
                         f"zodi train: another run is training in {work_dir}; waiting for it "
-                        f"(lock {path})",
-                        file=sys.stderr,
-                        flush=True,
+                        f"(lock {path})"
                     )
                     told = True
                 if timeout is not None and time.monotonic() - start > timeout:
@@ -57,9 +55,6 @@ def work_dir_lock(work_dir: str, timeout: float | None = None, poll: float = 0.2
                         f"{timeout:.0f} s"
                     ) from None
                 time.sleep(poll)
-        try:
-            yield path
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield path
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
