@@ -122,18 +122,17 @@ def zombie_automation() -> Any:
 def ensure_zombie_automation() -> str:
     """Create or update the zombie-detection automation; return ``created|updated|unchanged``."""
     wanted = zombie_automation()
+    try:
+        current = Automation.read(name=ZOMBIE_AUTOMATION)
+    except ValueError:  # no automation of that name
+        wanted.create()
+        return "created"
     spec = ("trigger", "actions", "enabled", "description")
-    with get_client(sync_client=True) as client:
-        found = client.read_automations_by_name(ZOMBIE_AUTOMATION)
-        if not found:
-            wanted.create()
-            return "created"
-        current = found[0]
-        if all(getattr(current, k) == getattr(wanted, k) for k in spec):
-            return "unchanged"
-        wanted.id = current.id
-        wanted.update()
-        return "updated"
+    if all(getattr(current, k) == getattr(wanted, k) for k in spec):
+        return "unchanged"
+    wanted.id = current.id
+    wanted.update()
+    return "updated"
 
 
 def deploy_deployments(
@@ -176,20 +175,13 @@ def deploy(
     """Pools, blocks and deployments, idempotently, on the server of ``PREFECT_API_URL`` (the
     CLI checks it is set); a JSON-able summary of what it did."""
     pools = ensure_work_pools(only)
-    # result storage in S3 (credentials from the workers' environment)
-    blocks = []
-    if s3_root:
+    if s3_root:  # result storage in S3 (credentials from the workers' environment)
         save_s3_result_storage(RESULTS_BLOCK, s3_root, endpoint_url=s3_endpoint, region=s3_region)
-        blocks.append(f"s3-bucket/{RESULTS_BLOCK}")
-    # the prompts Variable the regenerate deployments read (and are triggered by)
-    variables = {PROMPTS_VARIABLE: ensure_prompts_variable()}
-    names = deploy_deployments(only, root=root, image=image, prefect_file=prefect_file)
-    automations = {ZOMBIE_AUTOMATION: ensure_zombie_automation()}
-    return {
+    return {  # in this order: the deployments need the pools and the prompts Variable
         "api_url": PREFECT_API_URL.value(),
         "pools": pools,
-        "blocks": blocks,
-        "variables": variables,
-        "deployments": names,
-        "automations": automations,
+        "blocks": [f"s3-bucket/{RESULTS_BLOCK}"] if s3_root else [],
+        "variables": {PROMPTS_VARIABLE: ensure_prompts_variable()},
+        "deployments": deploy_deployments(only, root=root, image=image, prefect_file=prefect_file),
+        "automations": {ZOMBIE_AUTOMATION: ensure_zombie_automation()},
     }
