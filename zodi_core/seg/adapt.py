@@ -134,18 +134,16 @@ def _inner_dataset(dataset: dict, where: str) -> dict:
 
 
 def _check_num_classes(model: dict) -> None:
-    heads = []
     for key in ("decode_head", "auxiliary_head"):
-        head = model.get(key)
-        heads += [(key, h) for h in (head if isinstance(head, list) else [head]) if h]
-    for key, head in heads:
-        n = head.get("num_classes")
-        if n is not None and n != NUM_CLASSES:
-            raise ConfigError(
-                f"model.{key}.num_classes: expected {NUM_CLASSES} (the Cityscapes train ids of "
-                f"our manifests), received {n}; use a Cityscapes config or --cfg-options "
-                f"model.{key}.num_classes={NUM_CLASSES}"
-            )
+        heads = model.get(key)
+        for head in heads if isinstance(heads, list) else [heads]:
+            n = (head or {}).get("num_classes")
+            if n is not None and n != NUM_CLASSES:
+                raise ConfigError(
+                    f"model.{key}.num_classes: expected {NUM_CLASSES} (the Cityscapes train ids of "
+                    f"our manifests), received {n}; use a Cityscapes config or --cfg-options "
+                    f"model.{key}.num_classes={NUM_CLASSES}"
+                )
 
 
 def adapt_config(cfg, train_config: TrainConfig | None = None, *, source_only: bool = False):

@@ -14,20 +14,13 @@ from torch import Tensor
 def select_stage(features: Tensor | Sequence[Tensor], stage: int) -> Tensor:
     """Pick one stage, (N, C, H, W) float, of a backbone's output (a tensor or the tuple of
     stages); -1 is the last stage (layer4 of ResNet, the paper's F)."""
-    if isinstance(features, Tensor):
-        if stage not in (0, -1):
-            raise ValueError(
-                f"feature_stage: the backbone returns a single feature map, so expected 0 or -1, "
-                f"received {stage}"
-            )
-        return features
-    features = list(features)
-    if not -len(features) <= stage < len(features):
+    stages = [features] if isinstance(features, Tensor) else list(features)
+    if not -len(stages) <= stage < len(stages):
         raise ValueError(
-            f"feature_stage: the backbone returns {len(features)} stages, so expected an index in "
-            f"{-len(features)}..{len(features) - 1}, received {stage}"
+            f"feature_stage: the backbone returns {len(stages)} stage(s), so expected an index in "
+            f"{-len(stages)}..{len(stages) - 1}, received {stage}"
         )
-    return features[stage]
+    return stages[stage]
 
 
 def global_average_pool(feature: Tensor) -> Tensor:
