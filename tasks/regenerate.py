@@ -29,7 +29,7 @@ def load_prompt_config_task(prompt_config_uri: str) -> prompts.PromptConfig:
             f"prompt_config_uri: no Prefect Variable named {name!r}; create it with "
             f'`prefect variable set {name} "$(cat prompts.yaml)"` (zodi deploy creates an empty one)'
         )
-    return prompts.prompt_config_from_value(value, source=prompt_config_uri)
+    return prompts.PromptConfig.from_text(value, source=prompt_config_uri)
 
 
 plan_regeneration_task = task(

@@ -10,7 +10,7 @@ from test_prompts import write_paired
 
 from zodi_core import regeneration
 from zodi_core.config import TransferConfig
-from zodi_core.prompts import PromptConfig, prompt_config_from_value
+from zodi_core.prompts import PromptConfig
 
 
 def test_generated_domains_lists_the_paired_manifests(tmp_path):
@@ -101,11 +101,11 @@ def test_report_shows_old_and_new_settings_and_the_real_error(tmp_path):
 
 
 def test_prompt_config_from_value_reads_text_and_mappings():
-    from_text = prompt_config_from_value("version: 3\ndomains: {fog: {strength: 0.5}}", "v://p")
-    from_map = prompt_config_from_value({"version": 3, "domains": {"fog": {"strength": 0.5}}}, "v")
+    from_text = PromptConfig.from_text("version: 3\ndomains: {fog: {strength: 0.5}}", "v://p")
+    from_map = PromptConfig.from_text({"version": 3, "domains": {"fog": {"strength": 0.5}}}, "v")
     assert from_text == from_map and from_map.version == "3"
     with pytest.raises(ValueError, match=r"(?s)prompt config v://p: .*domains\.fog\.strength"):
-        prompt_config_from_value({"domains": {"fog": {"strength": 2.0}}}, "v://p")
+        PromptConfig.from_text({"domains": {"fog": {"strength": 2.0}}}, "v://p")
 
 
 def test_recorded_transfer_config_is_the_last_generations_without_its_prompts(tmp_path):

@@ -51,10 +51,11 @@ class PromptConfig(_Config):
         return self
 
     @classmethod
-    def from_text(cls, text: str | dict, source: str = "<text>") -> PromptConfig:
-        """Parse YAML (or JSON) text, or take the mapping itself; errors name ``source``."""
+    def from_text(cls, text: Any, source: str = "<text>") -> PromptConfig:
+        """Parse YAML (or JSON) text, or take the mapping itself (a Prefect Variable holds
+        either); errors name ``source``."""
         where, expected = f"prompt config {source}", "a mapping with 'version' and 'domains'"
-        data = text if isinstance(text, dict) else read_yaml_mapping(text, where, expected)
+        data = text if isinstance(text, dict) else read_yaml_mapping(str(text), where, expected)
         try:
             return cls(**{**data, "version": str(data.get("version", "0"))})
         except ConfigError as err:
@@ -70,11 +71,6 @@ class PromptConfig(_Config):
                 own = {"prompt": None, "prompts": None} | own
             settings[domain] = settings.get(domain, DomainSettings()).replace(**own)
         return base.replace(domain=domain, domain_settings=settings)
-
-
-def prompt_config_from_value(value: Any, source: str) -> PromptConfig:
-    """A prompt config from a Prefect Variable's value: YAML/JSON text or the mapping itself."""
-    return PromptConfig.from_text(value if isinstance(value, dict) else str(value), source)
 
 
 def load_prompt_config(uri: str, **storage_options: Any) -> PromptConfig:
@@ -163,9 +159,7 @@ class DomainPromptStatus:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["needs_regeneration"] = self.needs_regeneration
-        return out
+        return asdict(self) | {"needs_regeneration": self.needs_regeneration}
 
 
 def compare_domain(
@@ -187,10 +181,7 @@ def compare_domain(
     digests = tuple(r.digest() for r in recorded)
     seed, policy = config.effective_seed, config.seed_policy
     seeds_changed = sum(r["seed"] != sample_seed(seed, r["sample_id"], policy) for r in rows)
-    if wanted.prompts:
-        same = all(wanted.matches_row(r) for r in rows)
-    else:
-        same = digests == (wanted.digest(),)
+    same = all(map(wanted.matches_row, rows)) if wanted.prompts else digests == (wanted.digest(),)
     status = "missing" if not rows else "changed" if seeds_changed or not same else "unchanged"
     return DomainPromptStatus(
         domain, status, wanted, wanted.digest(), recorded, digests, uri, seeds_changed
