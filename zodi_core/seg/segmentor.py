@@ -237,7 +237,4 @@ class ZoDiSegmentor(BaseModel):
             losses2 = self.generated_pass(inputs[n:], samples[n:])
         loss2, log2 = self.parse_losses(losses2)
         optim_wrapper.update_params(loss2)
-        log_vars = OrderedDict(loss=(log1.pop("loss") + log2.pop("loss")).detach())
-        log_vars.update(log1)
-        log_vars.update(log2)
-        return log_vars
+        return OrderedDict(loss=(log1.pop("loss") + log2.pop("loss")).detach(), **log1, **log2)
