@@ -12,13 +12,9 @@ from zodi_core.prompts import DomainPromptStatus, PromptConfig, compare_prompts
 
 def generated_domains(root: str) -> list[str]:
     """Domains with a paired manifest under ``root`` (at ``layout.paired_manifest_key``), sorted."""
-    found = set()
-    for key in storage.open_storage(root).list(f"{layout.PAIRED}/"):
-        folder = key.split("/")[1] if key.count("/") == 2 else ""
-        domain = folder.removeprefix("domain=")
-        if folder.startswith("domain=") and key == layout.paired_manifest_key(domain):
-            found.add(domain)
-    return sorted(found)
+    keys = set(storage.open_storage(root).list(f"{layout.PAIRED}/"))
+    domains = {k.split("/")[1].removeprefix("domain=") for k in keys if k.count("/") == 2}
+    return sorted(d for d in domains if layout.paired_manifest_key(d) in keys)
 
 
 def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
@@ -75,11 +71,8 @@ def base_transfer_config(
     generation's, else the defaults."""
     if transfer is not None:
         return transfer
-    for domain in generated:
-        recorded = recorded_transfer_config(root, domain)
-        if recorded is not None:
-            return recorded
-    return TransferConfig()
+    recorded = (recorded_transfer_config(root, d) for d in generated)
+    return next((c for c in recorded if c is not None), TransferConfig())
 
 
 @dataclass(frozen=True)

@@ -408,7 +408,7 @@ class TransferSampler:
         size: tuple[int, int],
         plan: TimestepPlan,
         config: TransferConfig,
-        batch: int | None = None,
+        batch: int,
     ) -> tuple[list[np.ndarray], float]:
         """One chunk of at most ``batch`` images of one generation size; with compiled models
         (``static_batch``) padded to ``batch`` rows (copies of the last image, outputs dropped)."""
@@ -416,29 +416,21 @@ class TransferSampler:
 
         t0 = time.perf_counter()
         n = len(images)
-        if self.static_batch and batch is not None and n < batch:
+        if self.static_batch and n < batch:
             pad = batch - n  # copies of the last image: the same seed, prompt and noise
             images, labels, sample_ids = (v + v[-1:] * pad for v in (images, labels, sample_ids))
-        w, h = size
         x = torch.from_numpy(np.stack([resize_image(im, size) for im in images]))
         x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
         cond = np.stack([render_condition(lab, config.palette, size) for lab in labels])
         control = torch.from_numpy(cond).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
         seeds = [sample_seed(config.seed, sid, config.seed_policy) for sid in sample_ids]
-        latent_shape = (4, h // self.vae_scale, w // self.vae_scale)
+        latent_shape = (4, size[1] // self.vae_scale, size[0] // self.vae_scale)
         # All noise drawn up front and copied once: no host-device sync inside the loop.
         eps, step_noise = draw_noise(seeds, latent_shape, plan.k if config.eta > 0 else 0)
         eps, step_noise = eps.to(self.device), step_noise.to(self.device)
         # each image's prompt (one of config.prompts, chosen by its seed): one embedding each
-        embeddings = [
-            self.encode_prompt(config.prompt_for(s), config.negative_prompt) for s in seeds
-        ]
-        negative = embeddings[0][0]
-        positive = (
-            torch.cat([e[1] for e in embeddings])
-            if len(config.effective_prompts) > 1
-            else embeddings[0][1]
-        )
+        pairs = [self.encode_prompt(config.prompt_for(s), config.negative_prompt) for s in seeds]
+        negative, positive = pairs[0][0], torch.cat([p[1] for p in pairs])
         out = self.generate(x, control, eps, step_noise, negative, positive, plan, config)[:n]
         arr = ((out + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         arr = arr.permute(0, 2, 3, 1).cpu().numpy()
