@@ -23,6 +23,7 @@ from prefect.locking.filesystem import FileSystemLockManager
 from prefect.results import get_result_store
 from prefect.settings import get_current_settings
 from prefect.transactions import IsolationLevel
+from prefect.utilities.callables import get_call_parameters
 
 from zodi_core import storage
 
@@ -208,9 +209,10 @@ def cached_values(task: Any, keys: list[str]) -> dict[str, Any]:
     return found
 
 
-def run_fresh(task: Any, output: str, **parameters: Any) -> Any:
-    """Run ``task`` (inside a flow); a cache record counts only while storage holds the URI its
-    value has under ``output``, else the task runs again and overwrites it."""
+def run_fresh(task: Any, output: str, *args: Any) -> Any:
+    """Run ``task(*args)`` (inside a flow); a cache record counts only while storage holds the URI
+    its value has under ``output``, else the task runs again and overwrites it."""
+    parameters = get_call_parameters(task.fn, args, {})  # as the task's own call binds them
     key = task.cache_policy.compute_key(None, parameters, {})
     stale = any(not storage.exists(v[output]) for v in cached_values(task, [key]).values())
-    return task.with_options(refresh_cache=stale)(**parameters)
+    return task.with_options(refresh_cache=stale)(*args)

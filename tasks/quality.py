@@ -72,18 +72,8 @@ def score_paired_cached(
     """Run :func:`score_paired_task` (inside a flow); a cache record counts only while its scores
     file exists."""
     digest = scores.score_digest(paired_uri, seg_config, seg_checkpoint, quality_config.clip, scale)
-    return run_fresh(
-        score_paired_task,
-        "uri",
-        paired_uri=paired_uri,
-        domain=domain,
-        root=root,
-        seg_config=seg_config,
-        seg_checkpoint=seg_checkpoint,
-        quality_config=quality_config,
-        scale=scale,
-        digest=digest,
-    )
+    args = (paired_uri, domain, root, seg_config, seg_checkpoint, quality_config, scale, digest)
+    return run_fresh(score_paired_task, "uri", *args)
 
 
 @task(**IO_RETRIES)

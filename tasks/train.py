@@ -66,11 +66,5 @@ def train_run(
 ) -> dict[str, Any]:
     """Train one run (in this process) in its work dir; a cache record whose checkpoint storage
     no longer holds trains again (resuming from what is left of its work dir)."""
-    return run_fresh(
-        train_model_task,
-        "checkpoint",
-        run=run,
-        source_uri=source_uri,
-        work_dir=training_work_dir(run, source_uri, root, train),
-        train=train,
-    )
+    work_dir = training_work_dir(run, source_uri, root, train)
+    return run_fresh(train_model_task, "checkpoint", run, source_uri, work_dir, train)
