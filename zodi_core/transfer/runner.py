@@ -280,9 +280,8 @@ def _transfer_rows(
             if not loaded:
                 continue
             t = time.perf_counter()
-            outputs = sampler(
-                [x.image for x in loaded], [x.label for x in loaded], [x.sample_id for x in loaded]
-            )
+            ids = [x.row["sample_id"] for x in loaded]
+            outputs = sampler([x.image for x in loaded], [x.label for x in loaded], ids)
             timings["model"] += time.perf_counter() - t
             t = time.perf_counter()
             while len(in_flight) >= WRITE_AHEAD:
@@ -333,10 +332,6 @@ class _Loaded:
     label: np.ndarray
     #: (width, height) of the source image (``resize_to_source``).
     source_size: tuple[int, int]
-
-    @property
-    def sample_id(self) -> str:
-        return self.row["sample_id"]
 
 
 def _gather_loads(
