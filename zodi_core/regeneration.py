@@ -162,10 +162,9 @@ class DomainOutcome:
 
     @classmethod
     def of(cls, domain: str, ok: bool, message: str | None, result: Any) -> DomainOutcome:
-        summary = paired = None
-        if isinstance(result, dict):
-            summary = (result.get("domains") or {}).get(domain)
-            paired = (result.get("paired") or {}).get(domain)
+        result = result if isinstance(result, dict) else {}  # a failed run's exception: none
+        summary = (result.get("domains") or {}).get(domain)
+        paired = (result.get("paired") or {}).get(domain)
         return cls(domain, ok and paired is not None, message or "", summary, paired)
 
 

@@ -55,8 +55,7 @@ def tune_strength(
         raise ValueError(f"{samples_uri}: the samples manifest is empty (0 rows)")
     ids = ids[:n]
     if components is None:
-        device, dtype = resolve_device(config.device, config.dtype)
-        components = load_components(config.models, device, dtype)
+        components = load_components(config.models, *resolve_device(config.device, config.dtype))
     domain = config.domain
     config = config.resolved()  # once, here: the sweep's strength wins over the domain's
     table = []
