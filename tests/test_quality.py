@@ -18,7 +18,7 @@ from zodi_core.evaluation import Areas, load_model
 from zodi_core.manifest import read_manifest, write_manifest
 from zodi_core.quality import clip as qclip
 from zodi_core.quality import figures, filtering, scores
-from zodi_core.seg.predict import predict_label
+from zodi_core.seg.predict import predict_label, predict_labels
 
 DEMO = "deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py"
 
@@ -161,7 +161,7 @@ def test_predict_labels_batched_equals_predict_label_per_image(tmp_path):
     images = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in
               [(64, 128, 3), (64, 128, 3), (48, 96, 3)]]  # fmt: skip
     for scale in (None, (128, 64)):
-        batched = scores.predict_labels(model, images, scale)
+        batched = predict_labels(model, images, scale)
         for img, pred in zip(images, batched, strict=True):
             np.testing.assert_array_equal(pred, predict_label(model, img, scale))
 

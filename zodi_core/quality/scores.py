@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from zodi_core.model_source import folder_digest, is_local
 from zodi_core.quality import clip as clip_module
 from zodi_core.quality.clip import NEUTRAL_TEXT, Clip, clip_scores
 from zodi_core.runs import SOURCE_ONLY
+from zodi_core.seg.predict import predict_labels
 
 SCORE_COLUMNS = ("layout_miou", "layout_pixel_acc", "clip_score", "clip_direction")
 
@@ -129,35 +130,6 @@ def score_manifest(
         "scored": len(todo),
         "mean": {c: _mean(r[c] for r in rows) for c in SCORE_COLUMNS},
     }
-
-
-def predict_labels(
-    model: Any, images: Sequence[np.ndarray], scale: tuple[int, int] | None = None
-) -> list[np.ndarray]:
-    """(H, W) uint8 train ids of each (H, W, 3) uint8 RGB image, one forward pass per batch of
-    images that share a size (all of them with ``scale`` (W, H)), each resized back to its image's
-    size; the batched twin of :func:`zodi_core.seg.predict.predict_label`."""
-    import mmcv
-    import torch
-    from mmengine.dataset import pseudo_collate
-    from mmseg.datasets.transforms import PackSegInputs
-
-    pack = PackSegInputs(meta_keys=("img_shape", "ori_shape"))
-    packed, groups = [], {}
-    for i, rgb in enumerate(images):
-        img = np.ascontiguousarray(rgb[..., ::-1])
-        img = mmcv.imresize(img, scale, interpolation="bilinear") if scale else img
-        packed.append(pack({"img": img, "img_shape": img.shape[:2], "ori_shape": img.shape[:2]}))
-        groups.setdefault(img.shape, []).append(i)
-    out: list[np.ndarray] = [np.empty(0)] * len(images)
-    for idx in groups.values():
-        with torch.no_grad():
-            results = model.test_step(pseudo_collate([packed[i] for i in idx]))
-        for i, res in zip(idx, results, strict=True):
-            pred = res.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-            h, w = images[i].shape[:2]
-            out[i] = mmcv.imresize(pred, (w, h), interpolation="nearest")
-    return out
 
 
 def _mean(values: Iterable[float | None]) -> float | None:

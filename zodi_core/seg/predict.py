@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,25 +52,38 @@ def colour_overlay(rgb: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5) -
     return (rgb.astype(np.float32) * (1 - alpha) + colours * alpha).round().astype(np.uint8)
 
 
-def predict_label(model, rgb: np.ndarray, scale: tuple[int, int] | None = None) -> np.ndarray:
-    """(H, W) uint8 train ids of one (H, W, 3) uint8 RGB image (at ``scale`` (W, H), if given,
-    then resized back to the image's size)."""
+def predict_labels(
+    model: Any, images: Sequence[np.ndarray], scale: tuple[int, int] | None = None
+) -> list[np.ndarray]:
+    """(H, W) uint8 train ids of each (H, W, 3) uint8 RGB image, one forward pass per batch of
+    images that share a size (all of them with ``scale`` (W, H)), each resized back to its image's
+    size."""
     import mmcv
     import torch
+    from mmengine.dataset import pseudo_collate
     from mmseg.datasets.transforms import PackSegInputs
 
-    bgr = np.ascontiguousarray(rgb[..., ::-1])
-    h, w = bgr.shape[:2]
-    img = mmcv.imresize(bgr, scale, interpolation="bilinear") if scale else bgr
-    results = {"img": img, "img_shape": img.shape[:2], "ori_shape": img.shape[:2]}
-    packed = PackSegInputs(meta_keys=("img_shape", "ori_shape"))(results)
-    batch = {"inputs": [packed["inputs"]], "data_samples": [packed["data_samples"]]}
-    with torch.no_grad():
-        pred = model.test_step(batch)[0].pred_sem_seg.data.squeeze(0).cpu().numpy()
-    pred = pred.astype(np.uint8)
-    if pred.shape != (h, w):
-        pred = mmcv.imresize(pred, (w, h), interpolation="nearest")
-    return pred
+    pack = PackSegInputs(meta_keys=("img_shape", "ori_shape"))
+    packed, groups = [], {}
+    for i, rgb in enumerate(images):
+        img = np.ascontiguousarray(rgb[..., ::-1])
+        img = mmcv.imresize(img, scale, interpolation="bilinear") if scale else img
+        packed.append(pack({"img": img, "img_shape": img.shape[:2], "ori_shape": img.shape[:2]}))
+        groups.setdefault(img.shape, []).append(i)
+    out: list[np.ndarray] = [np.empty(0)] * len(images)
+    for idx in groups.values():
+        with torch.no_grad():
+            results = model.test_step(pseudo_collate([packed[i] for i in idx]))
+        for i, res in zip(idx, results, strict=True):
+            pred = res.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+            h, w = images[i].shape[:2]
+            out[i] = mmcv.imresize(pred, (w, h), interpolation="nearest")
+    return out
+
+
+def predict_label(model, rgb: np.ndarray, scale: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W) uint8 train ids of one (H, W, 3) uint8 RGB image (at ``scale`` (W, H), if given)."""
+    return predict_labels(model, [rgb], scale)[0]
 
 
 def predict_images(
