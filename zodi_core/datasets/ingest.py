@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.contrib.concurrent import thread_map
+from tqdm import tqdm
 
 from zodi_core import manifest, storage
 from zodi_core.config import DatasetSpec
@@ -119,14 +120,18 @@ def ingest_dataset(
     problems = list(scan.problems)
 
     # 2. decode and check every pair, in parallel (PIL and hashlib release the GIL).
-    checked = thread_map(
-        lambda c: check_sample(c, scan),
-        scan.candidates,
-        max_workers=workers or min(8, os.cpu_count() or 1),
-        desc=f"ingest {spec.manifest_name}",
-        unit="img",
-        disable=not progress or not scan.candidates,
-    )
+    # Not tqdm's thread_map: it deletes tqdm's class lock on exit, under any other bar still
+    # running (two ingests in one process: "tqdm has no attribute '_lock'").
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        checked = list(
+            tqdm(
+                pool.map(lambda c: check_sample(c, scan), scan.candidates),
+                total=len(scan.candidates),
+                desc=f"ingest {spec.manifest_name}",
+                unit="img",
+                disable=not progress or not scan.candidates,
+            )
+        )
     rows = [row for row, _ in checked if row is not None]
     problems += [p for _, bad in checked for p in bad]
     problems.sort(key=lambda p: (p.path, p.reason))
