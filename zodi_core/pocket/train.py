@@ -23,7 +23,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,29 +86,22 @@ class PocketSpec:
         return int(getattr(self, f"{phase}_steps"))
 
 
-#: Named sizes: ``full`` (the committed weights, 18 min on a 2-core CPU), ``v2`` (issue 19: 16x32
-#: latents from a factor-4 VAE, no attention at the UNet's full latent resolution, where
-#: 512-token self-attention made a step 5x slower; 57 min; docs/fidelity.md §1) and ``smoke``
-#: (seconds; tests).
+#: Named sizes: ``full`` (the committed weights, issue 19's v3: 16x32 latents from a factor-4 VAE,
+#: no attention at the UNet's full latent resolution, where 512-token self-attention made a step
+#: 5x slower; 61 min on a shared 2-core CPU; docs/fidelity.md §1), ``v1`` (8x16 latents, 18 min),
+#: ``v2`` (v3 with 2500 UNet and 3000 ControlNet steps) and ``smoke`` (seconds; tests).
+_V2 = PocketSpec(
+    vae_channels=(16, 32, 64),
+    unet_steps=2500,
+    unet_channels=(32, 64, 64),
+    unet_blocks=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    controlnet_cond_channels=(16, 32, 64),
+    controlnet_steps=3000,
+)
 PRESETS: dict[str, PocketSpec] = {
-    "full": PocketSpec(),
-    "v2": PocketSpec(
-        vae_channels=(16, 32, 64),
-        unet_steps=2500,
-        unet_channels=(32, 64, 64),
-        unet_blocks=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        controlnet_cond_channels=(16, 32, 64),
-        controlnet_steps=3000,
-    ),
-    "v3": PocketSpec(
-        vae_channels=(16, 32, 64),
-        unet_steps=4000,
-        unet_channels=(32, 64, 64),
-        unet_blocks=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        controlnet_cond_channels=(16, 32, 64),
-        controlnet_steps=2000,
-        controlnet_lr=1e-3,
-    ),
+    "full": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
+    "v1": PocketSpec(),
+    "v2": _V2,
     "smoke": PocketSpec(
         n_per_domain=4,
         n_heldout=2,
