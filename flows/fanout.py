@@ -36,22 +36,18 @@ def fanout_transfer_flow(
     # 1. shard exactly as every child will (sorted by sample_id: deterministic)
     shards = shard_manifest_task(samples_uri, shard_size)
     groups = sharding.group_shards(len(shards), shards_per_run)
-    launched: dict[str, tuple[list[int], int]] = {}
 
     def launch(group: list[int], attempt: int) -> str:
         params = fanout.child_parameters(samples_uri, domain, out_root, config, shard_size, group)
-        run_id = launch_child_run_task(
+        return launch_child_run_task(
             deployment, params, fanout.child_run_name(domain, group, attempt)
         )
-        launched[run_id] = (group, attempt)
-        return run_id
 
-    def wait(ids: list[str]) -> dict[str, fanout.ChildOutcome]:
-        ends = wait_for_flow_runs_task(ids, poll_seconds, timeout_seconds)
-        return {i: fanout.child_outcome(*launched[i], i, ends[i], domain) for i in ids}
+    def wait(ids: list[str]) -> dict[str, dict[str, Any]]:
+        return wait_for_flow_runs_task(ids, poll_seconds, timeout_seconds)
 
     # 2-3. one child per group, all at once; wait; rerun only the failed children
-    report = fanout.run_children(groups, launch, wait, child_retries)
+    report = fanout.run_children(groups, launch, wait, child_retries, domain)
     summary = fanout.merge_child_summaries(report)
     # 4. merge the shard manifests of every shard (the same URIs the children wrote)
     paired = None

@@ -41,20 +41,26 @@ class FanoutReport:
 def run_children(
     groups: Sequence[list[int]],
     launch: Callable[[list[int], int], str],
-    wait: Callable[[list[str]], dict[str, ChildOutcome]],
+    wait: Callable[[list[str]], dict[str, dict[str, Any]]],
     retries: int,
+    domain: str,
 ) -> FanoutReport:
     """Launch one child per group, wait for all, relaunch only the failed groups (``retries``
-    more times at most); ``wait(ids)`` returns once every run is final."""
+    more times at most); ``wait(ids)`` returns each run's final state (:func:`child_outcome`)
+    once every run is final."""
     if retries < 0:
         raise ValueError(f"child_retries: expected an integer >= 0, received {retries}")
     report = FanoutReport()
     todo = list(range(len(groups)))
     for attempt in range(retries + 1):
         ids = {i: launch(list(groups[i]), attempt) for i in todo}
-        outcomes = wait(list(ids.values()))
-        report.children += [outcomes[run_id] for run_id in ids.values()]
-        todo = [i for i in todo if not outcomes[ids[i]].ok]
+        ends = wait(list(ids.values()))
+        outcomes = {
+            i: child_outcome(list(groups[i]), attempt, run_id, ends[run_id], domain)
+            for i, run_id in ids.items()
+        }
+        report.children += outcomes.values()
+        todo = [i for i in todo if not outcomes[i].ok]
         if not todo:
             break
     return report
