@@ -8,6 +8,8 @@ source and target sets) and load through :func:`zodi_core.transfer.models.load_c
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shutil
 import sys
 import time
@@ -19,7 +21,7 @@ from zodi_core.config import ModelsConfig
 from zodi_core.datasets.io import encode_png
 from zodi_core.pocket.corpus import CORPUS_DOMAINS, caption_for, read_corpus, write_corpus
 from zodi_core.pocket.measure import measure_quality
-from zodi_core.pocket.train import PRESETS, PocketSpec, machine_description, train_pocket
+from zodi_core.pocket.train import PRESETS, PocketSpec, train_pocket
 from zodi_core.transfer.models import load_components
 
 __all__ = [
@@ -104,7 +106,9 @@ def build_pocket_models(
         },
         "phases": result.phases,
         "seconds": {"corpus": round(t_corpus, 1), "training_this_run": round(result.seconds, 1)},
-        "machine": machine_description(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
+        f"visible, torch threads {torch.get_num_threads()}, "
+        + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
         "torch": torch.__version__,
         "revisions": components.revisions,
     }

@@ -18,12 +18,11 @@ so a resumed run takes the same steps as an uninterrupted one; a finished phase 
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import platform
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +155,6 @@ def build_unet(spec: PocketSpec) -> Any:
     )
 
 
-def build_text_encoder(spec: PocketSpec, tokenizer: Any) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    settings = clip_text_config(tokenizer, spec.text_width, 2 * spec.text_width)
-    return CLIPTextModel(CLIPTextConfig(**settings))
-
-
 # 2. Training helpers --------------------------------------------------------------------------
 
 
@@ -175,62 +167,34 @@ def step_generator(seed: int, phase: str, step: int) -> Any:
     )
 
 
-@dataclass
-class PhaseLog:
-    """What one phase did: steps, first/last loss (mean of 50 steps), seconds."""
-
-    steps: int = 0
-    #: Loss on one fixed batch (same images, timesteps and noise) before and after the phase.
-    fixed_before: float | None = None
-    fixed_after: float | None = None
-    loss_first: float | None = None
-    loss_last: float | None = None
-    seconds: float = 0.0
-    losses: list[float] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "steps": self.steps,
-            "fixed_batch_loss_before": self.fixed_before,
-            "fixed_batch_loss_after": self.fixed_after,
-            "loss_first": self.loss_first,
-            "loss_last": self.loss_last,
-            "seconds": round(self.seconds, 1),
-        }
-
-
-def _window(losses: list[float], first: bool) -> float:
-    k = max(1, min(50, len(losses) // 5 or 1))
-    part = losses[:k] if first else losses[-k:]
-    return float(np.mean(part))
-
-
 def run_phase(
     phase: str,
     spec: PocketSpec,
-    ckpt_dir: Path,
+    out: Path,
     modules: dict[str, Any],
-    optimizer: Any,
-    step_fn: Callable[[int, Any], Any],
-    ema: Any = None,
+    loss_fn: Callable[[Any], Any],
+    lr: float,
+    weight_decay: float = 0.0,
+    ema_decay: float | None = None,
     progress: bool = True,
-) -> PhaseLog:
-    """The loop shared by the phases: resume, step, checkpoint, progress bar.
-
-    ``step_fn(step, generator)`` returns the scalar loss; backward and optimizer step happen here.
-    """
+) -> dict[str, Any]:
+    """Train ``modules`` with AdamW on ``loss_fn(generator)`` (then copy in the EMA weights when
+    ``ema_decay``), resuming from and checkpointing to ``checkpoints/<phase>.pt``; the summary:
+    steps, loss on one fixed batch before/after, first/last loss (mean of 50 steps), seconds."""
     import torch
+    from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    total = spec.steps(phase)
-    ckpt = ckpt_dir / f"{phase}.pt"
-    log = PhaseLog()
-    start = 0
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    ema = EMAModel(params, decay=ema_decay) if ema_decay else None
+    total, ckpt = spec.steps(phase), out / "checkpoints" / f"{phase}.pt"
 
-    def fixed_loss() -> float:
+    def fixed_loss() -> float:  # same images, timesteps and noise every time
         with torch.no_grad():
-            return float(step_fn(-1, step_generator(spec.seed, phase, 2**31 - 1)))
+            return float(loss_fn(step_generator(spec.seed, phase, 2**31 - 1)))
 
+    state = {"step": 0, "losses": [], "seconds": 0.0}
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         for name, m in modules.items():
@@ -238,51 +202,46 @@ def run_phase(
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        start, log.losses, log.seconds = state["step"], state["losses"], state["seconds"]
-        log.fixed_before = state["fixed_before"]
-    for m in modules.values():
-        m.train()
-    if start == 0:
-        log.fixed_before = fixed_loss()
-    bar = tqdm(total=total, initial=start, desc=f"pocket {phase}", disable=not progress, leave=True)
-    t0 = time.perf_counter() - log.seconds
-    for step in range(start, total):
-        loss = step_fn(step, step_generator(spec.seed, phase, step))
+    else:
+        state["fixed_before"] = fixed_loss()
+    losses = state["losses"]
+    bar = tqdm(total=total, initial=state["step"], desc=f"pocket {phase}", disable=not progress)
+    t0 = time.perf_counter() - state["seconds"]
+    for step in range(state["step"], total):
+        loss = loss_fn(step_generator(spec.seed, phase, step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(
-            [p for g in optimizer.param_groups for p in g["params"]], 1.0
-        )
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         if ema is not None:
-            ema.step([p for g in optimizer.param_groups for p in g["params"]])
-        log.losses.append(float(loss.detach()))
+            ema.step(params)
+        losses.append(float(loss.detach()))
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(log.losses[-20:]):.4f}")
-        done = step + 1
-        if done % spec.checkpoint_every == 0 or done == total:
-            log.seconds = time.perf_counter() - t0
-            state = {
-                "step": done,
-                "modules": {n: m.state_dict() for n, m in modules.items()},
-                "optimizer": optimizer.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "losses": log.losses,
-                "seconds": log.seconds,
-                "fixed_before": log.fixed_before,
-            }
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save(state, tmp)
-            tmp.replace(ckpt)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if (step + 1) % spec.checkpoint_every == 0 or step + 1 == total:
+            state.update(
+                step=step + 1,
+                seconds=time.perf_counter() - t0,
+                modules={n: m.state_dict() for n, m in modules.items()},
+                optimizer=optimizer.state_dict(),
+                ema=ema.state_dict() if ema is not None else None,
+            )
+            torch.save(state, ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)
     bar.close()
-    log.seconds = time.perf_counter() - t0
-    log.steps = total
-    log.fixed_after = fixed_loss()
-    if log.losses:
-        log.loss_first, log.loss_last = _window(log.losses, True), _window(log.losses, False)
-    for m in modules.values():
-        m.eval()
-    return log
+    seconds = time.perf_counter() - t0
+    k = min(50, len(losses) // 5 or 1)
+    summary = {
+        "steps": total,
+        "fixed_batch_loss_before": state["fixed_before"],
+        "fixed_batch_loss_after": fixed_loss(),
+        "loss_first": float(np.mean(losses[:k])),
+        "loss_last": float(np.mean(losses[-k:])),
+        "seconds": round(seconds, 1),
+    }
+    if ema is not None:
+        ema.copy_to(params)
+    return summary
 
 
 def _batch(images: Any, idx: Any, g: Any, labels: Any | None = None) -> tuple[Any, Any | None]:
@@ -304,9 +263,7 @@ def _batch(images: Any, idx: Any, g: Any, labels: Any | None = None) -> tuple[An
 
 @dataclass
 class TrainResult:
-    out_dir: Path
     phases: dict[str, dict[str, Any]]
-    scaling_factor: float
     seconds: float
 
 
@@ -325,15 +282,13 @@ def train_pocket(
     import torch
     import torch.nn.functional as F
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
-    from diffusers.training_utils import EMAModel, compute_snr
-    from transformers import CLIPTextModel
+    from diffusers.training_utils import compute_snr
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(spec.seed)
     out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     state_path = out / "training_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"phases": {}}
     if state.get("spec") not in (None, _spec_json(spec)):
@@ -343,9 +298,12 @@ def train_pocket(
         )
     state["spec"] = _spec_json(spec)
     state_path.write_text(json.dumps(state, indent=2))  # a resumed checkpoint is of this spec
+    done = state["phases"]
 
-    def finish(phase: str, log: PhaseLog, extra: dict[str, Any] | None = None) -> None:
-        state["phases"][phase] = {**log.summary(), **(extra or {})}
+    def finish(phase: str, summary: dict[str, Any], parts: dict[str, Any], **extra: Any) -> None:
+        for name, part in parts.items():
+            part.save_pretrained(out / name)
+        done[phase] = {**summary, **extra}
         state_path.write_text(json.dumps(state, indent=2))
 
     t_start = time.perf_counter()
@@ -354,14 +312,13 @@ def train_pocket(
     bs = spec.batch_size
 
     # 1. VAE.
-    if "vae" in state["phases"]:
+    if "vae" in done:
         vae = AutoencoderKL.from_pretrained(out / "vae")
     else:
         torch.manual_seed(spec.seed)
         vae = build_vae(spec)
-        opt = torch.optim.AdamW(vae.parameters(), lr=spec.vae_lr, weight_decay=0.0)
 
-        def vae_step(step: int, g: Any) -> Any:
+        def vae_loss(g: Any) -> Any:
             x, _ = _batch(x_all, torch.randint(n, (bs,), generator=g), g)
             ch, cw = spec.vae_crop
             top = int(torch.randint(x.shape[2] - ch + 1, (1,), generator=g))
@@ -373,100 +330,86 @@ def train_pocket(
             kl = post.kl().mean() / z[0].numel()
             return F.l1_loss(rec, x) + F.mse_loss(rec, x) + spec.kl_weight * kl
 
-        log = run_phase("vae", spec, ckpt_dir, {"vae": vae}, opt, vae_step, progress=progress)
-        with torch.no_grad():
-            means = torch.cat(
-                [vae.encode(x_all[i : i + 64]).latent_dist.mean for i in range(0, n, 64)]
-            )
-        scale = float(1.0 / means.std())
-        vae.register_to_config(scaling_factor=scale)
-        vae.save_pretrained(out / "vae")
-        finish("vae", log, {"scaling_factor": scale})
+        vae_log = run_phase(
+            "vae", spec, out, {"vae": vae}, vae_loss, spec.vae_lr, progress=progress
+        )
     vae.eval().requires_grad_(False)
-    scale = float(vae.config.scaling_factor)
 
-    # Latents of the corpus (posterior mean and std, flipped copies for the flip augmentation).
+    # Latents of the corpus (posterior mean and std, flipped together by _batch).
     with torch.no_grad():
         dists = [vae.encode(x_all[i : i + 64]).latent_dist for i in range(0, n, 64)]
     lat_mean = torch.cat([d.mean for d in dists])
-    lat_std = torch.cat([d.std for d in dists])
-    lat_pair = torch.cat([lat_mean, lat_std], dim=1)  # flipped together by _batch
+    lat_pair = torch.cat([lat_mean, torch.cat([d.std for d in dists])], dim=1)
+    if "vae" not in done:  # 1 / std of the latents, as SD's 0.18215 was chosen
+        vae.register_to_config(scaling_factor=float(1.0 / lat_mean.std()))
+        finish("vae", vae_log, {"vae": vae}, scaling_factor=vae.config.scaling_factor)
+    scale = float(vae.config.scaling_factor)
 
-    tok_dir = out / "tokenizer"
-    if (tok_dir / "tokenizer_config.json").is_file():
-        from transformers import CLIPTokenizer
-
-        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    else:
-        tokenizer = write_tokenizer(tok_dir, [*sorted(set(corpus.captions)), negative_prompt])
     captions = sorted(set(corpus.captions))
+    if not (out / "tokenizer" / "tokenizer_config.json").is_file():
+        write_tokenizer(out / "tokenizer", [*captions, negative_prompt])
+    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
     cap_index = torch.tensor([captions.index(c) for c in corpus.captions])
-
-    def ids(texts: Sequence[str]) -> Any:
-        return tokenizer(
-            list(texts), padding="max_length", max_length=77, truncation=True, return_tensors="pt"
-        ).input_ids
-
-    cap_ids = ids(captions)
-    empty_ids = ids([""])[0]
+    # Every caption's tokens, then the empty caption's (index len(captions): a dropped caption).
+    all_ids = tokenizer(
+        [*captions, ""], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
     scheduler = DDIMScheduler(**SD15_SCHEDULER)
 
-    def noisy(idx: Any, g: Any, labels: Any | None = None, draw: str = "uniform") -> tuple:
-        pair, cond = _batch(lat_pair, idx, g, labels)
+    def diffusion_loss(g: Any, controlnet: Any = None) -> Any:
+        """ε-loss of the UNet (guided by ``controlnet`` from the condition maps when given)."""
+        idx = torch.randint(n, (bs,), generator=g)
+        pair, cond = _batch(lat_pair, idx, g, None if controlnet is None else cond_all)
         mean, std = pair.chunk(2, dim=1)
         z0 = (mean + std * torch.randn(mean.shape, generator=g)) * scale
-        if draw == "cubic":
-            u = torch.rand(len(idx), generator=g)
-            t = ((1 - u**3) * 1000).long().clamp(max=999)
+        if controlnet is not None and spec.controlnet_timesteps == "cubic":
+            t = ((1 - torch.rand(len(idx), generator=g) ** 3) * 1000).long().clamp(max=999)
         else:
             t = torch.randint(0, 1000, (len(idx),), generator=g)
         eps = torch.randn(z0.shape, generator=g)
-        return scheduler.add_noise(z0, eps, t), t, eps, cond
-
-    def eps_loss(pred: Any, eps: Any, t: Any) -> Any:
+        z_t = scheduler.add_noise(z0, eps, t)
+        which = cap_index[idx].clone()
+        dropout = spec.caption_dropout if controlnet is None else spec.controlnet_caption_dropout
+        which[torch.rand(len(idx), generator=g) < dropout] = len(captions)
+        residuals = {}
+        if controlnet is None:
+            emb = text_encoder(all_ids[which])[0]
+        else:
+            emb = all_emb[which]
+            down, mid = controlnet(
+                z_t, t, encoder_hidden_states=emb, controlnet_cond=cond.float() / 255.0,
+                return_dict=False,
+            )  # fmt: skip
+            residuals = {
+                "down_block_additional_residuals": down,
+                "mid_block_additional_residual": mid,
+            }
+        pred = unet(z_t, t, encoder_hidden_states=emb, **residuals).sample
         per_sample = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
         if spec.snr_gamma is None:
             return per_sample.mean()
         snr = compute_snr(scheduler, t)
         return (per_sample * (snr.clamp(max=spec.snr_gamma) + 1) / snr).mean()
 
-    def caption_batch(idx: Any, g: Any, dropout: float) -> Any:
-        tokens = cap_ids[cap_index[idx]].clone()
-        drop = torch.rand(len(idx), generator=g) < dropout
-        tokens[drop] = empty_ids
-        return tokens
-
     # 2. UNet + text encoder.
-    if "unet" in state["phases"]:
+    if "unet" in done:
         unet = UNet2DConditionModel.from_pretrained(out / "unet")
         text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder")
     else:
         torch.manual_seed(spec.seed + 1)
         unet = build_unet(spec)
-        text_encoder = build_text_encoder(spec, tokenizer)
-        params = [*unet.parameters(), *text_encoder.parameters()]
-        opt = torch.optim.AdamW(params, lr=spec.unet_lr, weight_decay=0.01)
-        ema = EMAModel(params, decay=spec.ema_decay)
-
-        def unet_step(step: int, g: Any) -> Any:
-            idx = torch.randint(n, (bs,), generator=g)
-            z_t, t, eps, _ = noisy(idx, g)
-            emb = text_encoder(caption_batch(idx, g, spec.caption_dropout))[0]
-            pred = unet(z_t, t, encoder_hidden_states=emb).sample
-            return eps_loss(pred, eps, t)
-
-        modules = {"unet": unet, "text_encoder": text_encoder}
-        log = run_phase("unet", spec, ckpt_dir, modules, opt, unet_step, ema, progress=progress)
-        ema.copy_to(params)
-        unet.save_pretrained(out / "unet")
-        text_encoder.save_pretrained(out / "text_encoder")
-        scheduler.save_pretrained(out / "scheduler")
-        finish("unet", log)
+        text = clip_text_config(tokenizer, spec.text_width, 2 * spec.text_width)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text))
+        parts = {"unet": unet, "text_encoder": text_encoder}
+        summary = run_phase(
+            "unet", spec, out, parts, diffusion_loss, spec.unet_lr, 0.01, spec.ema_decay, progress
+        )
+        finish("unet", summary, {**parts, "scheduler": scheduler})
     unet.eval().requires_grad_(False)
     text_encoder.eval().requires_grad_(False)
 
     # 3. ControlNet on ADE20K-palette condition maps, base frozen.
-    if "controlnet" not in state["phases"]:
+    if "controlnet" not in done:
         cond_all = torch.from_numpy(
             np.stack([render_condition(lab, "ade20k") for lab in corpus.labels])
         ).permute(0, 3, 1, 2)  # uint8: scaled to [0, 1] per batch
@@ -474,51 +417,21 @@ def train_pocket(
         controlnet = ControlNetModel.from_unet(
             unet, conditioning_embedding_out_channels=tuple(spec.controlnet_cond_channels)
         )
-        opt = torch.optim.AdamW(controlnet.parameters(), lr=spec.controlnet_lr, weight_decay=0.0)
         with torch.no_grad():
-            all_emb = text_encoder(torch.cat([cap_ids, empty_ids[None]]))[0]
-
-        def cn_step(step: int, g: Any) -> Any:
-            idx = torch.randint(n, (bs,), generator=g)
-            z_t, t, eps, cond = noisy(idx, g, cond_all, spec.controlnet_timesteps)
-            which = cap_index[idx].clone()
-            which[torch.rand(len(idx), generator=g) < spec.controlnet_caption_dropout] = len(
-                captions
-            )
-            emb = all_emb[which]
-            down, mid = controlnet(
-                z_t, t, encoder_hidden_states=emb, controlnet_cond=cond.float() / 255.0,
-                return_dict=False,
-            )  # fmt: skip
-            pred = unet(
-                z_t, t, encoder_hidden_states=emb,
-                down_block_additional_residuals=down, mid_block_additional_residual=mid,
-            ).sample  # fmt: skip
-            return eps_loss(pred, eps, t)
-
-        log = run_phase(
-            "controlnet", spec, ckpt_dir, {"controlnet": controlnet}, opt, cn_step,
+            all_emb = text_encoder(all_ids)[0]
+        summary = run_phase(
+            "controlnet", spec, out, {"controlnet": controlnet},
+            functools.partial(diffusion_loss, controlnet=controlnet), spec.controlnet_lr,
             progress=progress,
         )  # fmt: skip
-        controlnet.save_pretrained(out / "controlnet")
-        finish("controlnet", log)
+        finish("controlnet", summary, {"controlnet": controlnet})
 
     write_model_index(out)
-    return TrainResult(out, state["phases"], scale, time.perf_counter() - t_start)
+    return TrainResult(done, time.perf_counter() - t_start)
 
 
 def _spec_json(spec: PocketSpec) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(spec)))
-
-
-def machine_description() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} CPU cores visible, torch threads {torch.get_num_threads()}, {dev}"
-    )
 
 
 __all__ = ["PHASES", "PRESETS", "PocketSpec", "TrainResult", "train_pocket"]
