@@ -85,8 +85,8 @@ def filter_paired_task(
     domain = scored["domain"]
     out = filtering.apply_filter(
         scored["uri"],
-        layout.uri(root, layout.scored_manifest_key(domain)),
-        layout.uri(root, layout.train_manifest_key(domain)),
+        layout.uri(root, layout.paired_manifest_key(domain, "scored")),
+        layout.uri(root, layout.paired_manifest_key(domain, "train")),
         min_layout_miou=quality_config.min_layout_miou,
         min_clip=quality_config.min_clip,
         drop_lowest_fraction=quality_config.drop_lowest_fraction,

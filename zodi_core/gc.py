@@ -42,34 +42,25 @@ def find_garbage(root: str) -> list[Garbage]:
     has_proxy = any(True for _ in storage.open_storage(proxy).list(layout.PAIRED))
     for r in [root, proxy] if has_proxy else [root]:
         store = storage.open_storage(r)
-        referenced: set[str] = set()
-        digests: set[str] = set()
-        for key in store.list(layout.PAIRED):
-            if not key.endswith(".parquet"):
-                continue
-            table = manifest.read_manifest(store.uri(key), "transfer")
-            referenced.update(u for u in table.column("generated_uri").to_pylist() if u)
-            digests.update(table.column("config_digest").to_pylist())
-        garbage = Garbage(root=r, referenced_images=len(referenced))
-        garbage.images = [
-            store.uri(k)
-            for k in store.list(layout.IMAGES)
-            if k.endswith(".png") and store.uri(k) not in referenced
+        tables = [
+            manifest.read_manifest(store.uri(k), "transfer")
+            for k in store.list(layout.PAIRED)
+            if k.endswith(".parquet")
         ]
-        garbage.shard_manifests = [
-            store.uri(k)
-            for k in store.list(layout.SHARDS)
-            if k.endswith(".parquet") and layout.shard_generation(k) not in digests
-        ]
-        found.append(garbage)
+        referenced = {u for t in tables for u in t.column("generated_uri").to_pylist() if u}
+        digests = {d for t in tables for d in t.column("config_digest").to_pylist()}
+        images = [store.uri(k) for k in store.list(layout.IMAGES) if k.endswith(".png")]
+        shards = [k for k in store.list(layout.SHARDS) if k.endswith(".parquet")]
+        unused = [store.uri(k) for k in shards if layout.shard_generation(k) not in digests]
+        found.append(
+            Garbage(r, len(referenced), [u for u in images if u not in referenced], unused)
+        )
     return found
 
 
 def delete_garbage(found: list[Garbage]) -> int:
     """Delete what :func:`find_garbage` found; return the number of objects deleted."""
-    n = 0
-    for garbage in found:
-        for uri in garbage.uris:
-            storage.delete(uri)
-            n += 1
-    return n
+    uris = [uri for garbage in found for uri in garbage.uris]
+    for uri in uris:
+        storage.delete(uri)
+    return len(uris)

@@ -42,19 +42,10 @@ def shard_generation(key: str) -> str:
     return key.rpartition("/")[2].removesuffix(".parquet").rpartition("-")[2]
 
 
-def paired_manifest_key(domain: str) -> str:
-    """Key of a domain's paired manifest (partitioned by domain, hive-style)."""
-    return f"{PAIRED}/domain={domain}/paired.parquet"
-
-
-def scored_manifest_key(domain: str) -> str:
-    """Key of a domain's paired manifest with quality scores and filter flags (every row)."""
-    return f"{PAIRED}/domain={domain}/scored.parquet"
-
-
-def train_manifest_key(domain: str) -> str:
-    """Key of a domain's training manifest: the rows the quality filter keeps."""
-    return f"{PAIRED}/domain={domain}/train.parquet"
+def paired_manifest_key(domain: str, name: str = "paired") -> str:
+    """Key of a domain's paired manifest (partitioned by domain, hive-style); ``name`` "scored":
+    every row with quality scores and filter flags, "train": the rows the quality filter keeps."""
+    return f"{PAIRED}/domain={domain}/{name}.parquet"
 
 
 def scores_key(domain: str, score_digest: str) -> str:
