@@ -9,10 +9,12 @@ botocore's checkers call it retryable (Prefect retries it), else permanent (fail
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, BinaryIO
@@ -181,15 +183,6 @@ class S3Storage(Storage):
         key = _check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _where(self) -> str:
-        return self.endpoint_url or "the AWS S3 endpoint"
-
-    def _missing_bucket(self, uri: str, action: str) -> PermanentStorageError:
-        return PermanentStorageError(
-            f"{uri}: {action} failed: bucket {self.bucket!r} does not exist at {self._where()}; "
-            "create it or fix the storage root"
-        )
-
     def _error(self, exc: BaseException, key: str | None, action: str) -> Exception:
         """Translate a boto3 error into FileNotFoundError or a transient or permanent error."""
         from botocore.exceptions import (
@@ -206,7 +199,7 @@ class S3Storage(Storage):
         from botocore.exceptions import ConnectionError as BotoConnectionError
 
         uri = self.uri(key) if key else self.root
-        failed, where = f"{uri}: {action} failed", self._where()
+        failed, where = f"{uri}: {action} failed", self.endpoint_url or "the AWS S3 endpoint"
         # s3transfer wraps the ClientError of a failed part in its own error (S3UploadFailedError,
         # RetriesExceededError.last_exception): find the cause.
         chain: list[BaseException] = []
@@ -242,10 +235,13 @@ class S3Storage(Storage):
         code = str(err.get("Code", ""))
         status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         message = " ".join(str(err.get("Message") or code or status).split())
-        if code == "NoSuchBucket":
-            return self._missing_bucket(uri, action)
         if code in _MISSING_KEY_CODES and key is not None:
             return FileNotFoundError(f"{uri}: no such object")
+        if code == "NoSuchBucket" or code in _MISSING_KEY_CODES:  # a bare 404 of a bucket request
+            return PermanentStorageError(
+                f"{failed}: bucket {self.bucket!r} does not exist at {where}; create it or fix the "
+                "storage root"
+            )
         if code in _CREDENTIAL_CODES:
             return PermanentStorageError(
                 f"{failed}: the server rejected the credentials ({code}); check "
@@ -264,23 +260,25 @@ class S3Storage(Storage):
             )
         return PermanentStorageError(f"{failed}: {code or status}: {message}")
 
+    @contextlib.contextmanager
+    def _errors(self, key: str | None, action: str, missing_ok: bool = False) -> Iterator[None]:
+        """Raise a boto3 error of the block as :meth:`_error`'s (a missing key: none if
+        ``missing_ok``)."""
+        try:
+            yield
+        except Exception as exc:
+            err = self._error(exc, key, action)
+            if not (missing_ok and isinstance(err, FileNotFoundError)):
+                raise err from None
+
     def _head(self, key: str) -> dict | None:
         """HEAD the object; None when it is missing (after checking that the bucket exists)."""
-        try:
+        with self._errors(key, "HEAD", missing_ok=True):
             return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except Exception as exc:
-            err = self._error(exc, key, "HEAD")
-            if not isinstance(err, FileNotFoundError):
-                raise err from None
         # A HEAD answers a bare 404 both for a missing key and for a missing bucket.
         if not self._bucket_seen:
-            try:
+            with self._errors(None, "HEAD bucket"):
                 self.client.head_bucket(Bucket=self.bucket)
-            except Exception as exc:
-                err = self._error(exc, key, "HEAD bucket")
-                if isinstance(err, FileNotFoundError):
-                    err = self._missing_bucket(self.root, "HEAD bucket")
-                raise err from None
             self._bucket_seen = True
         return None
 
@@ -301,7 +299,7 @@ class S3Storage(Storage):
         if len(data) >= self.transfer["multipart_threshold"]:
             return self.put_stream(key, io.BytesIO(data), sha256)
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-        try:
+        with self._errors(key, "PUT"):
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=self._key(key),
@@ -309,8 +307,6 @@ class S3Storage(Storage):
                 ContentMD5=md5,
                 Metadata={SHA256_META: sha256},
             )
-        except Exception as exc:
-            raise self._error(exc, key, "PUT") from None
         return self.uri(key)
 
     def put_file(self, key: str, path: str | os.PathLike) -> str:
@@ -324,7 +320,7 @@ class S3Storage(Storage):
     def put_stream(self, key: str, fileobj: BinaryIO, sha256: str | None = None) -> str:
         """Upload a binary stream (multipart above the threshold), storing ``sha256`` if given."""
         meta = {SHA256_META: sha256} if sha256 else {}
-        try:
+        with self._errors(key, "upload"):
             self.client.upload_fileobj(
                 fileobj,
                 self.bucket,
@@ -332,17 +328,13 @@ class S3Storage(Storage):
                 ExtraArgs={"Metadata": meta},
                 Config=self._transfer_config(),
             )
-        except Exception as exc:
-            raise self._error(exc, key, "upload") from None
         return self.uri(key)
 
     def get_bytes(self, key: str) -> bytes:
         """Read an object whole, checking its stored SHA-256; FileNotFoundError if missing."""
-        try:
+        with self._errors(key, "GET"):
             resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             data = resp["Body"].read()
-        except Exception as exc:
-            raise self._error(exc, key, "GET") from None
         self._verify(key, hashlib.sha256(data).hexdigest(), resp.get("Metadata", {}))
         return data
 
@@ -354,12 +346,10 @@ class S3Storage(Storage):
             raise FileNotFoundError(f"{self.uri(key)}: no such object")
 
         def download(f: BinaryIO) -> None:
-            try:
+            with self._errors(key, "download"):
                 self.client.download_fileobj(
                     self.bucket, self._key(key), f, Config=self._transfer_config()
                 )
-            except Exception as exc:
-                raise self._error(exc, key, "download") from None
 
         # If the object is replaced mid-download, the parts mix two versions: the SHA-256 check
         # (against the metadata of the HEAD above) catches that before the rename.
@@ -380,7 +370,7 @@ class S3Storage(Storage):
         query = full or (f"{self.prefix}/" if self.prefix else "")
         start = len(self.prefix) + 1 if self.prefix else 0
         found: dict[str, int] = {}
-        try:
+        with self._errors(None, "LIST"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=query
             )
@@ -389,8 +379,6 @@ class S3Storage(Storage):
                     name = obj["Key"]
                     if not full or name == full or name.startswith(f"{full}/"):
                         found[name[start:]] = int(obj["Size"])
-        except Exception as exc:
-            raise self._error(exc, None, "LIST") from None
         return found
 
     def url_for(self, key: str, expires_s: int) -> str:
@@ -401,20 +389,14 @@ class S3Storage(Storage):
                 f"presigned URL expiry: expected 1 to {PRESIGN_MAX_S} seconds (7 days, the "
                 f"longest Signature Version 4 allows), received {expires_s}"
             )
-        try:
+        with self._errors(key, "presign"):
             return self.client.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": self._key(key)},
                 ExpiresIn=int(expires_s),
             )
-        except Exception as exc:
-            raise self._error(exc, key, "presign") from None
 
     def delete(self, key: str) -> None:
         """Delete an object; a missing key is not an error, a missing bucket is."""
-        try:
+        with self._errors(key, "DELETE", missing_ok=True):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except Exception as exc:
-            err = self._error(exc, key, "DELETE")
-            if not isinstance(err, FileNotFoundError):
-                raise err from None
