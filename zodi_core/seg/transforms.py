@@ -22,6 +22,7 @@ from mmcv.transforms import BaseTransform
 from mmcv.transforms.utils import cache_random_params
 from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
+from PIL import Image, ImageEnhance
 
 from zodi_core.datasets.io import read_image, read_label
 
@@ -59,8 +60,13 @@ def _run(transforms: list, results: dict) -> dict:
     return results
 
 
+class _Transform(BaseTransform):
+    def __repr__(self) -> str:  # the settings, as mmcv's own transforms show theirs
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
 @TRANSFORMS.register_module()
-class LoadZoDiSample(BaseTransform):
+class LoadZoDiSample(_Transform):
     """Load the image and label of one manifest row. ``scale=(W, H)`` resizes both at load
     time: the paper evaluates images *and labels* at 512×1024 (SPEC §4)."""
 
@@ -88,9 +94,6 @@ class LoadZoDiSample(BaseTransform):
         results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
         results.update(gt_seg_map=label, seg_fields=["gt_seg_map"], reduce_zero_label=False)
         return results
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(scale={self.scale})"
 
 
 @TRANSFORMS.register_module()
@@ -121,7 +124,7 @@ class LoadZoDiPair(LoadZoDiSample):
 
 
 @TRANSFORMS.register_module()
-class ZoDiPairedTransforms(BaseTransform):
+class ZoDiPairedTransforms(_Transform):
     """Apply geometric transforms to ``img`` + label, then replay them on ``gen_img`` (one draw
     via mmcv's ``cache_random_params``), so pixel (y, x) of both keeps the same label."""
 
@@ -141,9 +144,6 @@ class ZoDiPairedTransforms(BaseTransform):
         results["gen_img"] = gen_view["img"]
         return results
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(transforms={self.transforms})"
-
 
 def _image_view(results: dict, key: str) -> dict:
     """``results`` seen as a single-image sample whose ``img`` is ``results[key]`` (no label)."""
@@ -154,7 +154,7 @@ def _image_view(results: dict, key: str) -> dict:
 
 
 @TRANSFORMS.register_module()
-class ZoDiEachImage(BaseTransform):
+class ZoDiEachImage(_Transform):
     """Apply single-image photometric transforms (``PhotoMetricDistortion``, ...) to the source
     and the generated image, each its own draw (the paper's independent jitter)."""
 
@@ -169,27 +169,19 @@ class ZoDiEachImage(BaseTransform):
             results[key] = _run(self.transforms, _image_view(results, key))["img"]
         return results
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(transforms={self.transforms}, keys={self.keys})"
 
-
-def _gray(img: np.ndarray) -> np.ndarray:
-    """ITU-R 601 luma (H, W, 1) of a (H, W, 3) float BGR image, as torchvision's rgb_to_grayscale."""
-    return (0.114 * img[..., 0] + 0.587 * img[..., 1] + 0.299 * img[..., 2])[..., None]
-
-
-#: The image each of torchvision's adjustments blends with: ``(img - d) * factor + d``.
-DEGENERATE = {
-    "brightness": np.zeros_like,
-    "contrast": lambda img: _gray(img).mean(),
-    "saturation": _gray,
+#: torchvision's ColorJitter adjustments of a PIL image: PIL's blends with a degenerate image.
+ENHANCERS = {
+    "brightness": ImageEnhance.Brightness,
+    "contrast": ImageEnhance.Contrast,
+    "saturation": ImageEnhance.Color,
 }
 
 
 @TRANSFORMS.register_module()
-class ZoDiColorJitter(BaseTransform):
-    """torchvision's ``ColorJitter(brightness, contrast, saturation)`` on uint8 BGR images
-    (factors in [1 − v, 1 + v], random order); each key its own draw, as the paper jitters."""
+class ZoDiColorJitter(_Transform):
+    """torchvision's ``ColorJitter(brightness, contrast, saturation)`` of a PIL image on uint8 BGR
+    images (factors in [1 − v, 1 + v], random order); each key its own draw, as the paper jitters."""
 
     def __init__(
         self,
@@ -205,21 +197,16 @@ class ZoDiColorJitter(BaseTransform):
         self.keys = tuple(keys)
 
     def _jitter(self, img: np.ndarray) -> np.ndarray:
-        out = img.astype(np.float32)  # in [0, 255], clipped after each adjustment
+        pil = Image.fromarray(np.ascontiguousarray(img[..., ::-1]))  # BGR → RGB
         for op in np.random.permutation(list(self.factors)):
             if (v := self.factors[op]) > 0:
-                degenerate = DEGENERATE[op](out)
-                factor = np.random.uniform(1.0 - v, 1.0 + v)
-                out = np.clip((out - degenerate) * factor + degenerate, 0.0, 255.0)
-        return out.round().astype(np.uint8)
+                pil = ENHANCERS[op](pil).enhance(np.random.uniform(1.0 - v, 1.0 + v))
+        return np.ascontiguousarray(np.asarray(pil)[..., ::-1])
 
     def transform(self, results: dict) -> dict:
         for key in self.keys:
             results[key] = self._jitter(results[key])
         return results
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.factors}, keys={self.keys})"
 
 
 @TRANSFORMS.register_module()
