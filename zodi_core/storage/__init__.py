@@ -13,7 +13,6 @@ from zodi_core.storage.base import (
 from zodi_core.storage.local import LocalStorage
 from zodi_core.storage.s3 import S3Storage
 from zodi_core.storage.uri import (
-    current_options,
     delete,
     exists,
     join_uri,
@@ -33,7 +32,6 @@ __all__ = [
     "Storage",
     "StorageError",
     "TransientStorageError",
-    "current_options",
     "delete",
     "exists",
     "join_uri",

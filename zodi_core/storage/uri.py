@@ -35,11 +35,6 @@ def use_options(**options: Any) -> ExitStack:
     return scope
 
 
-def current_options() -> dict[str, Any]:
-    """The S3 options set by :func:`use_options` for the current context (may be empty)."""
-    return dict(_OPTIONS.get())
-
-
 def open_storage(root: str | os.PathLike, **options: Any) -> Storage:
     """Open the storage rooted at ``root``: ``s3://bucket/prefix`` or a local folder.
 
