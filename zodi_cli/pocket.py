@@ -32,7 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
 
 
 def run_pocket_models(args: argparse.Namespace) -> dict[str, Any]:
-    from zodi_core.pocket import build_pocket_models, remove_checkpoints
+    from zodi_core.pocket import build_pocket_models, remove_checkpoints, render_card
 
     card = build_pocket_models(
         args.out,
@@ -49,19 +49,7 @@ def run_pocket_models(args: argparse.Namespace) -> dict[str, Any]:
             f"  {phase}: {p['steps']} steps, loss {p['loss_first']:.4f} -> {p['loss_last']:.4f}, "
             f"{p['seconds']} s"
         )
-    summary: dict[str, Any] = {"out": args.out, "phases": card["phases"]}
-    q = card.get("quality")
-    if q:
-        tc, lf = q["text_conditioning"], q["layout_following"]
-        print(f"  VAE PSNR {q['vae_psnr_db']} dB")
-        print(
-            f"  text conditioning: classifier accuracy on generations "
-            f"{tc['mean_accuracy_generated']:.2f} (real held-out "
-            f"{tc['classifier_accuracy_real_heldout']:.2f}, chance {tc['chance']:.2f})"
-        )
-        print(
-            f"  layout following: mIoU {lf['miou_controlnet_generations']} with ControlNet, "
-            f"{lf['miou_without_controlnet']} without, {lf['miou_real_heldout']} on real scenes"
-        )
-        summary["quality"] = q
-    return summary
+    if "quality" in card:  # in the model card's words (its one owner)
+        quality = render_card(card).partition("\n## ")[2].partition("\nSeconds:")[0]
+        print(quality.strip())
+    return {"out": args.out, **{key: card[key] for key in ("phases", "quality") if key in card}}
