@@ -121,17 +121,11 @@ SD15_TRAINING = {
     "beta_schedule": "scaled_linear",
     "prediction_type": "epsilon",
 }
-#: Stable Diffusion 1.5's DDIM scheduler configuration.
-SD15_SCHEDULER = {
-    **SD15_TRAINING,
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "timestep_spacing": "leading",
-}
 #: Sampling settings SD 1.5 needs (DDIM's defaults clip x0 and end on alpha 1): set at load.
 SAMPLING_SETTINGS = {"clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
                      "thresholding": False, "rescale_betas_zero_snr": False}  # fmt: skip
+#: Stable Diffusion 1.5's DDIM scheduler configuration.
+SD15_SCHEDULER = {**SD15_TRAINING, **SAMPLING_SETTINGS, "timestep_spacing": "leading"}
 
 
 def configure_scheduler(config: dict[str, Any], what: str = "models.base scheduler") -> Any:
@@ -197,29 +191,20 @@ def build_tiny_components(seed: int = 0) -> Components:
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
-        out_channels=4,
         block_out_channels=(32, 64),
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
     )
     controlnet = ControlNetModel.from_unet(unet)
     activate_controlnet(controlnet, seed)
     vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
         norm_num_groups=8,
         sample_size=64,
-        scaling_factor=0.18215,
     )
     tokenizer = tiny_tokenizer()
     text_encoder = CLIPTextModel(CLIPTextConfig(**clip_text_config(tokenizer)))
