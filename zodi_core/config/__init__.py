@@ -13,7 +13,6 @@ An invalid config raises one :class:`ConfigError` listing every bad field, one l
 from zodi_core.config.base import ConfigError, config_digest
 from zodi_core.config.base import _Config as _Config  # the base class, for configs elsewhere
 from zodi_core.config.pipeline import (
-    ACDC_CONDITIONS,
     DatasetSpec,
     EvalConfig,
     PipelineConfig,
@@ -38,7 +37,6 @@ from zodi_core.config.transfer import (
 )
 
 __all__ = [
-    "ACDC_CONDITIONS",
     "CLIP_MODEL_ID",
     "CONTROLNET_SEG_ID",
     "ConfigError",

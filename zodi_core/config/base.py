@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, Self, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -152,6 +152,8 @@ def _format_validation_error(model: type[BaseModel], err: ValidationError) -> Co
     return ConfigError(head + "\n  " + "\n  ".join(problems), problems)
 
 
+#: The names of every config's presets.
+PRESET_NAMES = ("paper", "default", "demo")
 _NESTING: contextvars.ContextVar[int] = contextvars.ContextVar("zodi_config_nesting", default=0)
 
 
@@ -177,19 +179,17 @@ class _Config(BaseModel):
         """A copy with ``overrides`` applied and validated again."""
         return type(self)(**{**self.model_dump(), **overrides})
 
+    #: The values of the presets that differ from the defaults (see :data:`PRESET_NAMES`).
+    _presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
     @classmethod
     def preset(cls, name: str = "default", **overrides: Any) -> Self:
         """The named preset (``paper``, ``default``, ``demo``) with ``overrides`` applied."""
-        presets = cls._presets()
-        if name not in presets:
+        if name not in PRESET_NAMES:
             raise ConfigError(
-                f"{cls.__name__}.preset: expected one of {sorted(presets)}, received {name!r}"
+                f"{cls.__name__}.preset: expected one of {sorted(PRESET_NAMES)}, received {name!r}"
             )
-        return cls(**_deep_merge(presets[name], overrides))
-
-    @classmethod
-    def _presets(cls) -> dict[str, dict[str, Any]]:
-        return {"paper": {}, "default": {}, "demo": {}}
+        return cls(**_deep_merge(cls._presets.get(name, {}), overrides))
 
 
 def read_yaml_mapping(text: str, where: str, expected: str = "a mapping") -> dict[str, Any]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import Field, model_validator
 
 from zodi_core.config.base import (
+    PRESET_NAMES,
     ConfigError,
     Device,
     Dtype,
@@ -68,16 +69,13 @@ class TrainConfig(_Config):
         ("local",), description="mmengine visualisation backends (local: <work_dir>/*/vis_data)"
     )
 
-    @classmethod
-    def _presets(cls) -> dict[str, dict[str, Any]]:
-        return {
-            "paper": {"seeds": (0, 1, 2)},
-            "default": {},
-            "demo": {
-                "mmseg_config": "deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py",
-                "log_level": "WARNING",
-            },
-        }
+    _presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {"seeds": (0, 1, 2)},
+        "demo": {
+            "mmseg_config": "deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py",
+            "log_level": "WARNING",
+        },
+    }
 
 
 class EvalConfig(_Config):
@@ -90,9 +88,7 @@ class EvalConfig(_Config):
     device: Device = Field("auto", description="'auto': CUDA when available")
     dtype: Dtype = Field("auto", description="'auto'/'float32': full precision; else autocast")
 
-    @classmethod
-    def _presets(cls) -> dict[str, dict[str, Any]]:
-        return {"paper": {}, "default": {}, "demo": {"height": 64, "width": 128}}
+    _presets: ClassVar[dict[str, dict[str, Any]]] = {"demo": {"height": 64, "width": 128}}
 
 
 class StorageConfig(_Config):
@@ -209,10 +205,8 @@ class QualityConfig(_Config):
     device: Device = Field("auto", description="'auto': CUDA when available")
     worst_n: int = Field(8, ge=0, description="Rows of the report's worst-generations grid")
 
-    @classmethod
-    def _presets(cls) -> dict[str, dict[str, Any]]:
-        # demo: no CLIP download on a machine without network (the demo may pass a tiny one)
-        return {"paper": {}, "default": {}, "demo": {"clip": None, "worst_n": 4}}
+    # demo: no CLIP download on a machine without network (the demo may pass a tiny one)
+    _presets: ClassVar[dict[str, dict[str, Any]]] = {"demo": {"clip": None, "worst_n": 4}}
 
 
 #: Source images per transfer shard, from the measured orchestration cost (docs/benchmarks.md,
@@ -264,18 +258,16 @@ class PipelineConfig(_Config):
                 )
         return self
 
-    @classmethod
-    def _presets(cls) -> dict[str, dict[str, Any]]:
-        return {
-            name: {
-                "transfer": TransferConfig._presets()[name],
-                "train": TrainConfig._presets()[name],
-                "evaluation": EvalConfig._presets()[name],
-                "quality": QualityConfig._presets()[name],
-                **({"shard_size": 4} if name == "demo" else {}),
-            }
-            for name in ("paper", "default", "demo")
+    _presets: ClassVar[dict[str, dict[str, Any]]] = {
+        name: {
+            "transfer": TransferConfig._presets.get(name, {}),
+            "train": TrainConfig._presets.get(name, {}),
+            "evaluation": EvalConfig._presets.get(name, {}),
+            "quality": QualityConfig._presets.get(name, {}),
+            **({"shard_size": 4} if name == "demo" else {}),
         }
+        for name in PRESET_NAMES
+    }
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:

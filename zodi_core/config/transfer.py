@@ -4,7 +4,7 @@ strengths (SPEC §2), :class:`ModelsConfig`, :class:`DomainSettings`, :class:`Tr
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -301,22 +301,19 @@ class TransferConfig(_Config):
         """``seed`` plus the domain's seed offset."""
         return self.seed + self._effective()["seed_offset"]
 
-    @classmethod
-    def _presets(cls) -> dict[str, dict[str, Any]]:
-        return {
-            "paper": {
-                "palette": "cityscapes",
-                "timestep_mode": "release",
-                "seed_policy": "global",
-                "batch_size": 1,
-            },
-            "default": {},
-            "demo": {
-                "num_inference_steps": 4,
-                "short_side": 64,
-                "size_multiple": 64,
-                "batch_size": 4,
-                "device": "cpu",
-                "guidance_scale": 3.0,
-            },
-        }
+    _presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {
+            "palette": "cityscapes",
+            "timestep_mode": "release",
+            "seed_policy": "global",
+            "batch_size": 1,
+        },
+        "demo": {
+            "num_inference_steps": 4,
+            "short_side": 64,
+            "size_multiple": 64,
+            "batch_size": 4,
+            "device": "cpu",
+            "guidance_scale": 3.0,
+        },
+    }
