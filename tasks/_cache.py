@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prefect import task
 from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.locking.filesystem import FileSystemLockManager
 from prefect.results import get_result_store
@@ -80,9 +81,7 @@ def owner_gone(info: dict[str, Any], lock_age_s: float) -> str | None:
     while it may still be alive (or lives on another host: its lock waits for that host)."""
     host, pid, started = info.get("host"), info.get("pid"), info.get("started")
     if host is None or not isinstance(pid, int):
-        if lock_age_s > UNOWNED_GRACE_S:
-            return f"no recorded owner for {lock_age_s:.0f} s"
-        return None
+        return f"no recorded owner for {lock_age_s:.0f} s" if lock_age_s > UNOWNED_GRACE_S else None
     if host != socket.gethostname():
         return None
     try:
@@ -189,11 +188,13 @@ def release_held_locks() -> list[Path]:
     return held
 
 
-def isolated_policy(cache_key_fn: Callable[..., str | None]) -> Any:
-    """The cache policy of ``cache_key_fn`` under SERIALIZABLE isolation (:class:`LocalLockManager`)."""
-    return CacheKeyFnPolicy(cache_key_fn=cache_key_fn).configure(
+def cached_task(cache_key_fn: Callable[..., str | None], **options: Any) -> Any:
+    """A task decorator: results persisted and cached under ``cache_key_fn``'s key, with
+    SERIALIZABLE isolation (:class:`LocalLockManager`); ``options`` go to ``prefect.task``."""
+    policy = CacheKeyFnPolicy(cache_key_fn=cache_key_fn).configure(
         isolation_level=IsolationLevel.SERIALIZABLE, lock_manager=LocalLockManager()
     )
+    return task(cache_policy=policy, persist_result=True, **options)
 
 
 def cached_values(task: Any, keys: list[str]) -> dict[str, Any]:

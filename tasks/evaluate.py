@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
 from prefect.context import TaskRunContext
 
-from tasks._cache import cache_key, content_digest, isolated_policy
+from tasks._cache import cache_key, cached_task, content_digest
 from zodi_core.config import EvalConfig, config_digest
 from zodi_core.evaluation import evaluate_checkpoint
 from zodi_core.runs import EvaluationJob
@@ -21,11 +20,7 @@ def _eval_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     )
 
 
-@task(
-    task_run_name="evaluate-{job.slug}",
-    cache_policy=isolated_policy(_eval_cache_key),
-    persist_result=True,
-)
+@cached_task(_eval_cache_key, task_run_name="evaluate-{job.slug}")
 def evaluate_checkpoint_task(
     job: EvaluationJob, out: str, evaluation: EvalConfig
 ) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from tasks._cache import cache_key, isolated_policy, run_fresh
+from tasks._cache import cache_key, cached_task, run_fresh
 from tasks._policy import IO_RETRIES
 from tasks.artifacts import publish_table
 from zodi_core import layout, storage
@@ -23,12 +23,7 @@ def _score_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     return cache_key("score", p["domain"], p["digest"])
 
 
-@task(
-    task_run_name="score-{domain}",
-    cache_policy=isolated_policy(_score_cache_key),
-    persist_result=True,
-    **IO_RETRIES,
-)
+@cached_task(_score_cache_key, task_run_name="score-{domain}", **IO_RETRIES)
 def score_paired_task(
     paired_uri: str,
     domain: str,
@@ -41,12 +36,11 @@ def score_paired_task(
 ) -> dict[str, Any]:
     """Score one domain's paired manifest (never makes an image); return the scores manifest URI,
     the predictions folder and the mean scores."""
-    device, _ = resolve_device(quality_config.device, "float32", auto_half=False)
-    seg_model = clip = None
-    if seg_config is not None and seg_checkpoint is not None:
-        seg_model = load_model(seg_config, seg_checkpoint, str(device))
-    if quality_config.clip is not None:
-        clip = load_clip(quality_config.clip, str(device))
+    device = str(resolve_device(quality_config.device, "float32", auto_half=False)[0])
+    seg_model = (
+        load_model(seg_config, seg_checkpoint, device) if seg_config and seg_checkpoint else None
+    )
+    clip = load_clip(quality_config.clip, device) if quality_config.clip else None
     pred_uri = layout.uri(root, layout.predictions_key(domain, digest)) if seg_model else None
     out = scores.score_manifest(
         paired_uri,

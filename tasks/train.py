@@ -7,10 +7,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from prefect import task
 from prefect.context import TaskRunContext
 
-from tasks._cache import cache_key, content_digest, isolated_policy, run_fresh
+from tasks._cache import cache_key, cached_task, content_digest, run_fresh
+from zodi_core import layout
 from zodi_core.config import TrainConfig, config_digest
 from zodi_core.runs import TrainingRun
 from zodi_core.seg.train import resolve_config_path, train_model
@@ -28,7 +28,7 @@ def training_work_dir(
     run: TrainingRun, source_uri: str | None, root: str, train: TrainConfig
 ) -> str:
     """``<root>/train/<name>/seed<n>/<settings digest>``: the run's work dir for these settings."""
-    return run.work_dir(root, _settings_digest(run, source_uri, train))
+    return layout.train_work_dir(root, run.name, run.seed, _settings_digest(run, source_uri, train))
 
 
 def _train_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
@@ -37,11 +37,7 @@ def _train_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     return cache_key("train", settings, str(run.seed), run.name, p["work_dir"])
 
 
-@task(
-    task_run_name="train-{run.name}-seed{run.seed}",
-    cache_policy=isolated_policy(_train_cache_key),
-    persist_result=True,
-)
+@cached_task(_train_cache_key, task_run_name="train-{run.name}-seed{run.seed}")
 def train_model_task(
     run: TrainingRun, source_uri: str | None, work_dir: str, train: TrainConfig
 ) -> dict[str, Any]:

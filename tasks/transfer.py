@@ -13,7 +13,7 @@ from prefect.context import TaskRunContext
 from prefect.futures import as_completed
 
 import zodi_core
-from tasks._cache import cache_key, cached_values, isolated_policy
+from tasks._cache import cache_key, cached_task, cached_values
 from tasks._policy import IO_RETRIES, retry_on_io
 from tasks.artifacts import TransferProgress
 from zodi_core import sharding
@@ -63,26 +63,19 @@ def code_version() -> str:
     return h.hexdigest()[:12]
 
 
-def _shard_cache_key(context: TaskRunContext | None, parameters: dict[str, Any]) -> str:
+def _shard_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     """Shard content, settings, models, code and ``out_root`` (where its images are); not the run
     id, so the same shard with the same settings is reused across runs."""
-    config: TransferConfig = parameters["config"]
-    return cache_key(
-        "transfer",
-        parameters["shard"].digest,
-        generation_digest(config),
-        code_version(),
-        parameters["out_root"],
-    )
+    digest = generation_digest(p["config"])
+    return cache_key("transfer", p["shard"].digest, digest, code_version(), p["out_root"])
 
 
 shard_manifest_task = task(sharding.shard_manifest, name="shard_manifest_task")
 
 
-@task(
+@cached_task(
+    _shard_cache_key,
     task_run_name="transfer-{config.domain}-shard-{shard.index}",
-    cache_policy=isolated_policy(_shard_cache_key),
-    persist_result=True,
     # After botocore's own retries (zodi_core/storage/s3.py): a rerun skips the written images.
     retries=3,
     retry_delay_seconds=[10, 20, 40],
@@ -179,12 +172,9 @@ def collect_shard_states(
         if state and not state.is_completed():
             summary.shards_failed[shard.name] = str(value) if value else (state.message or "")
             summary.add_images(partial_counts(value) or {})
-        elif state is None or state.name == "Cached":  # Prefect's name of a cache hit
-            uris.append(value["manifest"])
-            summary.shards_cached.append(shard.name)
-            summary.add_images({"skipped": value["written"] + value["skipped"]})
-        else:
-            uris.append(value["manifest"])
-            summary.shards_computed.append(shard.name)
-            summary.add_images(value)
+            continue
+        hit = state is None or state.name == "Cached"  # Prefect's name of a cache hit
+        uris.append(value["manifest"])
+        (summary.shards_cached if hit else summary.shards_computed).append(shard.name)
+        summary.add_images({"skipped": value["written"] + value["skipped"]} if hit else value)
     return summary, uris

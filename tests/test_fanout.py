@@ -33,7 +33,8 @@ def test_run_children_reruns_only_the_failed_child():
         for run_id in ids:
             _, first, attempt = run_id.split("-")
             ok = not (int(first) in fail_once and attempt == "0")
-            out[run_id] = {"state": "Completed" if ok else "Failed", "ok": ok, "result": None}
+            state = "Completed" if ok else "Failed"
+            out[run_id] = {"state": state, "ok": ok, "message": "", "result": None}
         return out
 
     report = run_children([[0, 1], [2, 3], [4]], launch, wait, retries=1, domain="fog")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zodi_core import runs
+from zodi_core import layout, runs
 from zodi_core.config import TrainConfig
 from zodi_core.report import render_report_markdown
 
@@ -18,7 +18,10 @@ def test_plan_training_runs_is_the_baseline_and_one_zodi_model_per_domain_for_ev
     assert baseline.source_only and baseline.paired_manifest is None and baseline.domain is None
     assert not fog.source_only and fog.domain == "fog" and fog.paired_manifest == "/p/f.parquet"
     assert {r.mmseg_config for r in planned} == {"m.py"}  # one model config for every run
-    assert fog.work_dir("s3://b/root") == "s3://b/root/train/zodi-fog/seed0"
+    assert (
+        layout.train_work_dir("s3://b/root", fog.name, fog.seed)
+        == "s3://b/root/train/zodi-fog/seed0"
+    )
 
 
 def test_run_name_is_source_only_or_zodi_domain():

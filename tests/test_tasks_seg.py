@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tasks import evaluate as evaluate_tasks
 from tasks import train as train_tasks
+from zodi_core import layout
 from zodi_core.config import EvalConfig, TrainConfig
 from zodi_core.runs import EvaluationJob, TrainingRun
 
@@ -12,7 +13,8 @@ DEMO = "deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py"
 
 
 def _key(run: TrainingRun, train: TrainConfig, source: str, root: str = "/r") -> str:
-    params = {"run": run, "source_uri": source, "work_dir": run.work_dir(root), "train": train}
+    work_dir = layout.train_work_dir(root, run.name, run.seed)
+    params = {"run": run, "source_uri": source, "work_dir": work_dir, "train": train}
     return train_tasks._train_cache_key(None, params)
 
 

@@ -90,10 +90,10 @@ def child_outcome(
 ) -> ChildOutcome:
     """A child's outcome from its final state ``end`` (as ``tasks.fanout.wait_for_flow_runs_task``
     gives it); the summary is ``domain``'s when the result is the transfer flow's mapping."""
-    result = end.get("result")
-    summary = (result.get("domains") or {}).get(domain) if isinstance(result, dict) else None
-    state, ok, message = end["state"], bool(end["ok"]), end.get("message") or ""
-    return ChildOutcome(group, attempt, flow_run_id, state, ok, message, summary)
+    summary = ((end["result"] or {}).get("domains") or {}).get(domain)
+    return ChildOutcome(
+        group, attempt, flow_run_id, end["state"], end["ok"], end["message"], summary
+    )
 
 
 def merge_child_summaries(report: FanoutReport) -> RunSummary:

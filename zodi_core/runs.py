@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zodi_core import layout
 from zodi_core.config import TrainConfig
 
 SOURCE_ONLY = "source-only"
@@ -35,11 +34,6 @@ class TrainingRun:
     @property
     def source_only(self) -> bool:
         return self.domain is None
-
-    def work_dir(self, root: str, settings: str | None = None) -> str:
-        """``<root>/train/<name>/seed<seed>[/<settings>]``: checkpoints and logs of this run
-        (``settings``: the digest of its training settings)."""
-        return layout.train_work_dir(root, self.name, self.seed, settings)
 
 
 def plan_training_runs(train: TrainConfig, paired: Mapping[str, str]) -> list[TrainingRun]:
