@@ -97,7 +97,7 @@ def run_deploy(args: argparse.Namespace) -> dict[str, Any]:
 def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_UI_URL
+    from prefect.utilities.urls import url_for
 
     from zodi_core import layout
     from zodi_core.config import PipelineConfig
@@ -111,8 +111,7 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
     params = {"config": config.model_dump(mode="json")}
     run = run_deployment(args.deployment, parameters=params, timeout=0)
     print(f"[submit] flow run {run.name} ({run.id}) of {args.deployment}")
-    ui = PREFECT_UI_URL.value()
-    ui_url = f"{ui.rstrip('/')}/runs/flow-run/{run.id}" if ui else None
+    ui_url = url_for("flow-run", obj_id=run.id)
     out = {"flow_run_id": str(run.id), "flow_run_name": run.name, "ui_url": ui_url}
     report = f"{config.storage.root.rstrip('/')}/{layout.REPORT_MD}"
     with get_client(sync_client=True) as client:
