@@ -190,21 +190,14 @@ def _draw_street_furniture(c: Scene) -> None:
 
 def _draw_vehicle(c: Scene, cls: int, x: float, y: float, s: float) -> None:
     """A vehicle seen from behind, standing on row ``y`` at horizontal centre ``x``."""
-    lane = s * c.rw
-    w, h = (f * lane for f in _VEHICLE_SIZE[cls])
+    w, h = (f * (s * c.rw) for f in _VEHICLE_SIZE[cls])
     inst = c.new_instance()
-    wheels = c.rect(x - w * 0.45, y - h * 0.12, x - w * 0.25, y) | c.rect(
-        x + w * 0.25, y - h * 0.12, x + w * 0.45, y
-    )
-    if cls == CAR:
-        c.paint(c.rect(x - w / 2, y - h * 0.6, x + w / 2, y - h * 0.08), cls, inst)
-        c.paint(c.rect(x - w * 0.38, y - h, x + w * 0.38, y - h * 0.6), cls, inst, _PART_WINDOW)
-    else:
-        c.paint(c.rect(x - w / 2, y - h, x + w / 2, y - h * 0.08), cls, inst)
-        c.paint(
-            c.rect(x - w * 0.42, y - h * 0.92, x + w * 0.42, y - h * 0.62), cls, inst, _PART_WINDOW
-        )
-    c.paint(wheels, cls, inst, _PART_WHEEL)
+    # a car's body is lower than its roof; the others are boxes with a band of windows
+    top, wx, wy0, wy1 = (0.6, 0.38, 1.0, 0.6) if cls == CAR else (1.0, 0.42, 0.92, 0.62)
+    c.paint(c.rect(x - w / 2, y - h * top, x + w / 2, y - h * 0.08), cls, inst)
+    c.paint(c.rect(x - w * wx, y - h * wy0, x + w * wx, y - h * wy1), cls, inst, _PART_WINDOW)
+    for x0, x1 in ((x - w * 0.45, x - w * 0.25), (x + w * 0.25, x + w * 0.45)):  # wheels
+        c.paint(c.rect(x0, y - h * 0.12, x1, y), cls, inst, _PART_WHEEL)
     r = max(1.0, w * 0.06)
     for side in (-1, 1):  # tail lights, lit at night
         c.paint(c.ellipse(x + side * w * 0.4, y - h * 0.35, r, r), cls, inst, _PART_LAMP)
