@@ -359,26 +359,25 @@ def _hub_error(
             f"{field}: hub id {repo!r} (revision {revision or 'main'}) not found on the hub; "
             "check the spelling (a private repository: log in with `hf auth login` or HF_TOKEN)"
         )
-    status = getattr(getattr(err, "response", None), "status_code", None)
-    if gated or isinstance(err, HfHubHTTPError) and status in (401, 403):
+    http = isinstance(err, HfHubHTTPError)
+    status = getattr(getattr(err, "response", None), "status_code", None) if http else None
+    if gated or status in (401, 403):
         return PermissionError(
             f"{field}: hub id {repo!r} refused access ({'gated' if gated else f'HTTP {status}'}): "
             "accept its licence on the hub and log in (`hf auth login` or HF_TOKEN)"
         )
     how = offline_remedy(repo, field)
-    if isinstance(err, HfHubHTTPError) and status is not None and status < 500:
+    if status is not None and status < 500:
         return FileNotFoundError(f"{field}: hub id {repo!r}: the hub answered HTTP {status}; {how}")
-    if isinstance(err, HfHubHTTPError) or is_network_error(err):
-        if status:
-            reason = f"answering HTTP {status}"
-        else:
-            reason = f"unreachable within {timeout:g} s ({' '.join(str(err).split())[:120]})"
-        return HubUnreachableError(
-            f"{field}: hub id {repo!r} not cached and the hub ({constants.ENDPOINT}) is {reason}: "
-            f"a network problem; {how}; or, with the files in the hub cache, set HF_HUB_OFFLINE=1",
-            reason,
-        )
-    return err
+    if not (http or is_network_error(err)):
+        return err
+    what = " ".join(str(err).split())[:120]
+    reason = f"answering HTTP {status}" if status else f"unreachable within {timeout:g} s ({what})"
+    return HubUnreachableError(
+        f"{field}: hub id {repo!r} not cached and the hub ({constants.ENDPOINT}) is {reason}: "
+        f"a network problem; {how}; or, with the files in the hub cache, set HF_HUB_OFFLINE=1",
+        reason,
+    )
 
 
 def source_problem(source: ModelSource, timeout: float = NETWORK_TIMEOUT) -> str | None:

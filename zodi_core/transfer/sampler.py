@@ -180,18 +180,12 @@ class TransferSampler:
         self,
         components: Components,
         config: TransferConfig | None = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
         compile_backend: str | Callable[..., Any] = "inductor",
     ) -> None:
         import torch
 
         self.config = (config or TransferConfig()).resolved()
-        if device is None or dtype is None:
-            dev, dt = resolve_device(self.config.device, self.config.dtype)
-            device, dtype = device or dev, dtype or dt
-        self.device = torch.device(device)
-        self.dtype = dtype
+        self.device, self.dtype = resolve_device(self.config.device, self.config.dtype)
         self.components = components
         parts = (components.unet, components.controlnet, components.vae, components.text_encoder)
         self.unet, self.controlnet, self.vae, self.text_encoder = map(self._place, parts)
@@ -324,12 +318,7 @@ class TransferSampler:
         import torch
 
         config = self.config if config is None else config.resolved()
-        if not (len(images) == len(labels) == len(sample_ids)):
-            raise ValueError(
-                f"images, labels, sample_ids: expected equal lengths, received "
-                f"{len(images)}, {len(labels)}, {len(sample_ids)}"
-            )
-        for img, lab, sid in zip(images, labels, sample_ids, strict=True):
+        for img, lab, sid in zip(images, labels, sample_ids, strict=True):  # equal lengths
             validate_pair(img, lab, f"sample {sid!r}")
         plan = plan_timesteps(self.scheduler, config)
         digest = transfer_digest(config)
@@ -367,7 +356,7 @@ class TransferSampler:
                         )  # fmt: skip
                     continue
                 for i, out in zip(chunk, outs, strict=True):
-                    meta = self.lineage(config, sample_ids[i], plan, digest)
+                    meta = self.lineage(config, sample_ids[i], digest, plan)
                     meta.update(seconds=seconds, width=out.shape[1], height=out.shape[0])
                     results[i] = TransferOutput(out, meta)
                 idx = idx[len(chunk) :]
@@ -377,12 +366,12 @@ class TransferSampler:
         self,
         config: TransferConfig,
         sample_id: str,
+        digest: str,
         plan: TimestepPlan | None = None,
-        digest: str | None = None,
     ) -> dict[str, Any]:
         """What one image's output depends on: seed, strength, k, first_timestep,
         noise_timestep, prompt, negative_prompt, palette, method, model_revisions and
-        config_digest (``digest``, default :func:`~zodi_core.transfer.lineage.transfer_digest`).
+        config_digest (``digest``).
         ``config``: resolved; ``plan``: :func:`plan_timesteps`' (computed when None)."""
         plan = plan or plan_timesteps(self.scheduler, config)
         seed = sample_seed(config.seed, sample_id, config.seed_policy)
@@ -397,7 +386,7 @@ class TransferSampler:
             "palette": config.palette,
             "method": config.method,
             "model_revisions": dict(self.components.revisions),
-            "config_digest": transfer_digest(config) if digest is None else digest,
+            "config_digest": digest,
         }
 
     def _run_chunk(
