@@ -78,7 +78,7 @@ def backbone_weights_urls(mmseg_config: str) -> list[str]:
     """Download URLs of the ImageNet weights ``mmseg_config`` initialises its backbone from (the
     references training resolves, ``open-mmlab://`` through mmengine's table; none: [])."""
     urls = []
-    for _, _, ref in weights_refs(load_config(mmseg_config)):
+    for ref in weights_refs(load_config(mmseg_config)).values():
         url = http_url(ref)
         if url is None:
             raise ValueError(

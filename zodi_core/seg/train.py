@@ -64,31 +64,24 @@ ZOO_PREFIX = "mmseg::"
 ZOO_DIR = Path(importlib.util.find_spec("mmseg").origin).parent / ".mim" / "configs"
 
 
-def _zoo_matches(name: str) -> list[Path]:
-    return sorted(ZOO_DIR.glob(f"*/{name if name.endswith('.py') else name + '.py'}"))
-
-
 def resolve_config_path(config: str | os.PathLike) -> Path:
     """A config path as given, a file under ``zodi_core/seg/configs``, or an mmseg model-zoo
     config (``mmseg::<folder>/<file>.py`` or the file name alone)."""
     text = str(config)
-    if text.startswith(ZOO_PREFIX):
-        rel = text.removeprefix(ZOO_PREFIX)
-        if (ZOO_DIR / rel).is_file():
-            return ZOO_DIR / rel
-        hint = _zoo_matches(Path(rel).name)
-        raise FileNotFoundError(
-            f"config {text!r}: no such mmseg model-zoo config"
-            + (f"; did you mean 'mmseg::{hint[0].parent.name}/{hint[0].name}'?" if hint else "")
-        )
-    for path in (Path(config), CONFIG_DIR / text):
+    rel = text.removeprefix(ZOO_PREFIX)
+    zoo_only = rel != text
+    for path in [ZOO_DIR / rel] if zoo_only else [Path(config), CONFIG_DIR / text]:
         if path.is_file():
             return path
-    zoo = _zoo_matches(text)
+    name = Path(rel).name if zoo_only else text
+    zoo = sorted(ZOO_DIR.glob(f"*/{name.removesuffix('.py')}.py"))
+    options = [f"{ZOO_PREFIX}{p.parent.name}/{p.name}" for p in zoo]
+    if zoo_only:
+        hint = f"; did you mean {options[0]!r}?" if options else ""
+        raise FileNotFoundError(f"config {text!r}: no such mmseg model-zoo config{hint}")
     if len(zoo) == 1:
         return zoo[0]
-    if len(zoo) > 1:
-        options = [f"mmseg::{p.parent.name}/{p.name}" for p in zoo]
+    if zoo:
         raise FileNotFoundError(f"config {text!r}: several model-zoo configs match: {options}")
     names = sorted(p.name for p in CONFIG_DIR.glob("*.py"))
     close = difflib.get_close_matches(text, names, n=1)
@@ -98,43 +91,38 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
     )
 
 
-def _new_key_note(cfg: Any, key: str) -> str | None:
-    """A "did you mean" note when the dotted ``key`` is new to ``cfg`` but close to an existing
-    key (mmengine adds new keys, as in ``model.backbone.init_cfg=None``), else None;
-    ConfigError when mmengine could not set it."""
-    node, walked = cfg, []
-    for part in key.split("."):
-        where = ".".join(walked)
-        if isinstance(node, (list, tuple)):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(
-                    f"config key {key!r}: {where} is a list of {len(node)} items, "
-                    f"received index {part!r}"
-                )
-            node = node[int(part)]
-        elif not isinstance(node, dict):
-            raise ConfigError(
-                f"config key {key!r}: {where} is a {type(node).__name__} ({node!r}), not a dict; "
-                f"set {where} itself"
-            )
-        elif part in node:
-            node = node[part]
-        else:  # a new key; mmengine adds it, as intended unless it is close to an existing one
-            close = difflib.get_close_matches(part, [str(k) for k in node], n=1)
-            if not close:
-                return None
-            return (
-                f"config key {key!r}: {where or 'the config'} has no key {part!r}, so it is "
-                f"added; did you mean {'.'.join([*walked, close[0]])!r}?"
-            )
-        walked.append(part)
-    return None
-
-
 def option_notes(cfg: Any, overrides: dict[str, Any] | None) -> list[str]:
-    """A note per ``overrides`` key that is likely a typo (see :func:`_new_key_note`)."""
-    notes = [_new_key_note(cfg._cfg_dict, key) for key in overrides or {}]
-    return [note for note in notes if note]
+    """A "did you mean" note per dotted ``overrides`` key that is new to ``cfg`` but close to an
+    existing key (mmengine adds new keys, as in ``model.backbone.init_cfg=None``); ConfigError
+    for a key mmengine could not set."""
+    notes = []
+    for key in overrides or {}:
+        node, walked = cfg._cfg_dict, []
+        for part in key.split("."):
+            where = ".".join(walked)
+            if isinstance(node, (list, tuple)):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(
+                        f"config key {key!r}: {where} is a list of {len(node)} items, "
+                        f"received index {part!r}"
+                    )
+                node = node[int(part)]
+            elif not isinstance(node, dict):
+                raise ConfigError(
+                    f"config key {key!r}: {where} is a {type(node).__name__} ({node!r}), not a "
+                    f"dict; set {where} itself"
+                )
+            elif part in node:
+                node = node[part]
+            else:  # a new key; mmengine adds it, as intended unless it is close to an existing one
+                if close := difflib.get_close_matches(part, [str(k) for k in node], n=1):
+                    notes.append(
+                        f"config key {key!r}: {where or 'the config'} has no key {part!r}, so it "
+                        f"is added; did you mean {'.'.join([*walked, close[0]])!r}?"
+                    )
+                break
+            walked.append(part)
+    return notes
 
 
 def load_config(config: str | os.PathLike, overrides: dict[str, Any] | None = None):
@@ -261,16 +249,13 @@ def set_manifests(
         cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
 
 
-def weights_refs(cfg) -> list[tuple[dict, str, str]]:
-    """(dict, key, value) of every pretrained-weights reference of the segmentor config."""
+def weights_refs(cfg) -> dict[str, str]:
+    """``{key of the segmentor config: reference}`` of its pretrained-weights references."""
     seg = _segmentor_cfg(cfg)
-    refs = []
-    if seg.get("pretrained"):
-        refs.append((seg, "pretrained", seg.pretrained))
     init = seg.get("backbone", {}).get("init_cfg")
-    if isinstance(init, dict) and init.get("checkpoint"):
-        refs.append((init, "checkpoint", init.checkpoint))
-    return refs
+    refs = {"pretrained": seg.get("pretrained")}
+    refs["backbone.init_cfg"] = init.get("checkpoint") if isinstance(init, dict) else None
+    return {key: ref for key, ref in refs.items() if ref}
 
 
 def http_url(ref: str) -> str | None:
@@ -297,10 +282,9 @@ def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0)
         seg.pretrained = None
         seg.backbone.init_cfg = dict(type="Pretrained", checkpoint=str(pretrained))
         return str(pretrained)
-    refs = weights_refs(cfg)
-    if not refs:
+    if not (refs := weights_refs(cfg)):
         return None
-    _, _, ref = refs[-1]
+    ref = list(refs.values())[-1]
     if ref.startswith("torchvision://"):
         raise ConfigError(
             f"backbone weights {ref}: torchvision:// needs torchvision; use the download URL "
@@ -317,12 +301,11 @@ def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0)
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
     except (urllib.error.URLError, TimeoutError, OSError) as err:
         prefix = "model.segmentor" if cfg.model.get("type") == "ZoDiSegmentor" else "model"
-        keys = [f"{prefix}.pretrained=None" if k == "pretrained" else f"{prefix}.backbone.init_cfg=None"
-                for _, k, _ in refs]  # fmt: skip
+        keys = " ".join(f"{prefix}.{key}=None" for key in refs)
         raise FileNotFoundError(
             f"backbone weights {ref}: not in the cache {_cached_path(url)} and {url} is not "
             f"reachable ({err}). Download it elsewhere and pass --pretrained PATH (or "
-            f"TrainConfig.pretrained), or train from scratch with --cfg-options {' '.join(keys)}"
+            f"TrainConfig.pretrained), or train from scratch with --cfg-options {keys}"
         ) from None
     return url
 
@@ -426,24 +409,18 @@ def train_model(
         cfg.optim_wrapper = dict(cfg.optim_wrapper, type="AmpOptimWrapper", dtype=dtype_name)
     if launcher == "pytorch":
         _setup_distributed(cfg, tc, device, source_only, work_dir)
+    remote = work_dir.startswith("s3://")
+    sync = dict(type="ZoDiSyncWorkDirHook", target=work_dir, storage_options=storage_options)
+    hooks = [sync] if remote else []
     if progress:
         interval = max(1, cfg.default_hooks.logger.get("interval", 10))
-        cfg.custom_hooks = [
-            *cfg.get("custom_hooks", []),
-            dict(type="ZoDiProgressHook", interval=interval),
-        ]
-    config_file = str(resolve_config_path(mmseg_config))
-    remote = work_dir.startswith("s3://")
+        hooks.append(dict(type="ZoDiProgressHook", interval=interval))
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), *hooks]
     with work_dir_lock(work_dir) if lock else contextlib.nullcontext():
         staging = Path(tempfile.mkdtemp(prefix="zodi-train-")) if remote else Path(work_dir)
         staging.mkdir(parents=True, exist_ok=True)
-        if remote:
-            cfg.custom_hooks = [
-                *cfg.get("custom_hooks", []),
-                dict(type="ZoDiSyncWorkDirHook", target=work_dir, storage_options=storage_options),
-            ]
-            if resume:
-                stage_resume(work_dir, staging, storage_options or {})
+        if remote and resume:
+            stage_resume(work_dir, staging, storage_options or {})
         settings = training_settings(cfg, seed)
         last = latest_checkpoint(staging)
         resume = decide_resume(resume, last, read_settings_record(staging), settings, work_dir)
@@ -468,7 +445,7 @@ def train_model(
             cfg.launcher = launcher
             if cfg.get("default_hooks", {}).get("checkpoint") is not None:
                 cfg.default_hooks.checkpoint.backend_args = dict(backend=ATOMIC_BACKEND)
-            runner = _run(cfg, device, staging, config_file)
+            runner = _run(cfg, device, staging)
             last = latest_checkpoint(staging)
             if last is None:
                 raise RuntimeError(f"training in {staging} ended without writing a checkpoint")
@@ -477,7 +454,7 @@ def train_model(
     return {
         "checkpoint": storage.join_uri(work_dir, last.name) if remote else str(last),
         "work_dir": work_dir,
-        "mmseg_config": config_file,
+        "mmseg_config": cfg.filename,
         "source_only": source_only,
         "resumed_from": step,
         # Nothing left to train: the counts of the checkpoint that ended the schedule.
@@ -488,7 +465,7 @@ def train_model(
     }
 
 
-def _run(cfg, device, staging: Path, config_name: str) -> Runner:
+def _run(cfg, device, staging: Path) -> Runner:
     """Build mmengine's Runner from the final config and train; return the runner."""
     # mmengine keys its logger and visualizer singletons by experiment name, by default
     # "<config>_<second>": two runs of one config in one process and second (seeds, tests) would
@@ -501,7 +478,7 @@ def _run(cfg, device, staging: Path, config_name: str) -> Runner:
                 runner.train()
     except TypeError as err:
         if "unexpected keyword argument" in str(err):
-            raise ConfigError(f"config {config_name}: unknown key: {err}") from None
+            raise ConfigError(f"config {cfg.filename}: unknown key: {err}") from None
         raise
     except OSError as err:
         if err.errno in OUT_OF_SPACE_ERRNOS:  # a log or marker write: say where (checkpoints do)
