@@ -61,7 +61,6 @@ def build_pocket_models(
     threads: int | None = None,
     measure: bool = True,
     progress: bool = True,
-    log: Any = None,
 ) -> dict[str, Any]:
     """Write the corpus (once), train (resuming), reload through ``load_components``, measure
     quality, write the model card; return the card's dict."""
@@ -72,13 +71,15 @@ def build_pocket_models(
     spec: PocketSpec = PRESETS[preset]
     if seed is not None:
         spec = replace(spec, seed=seed)
-    say = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out_dir)
     t0 = time.perf_counter()
     corpus_dir = out / "corpus"
     manifest_uri = corpus_dir / "webcorpus.parquet"
     if not manifest_uri.is_file():
-        say(f"writing the web corpus: {spec.n_per_domain} scenes x {len(CORPUS_DOMAINS)} looks")
+        print(
+            f"writing the web corpus: {spec.n_per_domain} scenes x {len(CORPUS_DOMAINS)} looks",
+            file=sys.stderr,
+        )
         write_corpus(
             corpus_dir,
             seed=spec.seed,
@@ -117,24 +118,13 @@ def build_pocket_models(
         heldout = read_corpus(str(manifest_uri), "heldout")
         small = {"n_per_prompt": 2, "steps": 2, "classifier_steps": 3} if preset == "smoke" else {}
         quality = measure_quality(components, train, heldout, seed=spec.seed, **small)
-        samples = quality.pop("_samples")
-        _write_samples(out / "samples.png", samples)
+        (out / "samples.png").write_bytes(encode_png(quality.pop("_samples")))
         card["quality"] = quality
         card["seconds"]["measurement"] = round(time.perf_counter() - t1, 1)
     card["seconds"]["total_this_run"] = round(time.perf_counter() - t0, 1)
     (out / "card.json").write_text(json.dumps(card, indent=2))
     (out / "MODEL_CARD.md").write_text(render_card(card))
     return card
-
-
-def _write_samples(path: Path, samples: dict[str, Any]) -> None:
-    import numpy as np
-
-    rows = [
-        np.concatenate([c, g], axis=1)
-        for c, g in zip(samples["conditions"], samples["controlnet"], strict=True)
-    ]
-    path.write_bytes(encode_png(np.concatenate(rows, axis=0)))
 
 
 def render_card(card: dict[str, Any]) -> str:
@@ -146,7 +136,7 @@ def render_card(card: dict[str, Any]) -> str:
         "trained by `zodi pocket-models` on the project's synthetic web corpus. Not SD 1.5: a",
         "miniature in which ZoDi's claims can be measured on a CPU.",
         "",
-        f"- reproduce: `{card.get('command', 'zodi pocket-models --out DIR')}`",
+        f"- reproduce: `{card['command']}`",
         f"- preset `{card['preset']}`, seed {card['spec']['seed']}, size {card['data']['size']}",
         f"- data: {card['data']['train_images']} training scenes "
         f"({', '.join(card['data']['looks'])}), {card['data']['disjoint_from']}",
@@ -156,9 +146,10 @@ def render_card(card: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for phase, p in card["phases"].items():
-        first = f"{p['loss_first']:.4f}" if p.get("loss_first") is not None else "-"
-        last = f"{p['loss_last']:.4f}" if p.get("loss_last") is not None else "-"
-        lines.append(f"| {phase} | {p['steps']} | {first} | {last} | {p['seconds']} |")
+        lines.append(
+            f"| {phase} | {p['steps']} | {p['loss_first']:.4f} | {p['loss_last']:.4f} | "
+            f"{p['seconds']} |"
+        )
     q = card.get("quality")
     if q:
         tc, lf = q["text_conditioning"], q["layout_following"]

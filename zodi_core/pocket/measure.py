@@ -21,12 +21,6 @@ from zodi_core.metrics import mean_iou
 from zodi_core.pocket.corpus import CORPUS_DOMAINS, Corpus, caption_for
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 image stacks (over all pixels)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
-
-
 def _to_tensor(images: np.ndarray) -> Any:
     import torch
 
@@ -51,9 +45,10 @@ def _in_chunks(fn: Any, images: np.ndarray) -> np.ndarray:
 
 
 def vae_psnr(vae: Any, images: np.ndarray) -> float:
-    """Reconstruct through the posterior mean; PSNR against the input."""
+    """Reconstruct through the posterior mean; PSNR (dB) against the input, over all pixels."""
     out = _in_chunks(lambda x: _to_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample), images)
-    return psnr(out, images)
+    mse = float(np.mean((out.astype(np.float64) - images.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
 @dataclass
@@ -192,5 +187,5 @@ def measure_quality(
         "miou_without_controlnet": round(mean_iou(predict(seg, without), labels), 1),
         "images": len(labels),
     }
-    out["_samples"] = {"controlnet": with_cn[:4], "conditions": conds[:4]}
+    out["_samples"] = np.vstack(np.concatenate([conds[:4], with_cn[:4]], axis=2))  # map | image
     return out

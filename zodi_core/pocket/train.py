@@ -188,6 +188,7 @@ def run_phase(
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     ema = EMAModel(params, decay=ema_decay) if ema_decay else None
+    stateful = {**modules, "optimizer": optimizer, **({"ema": ema} if ema else {})}
     total, ckpt = spec.steps(phase), out / "checkpoints" / f"{phase}.pt"
 
     def fixed_loss() -> float:  # same images, timesteps and noise every time
@@ -197,11 +198,8 @@ def run_phase(
     state = {"step": 0, "losses": [], "seconds": 0.0}
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        for name, m in modules.items():
-            m.load_state_dict(state["modules"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
+        for name, part in stateful.items():
+            part.load_state_dict(state["parts"][name])
     else:
         state["fixed_before"] = fixed_loss()
     losses = state["losses"]
@@ -222,9 +220,7 @@ def run_phase(
             state.update(
                 step=step + 1,
                 seconds=time.perf_counter() - t0,
-                modules={n: m.state_dict() for n, m in modules.items()},
-                optimizer=optimizer.state_dict(),
-                ema=ema.state_dict() if ema is not None else None,
+                parts={name: part.state_dict() for name, part in stateful.items()},
             )
             torch.save(state, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
@@ -244,18 +240,13 @@ def run_phase(
     return summary
 
 
-def _batch(images: Any, idx: Any, g: Any, labels: Any | None = None) -> tuple[Any, Any | None]:
-    """Images (and aligned maps) at ``idx``, each flipped horizontally with probability 1/2."""
+def _batch(idx: Any, g: Any, *arrays: Any) -> list[Any]:
+    """``arrays`` (aligned (N, C, H, W)) at ``idx``, each item flipped horizontally with
+    probability 1/2 (the same items in every array)."""
     import torch
 
-    flip = torch.rand(len(idx), generator=g) < 0.5
-    x = images[idx].clone()
-    x[flip] = x[flip].flip(-1)
-    y = None
-    if labels is not None:
-        y = labels[idx].clone()
-        y[flip] = y[flip].flip(-1)
-    return x, y
+    flip = (torch.rand(len(idx), generator=g) < 0.5)[:, None, None, None]
+    return [torch.where(flip, a[idx].flip(-1), a[idx]) for a in arrays]
 
 
 # 3. The whole training ------------------------------------------------------------------------
@@ -319,7 +310,7 @@ def train_pocket(
         vae = build_vae(spec)
 
         def vae_loss(g: Any) -> Any:
-            x, _ = _batch(x_all, torch.randint(n, (bs,), generator=g), g)
+            [x] = _batch(torch.randint(n, (bs,), generator=g), g, x_all)
             ch, cw = spec.vae_crop
             top = int(torch.randint(x.shape[2] - ch + 1, (1,), generator=g))
             left = int(torch.randint(x.shape[3] - cw + 1, (1,), generator=g))
@@ -355,11 +346,14 @@ def train_pocket(
         [*captions, ""], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
     ).input_ids
     scheduler = DDIMScheduler(**SD15_SCHEDULER)
+    cond_all = torch.from_numpy(
+        np.stack([render_condition(lab, "ade20k") for lab in corpus.labels])
+    ).permute(0, 3, 1, 2)  # ControlNet's ADE20K-palette maps, uint8: scaled to [0, 1] per batch
 
     def diffusion_loss(g: Any, controlnet: Any = None) -> Any:
         """ε-loss of the UNet (guided by ``controlnet`` from the condition maps when given)."""
         idx = torch.randint(n, (bs,), generator=g)
-        pair, cond = _batch(lat_pair, idx, g, None if controlnet is None else cond_all)
+        pair, cond = _batch(idx, g, lat_pair, cond_all)
         mean, std = pair.chunk(2, dim=1)
         z0 = (mean + std * torch.randn(mean.shape, generator=g)) * scale
         if controlnet is not None and spec.controlnet_timesteps == "cubic":
@@ -410,9 +404,6 @@ def train_pocket(
 
     # 3. ControlNet on ADE20K-palette condition maps, base frozen.
     if "controlnet" not in done:
-        cond_all = torch.from_numpy(
-            np.stack([render_condition(lab, "ade20k") for lab in corpus.labels])
-        ).permute(0, 3, 1, 2)  # uint8: scaled to [0, 1] per batch
         torch.manual_seed(spec.seed + 2)
         controlnet = ControlNetModel.from_unet(
             unet, conditioning_embedding_out_channels=tuple(spec.controlnet_cond_channels)
