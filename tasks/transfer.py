@@ -86,8 +86,7 @@ def transfer_shard_task(shard: ShardRef, config: TransferConfig, out_root: str) 
     when any image failed: not cached, so a rerun recomputes it (skipping written images)."""
     fingerprint = models_fingerprint(config.models)
     digest = generation_digest(config, fingerprint)
-    context = TaskRunContext.get()
-    run_id = str(context.task_run.id) if context else ""
+    run_id = str(TaskRunContext.get().task_run.id)
     try:
         result = transfer_manifest(
             shard.samples_uri,
