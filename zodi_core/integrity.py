@@ -87,16 +87,12 @@ def transfer_manifests(root: str) -> list[str]:
     """URIs of the Parquet files under ``root`` whose recorded schema is ``transfer`` (any stage)."""
     store = storage.open_storage(root)
     found = []
-    for key in store.list():
-        if not key.endswith(".parquet"):
-            continue
-        uri = store.uri(key)
+    for uri in (store.uri(k) for k in store.list() if k.endswith(".parquet")):
         try:
-            table_meta = manifest.read_manifest(uri)
-        except manifest.ManifestError:
+            manifest.read_manifest(uri, "transfer")
+        except manifest.ManifestError:  # another schema, or not a manifest
             continue
-        if manifest.manifest_metadata(table_meta).get("schema") == "transfer":
-            found.append(uri)
+        found.append(uri)
     return found
 
 

@@ -48,11 +48,6 @@ def rejects_uri_for(out_uri: str) -> str:
     return f"{stem}.rejects.parquet"
 
 
-def _strip_name(message: str, path: str) -> str:
-    """Drop the ``PATH: `` prefix that the io helpers put on their messages."""
-    return message[len(path) + 2 :] if message.startswith(f"{path}: ") else message
-
-
 def check_sample(
     candidate: Candidate, scan: ScanResult
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
@@ -65,12 +60,12 @@ def check_sample(
         img_bytes = candidate.image_path.read_bytes()
         image = decode_png(img_bytes, img_path, mode="RGB")
     except (OSError, ValueError) as err:
-        problems.append(Problem(img_path, _strip_name(str(err), img_path)))
+        problems.append(Problem(img_path, str(err).removeprefix(f"{img_path}: ")))
     try:
         lab_bytes = candidate.label_path.read_bytes()
         label = decode_label(lab_bytes, lab_path, scan.label_format)
     except (OSError, ValueError) as err:
-        problems.append(Problem(lab_path, _strip_name(str(err), lab_path)))
+        problems.append(Problem(lab_path, str(err).removeprefix(f"{lab_path}: ")))
     if image is not None and label is not None and image.shape[:2] != label.shape:
         (h, w), (lh, lw) = image.shape[:2], label.shape
         reason = f"size {lw}x{lh} does not match its image {img_path} ({w}x{h})"
