@@ -13,12 +13,11 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
+
+from zodi_core.config.base import PRESET_NAMES, Dtype
 
 # Options -----------------------------------------------------------------------------------------
-
-PRESETS = ("paper", "default", "demo")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def count(text: str) -> int:
@@ -50,14 +49,38 @@ SHARED: dict[str, dict[str, Any]] = {
     "--models": {"help": "base model: hub id or local folder (a controlnet/ inside is used; "
                  "overrides the settings)"},
     "--controlnet": {"help": "ControlNet: hub id or local folder (overrides the settings)"},
-    "--preset": {"default": "default", "choices": PRESETS,
+    "--preset": {"default": "default", "choices": PRESET_NAMES,
                  "help": "settings preset the other options override (default: default)"},
     "--device": {"help": "auto (default: CUDA when available), cpu, cuda or cuda:N"},
-    "--dtype": {"choices": DTYPES, "help": "weights' dtype (default: auto, float16 on CUDA, "
-                "float32 on CPU)"},
-    "--steps": {"type": count, "help": "T, DDIM steps of the full schedule"},
+    "--dtype": {"choices": get_args(Dtype),
+                "help": "weights' dtype (default: auto, float16 on CUDA, float32 on CPU)"},
+    "--steps": {"type": count, "dest": "num_inference_steps", "metavar": "STEPS",
+                "help": "T, DDIM steps of the full schedule"},
     "--batch-size": {"type": count, "help": "images per sampler call"},
 }  # fmt: skip
+
+
+def field_options(model: Any, *fields: str, **changes: Any) -> dict[str, dict[str, Any]]:
+    """Options that set ``model``'s ``fields`` (``--lambda-sim`` sets ``lambda_sim``): the help is
+    the field's description (its one owner) and default, the type and required-ness the field's."""
+    options = {}
+    for field in fields:
+        info = model.model_fields[field]
+        kind = info.annotation
+        kind = get_args(kind)[0] if type(None) in get_args(kind) else kind  # X | None
+        text = info.description.replace("%", "%%")  # argparse formats help with %
+        if isinstance(info.default, int | float | str):
+            text += f" (default: {info.default!r})"
+        options["--" + field.replace("_", "-")] = {
+            "dest": field,
+            "required": info.is_required(),
+            "help": text,
+            **({"choices": get_args(kind)} if get_origin(kind) is Literal else {}),
+            **({"type": kind} if kind in (int, float) else {}),
+            **({"action": argparse.BooleanOptionalAction} if kind is bool else {}),
+            **changes,
+        }
+    return options
 
 
 def shared(*flags: str, **changes: Any) -> dict[str, dict[str, Any]]:
@@ -87,10 +110,9 @@ def command(
     return p
 
 
-def given(args: argparse.Namespace, fields: dict[str, str]) -> dict[str, Any]:
-    """``{dest: field}`` → ``{field: value}`` of the options given (None: preset or file decides)."""
-    values = {field: getattr(args, dest, None) for dest, field in fields.items()}
-    return {field: value for field, value in values.items() if value is not None}
+def given(args: argparse.Namespace, fields: tuple[str, ...]) -> dict[str, Any]:
+    """``{field: value}`` of the options given (None: preset or file decides)."""
+    return {field: value for field in fields if (value := getattr(args, field, None)) is not None}
 
 
 def models_overrides(models: str | None, controlnet: str | None) -> dict[str, Any]:

@@ -6,7 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from zodi_cli._common import RunFailed, command, size
+from zodi_cli._common import RunFailed, command, field_options, given, size
+from zodi_core.config import DatasetSpec
+
+#: The DatasetSpec fields ingest's options set.
+SPEC_FIELDS = ("dataset", "root", "split", "condition", "subset", "subset_seed")
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -32,13 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "file fails the run (exit 1, no manifest) unless --skip-invalid, which writes the good "
         "samples and OUT.rejects.parquet (OUT without its .parquet suffix).",
         {
-            "--dataset": {"required": True, "choices": ("cityscapes", "acdc", "gta5"),
-                          "help": "dataset layout of --root"},
-            "--root": {"required": True, "help": "dataset root folder"},
-            "--split": {"default": "train", "help": "split folder (cityscapes, acdc; default: train)"},
-            "--condition": "ACDC condition: night, fog, rain or snow",
-            "--subset": {"type": int, "help": "keep a random subset of N images (GTA5: 1000)"},
-            "--subset-seed": {"type": int, "default": 0, "help": "seed of the subset (default: 0)"},
+            **field_options(DatasetSpec, *SPEC_FIELDS),
             "--out": {"required": True, "help": "manifest URI (local path or s3://bucket/key)"},
             "--skip-invalid": {"action": "store_true",
                                "help": "write the good samples and a rejects list"},
@@ -61,13 +59,9 @@ def run_synth(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
-    from zodi_core.config import DatasetSpec
     from zodi_core.datasets.ingest import IngestError, ingest_dataset
 
-    spec = DatasetSpec(
-        dataset=args.dataset, root=args.root, split=args.split, condition=args.condition,
-        subset=args.subset, subset_seed=args.subset_seed,
-    )  # fmt: skip
+    spec = DatasetSpec(**given(args, SPEC_FIELDS))
     try:
         result = ingest_dataset(
             spec, args.out, skip_invalid=args.skip_invalid, workers=args.workers,

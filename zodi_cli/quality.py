@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from zodi_cli._common import RunFailed, command, count, shared, size
+from zodi_cli._common import RunFailed, command, count, field_options, shared, size
 from zodi_cli.transfer import DOMAIN, build_config
-from zodi_core.config import CLIP_MODEL_ID
+from zodi_core.config import CLIP_MODEL_ID, QualityConfig
 
 #: The scorers' options (score, tune-strength).
 SCORERS: dict[str, Any] = {
@@ -35,10 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             "--out": "scored manifest (default: scored.parquet beside --manifest)",
             "--train-out": "kept rows (default: train.parquet beside --out)",
             **SCORERS,
-            "--min-layout-miou": {"type": float, "help": "drop rows below this layout mIoU (%%)"},
-            "--min-clip": {"type": float, "help": "drop rows below this CLIP score"},
-            "--drop-lowest-fraction": {"type": float,
-                                       "help": "also drop this fraction of lowest layout mIoU"},
+            **field_options(QualityConfig, "min_layout_miou", "min_clip", "drop_lowest_fraction"),
             "--worst": {"type": int, "default": 0, "help": "write a grid of the N worst images"},
         },
     )  # fmt: skip
@@ -127,7 +124,7 @@ def run_tune_strength(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.transfer.preview import parse_strengths
 
     strengths = parse_strengths(args.strengths)
-    config = build_config(args, {"steps": "num_inference_steps"})
+    config = build_config(args, ("num_inference_steps",))
     seg_model, clip = _load_scorers(args)
     try:
         out = tune.tune_strength(

@@ -12,10 +12,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from zodi_cli._common import CLIError, add_options, command, count, given, shared
+from zodi_cli._common import CLIError, add_options, command, count, field_options, given, shared
+from zodi_core.config import EvalConfig, TrainConfig
 
 #: Options of both train and evaluate that set a config field of the same name.
-DEVICE_FIELDS = {"batch_size": "batch_size", "device": "device", "dtype": "dtype"}
+DEVICE_FIELDS = ("batch_size", "device", "dtype")
 DTYPE = shared("--dtype", help="float16/bfloat16: mixed precision on CUDA (default: float32)")
 
 
@@ -29,8 +30,9 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "work dir with checkpoints of the same settings resumes from the last one; checkpoints "
         "of other settings are refused (--resume, --no-resume).",
         {
-            "--config": {"required": True, "help": "mmseg config: a file, a bundled name "
-                         "(zodi_core/seg/configs) or a model-zoo name (mmseg::pspnet/<file>.py)"},
+            "--config": {"required": True, "dest": "mmseg_config", "metavar": "CONFIG",
+                         "help": "mmseg config: a file, a bundled name (zodi_core/seg/configs) "
+                         "or a model-zoo name (mmseg::pspnet/<file>.py)"},
             "--paired-manifest": "transfer manifest of source/generated pairs",
             "--source-manifest": "samples manifest of the source images (optional)",
             "--val-manifest": "samples manifest validated on after training",
@@ -38,14 +40,10 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             "--source-only": {"action": "store_true", "help": "train the baseline: the config as "
                               "is, on source images, no ZoDi"},
             **shared("--preset"),
-            "--scheme": {"choices": ("release", "concat"),
-                         "help": "ZoDi training scheme (default release; concat under --gpus)"},
-            "--lambda-sim": {"type": float, "help": "weight λ of the similarity loss (0.1)"},
-            "--feature-stage": {"type": int, "help": "backbone stage of L_sim (default -1: last)"},
+            **field_options(TrainConfig, "scheme", "lambda_sim", "feature_stage"),
             **shared("--batch-size", help="images (pairs) per GPU and step"),
             "--seed": {"type": int, "default": 0, "help": "training seed (default 0)"},
-            "--max-iters": {"type": int, "help": "iteration budget instead of the config's epochs"},
-            "--pretrained": "local ImageNet weights of the backbone",
+            **field_options(TrainConfig, "max_iters", "pretrained"),
             "--gpus": {"type": count, "help": "data-parallel processes (torchrun + DDP; on a "
                        "CPU-only machine: CPU processes with gloo); needs --scheme concat"},
             **shared("--device"),
@@ -83,8 +81,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             "--proxy-manifest": "transfer manifest of generated source-val images",
             "--out": {"required": True, "help": "output folder or s3://bucket/prefix"},
             **shared("--preset", help="EvalConfig preset (demo: 64x128)"),
-            "--height": {"type": int, "help": "override the evaluation height"},
-            "--width": {"type": int, "help": "override the evaluation width"},
+            **field_options(EvalConfig, "height", "width"),
             **shared("--batch-size", help="images per forward pass"),
             **shared("--device"),
             **DTYPE,
@@ -119,10 +116,7 @@ def cfg_option(item: str) -> tuple[str, Any]:
 
 def _train_config(args: argparse.Namespace):
     """The TrainConfig of this command: the preset, the command's options, the config file."""
-    from zodi_core.config import TrainConfig
-
-    fields = {"config": "mmseg_config", "scheme": "scheme", "lambda_sim": "lambda_sim",
-              "feature_stage": "feature_stage", **DEVICE_FIELDS}  # fmt: skip
+    fields = ("mmseg_config", "scheme", "lambda_sim", "feature_stage", *DEVICE_FIELDS)
     options = given(args, fields)
     if args.vis_backend:
         options["vis_backends"] = tuple(args.vis_backend)
@@ -212,7 +206,6 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from zodi_core.config import EvalConfig
     from zodi_core.evaluation import evaluate_checkpoint, format_miou_table
 
     seeds = [c for c in (args.seeds or "").split(",") if c]
@@ -221,8 +214,7 @@ def run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
             "give either --checkpoint URI or --seeds CKPT,CKPT,... (one final checkpoint per "
             "seed), not both (use --best-checkpoint for a best one)"
         )
-    fields = {**DEVICE_FIELDS, "height": "height", "width": "width"}
-    eval_config = EvalConfig.preset(args.preset, **given(args, fields))
+    eval_config = EvalConfig.preset(args.preset, **given(args, (*DEVICE_FIELDS, "height", "width")))
     with warnings.catch_warnings(action=None if args.verbose else "ignore"):
         result = evaluate_checkpoint(
             seeds or args.checkpoint, args.config, args.manifest or [], args.out,

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from zodi_cli._common import RunFailed, command, given, models_overrides, shared
-from zodi_core.config import DOMAINS, check_domain_name
+from zodi_cli._common import RunFailed, command, field_options, given, models_overrides, shared
+from zodi_core.config import DOMAINS, TransferConfig, check_domain_name
 
 
 def strength(text: str) -> float:
@@ -28,41 +28,31 @@ def domain_arg(value: str) -> str:
 DOMAIN = {"--domain": {"required": True, "type": domain_arg, "help": "target domain: built-in "
           f"({', '.join(DOMAINS)}) or your own name with --prompt (lowercase letters, digits, "
           "'-', '_'; e.g. dusk)"}}  # fmt: skip
-#: TransferConfig fields the transfer options set (dest → field); --prompt and the models apart.
-FIELDS = {
-    "negative_prompt": "negative_prompt", "strength": "strength", "batch_size": "batch_size",
-    "steps": "num_inference_steps", "method": "method", "seed": "seed", "device": "device",
-    "dtype": "dtype", "compile": "compile", "channels_last": "channels_last",
-    "sdpa_backend": "sdpa_backend", "cudnn_benchmark": "cudnn_benchmark", "tf32": "tf32",
-}  # fmt: skip
+#: TransferConfig fields the transfer options set; --prompt and the models apart.
+FIELDS = (
+    "negative_prompt", "strength", "batch_size", "num_inference_steps", "method", "seed",
+    "device", "dtype", "compile", "channels_last", "sdpa_backend", "cudnn_benchmark", "tf32",
+)  # fmt: skip
 
 
 def _settings(preview: bool = False) -> dict[str, Any]:
     """The transfer settings' options (TransferConfig, over --preset); a preview sweeps the
     strength and makes one image at a time."""
-    on_off = argparse.BooleanOptionalAction
     return {
         **shared("--preset"),
         "--prompt": {"action": "append", "help": "prompt (default: 'driving <domain phrase>, "
                      "best quality'); repeat it for several prompts: each image picks one from "
                      "its seed, recorded per row"},
-        "--negative-prompt": "CFG negative prompt (default: 'lower quality, worst quality'; '' "
-        "for the pocket models, whose unconditional branch is the empty caption)",
         **({"--strength": {"type": strength, "help": "S in (0, 1] (default: the domain's)"}}
            if not preview else {}),
         **shared("--models", "--controlnet"),
         **(shared("--batch-size") if not preview else {}),
         **shared("--steps"),
-        "--method": {"choices": ("zodi", "sdedit", "inst", "wo_si"), "help": "ablation"},
-        "--seed": {"type": int, "help": "global seed"},
+        **field_options(TransferConfig, "negative_prompt", "method", "seed"),
         **shared("--device", "--dtype"),
-        # speed levers (TransferConfig; not in the generation digest): docs/benchmarks.md
-        "--compile": {"action": on_off, "help": "torch.compile UNet and ControlNet"},
-        "--channels-last": {"action": on_off, "help": "NHWC layout (default off)"},
-        "--sdpa-backend": {"choices": ("auto", "math", "flash", "efficient", "cudnn"),
-                           "help": "attention kernel (default auto: torch's choice)"},
-        "--cudnn-benchmark": {"action": on_off, "help": "cuDNN autotuning (default on)"},
-        "--tf32": {"action": on_off, "help": "TF32 for float32 on CUDA (default on)"},
+        # speed levers (not in the generation digest): docs/benchmarks.md
+        **field_options(TransferConfig, "compile", "channels_last", "sdpa_backend",
+                        "cudnn_benchmark", "tf32"),
     }  # fmt: skip
 
 
@@ -111,11 +101,9 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     )  # fmt: skip
 
 
-def build_config(args: argparse.Namespace, fields: dict[str, str] = FIELDS) -> Any:
-    """TransferConfig from --preset, the options of ``fields`` (dest → field) given on the command
-    line, --prompt (once or repeated) and the models."""
-    from zodi_core.config import TransferConfig
-
+def build_config(args: argparse.Namespace, fields: tuple[str, ...] = FIELDS) -> Any:
+    """TransferConfig from --preset, the options of ``fields`` given on the command line, --prompt
+    (once or repeated) and the models."""
     prompts = [args.prompt] if isinstance(args.prompt, str) else args.prompt
     if any(not p.strip() for p in prompts or []):
         raise ValueError("--prompt: expected a non-empty prompt, received an empty string")

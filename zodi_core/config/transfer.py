@@ -150,7 +150,11 @@ class TransferConfig(_Config):
         "seed_policy 'global' (the paper preset) every image has one seed, hence one prompt",
     )
     prompt_suffix: str = Field(", best quality", description="Appended to the derived prompt")
-    negative_prompt: str = Field("lower quality, worst quality", description="CFG negative prompt")
+    negative_prompt: str = Field(
+        "lower quality, worst quality",
+        description="CFG negative prompt ('' for the pocket models: their unconditional branch is "
+        "the empty caption)",
+    )
     strength: Strength | None = Field(None, description="S in (0, 1]; None: the domain's default")
     seed_offset: int = Field(
         0, ge=0, lt=2**32, description="Added to `seed` (a domain's own seed stream)"
