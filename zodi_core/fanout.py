@@ -46,21 +46,17 @@ def run_children(
     domain: str,
 ) -> FanoutReport:
     """Launch one child per group, wait for all, relaunch only the failed groups (``retries``
-    more times at most); ``wait(ids)`` returns each run's final state (:func:`child_outcome`)
-    once every run is final."""
+    more times at most); ``wait(ids)`` returns each run's final state once every run is final."""
     if retries < 0:
         raise ValueError(f"child_retries: expected an integer >= 0, received {retries}")
     report = FanoutReport()
     todo = list(range(len(groups)))
     for attempt in range(retries + 1):
-        ids = {i: launch(list(groups[i]), attempt) for i in todo}
-        ends = wait(list(ids.values()))
-        outcomes = {
-            i: child_outcome(list(groups[i]), attempt, run_id, ends[run_id], domain)
-            for i, run_id in ids.items()
-        }
-        report.children += outcomes.values()
-        todo = [i for i in todo if not outcomes[i].ok]
+        ids = {launch(list(groups[i]), attempt): i for i in todo}
+        ends = wait(list(ids))
+        outcomes = [child_outcome(groups[i], attempt, r, ends[r], domain) for r, i in ids.items()]
+        report.children += outcomes
+        todo = [ids[c.flow_run_id] for c in outcomes if not c.ok]
         if not todo:
             break
     return report
@@ -91,9 +87,8 @@ def child_outcome(
     """A child's outcome from its final state ``end`` (as ``tasks.fanout.wait_for_flow_runs_task``
     gives it); the summary is ``domain``'s when the result is the transfer flow's mapping."""
     summary = ((end["result"] or {}).get("domains") or {}).get(domain)
-    return ChildOutcome(
-        group, attempt, flow_run_id, end["state"], end["ok"], end["message"], summary
-    )
+    state, ok, message = end["state"], end["ok"], end["message"]
+    return ChildOutcome(group, attempt, flow_run_id, state, ok, message, summary)
 
 
 def merge_child_summaries(report: FanoutReport) -> RunSummary:
