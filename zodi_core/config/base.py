@@ -130,26 +130,11 @@ def _problem_line(prefix: str, model: type[BaseModel], e: Any) -> str:
     expected = _EXPECTED.get(kind)
     if expected is None:
         return f"{field}: {e['msg']} (received {received!r})"
-    ctx = {k: _number(v) for k, v in e.get("ctx", {}).items()}
+    ctx = {  # a whole bound reads as written (1, not 1.0)
+        k: int(v) if isinstance(v, float) and v.is_integer() else v
+        for k, v in e.get("ctx", {}).items()
+    }
     return f"{field}: expected {expected.format(**ctx)}, received {received!r}"
-
-
-def _number(value: Any) -> Any:
-    """1.0 → 1 (a bound reads as written), other values unchanged."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _format_validation_error(model: type[BaseModel], err: ValidationError) -> ConfigError:
-    """One ConfigError listing every problem of ``err``, each line naming its dotted field.
-
-    A pipeline config's fields read as its YAML keys (``train.max_iters``); another model's
-    with its class name (``TransferConfig.strength``).
-    """
-    prefix = "" if model.__name__ == "PipelineConfig" else f"{model.__name__}."
-    problems = [_problem_line(prefix, model, e) for e in err.errors()]
-    n = len(problems)
-    head = "invalid configuration:" if n == 1 else f"invalid configuration ({n} problems):"
-    return ConfigError(head + "\n  " + "\n  ".join(problems), problems)
 
 
 #: The names of every config's presets.
@@ -171,7 +156,14 @@ class _Config(BaseModel):
         except ValidationError as err:
             if _NESTING.get() > 1:
                 raise
-            raise _format_validation_error(type(self), err) from None
+            # One line per problem; a pipeline config's fields read as its YAML keys
+            # (train.max_iters), another model's with its class name (TransferConfig.strength).
+            name = type(self).__name__
+            prefix = "" if name == "PipelineConfig" else f"{name}."
+            problems = [_problem_line(prefix, type(self), e) for e in err.errors()]
+            n = len(problems)
+            head = "invalid configuration:" if n == 1 else f"invalid configuration ({n} problems):"
+            raise ConfigError(head + "\n  " + "\n  ".join(problems), problems) from None
         finally:
             _NESTING.reset(token)
 
