@@ -8,8 +8,6 @@ from __future__ import annotations
 from zodi_core.config import TRANSFER_SPEED_LEVERS, TransferConfig, config_digest
 from zodi_core.model_source import models_fingerprint
 
-__all__ = ["generation_digest", "models_fingerprint", "transfer_digest"]
-
 
 def transfer_digest(config: TransferConfig) -> str:
     """Digest of the settings that determine a generated image: the resolved TransferConfig (a

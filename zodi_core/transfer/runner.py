@@ -140,8 +140,7 @@ def transfer_manifest(
     if sample_ids is not None:
         wanted = list(dict.fromkeys(sample_ids))
         by_id = {r["sample_id"]: r for r in rows_in}
-        missing = [s for s in wanted if s not in by_id]
-        if missing:
+        if missing := [s for s in wanted if s not in by_id]:
             raise ValueError(
                 f"sample_ids: {len(missing)} not in the samples manifest: {missing[:5]}"
             )
@@ -268,7 +267,9 @@ def _transfer_rows(
         # 3. batch i on the model, i+1 loading, i-1 writing; a sample that cannot be read (or
         # keyed) fails alone
         for i in range(len(batches)):
-            _raise_failed_write(in_flight)  # a storage outage stops the model early
+            for _, _, write in (w for batch in in_flight for w in batch):
+                if write.done() and write.exception() is not None:
+                    raise write.exception()  # a storage outage stops the model early
             t = time.perf_counter()
             loaded, failed = _gather_loads(load)
             if i + 1 < len(batches):  # (overlap=False: the loads run here, and are timed)
@@ -406,14 +407,6 @@ def _collect(job: _Job, batch: list[tuple[dict[str, Any], str, Future]], *, rais
         raise first
 
 
-def _raise_failed_write(in_flight: collections.deque) -> None:
-    """Raise the error of a write that has already failed, if any (does not wait)."""
-    for batch in in_flight:
-        for _, _, future in batch:
-            if future.done() and future.exception() is not None:
-                raise future.exception()
-
-
 def _name_in(err: BaseException, doing: str, *uris: str) -> None:
     """Make sure ``err`` names the file it is about: a note when its message names none of
     ``uris`` (a note, not a new exception: the type decides retries)."""
@@ -431,8 +424,7 @@ def _existing_image(job: _Job, key: str) -> tuple[dict[str, Any], dict[str, Any]
         return None
     data = job.store.get_bytes(key)
     meta = read_png_metadata(data)
-    if meta is None or meta.get("config_digest") != job.digest:
-        return None
-    if not png_is_intact(data):  # truncated or corrupt (its text chunks may still read): redo
+    # truncated or corrupt (its text chunks may still read): redo
+    if meta is None or meta.get("config_digest") != job.digest or not png_is_intact(data):
         return None
     return meta, image_integrity(data)
