@@ -46,10 +46,8 @@ def resolve_device(
         )
     if dtype not in ("auto", *DTYPES):
         raise ValueError(f"dtype: expected 'auto' or one of {sorted(DTYPES)}, received {dtype!r}")
-    if dtype == "auto":
-        dt = torch.float16 if dev.type == "cuda" and auto_half else torch.float32
-    else:
-        dt = getattr(torch, dtype)
+    auto = "float16" if dev.type == "cuda" and auto_half else "float32"
+    dt = getattr(torch, auto if dtype == "auto" else dtype)
     if dev.type == "cpu" and dt != torch.float32 and not auto_half:
         raise ValueError(
             f"dtype: {dtype!r} on CPU is not supported for training and evaluation; use float32"

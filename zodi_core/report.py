@@ -193,10 +193,10 @@ def per_class_rows(evaluations: dict[str, dict[str, dict[str, Any]]]) -> list[di
         for model, targets in evaluations.items()
         for target, e in targets.items()
     }
+    if not columns:
+        return []
     rows = [{"class": c, **{k: e["per_class"].get(c) for k, e in columns.items()}} for c in CLASSES]
-    if columns:
-        rows.append({"class": "mIoU", **{k: e.get("mIoU") for k, e in columns.items()}})
-    return rows if columns else []
+    return [*rows, {"class": "mIoU", **{k: e.get("mIoU") for k, e in columns.items()}}]
 
 
 # -- images for the artifacts ------------------------------------------------------------------

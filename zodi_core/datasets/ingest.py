@@ -151,9 +151,8 @@ def ingest_dataset(
         "dataset_spec": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
         "n_rejected": str(len(problems)),
     }
-    rejects_uri = None
-    if skip_invalid:
-        rejects_uri = rejects_uri_for(out_uri)
+    rejects_uri = rejects_uri_for(out_uri) if skip_invalid else None
+    if rejects_uri:
         manifest.write_manifest(
             [{"path": p.path, "reason": p.reason} for p in problems],
             rejects_uri,

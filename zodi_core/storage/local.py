@@ -3,6 +3,7 @@ fsync, ``os.replace``) and OS errors classified as transient or permanent."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -143,13 +144,9 @@ class LocalStorage(Storage):
         files = [base] if base.is_file() else base.rglob("*")
         out = {}
         for p in files:
-            if p.name.endswith(".part"):  # a write in progress (write_atomic)
-                continue
-            try:
-                if p.is_file():
+            with contextlib.suppress(FileNotFoundError):  # deleted since the listing
+                if p.is_file() and not p.name.endswith(".part"):  # .part: a write in progress
                     out[p.relative_to(self.path).as_posix()] = p.stat().st_size
-            except FileNotFoundError:  # deleted since the listing
-                continue
         return out
 
     def delete(self, key: str) -> None:
