@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -124,12 +125,12 @@ def _run(
 
         from flows.pipeline import pipeline_flow
 
-        server = PREFECT_API_URL.value() or "ephemeral (set PREFECT_API_URL to use a server)"
-        if not PREFECT_API_URL.value():
+        if not (server := PREFECT_API_URL.value()):
             start_tied_ephemeral_server()
+            server = "ephemeral (set PREFECT_API_URL to use a server)"
         print(f"[pipeline] pipeline_flow → {config.storage.root}; Prefect: {server}")
         n_datasets = 1 + bool(config.source_val) + len(config.targets)
-        with stage_lines(n_datasets=n_datasets), first_interrupt_stops("zodi pipeline"):
+        with stage_lines(n_datasets), first_interrupt_stops("zodi pipeline"):
             # the flow's own preflight (step 0) is for deployed runs: the CLI just checked
             state = pipeline_flow(config, preflight=False, return_state=True)
         result = state.result(raise_on_failure=False)
@@ -140,12 +141,8 @@ def _run(
     if not state.is_completed():
         raise flow_failure(state, result, {"transfer": transfer})
     print(f"[pipeline] done: report {result['uris'].get('markdown') or result['uris']}")
-    return {
-        "report": result["uris"],
-        "transfer": transfer,
-        "sample_grids": result.get("sample_grids", {}),
-        "results": result.get("results", {}),
-    }
+    grids_results = {key: result.get(key, {}) for key in ("sample_grids", "results")}
+    return {"report": result["uris"], "transfer": transfer, **grids_results}
 
 
 # Ctrl-C ------------------------------------------------------------------------------------------
@@ -225,17 +222,15 @@ def _report_crashed() -> None:
 
     def report() -> None:
         flow_run = run
-        try:
-            with get_client(sync_client=True) as client:
-                while flow_run is not None:
-                    state = Crashed(message="interrupted (Ctrl-C)")
-                    client.set_flow_run_state(flow_run.id, state, force=True)
-                    if flow_run.parent_task_run_id is None:
-                        break
-                    parent = client.read_task_run(flow_run.parent_task_run_id).flow_run_id
-                    flow_run = client.read_flow_run(parent) if parent else None
-        except Exception:  # noqa: BLE001 - best effort: the process exits anyway
-            pass
+        # best effort: the process exits anyway
+        with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+            while flow_run is not None:
+                state = Crashed(message="interrupted (Ctrl-C)")
+                client.set_flow_run_state(flow_run.id, state, force=True)
+                if flow_run.parent_task_run_id is None:
+                    break
+                parent = client.read_task_run(flow_run.parent_task_run_id).flow_run_id
+                flow_run = client.read_flow_run(parent) if parent else None
 
     if run is not None:
         worker = threading.Thread(target=report, daemon=True)
@@ -247,11 +242,9 @@ def _stop_ephemeral_server() -> None:
     """Stop the temporary API server this process started (none with PREFECT_API_URL)."""
     from prefect.server.api.server import SubprocessASGIServer
 
-    for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
-        try:
+    for server in list(SubprocessASGIServer._instances.values()):
+        with contextlib.suppress(Exception):  # best effort: the process exits anyway
             server.stop()
-        except Exception:  # noqa: BLE001 - best effort: the process exits anyway
-            pass
 
 
 # Stage progress ----------------------------------------------------------------------------------
@@ -321,9 +314,8 @@ class StageLines(logging.Handler):
                 self.last[key] = now
                 self.say(f"[{key[0]}] {key[1]}: {self.done[key]} shard(s) done ({state})")
         elif getattr(record, "task_name", "") == "ingest_dataset_task":
-            self.done[("ingest", "")] += 1
-            n = self.done[("ingest", "")]
-            self.say(f"[ingest] {n}/{self.n_datasets} datasets ({state})")
+            self.done["ingest", ""] += 1
+            self.say(f"[ingest] {self.done['ingest', '']}/{self.n_datasets} datasets ({state})")
         elif train := _TRAIN.fullmatch(task):
             self.say(f"[train] {train['name']} seed {train['seed']}: {state}")
         elif task.startswith("score-"):
