@@ -185,18 +185,7 @@ class S3Storage(Storage):
 
     def _error(self, exc: BaseException, key: str | None, action: str) -> Exception:
         """Translate a boto3 error into FileNotFoundError or a transient or permanent error."""
-        from botocore.exceptions import (
-            BotoCoreError,
-            ChecksumError,
-            ClientError,
-            CredentialRetrievalError,
-            HTTPClientError,
-            IncompleteReadError,
-            NoCredentialsError,
-            PartialCredentialsError,
-            SSLError,
-        )
-        from botocore.exceptions import ConnectionError as BotoConnectionError
+        import botocore.exceptions as bx
 
         uri = self.uri(key) if key else self.root
         failed, where = f"{uri}: {action} failed", self.endpoint_url or "the AWS S3 endpoint"
@@ -207,7 +196,7 @@ class S3Storage(Storage):
         while link is not None and link not in chain:
             chain.append(link)
             link = getattr(link, "last_exception", None) or link.__cause__ or link.__context__
-        cause = next((e for e in chain if isinstance(e, ClientError | BotoCoreError)), None)
+        cause = next((e for e in chain if isinstance(e, bx.ClientError | bx.BotoCoreError)), None)
         if cause is None:
             os_err = next((e for e in chain if isinstance(e, OSError)), None)
             if os_err is None:
@@ -215,19 +204,19 @@ class S3Storage(Storage):
             return os_error(os_err, uri, action)
         # botocore's own errors, the first class that matches decides: (classes, kind, advice).
         for classes, kind, advice in (
-            (NoCredentialsError | PartialCredentialsError, PermanentStorageError,
+            (bx.NoCredentialsError | bx.PartialCredentialsError, PermanentStorageError,
              "no usable AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
              "AWS_PROFILE / ~/.aws/credentials)"),
-            (CredentialRetrievalError, TransientStorageError, f"the AWS credentials could not be "
-             f"fetched ({cause}); retry later, or check the credential provider"),
-            (SSLError, PermanentStorageError, f"TLS with {where} failed ({cause}); check "
+            (bx.CredentialRetrievalError, TransientStorageError, f"the AWS credentials could not "
+             f"be fetched ({cause}); retry later, or check the credential provider"),
+            (bx.SSLError, PermanentStorageError, f"TLS with {where} failed ({cause}); check "
              "endpoint_url (http:// or https://) and the server's certificate"),
-            (BotoConnectionError | HTTPClientError, TransientStorageError,
+            (bx.ConnectionError | bx.HTTPClientError, TransientStorageError,
              f"cannot reach {where} ({cause}) after {self.max_attempts} attempt(s); check that the "
              "server is up and endpoint_url is right, then rerun"),
             # A body cut or damaged in transit may pass; any other botocore error will not.
-            (IncompleteReadError | ChecksumError, TransientStorageError, str(cause)),
-            (BotoCoreError, PermanentStorageError, str(cause)),
+            (bx.IncompleteReadError | bx.ChecksumError, TransientStorageError, str(cause)),
+            (bx.BotoCoreError, PermanentStorageError, str(cause)),
         ):  # fmt: skip
             if isinstance(cause, classes):
                 return kind(f"{failed}: {advice}")
