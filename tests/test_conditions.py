@@ -4,13 +4,7 @@ import numpy as np
 import pytest
 from mmseg.datasets import ADE20KDataset, CityscapesDataset
 
-from zodi_core.conditions import (
-    ADE20K_COLORS,
-    CITYSCAPES_COLORS,
-    CITYSCAPES_TO_ADE20K,
-    palette_colors,
-    render_condition,
-)
+from zodi_core.conditions import CLASS_COLORS, palette_colors, render_condition
 from zodi_core.labels import CLASSES, IGNORE_INDEX
 
 
@@ -24,7 +18,7 @@ def test_render_condition_ade20k_gives_each_class_its_ade20k_colour():
     rgb = render_condition(_all_classes_map(), "ade20k")
     ade_classes = list(ADE20KDataset.METAINFO["classes"])
     for train_id, name in enumerate(CLASSES):
-        ade_index = ade_classes.index(CITYSCAPES_TO_ADE20K[name])
+        ade_index = ade_classes.index(CLASS_COLORS[name][1])
         expected = ADE20KDataset.METAINFO["palette"][ade_index]
         assert rgb[0, train_id].tolist() == list(expected), name
     assert rgb[0, 19].tolist() == [0, 0, 0]
@@ -76,13 +70,12 @@ def test_render_condition_rejects_non_2d_and_unknown_palette():
 def test_palette_constants_equal_mmseg_metadata():
     # the constants stand in for mmseg on the transfer path: every colour and class name agrees
     assert tuple(CityscapesDataset.METAINFO["classes"]) == CLASSES
-    assert tuple(CITYSCAPES_COLORS) == CLASSES
-    assert [list(c) for c in CITYSCAPES_COLORS.values()] == [
+    assert tuple(CLASS_COLORS) == CLASSES
+    assert [list(rgb) for rgb, _, _ in CLASS_COLORS.values()] == [
         list(c) for c in CityscapesDataset.METAINFO["palette"]
     ]
     ade = dict(
         zip(ADE20KDataset.METAINFO["classes"], ADE20KDataset.METAINFO["palette"], strict=True)
     )
-    assert set(ADE20K_COLORS) == set(CITYSCAPES_TO_ADE20K.values())
-    for name, color in ADE20K_COLORS.items():
-        assert list(color) == list(ade[name]), name
+    for name, (_, ade_name, color) in CLASS_COLORS.items():  # each class's ADE20K colour
+        assert list(color) == list(ade[ade_name]), name

@@ -44,9 +44,6 @@ CLASS_COLORS: dict[str, tuple[RGB, str, RGB]] = {
     "motorcycle": ((0, 0, 230), "minibike", (163, 0, 255)),
     "bicycle": ((119, 11, 32), "bicycle", (255, 245, 0)),
 }
-CITYSCAPES_COLORS = {name: rgb for name, (rgb, _, _) in CLASS_COLORS.items()}
-CITYSCAPES_TO_ADE20K = {name: ade for name, (_, ade, _) in CLASS_COLORS.items()}
-ADE20K_COLORS = {ade: rgb for _, ade, rgb in CLASS_COLORS.values()}
 
 
 @cache
@@ -63,22 +60,21 @@ def palette_colors(palette: str) -> np.ndarray:
     return lut
 
 
-def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an (H, W) or (H, W, C) uint8 array to ``size`` = (width,
-    height); keeps dtype and exact values."""
-    width, height = size
-    if array.shape[1] == width and array.shape[0] == height:
-        return array
-    return np.asarray(Image.fromarray(np.ascontiguousarray(array)).resize(size, Image.NEAREST))
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_image(
+    image: np.ndarray, size: tuple[int, int], resample: int = Image.BICUBIC
+) -> np.ndarray:
     """Bicubic resize of an (H, W, 3) uint8 image to ``size`` = (width, height) (PIL's filter):
     a source image to its generation size and a generated one back (the sampler, the runner's
     loader); the same array if already there."""
     if (image.shape[1], image.shape[0]) == tuple(size):
         return image
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BICUBIC))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, resample))
+
+
+def resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an (H, W) or (H, W, C) uint8 array to ``size`` = (width,
+    height); keeps dtype and exact values."""
+    return resize_image(array, size, Image.NEAREST)
 
 
 def render_condition(
@@ -91,8 +87,5 @@ def render_condition(
     if train_ids.ndim != 2:
         raise ValueError(f"train_ids: expected an (H, W) map, received shape {train_ids.shape}")
     check_train_ids(train_ids)
-    lut = palette_colors(palette)
     ids = train_ids.astype(np.uint8)
-    if size is not None:
-        ids = resize_nearest(ids, size)
-    return lut[ids]
+    return palette_colors(palette)[ids if size is None else resize_nearest(ids, size)]

@@ -20,10 +20,9 @@ def generated_domains(root: str) -> list[str]:
 def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
     """The transfer settings that generated ``domain`` under ``root`` (base seed; domain and
     prompt settings reset: a prompt config decides them); None when nothing records them."""
-    recorded = _recorded(root, domain)
-    if recorded is None:
+    config, offset = _recorded(root, domain)
+    if config is None:
         return None
-    config, offset = recorded
     defaults = TransferConfig()
     reset = ("domain", "domain_settings", "prompt", "prompts", "negative_prompt", "strength")
     return config.replace(seed=config.seed - offset, **{f: getattr(defaults, f) for f in reset})
@@ -32,22 +31,21 @@ def recorded_transfer_config(root: str, domain: str) -> TransferConfig | None:
 def recorded_domain_settings(root: str, domain: str) -> DomainSettings | None:
     """The prompt settings that generated ``domain`` under ``root`` (how a user-defined domain
     that no config gives is known); None when nothing records them."""
-    recorded = _recorded(root, domain)
-    if recorded is None:
+    config, offset = _recorded(root, domain)
+    if config is None:
         return None
-    config, offset = recorded
     prompt_settings = config.model_dump(include={"prompt", "negative_prompt", "strength"})
     return DomainSettings(
         **prompt_settings, prompts=config.prompts or None, seed_offset=offset or None
     )
 
 
-def _recorded(root: str, domain: str) -> tuple[TransferConfig, int] | None:
+def _recorded(root: str, domain: str) -> tuple[TransferConfig | None, int]:
     """(recorded transfer config, seed offset folded into its seed), from the paired manifest's
-    metadata or that of a shard manifest of its generation."""
+    metadata or that of a shard manifest of its generation; (None, 0) when nothing records it."""
     paired = layout.paired_manifest_uri(root, domain)
     if not storage.exists(paired):
-        return None
+        return None, 0
     table = manifest.read_manifest(paired, "transfer")
     meta = manifest.manifest_metadata(table)
     if "transfer_config" not in meta:  # a flow's merged manifest: one of its shards records it
@@ -56,10 +54,10 @@ def _recorded(root: str, domain: str) -> tuple[TransferConfig, int] | None:
         shards = store.list(layout.shard_manifests_prefix(domain))
         key = next((k for k in shards if layout.shard_generation(k) in digests), None)
         if key is None:
-            return None
+            return None, 0
         meta = manifest.manifest_metadata(manifest.read_manifest(store.uri(key), "transfer"))
     if "transfer_config" not in meta:
-        return None
+        return None, 0
     config = TransferConfig.model_validate_json(meta["transfer_config"])
     return config, int(meta.get("seed_offset", 0))
 

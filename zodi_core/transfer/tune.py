@@ -40,7 +40,6 @@ def tune_strength(
     clip: Clip | None = None,
     margin: float = 5.0,
     scale: tuple[int, int] | None = None,
-    components: Any = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Transfer the first ``n`` samples (by id) at each strength, score them, recommend one.
@@ -54,8 +53,7 @@ def tune_strength(
     if not ids:
         raise ValueError(f"{samples_uri}: the samples manifest is empty (0 rows)")
     ids = ids[:n]
-    if components is None:
-        components = load_components(config.models, *resolve_device(config.device, config.dtype))
+    components = load_components(config.models, *resolve_device(config.device, config.dtype))
     domain = config.domain
     config = config.resolved()  # once, here: the sweep's strength wins over the domain's
     table = []
@@ -125,10 +123,7 @@ def render_tune_png(
 ) -> bytes:
     """Layout mIoU (x) against CLIP directional similarity (y; CLIP score without it; strength
     when there is no CLIP), one point per strength, the recommended one circled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure, nothing to close
 
     ykey = next(
         (k for k in ("clip_direction", "clip_score") if any(r.get(k) is not None for r in table)),
@@ -138,7 +133,8 @@ def render_tune_png(
         r.get("layout_miou") if r.get("layout_miou") is not None else r["strength"] for r in table
     ]
     ys = [r.get(ykey) if r.get(ykey) is not None else 0.0 for r in table]
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = Figure(figsize=(5, 4))
+    ax = fig.subplots()
     ax.plot(xs, ys, "o-")
     for x, y, r in zip(xs, ys, table, strict=True):
         ax.annotate(f"{r['strength']:g}", (x, y), textcoords="offset points", xytext=(4, 4))
@@ -151,5 +147,4 @@ def render_tune_png(
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
     return buf.getvalue()
