@@ -321,9 +321,7 @@ def train_pocket(
             kl = post.kl().mean() / z[0].numel()
             return F.l1_loss(rec, x) + F.mse_loss(rec, x) + spec.kl_weight * kl
 
-        vae_log = run_phase(
-            "vae", spec, out, {"vae": vae}, vae_loss, spec.vae_lr, progress=progress
-        )
+        log = run_phase("vae", spec, out, {"vae": vae}, vae_loss, spec.vae_lr, progress=progress)
     vae.eval().requires_grad_(False)
 
     # Latents of the corpus (posterior mean and std, flipped together by _batch).
@@ -333,7 +331,7 @@ def train_pocket(
     lat_pair = torch.cat([lat_mean, torch.cat([d.std for d in dists])], dim=1)
     if "vae" not in done:  # 1 / std of the latents, as SD's 0.18215 was chosen
         vae.register_to_config(scaling_factor=float(1.0 / lat_mean.std()))
-        finish("vae", vae_log, {"vae": vae}, scaling_factor=vae.config.scaling_factor)
+        finish("vae", log, {"vae": vae}, scaling_factor=vae.config.scaling_factor)
     scale = float(vae.config.scaling_factor)
 
     captions = sorted(set(corpus.captions))
@@ -365,7 +363,7 @@ def train_pocket(
         which = cap_index[idx].clone()
         dropout = spec.caption_dropout if controlnet is None else spec.controlnet_caption_dropout
         which[torch.rand(len(idx), generator=g) < dropout] = len(captions)
-        residuals = {}
+        down = mid = None
         if controlnet is None:
             emb = text_encoder(all_ids[which])[0]
         else:
@@ -374,11 +372,10 @@ def train_pocket(
                 z_t, t, encoder_hidden_states=emb, controlnet_cond=cond.float() / 255.0,
                 return_dict=False,
             )  # fmt: skip
-            residuals = {
-                "down_block_additional_residuals": down,
-                "mid_block_additional_residual": mid,
-            }
-        pred = unet(z_t, t, encoder_hidden_states=emb, **residuals).sample
+        pred = unet(
+            z_t, t, encoder_hidden_states=emb,
+            down_block_additional_residuals=down, mid_block_additional_residual=mid,
+        ).sample  # fmt: skip
         per_sample = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
         if spec.snr_gamma is None:
             return per_sample.mean()

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from PIL import Image, ImageDraw
 
 from zodi_core import manifest, storage
@@ -61,12 +60,6 @@ def render_histograms_png(summaries: dict[str, dict[str, Any]]) -> bytes:
     return buf.getvalue()
 
 
-def worst_rows(table: pa.Table, n: int, column: str = "layout_miou") -> list[dict[str, Any]]:
-    """The ``n`` rows with the lowest ``column`` (nulls left out), lowest first."""
-    rows = [r for r in table.to_pylist() if r.get(column) is not None]
-    return sorted(rows, key=lambda r: (r[column], r["sample_id"]))[:n]
-
-
 def render_worst_grid(
     scored_uri: str,
     n: int = 8,
@@ -77,8 +70,11 @@ def render_worst_grid(
     """The Fig. 6 grid, found automatically: one row per worst generation (lowest layout mIoU),
     columns source | condition | generated | prediction (when ``predictions_uri`` holds it),
     with its scores written over the row. Returns (PNG bytes, the rows shown)."""
-    table = manifest.read_manifest(scored_uri, "transfer")
-    rows = worst_rows(table, n) or worst_rows(table, n, "clip_score")  # no layout: by CLIP
+    scored = manifest.read_manifest(scored_uri, "transfer").to_pylist()
+    # by CLIP score when no layout was scored; nulls (not measured) left out
+    column = "layout_miou" if any(r["layout_miou"] is not None for r in scored) else "clip_score"
+    rows = [r for r in scored if r[column] is not None]
+    rows = sorted(rows, key=lambda r: (r[column], r["sample_id"]))[:n]
     w, h = cell
     sheet = Image.new("RGB", (4 * w, max(1, len(rows)) * h), "white")
     draw = ImageDraw.Draw(sheet)
