@@ -4,14 +4,16 @@ demo set-up, Prefect settings. No heavy import at module level (``zodi --help`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
+import re
 import sys
 import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -29,15 +31,11 @@ def count(text: str) -> int:
 
 def size(text: str) -> tuple[int, int]:
     """argparse type of a size ``WIDTHxHEIGHT`` with positive sides."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        width = height = 0
-    if width < 1 or height < 1:
+    if not (sides := re.fullmatch(r"0*([1-9]\d*)x0*([1-9]\d*)", text.strip().lower())):
         raise argparse.ArgumentTypeError(
             f"expected WIDTHxHEIGHT with positive sides such as 256x128, received {text!r}"
         )
-    return width, height
+    return int(sides[1]), int(sides[2])
 
 
 #: Options several subcommands share, declared once: flags → add_argument keywords.
@@ -214,18 +212,14 @@ def report_failure(
     if verbose:
         traceback.print_exception(err, file=sys.stderr)
     if len(lines) > 2:
-        for line in lines[1:]:
-            print(f"  {line.strip()}", file=sys.stderr)
+        print(*(f"  {line.strip()}" for line in lines[1:]), sep="\n", file=sys.stderr)
         msg = f"{lines[0].rstrip(':')} (listed above)"
     else:
         msg = " ".join(line.strip() for line in lines)
     if code == EXIT_FAILED and not verbose and not _expected(err):
         msg += " (rerun with --verbose for the traceback)"
-    prog = f"zodi {command}" if command else "zodi"
-    print(
-        f"{prog}: interrupted" if code == EXIT_INTERRUPTED else f"{prog}: error: {msg}",
-        file=sys.stderr,
-    )
+    end = "interrupted" if code == EXIT_INTERRUPTED else f"error: {msg}"
+    print(f"zodi {command}: {end}" if command else f"zodi: {end}", file=sys.stderr)
     if as_json:
         summary = getattr(err, "summary", {})
         out = {"command": command, **summary, "ok": False, "exit_code": code, "error": msg}
@@ -297,7 +291,7 @@ def demo_config(workdir: Path, data: dict[str, Any], models_dir: Path, domains: 
 # Prefect -----------------------------------------------------------------------------------------
 
 
-@contextmanager
+@contextlib.contextmanager
 def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Iterator[None]:
     """Settings for a Prefect-backed command, set before Prefect reads them, restored after (a
     user's own setting wins). The ephemeral server gets 120 s (Prefect's 20 s is too short on a busy
@@ -316,39 +310,29 @@ def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Itera
         env["PREFECT_SERVER_LOGGING_LEVEL"] = "ERROR"
     added = {key: value for key, value in env.items() if key not in os.environ}
     os.environ.update(added)
-    try:
-        if verbose:
-            yield
-        else:
-            with _muted_console(), warnings.catch_warnings(action="ignore"):
-                yield
-    finally:
+    with contextlib.ExitStack() as restore:
         for key in added:
-            os.environ.pop(key, None)
+            restore.callback(os.environ.pop, key, None)
+        if not verbose:
+            restore.enter_context(warnings.catch_warnings(action="ignore"))
+            for handler in _console_handlers():
+                restore.callback(handler.setLevel, handler.level)
+                handler.setLevel(logging.CRITICAL + 1)
+        yield
 
 
-@contextmanager
-def _muted_console() -> Iterator[None]:
-    """Raise every console log handler above CRITICAL meanwhile, whatever configured it (Prefect's
-    API handler keeps the run logs; handlers made during the run, mmengine's, keep their level)."""
-    import logging
-
+def _console_handlers() -> set[logging.Handler]:
+    """Every console log handler, whatever configured it (Prefect's API handler keeps the run
+    logs; handlers made during the run, mmengine's, keep their level)."""
     from prefect.logging.configuration import ensure_logging_setup
 
     ensure_logging_setup()
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-    levels = {
-        handler: handler.level
+    return {
+        handler
         for lg in loggers
         if isinstance(lg, logging.Logger)
         for handler in lg.handlers
         if isinstance(handler, logging.StreamHandler)
         and not isinstance(handler, logging.FileHandler)
     }
-    for handler in levels:
-        handler.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        for handler, level in levels.items():
-            handler.setLevel(level)

@@ -68,10 +68,9 @@ def run_ingest(args: argparse.Namespace) -> dict[str, Any]:
             progress=not args.no_progress,
         )  # fmt: skip
     except IngestError as err:
-        for line in str(err).splitlines()[1:]:
-            print(line, file=sys.stderr)
-        rejects = [str(p) for p in err.problems]
-        raise RunFailed(str(err).splitlines()[0], {"rejects": rejects}) from err
+        first, *problems = str(err).splitlines()  # one line per bad file
+        print(*problems, sep="\n", file=sys.stderr)
+        raise RunFailed(first, {"rejects": [str(p) for p in err.problems]}) from err
     for p in result.rejects:
         print(f"rejected: {p}", file=sys.stderr)
     print(f"wrote {result.manifest_uri} ({result.n_samples} samples)", file=sys.stderr)

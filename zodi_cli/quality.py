@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from zodi_cli._common import RunFailed, command, count, field_options, shared, size
+from zodi_cli._common import RunFailed, command, count, field_options, given, shared, size
 from zodi_cli.transfer import DOMAIN, build_config
 from zodi_core.config import CLIP_MODEL_ID, QualityConfig
 
@@ -102,12 +102,9 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     means = ", ".join(f"{k} {v}" for k, v in summary["mean"].items() if v is not None)
     print(f"[score] {summary['scored']} images scored ({means}) → {out}")
-    if any(v is not None for v in (args.min_layout_miou, args.min_clip, args.drop_lowest_fraction)):
+    if thresholds := given(args, ("min_layout_miou", "min_clip", "drop_lowest_fraction")):
         train = args.train_out or storage.join_uri(folder, "train.parquet")
-        flt = filtering.apply_filter(
-            out, out, train, min_layout_miou=args.min_layout_miou, min_clip=args.min_clip,
-            drop_lowest_fraction=args.drop_lowest_fraction or 0.0,
-        )  # fmt: skip
+        flt = filtering.apply_filter(out, out, train, **thresholds)
         why = ", ".join(f"{k}: {v}" for k, v in flt["by_reason"].items()) or "-"
         print(f"[score] filter: {flt['kept']} kept, {flt['dropped']} dropped ({why}) → {train}")
         summary["filter"] = flt

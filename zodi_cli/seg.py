@@ -48,9 +48,9 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
                        "CPU-only machine: CPU processes with gloo); needs --scheme concat"},
             **shared("--device"),
             **DTYPE,
-            "--vis-backend": {"action": "append", "choices": ("local", "tensorboard", "mlflow"),
-                              "help": "mmengine visualisation backend of the training scalars "
-                              "(repeat; default: local)"},
+            "--vis-backend": {"action": "append", "dest": "vis_backends", "help": "mmengine "
+                              "visualisation backend of the training scalars (repeat; default: "
+                              "local)", "choices": ("local", "tensorboard", "mlflow")},
             "--cfg-options": {"nargs": "+", "type": cfg_option, "metavar": "KEY=VALUE", "help": "set config keys as "
                               "mmengine does (new keys are added, e.g. "
                               "model.backbone.init_cfg=None; one close to an existing key warns)"},
@@ -116,10 +116,8 @@ def cfg_option(item: str) -> tuple[str, Any]:
 
 def _train_config(args: argparse.Namespace):
     """The TrainConfig of this command: the preset, the command's options, the config file."""
-    fields = ("mmseg_config", "scheme", "lambda_sim", "feature_stage", *DEVICE_FIELDS)
-    options = given(args, fields)
-    if args.vis_backend:
-        options["vis_backends"] = tuple(args.vis_backend)
+    fields = ("mmseg_config", "scheme", "lambda_sim", "feature_stage", "vis_backends")
+    options = given(args, (*fields, *DEVICE_FIELDS))
     if not args.verbose:  # the compact progress line replaces mmengine's console log
         options["log_level"] = "ERROR"
     return TrainConfig.preset(args.preset, **options)
