@@ -181,8 +181,7 @@ def _draw_street_furniture(c: Scene) -> None:
             c.lights.append((top, x, max(3.0, s * c.h * 0.12), (255, 220, 150)))
     for _ in range(int(rng.integers(0, 4))):  # trees: vegetation crown and trunk
         s = rng.uniform(0.2, 0.8)
-        left = rng.random() < 0.5
-        x = c.centre(s) + (-1 if left else 1) * s * (c.rw + c.sw + c.tw * 0.5)
+        x = c.centre(s) + (-1 if rng.random() < 0.5 else 1) * s * (c.rw + c.sw + c.tw * 0.5)
         y, th = c.row(s), s * c.h * 0.5
         c.paint(c.rect(x - s * 2, y - th, x + s * 2, y), VEGETATION)
         c.paint(c.ellipse(x, y - th, s * c.w * 0.08, s * c.h * 0.18), VEGETATION)
