@@ -117,9 +117,8 @@ def read_manifest(uri: str, schema_name: str | None = None, **storage_options: A
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowInvalid, OSError) as err:
         raise ManifestError(f"{uri}: not a readable Parquet file ({err})") from None
-    meta = table.schema.metadata or {}
-    name = meta.get(b"zodi.schema", b"").decode()
-    version = meta.get(b"zodi.schema_version", b"0").decode()
+    meta = manifest_metadata(table)
+    name, version = meta.get("schema", ""), meta.get("schema_version", "0")
     if schema_name is not None and name != schema_name:
         raise ManifestError(
             f"{uri}: expected a {schema_name!r} manifest, found {name or 'no schema'!r}"
@@ -154,6 +153,5 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     out: dict[str, Any] = {"rows": table.num_rows, "metadata": manifest_metadata(table)}
     keys = [c for c in ("dataset", "split", "domain", "status") if c in table.column_names]
     if keys and table.num_rows:
-        grouped = table.group_by(keys).aggregate([([], "count_all")])
-        out["groups"] = grouped.to_pylist()
+        out["groups"] = table.group_by(keys).aggregate([([], "count_all")]).to_pylist()
     return out
