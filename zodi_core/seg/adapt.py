@@ -76,11 +76,6 @@ def _one_loader(pipeline: list, loader: str, where: str) -> list[dict]:
     ]
 
 
-def derive_sample_pipeline(pipeline: list, where: str = "pipeline") -> list[dict]:
-    """The same pipeline reading one manifest row: its loaders become one ``LoadZoDiSample``."""
-    return _one_loader(pipeline, "LoadZoDiSample", where)
-
-
 def _pair_kind(t: dict) -> str:
     if t["type"] in {*PACKERS, "LoadZoDiPair", "ZoDiColorJitter", "ZoDiPairedTransforms"}:
         return "pair-aware"
@@ -153,21 +148,21 @@ def adapt_config(cfg, train_config: TrainConfig | None = None, *, source_only: b
     cfg.custom_imports = dict(imports=["zodi_core.seg"], allow_failed_imports=False)
     cfg.setdefault("default_scope", "mmseg")
     wrapped = cfg.model.get("type") == ZODI_SEGMENTOR
-    seg = cfg.model.segmentor if wrapped else cfg.model
-    _check_num_classes(seg)
+    _check_num_classes(cfg.model.segmentor if wrapped else cfg.model)
     loader = cfg.train_dataloader
     inner = _inner_dataset(loader.dataset, "train_dataloader.dataset")
+    where = "train_dataloader.dataset.pipeline"
     if source_only:
         if wrapped or inner.get("type") == PAIRED_DATASET:
             raise ConfigError(
                 "--source-only: the config is itself a ZoDi config (ZoDiSegmentor / "
                 "ZoDiPairedDataset); give the plain segmentation config"
             )
-        pipeline = derive_sample_pipeline(inner.pipeline, "train_dataloader.dataset.pipeline")
+        pipeline = _one_loader(inner.pipeline, "LoadZoDiSample", where)
         loader.dataset = dict(type=MANIFEST_DATASET, manifest="", pipeline=pipeline)
     else:
         if inner.get("type") != PAIRED_DATASET:
-            pipeline = derive_paired_pipeline(inner.pipeline, "train_dataloader.dataset.pipeline")
+            pipeline = derive_paired_pipeline(inner.pipeline, where)
             loader.dataset = dict(type=PAIRED_DATASET, manifest="", pipeline=pipeline)
         if not wrapped:
             cfg.model = dict(type=ZODI_SEGMENTOR, segmentor=cfg.model)
@@ -178,7 +173,7 @@ def adapt_config(cfg, train_config: TrainConfig | None = None, *, source_only: b
             continue
         ds = _inner_dataset(dl.dataset, f"{name}.dataset")
         if ds.get("type") != MANIFEST_DATASET:
-            pipeline = derive_sample_pipeline(ds.pipeline, f"{name}.dataset.pipeline")
+            pipeline = _one_loader(ds.pipeline, "LoadZoDiSample", f"{name}.dataset.pipeline")
             dl.dataset = dict(type=MANIFEST_DATASET, manifest="", pipeline=pipeline)
     return cfg
 
