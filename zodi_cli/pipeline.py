@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -195,8 +195,8 @@ def start_tied_ephemeral_server() -> None:
 
     from prefect.server.api.server import SubprocessASGIServer
 
-    def die_with_parent() -> None:  # in the child: SIGTERM when the parent dies
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    # in the child: SIGTERM when the parent dies (prctl option 1: PR_SET_PDEATHSIG)
+    die_with_parent = functools.partial(ctypes.CDLL(None).prctl, 1, signal.SIGTERM)
 
     class TiedServer(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> subprocess.Popen:
@@ -269,7 +269,7 @@ class StageLines(logging.Handler):
         self.n_datasets = n_datasets
         self.stream = stream
         self.interval_s = interval_s
-        self.flows: dict[str, list[str]] = {}  # flow name → run ids, in start order
+        self.flows: defaultdict[str, list[str]] = defaultdict(list)  # name → run ids, in order
         self.done: Counter[tuple[str, str]] = Counter()
         self.last: dict[tuple[str, str], float] = {}
 
@@ -277,9 +277,8 @@ class StageLines(logging.Handler):
         print(line, file=self.stream or sys.stdout, flush=True)
 
     def _transfer_label(self, record: logging.LogRecord) -> str:
-        runs = self.flows.get("transfer_flow", [])
-        run = getattr(record, "flow_run_id", None)
-        return "proxy" if run in runs and runs.index(run) > 0 else "transfer"
+        proxy = getattr(record, "flow_run_id", None) in self.flows["transfer_flow"][1:]
+        return "proxy" if proxy else "transfer"
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -293,8 +292,8 @@ class StageLines(logging.Handler):
         task = getattr(record, "task_run_name", None)
         if task is None:  # a flow run's own record
             run = getattr(record, "flow_run_id", None)
-            if message.startswith("Beginning") and run not in self.flows.get(flow, []):
-                self.flows.setdefault(flow, []).append(run)
+            if message.startswith("Beginning") and run not in self.flows[flow]:
+                self.flows[flow].append(run)
                 if flow == "train_flow":
                     which = "source-only baseline" if len(self.flows[flow]) == 1 else "ZoDi"
                     self.say(f"[train] {which}")

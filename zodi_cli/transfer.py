@@ -135,11 +135,10 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
     if result.failed:
         summary["errors"] = result.errors
         first_id, first_err = next(iter(result.errors.items()), ("?", "?"))
-        total = result.written + result.skipped + result.failed
         raise RunFailed(
-            f"{result.failed} of {total} images failed (first: {first_id}: {first_err}); "
-            f"the failed rows are in {result.manifest_uri}; fix them and rerun the same command "
-            "(written images are skipped)",
+            f"{result.failed} of {result.written + result.skipped + result.failed} images failed "
+            f"(first: {first_id}: {first_err}); the failed rows are in {result.manifest_uri}; fix "
+            "them and rerun the same command (written images are skipped)",
             summary,
         )
     return summary
