@@ -18,7 +18,7 @@ from zodi_core.evaluation import Areas, load_model
 from zodi_core.manifest import read_manifest, write_manifest
 from zodi_core.quality import clip as qclip
 from zodi_core.quality import figures, filtering, scores
-from zodi_core.seg.predict import predict_label, predict_labels
+from zodi_core.seg.predict import predict_labels
 
 DEMO = "deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py"
 
@@ -114,7 +114,7 @@ def test_score_manifest_writes_scores_recomputable_by_hand(tmp_path, tiny_clip_d
         # layout: the model's prediction on the generated image against the source label
         gen = np.asarray(Image.open(r["generated_uri"]).convert("RGB"))
         label = read_label(r["label_uri"], r["label_format"])
-        pred = predict_label(model, gen)
+        [pred] = predict_labels(model, [gen])
         miou, acc = scores.layout_scores(pred, label)
         assert r["layout_miou"] == pytest.approx(miou, abs=1e-4)
         assert r["layout_pixel_acc"] == pytest.approx(acc, abs=1e-4)
@@ -163,7 +163,7 @@ def test_predict_labels_batched_equals_predict_label_per_image(tmp_path):
     for scale in (None, (128, 64)):
         batched = predict_labels(model, images, scale)
         for img, pred in zip(images, batched, strict=True):
-            np.testing.assert_array_equal(pred, predict_label(model, img, scale))
+            np.testing.assert_array_equal(pred, predict_labels(model, [img], scale)[0])
 
 
 def _scored_rows(values):

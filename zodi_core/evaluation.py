@@ -153,14 +153,12 @@ def aggregate_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render_confusion_png(confusion: np.ndarray, title: str) -> bytes:
     """A row-normalised (C, C) confusion matrix as a PNG (rows: label, columns: prediction)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = confusion.sum(axis=1, keepdims=True)
     norm = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(9, 8))
+    fig = Figure(figsize=(9, 8))
+    ax = fig.subplots()
     im = ax.imshow(norm, vmin=0.0, vmax=1.0, cmap="viridis")
     ax.set_xticks(range(NUM_CLASSES), CLASSES, rotation=90, fontsize=7)
     ax.set_yticks(range(NUM_CLASSES), CLASSES, fontsize=7)
@@ -171,7 +169,6 @@ def render_confusion_png(confusion: np.ndarray, title: str) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 

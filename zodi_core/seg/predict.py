@@ -81,11 +81,6 @@ def predict_labels(
     return out
 
 
-def predict_label(model, rgb: np.ndarray, scale: tuple[int, int] | None = None) -> np.ndarray:
-    """(H, W) uint8 train ids of one (H, W, 3) uint8 RGB image (at ``scale`` (W, H), if given)."""
-    return predict_labels(model, [rgb], scale)[0]
-
-
 def predict_images(
     mmseg_config: str | os.PathLike,
     checkpoint: str,
@@ -110,7 +105,7 @@ def predict_images(
     for sample_id, uri in tqdm(items, desc="predict", unit="img", disable=not progress,
                                file=sys.stderr):  # fmt: skip
         rgb = read_image(uri)
-        pred = predict_label(model, rgb, scale)
+        [pred] = predict_labels(model, [rgb], scale)
         storage.write_bytes(storage.join_uri(labels_dir, f"{sample_id}.png"), encode_png(pred))
         overlay = colour_overlay(rgb, pred)
         storage.write_bytes(storage.join_uri(overlays_dir, f"{sample_id}.png"), encode_png(overlay))
