@@ -122,12 +122,9 @@ def verify_root(root: str, delete: bool = False, workers: int = 8) -> VerifyRepo
     with ThreadPoolExecutor(max(1, workers)) as pool:  # S3 reads overlap; local ones are cheap
         reasons = list(pool.map(_check_bytes, to_hash))
     report.hashed = sum(image["image_sha256"] is not None for image in to_hash)
-    for image, reason in zip(to_hash, reasons, strict=True):
-        if reason is not None:
-            report.damaged[image["generated_uri"]] = reason
+    report.damaged |= {i["generated_uri"]: r for i, r in zip(to_hash, reasons, strict=True) if r}
     if delete:
-        for uri, reason in sorted(report.damaged.items()):
-            if reason != "missing":
-                storage.delete(uri)
-                report.deleted.append(uri)
+        report.deleted = [uri for uri, r in sorted(report.damaged.items()) if r != "missing"]
+        for uri in report.deleted:
+            storage.delete(uri)
     return report
