@@ -66,18 +66,18 @@ def field_options(model: Any, *fields: str, **changes: Any) -> dict[str, dict[st
         info = model.model_fields[field]
         kind = info.annotation
         kind = get_args(kind)[0] if type(None) in get_args(kind) else kind  # X | None
-        text = info.description.replace("%", "%%")  # argparse formats help with %
-        if isinstance(info.default, int | float | str):
-            text += f" (default: {info.default!r})"
-        options["--" + field.replace("_", "-")] = {
+        spec = {
             "dest": field,
             "required": info.is_required(),
-            "help": text,
             **({"choices": get_args(kind)} if get_origin(kind) is Literal else {}),
             **({"type": kind} if kind in (int, float) else {}),
             **({"action": argparse.BooleanOptionalAction} if kind is bool else {}),
             **changes,
         }
+        text = info.description.replace("%", "%%")  # argparse formats help with %
+        if isinstance(info.default, int | float | str) and not spec["required"]:
+            text += f" (default: {info.default!r})"
+        options["--" + field.replace("_", "-")] = {"help": text, **spec}
     return options
 
 

@@ -25,9 +25,7 @@ def domain_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r}: {err}") from None
 
 
-DOMAIN = {"--domain": {"required": True, "type": domain_arg, "help": "target domain: built-in "
-          f"({', '.join(DOMAINS)}) or your own name with --prompt (lowercase letters, digits, "
-          "'-', '_'; e.g. dusk)"}}  # fmt: skip
+DOMAIN = field_options(TransferConfig, "domain", required=True, type=domain_arg)
 #: TransferConfig fields the transfer options set; --prompt and the models apart.
 FIELDS = (
     "negative_prompt", "strength", "batch_size", "num_inference_steps", "method", "seed",
