@@ -194,11 +194,9 @@ def _expected(err: BaseException) -> bool:
 def message_lines(err: BaseException) -> list[str]:
     """The error's message as non-empty lines, then its notes (``add_note``: the transfer names
     there the file an error is about); an unexpected exception type is named."""
-    lines = [line.rstrip() for line in str(err).strip().splitlines() if line.strip()]
-    if not lines:
-        lines = [type(err).__name__]
-    elif not _expected(err):
-        lines[0] = f"{type(err).__name__}: {lines[0]}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines or not _expected(err):  # "Name: first line", or the name alone
+        lines[:1] = [": ".join([type(err).__name__, *lines[:1]])]
     return lines + [n.strip() for n in getattr(err, "__notes__", []) if n.strip()]
 
 
@@ -212,10 +210,10 @@ def report_failure(
     if verbose:
         traceback.print_exception(err, file=sys.stderr)
     if len(lines) > 2:
-        print(*(f"  {line.strip()}" for line in lines[1:]), sep="\n", file=sys.stderr)
+        print(*(f"  {line}" for line in lines[1:]), sep="\n", file=sys.stderr)
         msg = f"{lines[0].rstrip(':')} (listed above)"
     else:
-        msg = " ".join(line.strip() for line in lines)
+        msg = " ".join(lines)
     if code == EXIT_FAILED and not verbose and not _expected(err):
         msg += " (rerun with --verbose for the traceback)"
     end = "interrupted" if code == EXIT_INTERRUPTED else f"error: {msg}"
