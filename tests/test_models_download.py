@@ -29,8 +29,13 @@ from torch.testing import assert_close
 from zodi_cli import main
 from zodi_core import model_source
 from zodi_core.config import ModelsConfig
-from zodi_core.hub import RECORD_NAME, base_patterns, controlnet_patterns, download_models
-from zodi_core.model_source import HubUnreachableError, model_problems, models_fingerprint
+from zodi_core.hub import RECORD_NAME, allow_patterns, base_patterns, download_models
+from zodi_core.model_source import (
+    CONTROLNET_FILES,
+    HubUnreachableError,
+    model_problems,
+    models_fingerprint,
+)
 from zodi_core.seg.train import CONFIG_DIR, load_config, resolve_pretrained
 from zodi_core.transfer.models import load_components
 
@@ -233,7 +238,10 @@ def test_patterns_name_only_the_files_the_loader_needs():
         "tokenizer/*",
         "scheduler/scheduler_config.json",
     ]
-    assert controlnet_patterns("fp32") == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert allow_patterns(CONTROLNET_FILES, "fp32") == [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+    ]
 
 
 def test_models_download_fills_one_folder_that_loads_offline(
@@ -294,8 +302,8 @@ def test_models_download_fills_one_folder_that_loads_offline(
     assert [(r, k["allow_patterns"], k["revision"], k.get("dry_run", False)) for r, k in calls] == [
         (BASE_ID, base_patterns("fp16"), SHA, True),
         (BASE_ID, base_patterns("fp16"), SHA, False),
-        (CONTROLNET_ID, controlnet_patterns("fp16"), SHA, True),
-        (CONTROLNET_ID, controlnet_patterns("fp16"), SHA, False),
+        (CONTROLNET_ID, allow_patterns(CONTROLNET_FILES, "fp16"), SHA, True),
+        (CONTROLNET_ID, allow_patterns(CONTROLNET_FILES, "fp16"), SHA, False),
     ]
 
     # 2. The summary: progress lines, what was fetched, the total size, the lines to use next.
@@ -483,7 +491,8 @@ def test_load_components_unreachable_hub_loads_what_is_cached(fake_hub, tmp_path
     import huggingface_hub
     from huggingface_hub import constants
 
-    for repo, patterns in ((BASE_ID, base_patterns("fp32")), (CONTROLNET_ID, controlnet_patterns("fp32"))):  # fmt: skip
+    cn_patterns = allow_patterns(CONTROLNET_FILES, "fp32")
+    for repo, patterns in ((BASE_ID, base_patterns("fp32")), (CONTROLNET_ID, cn_patterns)):
         huggingface_hub.snapshot_download(repo, allow_patterns=patterns)
     fake_hub.close()
     _use_hub(monkeypatch, f"http://127.0.0.1:{_closed_port()}", Path(constants.HF_HUB_CACHE))

@@ -27,7 +27,6 @@ from typing import Any, Literal
 from zodi_core.config import ModelsConfig, TrainConfig
 from zodi_core.model_source import (
     BASE_SUBFOLDERS,
-    CONTROLNET_FILES,
     NETWORK_TIMEOUT,
     HubUnreachableError,
     ModelSource,
@@ -67,11 +66,6 @@ def allow_patterns(needs: Needs, variant: Variant) -> list[str]:
 def base_patterns(variant: Variant) -> list[str]:
     """Files of the Stable Diffusion repository a run needs (model_index.json and the loader's)."""
     return ["model_index.json", *allow_patterns(BASE_SUBFOLDERS, variant)]
-
-
-def controlnet_patterns(variant: Variant) -> list[str]:
-    """Files of the ControlNet repository a run needs."""
-    return allow_patterns(CONTROLNET_FILES, variant)
 
 
 def backbone_weights_urls(mmseg_config: str) -> list[str]:
@@ -173,15 +167,14 @@ def _component_files(name: str, root: Path) -> dict[str, int]:
 def _snapshot(
     name: str,
     source: ModelSource,
-    patterns: list[str],
     dest: Path,
     variant: Variant,
     record: dict[str, Any],
     say: Callable[[str], None],
     timeout: float,
 ) -> Fetched:
-    """Fetch ``patterns`` of the hub id into ``dest`` with ``snapshot_download`` at the commit
-    the hub names for the revision; check that the loader finds what it needs. With the hub out
+    """Fetch what the loader needs of the hub id into ``dest`` with ``snapshot_download`` at the
+    commit the hub names for the revision; check that the loader finds it. With the hub out
     of reach, a folder an earlier run of the same request filled is kept if snapshot_download's
     own record of that commit (``local_files_only``) finds every file it fetched."""
     from huggingface_hub import constants, snapshot_download
@@ -189,6 +182,7 @@ def _snapshot(
     from huggingface_hub.utils import tqdm
 
     repo, field_name = source.source, source.field
+    patterns = base_patterns(variant) if name == "base" else allow_patterns(source.needs, variant)
     if constants.HF_HUB_OFFLINE:
         raise HubUnreachableError(
             f"{field_name}: cannot download {repo!r}: HF_HUB_OFFLINE is set; run `zodi models "
@@ -310,10 +304,9 @@ def download_models(
         record = {}
     base, controlnet = model_sources(models)
     fetched = [
-        _snapshot("base", base, base_patterns(variant), out, variant, record, say, timeout),
-        _snapshot("controlnet", controlnet, controlnet_patterns(variant), out / "controlnet",
-                  variant, record, say, timeout),
-    ]  # fmt: skip
+        _snapshot("base", base, out, variant, record, say, timeout),
+        _snapshot("controlnet", controlnet, out / "controlnet", variant, record, say, timeout),
+    ]
     fetched += [_fetch_weights(url, out, say) for url in dict.fromkeys(urls)]
     requested = {"base": models.revision, "controlnet": models.controlnet_revision}
     record = {

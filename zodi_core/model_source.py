@@ -397,14 +397,12 @@ def model_problems(
 ) -> list[str]:
     """Every problem of the diffusion models (incomplete folders, hub ids that cannot be loaded
     here), one line each, fields named with ``prefix`` (e.g. ``transfer.``)."""
-    problems = []
     base, controlnet = model_sources(models)
-    for source in (base, controlnet):
-        if source is controlnet and source.subfolder and not (source.local and base.path.is_dir()):
-            continue  # the base's hub repository (asked for the base) or missing folder (said)
-        named = dataclasses.replace(source, field=prefix + source.field)
-        problems.append(source_problem(named, timeout))
-    return [p for p in problems if p]
+    # <base>/controlnet is the base's hub repository (asked for the base) or missing folder (said)
+    inside = controlnet.subfolder and not (controlnet.local and base.path.is_dir())
+    sources = (base,) if inside else (base, controlnet)
+    named = (dataclasses.replace(s, field=prefix + s.field) for s in sources)
+    return [p for p in (source_problem(s, timeout) for s in named) if p]
 
 
 # 4. Identity ---------------------------------------------------------------------------------
