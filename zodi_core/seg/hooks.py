@@ -70,17 +70,14 @@ class ZoDiSyncWorkDirHook(Hook):
             self._uploaded.pop(key, None)
         return upload
 
-    def _sync_if_saved(self, runner) -> None:
+    def after_train_epoch(self, runner, *_: object, **__: object) -> None:
+        """After each epoch or iteration: mirror when a checkpoint was saved (its marker changed)."""
         marker = Path(runner.work_dir) / "last_checkpoint"
         if marker.is_file() and (state := _state(marker)) != self._last_marker:
             self._last_marker = state
             self.sync(runner.work_dir)
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._sync_if_saved(runner)
-
-    def after_train_epoch(self, runner) -> None:
-        self._sync_if_saved(runner)
+    after_train_iter = after_train_epoch
 
     def after_train(self, runner) -> None:
         self.sync(runner.work_dir)

@@ -65,9 +65,7 @@ def read_settings_record(work_dir: Path) -> dict[str, Any] | None:
 
 
 def write_settings_record(work_dir: Path, settings: dict[str, Any]) -> None:
-    text = json.dumps(settings, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    body = json.dumps({"digest": digest, "settings": settings}, indent=1).encode()
+    body = json.dumps({"settings": settings}, indent=1, sort_keys=True).encode()
     write_atomic(work_dir / SETTINGS_RECORD, lambda f: f.write(body))
 
 
@@ -118,10 +116,7 @@ def decide_resume(
 
 def schedule_done(checkpoint: Path, train_cfg) -> bool:
     """Whether ``checkpoint`` (``iter_N.pth`` / ``epoch_N.pth``) already ends ``train_cfg``."""
-    step = checkpoint_step(checkpoint)
-    if step is None:
-        return False
-    kind, n = step
+    kind, n = checkpoint_step(checkpoint) or ("", 0)
     if train_cfg.get("type") == "IterBasedTrainLoop":
         return kind == "iter" and n >= train_cfg.max_iters
     return kind == "epoch" and n >= train_cfg.get("max_epochs", math.inf)
