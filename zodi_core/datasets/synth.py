@@ -141,14 +141,9 @@ def _draw_ground(c: Scene) -> None:
         sign = -1.0 if c.rng.random() < 0.5 else 1.0
         with np.errstate(divide="ignore", invalid="ignore"):
             s = (np.arange(c.w, dtype=np.float32) + 0.5 - c.vx) / (c.cb - c.vx + sign * verge)
-        s = np.where(np.isfinite(s) & (s > 0.02), s, np.nan)
+        s = np.where(np.isfinite(s) & (s > 0.02), s, np.nan)  # NaN: no fence (compares False)
         y_edge = c.horizon + s * (c.h - c.horizon)
-        valid = ~np.isnan(s)
-        height = np.where(valid, s * c.h * 0.18, 0)
-        top = np.where(valid, y_edge - height, np.inf)
-        mask = (c.yy >= top[None, :]) & (c.yy < np.where(valid, y_edge, -1)[None, :])
-        mask &= c.label != ROAD
-        c.paint(mask, FENCE)
+        c.paint((c.yy >= y_edge - s * c.h * 0.18) & (c.yy < y_edge) & (c.label != ROAD), FENCE)
 
 
 def _draw_street_furniture(c: Scene) -> None:
@@ -305,10 +300,9 @@ def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") ->
     img[part == _PART_WHEEL] = (18, 18, 20)
     img[part == _PART_LAMP] = (230, 60, 40)
     if not flat:
-        veg = label == VEGETATION
-        img[veg] *= rng.uniform(0.6, 1.3, size=(int(veg.sum()), 1)).astype(np.float32)
-        terrain = label == TERRAIN
-        img[terrain] *= rng.uniform(0.8, 1.15, size=(int(terrain.sum()), 1)).astype(np.float32)
+        for cls, low, high in ((VEGETATION, 0.6, 1.3), (TERRAIN, 0.8, 1.15)):
+            where = label == cls
+            img[where] *= rng.uniform(low, high, size=(int(where.sum()), 1)).astype(np.float32)
         # Shading: nearer ground is brighter, like a sunlit street.
         img *= (0.85 + 0.2 * scene.depth)[..., None]
     # 3. the look.
