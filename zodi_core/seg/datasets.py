@@ -14,7 +14,7 @@ from mmseg.registry import DATASETS
 
 from zodi_core import storage
 from zodi_core.datasets.io import LABEL_FORMATS
-from zodi_core.manifest import ManifestError, read_manifest
+from zodi_core.manifest import ManifestError, manifest_metadata, read_manifest
 
 #: Transfer rows usable for training: generated ("ok") or reused from a previous run ("skipped").
 USABLE_STATUSES = ("ok", "skipped")
@@ -81,7 +81,7 @@ def read_samples(manifest: str, image_column: str | None = None) -> list[dict[st
     """One item per row of a samples or transfer manifest, sorted by ``sample_id``;
     ``image_column`` ``generated_uri`` gives the proxy set (rows without one are skipped)."""
     table = read_manifest(manifest)
-    schema = (table.schema.metadata or {}).get(b"zodi.schema", b"").decode()
+    schema = manifest_metadata(table).get("schema", "")
     if schema not in ("samples", "transfer"):
         raise ManifestError(
             f"{manifest}: expected a 'samples' or 'transfer' manifest, found {schema or 'none'!r}"

@@ -123,10 +123,6 @@ class ZoDiSegmentor(BaseModel):
             raise ValueError(
                 f"ZoDiSegmentor.scheme: expected one of {SCHEMES}, received {scheme!r}"
             )
-        if lambda_sim < 0:
-            raise ValueError(
-                f"ZoDiSegmentor.lambda_sim: expected a value >= 0, received {lambda_sim}"
-            )
         super().__init__(data_preprocessor=None, init_cfg=init_cfg)
         if isinstance(segmentor, dict):
             segmentor = dict(segmentor)
