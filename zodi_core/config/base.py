@@ -90,21 +90,18 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     for part in loc[:-1]:
         field = node.model_fields.get(str(part))
         if field is not None:  # else a dict key or list index: the model is in the annotation
-            inner = _walk_annotation(field.annotation)
-            node = next(
-                (a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None
-            )
+            node = _model_in(field.annotation)
             if node is None:
                 return []
     return list(node.model_fields)
 
 
-def _walk_annotation(annotation: Any) -> list[Any]:
-    """``annotation`` and every type inside it (Optional, tuple, dict, Annotated)."""
-    out = [annotation]
-    for arg in get_args(annotation):
-        out += _walk_annotation(arg)
-    return out
+def _model_in(annotation: Any) -> Any:
+    """The first model class in ``annotation`` or a type inside it (Optional, tuple, dict,
+    Annotated), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, map(_model_in, get_args(annotation))), None)
 
 
 def _problem_line(prefix: str, model: type[BaseModel], e: Any) -> str:

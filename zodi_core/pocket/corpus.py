@@ -61,7 +61,6 @@ def write_corpus(
     size: tuple[int, int] = (128, 64),
     n_per_domain: int = 200,
     n_heldout: int = 24,
-    domains: Sequence[str] = CORPUS_DOMAINS,
 ) -> str:
     """Render the corpus under ``out_dir`` and write its manifest; return the manifest path.
 
@@ -74,8 +73,8 @@ def write_corpus(
         ("train", STREAM_TRAIN, n_per_domain),
         ("heldout", STREAM_HELDOUT, n_heldout),
     ):
-        for i in range(n * len(domains)):
-            domain = domains[i % len(domains)]
+        for i in range(n * len(CORPUS_DOMAINS)):
+            domain = CORPUS_DOMAINS[i % len(CORPUS_DOMAINS)]
             rng = np.random.default_rng([seed, stream, i])
             scene = generate_scene(rng, size)
             image = render_scene(scene, rng, STYLE_OF[domain])

@@ -95,31 +95,26 @@ class Generator:
         return (images * 255).round().astype(np.uint8)
 
 
-def _small_cnn(out_channels: int, dense: bool) -> Any:
-    import torch.nn as nn
-
-    def block(i: int, o: int, stride: int) -> list[Any]:
-        return [nn.Conv2d(i, o, 3, stride, 1), nn.GroupNorm(8, o), nn.SiLU()]
-
-    # Stride 2 first: cheap enough to train in a minute on one CPU core at 64x128.
-    layers = [*block(3, 24, 2), *block(24, 32, 1), *block(32, 48, 2), *block(48, 48, 1)]
-    layers += [*block(48, 48, 1), nn.Conv2d(48, out_channels, 1)]
-    net = nn.Sequential(*layers)
-    if dense:
-        return nn.Sequential(net, nn.Upsample(scale_factor=4, mode="bilinear"))
-    return nn.Sequential(net, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
 def train_classifier(
     images: np.ndarray, targets: np.ndarray, dense: bool, steps: int, seed: int
 ) -> Any:
     """A small CNN: image → domain (``dense=False``) or per-pixel train id (``dense=True``)."""
     import torch
+    import torch.nn as nn
     import torch.nn.functional as F
 
+    def block(i: int, o: int, stride: int) -> list[Any]:
+        return [nn.Conv2d(i, o, 3, stride, 1), nn.GroupNorm(8, o), nn.SiLU()]
+
     torch.manual_seed(seed)
-    n_out = NUM_CLASSES if dense else len(CORPUS_DOMAINS)
-    net = _small_cnn(n_out, dense)
+    # Stride 2 first: cheap enough to train in a minute on one CPU core at 64x128.
+    layers = [*block(3, 24, 2), *block(24, 32, 1), *block(32, 48, 2), *block(48, 48, 1)]
+    layers += [*block(48, 48, 1), nn.Conv2d(48, NUM_CLASSES if dense else len(CORPUS_DOMAINS), 1)]
+    net = nn.Sequential(*layers)
+    if dense:
+        net = nn.Sequential(net, nn.Upsample(scale_factor=4, mode="bilinear"))
+    else:
+        net = nn.Sequential(net, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
     x_all, y_all = _to_tensor(images), torch.from_numpy(targets.astype(np.int64))
     g = torch.Generator("cpu").manual_seed(seed)
