@@ -70,7 +70,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = {"command": args.command, "ok": True, **summary}
         print(json.dumps({**out, "seconds": round(time.perf_counter() - start, 3)}, default=str))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

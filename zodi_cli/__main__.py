@@ -1,5 +1,3 @@
-import sys
-
 from zodi_cli import main
 
-sys.exit(main())
+raise SystemExit(main())

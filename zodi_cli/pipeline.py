@@ -13,7 +13,6 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -151,15 +150,12 @@ def _run(
 CRASH_REPORT_TIMEOUT_S = 3.0
 
 
-@contextmanager
+@contextlib.contextmanager
 def first_interrupt_stops(prog: str) -> Iterator[None]:
     """The first Ctrl-C (SIGINT) ends a flow run at once, cleanly: Prefect's engine would wait for
     its worker threads (training, a GPU shard), which outlive a second press. The run is marked
     Crashed (best effort), cache locks released, the ephemeral server stopped, one line, exit 130;
     writes are atomic, so a rerun skips finished images and resumes training."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def stop(signum: int, frame: Any) -> None:
         from tasks._cache import release_held_locks
@@ -176,11 +172,10 @@ def first_interrupt_stops(prog: str) -> Iterator[None]:
         )  # fmt: skip
         os._exit(130)
 
-    previous = signal.signal(signal.SIGINT, stop)
-    try:
+    with contextlib.ExitStack() as restore:
+        if threading.current_thread() is threading.main_thread():  # signals go to the main thread
+            restore.callback(signal.signal, signal.SIGINT, signal.signal(signal.SIGINT, stop))
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def start_tied_ephemeral_server() -> None:
@@ -220,16 +215,14 @@ def _report_crashed() -> None:
 
     run = getattr(FlowRunContext.get(), "flow_run", None)
 
-    def report() -> None:
-        flow_run = run
+    def report(flow_run: Any = run) -> None:
         # best effort: the process exits anyway
         with contextlib.suppress(Exception), get_client(sync_client=True) as client:
             while flow_run is not None:
                 state = Crashed(message="interrupted (Ctrl-C)")
                 client.set_flow_run_state(flow_run.id, state, force=True)
-                if flow_run.parent_task_run_id is None:
-                    break
-                parent = client.read_task_run(flow_run.parent_task_run_id).flow_run_id
+                task_run = flow_run.parent_task_run_id  # a subflow's: the task that ran it
+                parent = task_run and client.read_task_run(task_run).flow_run_id
                 flow_run = client.read_flow_run(parent) if parent else None
 
     if run is not None:
@@ -323,20 +316,16 @@ class StageLines(logging.Handler):
             self.say(f"[evaluate] {task.removeprefix('evaluate-')}: {state}")
 
 
-@contextmanager
+@contextlib.contextmanager
 def stage_lines(n_datasets: int, stream: Any = None) -> Iterator[StageLines]:
     """Print :class:`StageLines` for the flows run inside; Prefect's run loggers pass INFO
     records meanwhile (their console output stays muted unless --verbose), then are restored."""
     handler = StageLines(n_datasets, stream)
-    loggers = [logging.getLogger(name) for name in RUN_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        if not lg.isEnabledFor(logging.INFO):
-            lg.setLevel(logging.INFO)
-    try:
+    with contextlib.ExitStack() as restore:
+        for lg in map(logging.getLogger, RUN_LOGGERS):
+            restore.callback(lg.setLevel, lg.level)
+            restore.callback(lg.removeHandler, handler)
+            lg.addHandler(handler)
+            if not lg.isEnabledFor(logging.INFO):
+                lg.setLevel(logging.INFO)
         yield handler
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
