@@ -213,10 +213,6 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
-
-
 def format_miou_table(metrics: dict[str, dict[str, Any]]) -> str:
     """A plain-text table of :func:`evaluate_checkpoint`'s ``metrics`` for the terminal."""
     rows = [("target", "images", "mIoU", "aAcc")]
@@ -256,16 +252,16 @@ def evaluate_checkpoint(
     device = str(
         resolve_device(device or eval_config.device, eval_config.dtype, auto_half=False)[0]
     )
-    sets = [(m, None, False) for m in manifests]
+    sets = [(m, None) for m in manifests]  # (manifest, image column: the proxy's generated_uri)
     if proxy_manifest:
-        sets.append((proxy_manifest, "generated_uri", True))
-    names = [target_name(m, col) for m, col, _ in sets]
+        sets.append((proxy_manifest, "generated_uri"))
+    names = [target_name(m, col) for m, col in sets]
     if len(set(names)) != len(names):
         names = [f"{n}#{i}" for i, n in enumerate(names)]
 
     def evaluate(checkpoint: str) -> list[Areas]:  # one Areas per target
         model = load_model(mmseg_config, checkpoint, device)
-        return [evaluate_model(model, m, eval_config, col) for m, col, _ in sets]
+        return [evaluate_model(model, m, eval_config, col) for m, col in sets]
 
     runs = [evaluate(ckpt) for ckpt in checkpoints]
     best = evaluate(best_checkpoint) if best_checkpoint else None
@@ -279,13 +275,14 @@ def evaluate_checkpoint(
         "width": eval_config.width,
         "targets": targets,
     }
-    for i, (name, (m, _col, is_proxy)) in enumerate(zip(names, sets, strict=True)):
+    for i, (name, (m, col)) in enumerate(zip(names, sets, strict=True)):
         per_run = [areas[i].metrics() for areas in runs]
         confusion = sum(areas[i].confusion for areas in runs)
-        png_uri = storage.join_uri(out, f"confusion_{_slug(name)}.png")
+        slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
+        png_uri = storage.join_uri(out, f"confusion_{slug}.png")
         targets[name] = {
             "manifest": m,
-            "proxy": is_proxy,
+            "proxy": col is not None,
             "domain": "+".join(sorted(set(read_manifest(m).column("domain").to_pylist()))),
             "summary": aggregate_runs(per_run) if len(per_run) > 1 else per_run[0],
             "runs": per_run,
