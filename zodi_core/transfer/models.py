@@ -151,7 +151,6 @@ def configure_scheduler(config: dict[str, Any], what: str = "models.base schedul
             f"{what}: "
             + ", ".join(f"{k} {scheduler.config.get(k)!r} → {v!r}" for k, v in changed.items())
             + " (SD 1.5's DDIM sampling settings; the folder's scheduler_config.json differs)",
-            UserWarning,
             stacklevel=3,
         )
         scheduler = DDIMScheduler.from_config({**scheduler.config, **changed})

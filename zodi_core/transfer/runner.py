@@ -79,9 +79,7 @@ def partial_counts(err: BaseException) -> dict[str, Any] | None:
     return getattr(err, "partial_counts", None)
 
 
-def encode_png_with_metadata(
-    image: np.ndarray, metadata: dict[str, Any], compress_level: int = PNG_COMPRESS_LEVEL
-) -> bytes:
+def encode_png_with_metadata(image: np.ndarray, metadata: dict[str, Any]) -> bytes:
     """PNG bytes of an (H, W, 3) uint8 image with the digest and metadata as text chunks."""
     info = PngImagePlugin.PngInfo()
     stable = {k: v for k, v in metadata.items() if k not in VOLATILE_METADATA}
@@ -89,7 +87,7 @@ def encode_png_with_metadata(
     info.add_text(PNG_METADATA_KEY, json.dumps(stable, sort_keys=True, default=str))
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(
-        buf, format="PNG", pnginfo=info, compress_level=compress_level
+        buf, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL
     )
     return buf.getvalue()
 
@@ -271,7 +269,10 @@ def _transfer_rows(
                 if write.done() and write.exception() is not None:
                     raise write.exception()  # a storage outage stops the model early
             t = time.perf_counter()
-            loaded, failed = _gather_loads(load)
+            # (an error propagates: the finally's shutdown cancels the loads not yet started)
+            items = [future.result() for future in load]
+            loaded = [x for x in items if isinstance(x, _Loaded)]
+            failed = [x for x in items if not isinstance(x, _Loaded)]
             if i + 1 < len(batches):  # (overlap=False: the loads run here, and are timed)
                 load = [loader.submit(_load_sample, job, r) for r in batches[i + 1]]
             timings["load_wait"] += time.perf_counter() - t
@@ -333,24 +334,6 @@ class _Loaded:
     label: np.ndarray
     #: (width, height) of the source image (``resize_to_source``).
     source_size: tuple[int, int]
-
-
-def _gather_loads(
-    futures: list[Future],
-) -> tuple[list[_Loaded], list[tuple[dict[str, Any], str, str]]]:
-    """Wait for one batch's loads: (loaded samples, [(row, key, error)] of those that failed
-    alone), in the batch's order. Any other error propagates; the batch's loads not yet
-    started are cancelled."""
-    loaded, failed = [], []
-    for future in futures:
-        try:
-            item = future.result()
-        except BaseException:
-            for other in futures:
-                other.cancel()
-            raise
-        (loaded if isinstance(item, _Loaded) else failed).append(item)
-    return loaded, failed
 
 
 def _load_sample(job: _Job, r: dict[str, Any]) -> _Loaded | tuple[dict[str, Any], str, str]:

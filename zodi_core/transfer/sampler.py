@@ -193,8 +193,7 @@ class TransferSampler:
         # A private scheduler: set_timesteps mutates it, and samplers sharing components may run
         # in parallel threads (Prefect shard tasks) with different step counts.
         self.scheduler = copy.deepcopy(components.scheduler)
-        self.channels_last = self.config.channels_last
-        if self.channels_last:
+        if self.config.channels_last:
             # NHWC: cuDNN's tensor-core layout; off by default until the GPU check shows a gain
             for m in (self.unet, self.controlnet, self.vae):
                 m.to(memory_format=torch.channels_last)
@@ -239,7 +238,7 @@ class TransferSampler:
         import torch
 
         x = images.to(self.device, self.dtype)
-        if self.channels_last:
+        if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         z = self.vae.encode(x).latent_dist.mean
         return z.float() * self.vae.config.scaling_factor
