@@ -71,13 +71,11 @@ class Scene:
         self.n_instances = 0
         self.lights: list[tuple[float, float, float, tuple[int, int, int]]] = []
         # Road geometry: vanishing point (vx, horizon); at depth s (0 at the horizon, 1 at the
-        # bottom) the road centre is vx + (cb - vx)·s and its half-width rw·s.
+        # bottom) the road centre is vx + (cb - vx)·s, its half-width rw·s, then a sidewalk sw·s
+        # and a terrain verge tw·s wide; each a fraction of the width drawn from its range.
         self.horizon = int(height * rng.uniform(0.38, 0.5))
-        self.vx = width * rng.uniform(0.4, 0.6)
-        self.cb = width * rng.uniform(0.45, 0.55)
-        self.rw = width * rng.uniform(0.4, 0.6)
-        self.sw = width * rng.uniform(0.15, 0.3)
-        self.tw = width * rng.uniform(0.0, 0.35)
+        ranges = ((0.4, 0.6), (0.45, 0.55), (0.4, 0.6), (0.15, 0.3), (0.0, 0.35))
+        self.vx, self.cb, self.rw, self.sw, self.tw = (width * rng.uniform(*r) for r in ranges)
         self.depth = np.clip((self.yy - self.horizon) / (height - self.horizon), 0.0, 1.0)
 
     def new_instance(self) -> int:
@@ -111,15 +109,14 @@ def _draw_facades(c: Scene) -> None:
         near_centre = abs(x + bw / 2 - c.vx) / c.w  # far blocks (near the vanishing point) are low
         top = c.horizon - c.h * rng.uniform(0.05, 0.2 + 0.6 * near_centre)
         kind = rng.choice(3, p=[0.7, 0.22, 0.08])
-        if kind == 0:
-            c.paint(c.rect(x, top, x + bw, c.h), BUILDING, c.new_instance())
-        elif kind == 1:
+        if kind == 1:  # a row of trees
             c.paint(c.rect(x, c.horizon - 2, x + bw, c.h), VEGETATION)
             for _ in range(int(rng.integers(2, 5))):
                 cx = x + rng.uniform(0, bw)
                 c.paint(c.ellipse(cx, top + c.h * 0.06, bw * 0.35, c.h * 0.1), VEGETATION)
-        else:  # a gap: distant buildings just above the horizon
-            c.paint(c.rect(x, c.horizon - c.h * 0.04, x + bw, c.h), BUILDING, c.new_instance())
+        else:  # a building; kind 2, a gap: distant buildings just above the horizon
+            y0 = top if kind == 0 else c.horizon - c.h * 0.04
+            c.paint(c.rect(x, y0, x + bw, c.h), BUILDING, c.new_instance())
         x += bw
     if rng.random() < 0.8:  # a wall along the base of one side
         left = rng.random() < 0.5
