@@ -55,6 +55,9 @@ SHARED: dict[str, dict[str, Any]] = {
     "--steps": {"type": count, "dest": "num_inference_steps", "metavar": "STEPS",
                 "help": "T, DDIM steps of the full schedule"},
     "--batch-size": {"type": count, "help": "images per sampler call"},
+    # the tiny random-weight model writers' (tiny-models, tiny-clip)
+    "--out": {"required": True, "help": "output folder"},
+    "--seed": {"type": int, "default": 0, "help": "weight initialisation seed"},
 }  # fmt: skip
 
 

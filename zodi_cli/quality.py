@@ -61,10 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "write a tiny random-weight CLIP (tests, demo)",
         "A tiny CLIP with the real architecture and random weights, loadable with --clip DIR "
         "(and quality.clip in a pipeline config).",
-        {
-            "--out": {"required": True, "help": "output folder"},
-            "--seed": {"type": int, "default": 0, "help": "weight initialisation seed"},
-        },
+        shared("--out", "--seed"),
     )  # fmt: skip
 
 

@@ -92,10 +92,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "write a tiny random-weight SD 1.5 + ControlNet pipeline (tests, demo)",
         "A tiny pipeline with Stable Diffusion 1.5's architecture and random weights, in "
         "diffusers' folder format (controlnet/ inside), loadable with --models DIR.",
-        {
-            "--out": {"required": True, "help": "output folder"},
-            "--seed": {"type": int, "default": 0, "help": "weight initialisation seed"},
-        },
+        shared("--out", "--seed"),
     )  # fmt: skip
 
 
