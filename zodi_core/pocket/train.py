@@ -121,20 +121,18 @@ PRESETS: dict[str, PocketSpec] = {
 # 1. Architectures -----------------------------------------------------------------------------
 
 
+# Arguments not set keep diffusers' defaults, SD 1.5's: RGB, 4 latent channels, 8-d heads.
+
+
 def build_vae(spec: PocketSpec) -> Any:
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * len(spec.vae_channels),
         up_block_types=("UpDecoderBlock2D",) * len(spec.vae_channels),
         block_out_channels=tuple(spec.vae_channels),
-        layers_per_block=1,
-        latent_channels=4,
         norm_num_groups=spec.vae_norm_groups,
         sample_size=spec.height,
-        scaling_factor=0.18215,
     )
 
 
@@ -143,14 +141,11 @@ def build_unet(spec: PocketSpec) -> Any:
 
     return UNet2DConditionModel(
         sample_size=spec.height // 2 ** (len(spec.vae_channels) - 1),
-        in_channels=4,
-        out_channels=4,
         block_out_channels=tuple(spec.unet_channels),
         layers_per_block=1,
         down_block_types=tuple(spec.unet_blocks),
         up_block_types=tuple(b.replace("Down", "Up") for b in reversed(spec.unet_blocks)),
         cross_attention_dim=spec.text_width,
-        attention_head_dim=8,
         norm_num_groups=spec.unet_norm_groups,
     )
 
