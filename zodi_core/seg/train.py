@@ -223,22 +223,19 @@ def set_manifests(
 ) -> None:
     """Point the train (and val/test) datasets at manifests; drop validation without one."""
     ds = cfg.train_dataloader.dataset
-    kind = ds.get("type")
-    if kind == PAIRED_DATASET:
+    if ds.get("type") == PAIRED_DATASET:
         if not paired_manifest:
             raise ConfigError(f"paired_manifest: the config trains on {PAIRED_DATASET}; give one")
-        ds.manifest = paired_manifest
-        ds.source_manifest = source_manifest
-    elif kind == MANIFEST_DATASET:
+        ds.update(manifest=paired_manifest, source_manifest=source_manifest)
+    elif ds.get("type") == MANIFEST_DATASET:
         # Source-only: the samples manifest, else the source side of the paired manifest.
-        manifest = source_manifest or paired_manifest
-        if not manifest:
+        if not (manifest := source_manifest or paired_manifest):
             raise ConfigError("source_manifest: give a samples manifest or a paired manifest")
         ds.manifest = manifest
     else:
         raise ConfigError(
             f"train_dataloader.dataset.type: expected {PAIRED_DATASET} or {MANIFEST_DATASET} "
-            f"(training reads manifests, not folders), received {kind!r}"
+            f"(training reads manifests, not folders), received {ds.get('type')!r}"
         )
     if val_manifest:
         for name in ("val_dataloader", "test_dataloader"):
