@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from zodi_core import layout, manifest, storage
 from zodi_core.conditions import render_condition, resize_image
 from zodi_core.config import ReportConfig
@@ -135,8 +138,6 @@ def render_sample_grid(
 ) -> str:
     """PNG grid of ``n`` pairs of a paired manifest, one row each: source | condition | generated
     (the condition in the manifest's palette, what the sampler saw)."""
-    import numpy as np
-
     table = manifest.read_manifest(paired_uri, "transfer")
     rows = table.slice(0, n).to_pylist()
     if not rows:
@@ -215,8 +216,6 @@ def data_uri(data: bytes, mime: str) -> str:
 def encode_for_embedding(data: bytes, max_chars: int) -> tuple[bytes, str] | None:
     """Re-encode an image so its data URI has at most ``max_chars`` characters: ``(bytes,
     mime)`` or None. A PNG that fits is kept (the confusion matrices' labels stay sharp)."""
-    from PIL import Image
-
     if data.startswith(_PNG_MAGIC) and len(data_uri(data, "image/png")) <= max_chars:
         return data, "image/png"
     with Image.open(io.BytesIO(data)) as im:

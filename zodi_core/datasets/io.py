@@ -18,9 +18,7 @@ def decode_png(data: bytes, name: str, mode: str | None = None) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            if mode is not None and im.mode != mode:
-                im = im.convert(mode)
-            return np.asarray(im)
+            return np.asarray(im.convert(mode) if mode and im.mode != mode else im)
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{name}: corrupt or truncated image ({err})") from None
 
