@@ -295,10 +295,8 @@ class TransferConfig(_Config):
 
     @property
     def effective_strength(self) -> float:
-        strength = self._effective()["strength"]
-        if strength is not None:
-            return strength
-        return DOMAIN_STRENGTHS.get(self.domain, USER_DOMAIN_STRENGTH)
+        default = DOMAIN_STRENGTHS.get(self.domain, USER_DOMAIN_STRENGTH)
+        return self._effective()["strength"] or default  # a strength is > 0: None gives way
 
     @property
     def effective_seed(self) -> int:
