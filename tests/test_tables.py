@@ -109,7 +109,8 @@ def test_tables_markdown_shows_mean_and_std_per_row_and_the_correlations(tables)
     args = tables.parse_args(["--domains", "night,fog", "--seeds", "0,1", "--models", "M"])
     rows = []
     for i, d in enumerate(("night", "fog")):
-        for j, (variant, (label, table, method, _)) in enumerate(tables.VARIANTS.items()):
+        for j, variant in enumerate(args.variant_list):  # --variants all: Tables 1-2
+            label, table, method, _ = tables.VARIANTS[variant]
             real = [10.0 * i + j, 10.0 * i + j + 2.0]
             rows.append(
                 {"domain": d, "variant": variant, "label": label, "table": table,
@@ -133,3 +134,40 @@ def test_tables_markdown_shows_mean_and_std_per_row_and_the_correlations(tables)
     assert "source-only 9.0 s per training run" in text
     # ZoDi is 1.0 above source-only in both domains: not above 2 std (2 x 1.41)
     assert "night +1.0 (not above 2 std = 2.8), fog +1.0 (not above 2 std = 2.8)" in text
+
+
+def test_tables_variants_groups_names_and_the_filtered_line(tables):
+    args = tables.parse_args(["--variants", "table1,filtered", "--models", "M"])
+    assert args.variant_list == ["source-only", "zodi", "filtered"]
+    assert args.method_list == ["zodi"]  # the filter scores ZoDi's own images
+    assert tables.parse_args(["--models", "M"]).variant_list == [
+        "source-only",
+        "zodi",
+        "sdedit",
+        "inst",
+        "wo_si",
+        "wo_lsim",
+    ]
+    rows = [
+        {"domain": "night", "variant": v, "label": tables.VARIANTS[v][0],
+         "table": tables.VARIANTS[v][1], "real": real, "proxy": real, "layout": [50.0, 52.0]}
+        for v, real in (("source-only", [4.0, 6.0]), ("zodi", [10.0, 12.0]),
+                        ("filtered", [14.0, 16.0]))
+    ]  # fmt: skip
+    result = {
+        "rows": rows, "spearman": tables.spearman_summary(rows), "seconds": {"total": 1.0},
+        "train_seconds_per_run": {}, "models": "M",
+    }  # fmt: skip
+    text = tables.render_markdown(result, args, [])
+    assert "### ZoDi with vs without the quality filter" in text
+    assert "### Table 2" not in text
+    assert "| night | ZoDi + quality filter | 15.0 ± 1.4 |" in text
+    # filtered - ZoDi: +4.0, above 2 std (2 x 1.41)
+    assert "real target mIoU: night +4.0 (above 2 std = 2.8)." in text
+
+
+def test_tables_unknown_variant_is_a_usage_error(tables, capsys):
+    with pytest.raises(SystemExit) as err:
+        tables.parse_args(["--variants", "table1,nope", "--models", "M"])
+    assert err.value.code == 2
+    assert "--variants" in capsys.readouterr().err
