@@ -180,12 +180,16 @@ class TransferSampler:
         self,
         components: Components,
         config: TransferConfig | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         compile_backend: str | Callable[..., Any] = "inductor",
     ) -> None:
         import torch
 
         self.config = (config or TransferConfig()).resolved()
-        self.device, self.dtype = resolve_device(self.config.device, self.config.dtype)
+        # device/dtype override the config's: bench/transfer.py counts FLOPs on the meta device
+        dev, dt = resolve_device(self.config.device, self.config.dtype)
+        self.device, self.dtype = torch.device(device or dev), dtype or dt
         self.components = components
         parts = (components.unet, components.controlnet, components.vae, components.text_encoder)
         self.unet, self.controlnet, self.vae, self.text_encoder = map(self._place, parts)
