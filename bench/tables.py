@@ -100,6 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--mmseg-config", default="deeplabv3plus_r18-tiny_2xb-demo_synthetic-64x128.py",
         help="segmentation config (a bundled name or a path)",
     )  # fmt: skip
+    ap.add_argument(
+        "--strength", type=float,
+        help="transfer strength S of every domain (default: each domain's paper strength)",
+    )  # fmt: skip
     ap.add_argument("--steps", type=int, default=20, help="T, DDIM steps of the full schedule")
     ap.add_argument("--guidance", type=float, default=9.0, help="CFG scale (paper: 9.0)")
     ap.add_argument(
@@ -313,7 +317,7 @@ def build_config(args, workdir: Path, data: dict, models_dir: Path, demo_config)
     transfer = TransferConfig.preset(
         "default", models=config.transfer.models.model_dump(), short_side=64, size_multiple=64,
         num_inference_steps=args.steps, batch_size=8, guidance_scale=args.guidance,
-        negative_prompt=args.negative_prompt, seed=args.data_seed,
+        negative_prompt=args.negative_prompt, seed=args.data_seed, strength=args.strength,
     )  # fmt: skip
     train = config.train.replace(
         mmseg_config=str(write_iteration_config(args.mmseg_config, args.iters, workdir, args.lr)),
@@ -558,7 +562,7 @@ def render_markdown(result: dict[str, Any], args: argparse.Namespace, argv: list
     lines += [
         f"Command: `{cmd.strip()}`; {args.n_train} source train images, {args.n_val} val (proxy), "
         f"{args.n_target} real target images per domain, 64x128; transfer: default preset "
-        f"(ADE20K palette, consistent timestep, eta 1), T={args.steps}, CFG {args.guidance}, "
+        f"(strength {args.strength or 'of each domain'}, ADE20K palette, consistent timestep, eta 1), T={args.steps}, CFG {args.guidance}, "
         f"negative prompt {args.negative_prompt!r}, models {result['models']}; segmentation: "
         f"{args.mmseg_config} for {args.iters} iterations (infinite sampler), lr "
         f"{args.lr or 'of the config'}, batch "
