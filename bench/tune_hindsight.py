@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         hindsight[strength] = (sum(rows["zodi"]) / len(rows["zodi"]), rows["source-only"][0])
     if hindsight:
         best = max(hindsight, key=lambda s: hindsight[s][0])
-        print("| strength | ZoDi real target mIoU (hindsight, seed mean) | source only (seed 0) |\n|---|---|---|")
+        print("| strength | ZoDi real target mIoU (hindsight, seed mean) | source only (seed 0) |")
+        print("|---|---|---|")
         for s, (z, b) in sorted(hindsight.items()):
             print(f"| {s:g} | {z:.1f} | {b:.1f} |")
         print(
