@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
+    from zodi_cli._common import models_overrides
     from zodi_core.config import TransferConfig
     from zodi_core.evaluation import load_model
     from zodi_core.pocket import pocket_models_dir
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     seg_config = next(work.glob("configs/tables_*.py"))
     models = str(pocket_models_dir())
     config = TransferConfig.preset(
-        "default", models={"base": models, "controlnet": f"{models}/controlnet"},
+        "default", models=models_overrides(models, None),
         short_side=64, size_multiple=64, num_inference_steps=20, guidance_scale=9.0,
         negative_prompt="", seed=0, domain=args.domain, device="cpu",
     )  # fmt: skip
