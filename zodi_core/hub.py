@@ -151,19 +151,6 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
-def _component_files(name: str, root: Path) -> dict[str, int]:
-    """Files (relative path → bytes) of one component's folder; the base folder without the
-    ControlNet, backbone weights, record and download metadata that share it."""
-    others = ("controlnet", TORCH_HOME_NAME, RECORD_NAME) if name == "base" else ()
-    return {
-        p.relative_to(root).as_posix(): p.stat().st_size
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-        and p.relative_to(root).parts[0] not in others
-        and not p.relative_to(root).parts[0].startswith(".")
-    }
-
-
 def _snapshot(
     name: str,
     source: ModelSource,
@@ -195,10 +182,10 @@ def _snapshot(
         asked = (previous.get("source"), previous.get("requested"), previous.get("variant"))
         lost = "no earlier download of this request in the folder"
         if asked == (repo, source.revision, variant):
-            commit = previous["revision"]
+            commit, names = previous["revision"], list(previous["files"])
             try:
-                snapshot_download(repo, revision=commit, allow_patterns=list(previous["files"]),
-                                  local_dir=dest, local_files_only=True)  # fmt: skip
+                snapshot_download(repo, revision=commit, allow_patterns=names, local_dir=dest,
+                                  local_files_only=True)  # fmt: skip
                 lost = ""
             except IncompleteSnapshotError as incomplete:
                 lost = str(incomplete).split(" Re-run")[0]
@@ -228,6 +215,7 @@ def _snapshot(
             plan = snapshot_download(
                 repo, allow_patterns=patterns, dry_run=True, tqdm_class=quiet, **kwargs
             )
+        names = [p.filename for p in plan]
         total = sum(p.file_size or 0 for p in plan)
         todo = sum(p.file_size or 0 for p in plan if p.will_download)
         say(
@@ -247,8 +235,8 @@ def _snapshot(
             ) from None
     if problem := folder_problem(dest, source.needs, field_name):
         raise FileNotFoundError(f"{problem} (not in the hub repository {repo!r})")
-    skipped = not any(p.will_download for p in plan)
-    return Fetched(name, repo, dest, commit, _component_files(name, dest), skipped=skipped)
+    files = {n: (dest / n).stat().st_size for n in names}  # measured on disk
+    return Fetched(name, repo, dest, commit, files, skipped=not any(p.will_download for p in plan))
 
 
 def _fetch_weights(url: str, out: Path, say: Callable[[str], None]) -> Fetched:
