@@ -8,19 +8,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from zodi_core import layout, manifest, storage
-from zodi_core.config import (
-    ConfigError,
-    DomainName,
-    DomainSettings,
-    TransferConfig,
-    _Config,
-    choose_prompt,
-    config_digest,
-)
-from zodi_core.config.base import read_yaml_mapping
+from zodi_core.config import ConfigError, DomainSettings, TransferConfig, config_digest
+from zodi_core.config.base import _Config, read_yaml_mapping
+from zodi_core.config.transfer import DomainName, check_prompt, choose_prompt
 from zodi_core.transfer.sampler import sample_seed
 
 #: Strength is stored as float32 in the manifest; compare at this many decimals.
@@ -39,15 +32,8 @@ class PromptConfig(_Config):
 
     @model_validator(mode="after")
     def _check_domains(self) -> PromptConfig:
-        # TransferConfig holds the rules (non-empty prompt, strength in (0, 1]): apply them.
-        for domain, entry in self.domains.items():
-            try:
-                TransferConfig(domain=domain, domain_settings={domain: entry})
-            except ValidationError as err:  # nested in this model's validation: pydantic's own
-                e = err.errors()[0]
-                field = ".".join(str(p) for p in e["loc"])
-                where = f"domains.{domain}.{field}" if field else f"domains.{domain}"
-                raise ValueError(f"{where}: {e['msg'].removeprefix('Value error, ')}") from None
+        for domain, entry in self.domains.items():  # a user domain needs a prompt here
+            check_prompt(f"domains.{domain}: domain", domain, entry)
         return self
 
     @classmethod

@@ -25,7 +25,7 @@ from zodi_core.config.base import (
     expect,
     read_yaml_mapping,
 )
-from zodi_core.config.transfer import CLIP_MODEL_ID, DOMAINS, DomainName, TransferConfig
+from zodi_core.config.transfer import CLIP_MODEL_ID, DomainName, TransferConfig, check_prompt
 from zodi_core.model_source import is_local
 
 
@@ -245,12 +245,9 @@ class PipelineConfig(_Config):
     @model_validator(mode="after")
     def _check_domains(self) -> Self:
         for domain in self.domains:
-            if not self.transfer.has_prompt(domain):
-                raise ValueError(
-                    f"domains: {domain!r} has no prompt; define it under "
-                    f"transfer.domain_settings.{domain}.prompt (or prompts) or use a built-in "
-                    f"domain ({', '.join(DOMAINS)})"
-                )
+            check_prompt(
+                "domains", domain, self.transfer, self.transfer.domain_settings.get(domain)
+            )
         return self
 
     _presets: ClassVar[dict[str, dict[str, Any]]] = {

@@ -78,6 +78,17 @@ def _check_one_of(prompt: str | None, prompts: tuple[str, ...] | None) -> None:
         raise ValueError("prompt, prompts: set one of them, not both")
 
 
+def check_prompt(field: str, domain: str, *settings: Any) -> None:
+    """ValueError naming ``field`` unless ``domain`` is built in or one of ``settings`` (transfer
+    or domain settings, None skipped) gives it a prompt."""
+    if domain not in DOMAIN_PHRASES and not any(s and (s.prompt or s.prompts) for s in settings):
+        raise ValueError(
+            f"{field}: {domain!r} has no prompt; give it one (transfer.prompt, "
+            f"transfer.domain_settings.{domain}.prompt, or the prompt config's "
+            f"domains.{domain}.prompt) or use a built-in domain ({', '.join(DOMAINS)})"
+        )
+
+
 def choose_prompt(prompts: tuple[str, ...] | list[str], seed: int) -> str:
     """The prompt of one image: ``prompts[seed mod len(prompts)]`` of its per-image seed.
 
@@ -238,20 +249,8 @@ class TransferConfig(_Config):
                 f"seed: expected seed + seed offsets < 2**62 (the resolved seed), received "
                 f"{self.seed} + {self.seed_offset} + {max(offsets, default=0)}"
             )
-        if not self.has_prompt(self.domain):
-            raise ValueError(
-                f"domain: {self.domain!r} has no prompt; give it one (transfer.prompt, "
-                f"transfer.domain_settings.{self.domain}.prompt, or the prompt config's "
-                f"domains.{self.domain}.prompt) or use a built-in domain ({', '.join(DOMAINS)})"
-            )
+        check_prompt("domain", self.domain, self, self.domain_settings.get(self.domain))
         return self
-
-    def has_prompt(self, domain: str) -> bool:
-        """Whether ``domain`` has a prompt: a built-in one, or one set here."""
-        own = self.domain_settings.get(domain) or DomainSettings()
-        return bool(
-            domain in DOMAIN_PHRASES or self.prompt or self.prompts or own.prompt or own.prompts
-        )
 
     def _effective(self) -> dict[str, Any]:
         """The domain's settings: ``domain_settings[domain]`` over the plain fields."""
