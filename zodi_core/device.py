@@ -13,25 +13,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-DTYPES = ("float32", "float16", "bfloat16")
-
 
 def resolve_device(
     device: str = "auto", dtype: str = "auto", *, auto_half: bool = True
 ) -> tuple[torch.device, torch.dtype]:
     """``(torch.device, torch.dtype)`` for a stage's ``device`` ('auto', 'cpu', 'cuda',
-    'cuda:N'; auto: CUDA when available) and ``dtype`` ('auto', 'float32', 'float16',
-    'bfloat16'). ``auto_half``: True for the sampler ('auto' is float16 on CUDA), False for
+    'cuda:N'; auto: CUDA when available) and ``dtype`` (``config.Dtype``: the configs check
+    it). ``auto_half``: True for the sampler ('auto' is float16 on CUDA), False for
     training and evaluation ('auto' is float32; half means mixed precision, CUDA only).
     """
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
+    dev = None
+    with contextlib.suppress(RuntimeError, TypeError):
         dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        dev = None
     if dev is None or dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', received {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -44,8 +41,6 @@ def resolve_device(
             f"device: {device!r} asked for, but only {torch.cuda.device_count()} CUDA "
             f"device(s) exist"
         )
-    if dtype not in ("auto", *DTYPES):
-        raise ValueError(f"dtype: expected 'auto' or one of {sorted(DTYPES)}, received {dtype!r}")
     auto = "float16" if dev.type == "cuda" and auto_half else "float32"
     dt = getattr(torch, auto if dtype == "auto" else dtype)
     if dev.type == "cpu" and dt != torch.float32 and not auto_half:

@@ -327,9 +327,7 @@ class TransferSampler:
         digest = transfer_digest(config)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(images):
-            size = generation_size(
-                img.shape[1], img.shape[0], config.short_side, config.size_multiple
-            )
+            size = generation_size(*img.shape[1::-1], config.short_side, config.size_multiple)
             groups.setdefault(size, []).append(i)
         results: dict[int, TransferOutput] = {}
         for size, idx in groups.items():
@@ -339,9 +337,8 @@ class TransferSampler:
                 inputs = ([seq[i] for i in chunk] for seq in (images, labels, sample_ids))
                 try:
                     outs, seconds = self._run_chunk(*inputs, size, plan, config, batch)
-                except RuntimeError as err:
-                    oom = isinstance(err, torch.cuda.OutOfMemoryError)
-                    if not (oom or "out of memory" in str(err).lower()):
+                except RuntimeError as err:  # (CUDA's OutOfMemoryError says "out of memory" too)
+                    if "out of memory" not in str(err).lower():
                         raise
                     torch.cuda.empty_cache()  # a no-op unless CUDA was initialised
                     if batch == 1:
@@ -430,8 +427,6 @@ class TransferSampler:
             resize_image(im, (src.shape[1], src.shape[0])) if config.resize_to_source else im
             for im, src in zip(arr, images[:n], strict=True)
         ]
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
         return [np.ascontiguousarray(im) for im in results], (time.perf_counter() - t0) / n
 
     def generate(
