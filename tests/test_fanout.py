@@ -51,14 +51,20 @@ def test_run_children_reruns_only_the_failed_child():
         run_children([[0]], launch, wait, retries=-1, domain="fog")
 
 
+def _child(group: list[int], end: dict) -> ChildOutcome:
+    """The outcome run_children records for one child whose final state is ``end``."""
+    report = run_children([group], lambda g, a: "id-1", lambda ids: {"id-1": end}, 0, "fog")
+    return report.children[0]
+
+
 def test_child_outcome_reads_only_a_transfer_result():
     summary = {"shards_computed": ["shard-00000"], "images_written": 2}
     end = {"state": "Completed", "ok": True, "message": "", "result": {"domains": {"fog": summary}}}
-    child = fanout.child_outcome([0, 1], 0, "id-1", end, "fog")
+    child = _child([0, 1], end)
     assert child.ok and child.summary == summary and child.group == [0, 1]
     # A crashed child has no result: no summary, its message kept.
     end = {"state": "Crashed", "ok": False, "message": "worker lost", "result": None}
-    child = fanout.child_outcome([2], 1, "id-2", end, "fog")
+    child = _child([2], end)
     assert not child.ok and child.summary is None and child.message == "worker lost"
 
 

@@ -46,7 +46,8 @@ def run_children(
     domain: str,
 ) -> FanoutReport:
     """Launch one child per group, wait for all, relaunch only the failed groups (``retries``
-    more times at most); ``wait(ids)`` returns each run's final state once every run is final."""
+    more times at most); ``wait(ids)`` returns each run's final state once every run is final
+    (``tasks.fanout.wait_for_flow_runs_task``); a child's summary is its result's ``domain``'s."""
     if retries < 0:
         raise ValueError(f"child_retries: expected an integer >= 0, received {retries}")
     report = FanoutReport()
@@ -54,9 +55,12 @@ def run_children(
     for attempt in range(retries + 1):
         ids = {launch(list(groups[i]), attempt): i for i in todo}
         ends = wait(list(ids))
-        outcomes = [child_outcome(groups[i], attempt, r, ends[r], domain) for r, i in ids.items()]
-        report.children += outcomes
-        todo = [ids[c.flow_run_id] for c in outcomes if not c.ok]
+        for r, i in ids.items():
+            end = ends[r]
+            summary = ((end["result"] or {}).get("domains") or {}).get(domain)
+            state, ok, message = end["state"], end["ok"], end["message"]
+            report.children.append(ChildOutcome(groups[i], attempt, r, state, ok, message, summary))
+        todo = [i for r, i in ids.items() if not ends[r]["ok"]]
         if not todo:
             break
     return report
@@ -79,16 +83,6 @@ def child_parameters(
 
 def child_run_name(domain: str, group: list[int], attempt: int) -> str:
     return f"{domain}-shards-{group[0]}-{group[-1]}-try{attempt}"
-
-
-def child_outcome(
-    group: list[int], attempt: int, flow_run_id: str, end: dict[str, Any], domain: str
-) -> ChildOutcome:
-    """A child's outcome from its final state ``end`` (as ``tasks.fanout.wait_for_flow_runs_task``
-    gives it); the summary is ``domain``'s when the result is the transfer flow's mapping."""
-    summary = ((end["result"] or {}).get("domains") or {}).get(domain)
-    state, ok, message = end["state"], end["ok"], end["message"]
-    return ChildOutcome(group, attempt, flow_run_id, state, ok, message, summary)
 
 
 def merge_child_summaries(report: FanoutReport) -> RunSummary:
