@@ -21,19 +21,6 @@ PAIRED_DATASET = "ZoDiPairedDataset"
 MANIFEST_DATASET = "ZoDiManifestDataset"
 ZODI_SEGMENTOR = "ZoDiSegmentor"
 
-#: Transforms that read files: replaced by one ZoDi loader (manifests hold URIs of any storage).
-LOADERS = frozenset(
-    {
-        "LoadImageFromFile",
-        "LoadAnnotations",
-        "LoadImageFromNDArray",
-        "LoadSingleRSImageFromFile",
-        "LoadMultipleRSImageFromFile",
-        "LoadDepthAnnotation",
-        "LoadZoDiSample",
-        "LoadZoDiPair",
-    }
-)
 #: Transforms that change pixel values only (no geometry, label untouched): an independent
 #: random draw for the source and the generated image.
 PHOTOMETRIC = frozenset(
@@ -47,7 +34,6 @@ PHOTOMETRIC = frozenset(
         "BioMedicalGaussianNoise",
         "BioMedicalGaussianBlur",
         "BioMedicalRandomGamma",
-        "ZoDiColorJitter",
     }
 )
 PACKERS = frozenset({"PackSegInputs", "PackZoDiPairInputs"})
@@ -64,15 +50,16 @@ def _type(t: Any) -> str:
 
 
 def _one_loader(pipeline: list, loader: str, where: str) -> list[dict]:
-    """A copy of ``pipeline`` whose loading transforms become one ``loader``, at the first's place."""
-    kinds = [_type(t) for t in pipeline]
-    if not LOADERS.intersection(kinds):
+    """A copy of ``pipeline`` whose loading transforms become one ``loader``, at the first's place
+    (manifests hold URIs of any storage). mmcv's and mmseg's file readers are all named Load*."""
+    loads = [_type(t).startswith("Load") for t in pipeline]
+    if not any(loads):
         raise ConfigError(f"{where}: expected a loading transform (LoadImageFromFile), found none")
-    first = next(i for i, kind in enumerate(kinds) if kind in LOADERS)
+    first = loads.index(True)
     return [
         dict(type=loader) if i == first else copy.deepcopy(dict(t))
         for i, t in enumerate(pipeline)
-        if i == first or kinds[i] not in LOADERS
+        if i == first or not loads[i]
     ]
 
 
