@@ -8,14 +8,12 @@ are mmseg's, held as constants (the transfer runs without mmseg; a test compares
 from __future__ import annotations
 
 from functools import cache
-from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from zodi_core.labels import CLASSES, check_train_ids
+from zodi_core.labels import NUM_CLASSES, check_train_ids
 
-Palette = Literal["ade20k", "cityscapes"]
 PALETTES: tuple[str, ...] = ("ade20k", "cityscapes")
 
 RGB = tuple[int, int, int]
@@ -52,10 +50,9 @@ def palette_colors(palette: str) -> np.ndarray:
     rows 0..18 the train classes, every other row (the ignore index 255 too) black."""
     if palette not in PALETTES:
         raise ValueError(f"palette: expected one of {PALETTES}, received {palette!r}")
-    lut = np.zeros((256, 3), dtype=np.uint8)
     column = 0 if palette == "cityscapes" else 2
-    for train_id, name in enumerate(CLASSES):
-        lut[train_id] = CLASS_COLORS[name][column]
+    lut = np.zeros((256, 3), dtype=np.uint8)  # CLASS_COLORS lists the classes in train-id order
+    lut[:NUM_CLASSES] = [colors[column] for colors in CLASS_COLORS.values()]
     lut.setflags(write=False)
     return lut
 

@@ -17,19 +17,14 @@ CLASSES: tuple[str, ...] = (
     "truck", "bus", "train", "motorcycle", "bicycle",
 )  # fmt: skip
 
-#: label id → train id for the 34 Cityscapes label ids (0..33) plus license plate (-1 → 255).
-LABEL_ID_TO_TRAIN_ID: dict[int, int] = {
-    0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255,
-    7: 0, 8: 1, 9: 255, 10: 255, 11: 2, 12: 3, 13: 4, 14: 255, 15: 255, 16: 255,
-    17: 5, 18: 255, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,
-    27: 14, 28: 15, 29: 255, 30: 255, 31: 16, 32: 17, 33: 18,
-}  # fmt: skip
-
-_LUT = np.array([LABEL_ID_TO_TRAIN_ID.get(i, -1) for i in range(256)], dtype=np.int16)
-#: train id → its label id (the inverse for the 19 classes; 255 → 0 'unlabeled').
-_TRAINED = {lid: t for lid, t in LABEL_ID_TO_TRAIN_ID.items() if t != IGNORE_INDEX}
+#: Label id (cityscapesScripts' labels.py) of each train class, in CLASSES order; every other
+#: label id in 0..33 is ignored, and an id above 33 is outside the table.
+TRAIN_LABEL_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+_LUT = np.full(34, IGNORE_INDEX, dtype=np.uint8)  # label id → train id
+_LUT[list(TRAIN_LABEL_IDS)] = range(NUM_CLASSES)
+#: train id → its label id (255 → 0 'unlabeled').
 _INVERSE_LUT = np.zeros(256, dtype=np.uint8)
-_INVERSE_LUT[list(_TRAINED.values())] = list(_TRAINED)
+_INVERSE_LUT[:NUM_CLASSES] = TRAIN_LABEL_IDS
 
 
 def label_ids_to_train_ids(label: np.ndarray) -> np.ndarray:
@@ -38,15 +33,10 @@ def label_ids_to_train_ids(label: np.ndarray) -> np.ndarray:
     Raises ValueError listing the ids outside the table.
     """
     label = np.asarray(label)
-    if label.dtype != np.uint8:
-        if label.size and (label.min() < 0 or label.max() > 255):
-            raise ValueError(f"label ids outside the table: range {label.min()}..{label.max()}")
-        label = label.astype(np.uint8)
-    out = _LUT[label]
-    if (out < 0).any():
-        bad = sorted(int(v) for v in np.unique(label[out < 0]))
-        raise ValueError(f"label ids outside the table: {bad}")
-    return out.astype(np.uint8)
+    outside = (label < 0) | (label >= len(_LUT))
+    if outside.any():
+        raise ValueError(f"label ids outside the table: {np.unique(label[outside]).tolist()}")
+    return _LUT[label]
 
 
 def train_ids_to_label_ids(train: np.ndarray) -> np.ndarray:
