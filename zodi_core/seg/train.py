@@ -19,9 +19,9 @@ import urllib.error
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from unittest import mock
 
 import mmengine.device.utils as mm_device
 import torch
@@ -189,18 +189,13 @@ def apply_iteration_budget(cfg, max_iters: int) -> None:
     loop = cfg.train_cfg
     total = int(loop.max_iters if loop.get("type") == "IterBasedTrainLoop" else loop.max_epochs)
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
-    schedulers = []
-    scheds = cfg.param_scheduler
+    schedulers, scheds = [], cfg.param_scheduler
     for sched in scheds if isinstance(scheds, list | tuple) else [scheds]:
         sched = copy.deepcopy(dict(sched))
         sched.pop("convert_to_iter_based", None)
-        begin = min(sched.get("begin", 0), total)
-        end = min(sched.get("end", total), total)
-        new_begin = round(begin / total * max_iters)
-        sched.update(
-            by_epoch=False, begin=new_begin, end=max(new_begin + 1, round(end / total * max_iters))
-        )
-        schedulers.append(sched)
+        span = (sched.get("begin", 0), sched.get("end", total))  # in the old loop's units
+        begin, end = (round(min(x, total) / total * max_iters) for x in span)
+        schedulers.append(dict(sched, by_epoch=False, begin=begin, end=max(begin + 1, end)))
     cfg.param_scheduler = schedulers
     sampler = cfg.train_dataloader.get("sampler") or {}
     if sampler.get("type") == "DefaultSampler":
@@ -264,10 +259,6 @@ def http_url(ref: str) -> str | None:
     return None
 
 
-def _cached_path(url: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
 def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0) -> str | None:
     """Make the backbone's ImageNet weights loadable before training starts, or fail clearly: a
     URL must be in torch's hub cache or answer within ``timeout`` s. Returns the weights used
@@ -292,7 +283,8 @@ def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0)
         if not Path(ref).is_file():
             raise FileNotFoundError(f"backbone weights {ref} not found (pass --pretrained PATH)")
         return ref
-    if _cached_path(url).is_file():
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if cached.is_file():
         return url
     try:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
@@ -300,7 +292,7 @@ def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0)
         prefix = "model.segmentor" if cfg.model.get("type") == "ZoDiSegmentor" else "model"
         keys = " ".join(f"{prefix}.{key}=None" for key in refs)
         raise FileNotFoundError(
-            f"backbone weights {ref}: not in the cache {_cached_path(url)} and {url} is not "
+            f"backbone weights {ref}: not in the cache {cached} and {url} is not "
             f"reachable ({err}). Download it elsewhere and pass --pretrained PATH (or "
             f"TrainConfig.pretrained), or train from scratch with --cfg-options {keys}"
         ) from None
@@ -312,20 +304,6 @@ def _wait_for_unused_log_dir(work_dir: Path) -> None:
     run in the same work dir within that second would overwrite the first one's logs."""
     while (Path(work_dir) / time.strftime("%Y%m%d_%H%M%S")).exists():
         time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def _mmengine_device(device) -> Iterator[None]:
-    """Run mmengine on ``device``: its Runner moves the model to ``get_device()``, a module
-    global chosen at import (CUDA when present); 'cpu' must be forced, 'cuda:N' selected."""
-    saved = mm_device.DEVICE
-    mm_device.DEVICE = device.type
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device.index)
-    try:
-        yield
-    finally:
-        mm_device.DEVICE = saved
 
 
 def _final_losses(runner) -> dict[str, float]:
@@ -468,8 +446,12 @@ def _run(cfg, device, staging: Path) -> Runner:
     # "<config>_<second>": two runs of one config in one process and second (seeds, tests) would
     # share them, and the second run's logs would land in the first run's folder.
     cfg.experiment_name = f"{Path(str(cfg.filename)).stem}_{uuid.uuid4().hex[:12]}"
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device.index)
     try:
-        with _mmengine_device(device):
+        # The Runner moves the model to get_device(), a module global chosen at import (CUDA when
+        # present): 'cpu' must be forced.
+        with mock.patch.object(mm_device, "DEVICE", device.type):
             runner = Runner.from_cfg(cfg)
             with checkpoint_loading():
                 runner.train()
