@@ -68,9 +68,6 @@ _EXPECTED = {
     "greater_than_equal": "a value >= {ge}",
     "less_than": "a value < {lt}",
     "less_than_equal": "a value <= {le}",
-    "too_short": "at least {min_length} item(s)",
-    "too_long": "at most {max_length} item(s)",
-    "string_too_short": "a non-empty string",
     "string_pattern_mismatch": "a value matching {pattern}",
     "literal_error": "one of {expected}",
     "multiple_of": "a multiple of {multiple_of}",
@@ -91,7 +88,7 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
         field = node.model_fields.get(str(part))
         if field is not None:  # else a dict key or list index: the model is in the annotation
             node = _model_in(field.annotation)
-            if node is None:
+            if node is None:  # a dict key named as a field (a domain called 'prompt')
                 return []
     return list(node.model_fields)
 
@@ -178,7 +175,13 @@ class _Config(BaseModel):
             raise ConfigError(
                 f"{cls.__name__}.preset: expected one of {sorted(PRESET_NAMES)}, received {name!r}"
             )
-        return cls(**_deep_merge(cls._presets.get(name, {}), overrides))
+        # A field holding a config starts from that config's preset of the same name.
+        nested = {
+            field: preset
+            for field, info in cls.model_fields.items()
+            if (preset := getattr(info.annotation, "_presets", {}).get(name))
+        }
+        return cls(**_deep_merge(nested | cls._presets.get(name, {}), overrides))
 
 
 def read_yaml_mapping(text: str, where: str, expected: str = "a mapping") -> dict[str, Any]:

@@ -12,7 +12,6 @@ import yaml
 from pydantic import Field, model_validator
 
 from zodi_core.config.base import (
-    PRESET_NAMES,
     ConfigError,
     Device,
     Dtype,
@@ -250,16 +249,8 @@ class PipelineConfig(_Config):
             )
         return self
 
-    _presets: ClassVar[dict[str, dict[str, Any]]] = {
-        name: {
-            "transfer": TransferConfig._presets.get(name, {}),
-            "train": TrainConfig._presets.get(name, {}),
-            "evaluation": EvalConfig._presets.get(name, {}),
-            "quality": QualityConfig._presets.get(name, {}),
-            **({"shard_size": 4} if name == "demo" else {}),
-        }
-        for name in PRESET_NAMES
-    }
+    # (transfer, train, evaluation and quality start from their own preset of the name)
+    _presets: ClassVar[dict[str, dict[str, Any]]] = {"demo": {"shard_size": 4}}
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> Self:
