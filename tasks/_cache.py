@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -34,10 +33,6 @@ LOCKS_ENV = "ZODI_LOCKS_DIR"
 #: file and recording itself) counts as abandoned after this many seconds.
 UNOWNED_GRACE_S = 30.0
 
-#: Lock files held by this process (released by :func:`release_held_locks` on Ctrl-C).
-_HELD: set[Path] = set()
-_HELD_LOCK = threading.Lock()
-
 
 def cache_key(kind: str, *parts: str) -> str:
     """``<kind>-<digest of parts>``: the rule of every task's cache key (each beside its task)."""
@@ -54,9 +49,8 @@ def content_digest(*uris: str) -> str:
 
 def locks_dir() -> Path:
     """Folder of the cache lock files, read when a lock is taken (never at import)."""
-    if os.environ.get(LOCKS_ENV):
-        return Path(os.environ[LOCKS_ENV]).expanduser()
-    return Path(get_current_settings().home).expanduser() / "locks"
+    default = Path(get_current_settings().home) / "locks"
+    return Path(os.environ.get(LOCKS_ENV) or default).expanduser()
 
 
 def process_start_time(pid: int) -> int | None:
@@ -132,33 +126,22 @@ class LocalLockManager(FileSystemLockManager):
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         tmp.write_text(json.dumps(record))
         os.replace(tmp, path)  # readers see Prefect's record or the full one, never a part
-        with _HELD_LOCK:
-            _HELD.add(path)
         return True
-
-    def release_lock(self, key: str, holder: str) -> None:
-        path = Path(self._lock_path_for_key(key))
-        super().release_lock(key, holder)
-        with _HELD_LOCK:
-            _HELD.discard(path)
 
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
         """Prefect's ``wait_for_lock`` polls this: a lock whose owner is gone is broken here."""
         info = self._get_lock_info(key, use_cache=use_cache)
-        if info is not None:
-            path = Path(info["path"])
-            try:
-                age = time.time() - path.stat().st_mtime
-            except FileNotFoundError:
-                self._locks.pop(key, None)
-                return False
-            reason = owner_gone(info, age)
-            if reason is not None and self._break(path, info):
-                line = f"[lock] {path.name}: {reason}; lock broken, its task runs again"
-                print(line, file=sys.stderr, flush=True)
-                self._locks.pop(key, None)
-                return False
-        return super().is_locked(key, use_cache=use_cache)
+        if info is None:
+            return False
+        path = Path(info["path"])
+        with contextlib.suppress(FileNotFoundError):  # released since: unlocked
+            reason = owner_gone(info, time.time() - path.stat().st_mtime)
+            if reason is None or not self._break(path, info):
+                return super().is_locked(key, use_cache=use_cache)
+            line = f"[lock] {path.name}: {reason}; lock broken, its task runs again"
+            print(line, file=sys.stderr, flush=True)
+        self._locks.pop(key, None)
+        return False
 
     @staticmethod
     def _break(path: Path, dead: dict[str, Any]) -> bool:
@@ -179,10 +162,10 @@ class LocalLockManager(FileSystemLockManager):
 
 
 def release_held_locks() -> list[Path]:
-    """Remove the lock files this process holds (on Ctrl-C, before exiting); return them."""
-    with _HELD_LOCK:
-        held = sorted(_HELD)
-        _HELD.clear()
+    """Remove the lock files this process holds (on Ctrl-C, before exiting); return them. The
+    files are the truth: those whose owner record is this process."""
+    me = owner_record()
+    held = sorted(p for p in locks_dir().glob("*.lock") if _read_json(p).items() >= me.items())
     for path in held:
         path.unlink(missing_ok=True)
     return held
@@ -201,12 +184,9 @@ def cached_values(task: Any, keys: list[str]) -> dict[str, Any]:
     """``{key: cached value}`` for the keys that have a readable cache record of ``task``."""
     store = get_result_store().update_for_task(task)
     found = {}
-    for key in keys:
-        if store.exists(key):
-            try:
-                found[key] = store.read(key).result
-            except Exception:  # noqa: BLE001 - an unreadable record counts as no record
-                continue
+    for key in filter(store.exists, keys):
+        with contextlib.suppress(Exception):  # an unreadable record counts as no record
+            found[key] = store.read(key).result
     return found
 
 
