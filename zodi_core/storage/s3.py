@@ -355,20 +355,14 @@ class S3Storage(Storage):
     def sizes(self, prefix: str = "") -> dict[str, int]:
         """``{key: size}`` under ``prefix`` (as :meth:`list`), from ListObjectsV2's ``Size``."""
         rel = _check_key(prefix) if prefix else ""
-        full = self._key(rel) if rel else ""
-        query = full or (f"{self.prefix}/" if self.prefix else "")
+        query = self._key(rel) if rel else (f"{self.prefix}/" if self.prefix else "")
         start = len(self.prefix) + 1 if self.prefix else 0
-        found: dict[str, int] = {}
         with self._errors(None, "LIST"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=query
             )
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    name = obj["Key"]
-                    if not full or name == full or name.startswith(f"{full}/"):
-                        found[name[start:]] = int(obj["Size"])
-        return found
+            found = {o["Key"][start:]: int(o["Size"]) for p in pages for o in p.get("Contents", [])}
+        return {k: n for k, n in found.items() if not rel or k == rel or k.startswith(f"{rel}/")}
 
     def url_for(self, key: str, expires_s: int) -> str:
         """A presigned GET URL valid ``expires_s`` seconds (1 to 7 days), signed locally (the
