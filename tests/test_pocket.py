@@ -143,7 +143,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, corpus_uri, 
     assert (tmp_path / "b" / "checkpoints" / "unet.pt").is_file()
     monkeypatch.setattr(train_mod, "step_generator", real)
     resumed = train_pocket(corpus, tmp_path / "b", spec, progress=False)
-    assert resumed.phases["unet"]["steps"] == 6
+    assert resumed["unet"]["steps"] == 6
     for sub in ("unet", "text_encoder", "controlnet"):
         cls = {"unet": "UNet2DConditionModel", "controlnet": "ControlNetModel"}.get(sub)
         if cls:
@@ -157,7 +157,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, corpus_uri, 
         a, b = load(tmp_path / "a" / sub).state_dict(), load(tmp_path / "b" / sub).state_dict()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{sub}.{key}")
-    assert straight.phases["unet"]["loss_last"] == resumed.phases["unet"]["loss_last"]
+    assert straight["unet"]["loss_last"] == resumed["unet"]["loss_last"]
 
 
 def test_a_folder_of_another_training_is_refused(tmp_path, corpus_uri):

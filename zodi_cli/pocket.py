@@ -32,7 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
 
 
 def run_pocket_models(args: argparse.Namespace) -> dict[str, Any]:
-    from zodi_core.pocket import build_pocket_models, remove_checkpoints, render_card
+    from zodi_core.pocket import build_pocket_models, render_card
 
     card = build_pocket_models(
         args.out,
@@ -40,9 +40,8 @@ def run_pocket_models(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         threads=args.threads,
         measure=not args.no_measure,
+        keep_checkpoints=args.keep_checkpoints,
     )
-    if not args.keep_checkpoints:
-        remove_checkpoints(args.out)
     print(f"pocket models written to {args.out} (model card: {args.out}/MODEL_CARD.md)")
     for phase, p in card["phases"].items():
         print(

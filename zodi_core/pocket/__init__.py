@@ -29,7 +29,6 @@ __all__ = [
     "build_pocket_models",
     "is_pocket_models",
     "pocket_models_dir",
-    "remove_checkpoints",
     "render_card",
 ]
 
@@ -60,10 +59,12 @@ def build_pocket_models(
     seed: int | None = None,
     threads: int | None = None,
     measure: bool = True,
+    keep_checkpoints: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Write the corpus (once), train (resuming), reload through ``load_components``, measure
-    quality, write the model card; return the card's dict."""
+    """Write the corpus (once), train (resuming; ``checkpoints/`` dropped once done unless
+    ``keep_checkpoints``), reload through ``load_components``, measure quality, write the model
+    card; return the card's dict."""
     import torch
 
     if preset not in PRESETS:
@@ -89,7 +90,10 @@ def build_pocket_models(
         )
     train = read_corpus(str(manifest_uri), "train")
     t_corpus = time.perf_counter() - t0
-    result = train_pocket(train, out, spec, threads=threads, progress=progress)
+    phases = train_pocket(train, out, spec, threads=threads, progress=progress)
+    t_train = time.perf_counter() - t0 - t_corpus
+    if not keep_checkpoints:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
     components = load_components(ModelsConfig(base=str(out), controlnet=None), "cpu")
     card: dict[str, Any] = {
@@ -105,8 +109,8 @@ def build_pocket_models(
             "size": f"{spec.width}x{spec.height}",
             "disjoint_from": "synth.write_synthetic streams 0-1, 10-13, 20 (corpus: 100, 101)",
         },
-        "phases": result.phases,
-        "seconds": {"corpus": round(t_corpus, 1), "training_this_run": round(result.seconds, 1)},
+        "phases": phases,
+        "seconds": {"corpus": round(t_corpus, 1), "training_this_run": round(t_train, 1)},
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
         f"visible, torch threads {torch.get_num_threads()}, "
         + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
@@ -171,8 +175,3 @@ def render_card(card: dict[str, Any]) -> str:
         ]
     lines += ["", f"Seconds: {json.dumps(card['seconds'])}", ""]
     return "\n".join(lines)
-
-
-def remove_checkpoints(out_dir: str | Path) -> None:
-    """Drop the resumption state (``checkpoints/``) once training is done."""
-    shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)

@@ -135,10 +135,8 @@ def write_tokenizer(folder: Path, texts: Sequence[str]) -> Any:
             tokens.append("".join(symbols[: k + 1]))
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
-    folder.mkdir(parents=True, exist_ok=True)
+    tok = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges], model_max_length=77)
+    tok.save_pretrained(folder)  # tokenizer.json; vocab.json and merges.txt for older loaders
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tok = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges])
-    tok.model_max_length = 77
-    tok.save_pretrained(folder)
-    return CLIPTokenizer.from_pretrained(folder)
+    return tok

@@ -18,7 +18,6 @@ so a resumed run takes the same steps as an uninterrupted one; a finished phase 
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Callable
@@ -118,39 +117,7 @@ PRESETS: dict[str, PocketSpec] = {
 }
 
 
-# 1. Architectures -----------------------------------------------------------------------------
-
-
-# Arguments not set keep diffusers' defaults, SD 1.5's: RGB, 4 latent channels, 8-d heads.
-
-
-def build_vae(spec: PocketSpec) -> Any:
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * len(spec.vae_channels),
-        up_block_types=("UpDecoderBlock2D",) * len(spec.vae_channels),
-        block_out_channels=tuple(spec.vae_channels),
-        norm_num_groups=spec.vae_norm_groups,
-        sample_size=spec.height,
-    )
-
-
-def build_unet(spec: PocketSpec) -> Any:
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        sample_size=spec.height // 2 ** (len(spec.vae_channels) - 1),
-        block_out_channels=tuple(spec.unet_channels),
-        layers_per_block=1,
-        down_block_types=tuple(spec.unet_blocks),
-        up_block_types=tuple(b.replace("Down", "Up") for b in reversed(spec.unet_blocks)),
-        cross_attention_dim=spec.text_width,
-        norm_num_groups=spec.unet_norm_groups,
-    )
-
-
-# 2. Training helpers --------------------------------------------------------------------------
+# 1. Training helpers --------------------------------------------------------------------------
 
 
 def step_generator(seed: int, phase: str, step: int) -> Any:
@@ -244,13 +211,7 @@ def _batch(idx: Any, g: Any, *arrays: Any) -> list[Any]:
     return [torch.where(flip, a[idx].flip(-1), a[idx]) for a in arrays]
 
 
-# 3. The whole training ------------------------------------------------------------------------
-
-
-@dataclass
-class TrainResult:
-    phases: dict[str, dict[str, Any]]
-    seconds: float
+# 2. The whole training ------------------------------------------------------------------------
 
 
 def train_pocket(
@@ -258,13 +219,12 @@ def train_pocket(
     out_dir: str | Path,
     spec: PocketSpec,
     *,
-    negative_prompt: str = "lower quality, worst quality",
     threads: int | None = None,
     progress: bool = True,
-) -> TrainResult:
+) -> dict[str, dict[str, Any]]:
     """Train VAE, UNet + text encoder and ControlNet on ``corpus``; write a diffusers folder
-    (with ``controlnet/`` and ``checkpoints/``). Phases already finished are loaded, not retrained.
-    """
+    (with ``controlnet/`` and ``checkpoints/``); return each phase's summary. Phases already
+    finished are loaded, not retrained."""
     import torch
     import torch.nn.functional as F
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
@@ -292,7 +252,6 @@ def train_pocket(
         done[phase] = {**summary, **extra}
         state_path.write_text(json.dumps(state, indent=2))
 
-    t_start = time.perf_counter()
     x_all = torch.from_numpy(corpus.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     n = len(corpus)
     bs = spec.batch_size
@@ -301,8 +260,14 @@ def train_pocket(
     if "vae" in done:
         vae = AutoencoderKL.from_pretrained(out / "vae")
     else:
-        torch.manual_seed(spec.seed)
-        vae = build_vae(spec)
+        torch.manual_seed(spec.seed)  # diffusers' defaults: SD 1.5's RGB and 4 latent channels
+        vae = AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * len(spec.vae_channels),
+            up_block_types=("UpDecoderBlock2D",) * len(spec.vae_channels),
+            block_out_channels=tuple(spec.vae_channels),
+            norm_num_groups=spec.vae_norm_groups,
+            sample_size=spec.height,
+        )
 
         def vae_loss(g: Any) -> Any:
             [x] = _batch(torch.randint(n, (bs,), generator=g), g, x_all)
@@ -319,9 +284,8 @@ def train_pocket(
         log = run_phase("vae", spec, out, {"vae": vae}, vae_loss, spec.vae_lr, progress=progress)
     vae.eval().requires_grad_(False)
 
-    # Latents of the corpus (posterior mean and std, flipped together by _batch).
-    with torch.no_grad():
-        dists = [vae.encode(x_all[i : i + 64]).latent_dist for i in range(0, n, 64)]
+    # Latents of the corpus (posterior mean and std, flipped together by _batch; frozen: no graph).
+    dists = [vae.encode(x_all[i : i + 64]).latent_dist for i in range(0, n, 64)]
     lat_mean = torch.cat([d.mean for d in dists])
     lat_pair = torch.cat([lat_mean, torch.cat([d.std for d in dists])], dim=1)
     if "vae" not in done:  # 1 / std of the latents, as SD's 0.18215 was chosen
@@ -331,7 +295,7 @@ def train_pocket(
 
     captions = sorted(set(corpus.captions))
     if not (out / "tokenizer" / "tokenizer_config.json").is_file():
-        write_tokenizer(out / "tokenizer", [*captions, negative_prompt])
+        write_tokenizer(out / "tokenizer", [*captions, "lower quality, worst quality"])
     tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
     cap_index = torch.tensor([captions.index(c) for c in corpus.captions])
     # Every caption's tokens, then the empty caption's (index len(captions): a dropped caption).
@@ -358,11 +322,9 @@ def train_pocket(
         which = cap_index[idx].clone()
         dropout = spec.caption_dropout if controlnet is None else spec.controlnet_caption_dropout
         which[torch.rand(len(idx), generator=g) < dropout] = len(captions)
+        emb = text_encoder(all_ids[which])[0] if controlnet is None else all_emb[which]
         down = mid = None
-        if controlnet is None:
-            emb = text_encoder(all_ids[which])[0]
-        else:
-            emb = all_emb[which]
+        if controlnet is not None:
             down, mid = controlnet(
                 z_t, t, encoder_hidden_states=emb, controlnet_cond=cond.float() / 255.0,
                 return_dict=False,
@@ -383,7 +345,15 @@ def train_pocket(
         text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder")
     else:
         torch.manual_seed(spec.seed + 1)
-        unet = build_unet(spec)
+        unet = UNet2DConditionModel(  # diffusers' defaults: SD 1.5's 4 channels, 8-d heads
+            sample_size=spec.height // 2 ** (len(spec.vae_channels) - 1),
+            block_out_channels=tuple(spec.unet_channels),
+            layers_per_block=1,
+            down_block_types=tuple(spec.unet_blocks),
+            up_block_types=tuple(b.replace("Down", "Up") for b in reversed(spec.unet_blocks)),
+            cross_attention_dim=spec.text_width,
+            norm_num_groups=spec.unet_norm_groups,
+        )
         text = clip_text_config(tokenizer, spec.text_width, 2 * spec.text_width)
         text_encoder = CLIPTextModel(CLIPTextConfig(**text))
         parts = {"unet": unet, "text_encoder": text_encoder}
@@ -400,21 +370,19 @@ def train_pocket(
         controlnet = ControlNetModel.from_unet(
             unet, conditioning_embedding_out_channels=tuple(spec.controlnet_cond_channels)
         )
-        with torch.no_grad():
-            all_emb = text_encoder(all_ids)[0]
+        all_emb = text_encoder(all_ids)[0]  # frozen weights: no graph
         summary = run_phase(
             "controlnet", spec, out, {"controlnet": controlnet},
-            functools.partial(diffusion_loss, controlnet=controlnet), spec.controlnet_lr,
-            progress=progress,
+            lambda g: diffusion_loss(g, controlnet), spec.controlnet_lr, progress=progress,
         )  # fmt: skip
         finish("controlnet", summary, {"controlnet": controlnet})
 
     write_model_index(out)
-    return TrainResult(done, time.perf_counter() - t_start)
+    return done
 
 
 def _spec_json(spec: PocketSpec) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(spec)))
 
 
-__all__ = ["PHASES", "PRESETS", "PocketSpec", "TrainResult", "train_pocket"]
+__all__ = ["PHASES", "PRESETS", "PocketSpec", "train_pocket"]
