@@ -65,6 +65,8 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
 
 
 def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from zodi_core import manifest
+
     workdir = Path(args.workdir).resolve()
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
     data, models_dir = prepare_demo(workdir, args.seed, log=lambda m: print(f"[demo] {m}"))
@@ -74,7 +76,12 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(config.storage.root)
     for path in sorted((root / "manifests").glob("*.parquet")):
         if not path.name.endswith(".rejects.parquet"):
-            print(f"[demo] manifest {path.stem}: {_manifest_line(str(path))}")
+            rows = manifest.summarize(manifest.read_manifest(str(path)))
+            groups = ", ".join(
+                f"{g['count_all']} {g.get('dataset', '')}/{g.get('split', '')}/{g.get('domain', '')}"
+                for g in rows.get("groups", [])
+            )
+            print(f"[demo] manifest {path.stem}: {rows['rows']} rows ({groups}) → {path}")
     for name in ("json", "md"):  # the README promises the report in the work folder itself
         if (root / f"report.{name}").exists():
             (workdir / f"report.{name}").write_bytes((root / f"report.{name}").read_bytes())
@@ -84,17 +91,6 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[demo] sample grid ({domain}): {grid}")
     print(f"[demo] note: {DEMO_NOTE}")
     return summary
-
-
-def _manifest_line(uri: str) -> str:
-    from zodi_core import manifest
-
-    summary = manifest.summarize(manifest.read_manifest(uri))
-    groups = ", ".join(
-        f"{g['count_all']} {g.get('dataset', '')}/{g.get('split', '')}/{g.get('domain', '')}"
-        for g in summary.get("groups", [])
-    )
-    return f"{summary['rows']} rows ({groups}) → {uri}"
 
 
 def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
@@ -158,12 +154,16 @@ def first_interrupt_stops(prog: str) -> Iterator[None]:
     writes are atomic, so a rerun skips finished images and resumes training."""
 
     def stop(signum: int, frame: Any) -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+
         from tasks._cache import release_held_locks
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second press does not cut this short
         _report_crashed()
         held = release_held_locks()
-        _stop_ephemeral_server()
+        for server in list(SubprocessASGIServer._instances.values()):  # ours: the ephemeral one
+            with contextlib.suppress(Exception):  # best effort: the process exits anyway
+                server.stop()
         sys.stdout.flush()
         print(
             f"{prog}: interrupted (Ctrl-C): run stopped, {len(held)} cache lock(s) released; "
@@ -231,15 +231,6 @@ def _report_crashed() -> None:
         worker.join(CRASH_REPORT_TIMEOUT_S)
 
 
-def _stop_ephemeral_server() -> None:
-    """Stop the temporary API server this process started (none with PREFECT_API_URL)."""
-    from prefect.server.api.server import SubprocessASGIServer
-
-    for server in list(SubprocessASGIServer._instances.values()):
-        with contextlib.suppress(Exception):  # best effort: the process exits anyway
-            server.stop()
-
-
 # Stage progress ----------------------------------------------------------------------------------
 
 #: Prefect's run loggers: their records carry the flow and task run names (``extra``).
@@ -275,45 +266,41 @@ class StageLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._emit(record)
+            message = record.getMessage()
+            flow = getattr(record, "flow_name", None) or ""
+            task = getattr(record, "task_run_name", None)
+            if task is None:  # a flow run's own record
+                run = getattr(record, "flow_run_id", None)
+                if message.startswith("Beginning") and run not in self.flows[flow]:
+                    self.flows[flow].append(run)
+                    if flow == "train_flow":
+                        which = "source-only baseline" if len(self.flows[flow]) == 1 else "ZoDi"
+                        self.say(f"[train] {which}")
+                elif flow == "transfer_flow" and _DOMAIN_SUMMARY.match(message):
+                    self.say(f"[{self._transfer_label(record)}] {message}")
+                return
+            if not (finished := _FINISHED.match(message)):
+                return
+            state = finished.group(1)
+            if shard := _SHARD.fullmatch(task):
+                key = (self._transfer_label(record), shard["domain"])
+                self.done[key] += 1
+                now = time.monotonic()
+                failed = state not in ("Completed", "Cached")
+                if failed or now - self.last.get(key, float("-inf")) >= self.interval_s:
+                    self.last[key] = now
+                    self.say(f"[{key[0]}] {key[1]}: {self.done[key]} shard(s) done ({state})")
+            elif getattr(record, "task_name", "") == "ingest_dataset_task":
+                self.done["ingest", ""] += 1
+                self.say(f"[ingest] {self.done['ingest', '']}/{self.n_datasets} datasets ({state})")
+            elif train := _TRAIN.fullmatch(task):
+                self.say(f"[train] {train['name']} seed {train['seed']}: {state}")
+            elif task.startswith("score-"):
+                self.say(f"[quality] {task.removeprefix('score-')}: scored ({state})")
+            elif task.startswith("evaluate-"):
+                self.say(f"[evaluate] {task.removeprefix('evaluate-')}: {state}")
         except Exception:  # noqa: BLE001 - progress lines never fail the run
             self.handleError(record)
-
-    def _emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        flow = getattr(record, "flow_name", None) or ""
-        task = getattr(record, "task_run_name", None)
-        if task is None:  # a flow run's own record
-            run = getattr(record, "flow_run_id", None)
-            if message.startswith("Beginning") and run not in self.flows[flow]:
-                self.flows[flow].append(run)
-                if flow == "train_flow":
-                    which = "source-only baseline" if len(self.flows[flow]) == 1 else "ZoDi"
-                    self.say(f"[train] {which}")
-            elif flow == "transfer_flow" and _DOMAIN_SUMMARY.match(message):
-                self.say(f"[{self._transfer_label(record)}] {message}")
-            return
-        finished = _FINISHED.match(message)
-        if not finished:
-            return
-        state = finished.group(1)
-        if shard := _SHARD.fullmatch(task):
-            key = (self._transfer_label(record), shard["domain"])
-            self.done[key] += 1
-            now = time.monotonic()
-            failed = state not in ("Completed", "Cached")
-            if failed or now - self.last.get(key, float("-inf")) >= self.interval_s:
-                self.last[key] = now
-                self.say(f"[{key[0]}] {key[1]}: {self.done[key]} shard(s) done ({state})")
-        elif getattr(record, "task_name", "") == "ingest_dataset_task":
-            self.done["ingest", ""] += 1
-            self.say(f"[ingest] {self.done['ingest', '']}/{self.n_datasets} datasets ({state})")
-        elif train := _TRAIN.fullmatch(task):
-            self.say(f"[train] {train['name']} seed {train['seed']}: {state}")
-        elif task.startswith("score-"):
-            self.say(f"[quality] {task.removeprefix('score-')}: scored ({state})")
-        elif task.startswith("evaluate-"):
-            self.say(f"[evaluate] {task.removeprefix('evaluate-')}: {state}")
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from zodi_cli._common import CLIError, add_options, command, count, field_options, given, shared
+from zodi_cli._common import CLIError, command, count, field_options, given, shared
 from zodi_core.config import EvalConfig, TrainConfig
 
 #: Options of both train and evaluate that set a config field of the same name.
@@ -21,7 +21,7 @@ DTYPE = shared("--dtype", help="float16/bfloat16: mixed precision on CUDA (defau
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    p = command(sub, parent, "train", run_train,
+    command(sub, parent, "train", run_train,
         "adapt a segmentation model (mmengine Runner) on a paired manifest",
         "Train any mmseg segmentor config with ZoDi added in code (the ZoDiSegmentor wrapper, the "
         "paired manifest as training set, the paired pipeline derived from the config's own), or "
@@ -54,20 +54,17 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             "--cfg-options": {"nargs": "+", "type": cfg_option, "metavar": "KEY=VALUE", "help": "set config keys as "
                               "mmengine does (new keys are added, e.g. "
                               "model.backbone.init_cfg=None; one close to an existing key warns)"},
+            "--resume": {"action": argparse.BooleanOptionalAction, "default": "auto", "help":
+                         "continue from the last checkpoint even if it was trained with other "
+                         "settings; --no-resume: start over in the work dir, ignoring its "
+                         "checkpoints (default: continue only a checkpoint of the same settings, "
+                         "refuse other ones)"},
             # set by --gpus for the torchrun processes
             "--launcher": {"default": "none", "choices": ("none", "pytorch"),
                            "help": argparse.SUPPRESS},
             "--summary-file": {"help": argparse.SUPPRESS},
         },
     )  # fmt: skip
-    add_options(p.add_mutually_exclusive_group(), {
-        "--resume": {"dest": "resume", "action": "store_const", "const": True, "default": "auto",
-                     "help": "continue from the last checkpoint even if it was trained with other "
-                     "settings (default: continue only a checkpoint of the same settings, refuse "
-                     "other ones)"},
-        "--no-resume": {"dest": "resume", "action": "store_const", "const": False,
-                        "help": "start over in the work dir, ignoring its checkpoints"},
-    })  # fmt: skip
     command(sub, parent, "evaluate", run_evaluate,
         "mIoU / per-class IoU / aAcc of checkpoints on target manifests",
         "Evaluate at 512x1024 over the 19 Cityscapes classes; prints a mIoU table and writes "
@@ -114,15 +111,6 @@ def cfg_option(item: str) -> tuple[str, Any]:
     return key, DictAction._parse_iterable(value)
 
 
-def _train_config(args: argparse.Namespace):
-    """The TrainConfig of this command: the preset, the command's options, the config file."""
-    fields = ("mmseg_config", "scheme", "lambda_sim", "feature_stage", "vis_backends")
-    options = given(args, (*fields, *DEVICE_FIELDS))
-    if not args.verbose:  # the compact progress line replaces mmengine's console log
-        options["log_level"] = "ERROR"
-    return TrainConfig.preset(args.preset, **options)
-
-
 def _check_cfg_options(args: argparse.Namespace, tc) -> None:
     """``--cfg-options`` merged as mmengine does: a new key close to an existing one warns; the
     result is built without weights, so a key the model does not take fails now (exit 2)."""
@@ -165,7 +153,9 @@ def _launch_ddp(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
-    tc = _train_config(args)
+    fields = ("mmseg_config", "scheme", "lambda_sim", "feature_stage", "vis_backends")
+    quiet = {} if args.verbose else {"log_level": "ERROR"}  # the progress line, not mmengine's
+    tc = TrainConfig.preset(args.preset, **given(args, (*fields, *DEVICE_FIELDS)), **quiet)
     if args.cfg_options and args.launcher == "none":
         _check_cfg_options(args, tc)
     if args.gpus and args.gpus > 1 and args.launcher == "none":
@@ -194,10 +184,9 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         from zodi_core.seg.hooks import format_losses
 
-        losses = format_losses(summary.get("losses", {}))
         done = f"{summary['iterations']} iterations" if summary.get("losses") else "already trained"
         print(f"trained: {done} in {summary['seconds']:.1f} s ({summary['mmseg_config']})")
-        if losses:
+        if losses := format_losses(summary.get("losses", {})):
             print(f"final losses: {losses}")
         print(f"checkpoint: {summary['checkpoint']}")
     return summary
