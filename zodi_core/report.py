@@ -53,10 +53,10 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
-def _table(title: str, header: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
-    """A Markdown section: ``## title`` and a table of ``header`` and ``rows``."""
+def _table(title: str, header: list[str], rows: list[Iterable[Any]]) -> list[str]:
+    """A Markdown section: ``## title`` and a table of ``header`` and ``rows`` (none: no rows)."""
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return [*lines, *("| " + " | ".join(map(str, row)) + " |" for row in rows), ""]
+    return [*lines, *("| " + " | ".join(map(str, row)) + " |" for row in rows), ""] if rows else []
 
 
 def render_report_markdown(
@@ -69,42 +69,31 @@ def render_report_markdown(
         lines += [f"> {report['note']}", ""]
     results = report.get("results", {})
     targets = sorted({t for r in results.values() for t in r.get("targets", {})})
-    if results:
-        rows = [
-            [name, *(_pct(res.get("targets", {}).get(t, {}).get("mIoU")) for t in targets)]
-            for name, res in results.items()
-        ]
-        lines += _table("mIoU (%) per target", ["model", *targets], rows)
+    rows = [
+        [name, *(_pct(res.get("targets", {}).get(t, {}).get("mIoU")) for t in targets)]
+        for name, res in results.items()
+    ]
+    lines += _table("mIoU (%) per target", ["model", *targets], rows)
     proxies = [
         [name, domain, _pct(p.get("mIoU")), _pct(p.get("real_mIoU"))]
         for name, r in results.items()
         for domain, p in (r.get("proxy") or {}).items()
     ]
-    if proxies:
-        title = "Proxy estimate (generated target-like images of the source val split)"
-        lines += _table(title, ["model", "domain", "proxy mIoU", "real target mIoU"], proxies)
-    transfer = report.get("transfer", {})
-    if transfer:
-        header = "domain, shards computed, cached, failed, images written, skipped, failed"
-        rows = [
-            [domain, *(len(s[f"shards_{k}"]) for k in ("computed", "cached", "failed"))]
-            + [s[f"images_{k}"] for k in ("written", "skipped", "failed")]
-            for domain, s in transfer.items()
-        ]
-        lines += _table("Transfer", header.split(", "), rows)
+    title = "Proxy estimate (generated target-like images of the source val split)"
+    lines += _table(title, ["model", "domain", "proxy mIoU", "real target mIoU"], proxies)
+    header = "domain, shards computed, cached, failed, images written, skipped, failed"
+    rows = [
+        [domain, *(len(s[f"shards_{k}"]) for k in ("computed", "cached", "failed"))]
+        + [s[f"images_{k}"] for k in ("written", "skipped", "failed")]
+        for domain, s in report.get("transfer", {}).items()
+    ]
+    lines += _table("Transfer", header.split(", "), rows)
     lines += render_quality_markdown(report.get("quality") or {}, image_src)
     src = image_src or (lambda uri: None)
-    grids = report.get("sample_grids", {})
-    if grids:
-        lines += ["## Sample grids (source | condition | generated)", ""]
-        for domain, uri in grids.items():
-            lines += _figure(domain, uri, src(uri))
-    confusion = _confusion_pngs(report)
-    if confusion:
-        lines += ["## Confusion matrices (rows: label, columns: prediction; row-normalised)", ""]
-        for title, uri in confusion:
-            lines += _figure(title, uri, src(uri))
-    return "\n".join(lines)
+    grids = list(report.get("sample_grids", {}).items())
+    lines += _figures("Sample grids (source | condition | generated)", grids, src)
+    title = "Confusion matrices (rows: label, columns: prediction; row-normalised)"
+    return "\n".join(lines + _figures(title, _confusion_pngs(report), src))
 
 
 def _confusion_pngs(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -117,11 +106,16 @@ def _confusion_pngs(report: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def _figure(title: str, uri: str, src: str | None) -> list[str]:
-    """A titled image (when the browser has a ``src`` for it) and a link to the stored file."""
-    if src is None:
-        return [f"- {title}: [{uri}]({uri})", ""]
-    return [f"**{title}** ([{uri}]({uri}))", "", f"![{title}]({src})", ""]
+def _figures(title: str, figures: list[tuple[str, str]], src: Callable) -> list[str]:
+    """A ``## title`` section (none without figures): each a titled image (when the browser has
+    a ``src(uri)`` for it) and a link to the stored file."""
+    lines = [f"## {title}", ""] if figures else []
+    for name, uri in figures:
+        if (image := src(uri)) is None:
+            lines += [f"- {name}: [{uri}]({uri})", ""]
+        else:
+            lines += [f"**{name}** ([{uri}]({uri}))", "", f"![{name}]({image})", ""]
+    return lines
 
 
 def write_report(report: dict[str, Any], root: str) -> dict[str, str]:
@@ -247,17 +241,16 @@ def image_sources(
     sources: dict[str, str] = {}
     problems: list[str] = []
     to_embed: list[str] = []
+    presign = config.images != "embedded"
     for uri in dict.fromkeys(uris):
-        if config.images in ("auto", "presigned"):
-            try:
-                url = storage.url_for(uri, config.presign_expires_s)
-            except storage.StorageError as err:
-                problems.append(f"{uri}: no presigned link ({err})")
-                continue
-            if url is not None:
-                sources[uri] = url
-                continue
-        if config.images in ("auto", "embedded"):
+        try:
+            url = storage.url_for(uri, config.presign_expires_s) if presign else None
+        except storage.StorageError as err:
+            problems.append(f"{uri}: no presigned link ({err})")
+            continue
+        if url is not None:
+            sources[uri] = url
+        elif config.images != "presigned":  # auto: no link (a local file), so embedded
             to_embed.append(uri)
     share = config.embed_max_kb * 1000 // max(len(to_embed), 1)
     for uri in to_embed:
