@@ -49,12 +49,10 @@ def _item(sid: str, img: str, label: str, fmt: str, domain: str, uri: str) -> di
     return dict(sample_id=sid, img_path=img, seg_map_path=label, label_format=fmt, domain=domain)
 
 
-def read_pairs(
-    manifest: str, source_manifest: str | None = None, check_exists: bool = True
-) -> list[dict[str, Any]]:
+def read_pairs(manifest: str, source_manifest: str | None = None) -> list[dict[str, Any]]:
     """The training pairs of a transfer manifest, sorted by ``sample_id``; with
     ``source_manifest`` (a samples manifest) the source image and label are its row of the same
-    ``sample_id``. ``check_exists``: every generated image is checked up front."""
+    ``sample_id``. Every generated image is checked up front."""
     sources = None
     if source_manifest is not None:
         sources = {r["sample_id"]: r for r in _rows(source_manifest, "samples", required=False)}
@@ -69,7 +67,7 @@ def read_pairs(
         item = _item(
             sid, src["image_uri"], src["label_uri"], src["label_format"], r["domain"], manifest
         )
-        if check_exists and not storage.exists(r["generated_uri"]):
+        if not storage.exists(r["generated_uri"]):
             raise FileNotFoundError(
                 f"{manifest}: sample {sid!r}: generated image {r['generated_uri']} not found"
             )
@@ -123,18 +121,13 @@ class ZoDiPairedDataset(_ManifestDatasetBase):
     """Source/generated pairs of a transfer manifest (see :func:`read_pairs`)."""
 
     def __init__(
-        self,
-        manifest: str = "",
-        source_manifest: str | None = None,
-        check_exists: bool = True,
-        **kwargs: Any,
+        self, manifest: str = "", source_manifest: str | None = None, **kwargs: Any
     ) -> None:
         self.source_manifest = source_manifest
-        self.check_exists = check_exists
         super().__init__(manifest=manifest, **kwargs)
 
     def items(self) -> list[dict[str, Any]]:
-        return read_pairs(self.manifest, self.source_manifest, self.check_exists)
+        return read_pairs(self.manifest, self.source_manifest)
 
 
 @DATASETS.register_module()
