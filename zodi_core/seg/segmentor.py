@@ -125,10 +125,8 @@ class ZoDiSegmentor(BaseModel):
             )
         super().__init__(data_preprocessor=None, init_cfg=init_cfg)
         if isinstance(segmentor, dict):
-            segmentor = dict(segmentor)
-            if segmentor.get("data_preprocessor") is None and data_preprocessor is not None:
-                segmentor["data_preprocessor"] = data_preprocessor
-            segmentor = MODELS.build(segmentor)
+            inner = segmentor.get("data_preprocessor") or data_preprocessor
+            segmentor = MODELS.build(dict(segmentor, data_preprocessor=inner))
         self.segmentor = segmentor
         if getattr(self.segmentor, "backbone", None) is None:
             raise ValueError(
