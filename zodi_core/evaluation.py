@@ -31,9 +31,7 @@ from zodi_core.metrics import confusion_matrix, iou_metrics
 class Areas:
     """Pixel counts summed over images: a (C, C) confusion matrix (see :mod:`zodi_core.metrics`)."""
 
-    confusion: np.ndarray = field(
-        default_factory=lambda: np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-    )
+    confusion: np.ndarray = field(default_factory=lambda: np.zeros((NUM_CLASSES,) * 2, np.int64))
     images: int = 0
 
     def add(self, pred, label) -> None:
@@ -249,9 +247,7 @@ def evaluate_checkpoint(
         raise ValueError("checkpoints: expected at least one checkpoint URI, received none")
     if not manifests and not proxy_manifest:
         raise ValueError("manifests: expected at least one target manifest (or a proxy manifest)")
-    device = str(
-        resolve_device(device or eval_config.device, eval_config.dtype, auto_half=False)[0]
-    )
+    device, _ = resolve_device(device or eval_config.device, eval_config.dtype, auto_half=False)
     sets = [(m, None) for m in manifests]  # (manifest, image column: the proxy's generated_uri)
     if proxy_manifest:
         sets.append((proxy_manifest, "generated_uri"))
@@ -260,7 +256,7 @@ def evaluate_checkpoint(
         names = [f"{n}#{i}" for i, n in enumerate(names)]
 
     def evaluate(checkpoint: str) -> list[Areas]:  # one Areas per target
-        model = load_model(mmseg_config, checkpoint, device)
+        model = load_model(mmseg_config, checkpoint, str(device))
         return [evaluate_model(model, m, eval_config, col) for m, col in sets]
 
     runs = [evaluate(ckpt) for ckpt in checkpoints]
