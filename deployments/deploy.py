@@ -72,16 +72,6 @@ def _ensure_pool(client: Any, name: str, type_: str, template: dict[str, Any]) -
     return "updated"
 
 
-def ensure_work_pools(only: Only = "all") -> dict[str, str]:
-    """Create or update the work pools; return ``{pool: created|updated|unchanged}``."""
-    with get_client(sync_client=True) as client:
-        return {
-            name: _ensure_pool(client, name, type_, template())
-            for key, (name, type_, template) in POOLS.items()
-            if only in ("all", key)
-        }
-
-
 def ensure_prompts_variable(name: str = PROMPTS_VARIABLE) -> str:
     """Create the prompts Variable empty when it is missing; return ``created|unchanged``."""
     if Variable.get(name) is not None:
@@ -90,11 +80,12 @@ def ensure_prompts_variable(name: str = PROMPTS_VARIABLE) -> str:
     return "created"
 
 
-def zombie_automation() -> Any:
-    """Prefect's "detect zombie flows" automation: a flow run that sent a heartbeat and then,
-    within :func:`zombie_after_s`, neither another heartbeat nor a final state, is set Crashed."""
+def ensure_zombie_automation() -> str:
+    """Create or update Prefect's "detect zombie flows" automation (a flow run that sent a
+    heartbeat and then, within :func:`zombie_after_s`, neither another heartbeat nor a final
+    state, is set Crashed); return ``created|updated|unchanged``."""
     after_s = zombie_after_s()
-    return Automation(
+    wanted = Automation(
         name=ZOMBIE_AUTOMATION,
         description="Mark a flow run Crashed when its heartbeats stop (a killed process or "
         "worker): created by `zodi deploy`.",
@@ -117,11 +108,6 @@ def zombie_automation() -> Any:
             )
         ],
     )
-
-
-def ensure_zombie_automation() -> str:
-    """Create or update the zombie-detection automation; return ``created|updated|unchanged``."""
-    wanted = zombie_automation()
     try:
         current = Automation.read(name=ZOMBIE_AUTOMATION)
     except ValueError:  # no automation of that name
@@ -173,8 +159,13 @@ def deploy(
     prefect_file: str | Path = PREFECT_FILE,
 ) -> dict[str, Any]:
     """Pools, blocks and deployments, idempotently, on the server of ``PREFECT_API_URL`` (the
-    CLI checks it is set); a JSON-able summary of what it did."""
-    pools = ensure_work_pools(only)
+    CLI checks it is set); a JSON-able summary of what it did (pools: created|updated|unchanged)."""
+    with get_client(sync_client=True) as client:
+        pools = {
+            name: _ensure_pool(client, name, type_, template())
+            for key, (name, type_, template) in POOLS.items()
+            if only in ("all", key)
+        }
     if s3_root:  # result storage in S3 (credentials from the workers' environment)
         save_s3_result_storage(RESULTS_BLOCK, s3_root, endpoint_url=s3_endpoint, region=s3_region)
     return {  # in this order: the deployments need the pools and the prompts Variable
