@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from zodi_core import manifest, storage
 from zodi_core.conditions import render_condition
-from zodi_core.datasets.io import decode_png, read_image, read_label
+from zodi_core.datasets.io import decode_png, encode_png, read_image, read_label
 from zodi_core.labels import NUM_CLASSES
 from zodi_core.quality.scores import SCORE_COLUMNS
 
@@ -95,9 +95,7 @@ def render_worst_grid(
         text += f"clip {fmt_score(r['clip_score'], 3)} dir {fmt_score(r['clip_direction'], 3)}"
         draw.rectangle((0, i * h, len(text) * 6 + 4, i * h + 12), fill="black")
         draw.text((2, i * h), text, fill="white")
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
-    return buf.getvalue(), rows
+    return encode_png(np.asarray(sheet)), rows
 
 
 def fmt_score(v: float | None, digits: int = 1) -> str:

@@ -90,19 +90,17 @@ def score_manifest(
     rows = table.to_pylist()
     for r in rows:  # the scores of a model not given stay null; the filter sets kept again
         r.update(dict.fromkeys(SCORE_COLUMNS), kept=None, drop_reason=None)
-    todo = [i for i, r in enumerate(rows) if r.get("generated_uri")]
+    todo = [r for r in rows if r.get("generated_uri")]
     neutral = prompt_cache = None
     if clip is not None:
         neutral = clip.embed_texts([NEUTRAL_TEXT])[0]
-        prompts = sorted({rows[i]["prompt"] for i in todo})
+        prompts = sorted({r["prompt"] for r in todo})
         prompt_cache = dict(zip(prompts, clip.embed_texts(prompts), strict=True)) if prompts else {}
     bar = tqdm(total=len(todo), desc="score", unit="img", disable=not progress, file=sys.stderr)
-    step = max(1, batch_size)
-    for batch in (todo[start : start + step] for start in range(0, len(todo), step)):
-        gen = [read_image(rows[i]["generated_uri"]) for i in batch]
+    for batch in (todo[start : start + batch_size] for start in range(0, len(todo), batch_size)):
+        gen = [read_image(r["generated_uri"]) for r in batch]
         if seg_model is not None:
-            for i, pred in zip(batch, predict_labels(seg_model, gen, scale), strict=True):
-                r = rows[i]
+            for r, pred in zip(batch, predict_labels(seg_model, gen, scale), strict=True):
                 label = read_label(r["label_uri"], r["label_format"])
                 if pred.shape != label.shape:
                     pred = resize_nearest(pred, (label.shape[1], label.shape[0]))
@@ -111,12 +109,12 @@ def score_manifest(
                     key = storage.join_uri(predictions_uri, f"{r['sample_id']}.png")
                     storage.write_bytes(key, encode_png(pred))
         if clip is not None:
-            src = [read_image(rows[i]["source_uri"]) for i in batch]
+            src = [read_image(r["source_uri"]) for r in batch]
             g_emb, s_emb = clip.embed_images(gen), clip.embed_images(src)
-            p_emb = np.stack([prompt_cache[rows[i]["prompt"]] for i in batch])
+            p_emb = np.stack([prompt_cache[r["prompt"]] for r in batch])
             score, direction = clip_scores(g_emb, s_emb, p_emb, neutral)
-            for i, s, d in zip(batch, score, direction, strict=True):
-                rows[i].update(clip_score=float(s), clip_direction=float(d))
+            for r, s, d in zip(batch, score, direction, strict=True):
+                r.update(clip_score=float(s), clip_direction=float(d))
         bar.update(len(batch))
     bar.close()
     meta = manifest.manifest_metadata(table)
