@@ -11,13 +11,11 @@ import numpy as np
 from zodi_core.labels import IGNORE_INDEX, NUM_CLASSES
 
 
-def confusion_matrix(
-    pred: Any, label: Any, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX
-) -> np.ndarray:
+def confusion_matrix(pred: Any, label: Any) -> np.ndarray:
     """Pixel counts of ``pred`` against ``label``: (C, C) int64, rows label, columns prediction.
 
     ``pred``, ``label``: integer train ids in 0..C-1 of one shape ((H, W) or (N, H, W)), array or
-    tensor (counted on its device); ``ignore_index`` pixels of ``label`` are left out.
+    tensor (counted on its device); ``IGNORE_INDEX`` pixels of ``label`` are left out.
     """
     import torch
 
@@ -27,17 +25,16 @@ def confusion_matrix(
         raise ValueError(
             f"pred: expected the label's shape {tuple(label.shape)}, received {tuple(pred.shape)}"
         )
-    valid = label != ignore_index
+    valid = label != IGNORE_INDEX
     p, t = pred[valid], label[valid]
     for name, ids in (("label", t), ("pred", p)):
-        bad = ids[(ids < 0) | (ids >= num_classes)]
-        if bad.numel():
+        if (bad := ids[(ids < 0) | (ids >= NUM_CLASSES)]).numel():
             raise ValueError(
-                f"{name}: ids outside 0..{num_classes - 1} and {ignore_index}: "
+                f"{name}: ids outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}: "
                 f"{sorted(set(bad.tolist()))}"
             )
-    counts = torch.bincount(t * num_classes + p, minlength=num_classes**2)
-    return counts.reshape(num_classes, num_classes).cpu().numpy().astype(np.int64)
+    counts = torch.bincount(t * NUM_CLASSES + p, minlength=NUM_CLASSES**2)
+    return counts.reshape(NUM_CLASSES, NUM_CLASSES).cpu().numpy().astype(np.int64)
 
 
 def iou_metrics(confusion: np.ndarray) -> dict[str, Any]:
@@ -53,14 +50,13 @@ def iou_metrics(confusion: np.ndarray) -> dict[str, Any]:
     areas = [intersect, area_pred + area_label - intersect, area_pred, area_label]
     m = IoUMetric.total_area_to_metrics(*(torch.tensor(a) for a in areas), ["mIoU"])
     iou = np.asarray(m["IoU"], dtype=np.float64)
-    labelled = int(area_label.sum())
     return {
         "IoU": iou,
         "mIoU": None if np.isnan(iou).all() else 100 * float(np.nanmean(iou)),
-        "aAcc": 100 * float(m["aAcc"]) if labelled else None,
+        "aAcc": 100 * float(m["aAcc"]) if area_label.sum() else None,
     }
 
 
-def mean_iou(pred: Any, label: Any, num_classes: int = NUM_CLASSES) -> float | None:
+def mean_iou(pred: Any, label: Any) -> float | None:
     """mIoU (percent) of ``pred`` against ``label``; None when no pixel is labelled."""
-    return iou_metrics(confusion_matrix(pred, label, num_classes))["mIoU"]
+    return iou_metrics(confusion_matrix(pred, label))["mIoU"]
