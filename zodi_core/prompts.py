@@ -78,16 +78,6 @@ class PromptValues:
     #: Several prompts (each image picks one from its seed); empty for one prompt.
     prompts: tuple[str, ...] = ()
 
-    @classmethod
-    def of(cls, config: TransferConfig) -> PromptValues:
-        prompts = config.effective_prompts
-        return cls(
-            prompts[0],
-            config.effective_negative_prompt,
-            config.effective_strength,
-            prompts if len(prompts) > 1 else (),
-        )
-
     def matches_row(self, row: dict[str, Any]) -> bool:
         """Whether a manifest row (its prompt, negative prompt, strength, seed) is what these
         settings generate: with several prompts, the one its seed picks."""
@@ -157,7 +147,13 @@ def compare_domain(
     the wanted one (changed seed or seed offset) counts as changed.
     """
     config = prompts.transfer_config(base, domain)
-    wanted = PromptValues.of(config)
+    several = config.effective_prompts
+    wanted = PromptValues(
+        several[0],
+        config.effective_negative_prompt,
+        config.effective_strength,
+        several if len(several) > 1 else (),
+    )
     uri = layout.paired_manifest_uri(root, domain)
     cols = ["sample_id", "prompt", "negative_prompt", "strength", "seed"]
     exists = storage.exists(uri)

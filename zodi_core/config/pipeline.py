@@ -209,14 +209,12 @@ class QualityConfig(_Config):
 #: a failed shard costs at most 32 images.
 DEFAULT_SHARD_SIZE = 32
 
-#: The fields :meth:`PipelineConfig.resolve_paths` makes absolute, by kind: ``path`` a local path
-#: unless a URI; ``source`` a model source, local when :func:`zodi_core.model_source.is_local` says
-#: so (else a hub id); ``mmseg`` a source, or a bundled config or ``mmseg::`` model-zoo name.
-_PATH_FIELDS = {
-    "path": ("train.pretrained", "quality.seg_checkpoint", "storage.root"),
-    "source": ("transfer.models.base", "transfer.models.controlnet", "quality.clip"),
-    "mmseg": ("train.mmseg_config", "quality.seg_config"),
-}
+#: The fields :meth:`PipelineConfig.resolve_paths` makes absolute: local paths (unless a URI),
+#: and model sources and mmseg configs when :func:`zodi_core.model_source.is_local` calls them
+#: local (else a hub id, a bundled config or an ``mmseg::`` model-zoo name).
+_PATHS = ("train.pretrained", "quality.seg_checkpoint", "storage.root")
+_MODEL_SOURCES = ("transfer.models.base", "transfer.models.controlnet", "quality.clip")
+_MMSEG_CONFIGS = ("train.mmseg_config", "quality.seg_config")
 
 
 class PipelineConfig(_Config):
@@ -270,30 +268,27 @@ class PipelineConfig(_Config):
         return config
 
     def resolve_paths(self, base: str | Path) -> Self:
-        """This config with every relative local path (:data:`_PATH_FIELDS`, dataset roots)
+        """This config with every relative local path (:data:`_PATHS`, dataset roots)
         made absolute against ``base``."""
         base = Path(base).expanduser().absolute()
         data = self.model_dump()
         for spec in (data["source"], data["source_val"], *data["targets"]):
             if spec is not None:
-                spec["root"] = _absolute(spec["root"], base, "path")
-        for kind, fields in _PATH_FIELDS.items():
-            for dotted in fields:
-                *parents, name = dotted.split(".")
-                node = functools.reduce(dict.__getitem__, parents, data)
-                node[name] = _absolute(node[name], base, kind)
+                spec["root"] = _absolute(spec["root"], base)
+        for dotted in (*_PATHS, *_MODEL_SOURCES, *_MMSEG_CONFIGS):
+            *parents, name = dotted.split(".")
+            node = functools.reduce(dict.__getitem__, parents, data)
+            node[name] = _absolute(node[name], base, source=dotted not in _PATHS)
         return type(self)(**data)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _absolute(value: str | None, base: Path, kind: str) -> str | None:
+def _absolute(value: str | None, base: Path, source: bool = False) -> str | None:
     """``value`` made absolute against ``base`` (``~`` expanded) when it names a local path;
-    a URI, and for a ``source`` or ``mmseg`` kind anything else, is left as it is."""
-    if value is None or "://" in value or (kind == "mmseg" and value.startswith("mmseg::")):
-        return value
-    if kind != "path" and not is_local(value, base):
+    a URI, and for a ``source`` anything not local, is left as it is."""
+    if value is None or "://" in value or (source and not is_local(value, base)):
         return value
     path = Path(value).expanduser()
     return os.path.normpath(path if path.is_absolute() else base / path)

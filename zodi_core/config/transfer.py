@@ -117,12 +117,6 @@ class DomainSettings(_Config):
         _check_one_of(self.prompt, self.prompts)
         return self
 
-    def overrides(self) -> dict[str, Any]:
-        """The fields set here as TransferConfig overrides (a prompt replaces prompts)."""
-        out = self.model_dump(exclude_none=True)
-        # prompt and prompts are never both set here (_check): the one set replaces the other
-        return ({"prompt": None, "prompts": ()} if out.keys() & {"prompt", "prompts"} else {}) | out
-
 
 #: A domain's prompt settings (:class:`DomainSettings` overrides these TransferConfig fields).
 _PROMPT_FIELDS = ("prompt", "prompts", "negative_prompt", "strength")
@@ -253,9 +247,13 @@ class TransferConfig(_Config):
         return self
 
     def _effective(self) -> dict[str, Any]:
-        """The domain's settings: ``domain_settings[domain]`` over the plain fields."""
-        own = self.domain_settings.get(self.domain) or DomainSettings()
-        return {f: getattr(self, f) for f in (*_PROMPT_FIELDS, "seed_offset")} | own.overrides()
+        """The domain's settings: ``domain_settings[domain]`` over the plain fields (its prompt
+        replaces prompts, and its prompts a prompt: it never sets both)."""
+        own = self.domain_settings.get(self.domain)
+        own = own.model_dump(exclude_none=True) if own else {}
+        if own.keys() & {"prompt", "prompts"}:
+            own = {"prompt": None, "prompts": ()} | own
+        return {f: getattr(self, f) for f in (*_PROMPT_FIELDS, "seed_offset")} | own
 
     def resolved(self) -> TransferConfig:
         """This config with ``domain_settings[domain]`` folded into the plain fields, the seed
