@@ -251,18 +251,6 @@ def generate_scene(rng: np.random.Generator, size: tuple[int, int] = (256, 128))
     return c
 
 
-def _glow(shape: tuple[int, int], lights, scale: float) -> np.ndarray:
-    """(H, W, 3) float32 additive glow of Gaussian light sources."""
-    h, w = shape
-    out = np.zeros((h, w, 3), dtype=np.float32)
-    yy = np.arange(h, dtype=np.float32)[:, None]
-    xx = np.arange(w, dtype=np.float32)[None, :]
-    for y, x, r, rgb in lights:
-        g = np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * r * r)).astype(np.float32)
-        out += g[..., None] * (np.asarray(rgb, dtype=np.float32) * scale)
-    return out
-
-
 def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") -> np.ndarray:
     """Render a scene's labels in ``style`` (one of :data:`STYLES`): (H, W, 3) uint8 RGB."""
     if style not in STYLES:
@@ -311,7 +299,11 @@ def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") ->
     elif style == "night":
         img = img * 0.22 + (0, 2, 12)
         img[sky] = (8, 10, 22)
-        img += _glow((h, w), scene.lights, 0.9)
+        glow = np.zeros((h, w, 3), dtype=np.float32)  # Gaussian light sources, added at once
+        for y, x, r, rgb in scene.lights:
+            g = np.exp(-((scene.yy - y) ** 2 + (scene.xx - x) ** 2) / (2 * r * r))
+            glow += g.astype(np.float32)[..., None] * (np.asarray(rgb, dtype=np.float32) * 0.9)
+        img += glow
         img[part == _PART_LAMP] = (255, 200, 160)
     elif style == "fog":
         density = np.where(sky, 0.92, 0.88 - 0.45 * scene.depth)[..., None]
