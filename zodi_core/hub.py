@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import urllib.error
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -202,9 +201,10 @@ def _snapshot(
     else:
         kwargs = {"revision": commit, "local_dir": dest}
         quiet = functools.partial(tqdm, disable=True)  # the dry run's bars say nothing
-        plan = snapshot_download(
-            repo, allow_patterns=patterns, dry_run=True, tqdm_class=quiet, **kwargs
+        dry_run = functools.partial(
+            snapshot_download, repo, dry_run=True, tqdm_class=quiet, **kwargs
         )
+        plan = dry_run(allow_patterns=patterns)
         planned = {f.filename for f in plan}
         missing = [p for p in patterns if f".{variant}." in p and p not in planned]
         if missing:
@@ -212,9 +212,7 @@ def _snapshot(
             say(f"{name}: {repo} has no {variant} variant of {', '.join(missing)}; "
                 "fetching the standard weights instead")  # fmt: skip
             patterns = [p.replace(f".{variant}.", ".") if p in missing else p for p in patterns]
-            plan = snapshot_download(
-                repo, allow_patterns=patterns, dry_run=True, tqdm_class=quiet, **kwargs
-            )
+            plan = dry_run(allow_patterns=patterns)
         names = [p.filename for p in plan]
         total = sum(p.file_size or 0 for p in plan)
         todo = sum(p.file_size or 0 for p in plan if p.will_download)
@@ -252,7 +250,7 @@ def _fetch_weights(url: str, out: Path, say: Callable[[str], None]) -> Fetched:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(url, str(path), progress=True)
-    except (urllib.error.URLError, OSError) as err:
+    except OSError as err:  # urllib's URLError too
         reason = getattr(err, "reason", None) or err
         raise HubUnreachableError(
             f"backbone weights {url}: download failed: a network problem ({reason}); check the "
