@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -118,13 +118,10 @@ def model_sources(models: ModelsConfig) -> tuple[ModelSource, ModelSource]:
     base = ModelSource.of("models.base", models.base, BASE_SUBFOLDERS, models.revision)
     if models.controlnet is None:
         field = "models.controlnet (<base>/controlnet)"
-        return base, dataclasses.replace(
-            base, field=field, subfolder="controlnet", needs=CONTROLNET_FILES
-        )
-    controlnet = ModelSource.of(
+        return base, replace(base, field=field, subfolder="controlnet", needs=CONTROLNET_FILES)
+    return base, ModelSource.of(
         "models.controlnet", models.controlnet, CONTROLNET_FILES, models.controlnet_revision
     )
-    return base, controlnet
 
 
 def folder_problem(root: Path, needs: Needs, what: str) -> str | None:
@@ -401,7 +398,7 @@ def model_problems(
     # <base>/controlnet is the base's hub repository (asked for the base) or missing folder (said)
     inside = controlnet.subfolder and not (controlnet.local and base.path.is_dir())
     sources = (base,) if inside else (base, controlnet)
-    named = (dataclasses.replace(s, field=prefix + s.field) for s in sources)
+    named = (replace(s, field=prefix + s.field) for s in sources)
     return [p for p in (source_problem(s, timeout) for s in named) if p]
 
 
