@@ -66,14 +66,12 @@ def run_download(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     print(f"[models] done: {format_size(result.total_size)} in {result.out}")
     for f in result.fetched:
-        state = "already there" if f.skipped else "fetched"
         source = f.source if f.name == "backbone" else f"{f.source}@{f.revision[:12]}"
-        n = len(f.files)
+        n, state = len(f.files), ("already there" if f.skipped else "fetched")
         print(
             f"  {f.name:<10} {source}: {n} file{'s' if n != 1 else ''}, {format_size(f.size)} "
             f"({state}) → {f.path}"
         )
     print("[models] next, on a worker without internet (after copying the folder):")
-    for line in result.usage():
-        print(f"  {line}")
+    print("\n".join(f"  {line}" for line in result.usage()))
     return result.summary()
