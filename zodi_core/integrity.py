@@ -25,9 +25,7 @@ def png_is_intact(data: bytes) -> bool:
     """Whether ``data`` is a whole PNG: PIL's ``verify()`` checks every chunk's CRC up to ``IEND``
     without decoding pixels (catches a killed write, a full disk, flipped bits)."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format != "PNG":
-                return False
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
             im.verify()
     except (OSError, SyntaxError, ValueError, EOFError, struct.error):
         return False
