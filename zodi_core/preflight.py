@@ -101,8 +101,7 @@ def _load_problems(mmseg_config: str, field: str, overrides: dict | None = None)
     try:
         cfg = seg_train.load_config(mmseg_config)
         notes = seg_train.option_notes(cfg, overrides)
-        if overrides:
-            cfg.merge_from_dict(dict(overrides), allow_list_keys=True)
+        cfg.merge_from_dict(dict(overrides or {}), allow_list_keys=True)
     except (OSError, ValueError, SyntaxError, KeyError, TypeError) as err:
         return None, [], [f"{field} {mmseg_config!r}: {_one_line(err)}"]
     return cfg, notes, []
@@ -156,7 +155,6 @@ def check_seg_config(
     if problems:
         return problems
     register_all_modules(init_default_scope=False)
-    iters = max_iters or train.max_iters
     builds = (True, False) if source_only is None else (source_only,)
     found: dict[str, list[str]] = {}  # problem → the builds it fails
     for source in builds:
@@ -166,7 +164,7 @@ def check_seg_config(
             adapt_config(cfg, train, source_only=source)
             seg_train.apply_train_config(cfg, train)
             seg_train.set_manifests(cfg, "preflight.parquet", "preflight.parquet")
-            if iters is not None:
+            if (iters := max_iters or train.max_iters) is not None:
                 seg_train.apply_iteration_budget(cfg, iters)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             errors.append(_one_line(err))
@@ -222,17 +220,14 @@ def preflight(
     if "datasets" in checks:
         specs = [("source", config.source), ("source_val", config.source_val)]
         specs += [(f"targets[{i}]", spec) for i, spec in enumerate(config.targets)]
-        seen: set[tuple] = set()
-        for field, spec in specs:  # a dataset named twice is checked once
-            ident = spec and (spec.dataset, spec.root, spec.split, spec.condition)
-            if spec and ident not in seen:
-                seen.add(ident)
-                tasks.append((field, lambda s=spec, f=field: check_dataset(s, f)))
+        unique: dict[tuple, tuple] = {}  # a dataset named twice is checked once
+        for f, s in specs:
+            if s:
+                unique.setdefault((s.dataset, s.root, s.split, s.condition), (f, s))
+        tasks += [(f, partial(check_dataset, s, f)) for f, s in unique.values()]
     if "models" in checks:
-        models = config.transfer.models
-        tasks.append(
-            ("transfer.models", lambda: model_problems(models, "transfer.", network_timeout))
-        )
+        models = partial(model_problems, config.transfer.models, "transfer.", network_timeout)
+        tasks.append(("transfer.models", models))
     weights = config.train.pretrained
     if "train" in checks and weights and not Path(weights).expanduser().is_file():
         missing = (
@@ -245,7 +240,7 @@ def preflight(
             scorer = config.quality.seg_config
             tasks.append(("quality", lambda: _load_problems(scorer, "quality.seg_config")[2]))
     if "quality" in checks:
-        tasks.append(("quality", lambda: check_quality(config.quality, network_timeout)))
+        tasks.append(("quality", partial(check_quality, config.quality, network_timeout)))
     if "storage" in checks:
         tasks.append(("storage", lambda: check_storage(config.storage, "storage", network_timeout)))
     problems: list[str] = []
