@@ -20,8 +20,6 @@ from zodi_core import __version__
 #: Subcommand modules, in help order (pipeline and deploy hold the Prefect-backed commands).
 COMMAND_MODULES = (data, transfer, quality, pocket, models, artifacts, seg, pipeline, deploy)
 
-__all__ = ["CLIError", "COMMAND_MODULES", "build_parser", "main"]
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors raised (one line, exit 2) instead of printed with the usage."""

@@ -236,9 +236,8 @@ def flow_failure(state: Any, result: Any, summary: dict[str, Any] | None = None)
         err = cls("\n".join(message_lines(result)), summary)
         err.__cause__ = result
         return err
-    message = (getattr(state, "message", None) or "").strip()
-    name = getattr(state, "name", None) or "failed"
-    return RunFailed(f"flow run ended {name}" + (f": {message}" if message else ""), summary)
+    message = (state.message or "").strip()  # a Prefect State: always named
+    return RunFailed(f"flow run ended {state.name}" + (f": {message}" if message else ""), summary)
 
 
 # Demo --------------------------------------------------------------------------------------------
@@ -328,12 +327,9 @@ def _console_handlers() -> set[logging.Handler]:
     from prefect.logging.configuration import ensure_logging_setup
 
     ensure_logging_setup()
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     return {
-        handler
-        for lg in loggers
-        if isinstance(lg, logging.Logger)
-        for handler in lg.handlers
-        if isinstance(handler, logging.StreamHandler)
-        and not isinstance(handler, logging.FileHandler)
+        h
+        for lg in [logging.root, *logging.Logger.manager.loggerDict.values()]
+        for h in getattr(lg, "handlers", ())  # a PlaceHolder has none
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
     }

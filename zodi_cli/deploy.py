@@ -7,15 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from zodi_cli._common import (
-    CLIError,
-    RunFailed,
-    add_options,
-    command,
-    demo_config,
-    flow_failure,
-    prepare_demo,
-)
+from zodi_cli._common import CLIError, RunFailed, command, demo_config, flow_failure, prepare_demo
 from zodi_core.polling import poll
 
 
@@ -51,11 +43,13 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
                           "(default: 3600); the run itself goes on"},
         },
     )  # fmt: skip
-    add_options(p.add_mutually_exclusive_group(required=True), {
-        "--config": "PipelineConfig YAML file; its relative paths are made absolute against its "
-        "folder before sending (the worker must see the same paths, or use s3://)",
-        "--demo": {"action": "store_true", "help": "synthetic data and tiny models"},
-    })  # fmt: skip
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument(
+        "--config",
+        help="PipelineConfig YAML file; its relative paths are made absolute against its folder "
+        "before sending (the worker must see the same paths, or use s3://)",
+    )
+    group.add_argument("--demo", action="store_true", help="synthetic data and tiny models")
 
 
 def _require_server() -> None:
@@ -119,18 +113,13 @@ def run_submit(args: argparse.Namespace) -> dict[str, Any]:
         if not args.wait:
             print(f"[submit] follow it: {ui_url or f'prefect flow-run inspect {run.id}'}")
             return out
-
-        def on_change(state: Any) -> None:
-            if state is not None:
-                print(f"[submit] {state.name}")
-
-        try:
+        try:  # a deployment's run is created Scheduled: it always has a state
             state = poll(
                 lambda: client.read_flow_run(run.id).state,
-                lambda s: s is not None and s.is_final(),
+                lambda s: s.is_final(),
                 timeout=args.timeout,
                 what=f"flow run {run.name} ({run.id})",
-                on_change=on_change,
+                on_change=lambda s: print(f"[submit] {s.name}"),
             )
         except TimeoutError as err:
             hint = f"; is a worker polling pool {pool!r}?" if pool else ""

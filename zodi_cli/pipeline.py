@@ -83,8 +83,7 @@ def run_demo(args: argparse.Namespace) -> dict[str, Any]:
             )
             print(f"[demo] manifest {path.stem}: {rows['rows']} rows ({groups}) → {path}")
     for name in ("json", "md"):  # the README promises the report in the work folder itself
-        if (root / f"report.{name}").exists():
-            (workdir / f"report.{name}").write_bytes((root / f"report.{name}").read_bytes())
+        (workdir / f"report.{name}").write_bytes((root / f"report.{name}").read_bytes())
         summary[f"report_{name}"] = str(workdir / f"report.{name}")
     print(f"[demo] report: {workdir / 'report.md'} and {workdir / 'report.json'}")
     for domain, grid in summary.get("sample_grids", {}).items():
@@ -216,8 +215,7 @@ def _report_crashed() -> None:
     run = getattr(FlowRunContext.get(), "flow_run", None)
 
     def report(flow_run: Any = run) -> None:
-        # best effort: the process exits anyway
-        with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+        with contextlib.suppress(Exception), get_client(sync_client=True) as client:  # best effort
             while flow_run is not None:
                 state = Crashed(message="interrupted (Ctrl-C)")
                 client.set_flow_run_state(flow_run.id, state, force=True)
@@ -260,30 +258,29 @@ class StageLines(logging.Handler):
     def say(self, line: str) -> None:
         print(line, file=self.stream or sys.stdout, flush=True)
 
-    def _transfer_label(self, record: logging.LogRecord) -> str:
-        proxy = getattr(record, "flow_run_id", None) in self.flows["transfer_flow"][1:]
-        return "proxy" if proxy else "transfer"
+    def _transfer_label(self, run: str | None) -> str:
+        return "proxy" if run in self.flows["transfer_flow"][1:] else "transfer"
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
             flow = getattr(record, "flow_name", None) or ""
             task = getattr(record, "task_run_name", None)
+            run = getattr(record, "flow_run_id", None)
             if task is None:  # a flow run's own record
-                run = getattr(record, "flow_run_id", None)
                 if message.startswith("Beginning") and run not in self.flows[flow]:
                     self.flows[flow].append(run)
                     if flow == "train_flow":
                         which = "source-only baseline" if len(self.flows[flow]) == 1 else "ZoDi"
                         self.say(f"[train] {which}")
                 elif flow == "transfer_flow" and _DOMAIN_SUMMARY.match(message):
-                    self.say(f"[{self._transfer_label(record)}] {message}")
+                    self.say(f"[{self._transfer_label(run)}] {message}")
                 return
             if not (finished := _FINISHED.match(message)):
                 return
             state = finished.group(1)
             if shard := _SHARD.fullmatch(task):
-                key = (self._transfer_label(record), shard["domain"])
+                key = (self._transfer_label(run), shard["domain"])
                 self.done[key] += 1
                 now = time.monotonic()
                 failed = state not in ("Completed", "Cached")

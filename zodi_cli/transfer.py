@@ -33,25 +33,20 @@ FIELDS = (
 )  # fmt: skip
 
 
-def _settings(preview: bool = False) -> dict[str, Any]:
-    """The transfer settings' options (TransferConfig, over --preset); a preview sweeps the
-    strength and makes one image at a time."""
-    return {
-        **shared("--preset"),
-        "--prompt": {"action": "append", "help": "prompt (default: 'driving <domain phrase>, "
-                     "best quality'); repeat it for several prompts: each image picks one from "
-                     "its seed, recorded per row"},
-        **({"--strength": {"type": strength, "help": "S in (0, 1] (default: the domain's)"}}
-           if not preview else {}),
-        **shared("--models", "--controlnet"),
-        **(shared("--batch-size") if not preview else {}),
-        **shared("--steps"),
-        **field_options(TransferConfig, "negative_prompt", "method", "seed"),
-        **shared("--device", "--dtype"),
-        # speed levers (not in the generation digest): docs/benchmarks.md
-        **field_options(TransferConfig, "compile", "channels_last", "sdpa_backend",
-                        "cudnn_benchmark", "tf32"),
-    }  # fmt: skip
+#: The transfer settings' options (TransferConfig, over --preset).
+SETTINGS = {
+    **shared("--preset"),
+    "--prompt": {"action": "append", "help": "prompt (default: 'driving <domain phrase>, best "
+                 "quality'); repeat it for several prompts: each image picks one from its seed, "
+                 "recorded per row"},
+    "--strength": {"type": strength, "help": "S in (0, 1] (default: the domain's)"},
+    **shared("--models", "--controlnet", "--batch-size", "--steps"),
+    **field_options(TransferConfig, "negative_prompt", "method", "seed"),
+    **shared("--device", "--dtype"),
+    # speed levers (not in the generation digest): docs/benchmarks.md
+    **field_options(TransferConfig, "compile", "channels_last", "sdpa_backend", "cudnn_benchmark",
+                    "tf32"),
+}  # fmt: skip
 
 
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -69,7 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             "--manifest-out": "transfer manifest URI (default: "
             "<out>/paired/domain=<domain>/paired.parquet)",
             "--sample-ids": "comma-separated subset of sample ids",
-            **_settings(),
+            **SETTINGS,
         },
     )  # fmt: skip
     command(sub, parent, "preview", run_preview,
@@ -85,7 +80,8 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             **DOMAIN,
             "--strengths": {"default": "0.4,0.65,0.9", "help": "comma-separated strengths in (0, 1]"},
             "--out": {"required": True, "help": "output PNG"},
-            **_settings(preview=True),
+            # a preview sweeps the strength and makes one image at a time
+            **{f: o for f, o in SETTINGS.items() if f not in ("--strength", "--batch-size")},
         },
     )  # fmt: skip
     command(sub, parent, "tiny-models", run_tiny_models,
@@ -128,13 +124,12 @@ def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
         f"{result.failed} failed → {args.out} (manifest {result.manifest_uri})"
     )
     if result.failed:
-        summary["errors"] = result.errors
         first_id, first_err = next(iter(result.errors.items()), ("?", "?"))
         raise RunFailed(
             f"{result.failed} of {result.written + result.skipped + result.failed} images failed "
             f"(first: {first_id}: {first_err}); the failed rows are in {result.manifest_uri}; fix "
             "them and rerun the same command (written images are skipped)",
-            summary,
+            {**summary, "errors": result.errors},
         )
     return summary
 
