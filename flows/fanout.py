@@ -39,9 +39,8 @@ def fanout_transfer_flow(
 
     def launch(group: list[int], attempt: int) -> str:
         params = fanout.child_parameters(samples_uri, domain, out_root, config, shard_size, group)
-        return launch_child_run_task(
-            deployment, params, fanout.child_run_name(domain, group, attempt)
-        )
+        name = fanout.child_run_name(domain, group, attempt)
+        return launch_child_run_task(deployment, params, name)
 
     def wait(ids: list[str]) -> dict[str, dict[str, Any]]:
         return wait_for_flow_runs_task(ids, poll_seconds, timeout_seconds)
@@ -53,10 +52,9 @@ def fanout_transfer_flow(
     paired = None
     if not report.failed():
         uris = [sharding.shard_manifest_uri(out_root, s, config) for s in shards]
-        paired = merge_shard_manifests_task(
-            uris, layout.paired_manifest_uri(out_root, domain), domain
-        )
-    result = fanout.fanout_result(domain, report, summary, paired["uri"] if paired else None)
+        out = layout.paired_manifest_uri(out_root, domain)
+        paired = merge_shard_manifests_task(uris, out, domain)["uri"]
+    result = fanout.fanout_result(domain, report, summary, paired)
     # 5. summary; fail naming the children (and their shards) that failed every attempt
     get_run_logger().info("%s: %d children, %s", domain, len(groups), summary.line())
     if report.failed():

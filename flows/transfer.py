@@ -57,10 +57,8 @@ def transfer_flow(
         result["domains"][domain] = summary.to_dict()
         # 5. merge into the domain's paired manifest, only when every shard succeeded
         if not summary.shards_failed and shard_indices is None:
-            merged = merge_shard_manifests_task(
-                shard_uris, layout.paired_manifest_uri(out_root, domain), domain
-            )
-            result["paired"][domain] = merged["uri"]
+            out = layout.paired_manifest_uri(out_root, domain)
+            result["paired"][domain] = merge_shard_manifests_task(shard_uris, out, domain)["uri"]
     # 6. fail the run, naming the failed shards, or return the summary
     failed = {d: s["shards_failed"] for d, s in result["domains"].items() if s["shards_failed"]}
     if failed:

@@ -107,10 +107,9 @@ def transfer_shard_task(shard: ShardRef, config: TransferConfig, out_root: str) 
             _EARLIER_WRITES[run_id] = _EARLIER_WRITES.get(run_id, 0) + counts["written"]
             counts["written"] = _EARLIER_WRITES[run_id]
         raise
-    earlier = _EARLIER_WRITES.pop(run_id, 0)
     counts = {"shard": shard.name, **result.summary()}
-    counts["written"] += earlier
-    counts["skipped"] -= earlier
+    earlier = _EARLIER_WRITES.pop(run_id, 0)  # skipped by this attempt, written by an earlier one
+    counts.update(written=counts["written"] + earlier, skipped=counts["skipped"] - earlier)
     if result.failed:
         raise ShardFailed(shard.name, counts, result.errors)
     return counts
@@ -157,9 +156,8 @@ def collect_shard_states(
     into computed / cached (images count as skipped) / failed (counts what it really wrote)."""
     submitted = [s for s in shards if s.index not in cached]
     by_future = {id(f): s for s, f in zip(submitted, futures, strict=True)}
-    for shard in shards:
-        if shard.index in cached:
-            progress.shard_done(shard)
+    for shard in [s for s in shards if s.index in cached]:
+        progress.shard_done(shard)
     for future in as_completed(futures):
         future.wait()  # finished: this records its final state without an API call
         progress.shard_done(by_future[id(future)], failed=not future.state.is_completed())
