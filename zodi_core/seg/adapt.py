@@ -94,7 +94,7 @@ def derive_paired_pipeline(pipeline: list, where: str = "train_pipeline") -> lis
         if kind == "geometric":
             out.append(dict(type="ZoDiPairedTransforms", transforms=list(group)))
         elif kind == "photometric":
-            out.append(dict(type="ZoDiEachImage", transforms=list(group), keys=PAIR_KEYS))
+            out.append(dict(type="ZoDiEachImage", transforms=list(group)))
         else:
             out += [_for_pairs(t) for t in group]
     return out
