@@ -8,13 +8,12 @@ the training task guards it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
-import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import filelock
 
 from zodi_core.seg.resume import say
 
@@ -30,31 +29,24 @@ def lock_path(work_dir: str) -> Path:
 
 
 @contextlib.contextmanager
-def work_dir_lock(work_dir: str, timeout: float | None = None, poll: float = 0.2) -> Iterator[Path]:
-    """Hold the exclusive training lock of ``work_dir``, waiting for another holder (TimeoutError
-    after ``timeout`` s; None: as long as it takes)."""
+def work_dir_lock(work_dir: str, timeout: float | None = None) -> Iterator[Path]:
+    """Hold the exclusive training lock of ``work_dir`` (filelock's ``flock``), waiting for another
+    holder (TimeoutError after ``timeout`` s; None: as long as it takes)."""
     path = lock_path(work_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    lock = filelock.FileLock(path, mode=0o666, poll_interval=0.2)
     try:
-        start, told = time.monotonic(), False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not told:
-                    say(
-                        f"zodi train: another run is training in {work_dir}; waiting for it "
-                        f"(lock {path})"
-                    )
-                    told = True
-                if timeout is not None and time.monotonic() - start > timeout:
-                    raise TimeoutError(
-                        f"work dir {work_dir}: another training run held {path} for more than "
-                        f"{timeout:.0f} s"
-                    ) from None
-                time.sleep(poll)
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        say(f"zodi train: another run is training in {work_dir}; waiting for it (lock {path})")
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except filelock.Timeout:
+            raise TimeoutError(
+                f"work dir {work_dir}: another training run held {path} for more than "
+                f"{timeout:.0f} s"
+            ) from None
+    try:
         yield path
     finally:
-        os.close(fd)  # releases the lock
+        lock.release()
