@@ -337,28 +337,21 @@ def cityscapes_palette() -> np.ndarray:
     return lut
 
 
-# files(i, label) of each dataset: image i's path and {label path: label map to write} (paths
-# relative to the dataset's root; ``label`` is the scene's train ids).
-def _cityscapes_files(split: str, i: int, label: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
-    city = CITIES[split][i % 2]
-    frame = f"{city}_{i // 2:06d}_{19 + 10 * i:06d}"
-    gt = f"gtFine/{split}/{city}/{frame}"
+def _files(dataset: str, part: str, i: int, label: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
+    """Image ``i``'s path and ``{label path: label map to write}`` in ``dataset``'s layout (relative
+    to its root; ``part``: the Cityscapes split or the ACDC condition; ``label``: train ids)."""
+    if dataset == "gta5":
+        return f"images/{i + 1:05d}.png", {f"labels/{i + 1:05d}.png": train_ids_to_label_ids(label)}
+    if dataset == "acdc":
+        name = f"{part}/val/{ACDC_SEQUENCES[part]}/{ACDC_SEQUENCES[part]}_frame_{100 + 7 * i:06d}"
+        return f"rgb_anon/{name}_rgb_anon.png", {f"gt/{name}_gt_labelTrainIds.png": label}
+    city = CITIES[part][i % 2]
+    name = f"{part}/{city}/{city}_{i // 2:06d}_{19 + 10 * i:06d}"
     labels = {
-        f"{gt}_gtFine_labelIds.png": train_ids_to_label_ids(label),
-        f"{gt}_gtFine_color.png": cityscapes_palette()[label],
+        f"gtFine/{name}_gtFine_labelIds.png": train_ids_to_label_ids(label),
+        f"gtFine/{name}_gtFine_color.png": cityscapes_palette()[label],
     }
-    return f"leftImg8bit/{split}/{city}/{frame}_leftImg8bit.png", labels
-
-
-def _acdc_files(condition: str, i: int, label: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
-    seq = ACDC_SEQUENCES[condition]
-    name = f"{seq}/{seq}_frame_{100 + 7 * i:06d}"
-    labels = {f"gt/{condition}/val/{name}_gt_labelTrainIds.png": label}
-    return f"rgb_anon/{condition}/val/{name}_rgb_anon.png", labels
-
-
-def _gta5_files(i: int, label: np.ndarray) -> tuple[str, dict[str, np.ndarray]]:
-    return f"images/{i + 1:05d}.png", {f"labels/{i + 1:05d}.png": train_ids_to_label_ids(label)}
+    return f"leftImg8bit/{name}_leftImg8bit.png", labels
 
 
 def write_synthetic(
@@ -386,24 +379,21 @@ def write_synthetic(
         if int(n) < 0:
             raise ValueError(f"{name}: expected an integer >= 0, received {n}")
     out = Path(out_dir)
-    # (dataset, count key, images, seed stream, look, files): the labelled source in a city look;
+    # (dataset, part, count key, images, seed stream, look): the labelled source in a city look;
     # ACDC, other scenes of the same kind in each condition's look; GTA5 in a game look, numbered
     # from 00001 like the release. Each stream is its own set of scenes.
     sets = [
-        ("cityscapes", f"cityscapes_{s}", n, k, "city", functools.partial(_cityscapes_files, s))
-        for k, (s, n) in enumerate((("train", n_train), ("val", n_val)))
+        ("cityscapes", "train", "cityscapes_train", n_train, 0, "city"),
+        ("cityscapes", "val", "cityscapes_val", n_val, 1, "city"),
+        *[("acdc", c, f"acdc_{c}_val", n_target, 10 + k, c) for k, c in enumerate(CONDITIONS)],
+        ("gta5", "", "gta5", n_gta, 20, "game"),
     ]
-    sets += [
-        ("acdc", f"acdc_{c}_val", n_target, 10 + k, c, functools.partial(_acdc_files, c))
-        for k, c in enumerate(CONDITIONS)
-    ]
-    sets.append(("gta5", "gta5", n_gta, 20, "game", _gta5_files))
     counts: dict[str, int] = {}
-    for dataset, key, n, stream, look, files in sets:
+    for dataset, part, key, n, stream, look in sets:
         for i in range(n):
             rng = np.random.default_rng([seed, stream, i])
             scene = generate_scene(rng, (width, height))
-            image, labels = files(i, scene.label)
+            image, labels = _files(dataset, part, i, scene.label)
             for path, array in {image: render_scene(scene, rng, look), **labels}.items():
                 (out / dataset / path).parent.mkdir(parents=True, exist_ok=True)
                 (out / dataset / path).write_bytes(encode_png(array))
