@@ -109,14 +109,10 @@ def evaluate_model(
 
     from zodi_core.seg.datasets import ZoDiManifestDataset
 
+    load = dict(type="LoadZoDiSample", scale=(eval_config.width, eval_config.height))
+    pipeline = [load, dict(type="PackSegInputs")]
     dataset = ZoDiManifestDataset(
-        manifest=manifest_uri,
-        image_column=image_column,
-        test_mode=True,
-        pipeline=[
-            dict(type="LoadZoDiSample", scale=(eval_config.width, eval_config.height)),
-            dict(type="PackSegInputs"),
-        ],
+        manifest=manifest_uri, image_column=image_column, test_mode=True, pipeline=pipeline
     )
     loader = DataLoader(dataset, batch_size=eval_config.batch_size, collate_fn=pseudo_collate)
     areas = Areas()
@@ -259,6 +255,9 @@ def evaluate_checkpoint(
         model = load_model(mmseg_config, checkpoint, str(device))
         return [evaluate_model(model, m, eval_config, col) for m, col in sets]
 
+    def write(name: str, data: bytes) -> str:
+        return storage.write_bytes(storage.join_uri(out, name), data)
+
     runs = [evaluate(ckpt) for ckpt in checkpoints]
     best = evaluate(best_checkpoint) if best_checkpoint else None
     targets: dict[str, Any] = {}
@@ -275,7 +274,6 @@ def evaluate_checkpoint(
         per_run = [areas[i].metrics() for areas in runs]
         confusion = sum(areas[i].confusion for areas in runs)
         slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
-        png_uri = storage.join_uri(out, f"confusion_{slug}.png")
         targets[name] = {
             "manifest": m,
             "proxy": col is not None,
@@ -283,14 +281,10 @@ def evaluate_checkpoint(
             "summary": aggregate_runs(per_run) if len(per_run) > 1 else per_run[0],
             "runs": per_run,
             "best": best[i].metrics() if best else None,
-            "confusion_png": storage.write_bytes(png_uri, render_confusion_png(confusion, name)),
+            "confusion_png": write(f"confusion_{slug}.png", render_confusion_png(confusion, name)),
         }
-    json_uri = storage.write_bytes(
-        storage.join_uri(out, "report.json"), json.dumps(report, indent=2).encode()
-    )
-    md_uri = storage.write_bytes(
-        storage.join_uri(out, "report.md"), render_markdown(report).encode()
-    )
+    json_uri = write("report.json", json.dumps(report, indent=2).encode())
+    md_uri = write("report.md", render_markdown(report).encode())
     shown = ("mIoU", "mIoU_std", "aAcc", "images")
     return {
         "report_json": json_uri,
