@@ -58,10 +58,7 @@ def scale_losses(losses: dict[str, Tensor], factor: float) -> dict[str, Tensor]:
 
 def sum_losses(losses: dict[str, Tensor | list[Tensor]], prefix: str = "") -> Tensor:
     """Sum of the loss terms whose key starts with ``prefix`` (detached, for logging)."""
-    total = torch.zeros(())
-    for k, v in losses.items():
-        if "loss" in k and k.startswith(prefix):
-            values = v if isinstance(v, (list, tuple)) else [v]
-            for item in values:
-                total = total.to(item.device) + item.detach().mean()
-    return total
+    picked = [v for k, v in losses.items() if "loss" in k and k.startswith(prefix)]
+    terms = [t for v in picked for t in (v if isinstance(v, list | tuple) else [v])]
+    # A 0-dim CPU start adds to terms on any device (as a Python number would).
+    return sum((t.detach().mean() for t in terms), torch.zeros(()))
