@@ -17,7 +17,6 @@ import copy
 
 import mmcv
 import numpy as np
-import torch
 from mmcv.transforms import BaseTransform
 from mmcv.transforms.utils import cache_random_params
 from mmseg.datasets.transforms import PackSegInputs
@@ -99,20 +98,16 @@ class LoadZoDiSample(_Transform):
 @TRANSFORMS.register_module()
 class LoadZoDiPair(LoadZoDiSample):
     """Load a source image, its generated twin (resized to the source) and the shared label; a
-    pair whose aspects differ more than ``max_aspect_difference`` is no twin: refused."""
+    pair whose aspects differ more than :data:`MAX_ASPECT_DIFFERENCE` is no twin: refused."""
 
     role = "source"
-
-    def __init__(self, max_aspect_difference: float = MAX_ASPECT_DIFFERENCE) -> None:
-        super().__init__()
-        self.max_aspect_difference = max_aspect_difference
 
     def transform(self, results: dict) -> dict:
         results = super().transform(results)
         img, sid = results["img"], results["sample_id"]
         gen = _load_image(results["gen_path"], sid, "generated")
         if gen.shape[:2] != img.shape[:2]:
-            if _aspect_difference(gen.shape, img.shape) > self.max_aspect_difference:
+            if _aspect_difference(gen.shape, img.shape) > MAX_ASPECT_DIFFERENCE:
                 raise ValueError(
                     f"sample {sid!r}: source and generated images differ in size "
                     f"({img.shape[1]}x{img.shape[0]} vs {gen.shape[1]}x{gen.shape[0]}) and in "
@@ -147,10 +142,8 @@ class ZoDiPairedTransforms(_Transform):
 
 def _image_view(results: dict, key: str) -> dict:
     """``results`` seen as a single-image sample whose ``img`` is ``results[key]`` (no label)."""
-    view = {k: v for k, v in results.items() if k not in ("gen_img", "gt_seg_map", "seg_fields")}
-    view["img"] = results[key]
-    view["seg_fields"] = []
-    return view
+    view = {k: v for k, v in results.items() if k not in ("gen_img", "gt_seg_map")}
+    return dict(view, img=results[key], seg_fields=[])
 
 
 @TRANSFORMS.register_module()
@@ -158,14 +151,11 @@ class ZoDiEachImage(_Transform):
     """Apply single-image photometric transforms (``PhotoMetricDistortion``, ...) to the source
     and the generated image, each its own draw (the paper's independent jitter)."""
 
-    def __init__(
-        self, transforms: list[dict | BaseTransform], keys: tuple[str, ...] = ("img", "gen_img")
-    ) -> None:
+    def __init__(self, transforms: list[dict | BaseTransform]) -> None:
         self.transforms = [TRANSFORMS.build(t) if isinstance(t, dict) else t for t in transforms]
-        self.keys = tuple(keys)
 
     def transform(self, results: dict) -> dict:
-        for key in self.keys:
+        for key in ("img", "gen_img"):
             results[key] = _run(self.transforms, _image_view(results, key))["img"]
         return results
 
@@ -215,16 +205,10 @@ class PackZoDiPairInputs(PackSegInputs):
     tensor, which :class:`~zodi_core.seg.segmentor.ZoDiDataPreProcessor` batches after the sources.
     """
 
-    def __init__(self, meta_keys: tuple[str, ...] = ()) -> None:
-        keys = (
-            "img_path", "seg_map_path", "ori_shape", "img_shape", "pad_shape", "scale_factor",
-            "flip", "flip_direction", "reduce_zero_label", "sample_id", "gen_path",
-        )  # fmt: skip
-        super().__init__(meta_keys=tuple(dict.fromkeys(keys + tuple(meta_keys))))
+    def __init__(self, meta_keys: tuple[str, ...] | None = None) -> None:
+        keys = meta_keys or PackSegInputs().meta_keys  # mmseg's defaults
+        super().__init__(meta_keys=tuple(dict.fromkeys([*keys, "sample_id", "gen_path"])))
 
     def transform(self, results: dict) -> dict:
-        packed = super().transform(results)
-        packed["gen_inputs"] = torch.from_numpy(
-            np.ascontiguousarray(results["gen_img"].transpose(2, 0, 1))
-        )
-        return packed
+        gen_inputs = super().transform({"img": results["gen_img"]})["inputs"]
+        return dict(super().transform(results), gen_inputs=gen_inputs)
