@@ -118,8 +118,6 @@ class DomainSettings(_Config):
         return self
 
 
-#: A domain's prompt settings (:class:`DomainSettings` overrides these TransferConfig fields).
-_PROMPT_FIELDS = ("prompt", "prompts", "negative_prompt", "strength")
 #: TransferConfig fields that change speed, not the generated pixels (up to float rounding):
 #: left out of the generation digest (zodi_core.transfer.lineage.transfer_digest), so switching
 #: one reuses the images already made.
@@ -246,36 +244,27 @@ class TransferConfig(_Config):
         check_prompt("domain", self.domain, self, self.domain_settings.get(self.domain))
         return self
 
-    def _effective(self) -> dict[str, Any]:
-        """The domain's settings: ``domain_settings[domain]`` over the plain fields (its prompt
-        replaces prompts, and its prompts a prompt: it never sets both)."""
+    def resolved(self) -> TransferConfig:
+        """This config with ``domain_settings[domain]`` folded into the plain fields (its prompt
+        replaces prompts, and its prompts a prompt: it never sets both), the seed offset into
+        ``seed`` and the other domains' settings dropped (idempotent): what the sampler uses and
+        what the generation digest covers."""
+        if not self.domain_settings and not self.seed_offset:
+            return self
         own = self.domain_settings.get(self.domain)
         own = own.model_dump(exclude_none=True) if own else {}
         if own.keys() & {"prompt", "prompts"}:
             own = {"prompt": None, "prompts": ()} | own
-        return {f: getattr(self, f) for f in (*_PROMPT_FIELDS, "seed_offset")} | own
-
-    def resolved(self) -> TransferConfig:
-        """This config with ``domain_settings[domain]`` folded into the plain fields, the seed
-        offset into ``seed`` and the other domains' settings dropped (idempotent): what the
-        sampler uses and what the generation digest covers."""
-        if not self.domain_settings and not self.seed_offset:
-            return self
-        r = self._effective()
-        return self.replace(
-            **{f: r[f] for f in _PROMPT_FIELDS},
-            seed=self.seed + r["seed_offset"],
-            seed_offset=0,
-            domain_settings={},
-        )
+        seed = self.seed + own.pop("seed_offset", self.seed_offset)
+        return self.replace(**own, seed=seed, seed_offset=0, domain_settings={})
 
     @property
     def effective_prompts(self) -> tuple[str, ...]:
         """The domain's prompts: several, one, or the built-in 'driving <phrase>'+suffix."""
-        r = self._effective()
-        if r["prompts"]:
-            return tuple(r["prompts"])
-        return (r["prompt"] or f"driving {DOMAIN_PHRASES[self.domain]}{self.prompt_suffix}",)
+        r = self.resolved()
+        return r.prompts or (
+            r.prompt or f"driving {DOMAIN_PHRASES[self.domain]}{self.prompt_suffix}",
+        )
 
     @property
     def effective_prompt(self) -> str:
@@ -288,17 +277,17 @@ class TransferConfig(_Config):
 
     @property
     def effective_negative_prompt(self) -> str:
-        return self._effective()["negative_prompt"]
+        return self.resolved().negative_prompt
 
     @property
     def effective_strength(self) -> float:
         default = DOMAIN_STRENGTHS.get(self.domain, USER_DOMAIN_STRENGTH)
-        return self._effective()["strength"] or default  # a strength is > 0: None gives way
+        return self.resolved().strength or default  # a strength is > 0: None gives way
 
     @property
     def effective_seed(self) -> int:
         """``seed`` plus the domain's seed offset."""
-        return self.seed + self._effective()["seed_offset"]
+        return self.resolved().seed
 
     _presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {
