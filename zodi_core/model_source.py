@@ -8,6 +8,7 @@ imports nothing of zodi_core.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -205,19 +206,16 @@ def file_sha256(path: Path) -> str:
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zodi" / "file-sha256"
     )
     entry = cache / (hashlib.sha256(state[0].encode()).hexdigest() + ".json")
-    try:
+    record = {}  # not remembered (or unreadable): hash it
+    with contextlib.suppress(OSError, ValueError):
         record = json.loads(entry.read_text())
-    except (OSError, ValueError):
-        record = {}  # not remembered (or unreadable): hash it
     if record.get("state") != list(state) or len(record.get("sha256", "")) != 64:
         record = {"state": list(state), "sha256": hash_file(path)}
-        try:
+        with contextlib.suppress(OSError):  # a read-only home: remembered in this process only
             cache.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=cache, delete=False, suffix=".tmp") as f:
                 json.dump(record, f)
             os.replace(f.name, entry)
-        except OSError:
-            pass  # a read-only home: remembered in this process only
     _KNOWN[state] = record["sha256"]
     return record["sha256"]
 
