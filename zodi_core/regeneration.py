@@ -34,10 +34,8 @@ def recorded_domain_settings(root: str, domain: str) -> DomainSettings | None:
     config, offset = _recorded(root, domain)
     if config is None:
         return None
-    prompt_settings = config.model_dump(include={"prompt", "negative_prompt", "strength"})
-    return DomainSettings(
-        **prompt_settings, prompts=config.prompts or None, seed_offset=offset or None
-    )
+    kept = config.model_dump(include={"prompt", "negative_prompt", "strength"})
+    return DomainSettings(**kept, prompts=config.prompts or None, seed_offset=offset or None)
 
 
 def _recorded(root: str, domain: str) -> tuple[TransferConfig | None, int]:
@@ -52,10 +50,8 @@ def _recorded(root: str, domain: str) -> tuple[TransferConfig | None, int]:
         digests = set(table.column("config_digest").to_pylist())
         store = storage.open_storage(root)
         shards = store.list(layout.shard_manifests_prefix(domain))
-        key = next((k for k in shards if layout.shard_generation(k) in digests), None)
-        if key is None:
-            return None, 0
-        meta = manifest.manifest_metadata(manifest.read_manifest(store.uri(key), "transfer"))
+        if key := next((k for k in shards if layout.shard_generation(k) in digests), None):
+            meta = manifest.manifest_metadata(manifest.read_manifest(store.uri(key), "transfer"))
     if "transfer_config" not in meta:
         return None, 0
     config = TransferConfig.model_validate_json(meta["transfer_config"])
