@@ -29,10 +29,8 @@ class Clip:
 
     def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) float64 image embeddings (projected, not normalised) of (H, W, 3) uint8 RGB."""
-        inputs = self.image_processor(images=list(images), return_tensors="pt").to(
-            self.model.device
-        )
-        return _features(self.model.get_image_features(**inputs))
+        inputs = self.image_processor(images=list(images), return_tensors="pt")
+        return _features(self.model.get_image_features(**inputs.to(self.model.device)))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(N, D) float64 text embeddings (projected, not normalised)."""

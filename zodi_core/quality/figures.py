@@ -49,9 +49,7 @@ def render_histograms_png(summaries: dict[str, dict[str, Any]]) -> bytes:
         for c_i, c in enumerate(SCORE_COLUMNS):
             ax = axes[d_i][c_i]
             if c in cols:
-                h = cols[c]["histogram"]
-                edges = np.array(h["edges"])
-                ax.bar(edges[:-1], h["counts"], width=np.diff(edges), align="edge")
+                ax.stairs(cols[c]["histogram"]["counts"], cols[c]["histogram"]["edges"], fill=True)
             ax.set_title(f"{d}: {c}", fontsize=8)
             ax.tick_params(labelsize=7)
     fig.tight_layout()
@@ -79,10 +77,9 @@ def render_worst_grid(
     sheet = Image.new("RGB", (4 * w, max(1, len(rows)) * h), "white")
     draw = ImageDraw.Draw(sheet)
     for i, r in enumerate(rows):
-        label = read_label(r["label_uri"], r["label_format"])
         tiles = [
             read_image(r["source_uri"]),
-            render_condition(label, r["palette"]),
+            render_condition(read_label(r["label_uri"], r["label_format"]), r["palette"]),
             read_image(r["generated_uri"]),
         ]
         pred_uri = predictions_uri and storage.join_uri(predictions_uri, f"{r['sample_id']}.png")
@@ -133,11 +130,9 @@ def render_quality_markdown(
         why = ", ".join(f"{k}: {v}" for k, v in q.get("by_reason", {}).items()) or "-"
         cells = [d, q.get("rows", 0), q.get("kept", 0), q.get("dropped", 0), why, *means]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
-    settings = next(iter(domains.values())).get("settings")
-    if settings:
+    if settings := next(iter(domains.values())).get("settings"):
         lines += ["", "Filter: " + ", ".join(f"{k}={v}" for k, v in settings.items())]
-    hist = quality.get("histograms")
-    if hist:
+    if hist := quality.get("histograms"):
         lines += ["", f"Score histograms: [{hist}]({hist})"]
         if src(hist):
             lines += ["", f"![score histograms]({src(hist)})"]

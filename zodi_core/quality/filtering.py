@@ -36,14 +36,12 @@ def filter_reasons(
             out.append(f"layout_miou {miou:.1f} < {min_layout_miou:g}")
         if min_clip is not None and clip is not None and clip < min_clip:
             out.append(f"clip_score {clip:.3f} < {min_clip:g}")
-    n_drop = math.floor(drop_lowest_fraction * len(rows))
-    if n_drop:
-        ranked = sorted(
-            (i for i, r in enumerate(rows) if r.get("layout_miou") is not None),
-            key=lambda i: (rows[i]["layout_miou"], rows[i]["sample_id"]),
-        )
-        for i in ranked[:n_drop]:
-            reasons[i].append(f"lowest {drop_lowest_fraction:g} layout")
+    ranked = sorted(
+        (i for i, r in enumerate(rows) if r.get("layout_miou") is not None),
+        key=lambda i: (rows[i]["layout_miou"], rows[i]["sample_id"]),
+    )
+    for i in ranked[: math.floor(drop_lowest_fraction * len(rows))]:
+        reasons[i].append(f"lowest {drop_lowest_fraction:g} layout")
     return reasons
 
 
