@@ -3,6 +3,7 @@ real loader, and that the prompt and the condition map both change what they gen
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -17,11 +18,11 @@ from zodi_core.pocket.train import PRESETS, _spec_json
 @pytest.fixture(scope="module")
 def pocket():
     from zodi_core.config import ModelsConfig
-    from zodi_core.pocket.measure import Generator
+    from zodi_core.pocket.measure import generate
     from zodi_core.transfer.models import load_components
 
     components = load_components(ModelsConfig(base=str(pocket_models_dir()), controlnet=None))
-    return components, Generator(components, steps=10, guidance=3.0)
+    return components, functools.partial(generate, components, steps=10, guidance=3.0)
 
 
 def test_committed_weights_are_the_full_preset_of_the_committed_code():
@@ -108,7 +109,7 @@ def _hand_written_cfg_loop(c, captions, seed, conditions, steps=10, guidance=3.0
 
 
 def test_generator_pipeline_reproduces_the_hand_written_loop(pocket):
-    """``Generator`` is diffusers' ControlNet pipeline; it gives what the hand-written loop gave
+    """``generate`` is diffusers' ControlNet pipeline; it gives what the hand-written loop gave
     (measured: 3 of 98,304 values one grey level apart, float rounding inside the pipeline)."""
     from zodi_core.conditions import render_condition
     from zodi_core.datasets.synth import generate_scene

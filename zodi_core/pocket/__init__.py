@@ -77,10 +77,7 @@ def build_pocket_models(
     corpus_dir = out / "corpus"
     manifest_uri = corpus_dir / "webcorpus.parquet"
     if not manifest_uri.is_file():
-        print(
-            f"writing the web corpus: {spec.n_per_domain} scenes x {len(CORPUS_DOMAINS)} looks",
-            file=sys.stderr,
-        )
+        print(f"writing the web corpus: {spec.n_per_domain} scenes a look", file=sys.stderr)
         write_corpus(
             corpus_dir,
             seed=spec.seed,
@@ -154,8 +151,7 @@ def render_card(card: dict[str, Any]) -> str:
             f"| {phase} | {p['steps']} | {p['loss_first']:.4f} | {p['loss_last']:.4f} | "
             f"{p['seconds']} |"
         )
-    q = card.get("quality")
-    if q:
+    if q := card.get("quality"):
         tc, lf = q["text_conditioning"], q["layout_following"]
         gen = ", ".join(f"{d} {a:.2f}" for d, a in tc["classifier_accuracy_generated"].items())
         lines += [

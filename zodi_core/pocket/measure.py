@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,48 +51,43 @@ def vae_psnr(vae: Any, images: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
-@dataclass
-class Generator:
-    """Text-to-image (optionally ControlNet-conditioned) DDIM sampling (eta 0, CFG with the empty
-    caption) by diffusers' SD (ControlNet) pipelines, independent of the ZoDi sampler."""
+def generate(
+    c: Any,
+    captions: Sequence[str],
+    seed: int,
+    conditions: np.ndarray | None = None,
+    *,
+    steps: int = 20,
+    guidance: float = 3.0,
+    height: int = 64,
+    width: int = 128,
+) -> np.ndarray:
+    """(N, H, W, 3) uint8 images for ``captions`` from components ``c`` (``conditions``: (N, H, W,
+    3) uint8 ControlNet maps, or None): DDIM (eta 0, CFG with the empty caption) by diffusers' SD
+    (ControlNet) pipelines, independent of the ZoDi sampler."""
+    import copy
 
-    components: Any
-    steps: int = 20
-    guidance: float = 3.0
+    import torch
+    from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
-    def __call__(
-        self,
-        captions: Sequence[str],
-        seed: int,
-        conditions: np.ndarray | None = None,
-        height: int = 64,
-        width: int = 128,
-    ) -> np.ndarray:
-        """(N, H, W, 3) uint8 images for ``captions``; ``conditions`` (N, H, W, 3) uint8 maps or None."""
-        import copy
-
-        import torch
-        from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
-
-        c = self.components
-        parts = dict(
-            vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet,
-            scheduler=copy.deepcopy(c.scheduler), safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False,
-        )  # fmt: skip
-        extra: dict[str, Any] = {}
-        if conditions is None:
-            pipe = StableDiffusionPipeline(**parts)
-        else:
-            pipe = StableDiffusionControlNetPipeline(**parts, controlnet=c.controlnet)
-            extra["image"] = torch.from_numpy(conditions).permute(0, 3, 1, 2).float() / 255.0
-        pipe.set_progress_bar_config(disable=True)
-        images = pipe(
-            list(captions), height=height, width=width, num_inference_steps=self.steps,
-            guidance_scale=self.guidance, negative_prompt=None, eta=0.0,
-            generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **extra,
-        ).images  # fmt: skip
-        return (images * 255).round().astype(np.uint8)
+    parts = dict(
+        vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=c.unet,
+        scheduler=copy.deepcopy(c.scheduler), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    extra: dict[str, Any] = {}
+    if conditions is None:
+        pipe = StableDiffusionPipeline(**parts)
+    else:
+        pipe = StableDiffusionControlNetPipeline(**parts, controlnet=c.controlnet)
+        extra["image"] = torch.from_numpy(conditions).permute(0, 3, 1, 2).float() / 255.0
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        list(captions), height=height, width=width, num_inference_steps=steps,
+        guidance_scale=guidance, negative_prompt=None, eta=0.0,
+        generator=torch.Generator("cpu").manual_seed(seed), output_type="np", **extra,
+    ).images  # fmt: skip
+    return (images * 255).round().astype(np.uint8)
 
 
 def train_classifier(
@@ -152,7 +147,7 @@ def measure_quality(
     clf = train_classifier(train.images, dom_idx, dense=False, steps=classifier_steps, seed=seed)
     held_idx = np.array([CORPUS_DOMAINS.index(d) for d in heldout.domains])
     real_acc = float(np.mean(predict(clf, heldout.images) == held_idx))
-    gen = Generator(components, steps=steps, guidance=guidance)
+    gen = functools.partial(generate, components, steps=steps, guidance=guidance)
     per_domain = {}
     for i, domain in enumerate(CORPUS_DOMAINS):
         imgs = gen([caption_for(domain)] * n_per_prompt, seed=seed + 17 * i)

@@ -66,8 +66,8 @@ class PocketSpec:
     text_width: int = 64
     caption_dropout: float = 0.1
     #: ε-MSE weighted (min(SNR, γ) + 1)/SNR (Min-SNR-γ v-loss, Hang et al. 2023; ε-prediction kept
-    #: as SD 1.5) so high-noise steps are not drowned (docs/fidelity.md §1); None: plain ε-loss.
-    snr_gamma: float | None = 5.0
+    #: as SD 1.5) so high-noise steps are not drowned (docs/fidelity.md §1).
+    snr_gamma: float = 5.0
     ema_decay: float = 0.999
     #: ControlNet conditioning encoder: len - 1 stride-2 convolutions, matching the VAE's factor
     #: (SD 1.5: (16, 32, 96, 256) for factor 8).
@@ -253,8 +253,7 @@ def train_pocket(
         state_path.write_text(json.dumps(state, indent=2))
 
     x_all = torch.from_numpy(corpus.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    n = len(corpus)
-    bs = spec.batch_size
+    n, bs = len(corpus), spec.batch_size
 
     # 1. VAE.
     if "vae" in done:
@@ -334,8 +333,6 @@ def train_pocket(
             down_block_additional_residuals=down, mid_block_additional_residual=mid,
         ).sample  # fmt: skip
         per_sample = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
-        if spec.snr_gamma is None:
-            return per_sample.mean()
         snr = compute_snr(scheduler, t)
         return (per_sample * (snr.clamp(max=spec.snr_gamma) + 1) / snr).mean()
 
