@@ -60,34 +60,26 @@ def _credentials_identity() -> str:
 
 @functools.cache
 def _shared_client(
-    endpoint_url: str | None,
-    region: str | None,
-    connect_timeout: float,
-    read_timeout: float,
-    max_attempts: int,
-    credentials: str,
+    endpoint_url: str | None, region: str | None, credentials: str, max_attempts: int, **timeouts
 ) -> Any:
     """One boto3 client per arguments, shared: clients are thread-safe and cost ~50 ms to build."""
     import boto3
     from botocore.config import Config
 
-    options: dict[str, Any] = {}
-    if endpoint_url:
-        # S3-compatible servers on an IP address cannot serve virtual-host buckets, and older
-        # ones (Ceph 16) predate the CRC32 checksums botocore now adds by default.
-        options = {
-            "s3": {"addressing_style": "path"},
-            "request_checksum_calculation": "when_required",
-            "response_checksum_validation": "when_required",
-        }
+    # S3-compatible servers on an IP address cannot serve virtual-host buckets, and older ones
+    # (Ceph 16) predate the CRC32 checksums botocore now adds by default.
+    compatible = dict(
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
     config = Config(
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         # Requests are signed with SigV4 anyway; this makes presigned URLs SigV4 too (botocore
         # still presigns with the legacy SigV2 by default).
         signature_version="s3v4",
-        **options,
+        **timeouts,
+        **(compatible if endpoint_url else {}),
     )
     session = boto3.session.Session(region_name=region)
     return session.client("s3", endpoint_url=endpoint_url, config=config)
@@ -154,7 +146,7 @@ class S3Storage(Storage):
             multipart_chunksize=multipart_chunksize,
             max_concurrency=max_concurrency,
         )
-        self._timeouts = (connect_timeout, read_timeout)
+        self._timeouts = dict(connect_timeout=connect_timeout, read_timeout=read_timeout)
         self.max_attempts = max_attempts
         self._client = client
         self._bucket_seen = False  # head_bucket answered once: a 404 now means a missing key
@@ -169,8 +161,8 @@ class S3Storage(Storage):
         """The boto3 S3 client, created on first use."""
         if self._client is None:
             self._client = _shared_client(
-                self.endpoint_url, self.region, *self._timeouts, self.max_attempts,
-                _credentials_identity(),
+                self.endpoint_url, self.region, _credentials_identity(), self.max_attempts,
+                **self._timeouts,
             )  # fmt: skip
         return self._client
 
