@@ -81,16 +81,12 @@ _EXPECTED = {
 }
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+def _fields_at(model: Any, loc: tuple) -> list[str]:
     """The field names of the config model at ``loc`` (for "did you mean"), [] if unknown."""
-    node: Any = model
-    for part in loc[:-1]:
-        field = node.model_fields.get(str(part))
-        if field is not None:  # else a dict key or list index: the model is in the annotation
-            node = _model_in(field.annotation)
-            if node is None:  # a dict key named as a field (a domain called 'prompt')
-                return []
-    return list(node.model_fields)
+    if model is None or len(loc) == 1:
+        return list(model.model_fields) if model else []
+    field = model.model_fields.get(str(loc[0]))  # None: a dict key or list index, same model
+    return _fields_at(_model_in(field.annotation) if field else model, loc[1:])
 
 
 def _model_in(annotation: Any) -> Any:
