@@ -70,9 +70,8 @@ def _pair_kind(t: dict) -> str:
 
 
 def _for_pairs(t: dict) -> dict:
-    if t["type"] in PACKERS:
-        meta = t.get("meta_keys")
-        return dict(type="PackZoDiPairInputs", **({"meta_keys": meta} if meta else {}))
+    if t["type"] in PACKERS:  # same arguments (meta_keys)
+        return dict(t, type="PackZoDiPairInputs")
     if t["type"] == "ZoDiColorJitter":  # already jitters each key independently
         return dict(t, keys=PAIR_KEYS)
     return t
