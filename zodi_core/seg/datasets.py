@@ -13,7 +13,6 @@ from mmseg.datasets import BaseSegDataset, CityscapesDataset
 from mmseg.registry import DATASETS
 
 from zodi_core import storage
-from zodi_core.datasets.io import LABEL_FORMATS
 from zodi_core.manifest import ManifestError, manifest_metadata, read_manifest
 
 #: Transfer rows usable for training: generated ("ok") or reused from a previous run ("skipped").
@@ -41,11 +40,8 @@ def _rows(manifest: str, schema=None, generated=False, table=None, required=True
     return rows
 
 
-def _item(sid: str, img: str, label: str, fmt: str, domain: str, uri: str) -> dict[str, Any]:
-    if fmt not in LABEL_FORMATS:
-        raise ManifestError(
-            f"{uri}: sample {sid!r}: label_format expected one of {LABEL_FORMATS}, received {fmt!r}"
-        )
+def _item(sid: str, img: str, label: str, fmt: str, domain: str) -> dict[str, Any]:
+    # label_format is checked where a label is read (datasets.io.decode_label), naming the sample.
     return dict(sample_id=sid, img_path=img, seg_map_path=label, label_format=fmt, domain=domain)
 
 
@@ -64,9 +60,7 @@ def read_pairs(manifest: str, source_manifest: str | None = None) -> list[dict[s
                 f"{manifest}: sample {sid!r} has no row in the source manifest {source_manifest}"
             )
         src = sources[sid] if sources is not None else dict(r, image_uri=r["source_uri"])
-        item = _item(
-            sid, src["image_uri"], src["label_uri"], src["label_format"], r["domain"], manifest
-        )
+        item = _item(sid, src["image_uri"], src["label_uri"], src["label_format"], r["domain"])
         if not storage.exists(r["generated_uri"]):
             raise FileNotFoundError(
                 f"{manifest}: sample {sid!r}: generated image {r['generated_uri']} not found"
@@ -91,7 +85,7 @@ def read_samples(manifest: str, image_column: str | None = None) -> list[dict[st
         )
     rows = _rows(manifest, generated=column == "generated_uri", table=table)
     return [
-        _item(r["sample_id"], r[column], r["label_uri"], r["label_format"], r["domain"], manifest)
+        _item(r["sample_id"], r[column], r["label_uri"], r["label_format"], r["domain"])
         for r in rows
     ]
 
@@ -107,12 +101,7 @@ class _ManifestDatasetBase(BaseSegDataset):
         self.manifest = manifest
         super().__init__(ann_file=manifest, **kwargs)
 
-    def load_data_list(self) -> list[dict]:
-        if not self.manifest:
-            raise ValueError(
-                f"{type(self).__name__}.manifest: expected a manifest URI, received an empty "
-                f"string (zodi train sets it from --paired-manifest / --source-manifest)"
-            )
+    def load_data_list(self) -> list[dict]:  # the manifest: set by train.set_manifests
         return [dict(item, reduce_zero_label=False, seg_fields=[]) for item in self.items()]
 
 
