@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
 
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
@@ -21,9 +20,7 @@ FileState = tuple[int, int]  # (size, mtime_ns)
 def scan_work_dir(root: str | os.PathLike) -> dict[str, FileState]:
     """Relative POSIX path → (size, mtime) of every file under ``root``."""
     root = Path(root)
-    return {
-        p.relative_to(root).as_posix(): _state(p) for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    return {p.relative_to(root).as_posix(): _state(p) for p in root.rglob("*") if p.is_file()}
 
 
 def _state(path: Path) -> FileState:
@@ -100,28 +97,22 @@ def format_progress(
     iteration: int, total: int, terms: dict[str, float], eta_s: float | None
 ) -> str:
     """``iter 12/40  loss 1.234  loss_sim 0.012 ...  ETA 0:00:31`` (one line, no newline)."""
-    parts = [f"iter {iteration}/{total}", format_losses(terms)]
-    if eta_s is not None:
-        parts.append(f"ETA {datetime.timedelta(seconds=round(eta_s))}")
-    return "  ".join(p for p in parts if p)
+    eta = f"ETA {datetime.timedelta(seconds=round(eta_s))}" if eta_s is not None else ""
+    return "  ".join(p for p in (f"iter {iteration}/{total}", format_losses(terms), eta) if p)
 
 
 @HOOKS.register_module()
 class ZoDiProgressHook(Hook):
-    """One compact progress line per ``interval`` iterations on ``stream`` (default stderr),
-    rewritten in place on a terminal."""
+    """One compact progress line per ``interval`` iterations on stderr, rewritten in place on a
+    terminal."""
 
     priority = "BELOW_NORMAL"
 
-    def __init__(self, interval: int = 1, stream: TextIO | None = None) -> None:
+    def __init__(self, interval: int = 1) -> None:
         self.interval = max(1, int(interval))
-        self.stream = stream
-        self._start: float | None = None
-        self._start_iter = 0
 
     def before_train(self, runner) -> None:
-        self._start = time.monotonic()
-        self._start_iter = runner.iter
+        self._start, self._start_iter = time.monotonic(), runner.iter
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if runner.rank != 0:  # one line for a DDP run, not one per process
@@ -130,13 +121,11 @@ class ZoDiProgressHook(Hook):
         if iteration % self.interval and iteration != total:
             return
         done = iteration - self._start_iter
-        elapsed = time.monotonic() - (self._start or time.monotonic())
-        eta = elapsed / done * (total - iteration) if done > 0 else None
+        eta = (time.monotonic() - self._start) / done * (total - iteration) if done > 0 else None
         terms = {k: float(v) for k, v in (outputs or {}).items()}  # log_vars: scalar tensors
         line = format_progress(iteration, total, terms, eta)
-        stream = self.stream or sys.stderr
-        if stream.isatty():
-            stream.write("\r\033[K" + line + ("\n" if iteration == total else ""))
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K" + line + ("\n" if iteration == total else ""))
         else:
-            stream.write(line + "\n")
-        stream.flush()
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
