@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -56,20 +56,12 @@ class ZoDiDataPreProcessor(BaseDataPreprocessor):
         gen = data.get("gen_inputs")
         if gen is None:
             return self.inner(data, training)
-        samples = list(data["data_samples"])
-        gen = list(gen)
-        if len(gen) != len(samples):
-            raise ValueError(
-                f"gen_inputs: expected one generated image per data sample ({len(samples)}), "
-                f"received {len(gen)}"
-            )
-        gen_samples = []
-        for s in samples:
+        samples = list(data["data_samples"])  # PackZoDiPairInputs gives each its generated image
+        gen_samples = [copy.deepcopy(s) for s in samples]
+        for s, g in zip(samples, gen_samples, strict=True):
             s.set_metainfo({ROLE_KEY: "source"})
-            g = copy.deepcopy(s)
             g.set_metainfo({ROLE_KEY: "generated"})
-            gen_samples.append(g)
-        batch = {"inputs": list(data["inputs"]) + gen, "data_samples": samples + gen_samples}
+        batch = {"inputs": [*data["inputs"], *gen], "data_samples": samples + gen_samples}
         return self.inner(batch, training)
 
 
@@ -127,12 +119,7 @@ class ZoDiSegmentor(BaseModel):
         if isinstance(segmentor, dict):
             inner = segmentor.get("data_preprocessor") or data_preprocessor
             segmentor = MODELS.build(dict(segmentor, data_preprocessor=inner))
-        self.segmentor = segmentor
-        if getattr(self.segmentor, "backbone", None) is None:
-            raise ValueError(
-                f"ZoDiSegmentor.segmentor: expected a segmentor with a backbone, received "
-                f"{type(self.segmentor).__name__}"
-            )
+        self.segmentor = segmentor  # an mmseg segmentor: F is its backbone's output
         self.lambda_sim = float(lambda_sim)
         self.feature_stage = int(feature_stage)
         self.scheme = scheme
@@ -175,15 +162,14 @@ class ZoDiSegmentor(BaseModel):
         n = self.num_pairs(data_samples)
         if n == 0:
             return self.segmentor.loss(inputs, data_samples)
-        head = getattr(self.segmentor, "decode_head", None)
-        capture_head = nullcontext([]) if head is None else _capture_forward(head)
-        with _capture_forward(self.segmentor.backbone) as feats, capture_head as logits:
+        head = self.segmentor.decode_head  # a ModuleList (cascade) records no logits
+        with _capture_forward(self.segmentor.backbone) as feats, _capture_forward(head) as logits:
             losses = self.segmentor.loss(inputs, data_samples)
         f = select_stage(feats[0], self.feature_stage)
         # Mean-reduced losses over [I; I'] are (L(I) + L(I')) / 2 → x2 is the sum of Eq. 8.
         out = scale_losses(losses, 2.0)
         out.update(self._similarity_terms(f[:n], f[n:]))
-        if logits and hasattr(head, "loss_decode"):
+        if logits:
             with torch.no_grad():
                 out["ce_src"] = _head_loss(head, logits[0][:n], data_samples[:n])
                 out["ce_gen"] = _head_loss(head, logits[0][n:], data_samples[n:])
