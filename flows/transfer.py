@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -54,7 +55,7 @@ def transfer_flow(
         # 4. wait, and sort shards into computed / cached / failed
         summary, shard_uris = collect_shard_states(shards, futures, progress, intact)
         logger.info("%s: %s", domain, summary.line())
-        result["domains"][domain] = summary.to_dict()
+        result["domains"][domain] = asdict(summary)
         # 5. merge into the domain's paired manifest, only when every shard succeeded
         if not summary.shards_failed and shard_indices is None:
             out = layout.paired_manifest_uri(out_root, domain)

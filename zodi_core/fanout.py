@@ -102,7 +102,7 @@ def fanout_result(
     return {
         "domain": domain,
         "paired": paired,
-        "summary": summary.to_dict(),
+        "summary": asdict(summary),
         "children": [asdict(c) for c in report.children],
     }
 

@@ -8,7 +8,7 @@ import base64
 import io
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,9 +37,6 @@ class RunSummary:
         self.images_written += counts.get("written", 0)
         self.images_skipped += counts.get("skipped", 0)
         self.images_failed += counts.get("failed", 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def line(self) -> str:
         return (
