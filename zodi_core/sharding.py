@@ -122,12 +122,8 @@ def merge_shard_manifests(shard_uris: Sequence[str], out_uri: str, domain: str) 
         raise ValueError(f"domain {domain}: samples in more than one shard: {dupes[:10]}")
     good = integrity.image_rows(table)
     digests = sorted(set(good.column("config_digest").to_pylist()))
-    manifest.write_manifest(
-        good,
-        out_uri,
-        "transfer",
-        extra_metadata={"domain": domain, "config_digests": ",".join(digests)},
-    )
+    meta = {"domain": domain, "config_digests": ",".join(digests)}
+    manifest.write_manifest(good, out_uri, "transfer", extra_metadata=meta)
     return {
         "uri": out_uri,
         "rows": good.num_rows,

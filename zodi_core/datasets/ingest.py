@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,7 @@ class IngestResult:
 
 def rejects_uri_for(out_uri: str) -> str:
     """Where the rejects of the manifest at ``out_uri`` go: ``<out without .parquet>.rejects.parquet``."""
-    out_uri = str(out_uri)
-    stem = out_uri[: -len(".parquet")] if out_uri.endswith(".parquet") else out_uri
-    return f"{stem}.rejects.parquet"
+    return f"{str(out_uri).removesuffix('.parquet')}.rejects.parquet"
 
 
 def check_sample(
@@ -140,10 +138,7 @@ def ingest_dataset(
             problems,
         )
     if not rows:
-        raise IngestError(
-            f"no valid sample in {where}; no manifest written:\n{listed}",
-            problems,
-        )
+        raise IngestError(f"no valid sample in {where}; no manifest written:\n{listed}", problems)
 
     # 4. write atomically: rejects first, so a manifest never appears without its rejects.
     rows.sort(key=lambda r: r["sample_id"])
@@ -151,15 +146,11 @@ def ingest_dataset(
         "dataset_spec": json.dumps(spec.model_dump(mode="json"), sort_keys=True),
         "n_rejected": str(len(problems)),
     }
-    rejects_uri = rejects_uri_for(out_uri) if skip_invalid else None
-    if rejects_uri:
-        manifest.write_manifest(
-            [{"path": p.path, "reason": p.reason} for p in problems],
-            rejects_uri,
-            "rejects",
-            extra_metadata={"manifest": str(out_uri)},
-        )
+    rejects_uri = rejects_uri_for(out_uri)
+    if skip_invalid:
+        rejects = [asdict(p) for p in problems]
+        manifest.write_manifest(rejects, rejects_uri, "rejects", {"manifest": str(out_uri)})
     uri = manifest.write_manifest(rows, out_uri, "samples", extra_metadata=meta)
     if not skip_invalid:
-        storage.delete(rejects_uri_for(out_uri))  # a stale rejects list would describe another run
-    return IngestResult(uri, len(rows), problems, rejects_uri)
+        storage.delete(rejects_uri)  # a stale rejects list would describe another run
+    return IngestResult(uri, len(rows), problems, rejects_uri if skip_invalid else None)
