@@ -3,17 +3,15 @@ prefect-aws ``S3Bucket`` block, which must be saved server-side before a flow ca
 
 from __future__ import annotations
 
-from typing import Any
+from prefect_aws import AwsCredentials, S3Bucket
+from prefect_aws.client_parameters import AwsClientParameters
 
 
 def save_s3_result_storage(
     name: str, root: str, endpoint_url: str | None = None, region: str | None = None
-) -> Any:
+) -> S3Bucket:
     """Save (idempotently) and return an ``S3Bucket`` block for ``root`` = ``s3://bucket/prefix``.
     No credentials in the block: each worker's boto3 finds them in the standard AWS chain."""
-    from prefect_aws import AwsCredentials, S3Bucket
-    from prefect_aws.client_parameters import AwsClientParameters
-
     if not root.startswith("s3://"):
         raise ValueError(f"root: expected s3://bucket[/prefix], received {root!r}")
     bucket, _, prefix = root.removeprefix("s3://").partition("/")

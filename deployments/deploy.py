@@ -72,14 +72,6 @@ def _ensure_pool(client: Any, name: str, type_: str, template: dict[str, Any]) -
     return "updated"
 
 
-def ensure_prompts_variable(name: str = PROMPTS_VARIABLE) -> str:
-    """Create the prompts Variable empty when it is missing; return ``created|unchanged``."""
-    if Variable.get(name) is not None:
-        return "unchanged"
-    Variable.set(name, EMPTY_PROMPTS)
-    return "created"
-
-
 def ensure_zombie_automation() -> str:
     """Create or update Prefect's "detect zombie flows" automation (a flow run that sent a
     heartbeat and then, within :func:`zombie_after_s`, neither another heartbeat nor a final
@@ -158,8 +150,9 @@ def deploy(
     s3_region: str | None = None,
     prefect_file: str | Path = PREFECT_FILE,
 ) -> dict[str, Any]:
-    """Pools, blocks and deployments, idempotently, on the server of ``PREFECT_API_URL`` (the
-    CLI checks it is set); a JSON-able summary of what it did (pools: created|updated|unchanged)."""
+    """Pools, blocks, the prompts Variable (created empty when missing), deployments and the
+    automation, idempotently, on the server of ``PREFECT_API_URL`` (the CLI checks it is set); a
+    JSON-able summary of what it did (pools and Variable: created|updated|unchanged)."""
     with get_client(sync_client=True) as client:
         pools = {
             name: _ensure_pool(client, name, type_, template())
@@ -168,11 +161,14 @@ def deploy(
         }
     if s3_root:  # result storage in S3 (credentials from the workers' environment)
         save_s3_result_storage(RESULTS_BLOCK, s3_root, endpoint_url=s3_endpoint, region=s3_region)
+    variable = "unchanged" if Variable.get(PROMPTS_VARIABLE) is not None else "created"
+    if variable == "created":  # a Variable that exists keeps its value
+        Variable.set(PROMPTS_VARIABLE, EMPTY_PROMPTS)
     return {  # in this order: the deployments need the pools and the prompts Variable
         "api_url": PREFECT_API_URL.value(),
         "pools": pools,
         "blocks": [f"s3-bucket/{RESULTS_BLOCK}"] if s3_root else [],
-        "variables": {PROMPTS_VARIABLE: ensure_prompts_variable()},
+        "variables": {PROMPTS_VARIABLE: variable},
         "deployments": deploy_deployments(only, root=root, image=image, prefect_file=prefect_file),
         "automations": {ZOMBIE_AUTOMATION: ensure_zombie_automation()},
     }
