@@ -193,9 +193,7 @@ def read_yaml_mapping(text: str, where: str, expected: str = "a mapping") -> dic
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, BaseModel):
-            value = value.model_dump()
+    for key, value in overrides.items():  # a config given whole replaces the preset's values
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _deep_merge(out[key], value)
         else:

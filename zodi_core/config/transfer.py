@@ -73,9 +73,10 @@ Strength = Annotated[float, expect(lambda v: 0.0 < v <= 1.0, "a strength in (0, 
 Prompt = Annotated[str, expect(str.strip, "a non-empty prompt", lambda _: "an empty string")]
 
 
-def _check_one_of(prompt: str | None, prompts: tuple[str, ...] | None) -> None:
-    if prompt is not None and prompts:
+def _one_of_prompt_fields(config: Any) -> Any:
+    if config.prompt is not None and config.prompts:
         raise ValueError("prompt, prompts: set one of them, not both")
+    return config
 
 
 def check_prompt(field: str, domain: str, *settings: Any) -> None:
@@ -112,10 +113,7 @@ class DomainSettings(_Config):
         None, ge=0, lt=2**32, description="Added to the global seed for this domain"
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        _check_one_of(self.prompt, self.prompts)
-        return self
+    check_one_of = model_validator(mode="after")(_one_of_prompt_fields)
 
 
 #: TransferConfig fields that change speed, not the generated pixels (up to float rounding):
@@ -227,6 +225,8 @@ class TransferConfig(_Config):
     tf32: bool = Field(True, description="TF32 for float32 matmuls and convolutions (CUDA)")
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model sources")
 
+    check_one_of = model_validator(mode="after")(_one_of_prompt_fields)
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.short_side % self.size_multiple:
@@ -234,7 +234,6 @@ class TransferConfig(_Config):
                 f"short_side: expected a multiple of size_multiple={self.size_multiple}, "
                 f"received {self.short_side}"
             )
-        _check_one_of(self.prompt, self.prompts)
         offsets = [s.seed_offset or 0 for s in self.domain_settings.values()]
         if self.seed + self.seed_offset + max(offsets, default=0) >= 2**62:
             raise ValueError(
