@@ -58,7 +58,7 @@ def test_manifest_round_trip(tmp_path, schema_name, rows):
     assert write_manifest(rows, uri, schema_name, extra_metadata={"run": "r1"}) == uri
     table = read_manifest(uri, schema_name)
     table.validate(full=True)
-    expected = manifest.to_table(rows, schema_name)
+    expected = pa.Table.from_pylist(rows, schema=manifest.SCHEMAS[schema_name])
     assert table.equals(expected)
     assert table.schema.equals(manifest.SCHEMAS[schema_name], check_metadata=False)
     assert manifest.manifest_metadata(table) == {
@@ -69,7 +69,7 @@ def test_manifest_round_trip(tmp_path, schema_name, rows):
 
 
 def test_manifest_round_trip_from_a_table_with_columns_reordered(tmp_path):
-    table = manifest.to_table(_sample_rows(), "samples")
+    table = pa.Table.from_pylist(_sample_rows(), schema=manifest.SAMPLE_SCHEMA)
     shuffled = table.select(list(reversed(table.column_names)))
     uri = write_manifest(shuffled, str(tmp_path / "m.parquet"), "samples")
     assert read_manifest(uri, "samples").equals(table)
@@ -82,7 +82,9 @@ def test_read_manifest_refuses_another_schema(tmp_path):
 
 
 def test_read_manifest_refuses_a_newer_schema_version(tmp_path):
-    table = manifest.to_table(_sample_rows(), "samples").replace_schema_metadata(
+    table = pa.Table.from_pylist(
+        _sample_rows(), schema=manifest.SAMPLE_SCHEMA
+    ).replace_schema_metadata(
         {b"zodi.schema": b"samples", b"zodi.schema_version": str(SCHEMA_VERSION + 1).encode()}
     )
     path = tmp_path / "future.parquet"
@@ -93,7 +95,7 @@ def test_read_manifest_refuses_a_newer_schema_version(tmp_path):
 
 def test_read_manifest_without_zodi_metadata_is_refused(tmp_path):
     path = tmp_path / "plain.parquet"
-    pq.write_table(manifest.to_table(_sample_rows(), "samples"), path)
+    pq.write_table(pa.Table.from_pylist(_sample_rows(), schema=manifest.SAMPLE_SCHEMA), path)
     with pytest.raises(ManifestError, match="found 'no schema'"):
         read_manifest(str(path), "samples")
 

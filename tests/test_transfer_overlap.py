@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from fixtures_models import tiny_transfer_config
 from PIL import Image
@@ -39,7 +40,7 @@ def _repeated(table, times: int):
     rows = [
         {**r, "sample_id": f"{r['sample_id']}-{k}"} for k in range(times) for r in table.to_pylist()
     ]
-    return manifest.to_table(rows, "samples")
+    return pa.Table.from_pylist(rows, schema=manifest.SAMPLE_SCHEMA)
 
 
 def _images(root: Path) -> dict[str, bytes]:

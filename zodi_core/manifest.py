@@ -69,11 +69,6 @@ class ManifestError(ValueError):
     """A manifest is missing, unreadable, or of the wrong schema."""
 
 
-def to_table(rows: Iterable[Mapping[str, Any]], schema_name: str) -> pa.Table:
-    """Build a table of the named schema from row dicts (missing columns → null)."""
-    return pa.Table.from_pylist(list(rows), schema=SCHEMAS[schema_name])
-
-
 def write_manifest(
     table: pa.Table | Iterable[Mapping[str, Any]],
     uri: str,
@@ -81,10 +76,10 @@ def write_manifest(
     extra_metadata: Mapping[str, str] | None = None,
     **storage_options: Any,
 ) -> str:
-    """Validate and atomically write a manifest; return its URI."""
-    if not isinstance(table, pa.Table):
-        table = to_table(table, schema_name)
+    """Validate and atomically write a manifest (a table or row dicts); return its URI."""
     schema = SCHEMAS[schema_name]
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pylist(list(table), schema=schema)
     table = _add_missing_nullable(table, schema)
     if not table.schema.equals(schema, check_metadata=False):
         try:
