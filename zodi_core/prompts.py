@@ -19,8 +19,6 @@ from zodi_core.transfer.sampler import sample_seed
 #: Strength is stored as float32 in the manifest; compare at this many decimals.
 STRENGTH_DECIMALS = 4
 
-Status = Literal["unchanged", "changed", "missing"]
-
 
 class PromptConfig(_Config):
     """The versioned prompt config: a version label and per-domain prompt settings."""
@@ -105,7 +103,7 @@ class DomainPromptStatus:
     """The comparison of one domain: the wanted settings against the recorded ones."""
 
     domain: str
-    status: Status
+    status: Literal["unchanged", "changed", "missing"]
     wanted: PromptValues
     wanted_digest: str
     recorded: tuple[PromptValues, ...]

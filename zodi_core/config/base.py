@@ -81,20 +81,15 @@ _EXPECTED = {
 }
 
 
-def _fields_at(model: Any, loc: tuple) -> list[str]:
-    """The field names of the config model at ``loc`` (for "did you mean"), [] if unknown."""
-    if model is None or len(loc) == 1:
-        return list(model.model_fields) if model else []
-    field = model.model_fields.get(str(loc[0]))  # None: a dict key or list index, same model
-    return _fields_at(_model_in(field.annotation) if field else model, loc[1:])
-
-
-def _model_in(annotation: Any) -> Any:
-    """The first model class in ``annotation`` or a type inside it (Optional, tuple, dict,
-    Annotated), else None."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return next(filter(None, map(_model_in, get_args(annotation))), None)
+def _fields_at(node: Any, loc: tuple) -> list[str]:
+    """The field names of the config model at ``loc`` under ``node`` (a model, or a type holding
+    one: Optional, tuple, dict, Annotated), for "did you mean"; [] if unknown."""
+    if not (isinstance(node, type) and issubclass(node, BaseModel)):
+        return next(filter(None, (_fields_at(arg, loc) for arg in get_args(node))), [])
+    if len(loc) == 1:
+        return list(node.model_fields)
+    field = node.model_fields.get(str(loc[0]))  # None: a dict key or list index, same model
+    return _fields_at(field.annotation if field else node, loc[1:])
 
 
 def _problem_line(prefix: str, model: type[BaseModel], e: Any) -> str:
