@@ -69,10 +69,7 @@ class HubUnreachableError(ConnectionError):
 def is_local(source: str, base: str | Path | None = None) -> bool:
     """Whether ``source`` names a local folder rather than a hub id (``owner/name``): it starts
     with ``.``, ``/`` or ``~``, or exists (under ``base`` when given, else the current folder)."""
-    if source.startswith((".", "/", "~")):
-        return True
-    path = Path(source).expanduser()
-    return (Path(base) / path).exists() if base is not None else path.exists()
+    return source.startswith((".", "/", "~")) or (Path(base or ".") / source).exists()
 
 
 @dataclass(frozen=True)
