@@ -24,14 +24,6 @@ from zodi_core.pocket.measure import measure_quality
 from zodi_core.pocket.train import PRESETS, PocketSpec, train_pocket
 from zodi_core.transfer.models import load_components
 
-__all__ = [
-    "WEIGHTS_DIR",
-    "build_pocket_models",
-    "is_pocket_models",
-    "pocket_models_dir",
-    "render_card",
-]
-
 #: The committed pocket models (their card: ``weights/MODEL_CARD.md``, docs/fidelity.md §1).
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 

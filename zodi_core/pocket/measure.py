@@ -113,11 +113,9 @@ def train_classifier(
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
     x_all, y_all = _to_tensor(images), torch.from_numpy(targets.astype(np.int64))
     g = torch.Generator("cpu").manual_seed(seed)
-    net.train()
-    for _ in range(steps):
+    for _ in range(steps):  # a new module trains; no batch norm or dropout either way
         idx = torch.randint(len(images), (8,), generator=g)
-        out = net(x_all[idx])
-        loss = F.cross_entropy(out, y_all[idx], ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(net(x_all[idx]), y_all[idx], ignore_index=IGNORE_INDEX)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -237,12 +237,11 @@ def train_pocket(
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     state_path = out / "training_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"phases": {}}
-    if state.get("spec") not in (None, _spec_json(spec)):
+    if state.setdefault("spec", _spec_json(spec)) != _spec_json(spec):
         raise ValueError(
             f"{out}: holds a training with other settings (training_state.json); "
             "use another --out or delete that folder"
         )
-    state["spec"] = _spec_json(spec)
     state_path.write_text(json.dumps(state, indent=2))  # a resumed checkpoint is of this spec
     done = state["phases"]
 
@@ -322,12 +321,10 @@ def train_pocket(
         dropout = spec.caption_dropout if controlnet is None else spec.controlnet_caption_dropout
         which[torch.rand(len(idx), generator=g) < dropout] = len(captions)
         emb = text_encoder(all_ids[which])[0] if controlnet is None else all_emb[which]
-        down = mid = None
-        if controlnet is not None:
-            down, mid = controlnet(
-                z_t, t, encoder_hidden_states=emb, controlnet_cond=cond.float() / 255.0,
-                return_dict=False,
-            )  # fmt: skip
+        down, mid = (None, None) if controlnet is None else controlnet(
+            z_t, t, encoder_hidden_states=emb, controlnet_cond=cond.float() / 255.0,
+            return_dict=False,
+        )  # fmt: skip
         pred = unet(
             z_t, t, encoder_hidden_states=emb,
             down_block_additional_residuals=down, mid_block_additional_residual=mid,
@@ -380,6 +377,3 @@ def train_pocket(
 
 def _spec_json(spec: PocketSpec) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(spec)))
-
-
-__all__ = ["PHASES", "PRESETS", "PocketSpec", "train_pocket"]

@@ -26,12 +26,9 @@ def score_summary(scored_uri: str) -> dict[str, Any]:
             continue
         lo, hi = (0.0, 100.0) if c.startswith("layout") else (-1.0, 1.0)
         counts, edges = np.histogram(vals, bins=10, range=(lo, hi))
-        out["columns"][c] = {
-            "mean": round(float(vals.mean()), 4),
-            "min": round(float(vals.min()), 4),
-            "max": round(float(vals.max()), 4),
-            "histogram": {"counts": counts.tolist(), "edges": [round(float(e), 3) for e in edges]},
-        }
+        stats = {k: round(float(getattr(vals, k)()), 4) for k in ("mean", "min", "max")}
+        hist = {"counts": counts.tolist(), "edges": [round(float(e), 3) for e in edges]}
+        out["columns"][c] = {**stats, "histogram": hist}
     out["dropped"] = table.column("kept").to_pylist().count(False)
     out["reasons"] = sorted({r for r in table.column("drop_reason").to_pylist() if r})[:20]
     return out
