@@ -14,8 +14,6 @@ from PIL import Image
 
 from zodi_core.labels import NUM_CLASSES, check_train_ids
 
-PALETTES: tuple[str, ...] = ("ade20k", "cityscapes")
-
 RGB = tuple[int, int, int]
 
 #: Cityscapes train class → (its RGB in mmseg's ``CityscapesDataset.METAINFO["palette"]``, its
@@ -48,9 +46,9 @@ CLASS_COLORS: dict[str, tuple[RGB, str, RGB]] = {
 def palette_colors(palette: str) -> np.ndarray:
     """Colour of each Cityscapes train id in ``palette``: a read-only (256, 3) uint8 table,
     rows 0..18 the train classes, every other row (the ignore index 255 too) black."""
-    if palette not in PALETTES:
-        raise ValueError(f"palette: expected one of {PALETTES}, received {palette!r}")
-    column = 0 if palette == "cityscapes" else 2
+    column = {"cityscapes": 0, "ade20k": 2}.get(palette)  # its colour in CLASS_COLORS' entries
+    if column is None:
+        raise ValueError(f"palette: expected one of ('ade20k', 'cityscapes'), received {palette!r}")
     lut = np.zeros((256, 3), dtype=np.uint8)  # CLASS_COLORS lists the classes in train-id order
     lut[:NUM_CLASSES] = [colors[column] for colors in CLASS_COLORS.values()]
     lut.setflags(write=False)

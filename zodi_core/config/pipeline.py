@@ -242,12 +242,9 @@ class PipelineConfig(_Config):
     @model_validator(mode="after")
     def _check_domains(self) -> Self:
         for domain in self.domains:
-            check_prompt(
-                "domains", domain, self.transfer, self.transfer.domain_settings.get(domain)
-            )
+            check_prompt("domains", domain, self.transfer)
         return self
 
-    # (transfer, train, evaluation and quality start from their own preset of the name)
     _presets: ClassVar[dict[str, dict[str, Any]]] = {"demo": {"shard_size": 4}}
 
     @classmethod

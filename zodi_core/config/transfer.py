@@ -79,10 +79,11 @@ def _one_of_prompt_fields(config: Any) -> Any:
     return config
 
 
-def check_prompt(field: str, domain: str, *settings: Any) -> None:
-    """ValueError naming ``field`` unless ``domain`` is built in or one of ``settings`` (transfer
-    or domain settings, None skipped) gives it a prompt."""
-    if domain not in DOMAIN_PHRASES and not any(s and (s.prompt or s.prompts) for s in settings):
+def check_prompt(field: str, domain: str, settings: Any) -> None:
+    """ValueError naming ``field`` unless ``domain`` is built in or ``settings`` (a transfer
+    config, with its settings for ``domain``, or one domain's settings) gives it a prompt."""
+    pair = (settings, getattr(settings, "domain_settings", {}).get(domain))
+    if domain not in DOMAIN_PHRASES and not any(s and (s.prompt or s.prompts) for s in pair):
         raise ValueError(
             f"{field}: {domain!r} has no prompt; give it one (transfer.prompt, "
             f"transfer.domain_settings.{domain}.prompt, or the prompt config's "
@@ -240,7 +241,7 @@ class TransferConfig(_Config):
                 f"seed: expected seed + seed offsets < 2**62 (the resolved seed), received "
                 f"{self.seed} + {self.seed_offset} + {max(offsets, default=0)}"
             )
-        check_prompt("domain", self.domain, self, self.domain_settings.get(self.domain))
+        check_prompt("domain", self.domain, self)
         return self
 
     def resolved(self) -> TransferConfig:
