@@ -308,10 +308,9 @@ def prefect_session(workdir: Path | None = None, verbose: bool = False) -> Itera
     if not verbose:
         env["PREFECT_LOGGING_LEVEL"] = "WARNING"
         env["PREFECT_SERVER_LOGGING_LEVEL"] = "ERROR"
-    added = {key: value for key, value in env.items() if key not in os.environ}
-    os.environ.update(added)
     with contextlib.ExitStack() as restore:
-        for key in added:
+        for key in env.keys() - os.environ.keys():
+            os.environ[key] = env[key]
             restore.callback(os.environ.pop, key, None)
         if not verbose:
             restore.enter_context(warnings.catch_warnings(action="ignore"))

@@ -68,6 +68,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
 def _load_scorers(args: argparse.Namespace) -> tuple[Any, Any]:
     """(seg model or None, CLIP or None) from the command line."""
     from zodi_core.device import resolve_device
+    from zodi_core.evaluation import load_model
     from zodi_core.quality.clip import load_clip
 
     if bool(args.seg_config) != bool(args.seg_checkpoint):
@@ -75,11 +76,9 @@ def _load_scorers(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.no_clip and not args.seg_config:
         raise ValueError("--no-clip without --seg-config: nothing to score; give a scorer")
     device = str(resolve_device(args.device, "float32", auto_half=False)[0])
-    seg_model = None
-    if args.seg_config:
-        from zodi_core.evaluation import load_model  # mmseg: only when a layout scorer is asked
-
-        seg_model = load_model(args.seg_config, args.seg_checkpoint, device)
+    seg_model = (
+        load_model(args.seg_config, args.seg_checkpoint, device) if args.seg_config else None
+    )
     return seg_model, None if args.no_clip else load_clip(args.clip, device)
 
 
