@@ -14,10 +14,8 @@ from zodi_core.runs import EvaluationJob
 
 def _eval_cache_key(context: TaskRunContext | None, p: dict[str, Any]) -> str:
     job: EvaluationJob = p["job"]
-    uris = [*job.checkpoints, *job.manifests, *([job.proxy] if job.proxy else [])]
-    return cache_key(
-        "eval", content_digest(*uris), job.mmseg_config, config_digest(p["evaluation"]), p["out"]
-    )
+    files = content_digest(*job.checkpoints, *job.manifests, *([job.proxy] if job.proxy else []))
+    return cache_key("eval", files, job.mmseg_config, config_digest(p["evaluation"]), p["out"])
 
 
 @cached_task(_eval_cache_key, task_run_name="evaluate-{job.slug}")
