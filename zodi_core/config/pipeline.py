@@ -269,9 +269,8 @@ class PipelineConfig(_Config):
         made absolute against ``base``."""
         base = Path(base).expanduser().absolute()
         data = self.model_dump()
-        for spec in (data["source"], data["source_val"], *data["targets"]):
-            if spec is not None:
-                spec["root"] = _absolute(spec["root"], base)
+        for spec in filter(None, (data["source"], data["source_val"], *data["targets"])):
+            spec["root"] = _absolute(spec["root"], base)
         for dotted in (*_PATHS, *_MODEL_SOURCES, *_MMSEG_CONFIGS):
             *parents, name = dotted.split(".")
             node = functools.reduce(dict.__getitem__, parents, data)
