@@ -1,6 +1,7 @@
 """Typed configuration: presets, overrides, validation messages, YAML and the digest."""
 
 import pytest
+import yaml
 
 from zodi_core.config import (
     ConfigError,
@@ -116,7 +117,9 @@ def test_pipeline_from_yaml_with_preset_and_nested_override(tmp_path):
     assert cfg.train.seeds == (0, 1, 2)
     assert cfg.storage.root == "s3://bucket/zodi"
     assert cfg.targets[0].manifest_name == "acdc-night-val"
-    again = PipelineConfig.from_yaml(_write(tmp_path / "q.yaml", cfg.to_yaml()))
+    again = PipelineConfig.from_yaml(
+        _write(tmp_path / "q.yaml", yaml.safe_dump(cfg.model_dump(mode="json")))
+    )
     assert config_digest(again) == config_digest(cfg)
 
 

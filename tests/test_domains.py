@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from fixtures_models import tiny_transfer_config
 
 from zodi_cli import main
@@ -119,7 +120,7 @@ def test_pipeline_config_accepts_defined_user_domains_and_names_undefined_ones(t
     assert config.targets[0].target_domain == "dusk"
     assert PipelineConfig.from_yaml(path) == config  # round trip is stable
     reloaded = tmp_path / "again.yaml"
-    reloaded.write_text(config.to_yaml())
+    reloaded.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     assert PipelineConfig.from_yaml(reloaded) == config
 
 

@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-import yaml
 from pydantic import Field, model_validator
 
 from zodi_core.config.base import (
@@ -276,9 +275,6 @@ class PipelineConfig(_Config):
             node = functools.reduce(dict.__getitem__, parents, data)
             node[name] = _absolute(node[name], base, source=dotted not in _PATHS)
         return type(self)(**data)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 def _absolute(value: str | None, base: Path, source: bool = False) -> str | None:
