@@ -56,8 +56,7 @@ def _percent(value: float | None) -> float | None:
 
 def target_name(manifest_uri: str, image_column: str | None = None) -> str:
     """A report name from a manifest's contents: ``acdc-night-val``, ``proxy-night``, ..."""
-    table = read_manifest(manifest_uri)
-    if table.num_rows == 0:
+    if (table := read_manifest(manifest_uri)).num_rows == 0:
         raise ValueError(f"{manifest_uri}: the manifest is empty (0 rows)")
 
     def values(col: str) -> str:
@@ -87,8 +86,7 @@ def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str
     state = ckpt.get("state_dict", ckpt)
     if all(k.startswith("segmentor.") for k in state):
         state = {k.removeprefix("segmentor."): v for k, v in state.items()}
-    fit = model.load_state_dict(state, strict=False)
-    if fit.missing_keys or fit.unexpected_keys:
+    if (fit := model.load_state_dict(state, strict=False)).missing_keys or fit.unexpected_keys:
         raise ValueError(
             f"checkpoint {checkpoint_uri} does not fit config {mmseg_config}: missing keys "
             f"{fit.missing_keys[:5]}{'...' if len(fit.missing_keys) > 5 else ''}, unexpected "

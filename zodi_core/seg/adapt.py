@@ -118,8 +118,7 @@ def _check_num_classes(model: dict) -> None:
     for key in ("decode_head", "auxiliary_head"):
         heads = model.get(key)
         for head in heads if isinstance(heads, list) else [heads]:
-            n = (head or {}).get("num_classes")
-            if n is not None and n != NUM_CLASSES:
+            if (n := (head or {}).get("num_classes")) not in (None, NUM_CLASSES):
                 raise ConfigError(
                     f"model.{key}.num_classes: expected {NUM_CLASSES} (the Cityscapes train ids of "
                     f"our manifests), received {n}; use a Cityscapes config or --cfg-options "
@@ -154,8 +153,7 @@ def adapt_config(cfg, train_config: TrainConfig | None = None, *, source_only: b
             cfg.model = dict(type=ZODI_SEGMENTOR, segmentor=cfg.model)
         cfg.model.update(scheme=tc.scheme, lambda_sim=tc.lambda_sim, feature_stage=tc.feature_stage)
     for name in ("val_dataloader", "test_dataloader"):
-        dl = cfg.get(name)
-        if dl is None or dl.get("dataset") is None:
+        if (dl := cfg.get(name)) is None or dl.get("dataset") is None:
             continue
         ds = _inner_dataset(dl.dataset, f"{name}.dataset")
         if ds.get("type") != MANIFEST_DATASET:

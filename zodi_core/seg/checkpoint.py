@@ -98,8 +98,7 @@ def latest_checkpoint(work_dir: str | Path) -> Path | None:
     work_dir = Path(work_dir)
     if not (work_dir / "last_checkpoint").is_file():
         return None
-    named = (find_latest_checkpoint(str(work_dir)) or "").strip()
-    if named:
+    if named := find_latest_checkpoint(str(work_dir)):  # stripped; "" for an empty marker
         path = work_dir / Path(named.replace("\\", "/")).name
         return path if path.is_file() else None
     found = [(step, p) for p in work_dir.glob("*.pth") if (step := checkpoint_step(p))]

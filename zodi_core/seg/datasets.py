@@ -73,8 +73,7 @@ def read_samples(manifest: str, image_column: str | None = None) -> list[dict[st
     """One item per row of a samples or transfer manifest, sorted by ``sample_id``;
     ``image_column`` ``generated_uri`` gives the proxy set (rows without one are skipped)."""
     table = read_manifest(manifest)
-    schema = manifest_metadata(table).get("schema", "")
-    if schema not in ("samples", "transfer"):
+    if (schema := manifest_metadata(table).get("schema", "")) not in ("samples", "transfer"):
         raise ManifestError(
             f"{manifest}: expected a 'samples' or 'transfer' manifest, found {schema or 'none'!r}"
         )

@@ -33,11 +33,9 @@ def list_inputs(inputs: str) -> list[tuple[str, str]]:
             )
         ids, uris = table.column("sample_id").to_pylist(), table.column(column).to_pylist()
         return [(i, u) for i, u in zip(ids, uris, strict=True) if u]
-    folder = Path(inputs)
-    if not folder.is_dir():
+    if not (folder := Path(inputs)).is_dir():
         raise FileNotFoundError(f"--input {inputs}: not a folder of images nor a .parquet manifest")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    if not (files := sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)):
         raise FileNotFoundError(f"--input {inputs}: no {'/'.join(IMAGE_SUFFIXES)} images in it")
     return [(p.relative_to(folder).with_suffix("").as_posix(), str(p)) for p in files]
 
@@ -76,8 +74,7 @@ def predict_labels(
             results = model.test_step(pseudo_collate([packed[i] for i in idx]))
         for i, res in zip(idx, results, strict=True):
             pred = res.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-            h, w = images[i].shape[:2]
-            out[i] = mmcv.imresize(pred, (w, h), interpolation="nearest")
+            out[i] = mmcv.imresize(pred, images[i].shape[1::-1], interpolation="nearest")  # (W, H)
     return out
 
 

@@ -105,8 +105,7 @@ class LoadZoDiPair(LoadZoDiSample):
     def transform(self, results: dict) -> dict:
         results = super().transform(results)
         img, sid = results["img"], results["sample_id"]
-        gen = _load_image(results["gen_path"], sid, "generated")
-        if gen.shape[:2] != img.shape[:2]:
+        if (gen := _load_image(results["gen_path"], sid, "generated")).shape[:2] != img.shape[:2]:
             if _aspect_difference(gen.shape, img.shape) > MAX_ASPECT_DIFFERENCE:
                 raise ValueError(
                     f"sample {sid!r}: source and generated images differ in size "
