@@ -7,7 +7,6 @@ local staging dir mirrored by :class:`~zodi_core.seg.hooks.ZoDiSyncWorkDirHook`.
 from __future__ import annotations
 
 import contextlib
-import copy
 import difflib
 import importlib.util
 import math
@@ -131,8 +130,7 @@ def load_config(config: str | os.PathLike, overrides: dict[str, Any] | None = No
     cfg = Config.fromfile(str(resolve_config_path(config)))
     for note in option_notes(cfg, overrides):
         warnings.warn(note, UserWarning, stacklevel=2)
-    if overrides:
-        cfg.merge_from_dict(dict(overrides), allow_list_keys=True)
+    cfg.merge_from_dict(dict(overrides or {}), allow_list_keys=True)
     return cfg
 
 
@@ -165,17 +163,14 @@ VIS_BACKENDS = {
 
 def apply_vis_backends(cfg, names: tuple[str, ...]) -> None:
     """Log training scalars to these mmengine visualisation backends (packages checked first)."""
-    backends = []
     for name in names:
-        kind, package = VIS_BACKENDS[name]
-        if package and importlib.util.find_spec(package) is None:
+        if (package := VIS_BACKENDS[name][1]) and importlib.util.find_spec(package) is None:
             raise ConfigError(
                 f"TrainConfig.vis_backends: {name!r} needs the {package} package, which is not "
                 f"installed (pip install {package}), or leave it out"
             )
-        backends.append(dict(type=kind))
     visualizer = cfg.get("visualizer") or dict(type="SegLocalVisualizer")
-    cfg.visualizer = dict(visualizer, vis_backends=backends)
+    cfg.visualizer = dict(visualizer, vis_backends=[dict(type=VIS_BACKENDS[n][0]) for n in names])
 
 
 def apply_iteration_budget(cfg, max_iters: int) -> None:
@@ -191,20 +186,18 @@ def apply_iteration_budget(cfg, max_iters: int) -> None:
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
     schedulers, scheds = [], cfg.param_scheduler
     for sched in scheds if isinstance(scheds, list | tuple) else [scheds]:
-        sched = copy.deepcopy(dict(sched))
+        sched = dict(sched)  # a copy: the new list replaces the old one
         sched.pop("convert_to_iter_based", None)
         span = (sched.get("begin", 0), sched.get("end", total))  # in the old loop's units
         begin, end = (round(min(x, total) / total * max_iters) for x in span)
         schedulers.append(dict(sched, by_epoch=False, begin=begin, end=max(begin + 1, end)))
     cfg.param_scheduler = schedulers
-    sampler = cfg.train_dataloader.get("sampler") or {}
-    if sampler.get("type") == "DefaultSampler":
+    if (sampler := cfg.train_dataloader.get("sampler") or {}).get("type") == "DefaultSampler":
         cfg.train_dataloader.sampler = dict(
             type="InfiniteSampler", shuffle=sampler.get("shuffle", True), seed=sampler.get("seed")
         )
     hooks = cfg.default_hooks
-    hooks.checkpoint.by_epoch = False
-    hooks.checkpoint.interval = max(1, math.ceil(max_iters / 10))
+    hooks.checkpoint.update(by_epoch=False, interval=math.ceil(max_iters / 10))  # max_iters >= 1
     hooks.logger.interval = min(hooks.logger.get("interval", 50), max_iters)
     hooks.logger.log_metric_by_epoch = False
     cfg.log_processor = dict(cfg.get("log_processor", {}), by_epoch=False)
@@ -278,13 +271,11 @@ def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0)
             f"backbone weights {ref}: torchvision:// needs torchvision; use the download URL "
             f"(https://download.pytorch.org/models/...) or pass --pretrained PATH"
         )
-    url = http_url(ref)
-    if url is None:
+    if (url := http_url(ref)) is None:
         if not Path(ref).is_file():
             raise FileNotFoundError(f"backbone weights {ref} not found (pass --pretrained PATH)")
         return ref
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-    if cached.is_file():
+    if (cached := Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file():
         return url
     try:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
@@ -297,13 +288,6 @@ def resolve_pretrained(cfg, pretrained: str | None = None, timeout: float = 5.0)
             f"TrainConfig.pretrained), or train from scratch with --cfg-options {keys}"
         ) from None
     return url
-
-
-def _wait_for_unused_log_dir(work_dir: Path) -> None:
-    """mmengine names each run's log folder by the second it starts (``%Y%m%d_%H%M%S``): a second
-    run in the same work dir within that second would overwrite the first one's logs."""
-    while (Path(work_dir) / time.strftime("%Y%m%d_%H%M%S")).exists():
-        time.sleep(0.05)
 
 
 def _final_losses(runner) -> dict[str, float]:
@@ -388,7 +372,7 @@ def train_model(
     sync = dict(type="ZoDiSyncWorkDirHook", target=work_dir, storage_options=storage_options)
     hooks = [sync] if remote else []
     if progress:
-        interval = max(1, cfg.default_hooks.logger.get("interval", 10))
+        interval = cfg.default_hooks.logger.get("interval", 10)  # the hook keeps it >= 1
         hooks.append(dict(type="ZoDiProgressHook", interval=interval))
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), *hooks]
     with work_dir_lock(work_dir) if lock else contextlib.nullcontext():
@@ -412,17 +396,17 @@ def train_model(
                 (staging / "last_checkpoint").unlink(missing_ok=True)
             if is_main:
                 write_settings_record(staging, settings)
-                _wait_for_unused_log_dir(staging)
-            cfg.work_dir = str(staging)
-            cfg.resume = bool(resume)
+                # mmengine names a run's log folder by the second it starts (%Y%m%d_%H%M%S): a
+                # second run in this work dir within that second would overwrite the first's logs.
+                while (staging / time.strftime("%Y%m%d_%H%M%S")).exists():
+                    time.sleep(0.05)
+            cfg.update(work_dir=str(staging), resume=bool(resume), launcher=launcher)
             cfg.load_from = str(last) if resume else None  # the checkpoint chosen above
             cfg.randomness = dict(seed=seed, deterministic=False)
-            cfg.launcher = launcher
             if cfg.get("default_hooks", {}).get("checkpoint") is not None:
                 cfg.default_hooks.checkpoint.backend_args = dict(backend=ATOMIC_BACKEND)
             runner = _run(cfg, device, staging)
-            last = latest_checkpoint(staging)
-            if last is None:
+            if (last := latest_checkpoint(staging)) is None:
                 raise RuntimeError(f"training in {staging} ended without writing a checkpoint")
     if remote:
         shutil.rmtree(staging, ignore_errors=True)
