@@ -53,8 +53,7 @@ class ZoDiDataPreProcessor(BaseDataPreprocessor):
         self.inner = MODELS.build(inner) if isinstance(inner, dict) else inner
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        gen = data.get("gen_inputs")
-        if gen is None:
+        if (gen := data.get("gen_inputs")) is None:
             return self.inner(data, training)
         samples = list(data["data_samples"])  # PackZoDiPairInputs gives each its generated image
         gen_samples = [copy.deepcopy(s) for s in samples]
@@ -159,8 +158,7 @@ class ZoDiSegmentor(BaseModel):
     def loss(self, inputs: Tensor, data_samples: list) -> dict[str, Tensor]:
         """Losses of a batch; a paired batch ((2N, 3, H, W) float32 [I; I']) gets the ``concat``
         scheme's Eq. 8 in one forward."""
-        n = self.num_pairs(data_samples)
-        if n == 0:
+        if (n := self.num_pairs(data_samples)) == 0:
             return self.segmentor.loss(inputs, data_samples)
         head = self.segmentor.decode_head  # a ModuleList (cascade) records no logits
         with _capture_forward(self.segmentor.backbone) as feats, _capture_forward(head) as logits:
@@ -189,9 +187,7 @@ class ZoDiSegmentor(BaseModel):
     def generated_pass(self, gen: Tensor, gen_samples: list) -> dict[str, Tensor]:
         """Release scheme, second backward: L_seg(I')."""
         losses = self.segmentor.loss(gen, gen_samples)
-        out = add_prefix(losses, "gen")
-        out["ce_gen"] = sum_losses(losses, "decode.")
-        return out
+        return dict(add_prefix(losses, "gen"), ce_gen=sum_losses(losses, "decode."))
 
     def train_step(self, data: dict, optim_wrapper: OptimWrapper) -> dict[str, Tensor]:
         """One optimizer step per batch of pairs (the ``release`` scheme: two backward passes)."""
@@ -201,8 +197,7 @@ class ZoDiSegmentor(BaseModel):
             data = self.data_preprocessor(data, True)
         inputs, samples = data["inputs"], data["data_samples"]
         n = self.num_pairs(samples)
-        counts = getattr(optim_wrapper, "_accumulative_counts", 1)
-        if counts != 1:
+        if (counts := getattr(optim_wrapper, "_accumulative_counts", 1)) != 1:
             raise ValueError(
                 f"optim_wrapper.accumulative_counts: the release scheme already accumulates two "
                 f"backward passes per step; expected 1, received {counts} (use scheme='concat')"
