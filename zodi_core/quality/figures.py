@@ -131,16 +131,14 @@ def render_quality_markdown(
         lines += ["", "Filter: " + ", ".join(f"{k}={v}" for k, v in settings.items())]
     if hist := quality.get("histograms"):
         lines += ["", f"Score histograms: [{hist}]({hist})"]
-        if src(hist):
-            lines += ["", f"![score histograms]({src(hist)})"]
+        lines += ["", f"![score histograms]({src(hist)})"] if src(hist) else []
     lines += ["", "Worst generations (source | condition | generated | prediction):", ""]
     for d, q in sorted(domains.items()):
-        if q.get("worst_grid"):
+        if grid := q.get("worst_grid"):
             ids = ", ".join(
                 f"{w['sample_id']} ({fmt_score(w.get('layout_miou'))})" for w in q.get("worst", [])
             )
-            lines.append(f"- {d}: [{q['worst_grid']}]({q['worst_grid']}) {ids}")
-            if src(q["worst_grid"]):
-                lines += ["", f"![worst generations, {d}]({src(q['worst_grid'])})", ""]
+            lines.append(f"- {d}: [{grid}]({grid}) {ids}")
+            lines += ["", f"![worst generations, {d}]({src(grid)})", ""] if src(grid) else []
     lines.append("")
     return lines

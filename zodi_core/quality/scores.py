@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +22,6 @@ from zodi_core.runs import SOURCE_ONLY
 from zodi_core.seg.predict import predict_labels
 
 SCORE_COLUMNS = ("layout_miou", "layout_pixel_acc", "clip_score", "clip_direction")
-
-
-def layout_scores(pred: np.ndarray, label: np.ndarray) -> tuple[float | None, float | None]:
-    """``(mIoU %, pixel accuracy %)`` of a (H, W) train-id prediction against its (H, W) label
-    (255 = ignore), as :func:`zodi_core.metrics.iou_metrics`; (None, None) without a labelled
-    pixel."""
-    m = metrics.iou_metrics(metrics.confusion_matrix(pred, label))
-    return m["mIoU"], m["aAcc"]
 
 
 def score_digest(
@@ -104,7 +94,8 @@ def score_manifest(
                 label = read_label(r["label_uri"], r["label_format"])
                 if pred.shape != label.shape:
                     pred = resize_nearest(pred, (label.shape[1], label.shape[0]))
-                r["layout_miou"], r["layout_pixel_acc"] = layout_scores(pred, label)
+                m = metrics.iou_metrics(metrics.confusion_matrix(pred, label))  # ignores 255
+                r["layout_miou"], r["layout_pixel_acc"] = m["mIoU"], m["aAcc"]
                 if predictions_uri:
                     key = storage.join_uri(predictions_uri, f"{r['sample_id']}.png")
                     storage.write_bytes(key, encode_png(pred))
@@ -117,19 +108,13 @@ def score_manifest(
                 r.update(clip_score=float(s), clip_direction=float(d))
         bar.update(len(batch))
     bar.close()
-    meta = manifest.manifest_metadata(table)
-    meta["scored_by"] = json.dumps(
-        {"seg": seg_model is not None, "clip": clip.source if clip is not None else None}
-    )
+    scored_by = {"seg": seg_model is not None, "clip": clip.source if clip is not None else None}
+    meta = manifest.manifest_metadata(table) | {"scored_by": json.dumps(scored_by)}
     manifest.write_manifest(rows, out_uri, "transfer", extra_metadata=meta)
+    measured = {c: [r[c] for r in rows if r[c] is not None] for c in SCORE_COLUMNS}
     return {
         "uri": out_uri,
         "rows": len(rows),
         "scored": len(todo),
-        "mean": {c: _mean(r[c] for r in rows) for c in SCORE_COLUMNS},
+        "mean": {c: round(float(np.mean(v)), 4) if v else None for c, v in measured.items()},
     }
-
-
-def _mean(values: Iterable[float | None]) -> float | None:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return round(float(np.mean(vals)), 4) if vals else None
