@@ -13,8 +13,6 @@ The paired pipeline of the paper (§4.1)::
 
 from __future__ import annotations
 
-import copy
-
 import mmcv
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -129,7 +127,7 @@ class ZoDiPairedTransforms(_Transform):
         gen_view = _image_view(results, "gen_img")
         with cache_random_params(self.transforms):
             results = _run(self.transforms, results)
-            gen_view = _run(self.transforms, copy.copy(gen_view))
+            gen_view = _run(self.transforms, gen_view)
         if gen_view["img"].shape != results["img"].shape:
             raise ValueError(
                 f"sample {results.get('sample_id')!r}: the paired transforms gave shapes "
