@@ -64,22 +64,20 @@ def pipeline_flow(config: PipelineConfig, preflight: bool = True) -> Any:
     baseline = train_flow(source_uri, {}, root, config.train)
     # 7. score every generated image (cached; never regenerates one) and flag the rows the
     #    quality settings drop (none deleted); ZoDi trains on the kept rows
-    paired, quality_report = transfer["paired"], {}
+    paired, quality = transfer["paired"], {}
     if config.quality.score:
-        seg_config, seg_ckpt = scorer_checkpoint(
-            config.quality, config.train.mmseg_config, baseline
-        )
+        scorer = scorer_checkpoint(config.quality, config.train.mmseg_config, baseline)
         scale = (config.evaluation.width, config.evaluation.height)
         filtered = {
             d: filter_paired_task(
-                score_paired_cached(uri, d, root, seg_config, seg_ckpt, config.quality, scale),
+                score_paired_cached(uri, d, root, *scorer, config.quality, scale),
                 root,
                 config.quality,
             )
             for d, uri in transfer["paired"].items()
         }
         paired = {d: f["train_uri"] for d, f in filtered.items()}
-        quality_report = quality_figures_task(filtered, root)
+        quality = quality_figures_task(filtered, root)
     # 8. train one ZoDi model per domain (the baseline is a cache hit)
     checkpoints = train_flow(source_uri, paired, root, config.train)
     # 9. evaluate every model on every real target and on its proxy
@@ -90,12 +88,7 @@ def pipeline_flow(config: PipelineConfig, preflight: bool = True) -> Any:
     # 10. sample grids and the report (JSON + Markdown in storage, a Prefect artifact for people)
     grids = {d: render_sample_grid_task(uri, root, d) for d, uri in transfer["paired"].items()}
     report = write_report_task(
-        {
-            "results": results,
-            "transfer": transfer["domains"],
-            "sample_grids": grids,
-            "quality": quality_report,
-        },
+        dict(results=results, transfer=transfer["domains"], sample_grids=grids, quality=quality),
         root,
         config.report,
     )
