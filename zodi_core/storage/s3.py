@@ -175,6 +175,10 @@ class S3Storage(Storage):
         key = _check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _obj(self, key: str) -> dict[str, str]:
+        """The Bucket and Key arguments of a request on ``key``."""
+        return {"Bucket": self.bucket, "Key": self._key(key)}
+
     def _error(self, exc: BaseException, key: str | None, action: str) -> Exception:
         """Translate a boto3 error into FileNotFoundError or a transient or permanent error."""
         import botocore.exceptions as bx
@@ -255,7 +259,7 @@ class S3Storage(Storage):
     def _head(self, key: str) -> dict | None:
         """HEAD the object; None when it is missing (after checking that the bucket exists)."""
         with self._errors(key, "HEAD", missing_ok=True):
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return self.client.head_object(**self._obj(key))
         # A HEAD answers a bare 404 both for a missing key and for a missing bucket.
         if not self._bucket_seen:
             with self._errors(None, "HEAD bucket"):
@@ -282,11 +286,7 @@ class S3Storage(Storage):
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         with self._errors(key, "PUT"):
             self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=data,
-                ContentMD5=md5,
-                Metadata={SHA256_META: sha256},
+                **self._obj(key), Body=data, ContentMD5=md5, Metadata={SHA256_META: sha256}
             )
         return self.uri(key)
 
@@ -314,7 +314,7 @@ class S3Storage(Storage):
     def get_bytes(self, key: str) -> bytes:
         """Read an object whole, checking its stored SHA-256; FileNotFoundError if missing."""
         with self._errors(key, "GET"):
-            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            resp = self.client.get_object(**self._obj(key))
             data = resp["Body"].read()
         self._verify(key, hashlib.sha256(data).hexdigest(), resp.get("Metadata", {}))
         return data
@@ -366,12 +366,10 @@ class S3Storage(Storage):
             )
         with self._errors(key, "presign"):
             return self.client.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self.bucket, "Key": self._key(key)},
-                ExpiresIn=int(expires_s),
+                "get_object", Params=self._obj(key), ExpiresIn=int(expires_s)
             )
 
     def delete(self, key: str) -> None:
         """Delete an object; a missing key is not an error, a missing bucket is."""
         with self._errors(key, "DELETE", missing_ok=True):
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.delete_object(**self._obj(key))
