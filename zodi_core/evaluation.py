@@ -82,10 +82,8 @@ def load_model(mmseg_config: str | os.PathLike, checkpoint_uri: str, device: str
     if cfg.model.get("type") == ZODI_SEGMENTOR:
         cfg.model = cfg.model.segmentor
     model = init_model(cfg, device="cpu")
-    ckpt = load_checkpoint_file(checkpoint_uri)
-    state = ckpt.get("state_dict", ckpt)
-    if all(k.startswith("segmentor.") for k in state):
-        state = {k.removeprefix("segmentor."): v for k, v in state.items()}
+    ckpt = load_checkpoint_file(checkpoint_uri)  # a ZoDi one: the segmentor's under "segmentor."
+    state = {k.removeprefix("segmentor."): v for k, v in ckpt.get("state_dict", ckpt).items()}
     if (fit := model.load_state_dict(state, strict=False)).missing_keys or fit.unexpected_keys:
         raise ValueError(
             f"checkpoint {checkpoint_uri} does not fit config {mmseg_config}: missing keys "
@@ -126,8 +124,7 @@ def evaluate_model(
 
 
 def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None]
-    if not vals:
+    if not (vals := [v for v in values if v is not None]):
         return None, None
     std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
     return round(float(np.mean(vals)), 2), round(std, 2)
@@ -135,11 +132,10 @@ def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
 
 def aggregate_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """mean ± std (sample std, ddof=1) over seeds of mIoU, aAcc and every class IoU."""
-    out: dict[str, Any] = {"runs": len(runs)}
+    out: dict[str, Any] = {"runs": len(runs), "images": runs[0]["images"]}
     for key in ("mIoU", "aAcc"):
         out[key], out[f"{key}_std"] = _mean_std([r[key] for r in runs])
     out["per_class"] = {c: _mean_std([r["per_class"][c] for r in runs])[0] for c in CLASSES}
-    out["images"] = runs[0]["images"]
     return out
 
 
@@ -154,9 +150,7 @@ def render_confusion_png(confusion: np.ndarray, title: str) -> bytes:
     im = ax.imshow(norm, vmin=0.0, vmax=1.0, cmap="viridis")
     ax.set_xticks(range(NUM_CLASSES), CLASSES, rotation=90, fontsize=7)
     ax.set_yticks(range(NUM_CLASSES), CLASSES, fontsize=7)
-    ax.set_xlabel("prediction")
-    ax.set_ylabel("label")
-    ax.set_title(title)
+    ax.set(xlabel="prediction", ylabel="label", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     buf = io.BytesIO()
