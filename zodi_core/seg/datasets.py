@@ -82,10 +82,9 @@ def read_samples(manifest: str, image_column: str | None = None) -> list[dict[st
         raise ManifestError(
             f"{manifest}: image_column expected one of {table.column_names}, received {column!r}"
         )
-    rows = _rows(manifest, generated=column == "generated_uri", table=table)
     return [
         _item(r["sample_id"], r[column], r["label_uri"], r["label_format"], r["domain"])
-        for r in rows
+        for r in _rows(manifest, generated=column == "generated_uri", table=table)
     ]
 
 
