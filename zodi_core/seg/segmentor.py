@@ -165,8 +165,7 @@ class ZoDiSegmentor(BaseModel):
             losses = self.segmentor.loss(inputs, data_samples)
         f = select_stage(feats[0], self.feature_stage)
         # Mean-reduced losses over [I; I'] are (L(I) + L(I')) / 2 → x2 is the sum of Eq. 8.
-        out = scale_losses(losses, 2.0)
-        out.update(self._similarity_terms(f[:n], f[n:]))
+        out = {**scale_losses(losses, 2.0), **self._similarity_terms(f[:n], f[n:])}
         if logits:
             with torch.no_grad():
                 out["ce_src"] = _head_loss(head, logits[0][:n], data_samples[:n])
