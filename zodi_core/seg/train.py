@@ -368,9 +368,8 @@ def train_model(
         cfg.optim_wrapper = dict(cfg.optim_wrapper, type="AmpOptimWrapper", dtype=dtype_name)
     if launcher == "pytorch":
         _setup_distributed(cfg, tc, device, source_only, work_dir)
-    remote = work_dir.startswith("s3://")
     sync = dict(type="ZoDiSyncWorkDirHook", target=work_dir, storage_options=storage_options)
-    hooks = [sync] if remote else []
+    hooks = [sync] if (remote := work_dir.startswith("s3://")) else []
     if progress:
         interval = cfg.default_hooks.logger.get("interval", 10)  # the hook keeps it >= 1
         hooks.append(dict(type="ZoDiProgressHook", interval=interval))
