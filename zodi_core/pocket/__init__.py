@@ -30,8 +30,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 def is_pocket_models(folder: str | Path) -> bool:
     """Whether ``folder`` holds pocket models (``zodi pocket-models`` writes a model card)."""
-    folder = Path(folder)
-    return (folder / "model_index.json").is_file() and (folder / "MODEL_CARD.md").is_file()
+    return all((Path(folder) / name).is_file() for name in ("model_index.json", "MODEL_CARD.md"))
 
 
 def pocket_models_dir() -> Path:

@@ -179,11 +179,8 @@ def run_phase(
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         if (step + 1) % spec.checkpoint_every == 0 or step + 1 == total:
-            state.update(
-                step=step + 1,
-                seconds=time.perf_counter() - t0,
-                parts={name: part.state_dict() for name, part in stateful.items()},
-            )
+            parts = {name: part.state_dict() for name, part in stateful.items()}
+            state.update(step=step + 1, seconds=time.perf_counter() - t0, parts=parts)
             torch.save(state, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
     bar.close()
