@@ -52,7 +52,7 @@ def regenerate_flow(
     outcomes = []
     for job in plan.jobs:
         state = transfer_flow(
-            samples_uri, [job.domain], out_root, job.transfer, shard_size, return_state=True
+            samples_uri, [job.domain], out_root, job, shard_size, return_state=True
         )
         value = state.result(raise_on_failure=False)
         outcomes.append(

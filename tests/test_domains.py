@@ -372,7 +372,7 @@ def test_regeneration_keeps_a_pipeline_user_domain_the_prompt_config_does_not_li
     new = PromptConfig.from_text("domains: {dusk: {prompt: 'driving at dusk, rain'}}")
     plan = regeneration.plan_regeneration(new, None, None, root, samples_manifest)
     (job,) = plan.jobs
-    assert job.domain == "dusk" and job.transfer.effective_prompts == ("driving at dusk, rain",)
+    assert job.domain == "dusk" and job.effective_prompts == ("driving at dusk, rain",)
 
 
 def test_preview_sweeps_strength_even_when_the_domain_sets_its_own(

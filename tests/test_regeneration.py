@@ -50,8 +50,8 @@ def test_plan_compares_generated_and_listed_domains(tmp_path):
     assert [s.domain for s in plan.statuses] == ["fog", "night", "rain"]
     assert [s.status for s in plan.statuses] == ["missing", "unchanged", "unchanged"]
     (job,) = plan.jobs
-    assert job.domain == "fog" and job.transfer.effective_prompt == "driving in fog"
-    assert job.transfer.num_inference_steps == base.num_inference_steps  # the base, prompt applied
+    assert job.domain == "fog" and job.effective_prompt == "driving in fog"
+    assert job.num_inference_steps == base.num_inference_steps  # the base, prompt applied
     # Given domains are compared as given.
     plan = regeneration.plan_regeneration(prompts, base, ["night"], str(tmp_path), "x.parquet")
     assert [s.domain for s in plan.statuses] == ["night"] and plan.jobs == []
@@ -138,7 +138,7 @@ def test_recorded_transfer_config_is_the_last_generations_without_its_prompts(tm
     prompts = PromptConfig.from_text("domains: {night: {prompt: 'driving at night, new'}}")
     plan = regeneration.plan_regeneration(prompts, None, None, str(tmp_path), "x.parquet")
     (job,) = plan.jobs
-    assert job.transfer.models.base == "/models/tiny"
-    assert job.transfer.effective_prompt == "driving at night, new"
+    assert job.models.base == "/models/tiny"
+    assert job.effective_prompt == "driving at night, new"
     assert regeneration.base_transfer_config(used, ["night"], str(tmp_path)) is used
     assert regeneration.base_transfer_config(None, [], str(tmp_path)) == TransferConfig()

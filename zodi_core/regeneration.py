@@ -69,21 +69,14 @@ def base_transfer_config(
     return next((c for c in recorded if c is not None), TransferConfig())
 
 
-@dataclass(frozen=True)
-class RegenerationJob:
-    """One domain to transfer again, with its own prompt settings applied."""
-
-    domain: str
-    transfer: TransferConfig
-
-
 @dataclass
 class RegenerationPlan:
     """What a regeneration run will do: each domain's status, the jobs, why nothing (if so)."""
 
     version: str  # the prompt config's version label
     statuses: list[DomainPromptStatus] = field(default_factory=list)
-    jobs: list[RegenerationJob] = field(default_factory=list)
+    #: one per domain to transfer again: its settings, its own prompt settings applied
+    jobs: list[TransferConfig] = field(default_factory=list)
     note: str = ""
 
 
@@ -119,9 +112,7 @@ def plan_regeneration(
     transfer = _with_recorded_user_domains(transfer, prompts, names, out_root)
     plan.statuses = compare_prompts(prompts, transfer, names, out_root)
     plan.jobs = [
-        RegenerationJob(s.domain, prompts.transfer_config(transfer, s.domain))
-        for s in plan.statuses
-        if s.needs_regeneration
+        prompts.transfer_config(transfer, s.domain) for s in plan.statuses if s.needs_regeneration
     ]
     return plan
 
