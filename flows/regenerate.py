@@ -54,10 +54,8 @@ def regenerate_flow(
         state = transfer_flow(
             samples_uri, [job.domain], out_root, job, shard_size, return_state=True
         )
-        value = state.result(raise_on_failure=False)
-        outcomes.append(
-            regeneration.DomainOutcome.of(job.domain, state.is_completed(), state.message, value)
-        )
+        ok, value = state.is_completed(), state.result(raise_on_failure=False)
+        outcomes.append(regeneration.DomainOutcome.of(job.domain, ok, state.message, value))
     report = regeneration.build_report(plan, outcomes)
     # 4. optionally retrain and re-evaluate the regenerated domains
     if retrain and report["regenerated"]:
