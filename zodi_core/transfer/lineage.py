@@ -24,6 +24,5 @@ def transfer_digest(config: TransferConfig) -> str:
 def generation_digest(config: TransferConfig, fingerprint: str | None = None) -> str:
     """Digest of everything that determines a generated image: the batch-invariant transfer
     settings (:func:`transfer_digest`) and the models' ``fingerprint`` (computed when None)."""
-    if fingerprint is None:
-        fingerprint = models_fingerprint(config.models)
+    fingerprint = fingerprint or models_fingerprint(config.models)
     return config_digest({"settings": transfer_digest(config), "models": fingerprint})

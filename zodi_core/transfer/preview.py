@@ -13,24 +13,21 @@ from PIL import Image, ImageDraw
 
 from zodi_core.conditions import render_condition, resize_image
 from zodi_core.config import TransferConfig
-from zodi_core.transfer.sampler import TransferSampler, generation_size, validate_pair
+from zodi_core.transfer.sampler import TransferSampler, generation_size
 
 CAPTION_HEIGHT = 16
 
 
 def parse_strengths(text: str) -> list[float]:
     """'0.4,0.65,0.9' → [0.4, 0.65, 0.9]; each in (0, 1] (else a ValueError naming it)."""
-    values = []
-    for part in text.split(","):  # never empty: "" is not a number
-        try:
-            v = float(part)  # (float strips the spaces)
-        except ValueError:
-            raise ValueError(
-                f"--strengths: expected comma-separated numbers, received {text!r}"
-            ) from None
-        if not 0.0 < v <= 1.0:
-            raise ValueError(f"--strengths: expected values in (0, 1], received {v} in {text!r}")
-        values.append(v)
+    try:  # (float strips the spaces; "" is not a number)
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--strengths: expected comma-separated numbers, received {text!r}"
+        ) from None
+    if bad := [v for v in values if not 0.0 < v <= 1.0]:
+        raise ValueError(f"--strengths: expected values in (0, 1], received {bad[0]} in {text!r}")
     return values
 
 
@@ -44,7 +41,6 @@ def make_preview(
 ) -> np.ndarray:
     """Contact sheet of an (H, W, 3) uint8 source and its (H, W) train ids transferred at
     several strengths: (h + caption, (2 + len(strengths)) · w, 3) uint8 at the generation size."""
-    validate_pair(image, train_ids, "--image/--label")
     # resolved once: the domain's own strength would otherwise win over the sweep's
     config = config.resolved().replace(resize_to_source=False)
     size = generation_size(image.shape[1], image.shape[0], config.short_side, config.size_multiple)
@@ -54,9 +50,8 @@ def make_preview(
     ]
     for s in strengths:
         out = sampler([image], [train_ids], [sample_id], config.replace(strength=s))[0]
-        tiles.append(
-            (f"S={s:g} k={out.metadata['k']} t={out.metadata['first_timestep']}", out.image)
-        )
+        meta = out.metadata
+        tiles.append((f"S={s:g} k={meta['k']} t={meta['first_timestep']}", out.image))
     w, h = size
     sheet = Image.new("RGB", (w * len(tiles), h + CAPTION_HEIGHT), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,9 +86,7 @@ def encode_png_with_metadata(image: np.ndarray, metadata: dict[str, Any]) -> byt
     info.add_text(PNG_DIGEST_KEY, str(metadata["config_digest"]))
     info.add_text(PNG_METADATA_KEY, json.dumps(stable, sort_keys=True, default=str))
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(
-        buf, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL
-    )
+    Image.fromarray(image).save(buf, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
 
@@ -99,14 +97,11 @@ def image_integrity(data: bytes) -> dict[str, Any]:
 
 def read_png_metadata(data: bytes) -> dict[str, Any] | None:
     """The metadata written by :func:`encode_png_with_metadata`, or None (no/foreign PNG)."""
-    try:
+    try:  # (the text chunks precede the image data: Image.open reads them into info)
         with Image.open(io.BytesIO(data)) as im:
-            text = dict(getattr(im, "text", {}) or {})
-        meta = json.loads(text[PNG_METADATA_KEY])  # (a JSONDecodeError is a ValueError)
+            return json.loads(im.info[PNG_METADATA_KEY])  # (a JSONDecodeError is a ValueError)
     except (OSError, SyntaxError, ValueError, KeyError):
         return None
-    meta["config_digest"] = text.get(PNG_DIGEST_KEY, meta.get("config_digest"))
-    return meta
 
 
 def transfer_manifest(
@@ -191,8 +186,8 @@ class _Job:
         self,
         sample: dict[str, Any],
         key: str,
-        meta: dict[str, Any],
         status: str,
+        meta: dict[str, Any],
         integrity: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
@@ -236,25 +231,32 @@ def _transfer_rows(
     # 1. what storage already holds with this digest is skipped (also after a killed run)
     for r in rows_in:
         key = job.key(r["sample_id"])
-        existing = _existing_image(job, key)
-        if existing is None:
-            pending.append(r)
+        if existing := _existing_image(job, key):
+            job.record(r, key, "skipped", *existing)
         else:
-            job.record(r, key, existing[0], "skipped", existing[1])
+            pending.append(r)
     if not pending:
         job.bar.close()
         return
     size = config.batch_size
     batches = [pending[i : i + size] for i in range(0, len(pending), size)]
+    # overlap=False: one thread each, waited for at once (in turn: read, model, write)
     loader, writers = (
-        ThreadPoolExecutor(n, thread_name_prefix=name) if overlap else _InlineExecutor()
+        ThreadPoolExecutor(n if overlap else 1, thread_name_prefix=name)
         for n, name in ((LOAD_WORKERS, "zodi-load"), (WRITE_WORKERS, "zodi-write"))
     )
+
+    def run(pool: Executor, fn: Callable[..., Any], *items: Iterable[Any]) -> list[Future]:
+        futures = [pool.submit(fn, job, *args) for args in zip(*items, strict=True)]
+        if not overlap:
+            wait(futures)
+        return futures
+
     timings = dict.fromkeys(("model", "load_wait", "write_wait", "wall"), 0.0)
-    in_flight: collections.deque[list[tuple[dict[str, Any], str, Future]]] = collections.deque()
+    in_flight: collections.deque[list[Future]] = collections.deque()  # batches of writes
     start = time.perf_counter()
     # 2. the first batch loads while the models load (only when something is left to generate)
-    load = [loader.submit(_load_sample, job, r) for r in batches[0]]
+    load = run(loader, _load_sample, batches[0])
     try:
         if components is None:
             device, dtype = resolve_device(config.device, config.dtype)
@@ -265,7 +267,7 @@ def _transfer_rows(
         # 3. batch i on the model, i+1 loading, i-1 writing; a sample that cannot be read (or
         # keyed) fails alone
         for i in range(len(batches)):
-            for _, _, write in (w for batch in in_flight for w in batch):
+            for write in (w for batch in in_flight for w in batch):
                 if write.done() and write.exception() is not None:
                     raise write.exception()  # a storage outage stops the model early
             t = time.perf_counter()
@@ -274,11 +276,11 @@ def _transfer_rows(
             loaded = [x for x in items if isinstance(x, _Loaded)]
             failed = [x for x in items if not isinstance(x, _Loaded)]
             if i + 1 < len(batches):  # (overlap=False: the loads run here, and are timed)
-                load = [loader.submit(_load_sample, job, r) for r in batches[i + 1]]
+                load = run(loader, _load_sample, batches[i + 1])
             timings["load_wait"] += time.perf_counter() - t
             for r, key, err in failed:
                 meta = sampler.lineage(config, r["sample_id"], digest=job.digest)
-                job.record(r, key, meta, "failed", error=err)
+                job.record(r, key, "failed", meta, error=err)
             if not loaded:
                 continue
             t = time.perf_counter()
@@ -286,41 +288,21 @@ def _transfer_rows(
             outputs = sampler([x.image for x in loaded], [x.label for x in loaded], ids)
             timings["model"] += time.perf_counter() - t
             t = time.perf_counter()
-            while len(in_flight) >= WRITE_AHEAD:
-                _collect(job, in_flight.popleft(), raise_=True)
-            in_flight.append(
-                [
-                    (x.row, x.key, writers.submit(_write_image, job, x, out))
-                    for x, out in zip(loaded, outputs, strict=True)
-                ]
-            )
+            _drain(job, in_flight, WRITE_AHEAD - 1, raise_=True)
+            in_flight.append(run(writers, _write_image, loaded, outputs))
             timings["write_wait"] += time.perf_counter() - t
         t = time.perf_counter()
-        while in_flight:
-            _collect(job, in_flight.popleft(), raise_=True)
+        _drain(job, in_flight, 0, raise_=True)
         timings["write_wait"] += time.perf_counter() - t
     finally:
         # What was started is finished and counted before the error propagates: a write in
         # flight completes (atomic: whole or absent) and its image is counted as written.
         loader.shutdown(wait=True, cancel_futures=True)
-        while in_flight:
-            _collect(job, in_flight.popleft(), raise_=False)
+        _drain(job, in_flight, 0, raise_=False)
         writers.shutdown(wait=True)
         timings["wall"] = time.perf_counter() - start
         job.result.timings = timings
         job.bar.close()
-
-
-class _InlineExecutor(Executor):
-    """Runs each submitted call at once, in the caller's thread (``overlap=False``)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as err:  # delivered by future.result(), as a thread pool does
-            future.set_exception(err)
-        return future
 
 
 @dataclass
@@ -359,8 +341,9 @@ def _load_sample(job: _Job, r: dict[str, Any]) -> _Loaded | tuple[dict[str, Any]
     return _Loaded(r, key, resize_image(image, size), resize_nearest(label, size), (width, height))
 
 
-def _write_image(job: _Job, sample: _Loaded, out: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Encode, hash and store one generated image (writer thread): (metadata, integrity)."""
+def _write_image(job: _Job, sample: _Loaded, out: Any) -> tuple[Any, ...]:
+    """Encode, hash and store one generated image (writer thread): its :meth:`_Job.record`
+    arguments."""
     image = out.image
     meta = {**out.metadata, "config_digest": job.digest}
     if job.config.resize_to_source and (image.shape[1], image.shape[0]) != sample.source_size:
@@ -372,22 +355,20 @@ def _write_image(job: _Job, sample: _Loaded, out: Any) -> tuple[dict[str, Any], 
     except BaseException as err:
         _name_in(err, "writing", job.store.uri(sample.key))
         raise
-    return meta, image_integrity(data)
+    return sample.row, sample.key, "ok", meta, image_integrity(data)
 
 
-def _collect(job: _Job, batch: list[tuple[dict[str, Any], str, Future]], *, raise_: bool) -> None:
-    """Wait for one batch's writes and count each image stored; then raise the batch's first
-    error if ``raise_`` (else it is dropped: another error is already propagating)."""
-    first: BaseException | None = None
-    for r, key, future in batch:
-        try:
-            meta, integrity = future.result()
-        except BaseException as err:
-            first = first or err
-            continue
-        job.record(r, key, meta, "ok", integrity)
-    if first is not None and raise_:
-        raise first
+def _drain(job: _Job, in_flight: collections.deque, keep: int, *, raise_: bool) -> None:
+    """Wait for the oldest batches' writes until ``keep`` remain, counting each image stored; a
+    batch's first error is raised if ``raise_`` (else dropped: another error propagates)."""
+    while len(in_flight) > keep:
+        batch = in_flight.popleft()
+        for future in batch:
+            if future.exception() is None:  # (waits for the write)
+                job.record(*future.result())
+        first = next((f.exception() for f in batch if f.exception()), None)
+        if first is not None and raise_:
+            raise first
 
 
 def _name_in(err: BaseException, doing: str, *uris: str) -> None:

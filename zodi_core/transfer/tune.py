@@ -21,12 +21,11 @@ def recommend_strength(table: Sequence[dict[str, Any]], margin: float) -> float 
     lowest strength's (the most domain change that still keeps the layout); None without
     layout scores."""
     rows = sorted(
-        (r for r in table if r.get("layout_miou") is not None), key=lambda r: r["strength"]
+        (r["strength"], r["layout_miou"]) for r in table if r.get("layout_miou") is not None
     )
     if not rows:
         return None
-    floor = rows[0]["layout_miou"] - margin
-    return max(r["strength"] for r in rows if r["layout_miou"] >= floor)
+    return max(s for s, miou in rows if miou >= rows[0][1] - margin)
 
 
 def tune_strength(
@@ -49,46 +48,40 @@ def tune_strength(
     """
     if n < 1:
         raise ValueError(f"n: expected an integer >= 1, received {n}")
-    ids = sorted(manifest.read_manifest(samples_uri, "samples").column("sample_id").to_pylist())
+    ids = sorted(manifest.read_manifest(samples_uri, "samples").column("sample_id").to_pylist())[:n]
     if not ids:
         raise ValueError(f"{samples_uri}: the samples manifest is empty (0 rows)")
-    ids = ids[:n]
     components = load_components(config.models, *resolve_device(config.device, config.dtype))
     domain = config.domain
     config = config.resolved()  # once, here: the sweep's strength wins over the domain's
+
+    def uri(name: str) -> str:
+        return storage.join_uri(out_root, layout.tune_key(domain, name))
+
     table = []
     for s in sorted(strengths):
-        cfg = config.replace(strength=float(s))
-        key = layout.tune_key(domain, f"strength-{s:g}")
         res = transfer_manifest(
-            samples_uri, cfg, out_root, sample_ids=ids, components=components,
-            manifest_uri=storage.join_uri(out_root, f"{key}.parquet"), progress=progress,
+            samples_uri, config.replace(strength=float(s)), out_root, sample_ids=ids,
+            components=components, manifest_uri=uri(f"strength-{s:g}.parquet"), progress=progress,
         )  # fmt: skip
         if res.failed:
             first = next(iter(res.errors.items()), ("?", "?"))
             raise RuntimeError(f"strength {s:g}: {res.failed} images failed (first: {first})")
         scored = score_manifest(
-            res.manifest_uri, storage.join_uri(out_root, f"{key}-scored.parquet"),
+            res.manifest_uri, uri(f"strength-{s:g}-scored.parquet"),
             seg_model=seg_model, clip=clip, scale=scale,
         )  # fmt: skip
         table.append({"strength": float(s), "images": scored["scored"], **scored["mean"]})
     recommended = recommend_strength(table, margin)
-    plot = storage.write_bytes(
-        storage.join_uri(out_root, layout.tune_key(domain, "tune.png")),
-        render_tune_png(table, recommended, domain),
-    )
     md = render_tune_markdown(table, recommended, margin, domain)
-    table_uri = storage.write_bytes(
-        storage.join_uri(out_root, layout.tune_key(domain, "tune.md")), md.encode()
-    )
     return {
         "domain": domain,
         "samples": ids,
         "rows": table,
         "recommended": recommended,
         "margin": margin,
-        "plot": plot,
-        "table": table_uri,
+        "plot": storage.write_bytes(uri("tune.png"), render_tune_png(table, recommended, domain)),
+        "table": storage.write_bytes(uri("tune.md"), md.encode()),
     }
 
 
@@ -102,13 +95,11 @@ def render_tune_markdown(
         "| strength | images | layout mIoU | pixel acc | CLIP score | CLIP direction |",
         "|---|---|---|---|---|---|",
     ]
+    digits = {"layout_miou": 1, "layout_pixel_acc": 1, "clip_score": 3, "clip_direction": 3}
     for r in table:
         mark = " **(recommended)**" if r["strength"] == recommended else ""
-        lines.append(
-            f"| {r['strength']:g}{mark} | {r['images']} | {fmt_score(r.get('layout_miou'))} | "
-            f"{fmt_score(r.get('layout_pixel_acc'))} | {fmt_score(r.get('clip_score'), 3)} | "
-            f"{fmt_score(r.get('clip_direction'), 3)} |"
-        )
+        scores = " | ".join(fmt_score(r.get(k), d) for k, d in digits.items())
+        lines.append(f"| {r['strength']:g}{mark} | {r['images']} | {scores} |")
     rule = (
         f"Recommended: {recommended:g}, the strongest strength whose layout mIoU stays within "
         f"{margin:g} points of the lowest strength's."
@@ -125,14 +116,12 @@ def render_tune_png(
     when there is no CLIP), one point per strength, the recommended one circled."""
     from matplotlib.figure import Figure  # no pyplot: no global figure, nothing to close
 
-    ykey = next(
-        (k for k in ("clip_direction", "clip_score") if any(r.get(k) is not None for r in table)),
-        "strength",
+    # each axis: its first score measured at all (the sweep scores every strength alike)
+    xkey, ykey = (
+        next((k for k in keys if any(r.get(k) is not None for r in table)), "strength")
+        for keys in (("layout_miou",), ("clip_direction", "clip_score"))
     )
-    xs = [
-        r.get("layout_miou") if r.get("layout_miou") is not None else r["strength"] for r in table
-    ]
-    ys = [r.get(ykey) if r.get(ykey) is not None else 0.0 for r in table]
+    xs, ys = ([r.get(k) or 0.0 for r in table] for k in (xkey, ykey))
     fig = Figure(figsize=(5, 4))
     ax = fig.subplots()
     ax.plot(xs, ys, "o-")
@@ -140,8 +129,7 @@ def render_tune_png(
         ax.annotate(f"{r['strength']:g}", (x, y), textcoords="offset points", xytext=(4, 4))
         if r["strength"] == recommended:
             ax.plot([x], [y], "o", ms=14, mfc="none", mec="red")
-    has_layout = any(r.get("layout_miou") is not None for r in table)
-    ax.set_xlabel("layout mIoU (%)" if has_layout else "strength")
+    ax.set_xlabel("layout mIoU (%)" if xkey == "layout_miou" else "strength")
     ax.set_ylabel(ykey)
     ax.set_title(f"{domain}: layout vs prompt alignment per strength", fontsize=9)
     fig.tight_layout()
