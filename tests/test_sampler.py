@@ -271,7 +271,7 @@ def test_sampler_global_seed_policy_gives_identical_noise_to_identical_inputs(ti
     ],
 )
 def test_generation_size_short_side_512_multiples_of_64(size, expected):
-    assert generation_size(*size) == expected
+    assert generation_size(*size, 512, 64) == expected
 
 
 def test_sampler_returns_metadata_and_resizes_to_source_on_request(tiny_components):

@@ -36,11 +36,9 @@ def resolve_device(
             f"device: {device!r} asked for, but no CUDA device is available "
             f"(this torch build or machine has no GPU); use --device cpu"
         )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(
-            f"device: {device!r} asked for, but only {torch.cuda.device_count()} CUDA "
-            f"device(s) exist"
-        )
+    n = torch.cuda.device_count()
+    if dev.type == "cuda" and dev.index is not None and dev.index >= n:
+        raise ValueError(f"device: {device!r} asked for, but only {n} CUDA device(s) exist")
     auto = "float16" if dev.type == "cuda" and auto_half else "float32"
     dt = getattr(torch, auto if dtype == "auto" else dtype)
     if dev.type == "cpu" and dt != torch.float32 and not auto_half:
@@ -79,18 +77,16 @@ def speed_levers(
             f"received {sdpa_backend!r}"
         )
     cudnn = torch.backends.cudnn
-    saved = (torch.get_float32_matmul_precision(), cudnn.allow_tf32, cudnn.benchmark)
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:  # (its callbacks restore the settings, last first)
+        stack.callback(torch.set_float32_matmul_precision, torch.get_float32_matmul_precision())
+        stack.callback(setattr, cudnn, "allow_tf32", cudnn.allow_tf32)
+        stack.callback(setattr, cudnn, "benchmark", cudnn.benchmark)
         if sdpa_backend != "auto":
             stack.enter_context(sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[sdpa_backend])))
-        try:
-            # not the fp32_precision attributes: torch refuses to read its legacy TF32 flags
-            # (as compilers and libraries do) once those were set
-            torch.set_float32_matmul_precision("high" if tf32 else "highest")
-            cudnn.allow_tf32 = tf32
-            if device.type == "cuda":
-                cudnn.benchmark = cudnn_benchmark
-            yield
-        finally:
-            torch.set_float32_matmul_precision(saved[0])
-            cudnn.allow_tf32, cudnn.benchmark = saved[1], saved[2]
+        # not the fp32_precision attributes: torch refuses to read its legacy TF32 flags
+        # (as compilers and libraries do) once those were set
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        cudnn.allow_tf32 = tf32
+        if device.type == "cuda":
+            cudnn.benchmark = cudnn_benchmark
+        yield

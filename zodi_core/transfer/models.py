@@ -62,12 +62,9 @@ def load_components(
 
     import torch
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
-    from diffusers.models.attention_processor import AttnProcessor2_0
     from transformers import CLIPTextModel, CLIPTokenizer
 
     dtype = dtype or torch.float32
-    device = torch.device(device)
-    half = dtype == torch.float16
 
     def load(cls: Any, source: ModelSource, sub: str | None, **kwargs: Any) -> Any:
         hub = resolved.get(source.field)
@@ -77,8 +74,7 @@ def load_components(
             where = source.source
             sub = "/".join(p for p in (source.subfolder, sub) if p) or None
             kw = {"revision": hub.commit, "local_files_only": hub.cached_only, "subfolder": sub}
-        variant = weights_variant(source, sub, hub, half)
-        if variant:
+        if variant := weights_variant(source, sub, hub, dtype == torch.float16):
             kw["variant"] = variant
         try:
             return cls.from_pretrained(where, **kw, **kwargs)
@@ -97,17 +93,12 @@ def load_components(
     vae = load(AutoencoderKL, base, "vae", dtype=dtype)
     text_encoder = load(CLIPTextModel, base, "text_encoder", dtype=dtype)
     tokenizer = load(CLIPTokenizer, base, "tokenizer")
-    scheduler = configure_scheduler(
-        load(DDIMScheduler, base, "scheduler").config, f"{base.field} scheduler"
-    )
+    scheduler = configure_scheduler(load(DDIMScheduler, base, "scheduler").config)
     controlnet = load(ControlNetModel, cn, None, dtype=dtype)
 
+    # (attention: diffusers' default, PyTorch SDPA, whose kernel the speed levers choose)
     for module in (unet, controlnet, vae, text_encoder):
         module.to(device).eval().requires_grad_(False)
-    # PyTorch SDPA attention (diffusers' default when available; set explicitly so a config that
-    # asked for another processor cannot silently select the slow path).
-    for module in (unet, controlnet, vae):
-        module.set_attn_processor(AttnProcessor2_0())
 
     revisions = {"base": source_identity(base), "controlnet": source_identity(cn)}
     return Components(unet, controlnet, vae, text_encoder, tokenizer, scheduler, revisions)
@@ -134,55 +125,31 @@ def configure_scheduler(config: dict[str, Any], what: str = "models.base schedul
     the sampling settings are set to SD 1.5's (:data:`SAMPLING_SETTINGS`; one warning line)."""
     from diffusers import DDIMScheduler
 
-    scheduler = DDIMScheduler.from_config(config)
-    wrong = [
-        f"{k} {scheduler.config[k]!r} (SD 1.5: {v!r})"
-        for k, v in SD15_TRAINING.items()
-        if scheduler.config[k] != v
-    ]
+    cfg = DDIMScheduler.from_config(config).config
+    wrong = [f"{k} {cfg[k]!r} (SD 1.5: {v!r})" for k, v in SD15_TRAINING.items() if cfg[k] != v]
     if wrong:
         raise ValueError(
             f"{what}: {', '.join(wrong)}: the transfer needs Stable Diffusion 1.5's noise "
             "schedule; use an SD 1.5 model (or fix scheduler/scheduler_config.json)"
         )
-    changed = {k: v for k, v in SAMPLING_SETTINGS.items() if scheduler.config.get(k) != v}
+    changed = {k: v for k, v in SAMPLING_SETTINGS.items() if cfg.get(k) != v}
     if changed:
         warnings.warn(
             f"{what}: "
-            + ", ".join(f"{k} {scheduler.config.get(k)!r} → {v!r}" for k, v in changed.items())
+            + ", ".join(f"{k} {cfg.get(k)!r} → {v!r}" for k, v in changed.items())
             + " (SD 1.5's DDIM sampling settings; the folder's scheduler_config.json differs)",
             stacklevel=3,
         )
-        scheduler = DDIMScheduler.from_config({**scheduler.config, **changed})
-    return scheduler
+    return DDIMScheduler.from_config({**cfg, **changed})
 
 
 # 2. Tiny models ------------------------------------------------------------------------------
 
 
-def activate_controlnet(controlnet: Any, seed: int = 0, std: float = 0.05) -> None:
-    """Give a fresh ``ControlNetModel.from_unet`` non-zero output convolutions: zero ones leave
-    a tiny ControlNet inert, so a condition ignored or mis-fed would go unnoticed. The
-    conditioning encoder is re-drawn He-normal (its default all but erases the image)."""
-    import torch
-
-    g = torch.Generator("cpu").manual_seed(10_007 + int(seed))
-    convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
-    embedding = controlnet.controlnet_cond_embedding
-    with torch.no_grad():
-        for conv in convs:
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * std)
-            conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * std)
-        for conv in [embedding.conv_in, *embedding.blocks, embedding.conv_out]:
-            fan_in = conv.weight[0].numel()
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-            conv.bias.zero_()
-
-
 def build_tiny_components(seed: int = 0) -> Components:
     """Random-weight components with SD 1.5's architecture, shrunk: the VAE downsamples by 8 as
     SD 1.5's (the ControlNet's conditioning encoder matches the latent size); the ControlNet is
-    :func:`activate_controlnet`'d, so the condition changes the image."""
+    active, so the condition changes the image."""
     import torch
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -197,7 +164,19 @@ def build_tiny_components(seed: int = 0) -> Components:
         cross_attention_dim=32,
     )
     controlnet = ControlNetModel.from_unet(unet)
-    activate_controlnet(controlnet, seed)
+    # from_unet's zero output convolutions would leave a tiny ControlNet inert (a condition ignored
+    # or mis-fed unnoticed); its conditioning encoder re-drawn He-normal (the default all but
+    # erases the image)
+    g = torch.Generator("cpu").manual_seed(10_007 + seed)
+    embedding = controlnet.controlnet_cond_embedding
+    with torch.no_grad():
+        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.05)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.05)
+        for conv in [embedding.conv_in, *embedding.blocks, embedding.conv_out]:
+            fan_in = conv.weight[0].numel()
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            conv.bias.zero_()
     vae = AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
@@ -218,7 +197,6 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> Path:
     component, ``controlnet/``), loadable by :func:`load_components` like real weights."""
     out = Path(out_dir)
     c = build_tiny_components(seed)
-    out.mkdir(parents=True, exist_ok=True)
     for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "controlnet"):
         getattr(c, name).save_pretrained(out / name)
     write_model_index(out)
@@ -253,13 +231,9 @@ def tiny_tokenizer() -> Any:
 
     chars = sorted(ByteLevel.alphabet())
     merges = [("d", "r"), ("i", "v"), ("dr", "iv"), ("n", "i"), ("g", "h")]
-    tokens = [*chars, *(c + "</w>" for c in chars), *("".join(m) for m in merges)]
-    vocab = {
-        t: i for i, t in enumerate(dict.fromkeys([*tokens, "<|startoftext|>", "<|endoftext|>"]))
-    }
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
-    tokenizer.model_max_length = 77
-    return tokenizer
+    tokens = [*chars, *(c + "</w>" for c in chars), *map("".join, merges), "<|startoftext|>"]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys([*tokens, "<|endoftext|>"]))}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
 def clip_text_config(tokenizer: Any, hidden_size: int = 32, intermediate_size: int = 37) -> dict:

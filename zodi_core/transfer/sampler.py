@@ -84,10 +84,8 @@ class TimestepPlan:
     timesteps: Any
     #: t of Eq. 1, 4 and 5 (noising and the inversion ε prediction).
     noise_timestep: int
-
-    @property
-    def first_timestep(self) -> int:
-        return int(self.timesteps[0])
+    #: timesteps[0]: where denoising starts.
+    first_timestep: int
 
 
 def plan_timesteps(scheduler: Any, config: TransferConfig) -> TimestepPlan:
@@ -102,23 +100,16 @@ def plan_timesteps(scheduler: Any, config: TransferConfig) -> TimestepPlan:
     scheduler.register_to_config(timestep_spacing=config.timestep_spacing)
     scheduler.set_timesteps(T)
     timesteps = scheduler.timesteps[T - k :]
+    t_noise = int(timesteps[0])
     if config.timestep_mode == "release":
         num_train = int(scheduler.config.num_train_timesteps)
         t_noise = min(math.floor(round(num_train * config.effective_strength, 9)), num_train - 1)
-    else:
-        t_noise = int(timesteps[0])
-    return TimestepPlan(k=k, timesteps=timesteps, noise_timestep=t_noise)
+    return TimestepPlan(k, timesteps, t_noise, int(timesteps[0]))
 
 
-def generation_size(
-    width: int, height: int, short_side: int = 512, multiple: int = 64
-) -> tuple[int, int]:
+def generation_size(width: int, height: int, short_side: int, multiple: int) -> tuple[int, int]:
     """(width, height) to generate at: short side ``short_side``, both sides multiples of
     ``multiple``, aspect ratio kept as closely as the rounding allows (2048×1024 → 1024×512)."""
-    if width < 1 or height < 1:
-        raise ValueError(
-            f"image size: expected positive width and height, received {width}x{height}"
-        )
     scale = short_side / min(width, height)
     w, h = (max(multiple, round(v * scale / multiple) * multiple) for v in (width, height))
     return w, h
@@ -127,10 +118,8 @@ def generation_size(
 def sample_seed(seed: int, sample_id: str, policy: str = "per_image") -> int:
     """The seed of one image's generator: ``per_image``, sha256 of (seed, sample_id) (the same
     on every run and machine); ``global``, ``seed`` itself (the release reseeds 42 per image)."""
-    if policy == "global":
+    if policy == "global":  # (config.seed_policy is one of the two)
         return int(seed)
-    if policy != "per_image":
-        raise ValueError(f"seed_policy: expected 'per_image' or 'global', received {policy!r}")
     digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & (2**63 - 1)
 
@@ -321,14 +310,13 @@ class TransferSampler:
         import torch
 
         config = self.config if config is None else config.resolved()
-        for img, lab, sid in zip(images, labels, sample_ids, strict=True):  # equal lengths
+        groups: dict[tuple[int, int], list[int]] = {}  # indices by generation size
+        for i, (img, lab, sid) in enumerate(zip(images, labels, sample_ids, strict=True)):
             validate_pair(img, lab, f"sample {sid!r}")
-        plan = plan_timesteps(self.scheduler, config)
-        digest = transfer_digest(config)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, img in enumerate(images):
             size = generation_size(*img.shape[1::-1], config.short_side, config.size_multiple)
             groups.setdefault(size, []).append(i)
+        plan = plan_timesteps(self.scheduler, config)
+        digest = transfer_digest(config)
         results: dict[int, TransferOutput] = {}
         for size, idx in groups.items():
             batch = config.batch_size
@@ -369,10 +357,8 @@ class TransferSampler:
         digest: str,
         plan: TimestepPlan | None = None,
     ) -> dict[str, Any]:
-        """What one image's output depends on: seed, strength, k, first_timestep,
-        noise_timestep, prompt, negative_prompt, palette, method, model_revisions and
-        config_digest (``digest``).
-        ``config``: resolved; ``plan``: :func:`plan_timesteps`' (computed when None)."""
+        """What one image's output depends on (``digest`` its config_digest). ``config``:
+        resolved; ``plan``: :func:`plan_timesteps`' (computed when None)."""
         plan = plan or plan_timesteps(self.scheduler, config)
         seed = sample_seed(config.seed, sample_id, config.seed_policy)
         return {
@@ -414,20 +400,23 @@ class TransferSampler:
         control = torch.from_numpy(cond).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
         seeds = [sample_seed(config.seed, sid, config.seed_policy) for sid in sample_ids]
         latent_shape = (4, size[1] // self.vae_scale, size[0] // self.vae_scale)
-        # All noise drawn up front and copied once: no host-device sync inside the loop.
-        eps, step_noise = draw_noise(seeds, latent_shape, plan.k if config.eta > 0 else 0)
-        eps, step_noise = eps.to(self.device), step_noise.to(self.device)
+        # Every draw up front, copied once (no host-device sync inside the loop): image i's CPU
+        # generator (the same values on every device, in any batch) yields ε of Eq. 1, then one
+        # variance noise per DDIM step: (1 + k or 1, N, 4, h, w).
+        steps = range(1 + (plan.k if config.eta > 0 else 0))
+        gens = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        draws = [torch.stack([torch.randn(latent_shape, generator=g) for _ in steps]) for g in gens]
+        noise = torch.stack(draws, dim=1).to(self.device)
+        eps, step_noise = noise[0], noise[1:]
         # each image's prompt (one of config.prompts, chosen by its seed): one embedding each
         pairs = [self.encode_prompt(config.prompt_for(s), config.negative_prompt) for s in seeds]
         negative, positive = pairs[0][0], torch.cat([p[1] for p in pairs])
         out = self.generate(x, control, eps, step_noise, negative, positive, plan, config)[:n]
         arr = ((out + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
         arr = arr.permute(0, 2, 3, 1).cpu().numpy()
-        results = [
-            resize_image(im, (src.shape[1], src.shape[0])) if config.resize_to_source else im
-            for im, src in zip(arr, images[:n], strict=True)
-        ]
-        return [np.ascontiguousarray(im) for im in results], (time.perf_counter() - t0) / n
+        if config.resize_to_source:  # (the padding rows' images have no output)
+            arr = [resize_image(im, src.shape[1::-1]) for im, src in zip(arr, images, strict=False)]
+        return [np.ascontiguousarray(im) for im in arr], (time.perf_counter() - t0) / n
 
     def generate(
         self,
@@ -485,20 +474,3 @@ class TransferSampler:
                         f"these inputs on {self.device} ({self.dtype}); use 'auto'"
                     ) from None
                 raise
-
-
-# 3. Small internals --------------------------------------------------------------------------
-
-
-def draw_noise(
-    seeds: Sequence[int], shape: Sequence[int], steps: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every random draw of a batch: image i's CPU generator (seeded ``seeds[i]``: the same
-    values on every device and in any batch) yields ε of Eq. 1, then one variance noise per DDIM
-    step. Returns eps (N, *shape) and step noise (steps, N, *shape), float32, on CPU."""
-    import torch
-
-    gens = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
-    draws = [[torch.randn(tuple(shape), generator=g) for _ in range(1 + steps)] for g in gens]
-    noise = torch.stack([torch.stack(d) for d in draws], dim=1)  # (1 + steps, N, *shape)
-    return noise[0], noise[1:]
