@@ -446,6 +446,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--matrix", action="store_true", help="the GPU check's matrix of runs")
     ap.add_argument("--quick", action="store_true", help="matrix: tiny models, 2 images a run")
     ap.add_argument("--budget-s", type=float, default=420.0, help="matrix: time budget")
+    ap.add_argument(
+        "--runs",
+        help="matrix: only these runs, comma-separated names as printed (e.g. 'float16 b16')",
+    )
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     ap.add_argument("--markdown", type=Path, help="write the results as a markdown table here")
     args = ap.parse_args(argv)
@@ -526,6 +530,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = matrix_runs("cuda" if cuda else "cpu", args.quick) if args.matrix else [
         {"name": "ours", **levers, "batch_size": base.batch_size}
     ]  # fmt: skip
+    if args.runs:
+        wanted = [name.strip() for name in args.runs.split(",") if name.strip()]
+        unknown = sorted(set(wanted) - {r["name"] for r in runs})
+        if unknown:
+            raise SystemExit(
+                f"bench/transfer.py: error: --runs: no run named {', '.join(map(repr, unknown))}; "
+                f"the runs here: {', '.join(r['name'] for r in runs)}"
+            )
+        runs = [r for r in runs if r["name"] in wanted]
     rounds = 1 if args.matrix else args.rounds
     inputs = make_inputs(max(n, n_faithful, max(r["batch_size"] for r in runs)), w, h)
     print(

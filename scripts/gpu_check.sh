@@ -9,18 +9,20 @@
 # within 8 minutes on one H100/H200 (runs that would not fit are listed as skipped).
 #
 #   scripts/gpu_check.sh OUT [--device cpu] [--quick] [--wheels DIR] [--models DIR]
-#                            [--budget-s SECONDS]
+#                            [--budget-s SECONDS] [-k EXPR] [-- BENCH_ARGS...]
 #
 # --device cpu --quick is the rehearsal the test suite runs (tiny models, seconds to a minute).
 # --models DIR: a local SD 1.5 + ControlNet folder (zodi models download); default: SD 1.5's
 # architecture with random weights, built from configs (speed does not depend on the weights).
+# -k EXPR: only the gpu tests pytest's -k selects. After --: more arguments for bench/transfer.py
+# (e.g. -- --runs 'float16 b16,float16 b8 compile' --faithful-images 0, to finish a matrix).
 # Exit status: 0 all ran (skipped runs included), 1 a gpu test or the bench failed, 2 bad usage.
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ $# -ge 1 && "$1" != -* ]] || usage
 OUT="$1"; shift
-DEVICE=cuda; QUICK=(); WHEELS="$REPO/.whl/gpu"; MODELS=(); BUDGET=480
+DEVICE=cuda; QUICK=(); WHEELS="$REPO/.whl/gpu"; MODELS=(); BUDGET=480; SELECT=(); EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --device) DEVICE="$2"; shift 2 ;;
@@ -28,6 +30,8 @@ while [[ $# -gt 0 ]]; do
     --wheels) WHEELS="$2"; shift 2 ;;
     --models) MODELS=(--models "$2"); shift 2 ;;
     --budget-s) BUDGET="$2"; shift 2 ;;
+    -k) SELECT=(-k "$2"); shift 2 ;;
+    --) shift; EXTRA=("$@"); break ;;
     *) echo "gpu_check.sh: error: unknown option $1" >&2; usage ;;
   esac
 done
@@ -81,7 +85,7 @@ rm -f "$OUT/import.err"
 # 2. the gpu tests (skipped, and said so, on a machine without CUDA)
 say "gpu tests"
 (cd "$REPO" && timeout 240 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" \
-  tests/test_sampler.py tests/test_speed_levers.py) > "$OUT/pytest.log" 2>&1
+  "${SELECT[@]}" tests/test_sampler.py tests/test_speed_levers.py) > "$OUT/pytest.log" 2>&1
 TESTS_RC=$?
 tail -3 "$OUT/pytest.log"
 
@@ -89,7 +93,7 @@ tail -3 "$OUT/pytest.log"
 LEFT=$(( BUDGET - ($(date +%s) - START) ))
 say "bench matrix on $DEVICE, ${LEFT}s left"
 (cd "$REPO" && timeout $((LEFT > 60 ? LEFT + 30 : 90)) "$PYTHON" bench/transfer.py --matrix --device "$DEVICE" "${QUICK[@]}" \
-  "${MODELS[@]}" --budget-s "$LEFT" --out "$OUT/bench.json" --markdown "$OUT/bench.md") \
+  "${MODELS[@]}" --budget-s "$LEFT" --out "$OUT/bench.json" --markdown "$OUT/bench.md" "${EXTRA[@]}") \
   2>&1 | tee "$OUT/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 

@@ -418,6 +418,14 @@ def test_load_components_names_missing_files(tiny_models_dir, tmp_path):
 
 @pytest.mark.gpu
 def test_sampler_on_cuda_runs_half_precision_batch_invariant(tiny_models_dir):
+    """Batched and single runs of an image agree up to half-precision noise on CUDA.
+
+    cuDNN and cuBLAS pick their kernels by batch size, so float16 results differ in the last
+    bits, and the steps carry that into the image: on an H200 (2026-12-04) up to 8 of 255 levels
+    on 1.5% of the pixels. Not exact equality then, but far closer than what a batching bug
+    gives (an image drawing another image's noise): the same source with another sample id,
+    i.e. other noise, is the yardstick.
+    """
     # A fresh load: the sampler moves modules in place, and tiny_components stays on CPU.
     parts = load_components(
         ModelsConfig(base=str(tiny_models_dir), controlnet=None), "cuda", torch.float16
@@ -428,10 +436,13 @@ def test_sampler_on_cuda_runs_half_precision_batch_invariant(tiny_models_dir):
     images, labels, ids = _inputs(4)
     batched = sampler(images, labels, ids)
     single = sampler(images[:1], labels[:1], ids[:1], cfg.replace(batch_size=1))
+    other = sampler(images[:1], labels[:1], ["another-id"], cfg.replace(batch_size=1))
     assert batched[0].image.shape == (H, W, 3)
-    assert_close(
-        torch.from_numpy(single[0].image).float(),
-        torch.from_numpy(batched[0].image).float(),
-        atol=2.0,
-        rtol=0.0,
-    )
+
+    def mean_abs(a, b) -> float:
+        return float(np.abs(a.image.astype(np.float64) - b.image.astype(np.float64)).mean())
+
+    noise, yardstick = mean_abs(single[0], batched[0]), mean_abs(single[0], other[0])
+    assert yardstick > 5.0, f"another sample id changed the image by only {yardstick:.2f} levels"
+    assert noise < 0.05 * yardstick, (noise, yardstick)
+    assert noise < 1.0, noise

@@ -136,6 +136,35 @@ def test_an_attention_backend_without_a_kernel_is_one_line_naming_the_setting(ti
         sampler(images, labels, ids)
 
 
+def test_the_attention_backend_is_the_unets_and_controlnets_not_the_vaes(tiny_components):
+    """sdpa_backend forces the kernel of the denoising loop only: SD's VAE attends with one head
+    of 512 channels, which flash and cuDNN do not take (on an H200 'flash' and 'cudnn' failed
+    for the whole transfer while the VAE was inside the lever)."""
+    seen: dict[str, set] = {"unet": set(), "controlnet": set(), "vae": set()}
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            seen[name].add(torch.backends.cuda.flash_sdp_enabled())
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    parts = dataclasses.replace(
+        tiny_components,
+        unet=_copy(tiny_components.unet),
+        controlnet=_copy(tiny_components.controlnet),
+        vae=_copy(tiny_components.vae),
+    )
+    parts.unet.forward = spy("unet", parts.unet.forward)
+    parts.controlnet.forward = spy("controlnet", parts.controlnet.forward)
+    parts.vae.encode = spy("vae", parts.vae.encode)
+    parts.vae.decode = spy("vae", parts.vae.decode)
+    images, labels, ids = _inputs(1)
+    TransferSampler(parts, _config(sdpa_backend="math"))(images, labels, ids)
+    assert seen == {"unet": {False}, "controlnet": {False}, "vae": {True}}
+    assert torch.backends.cuda.flash_sdp_enabled()  # torch's choice again after the call
+
+
 def _copy(module: torch.nn.Module) -> torch.nn.Module:
     import copy
 

@@ -58,6 +58,24 @@ SDPA_BACKENDS = {
 
 
 @contextlib.contextmanager
+def attention_kernel(sdpa_backend: str = "auto") -> Iterator[None]:
+    """Inside the block: scaled-dot-product attention through ``sdpa_backend`` alone ('auto':
+    torch's choice, or a key of :data:`SDPA_BACKENDS`); torch's choice again after it."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if sdpa_backend == "auto":
+        yield
+        return
+    if sdpa_backend not in SDPA_BACKENDS:
+        raise ValueError(
+            f"sdpa_backend: expected 'auto' or one of {sorted(SDPA_BACKENDS)}, "
+            f"received {sdpa_backend!r}"
+        )
+    with sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[sdpa_backend])):
+        yield
+
+
+@contextlib.contextmanager
 def speed_levers(
     device: torch.device,
     *,
@@ -65,24 +83,17 @@ def speed_levers(
     cudnn_benchmark: bool = False,
     tf32: bool = False,
 ) -> Iterator[None]:
-    """Inside the block: the attention kernel (``sdpa_backend``: 'auto' or a key of
-    :data:`SDPA_BACKENDS`), cuDNN autotuning (CUDA only) and TF32 for float32 matmuls and
-    convolutions asked for; the previous process-wide settings come back after it."""
+    """Inside the block: the attention kernel (:func:`attention_kernel`), cuDNN autotuning
+    (CUDA only) and TF32 for float32 matmuls and convolutions asked for; the previous
+    process-wide settings come back after it."""
     import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    if sdpa_backend != "auto" and sdpa_backend not in SDPA_BACKENDS:
-        raise ValueError(
-            f"sdpa_backend: expected 'auto' or one of {sorted(SDPA_BACKENDS)}, "
-            f"received {sdpa_backend!r}"
-        )
     cudnn = torch.backends.cudnn
     with contextlib.ExitStack() as stack:  # (its callbacks restore the settings, last first)
+        stack.enter_context(attention_kernel(sdpa_backend))
         stack.callback(torch.set_float32_matmul_precision, torch.get_float32_matmul_precision())
         stack.callback(setattr, cudnn, "allow_tf32", cudnn.allow_tf32)
         stack.callback(setattr, cudnn, "benchmark", cudnn.benchmark)
-        if sdpa_backend != "auto":
-            stack.enter_context(sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[sdpa_backend])))
         # not the fp32_precision attributes: torch refuses to read its legacy TF32 flags
         # (as compilers and libraries do) once those were set
         torch.set_float32_matmul_precision("high" if tf32 else "highest")

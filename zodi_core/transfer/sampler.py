@@ -37,7 +37,7 @@ import numpy as np
 
 from zodi_core.conditions import render_condition, resize_image
 from zodi_core.config import TransferConfig
-from zodi_core.device import resolve_device, speed_levers
+from zodi_core.device import attention_kernel, resolve_device, speed_levers
 from zodi_core.labels import check_train_ids
 from zodi_core.transfer.lineage import transfer_digest
 from zodi_core.transfer.models import Components
@@ -438,8 +438,10 @@ class TransferSampler:
         generator, hence ``variance_noise``)."""
         import torch
 
-        levers = speed_levers(self.device, sdpa_backend=config.sdpa_backend,
-                              cudnn_benchmark=config.cudnn_benchmark, tf32=config.tf32)  # fmt: skip
+        levers = speed_levers(self.device, cudnn_benchmark=config.cudnn_benchmark, tf32=config.tf32)
+        # sdpa_backend is the ControlNet's and UNet's kernel (the loop); the VAE keeps torch's
+        # choice: its one head of 512 channels has no flash or cuDNN kernel (H200, 2026-12-04)
+        attention = attention_kernel(config.sdpa_backend)
         n = x.shape[0]
         embeddings = torch.cat([negative.expand(n, -1, -1), positive.expand(n, -1, -1)])
         ctrl = None
@@ -451,18 +453,22 @@ class TransferSampler:
         cond_scale = config.controlnet_conditioning_scale
         with levers, torch.inference_mode():
             try:
-                latents = self.start_latents(self.encode(x), eps, plan, positive, control, config)
-                for i, t in enumerate(plan.timesteps):
-                    model_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
-                    noise = self.predict_noise(
-                        model_in, model_timesteps[i], embeddings, ctrl, cond_scale
-                    )
-                    uncond, cond = noise.chunk(2)
-                    guided = uncond + config.guidance_scale * (cond - uncond)
-                    variance = step_noise[i] if config.eta > 0 else None
-                    latents = self.scheduler.step(
-                        guided, t, latents, eta=config.eta, variance_noise=variance
-                    ).prev_sample
+                z0 = self.encode(x)
+                with attention:
+                    latents = self.start_latents(z0, eps, plan, positive, control, config)
+                    for i, t in enumerate(plan.timesteps):
+                        model_in = self.scheduler.scale_model_input(
+                            torch.cat([latents, latents]), t
+                        )
+                        noise = self.predict_noise(
+                            model_in, model_timesteps[i], embeddings, ctrl, cond_scale
+                        )
+                        uncond, cond = noise.chunk(2)
+                        guided = uncond + config.guidance_scale * (cond - uncond)
+                        variance = step_noise[i] if config.eta > 0 else None
+                        latents = self.scheduler.step(
+                            guided, t, latents, eta=config.eta, variance_noise=variance
+                        ).prev_sample
                 return self.decode(latents)
             except RuntimeError as err:
                 message = str(err).lower()
