@@ -1,0 +1,147 @@
+"""What caps the pocket ControlNet's layout mIoU (issue 19): the generations against ceilings.
+
+The model card's layout figure (:func:`zodi_core.pocket.measure.measure_quality`) segments
+ControlNet generations from held-out label maps with a small CNN trained on the corpus's clear
+scenes, and scores them against those maps. This script trains the same CNN (same seed, steps and
+data) and scores, on the same held-out clear scenes:
+
+1. the real scenes (the card's "real held-out" ceiling);
+2. their VAE reconstructions (posterior mean): all a generation can be, since it is decoded by
+   the same VAE;
+3. the real scenes blurred to the latent grid (area down by the VAE's factor, bilinear up): the
+   detail a latent pixel's position alone keeps;
+4. the label maps themselves through the latent grid (nearest down, nearest up), no network: the
+   layout a grid of that size can hold;
+5. the ControlNet generations (the card's figure) and the same without ControlNet.
+
+If 2 sits near 5, the VAE, not the ControlNet, is the limit; if 2 is well above 5, the ControlNet
+has room to learn. ``--vae-steps S ...`` also trains the preset's VAE from scratch for S steps
+(through :func:`zodi_core.pocket.train.train_pocket`, same seed and batches: the committed VAE is
+its first 1000 steps) and scores its reconstructions and PSNR: how far a longer VAE phase lifts 2.
+
+    OMP_NUM_THREADS=1 python bench/layout_ceiling.py --out /tmp/ceiling [--models DIR]
+                                                     [--vae-steps 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", help="a pocket models folder (default: the committed weights)")
+    ap.add_argument("--out", required=True, help="work folder (the corpus)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vae-steps", type=int, nargs="*", default=[],
+                    help="also train the VAE from scratch for these steps and score it")  # fmt: skip
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from diffusers import AutoencoderKL
+
+    from zodi_core.conditions import render_condition
+    from zodi_core.config import ModelsConfig
+    from zodi_core.metrics import mean_iou
+    from zodi_core.pocket import pocket_models_dir
+    from zodi_core.pocket.corpus import caption_for, read_corpus, write_corpus
+    from zodi_core.pocket.measure import generate, predict, train_classifier, vae_psnr
+    from zodi_core.pocket.train import PRESETS, train_pocket
+    from zodi_core.transfer.models import load_components
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    base = Path(args.models) if args.models else pocket_models_dir()
+    spec = PRESETS["full"]
+    manifest = Path(args.out) / "corpus" / "webcorpus.parquet"
+    if not manifest.is_file():
+        write_corpus(manifest.parent, seed=spec.seed, size=(spec.width, spec.height),
+                     n_per_domain=spec.n_per_domain, n_heldout=spec.n_heldout)  # fmt: skip
+    train, heldout = (read_corpus(str(manifest), split) for split in ("train", "heldout"))
+    c = load_components(ModelsConfig(base=str(base), controlnet=None), "cpu")
+    factor = 2 ** (len(c.vae.config.block_out_channels) - 1)
+
+    # the card's segmentation net and held-out set (measure_quality's defaults: seed 0, 8 per
+    # prompt, classifier_steps 150)
+    seed, n_per_prompt, classifier_steps = 0, 8, 150
+    clear = np.array([d == "clear" for d in train.domains])
+    seg = train_classifier(
+        train.images[clear], train.labels[clear], dense=True, steps=classifier_steps * 2, seed=seed
+    )
+    held_clear = np.array([d == "clear" for d in heldout.domains])
+    labels = heldout.labels[held_clear][: n_per_prompt * 2]
+    images = heldout.images[held_clear][: len(labels)]
+    h, w = labels.shape[1:]
+
+    def to_uint8(x):
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def reconstruct(vae):
+        with torch.inference_mode():
+            return to_uint8(vae.decode(vae.encode(x).latent_dist.mean).sample)
+
+    recon = reconstruct(c.vae)
+    with torch.inference_mode():
+        grid = F.interpolate(F.avg_pool2d(x, factor), size=(h, w), mode="bilinear")
+        blurred = to_uint8(grid)
+        small = torch.from_numpy(labels.astype(np.int64))[:, None].float()
+        small = F.interpolate(F.interpolate(small, scale_factor=1 / factor, mode="nearest"),
+                              size=(h, w), mode="nearest")  # fmt: skip
+    labels_on_grid = small[:, 0].numpy().astype(labels.dtype)
+    conds = np.stack([render_condition(lab, "ade20k") for lab in labels])
+    caps = [caption_for("clear")] * len(labels)
+    with_cn = generate(c, caps, seed=seed + 1000, conditions=conds, height=h, width=w)
+    without = generate(c, caps, seed=seed + 1000, conditions=None, height=h, width=w)
+
+    def score(pred_images):
+        return round(mean_iou(predict(seg, pred_images), labels), 1)
+
+    rows = {
+        "real held-out scenes": score(images),
+        "their VAE reconstructions": score(recon),
+        f"real scenes blurred to the latent grid (1/{factor})": score(blurred),
+        f"label maps through the latent grid (1/{factor}, no network)": round(
+            mean_iou(labels_on_grid, labels), 1
+        ),
+        "ControlNet generations (the card's figure)": score(with_cn),
+        "the same without ControlNet": score(without),
+    }
+    committed = json.loads((base / "training_state.json").read_text())["phases"]["vae"]["steps"]
+    vaes = {committed: {"recon_miou": rows["their VAE reconstructions"],
+                          "psnr_db": round(vae_psnr(c.vae, heldout.images), 2)}}  # fmt: skip
+    for n in args.vae_steps:  # the preset's VAE phase alone, longer
+        folder = Path(args.out) / f"vae{n}"
+        train_pocket(train, folder, replace(spec, vae_steps=n, unet_steps=0, controlnet_steps=0),
+                     threads=args.threads)  # fmt: skip
+        vae = AutoencoderKL.from_pretrained(folder / "vae").eval()
+        vaes[n] = {"recon_miou": score(reconstruct(vae)),
+                   "psnr_db": round(vae_psnr(vae, heldout.images), 2)}  # fmt: skip
+    print(f"| what ({len(labels)} held-out clear scenes, {w}x{h}) | layout mIoU |")
+    print("|---|---|")
+    for name, value in rows.items():
+        print(f"| {name} | {value} |")
+    print("\n| VAE steps | layout mIoU of its reconstructions | PSNR dB (all held-out) |")
+    print("|---|---|---|")
+    for n, v in sorted(vaes.items()):
+        print(f"| {n} | {v['recon_miou']} | {v['psnr_db']} |")
+    seconds = round(time.perf_counter() - t0, 1)
+    print(f"\nModels {base}; torch threads {args.threads}, {torch.__version__}; {seconds} s")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"rows": rows, "vaes": vaes, "seconds": seconds}, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
