@@ -85,7 +85,7 @@ rm -f "$OUT/import.err"
 # 2. the gpu tests (skipped, and said so, on a machine without CUDA)
 say "gpu tests"
 (cd "$REPO" && timeout 240 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider -o addopts="" \
-  "${SELECT[@]}" tests/test_sampler.py tests/test_speed_levers.py) > "$OUT/pytest.log" 2>&1
+  "${SELECT[@]}" tests/test_sampler.py tests/test_speed_levers.py tests/test_pocket.py) > "$OUT/pytest.log" 2>&1
 TESTS_RC=$?
 tail -3 "$OUT/pytest.log"
 

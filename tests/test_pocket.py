@@ -168,6 +168,36 @@ def test_a_folder_of_another_training_is_refused(tmp_path, corpus_uri):
         train_pocket(corpus, tmp_path, replace(spec, seed=1), progress=False)
 
 
+def test_cli_refuses_a_device_it_cannot_train_on_before_writing_the_corpus(tmp_path, capsys):
+    from zodi_cli import main
+
+    code = main(["pocket-models", "--out", str(tmp_path / "p"), "--preset", "smoke",
+                 "--device", "tpu"])  # fmt: skip
+    assert code == 2 and "device: expected 'auto', 'cpu', 'cuda'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        code = main(["pocket-models", "--out", str(tmp_path / "p"), "--preset", "smoke",
+                     "--device", "cuda"])  # fmt: skip
+        assert code == 2 and "no CUDA device is available" in capsys.readouterr().err
+    assert not (tmp_path / "p" / "corpus").exists()
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_starts_where_cpu_does_and_loads_on_cpu(tmp_path, corpus_uri):
+    """The same initial weights and CPU-drawn batches on either device: the fixed batch's loss
+    before training agrees (float rounding, TF32 convolutions), training lowers it on both, and
+    the CUDA-trained folder loads on CPU through load_components."""
+    corpus = read_corpus(corpus_uri, "train")
+    cpu = train_pocket(corpus, tmp_path / "cpu", SMOKE, progress=False)
+    cuda = train_pocket(corpus, tmp_path / "cuda", SMOKE, progress=False, device="cuda")
+    for phase in ("vae", "unet", "controlnet"):
+        a, b = cpu[phase], cuda[phase]
+        assert b["steps"] == a["steps"]
+        assert b["fixed_batch_loss_before"] == pytest.approx(a["fixed_batch_loss_before"], rel=2e-2)
+        assert b["fixed_batch_loss_after"] < b["fixed_batch_loss_before"], phase
+    c = load_components(ModelsConfig(base=str(tmp_path / "cuda"), controlnet=None))
+    assert next(c.unet.parameters()).device.type == "cpu"
+
+
 def test_cli_on_a_trained_folder_skips_training_and_reports(smoke_models, capsys):
     from zodi_cli import main
 

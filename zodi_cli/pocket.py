@@ -24,6 +24,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
                          "full with a shorter UNet training; smoke: seconds (tests)"},
             "--seed": {"type": int, "help": "training seed (default: the preset's, 0)"},
             "--threads": {"type": int, "help": "torch CPU threads (default: torch's choice)"},
+            "--device": {"default": "cpu", "help": "train on cpu or cuda[:N] (measured on CPU)"},
             "--no-measure": {"action": "store_true", "help": "skip the quality measurements"},
             "--keep-checkpoints": {"action": "store_true", "help": "keep checkpoints/ "
                                    "(resumption state) after a finished training"},
@@ -35,13 +36,9 @@ def run_pocket_models(args: argparse.Namespace) -> dict[str, Any]:
     from zodi_core.pocket import build_pocket_models, render_card
 
     card = build_pocket_models(
-        args.out,
-        preset=args.preset,
-        seed=args.seed,
-        threads=args.threads,
-        measure=not args.no_measure,
-        keep_checkpoints=args.keep_checkpoints,
-    )
+        args.out, preset=args.preset, seed=args.seed, threads=args.threads, device=args.device,
+        measure=not args.no_measure, keep_checkpoints=args.keep_checkpoints,
+    )  # fmt: skip
     print(f"pocket models written to {args.out} (model card: {args.out}/MODEL_CARD.md)")
     for phase, p in card["phases"].items():
         print(

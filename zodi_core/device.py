@@ -57,22 +57,19 @@ SDPA_BACKENDS = {
 }
 
 
-@contextlib.contextmanager
-def attention_kernel(sdpa_backend: str = "auto") -> Iterator[None]:
-    """Inside the block: scaled-dot-product attention through ``sdpa_backend`` alone ('auto':
-    torch's choice, or a key of :data:`SDPA_BACKENDS`); torch's choice again after it."""
+def attention_kernel(sdpa_backend: str = "auto") -> contextlib.AbstractContextManager:
+    """A context in which scaled-dot-product attention runs through ``sdpa_backend`` alone
+    ('auto': torch's choice; or a key of :data:`SDPA_BACKENDS`)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     if sdpa_backend == "auto":
-        yield
-        return
+        return contextlib.nullcontext()
     if sdpa_backend not in SDPA_BACKENDS:
         raise ValueError(
             f"sdpa_backend: expected 'auto' or one of {sorted(SDPA_BACKENDS)}, "
             f"received {sdpa_backend!r}"
         )
-    with sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[sdpa_backend])):
-        yield
+    return sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[sdpa_backend]))
 
 
 @contextlib.contextmanager

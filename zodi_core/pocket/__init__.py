@@ -19,6 +19,7 @@ from typing import Any
 
 from zodi_core.config import ModelsConfig
 from zodi_core.datasets.io import encode_png
+from zodi_core.device import resolve_device
 from zodi_core.pocket.corpus import CORPUS_DOMAINS, caption_for, read_corpus, write_corpus
 from zodi_core.pocket.measure import measure_quality
 from zodi_core.pocket.train import PRESETS, PocketSpec, train_pocket
@@ -52,6 +53,7 @@ def build_pocket_models(
     measure: bool = True,
     keep_checkpoints: bool = False,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Write the corpus (once), train (resuming; ``checkpoints/`` dropped once done unless
     ``keep_checkpoints``), reload through ``load_components``, measure quality, write the model
@@ -60,6 +62,7 @@ def build_pocket_models(
 
     if preset not in PRESETS:
         raise ValueError(f"preset: expected one of {sorted(PRESETS)}, received {preset!r}")
+    resolve_device(device, auto_half=False)  # a bad --device fails before the corpus is written
     spec: PocketSpec = PRESETS[preset]
     if seed is not None:
         spec = replace(spec, seed=seed)
@@ -78,7 +81,7 @@ def build_pocket_models(
         )
     train = read_corpus(str(manifest_uri), "train")
     t_corpus = time.perf_counter() - t0
-    phases = train_pocket(train, out, spec, threads=threads, progress=progress)
+    phases = train_pocket(train, out, spec, threads=threads, progress=progress, device=device)
     t_train = time.perf_counter() - t0 - t_corpus
     if not keep_checkpoints:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -86,7 +89,7 @@ def build_pocket_models(
     components = load_components(ModelsConfig(base=str(out), controlnet=None), "cpu")
     card: dict[str, Any] = {
         "command": f"OMP_NUM_THREADS=1 zodi pocket-models --out DIR --preset {preset} "
-        f"--seed {spec.seed} --threads 1",
+        f"--seed {spec.seed} --threads 1" + ("" if device == "cpu" else f" --device {device}"),
         "preset": preset,
         "spec": asdict(spec),
         "data": {

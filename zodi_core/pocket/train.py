@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from zodi_core.conditions import render_condition
+from zodi_core.device import resolve_device
 from zodi_core.pocket.corpus import Corpus, write_tokenizer
 from zodi_core.transfer.models import SD15_SCHEDULER, clip_text_config, write_model_index
 
@@ -159,7 +160,7 @@ def run_phase(
 
     state = {"step": 0, "losses": [], "seconds": 0.0}
     if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt, map_location=params[0].device, weights_only=False)
         for name, part in stateful.items():
             part.load_state_dict(state["parts"][name])
     else:
@@ -204,7 +205,7 @@ def _batch(idx: Any, g: Any, *arrays: Any) -> list[Any]:
     probability 1/2 (the same items in every array)."""
     import torch
 
-    flip = (torch.rand(len(idx), generator=g) < 0.5)[:, None, None, None]
+    flip = (torch.rand(len(idx), generator=g) < 0.5)[:, None, None, None].to(arrays[0].device)
     return [torch.where(flip, a[idx].flip(-1), a[idx]) for a in arrays]
 
 
@@ -218,10 +219,11 @@ def train_pocket(
     *,
     threads: int | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict[str, dict[str, Any]]:
-    """Train VAE, UNet + text encoder and ControlNet on ``corpus``; write a diffusers folder
-    (with ``controlnet/`` and ``checkpoints/``); return each phase's summary. Phases already
-    finished are loaded, not retrained."""
+    """Train VAE, UNet + text encoder and ControlNet on ``corpus`` on ``device`` (every random
+    draw from the same CPU generators); write a diffusers folder (with ``controlnet/`` and
+    ``checkpoints/``); return each phase's summary. Finished phases are loaded, not retrained."""
     import torch
     import torch.nn.functional as F
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
@@ -248,12 +250,13 @@ def train_pocket(
         done[phase] = {**summary, **extra}
         state_path.write_text(json.dumps(state, indent=2))
 
-    x_all = torch.from_numpy(corpus.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    dev = resolve_device(device, auto_half=False)[0]
+    x_all = (torch.from_numpy(corpus.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(dev)
     n, bs = len(corpus), spec.batch_size
 
     # 1. VAE.
     if "vae" in done:
-        vae = AutoencoderKL.from_pretrained(out / "vae")
+        vae = AutoencoderKL.from_pretrained(out / "vae").to(dev)
     else:
         torch.manual_seed(spec.seed)  # diffusers' defaults: SD 1.5's RGB and 4 latent channels
         vae = AutoencoderKL(
@@ -262,7 +265,7 @@ def train_pocket(
             block_out_channels=tuple(spec.vae_channels),
             norm_num_groups=spec.vae_norm_groups,
             sample_size=spec.height,
-        )
+        ).to(dev)
 
         def vae_loss(g: Any) -> Any:
             [x] = _batch(torch.randint(n, (bs,), generator=g), g, x_all)
@@ -271,7 +274,7 @@ def train_pocket(
             left = int(torch.randint(x.shape[3] - cw + 1, (1,), generator=g))
             x = x[:, :, top : top + ch, left : left + cw]
             post = vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g)
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(dev)
             rec = vae.decode(z).sample
             kl = post.kl().mean() / z[0].numel()
             return F.l1_loss(rec, x) + F.mse_loss(rec, x) + spec.kl_weight * kl
@@ -298,26 +301,25 @@ def train_pocket(
         [*captions, ""], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
     ).input_ids
     scheduler = DDIMScheduler(**SD15_SCHEDULER)
-    cond_all = torch.from_numpy(
-        np.stack([render_condition(lab, "ade20k") for lab in corpus.labels])
-    ).permute(0, 3, 1, 2)  # ControlNet's ADE20K-palette maps, uint8: scaled to [0, 1] per batch
+    maps = np.stack([render_condition(lab, "ade20k") for lab in corpus.labels])  # ControlNet's
+    cond_all = torch.from_numpy(maps).permute(0, 3, 1, 2).to(dev)  # uint8: [0, 1] per batch
 
     def diffusion_loss(g: Any, controlnet: Any = None) -> Any:
         """ε-loss of the UNet (guided by ``controlnet`` from the condition maps when given)."""
         idx = torch.randint(n, (bs,), generator=g)
         pair, cond = _batch(idx, g, lat_pair, cond_all)
         mean, std = pair.chunk(2, dim=1)
-        z0 = (mean + std * torch.randn(mean.shape, generator=g)) * scale
+        z0 = (mean + std * torch.randn(mean.shape, generator=g).to(dev)) * scale
         if controlnet is not None and spec.controlnet_timesteps == "cubic":
             t = ((1 - torch.rand(len(idx), generator=g) ** 3) * 1000).long().clamp(max=999)
         else:
             t = torch.randint(0, 1000, (len(idx),), generator=g)
-        eps = torch.randn(z0.shape, generator=g)
+        t, eps = t.to(dev), torch.randn(z0.shape, generator=g).to(dev)
         z_t = scheduler.add_noise(z0, eps, t)
         which = cap_index[idx].clone()
         dropout = spec.caption_dropout if controlnet is None else spec.controlnet_caption_dropout
         which[torch.rand(len(idx), generator=g) < dropout] = len(captions)
-        emb = text_encoder(all_ids[which])[0] if controlnet is None else all_emb[which]
+        emb = text_encoder(all_ids[which].to(dev))[0] if controlnet is None else all_emb[which]
         down, mid = (None, None) if controlnet is None else controlnet(
             z_t, t, encoder_hidden_states=emb, controlnet_cond=cond.float() / 255.0,
             return_dict=False,
@@ -332,8 +334,8 @@ def train_pocket(
 
     # 2. UNet + text encoder.
     if "unet" in done:
-        unet = UNet2DConditionModel.from_pretrained(out / "unet")
-        text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder")
+        unet = UNet2DConditionModel.from_pretrained(out / "unet").to(dev)
+        text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder").to(dev)
     else:
         torch.manual_seed(spec.seed + 1)
         unet = UNet2DConditionModel(  # diffusers' defaults: SD 1.5's 4 channels, 8-d heads
@@ -344,9 +346,9 @@ def train_pocket(
             up_block_types=tuple(b.replace("Down", "Up") for b in reversed(spec.unet_blocks)),
             cross_attention_dim=spec.text_width,
             norm_num_groups=spec.unet_norm_groups,
-        )
+        ).to(dev)
         text = clip_text_config(tokenizer, spec.text_width, 2 * spec.text_width)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**text))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text)).to(dev)
         parts = {"unet": unet, "text_encoder": text_encoder}
         summary = run_phase(
             "unet", spec, out, parts, diffusion_loss, spec.unet_lr, 0.01, spec.ema_decay, progress
@@ -360,8 +362,8 @@ def train_pocket(
         torch.manual_seed(spec.seed + 2)
         controlnet = ControlNetModel.from_unet(
             unet, conditioning_embedding_out_channels=tuple(spec.controlnet_cond_channels)
-        )
-        all_emb = text_encoder(all_ids)[0]  # frozen weights: no graph
+        ).to(dev)
+        all_emb = text_encoder(all_ids.to(dev))[0]  # frozen weights: no graph
         summary = run_phase(
             "controlnet", spec, out, {"controlnet": controlnet},
             lambda g: diffusion_loss(g, controlnet), spec.controlnet_lr, progress=progress,

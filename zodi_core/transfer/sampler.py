@@ -439,8 +439,7 @@ class TransferSampler:
         import torch
 
         levers = speed_levers(self.device, cudnn_benchmark=config.cudnn_benchmark, tf32=config.tf32)
-        # sdpa_backend is the ControlNet's and UNet's kernel (the loop); the VAE keeps torch's
-        # choice: its one head of 512 channels has no flash or cuDNN kernel (H200, 2026-12-04)
+        # sdpa_backend: the loop's kernel; the VAE keeps torch's (its 512-wide head: no flash/cuDNN)
         attention = attention_kernel(config.sdpa_backend)
         n = x.shape[0]
         embeddings = torch.cat([negative.expand(n, -1, -1), positive.expand(n, -1, -1)])
@@ -457,11 +456,9 @@ class TransferSampler:
                 with attention:
                     latents = self.start_latents(z0, eps, plan, positive, control, config)
                     for i, t in enumerate(plan.timesteps):
-                        model_in = self.scheduler.scale_model_input(
-                            torch.cat([latents, latents]), t
-                        )
+                        both = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
                         noise = self.predict_noise(
-                            model_in, model_timesteps[i], embeddings, ctrl, cond_scale
+                            both, model_timesteps[i], embeddings, ctrl, cond_scale
                         )
                         uncond, cond = noise.chunk(2)
                         guided = uncond + config.guidance_scale * (cond - uncond)
