@@ -11,6 +11,9 @@ Run (each prints one line per measurement and, with ``--out``, writes the result
 - ``python bench/transfer.py --matrix --gpu --out r.json --markdown r.md``: the GPU check's
   matrix (dtype, channels_last, compile, batch size, attention backend) within a time budget
   (``scripts/gpu_check.sh`` runs it).
+- ``--profile FILE``: after the runs, one batch of the base config (levers as given) under
+  ``torch.profiler``: the device time in VAE encode, ControlNet, UNet and VAE decode, and the top
+  kernels, as markdown.
 
 Lever flags (``TransferConfig`` fields of the same name; unset: the config's default):
 ``--dtype``, ``--channels-last/--no-channels-last``, ``--compile``, ``--sdpa-backend``,
@@ -332,6 +335,60 @@ def time_run(
     return result, [o.image for o in outs]
 
 
+def profile_batch(components, config, inputs, path: Path) -> dict[str, float]:
+    """One batch of ``config`` after a warm-up batch, under ``torch.profiler`` (CUDA kernels too on
+    a GPU), with a ``record_function`` range around each model call; writes the share of the
+    profiled time in each model and the top 25 operators to ``path``; returns the shares (%)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    images, labels, ids = inputs
+    sampler = TransferSampler(copy.deepcopy(components), config)
+    parts = {"vae encode": (sampler.vae, "encode"), "vae decode": (sampler.vae, "decode"),
+             "controlnet": (sampler.controlnet, "forward"), "unet": (sampler.unet, "forward")}  # fmt: skip
+
+    def ranged(name, fn):
+        def call(*args, **kwargs):
+            with record_function(f"zodi: {name}"):
+                return fn(*args, **kwargs)
+
+        return call
+
+    for name, (module, attr) in parts.items():
+        setattr(module, attr, ranged(name, getattr(module, attr)))
+    b = config.batch_size
+    sampler(images[:b], labels[:b], ids[:b])  # warm-up
+    cuda = sampler.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(sampler.device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        sampler(images[:b], labels[:b], ids[:b])
+        _sync(sampler.device)
+    wall_us = (time.perf_counter() - t0) * 1e6
+    averages = prof.key_averages()
+    key = "device_time_total" if cuda else "cpu_time_total"
+    ranges = {e.key: getattr(e, key) for e in averages if e.key.startswith("zodi: ")}
+    shares = {name: 100 * ranges.get(f"zodi: {name}", 0.0) / wall_us for name in parts}
+    lines = [
+        f"# Profile: one batch of {b}, {sampler.dtype}, {sampler.device}; "
+        f"{wall_us / 1e6 / b:.3f} s/image under the profiler",
+        "",
+        f"| model | share of the batch's wall time ({key.replace('_', ' ')}) |",
+        "|---|---|",
+        *(f"| {name} | {share:.1f}% |" for name, share in shares.items()),
+        f"| rest (scheduler, CFG, conversions, Python) | {100 - sum(shares.values()):.1f}% |",
+        "",
+        "```",
+        averages.table(sort_by=f"self_{key}", row_limit=25),
+        "```",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    del sampler
+    _free(torch.device(config.device))
+    return shares
+
+
 # 4. The GPU check's matrix ---------------------------------------------------------------------
 
 
@@ -451,6 +508,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="matrix: only these runs, comma-separated names as printed (e.g. 'float16 b16')",
     )
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
+    ap.add_argument("--profile", type=Path, help="profile one batch; markdown written here")
     ap.add_argument("--markdown", type=Path, help="write the results as a markdown table here")
     args = ap.parse_args(argv)
     if args.faithful_images is not None and args.faithful_images < 0:
@@ -611,6 +669,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             + f", warm-up {entry['warmup_s']:.1f} s",
             flush=True,
         )
+    if args.profile:  # last: a profiler that fails on a machine must not lose the runs
+        try:
+            summary["profile_shares_pct"] = profile_batch(components, base, inputs, args.profile)
+            print(f"profile   {summary['profile_shares_pct']} -> {args.profile}", flush=True)
+        except Exception as err:
+            summary["profile_error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            print(f"profile   failed: {summary['profile_error']}", flush=True)
     return _finish(summary, args, t_start)
 
 

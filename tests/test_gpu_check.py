@@ -111,6 +111,23 @@ def test_bench_faithful_images_zero_skips_the_faithful_loop_and_writes_json(tmp_
     assert "speedup_vs_faithful" not in run
 
 
+@pytest.mark.slow
+def test_bench_runs_picks_matrix_runs_and_profile_splits_the_time_by_model(tmp_path):
+    """--runs finishes a matrix that a budget cut (only the runs named, in matrix order);
+    --profile times one batch under torch.profiler and splits it by model."""
+    quick = ["--matrix", "--quick", "--device", "cpu", "--faithful-images", "0"]
+    with pytest.raises(SystemExit, match="no run named 'float16 b8'.*the runs here: float32 b2"):
+        bench.main([*quick, "--runs", "float16 b8"])
+    profile = tmp_path / "profile.md"
+    summary = bench.main([*quick, "--runs", "float32 b1", "--profile", str(profile)])
+    assert [r["name"] for r in summary["runs"]] == ["float32 b1"]
+    shares = summary["profile_shares_pct"]
+    assert set(shares) == {"vae encode", "vae decode", "controlnet", "unet"}
+    assert shares["unet"] > 0 and shares["controlnet"] > 0 and sum(shares.values()) <= 100.5
+    text = profile.read_text()
+    assert "| unet |" in text and "| rest (scheduler, CFG, conversions, Python) |" in text
+
+
 def test_bench_refuses_a_negative_faithful_image_count():
     with pytest.raises(SystemExit):
         bench.main(["--arch", "tiny", "--faithful-images", "-1"])
