@@ -88,7 +88,7 @@ class PocketSpec:
 #: Named sizes: ``full`` (the committed weights, issue 19's v3: 16x32 latents from a factor-4 VAE,
 #: no attention at the UNet's full latent resolution, where 512-token self-attention made a step
 #: 5x slower; 61 min on a shared 2-core CPU; docs/fidelity.md §1), ``v1`` (8x16 latents, 18 min),
-#: ``v2`` (v3 with 2500 UNet and 3000 ControlNet steps) and ``smoke`` (seconds; tests).
+#: ``v2`` (v3, UNet 2500, ControlNet 3000), ``v4`` (v3, VAE 3000, ControlNet 5000), ``smoke``.
 _V2 = PocketSpec(
     vae_channels=(16, 32, 64),
     unet_steps=2500,
@@ -101,6 +101,7 @@ PRESETS: dict[str, PocketSpec] = {
     "full": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
     "v1": PocketSpec(),
     "v2": _V2,
+    "v4": replace(_V2, vae_steps=3000, unet_steps=4000, controlnet_steps=5000, controlnet_lr=1e-3),
     "smoke": PocketSpec(
         n_per_domain=4,
         n_heldout=2,
