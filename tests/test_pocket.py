@@ -99,6 +99,12 @@ def test_short_training_lowers_the_loss_and_writes_a_card(smoke_models):
     text = (out / "MODEL_CARD.md").read_text()
     assert "VAE reconstruction PSNR" in text and "| controlnet | 12 |" in text
     assert json.loads((out / "card.json").read_text())["preset"] == "smoke"
+    # CPU threads change the weights' last bits (then the training's course): the card names them
+    threads = torch.get_num_threads()
+    assert (
+        card["command"]
+        == f"zodi pocket-models --out DIR --preset smoke --seed 0 --threads {threads}"
+    )
     assert (out / "samples.png").is_file()
 
 

@@ -88,8 +88,8 @@ def build_pocket_models(
 
     components = load_components(ModelsConfig(base=str(out), controlnet=None), "cpu")
     card: dict[str, Any] = {
-        "command": f"OMP_NUM_THREADS=1 zodi pocket-models --out DIR --preset {preset} "
-        f"--seed {spec.seed} --threads 1" + ("" if device == "cpu" else f" --device {device}"),
+        "command": f"zodi pocket-models --out DIR --preset {preset} --seed {spec.seed} --threads "
+        f"{torch.get_num_threads()}{f' --device {device}' * (device != 'cpu')}",
         "preset": preset,
         "spec": asdict(spec),
         "data": {
