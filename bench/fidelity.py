@@ -190,7 +190,8 @@ def _markdown(rows, args, argv, n, models, seconds, t_judges) -> str:
 
     import torch
 
-    cmd = "OMP_NUM_THREADS=1 python bench/fidelity.py " + " ".join(argv)
+    omp = os.environ.get("OMP_NUM_THREADS")  # as bench/tables.py: the command as it was run
+    cmd = (f"OMP_NUM_THREADS={omp} " if omp else "") + "python bench/fidelity.py " + " ".join(argv)
     lines = [
         "| domain | method | target look (classifier) | layout mIoU, source-only net | "
         "layout mIoU, all-looks net | s/image |",
