@@ -40,7 +40,7 @@ DEMO_NOTE = (
 def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     command(sub, parent, "demo", run_demo,
         "run the whole pipeline on synthetic data and tiny models (CPU, minutes)",
-        "Synthetic street scenes + tiny random-weight models → ingest → sharded transfer → train "
+        "Synthetic street scenes + the pocket models → ingest → sharded transfer → train "
         "source-only and ZoDi → evaluate → report, with Prefect in ephemeral mode and local "
         "storage under --workdir. A second run reuses every cached shard.",
         {

@@ -21,7 +21,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             "--out": {"required": True, "help": "output folder (created; resumed if it exists)"},
             "--preset": {"default": "full", "choices": ("full", "v1", "v2", "v4", "smoke"), "help": "full: "
                          "the committed models (16x32 latents, 61 min); v4: full with a 3x longer VAE "
-                         "and 2.5x ControlNet phase (70 min here); v1: 8x16 latents, 18 min; v2: "
+                         "and 2.5x ControlNet phase (52 min here); v1: 8x16 latents, 18 min; v2: "
                          "full with a shorter UNet training; smoke: seconds (tests)"},
             "--seed": {"type": int, "help": "training seed (default: the preset's, 0)"},
             "--threads": {"type": int, "help": "torch CPU threads (default: torch's choice)"},
