@@ -89,7 +89,7 @@ def build_pocket_models(
     components = load_components(ModelsConfig(base=str(out), controlnet=None), "cpu")
     card: dict[str, Any] = {
         "command": f"zodi pocket-models --out DIR --preset {preset} --seed {spec.seed} --threads "
-        f"{torch.get_num_threads()}{f' --device {device}' * (device != 'cpu')}",
+        f"{torch.get_num_threads()}" + ("" if device == "cpu" else f" --device {device}"),
         "preset": preset,
         "spec": asdict(spec),
         "data": {
