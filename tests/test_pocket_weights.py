@@ -36,13 +36,35 @@ def test_committed_weights_are_the_full_preset_of_the_committed_code():
     assert size < 20 * 2**20  # the issue's budget for committed weights
 
 
+def _world_night_ratio() -> float:
+    """Mean brightness of the synthetic world's night renders over its clear ones (64x128)."""
+    from zodi_core.datasets.synth import generate_scene, render_scene
+
+    scenes = [generate_scene(np.random.default_rng(s), size=(128, 64)) for s in range(6)]
+    look = lambda st: np.mean([render_scene(sc, np.random.default_rng(9), st) for sc in scenes])  # noqa: E731
+    return float(look("night") / look("city"))
+
+
 def test_prompt_sets_the_look(pocket):
-    """Same noise, two prompts: night generations are much darker, fog ones paler and greyer."""
-    _, gen = pocket
+    """Same noise, two prompts: night generations are much darker, fog ones paler and greyer.
+
+    Night's darkness is judged against the world's own night (0.36 of clear since street lamps,
+    lit windows and low beams; 0.27 before, when this test asked < 0.5): at the card's CFG 3
+    within 0.23 of it, at the transfer's CFG 9 within 0.1."""
+    components, gen = pocket
+    from zodi_core.pocket.measure import generate
+
     clear = gen([caption_for("clear")] * 4, seed=3).astype(np.float32)
     night = gen([caption_for("night")] * 4, seed=3).astype(np.float32)
     fog = gen([caption_for("fog")] * 4, seed=3).astype(np.float32)
-    assert night.mean() < 0.5 * clear.mean()
+    world = _world_night_ratio()
+    assert 0.3 < world < 0.45  # the night world: dark, but the road and buildings show
+    assert night.mean() / clear.mean() < world + 0.23
+    strong = [
+        generate(components, [caption_for(d)] * 4, seed=3, steps=10, guidance=9.0).mean()
+        for d in ("night", "clear")
+    ]
+    assert strong[0] / strong[1] < world + 0.1
     saturation = lambda x: (x.max(axis=-1) - x.min(axis=-1)).mean()  # noqa: E731
     assert saturation(fog) < 0.6 * saturation(clear)
 

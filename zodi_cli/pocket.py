@@ -15,14 +15,13 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "a VAE, a text-conditioned UNet and a segmentation ControlNet on it with Stable Diffusion's "
         "recipe, and save them in diffusers' folder format (controlnet/ inside), loadable with "
         "--models DIR. Resumes an interrupted run from its checkpoints; prints measured quality "
-        "and writes MODEL_CARD.md. The full preset takes about an hour on a shared 2-core CPU "
-        "(use --threads 1 there).",
+        "and writes MODEL_CARD.md. The full preset takes about an hour on a 2-core CPU.",
         {
             "--out": {"required": True, "help": "output folder (created; resumed if it exists)"},
-            "--preset": {"default": "full", "choices": ("full", "v1", "v2", "v4", "smoke"), "help": "full: "
-                         "the committed models (16x32 latents, 61 min); v4: full with a 3x longer VAE "
-                         "and 2.5x ControlNet phase (52 min here); v1: 8x16 latents, 18 min; v2: "
-                         "full with a shorter UNet training; smoke: seconds (tests)"},
+            "--preset": {"default": "full", "choices": ("full", "v1", "v2", "v3", "v4", "smoke"),
+                         "help": "full: the committed models (16x32 latents, 56 min on 2 cores); "
+                         "v3, v4: full with shorter phases; v1: 8x16 latents; v2: v3 with a "
+                         "shorter UNet; smoke: seconds (tests)"},
             "--seed": {"type": int, "help": "training seed (default: the preset's, 0)"},
             "--threads": {"type": int, "help": "torch CPU threads (default: torch's choice)"},
             "--device": {"default": "cpu", "help": "train on cpu or cuda[:N] (measured on CPU)"},

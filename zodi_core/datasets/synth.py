@@ -169,8 +169,9 @@ def _draw_street_furniture(c: Scene) -> None:
                 c.paint(c.ellipse(x, top + r, r, r), SIGN)
             else:
                 c.paint(c.rect(x - r, top, x + r, top + 1.5 * r), SIGN)
-        else:  # street lamp: pole only, a light at the top
+        else:  # street lamp: pole only, a light at the top and its pool of light below
             c.lights.append((top, x, max(3.0, s * c.h * 0.12), (255, 220, 150)))
+            c.lights.append((y, x, max(3.0, s * c.h * 0.2), (150, 125, 85)))
     for _ in range(int(rng.integers(0, 4))):  # trees: vegetation crown and trunk
         s = rng.uniform(0.2, 0.8)
         x = c.centre(s) + (-1 if rng.random() < 0.5 else 1) * s * (c.rw + c.sw + c.tw * 0.5)
@@ -192,7 +193,7 @@ def _draw_vehicle(c: Scene, cls: int, x: float, y: float, s: float) -> None:
     r = max(1.0, w * 0.06)
     for side in (-1, 1):  # tail lights, lit at night
         c.paint(c.ellipse(x + side * w * 0.4, y - h * 0.35, r, r), cls, inst, _PART_LAMP)
-        c.lights.append((y - h * 0.35, x + side * w * 0.4, 3 * r, (255, 30, 20)))
+        c.lights.append((y - h * 0.35, x + side * w * 0.4, 2 * r, (255, 30, 20)))
 
 
 def _draw_person(c: Scene, x: float, y: float, s: float, cls: int = PERSON) -> None:
@@ -297,8 +298,13 @@ def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") ->
         img = grey + 1.7 * (img - grey)  # saturated
         img = np.round(img / 24) * 24  # flat, posterised shading
     elif style == "night":
-        img = img * 0.22 + (0, 2, 12)
-        img[sky] = (8, 10, 22)
+        # ACDC's night: low beams light the road ahead, lamps pools of street, a third of windows
+        beam = scene.depth**1.2 * np.exp(-(((xx - w / 2) / (w * 0.45)) ** 2)) * (label < 19)
+        img = img * (0.2 + 0.6 * beam)[..., None] + (0, 2, 12)
+        img[lane] = np.asarray((215, 215, 205), np.float32) * (0.3 + 0.6 * beam[lane])[:, None]
+        lit = windows & (rng.random((h // 6 + 1, w // 5 + 1)) < 0.35)[yy // 6, xx // 5]
+        img[lit] = (220, 180, 105)
+        img[sky] = (8, 10, 22) + (14, 12, 16) * (yy[sky] / max(scene.horizon, 1))[:, None] ** 2
         glow = np.zeros((h, w, 3), dtype=np.float32)  # Gaussian light sources, added at once
         for y, x, r, rgb in scene.lights:
             g = np.exp(-((scene.yy - y) ** 2 + (scene.xx - x) ** 2) / (2 * r * r))

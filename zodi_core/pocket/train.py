@@ -85,10 +85,10 @@ class PocketSpec:
         return int(getattr(self, f"{phase}_steps"))
 
 
-#: Named sizes: ``full`` (the committed weights, issue 19's v3: 16x32 latents from a factor-4 VAE,
-#: no attention at the UNet's full latent resolution, where 512-token self-attention made a step
-#: 5x slower; 61 min on a shared 2-core CPU; docs/fidelity.md §1), ``v1`` (8x16 latents, 18 min),
-#: ``v2`` (v3, UNet 2500, ControlNet 3000), ``v4`` (v3, VAE 3000, ControlNet 5000), ``smoke``.
+#: Named sizes: ``v3`` (issue 19: 16x32 latents from a factor-4 VAE, no attention at the UNet's
+#: full latent resolution, where 512-token self-attention made a step 5x slower), ``v1`` (8x16
+#: latents), ``v2`` (v3, UNet 2500, ControlNet 3000), ``v4`` (v3, VAE 3000, ControlNet 5000),
+#: ``full`` (the committed weights: v4, UNet 5000; 56 min on 2 cores), ``smoke``. docs/fidelity.md §1.
 _V2 = PocketSpec(
     vae_channels=(16, 32, 64),
     unet_steps=2500,
@@ -98,7 +98,10 @@ _V2 = PocketSpec(
     controlnet_steps=3000,
 )
 PRESETS: dict[str, PocketSpec] = {
-    "full": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
+    "full": replace(
+        _V2, vae_steps=3000, unet_steps=5000, controlnet_steps=5000, controlnet_lr=1e-3
+    ),
+    "v3": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
     "v1": PocketSpec(),
     "v2": _V2,
     "v4": replace(_V2, vae_steps=3000, unet_steps=4000, controlnet_steps=5000, controlnet_lr=1e-3),
