@@ -97,14 +97,13 @@ _V2 = PocketSpec(
     controlnet_cond_channels=(16, 32, 64),
     controlnet_steps=3000,
 )
+_V4 = replace(_V2, vae_steps=3000, unet_steps=4000, controlnet_steps=5000, controlnet_lr=1e-3)
 PRESETS: dict[str, PocketSpec] = {
-    "full": replace(
-        _V2, vae_steps=3000, unet_steps=5000, controlnet_steps=5000, controlnet_lr=1e-3
-    ),
+    "full": replace(_V4, unet_steps=5000),
     "v3": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
     "v1": PocketSpec(),
     "v2": _V2,
-    "v4": replace(_V2, vae_steps=3000, unet_steps=4000, controlnet_steps=5000, controlnet_lr=1e-3),
+    "v4": _V4,
     "smoke": PocketSpec(
         n_per_domain=4,
         n_heldout=2,
