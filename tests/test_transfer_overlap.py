@@ -108,17 +108,23 @@ class _Probe:
         self.lock = threading.Lock()
         self.reads = self.sampled = self.written = 0
         self.max_read_ahead = self.max_unwritten = 0
+        # (start, end) of every read, model call and image write, on one clock
+        self.spans: dict[str, list[tuple[float, float]]] = {"load": [], "model": [], "write": []}
         real_read, real_call = runner.read_image, TransferSampler.__call__
         real_put = LocalStorage.put_bytes
         probe = self
 
         def read_image_slow(uri, **kw):
+            t0 = time.perf_counter()
             time.sleep(delay)
+            out = real_read(uri, **kw)
             with probe.lock:
                 probe.reads += 1
-            return real_read(uri, **kw)
+                probe.spans["load"].append((t0, time.perf_counter()))
+            return out
 
         def call_slow(sampler, images, labels, ids, config=None):
+            t0 = time.perf_counter()
             with probe.lock:
                 probe.sampled += len(images)
                 probe.max_read_ahead = max(probe.max_read_ahead, probe.reads - probe.sampled)
@@ -126,15 +132,18 @@ class _Probe:
             out = real_call(sampler, images, labels, ids, config)
             with probe.lock:
                 probe.max_unwritten = max(probe.max_unwritten, probe.sampled - probe.written)
+                probe.spans["model"].append((t0, time.perf_counter()))
             return out
 
         def put_slow(store, key, data):
             if not key.endswith(".png"):
                 return real_put(store, key, data)
+            t0 = time.perf_counter()
             time.sleep(write_delay)
             uri = real_put(store, key, data)
             with probe.lock:
                 probe.written += 1
+                probe.spans["write"].append((t0, time.perf_counter()))
             return uri
 
         monkeypatch.setattr(runner, "read_image", read_image_slow)
@@ -142,16 +151,28 @@ class _Probe:
         monkeypatch.setattr(LocalStorage, "put_bytes", put_slow)
 
 
+def _beside_the_model(spans: dict[str, list[tuple[float, float]]], stage: str) -> float:
+    """The fraction of ``stage``'s time spent while a model call was running (the model calls
+    never overlap each other: one model)."""
+    total = beside = 0.0
+    for a, b in spans[stage]:
+        total += b - a
+        beside += sum(max(0.0, min(b, d) - max(a, c)) for c, d in spans["model"])
+    return beside / total
+
+
 def test_loader_and_writers_run_beside_the_model(
     samples_table, tiny_models_dir, tiny_components, tmp_path, monkeypatch
 ):
-    # load, model and write each ~0.2 s a batch: serial ≈ their sum, overlapped ≈ the largest
-    _Probe(monkeypatch, delay=0.1, write_delay=0.2)
+    # Each stage sleeps ~0.2 s a batch. What is asserted is where the reads and writes happen
+    # (beside a model call, or between model calls) on the stages' own clock, not wall-time
+    # ratios: those depend on the machine's load (a 2-core CI box with the model's real compute
+    # beside the sleeps), the overlap does not.
     table = _repeated(samples_table, 2)  # 16 images, 8 batches
     config = tiny_transfer_config(tiny_models_dir)
-    wall, busy = {}, {}
+    beside, busy = {}, {}
     for mode in ("serial", "overlapped"):
-        t0 = time.perf_counter()
+        probe = _Probe(monkeypatch, delay=0.1, write_delay=0.2)
         result = transfer_manifest(
             table,
             config,
@@ -160,14 +181,18 @@ def test_loader_and_writers_run_beside_the_model(
             progress=False,
             overlap=mode == "overlapped",
         )
-        wall[mode] = time.perf_counter() - t0
-        busy[mode] = result.timings["model"] / result.timings["wall"]
+        monkeypatch.undo()
         assert result.written == table.num_rows
-    ratio = wall["overlapped"] / wall["serial"]
-    assert ratio < 0.7, (wall, busy)  # ideal: 1/3 (+ pipeline fill), serial is the sum
-    # the model-busy fraction: serial M / (L + M + W); overlapped near 1 (the model is the
-    # largest stage here once its real compute adds to the sleep)
-    assert busy["overlapped"] > max(0.8, busy["serial"] + 0.2), busy
+        assert [len(probe.spans[k]) for k in ("load", "model", "write")] == [16, 8, 16]
+        beside[mode] = {k: _beside_the_model(probe.spans, k) for k in ("load", "write")}
+        busy[mode] = result.timings["model"] / result.timings["wall"]
+    # serial: every read and write happens between model calls
+    assert beside["serial"] == {"load": 0.0, "write": 0.0}, beside
+    # overlapped: batch i+1 is read and batch i-1 written while batch i is on the model; only
+    # the first batch's reads and the last batch's writes cannot be (1/8 each: ideal 7/8)
+    assert min(beside["overlapped"].values()) > 0.6, beside
+    # and the runner's own timings say the same: the model waits less for I/O
+    assert busy["overlapped"] > busy["serial"], busy
 
 
 def test_overlap_is_bounded_one_batch_ahead_and_a_few_behind(
