@@ -56,19 +56,24 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     strengths = [float(s) for s in args.strengths.split(",")]
     out = tune.tune_strength(
-        str(val), config, strengths, str(work / "tune"), n=args.n,
+        str(val), config, strengths, str(work / "tune" / args.domain), n=args.n,
         seg_model=load_model(str(seg_config), str(ckpt)), margin=args.margin, scale=(128, 64),
     )  # fmt: skip
     print(tune.render_tune_markdown(out["rows"], out["recommended"], args.margin, args.domain))
-    hindsight = {}
+    runs = {}
     for item in args.hindsight:
         strength_text, path = item.split(":", 1)
-        result, strength = json.loads(Path(path).read_text()), float(strength_text)
+        result = json.loads(Path(path).read_text())
         rows = {r["variant"]: r["real"] for r in result["rows"] if r["domain"] == args.domain}
-        hindsight[strength] = (sum(rows["zodi"]) / len(rows["zodi"]), rows["source-only"][0])
+        runs[float(strength_text)] = rows
+    # the seeds every run has (a 3-seed tables run may stand for one strength, 1-seed runs for
+    # the others): the first k of each, so every strength is compared on the same seeds
+    k = min((len(rows["zodi"]) for rows in runs.values()), default=0)
+    hindsight = {s: (sum(r["zodi"][:k]) / k, r["source-only"][0]) for s, r in runs.items()}
     if hindsight:
         best = max(hindsight, key=lambda s: hindsight[s][0])
-        print("| strength | ZoDi real target mIoU (hindsight, seed mean) | source only (seed 0) |")
+        print(f"| strength | ZoDi real target mIoU (hindsight, mean of {k} seed(s)) "
+              "| source only (seed 0) |")  # fmt: skip
         print("|---|---|---|")
         for s, (z, b) in sorted(hindsight.items()):
             print(f"| {s:g} | {z:.1f} | {b:.1f} |")
