@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.evaluate import evaluate_checkpoint_task
+from tasks.evaluate import evaluate_fresh
 from zodi_core import layout, runs
 from zodi_core.config import EvalConfig, TrainConfig
 
@@ -26,8 +26,6 @@ def evaluate_flow(
     # (target_domains: target manifest → the domain it evaluates, DatasetSpec.target_domain)
     jobs = runs.plan_evaluations(models, list(targets.values()), proxies, target_domains)
     # 2. evaluate (sequentially: one model in memory at a time)
-    results = [
-        evaluate_checkpoint_task(job, layout.eval_dir(root, job.slug), evaluation) for job in jobs
-    ]
+    results = [evaluate_fresh(job, layout.eval_dir(root, job.slug), evaluation) for job in jobs]
     # 3. one result per model, proxies beside the matching real target
     return runs.collect_evaluations(jobs, results)

@@ -190,10 +190,16 @@ def cached_values(task: Any, keys: list[str]) -> dict[str, Any]:
     return found
 
 
-def run_fresh(task: Any, output: str, *args: Any) -> Any:
+def run_fresh(
+    task: Any, output: str, *args: Any, valid: Callable[[Any], bool] | None = None
+) -> Any:
     """Run ``task(*args)`` (inside a flow); a cache record counts only while storage holds the URI
-    its value has under ``output``, else the task runs again and overwrites it."""
+    its value has under ``output`` (and, given ``valid``, while ``valid(value)`` holds: what the
+    URI holds is still what the record made), else the task runs again and overwrites it."""
     parameters = get_call_parameters(task.fn, args, {})  # as the task's own call binds them
     key = task.cache_policy.compute_key(None, parameters, {})
-    stale = any(not storage.exists(v[output]) for v in cached_values(task, [key]).values())
+    stale = any(
+        not storage.exists(v[output]) or (valid is not None and not valid(v))
+        for v in cached_values(task, [key]).values()
+    )
     return task.with_options(refresh_cache=stale)(*args)
