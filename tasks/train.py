@@ -17,10 +17,11 @@ from zodi_core.seg.train import resolve_config_path, train_model
 
 
 def _settings_digest(run: TrainingRun, source_uri: str | None, train: TrainConfig) -> str:
-    """Digest of the config file's and manifests' content and the training settings."""
+    """Digest of the config file's and manifests' content and the training settings; of the
+    seeds, only the run's own (a run of seed 0 is the same whether seeds 0-2 or 0 are planned)."""
     config_file = str(resolve_config_path(run.mmseg_config))
     manifests = [u for u in (run.paired_manifest, source_uri) if u]
-    parts = [content_digest(config_file, *manifests), config_digest(train)]
+    parts = [content_digest(config_file, *manifests), config_digest(train.replace(seeds=(run.seed,)))]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 

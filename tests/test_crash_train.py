@@ -82,6 +82,8 @@ def test_pipeline_training_folder_depends_on_the_settings(tmp_path):
     assert dir40.startswith("/root/train/source-only/seed0/")
     assert training_work_dir(run, str(source), "/root", forty) == dir40
     assert training_work_dir(run, str(source), "/root", forty.replace(max_iters=50)) != dir40
+    # the seed list planned beside the run is not its setting (its own seed is in the path)
+    assert training_work_dir(run, str(source), "/root", forty.replace(seeds=(0, 1, 2))) == dir40
     source.write_bytes(b"samples v2")  # same URI, new data
     assert training_work_dir(run, str(source), "/root", forty) != dir40
 
