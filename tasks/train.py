@@ -21,7 +21,10 @@ def _settings_digest(run: TrainingRun, source_uri: str | None, train: TrainConfi
     seeds, only the run's own (a run of seed 0 is the same whether seeds 0-2 or 0 are planned)."""
     config_file = str(resolve_config_path(run.mmseg_config))
     manifests = [u for u in (run.paired_manifest, source_uri) if u]
-    parts = [content_digest(config_file, *manifests), config_digest(train.replace(seeds=(run.seed,)))]
+    parts = [
+        content_digest(config_file, *manifests),
+        config_digest(train.replace(seeds=(run.seed,))),
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
