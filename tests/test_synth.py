@@ -155,6 +155,38 @@ def test_render_scene_conditions_have_their_look():
     assert saturation(looks["game"]) > 1.3 * saturation(looks["city"])
 
 
+def test_rain_streets_are_wet_and_game_has_its_own_materials_and_sun():
+    """The looks that make rain and game a domain gap (issue 19): rain's ground mirrors what
+    stands above the horizon (ACDC's wet streets); game's road, sidewalk and foliage have colours
+    of their own (GTA's materials, not the city's recoloured) and one side of the street lies in
+    a hard shadow."""
+    ROAD, SIDEWALK, VEGETATION = 0, 1, 8
+    corr_rain, corr_city, road_shift, shadowed = [], [], [], []
+    for i in range(6):
+        scene, _ = _scene(i)
+        looks = {st: render_scene(scene, np.random.default_rng(i), st) for st in ("city", "rain", "game")}  # fmt: skip
+        h, hz = scene.label.shape[0], scene.horizon
+        rows = np.arange(hz + 1, min(h, 2 * hz))  # ground rows whose mirror row is in the frame
+        for look, out in (("rain", corr_rain), ("city", corr_city)):
+            lum = looks[look].astype(np.float32).mean(-1)
+            ground = np.isin(scene.label[rows], GROUND)
+            below, above = lum[rows][ground], lum[2 * hz - rows][ground]
+            out.append(np.corrcoef(below, above)[0, 1])
+        city, game = (looks[k].astype(np.float32) for k in ("city", "game"))
+        for cls in (ROAD, SIDEWALK, VEGETATION):
+            where = scene.label == cls
+            if where.sum() > 50:
+                road_shift.append(np.abs(city[where].mean(0) - game[where].mean(0)).max())
+        road = scene.label == ROAD
+        left = road & (scene.xx < scene.centre(scene.depth))
+        right = road & ~left
+        lum = game.mean(-1)
+        shadowed.append(abs(lum[left].mean() - lum[right].mean()) > 15 or lum[road].std() > 20)
+    assert np.mean(corr_rain) > np.mean(corr_city) + 0.2
+    assert np.median(road_shift) > 30
+    assert np.mean(shadowed) >= 0.5
+
+
 def test_render_scene_rejects_unknown_style():
     scene, _ = _scene()
     with pytest.raises(ValueError, match=r"style: expected one of .* received 'dusk'"):

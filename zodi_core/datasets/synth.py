@@ -39,6 +39,12 @@ _BASE_RGB = np.array([
     (132, 176, 228), (150, 60, 70), (190, 100, 40), (40, 60, 150), (190, 190, 196),  # sky..truck
     (214, 170, 30), (90, 140, 120), (20, 20, 24), (30, 130, 200),  # bus..bicycle
 ], dtype=np.float32)  # fmt: skip
+#: The game look's own colours for the classes whose material differs (GTA-like: sun-bleached
+#: asphalt close to the city's pavement, warm pavers, yellow-green foliage, dry verges, cyan sky).
+_GAME_RGB = {
+    ROAD: (150, 140, 128), SIDEWALK: (196, 158, 120), VEGETATION: (120, 160, 30),
+    TERRAIN: (186, 150, 84), SKY: (96, 200, 236), WALL: (150, 120, 150),
+}  # fmt: skip
 #: Classes whose instances get their own colour jitter (cars are not all the same colour).
 _JITTERED = (BUILDING, PERSON, RIDER, CAR, TRUCK, BUS, TRAIN)
 _GROUND = (ROAD, SIDEWALK, TERRAIN)
@@ -262,6 +268,8 @@ def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") ->
     # 1. class colours (ignored pixels: dark ego-vehicle grey), per-instance jitter.
     lut = np.zeros((256, 3), dtype=np.float32)
     lut[:19] = _BASE_RGB
+    if style == "game":  # a game's own materials: bleached asphalt, warm pavers, lush greens
+        lut[list(_GAME_RGB)] = list(_GAME_RGB.values())
     lut[IGNORE_INDEX] = (38, 38, 42)
     img = lut[label]
     jitter = rng.uniform(-60, 60, size=(scene.n_instances + 1, 3)).astype(np.float32)
@@ -295,7 +303,17 @@ def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") ->
     grey = img.mean(axis=2, keepdims=True)
     ground = np.isin(label, _GROUND)
     if style == "game":
+        # GTA's sun: a warm grade, and the facades of one side cast a hard shadow over the
+        # sidewalk and part of the road (blue-grey, as a game's ambient light renders it)
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        reach = scene.rw * rng.uniform(-0.6, 0.5)
+        off = (xx - scene.centre(scene.depth)) * side
+        shadow = (label < 19) & (label != SKY) & (scene.yy >= scene.horizon) & (
+            off > reach * scene.depth
+        )
         img = grey + 1.7 * (img - grey)  # saturated
+        img *= (1.12, 1.0, 0.8)
+        img[shadow] = img[shadow] * 0.45 + (10, 20, 45)
         img = np.round(img / 24) * 24  # flat, posterised shading
     elif style == "night":
         # ACDC's night: low beams light the road ahead, lamps pools of street, a third of windows
@@ -316,6 +334,12 @@ def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") ->
         img = img * (1 - density) + 200 * density
     elif style == "rain":
         img = (grey * 0.3 + img * 0.7) * 0.62
+        # ACDC's wet streets: the ground mirrors what stands above it (facades, sky, cars),
+        # rippled; then the windshield's water blurs the whole frame
+        mirror = np.clip(2 * scene.horizon - yy + rng.integers(-1, 2, size=(h, w)), 0, h - 1)
+        wet = ground | (label == IGNORE_INDEX)
+        img[wet] = img[wet] * 0.35 + img[mirror[wet], xx[wet]] * 0.75
+        img = (img + np.roll(img, 1, 0) + np.roll(img, 1, 1) + np.roll(img, (1, 1), (0, 1))) / 4
         drops = rng.random((h, w)) < 0.01
         streaks = np.zeros((h, w), dtype=bool)
         for k in range(7):  # diagonal streaks: each drop smeared down-left

@@ -88,7 +88,9 @@ class PocketSpec:
 #: Named sizes: ``v3`` (issue 19: 16x32 latents from a factor-4 VAE, no attention at the UNet's
 #: full latent resolution, where 512-token self-attention made a step 5x slower), ``v1`` (8x16
 #: latents), ``v2`` (v3, UNet 2500, ControlNet 3000), ``v4`` (v3, VAE 3000, ControlNet 5000),
-#: ``full`` (the committed weights: v4, UNet 5000; 56 min on 2 cores), ``smoke``. docs/fidelity.md §1.
+#: ``full`` (v4, UNet 5000: the committed weights, 67 min on 2 cores), ``v6short`` (v4 with VAE
+#: 2500, UNet 4500, ControlNet 4500 steps: 50 min, too short for night's look), ``smoke``.
+#: docs/fidelity.md §1.
 _V2 = PocketSpec(
     vae_channels=(16, 32, 64),
     unet_steps=2500,
@@ -100,6 +102,7 @@ _V2 = PocketSpec(
 _V4 = replace(_V2, vae_steps=3000, unet_steps=4000, controlnet_steps=5000, controlnet_lr=1e-3)
 PRESETS: dict[str, PocketSpec] = {
     "full": replace(_V4, unet_steps=5000),
+    "v6short": replace(_V4, vae_steps=2500, unet_steps=4500, controlnet_steps=4500),
     "v3": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
     "v1": PocketSpec(),
     "v2": _V2,
