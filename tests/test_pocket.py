@@ -22,7 +22,7 @@ from zodi_core.pocket.corpus import (
     write_corpus,
     write_tokenizer,
 )
-from zodi_core.pocket.train import PRESETS, train_pocket
+from zodi_core.pocket.train import PRESETS, train_pocket, training_noise
 from zodi_core.transfer.models import load_components
 from zodi_core.transfer.sampler import TransferSampler
 
@@ -164,6 +164,41 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, corpus_uri, 
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{sub}.{key}")
     assert straight["unet"]["loss_last"] == resumed["unet"]["loss_last"]
+
+
+def test_offset_noise_moves_each_latent_channels_mean_and_is_off_by_default():
+    """v7's offset noise hides the mean that SD's schedule leaks at t = 999: the per-image,
+    per-channel spatial mean of ε spreads by about the offset (plain ε: 1/√(H·W)); with offset 0
+    the draw is bit for bit the one the earlier presets were trained with."""
+    shape = (512, 4, 16, 32)
+    plain = training_noise(shape, torch.Generator().manual_seed(0), 0.0)
+    torch.testing.assert_close(
+        plain, torch.randn(shape, generator=torch.Generator().manual_seed(0)), rtol=0, atol=0
+    )
+    offset = training_noise(shape, torch.Generator().manual_seed(0), 0.1)
+    assert float(plain.mean(dim=(2, 3)).std()) == pytest.approx((16 * 32) ** -0.5, rel=0.1)
+    assert float(offset.mean(dim=(2, 3)).std()) == pytest.approx((0.01 + 1 / 512) ** 0.5, rel=0.1)
+    assert float(offset.std()) == pytest.approx(1.005, abs=0.01)  # barely more noise overall
+
+
+def test_controlnet_ema_is_what_gets_saved(tmp_path, corpus_uri):
+    """With ``controlnet_ema`` the ControlNet phase checkpoints an EMA and saves its weights, not
+    the last step's."""
+    from diffusers import ControlNetModel
+
+    corpus = read_corpus(corpus_uri, "train")
+    spec = replace(SMOKE, vae_steps=2, unet_steps=2, controlnet_steps=4, controlnet_ema=True,
+                   noise_offset=0.1)  # fmt: skip
+    train_pocket(corpus, tmp_path, spec, progress=False)
+    state = torch.load(tmp_path / "checkpoints" / "controlnet.pt", weights_only=False)
+    saved = ControlNetModel.from_pretrained(tmp_path / "controlnet").state_dict()
+    shadow = state["parts"]["ema"]["shadow_params"]
+    raw = state["parts"]["controlnet"]
+    trained = [k for k in raw if raw[k].dtype.is_floating_point]
+    assert len(shadow) == len(trained) == len(saved)
+    for key, ema_value in zip(trained, shadow, strict=True):
+        torch.testing.assert_close(saved[key], ema_value, rtol=0, atol=0)
+    assert any(not torch.equal(saved[k], raw[k]) for k in trained)
 
 
 def test_a_folder_of_another_training_is_refused(tmp_path, corpus_uri):

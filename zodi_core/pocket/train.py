@@ -70,6 +70,14 @@ class PocketSpec:
     #: as SD 1.5) so high-noise steps are not drowned (docs/fidelity.md §1).
     snr_gamma: float = 5.0
     ema_decay: float = 0.999
+    #: Offset noise (diffusers' ``--noise_offset``, Guttenberg 2023): ε plus this times one normal
+    #: draw per image and latent channel. Without it a latent's per-channel mean leaks through
+    #: SD's schedule even at t = 999 (signal 0.068 against the mean of 512 noise values, std
+    #: 0.044), the model learns to take the image's brightness from the noise, and from pure
+    #: noise a dark look (night) comes out half-lit at CFG 3 (docs/fidelity.md §1, v7).
+    noise_offset: float = 0.0
+    #: Keep an ``EMAModel`` of the ControlNet too (decay ``ema_decay``), as of the UNet.
+    controlnet_ema: bool = False
     #: ControlNet conditioning encoder: len - 1 stride-2 convolutions, matching the VAE's factor
     #: (SD 1.5: (16, 32, 96, 256) for factor 8).
     controlnet_cond_channels: tuple[int, ...] = (16, 32, 64, 128)
@@ -89,7 +97,8 @@ class PocketSpec:
 #: full latent resolution, where 512-token self-attention made a step 5x slower), ``v1`` (8x16
 #: latents), ``v2`` (v3, UNet 2500, ControlNet 3000), ``v4`` (v3, VAE 3000, ControlNet 5000),
 #: ``full`` (v4, UNet 5000: the committed weights, 67 min on 2 cores), ``v6short`` (v4 with VAE
-#: 2500, UNet 4500, ControlNet 4500 steps: 50 min, too short for night's look), ``smoke``.
+#: 2500, UNet 4500, ControlNet 4500 steps: 50 min, too short for night's look), ``v7`` (``full``
+#: with offset noise and an EMA ControlNet: night's look and the layout on the v6 world), ``smoke``.
 #: docs/fidelity.md §1.
 _V2 = PocketSpec(
     vae_channels=(16, 32, 64),
@@ -103,6 +112,7 @@ _V4 = replace(_V2, vae_steps=3000, unet_steps=4000, controlnet_steps=5000, contr
 PRESETS: dict[str, PocketSpec] = {
     "full": replace(_V4, unet_steps=5000),
     "v6short": replace(_V4, vae_steps=2500, unet_steps=4500, controlnet_steps=4500),
+    "v7": replace(_V4, unet_steps=5000, noise_offset=0.1, controlnet_ema=True),
     "v3": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
     "v1": PocketSpec(),
     "v2": _V2,
@@ -204,6 +214,17 @@ def run_phase(
     if ema is not None:
         ema.copy_to(params)
     return summary
+
+
+def training_noise(shape: Any, g: Any, offset: float) -> Any:
+    """ε for the diffusion loss: standard normal, plus ``offset`` times one normal draw per image
+    and channel (offset noise) when ``offset``; with 0 the same draw as before the field."""
+    import torch
+
+    eps = torch.randn(shape, generator=g)
+    if offset:
+        eps = eps + offset * torch.randn(*shape[:2], 1, 1, generator=g)
+    return eps
 
 
 def _batch(idx: Any, g: Any, *arrays: Any) -> list[Any]:
@@ -320,7 +341,7 @@ def train_pocket(
             t = ((1 - torch.rand(len(idx), generator=g) ** 3) * 1000).long().clamp(max=999)
         else:
             t = torch.randint(0, 1000, (len(idx),), generator=g)
-        t, eps = t.to(dev), torch.randn(z0.shape, generator=g).to(dev)
+        t, eps = t.to(dev), training_noise(z0.shape, g, spec.noise_offset).to(dev)
         z_t = scheduler.add_noise(z0, eps, t)
         which = cap_index[idx].clone()
         dropout = spec.caption_dropout if controlnet is None else spec.controlnet_caption_dropout
@@ -372,7 +393,8 @@ def train_pocket(
         all_emb = text_encoder(all_ids.to(dev))[0]  # frozen weights: no graph
         summary = run_phase(
             "controlnet", spec, out, {"controlnet": controlnet},
-            lambda g: diffusion_loss(g, controlnet), spec.controlnet_lr, progress=progress,
+            lambda g: diffusion_loss(g, controlnet), spec.controlnet_lr,
+            ema_decay=spec.ema_decay if spec.controlnet_ema else None, progress=progress,
         )  # fmt: skip
         finish("controlnet", summary, {"controlnet": controlnet})
 
