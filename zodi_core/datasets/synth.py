@@ -308,8 +308,11 @@ def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") ->
         side = 1.0 if rng.random() < 0.5 else -1.0
         reach = scene.rw * rng.uniform(-0.6, 0.5)
         off = (xx - scene.centre(scene.depth)) * side
-        shadow = (label < 19) & (label != SKY) & (scene.yy >= scene.horizon) & (
-            off > reach * scene.depth
+        shadow = (
+            (label < 19)
+            & (label != SKY)
+            & (scene.yy >= scene.horizon)
+            & (off > reach * scene.depth)
         )
         img = grey + 1.7 * (img - grey)  # saturated
         img *= (1.12, 1.0, 0.8)

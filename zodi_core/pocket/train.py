@@ -74,7 +74,7 @@ class PocketSpec:
     #: draw per image and latent channel. Without it a latent's per-channel mean leaks through
     #: SD's schedule even at t = 999 (signal 0.068 against the mean of 512 noise values, std
     #: 0.044), the model learns to take the image's brightness from the noise, and from pure
-    #: noise a dark look (night) comes out half-lit at CFG 3 (docs/fidelity.md §1, v7).
+    #: noise a dark look (night) comes out half-lit at CFG 3 (docs/fidelity.md §1).
     noise_offset: float = 0.0
     #: Keep an ``EMAModel`` of the ControlNet too (decay ``ema_decay``), as of the UNet.
     controlnet_ema: bool = False
@@ -96,9 +96,10 @@ class PocketSpec:
 #: Named sizes: ``v3`` (issue 19: 16x32 latents from a factor-4 VAE, no attention at the UNet's
 #: full latent resolution, where 512-token self-attention made a step 5x slower), ``v1`` (8x16
 #: latents), ``v2`` (v3, UNet 2500, ControlNet 3000), ``v4`` (v3, VAE 3000, ControlNet 5000),
-#: ``full`` (v4, UNet 5000: the committed weights, 67 min on 2 cores), ``v6short`` (v4 with VAE
-#: 2500, UNet 4500, ControlNet 4500 steps: 50 min, too short for night's look), ``v7`` (``full``
-#: with offset noise and an EMA ControlNet: night's look and the layout on the v6 world), ``smoke``.
+#: ``v5`` (v4, UNet 5000: committed before, in the world without a rain and game gap),
+#: ``v6short`` (v4 with VAE 2500, UNet 4500, ControlNet 4500 steps: 50 min, too short for night's
+#: look), ``full`` (v5 with offset noise and an EMA ControlNet: the committed weights, trained as
+#: ``v7``, 57 min on 2 cores), ``smoke``.
 #: docs/fidelity.md §1.
 _V2 = PocketSpec(
     vae_channels=(16, 32, 64),
@@ -110,9 +111,9 @@ _V2 = PocketSpec(
 )
 _V4 = replace(_V2, vae_steps=3000, unet_steps=4000, controlnet_steps=5000, controlnet_lr=1e-3)
 PRESETS: dict[str, PocketSpec] = {
-    "full": replace(_V4, unet_steps=5000),
+    "full": replace(_V4, unet_steps=5000, noise_offset=0.1, controlnet_ema=True),
+    "v5": replace(_V4, unet_steps=5000),
     "v6short": replace(_V4, vae_steps=2500, unet_steps=4500, controlnet_steps=4500),
-    "v7": replace(_V4, unet_steps=5000, noise_offset=0.1, controlnet_ema=True),
     "v3": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
     "v1": PocketSpec(),
     "v2": _V2,
