@@ -270,3 +270,24 @@ def test_scheduler_add_noise_is_the_noising_the_committed_weights_were_trained_w
         abar[t].sqrt().view(-1, 1, 1, 1) * z0 + (1 - abar[t]).sqrt().view(-1, 1, 1, 1) * eps
     )
     torch.testing.assert_close(scheduler.add_noise(z0, eps, t), written_out, rtol=0, atol=0)
+
+
+def test_speed_bench_times_each_lever_of_each_phase(tmp_path):
+    """bench/pocket_speed.py runs a training step of the UNet and ControlNet phase under each
+    lever asked for and writes seconds per step; an unknown lever is refused."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "pocket_speed.py"
+    spec = importlib.util.spec_from_file_location("pocket_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "speed.json"
+    argv = ["--preset", "smoke", "--levers", "eager,bf16", "--warmup", "1", "--steps", "1"]
+    assert bench.main([*argv, "--json", str(out)]) == 0
+    phases = json.loads(out.read_text())["phases"]
+    assert set(phases) == {"unet", "controlnet"}
+    for levers in phases.values():
+        assert set(levers) == {"eager", "bf16"}
+        assert all(r["s_per_step"] > 0 for r in levers.values())
+    with pytest.raises(SystemExit):
+        bench.main(["--preset", "smoke", "--levers", "fp8"])

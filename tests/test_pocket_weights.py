@@ -36,6 +36,26 @@ def test_committed_weights_are_the_full_preset_of_the_committed_code():
     assert size < 20 * 2**20  # the issue's budget for committed weights
 
 
+def test_the_builders_build_the_committed_architectures():
+    """``build_unet`` / ``build_controlnet`` of the full preset (what the training and
+    bench/pocket_speed.py build) have the committed weights' configs, key for key."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from zodi_core.pocket.train import build_controlnet, build_unet
+
+    def public(config) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()
+                if not k.startswith("_")}  # fmt: skip
+
+    unet = build_unet(PRESETS["full"])
+    controlnet = build_controlnet(unet, PRESETS["full"])
+    for model, cls, folder in ((unet, UNet2DConditionModel, "unet"),
+                               (controlnet, ControlNetModel, "controlnet")):  # fmt: skip
+        saved = public(cls.load_config(WEIGHTS_DIR / folder))
+        built = public(model.config)
+        assert {k: built.get(k) for k in saved} == saved, folder
+
+
 def _world_night_ratio() -> float:
     """Mean brightness of the synthetic world's night renders over its clear ones (64x128)."""
     from zodi_core.datasets.synth import generate_scene, render_scene

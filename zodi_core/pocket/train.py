@@ -237,6 +237,32 @@ def _batch(idx: Any, g: Any, *arrays: Any) -> list[Any]:
     return [torch.where(flip, a[idx].flip(-1), a[idx]) for a in arrays]
 
 
+def build_unet(spec: PocketSpec) -> Any:
+    """A fresh ``UNet2DConditionModel`` of ``spec`` (diffusers' defaults: SD 1.5's 4 latent
+    channels, 8-d heads), seeded by the caller."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=spec.height // 2 ** (len(spec.vae_channels) - 1),
+        block_out_channels=tuple(spec.unet_channels),
+        layers_per_block=1,
+        down_block_types=tuple(spec.unet_blocks),
+        up_block_types=tuple(b.replace("Down", "Up") for b in reversed(spec.unet_blocks)),
+        cross_attention_dim=spec.text_width,
+        norm_num_groups=spec.unet_norm_groups,
+    )
+
+
+def build_controlnet(unet: Any, spec: PocketSpec) -> Any:
+    """A ``ControlNetModel`` copied from ``unet`` (ControlNet's initialisation), its condition
+    encoder of ``spec``."""
+    from diffusers import ControlNetModel
+
+    return ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=tuple(spec.controlnet_cond_channels)
+    )
+
+
 # 2. The whole training ------------------------------------------------------------------------
 
 
@@ -254,7 +280,7 @@ def train_pocket(
     ``checkpoints/``); return each phase's summary. Finished phases are loaded, not retrained."""
     import torch
     import torch.nn.functional as F
-    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from diffusers.training_utils import compute_snr
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -366,15 +392,7 @@ def train_pocket(
         text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder").to(dev)
     else:
         torch.manual_seed(spec.seed + 1)
-        unet = UNet2DConditionModel(  # diffusers' defaults: SD 1.5's 4 channels, 8-d heads
-            sample_size=spec.height // 2 ** (len(spec.vae_channels) - 1),
-            block_out_channels=tuple(spec.unet_channels),
-            layers_per_block=1,
-            down_block_types=tuple(spec.unet_blocks),
-            up_block_types=tuple(b.replace("Down", "Up") for b in reversed(spec.unet_blocks)),
-            cross_attention_dim=spec.text_width,
-            norm_num_groups=spec.unet_norm_groups,
-        ).to(dev)
+        unet = build_unet(spec).to(dev)
         text = clip_text_config(tokenizer, spec.text_width, 2 * spec.text_width)
         text_encoder = CLIPTextModel(CLIPTextConfig(**text)).to(dev)
         parts = {"unet": unet, "text_encoder": text_encoder}
@@ -388,9 +406,7 @@ def train_pocket(
     # 3. ControlNet on ADE20K-palette condition maps, base frozen.
     if "controlnet" not in done:
         torch.manual_seed(spec.seed + 2)
-        controlnet = ControlNetModel.from_unet(
-            unet, conditioning_embedding_out_channels=tuple(spec.controlnet_cond_channels)
-        ).to(dev)
+        controlnet = build_controlnet(unet, spec).to(dev)
         all_emb = text_encoder(all_ids.to(dev))[0]  # frozen weights: no graph
         summary = run_phase(
             "controlnet", spec, out, {"controlnet": controlnet},
