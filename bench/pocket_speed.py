@@ -26,8 +26,8 @@ import time
 from typing import Any
 
 
-def _step_fn(phase: str, spec: Any, mode: str) -> tuple[Any, list[Any]]:
-    """A closure running one training step of ``phase`` and the parameters it trains."""
+def _step_fn(phase: str, spec: Any, mode: str) -> Any:
+    """A closure running one training step of ``phase``."""
     import contextlib
 
     import torch
@@ -74,11 +74,11 @@ def _step_fn(phase: str, spec: Any, mode: str) -> tuple[Any, list[Any]]:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
-    return step, params
+    return step
 
 
 def time_lever(phase: str, spec: Any, mode: str, warmup: int, steps: int) -> dict[str, float]:
-    step, _ = _step_fn(phase, spec, mode)
+    step = _step_fn(phase, spec, mode)
     t0 = time.perf_counter()
     for _ in range(warmup):
         step()
