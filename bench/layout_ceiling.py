@@ -15,12 +15,23 @@ data) and scores, on the same held-out clear scenes:
 5. the ControlNet generations (the card's figure) and the same without ControlNet.
 
 If 2 sits near 5, the VAE, not the ControlNet, is the limit; if 2 is well above 5, the ControlNet
-has room to learn. ``--vae-steps S ...`` also trains the preset's VAE from scratch for S steps
+has room to learn. Then, to say where 5 loses against 2:
+
+6. per class, the IoU of 1, 2 and 5 and the fraction of pixels;
+7. 5 on all held-out clear maps and on as many training maps, each with two noise seeds: the
+   card's figure's noise, and whether the ControlNet learned its training layouts better than new
+   ones (over-fitting);
+8. 5 at ControlNet conditioning scales above SPEC's 1.0 (a diagnosis, never a setting: ZoDi and
+   the card sample at 1.0): if a larger scale lifts the layout, the ControlNet's residuals point
+   the right way but it commits to them too little;
+9. 1, 2 and 5 scored on the classes the condition can tell apart: SPEC §2's ADE20K map draws
+   train as bus and rider as person, so no ControlNet can know which of the two to draw (maps are
+   drawn in the palette the models' ControlNet was trained on; Cityscapes': nothing merged). ``--vae-steps S ...`` also trains the preset's VAE from scratch for S steps
 (through :func:`zodi_core.pocket.train.train_pocket`, same seed and batches: the committed VAE is
 its first 1000 steps) and scores its reconstructions and PSNR: how far a longer VAE phase lifts 2.
 
     OMP_NUM_THREADS=1 python bench/layout_ceiling.py --out /tmp/ceiling [--models DIR]
-                                                     [--vae-steps 3000]
+                                                     [--vae-steps 3000] [--scales 1.5 2]
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--vae-steps", type=int, nargs="*", default=[],
                     help="also train the VAE from scratch for these steps and score it")  # fmt: skip
+    ap.add_argument("--scales", type=float, nargs="*", default=[1.5, 2.0],
+                    help="ControlNet conditioning scales to diagnose with (SPEC's is 1.0)")  # fmt: skip
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
 
@@ -48,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
     from diffusers import AutoencoderKL
 
-    from zodi_core.conditions import render_condition
+    from zodi_core.conditions import palette_colors, render_condition
     from zodi_core.config import ModelsConfig
-    from zodi_core.metrics import mean_iou
+    from zodi_core.labels import CLASSES, NUM_CLASSES
+    from zodi_core.metrics import confusion_matrix, iou_metrics, mean_iou
     from zodi_core.pocket import pocket_models_dir
     from zodi_core.pocket.corpus import caption_for, read_corpus, write_corpus
     from zodi_core.pocket.measure import generate, predict, train_classifier, vae_psnr
-    from zodi_core.pocket.train import PRESETS, train_pocket
+    from zodi_core.pocket.train import PRESETS, stored_spec, train_pocket
     from zodi_core.transfer.models import load_components
 
     t0 = time.perf_counter()
@@ -67,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                      n_per_domain=spec.n_per_domain, n_heldout=spec.n_heldout)  # fmt: skip
     train, heldout = (read_corpus(str(manifest), split) for split in ("train", "heldout"))
     c = load_components(ModelsConfig(base=str(base), controlnet=None), "cpu")
+    trained = json.loads((base / "training_state.json").read_text())
+    palette = stored_spec(trained["spec"])["controlnet_palette"]  # the maps it learned
     factor = 2 ** (len(c.vae.config.block_out_channels) - 1)
 
     # the card's segmentation net and held-out set (measure_quality's defaults: seed 0, 8 per
@@ -98,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         small = F.interpolate(F.interpolate(small, scale_factor=1 / factor, mode="nearest"),
                               size=(h, w), mode="nearest")  # fmt: skip
     labels_on_grid = small[:, 0].numpy().astype(labels.dtype)
-    conds = np.stack([render_condition(lab, "ade20k") for lab in labels])
+    conds = np.stack([render_condition(lab, palette) for lab in labels])
     caps = [caption_for("clear")] * len(labels)
     with_cn = generate(c, caps, seed=seed + 1000, conditions=conds, height=h, width=w)
     without = generate(c, caps, seed=seed + 1000, conditions=None, height=h, width=w)
@@ -116,7 +132,38 @@ def main(argv: list[str] | None = None) -> int:
         "ControlNet generations (the card's figure)": score(with_cn),
         "the same without ControlNet": score(without),
     }
-    committed = json.loads((base / "training_state.json").read_text())["phases"]["vae"]["steps"]
+    # 6. per class
+    per_class = {}
+    for name, imgs in (("real", images), ("reconstruction", recon), ("generation", with_cn)):
+        per_class[name] = iou_metrics(confusion_matrix(predict(seg, imgs), labels))["IoU"]
+    share = np.bincount(labels.ravel(), minlength=256)[: len(CLASSES)] / labels.size
+    # 9. classes of one condition colour merged (into the first of them)
+    colors = palette_colors(palette)[:NUM_CLASSES]
+    same = np.arange(256)
+    same[:NUM_CLASSES] = [np.flatnonzero((colors == col).all(axis=1))[0] for col in colors]
+    merged_names = [
+        f"{CLASSES[i]}→{CLASSES[j]}" for i, j in enumerate(same[:NUM_CLASSES]) if i != j
+    ]
+    merged = {
+        name: round(mean_iou(same[predict(seg, imgs)], same[labels]), 1)
+        for name, imgs in (("real", images), ("reconstruction", recon), ("generation", with_cn))
+    }
+    # 7. noise and over-fitting; 8. conditioning scale
+    train_labels = train.labels[clear]
+    all_held = heldout.labels[held_clear]
+    spread = {}
+    for name, maps in (("held-out", all_held), ("training", train_labels[: len(all_held)])):
+        maps_rgb = np.stack([render_condition(lab, palette) for lab in maps])
+        spread[name] = [
+            round(mean_iou(predict(seg, generate(c, [caps[0]] * len(maps), seed=seed + s,
+                  conditions=maps_rgb, height=h, width=w)), maps), 1)
+            for s in (1000, 2000)
+        ]  # fmt: skip
+    scales = {1.0: rows["ControlNet generations (the card's figure)"]}
+    for k in args.scales:
+        scales[k] = score(generate(c, caps, seed=seed + 1000, conditions=conds, height=h, width=w,
+                                   control_scale=k))  # fmt: skip
+    committed = trained["phases"]["vae"]["steps"]
     vaes = {committed: {"recon_miou": rows["their VAE reconstructions"],
                           "psnr_db": round(vae_psnr(c.vae, heldout.images), 2)}}  # fmt: skip
     for n in args.vae_steps:  # the preset's VAE phase alone, longer
@@ -134,11 +181,48 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|")
     for n, v in sorted(vaes.items()):
         print(f"| {n} | {v['recon_miou']} | {v['psnr_db']} |")
+    print("\n| class | pixels | real | VAE reconstruction | ControlNet generation |")
+    print("|---|---|---|---|---|")
+    for i, name in enumerate(CLASSES):
+        if share[i] > 0:
+            iou = [per_class[k][i] for k in ("real", "reconstruction", "generation")]
+            print(f"| {name} | {100 * share[i]:.1f}% | " + " | ".join(
+                "-" if np.isnan(v) else f"{100 * v:.0f}" for v in iou) + " |")  # fmt: skip
+    print(f"\n| ControlNet generations from | maps | noise seed {seed + 1000} | {seed + 2000} |")
+    print("|---|---|---|---|")
+    for name, (a, b) in spread.items():
+        print(f"| {name} clear label maps | {len(all_held)} | {a} | {b} |")
+    what = ", ".join(merged_names) or "nothing merged"
+    print(
+        f"\n| layout mIoU, scored with {what} | real | VAE reconstruction | ControlNet generation |"
+    )
+    print("|---|---|---|---|")
+    print(
+        f"| {len(labels)} held-out clear scenes | " + " | ".join(map(str, merged.values())) + " |"
+    )
+    print("\n| ControlNet conditioning scale (diagnosis; SPEC: 1.0) | layout mIoU |")
+    print("|---|---|")
+    for k, v in scales.items():
+        print(f"| {k} | {v} |")
     seconds = round(time.perf_counter() - t0, 1)
     print(f"\nModels {base}; torch threads {args.threads}, {torch.__version__}; {seconds} s")
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"rows": rows, "vaes": vaes, "seconds": seconds}, indent=2)
+            json.dumps(
+                {
+                    "rows": rows,
+                    "vaes": vaes,
+                    "spread": spread,
+                    "scales": scales,
+                    "merged": {"classes": merged_names, **merged},
+                    "per_class": {
+                        k: [None if np.isnan(v) else round(float(v), 3) for v in per]
+                        for k, per in per_class.items()
+                    },
+                    "seconds": seconds,
+                },
+                indent=2,
+            )
         )
     return 0
 

@@ -3,6 +3,7 @@ through load_components and runs in the ZoDi sampler), resumption after an inter
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from zodi_core import manifest
+from zodi_core.conditions import render_condition
 from zodi_core.config import ModelsConfig, TransferConfig
 from zodi_core.datasets import synth
 from zodi_core.pocket import build_pocket_models
@@ -127,6 +129,40 @@ def test_saved_folder_loads_through_load_components_and_runs_the_sampler(smoke_m
     assert result.image.shape == (64, 128, 3)
 
 
+def test_generate_passes_the_conditioning_scale_to_the_pipeline(smoke_models):
+    """``generate(control_scale=k)`` (layout_ceiling's diagnosis) reaches the ControlNet as its
+    ``conditioning_scale`` at every step (the default: SPEC's 1.0), and 0 gives the UNet alone.
+    The smoke ControlNet's zero convolutions are given weights so that it acts."""
+    from zodi_core.pocket.measure import generate
+
+    out, _ = smoke_models
+    c = load_components(ModelsConfig(base=str(out), controlnet=None), "cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for conv in [*c.controlnet.controlnet_down_blocks, c.controlnet.controlnet_mid_block]:
+            conv.weight.normal_(0, 0.5)
+    seen, forward = [], c.controlnet.forward
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["conditioning_scale"])
+        return forward(*args, **kwargs)
+
+    c.controlnet.forward = recording
+    label = np.zeros((2, 64, 128), dtype=np.uint8)
+    label[:, 32:] = 10  # sky over road
+    conds = np.stack([render_condition(lab, "ade20k") for lab in label])
+    run = functools.partial(generate, c, [caption_for("clear")] * 2, 0, steps=3)
+    alone = run(None).astype(int)
+    by_scale = {}
+    for k in (None, 0.0, 2.0):
+        seen.clear()
+        by_scale[k] = run(conds, **({} if k is None else {"control_scale": k})).astype(int)
+        assert seen == [1.0 if k is None else k] * 3  # one call a step (CFG batched)
+    assert np.abs(by_scale[0.0] - alone).max() <= 1
+    assert np.abs(by_scale[None] - alone).mean() > 1  # the smoke decoder is dull: ~3 levels
+    assert not np.array_equal(by_scale[2.0], by_scale[None])
+
+
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, corpus_uri, monkeypatch):
     from zodi_core.pocket import train as train_mod
 
@@ -207,6 +243,98 @@ def test_a_folder_of_another_training_is_refused(tmp_path, corpus_uri):
     train_pocket(corpus, tmp_path, spec, progress=False)
     with pytest.raises(ValueError, match="other settings"):
         train_pocket(corpus, tmp_path, replace(spec, seed=1), progress=False)
+
+
+def test_cosine_controlnet_schedule_decays_to_zero_and_resumes_to_the_same_weights(
+    tmp_path, corpus_uri, monkeypatch
+):
+    """``controlnet_lr_schedule="cosine"`` (v8): the ControlNet's learning rate falls to 0 at the
+    last step, and a run interrupted mid-phase resumes the schedule where it was."""
+    from diffusers import ControlNetModel
+
+    from zodi_core.pocket import train as train_mod
+
+    corpus = read_corpus(corpus_uri, "train")
+    spec = replace(SMOKE, vae_steps=2, unet_steps=2, controlnet_steps=6, checkpoint_every=2,
+                   controlnet_lr_schedule="cosine")  # fmt: skip
+    train_pocket(corpus, tmp_path / "a", spec, progress=False)
+    state = torch.load(tmp_path / "a" / "checkpoints" / "controlnet.pt", weights_only=False)
+    assert state["parts"]["lr_scheduler"]["_last_lr"] == [0.0]
+    constant = replace(spec, controlnet_lr_schedule="constant")
+    train_pocket(corpus, tmp_path / "c", constant, progress=False)
+    state = torch.load(tmp_path / "c" / "checkpoints" / "controlnet.pt", weights_only=False)
+    assert state["parts"]["lr_scheduler"]["_last_lr"] == [spec.controlnet_lr]
+
+    real = train_mod.step_generator
+
+    def failing(seed, phase, step):
+        if phase == "controlnet" and step == 3:  # after the checkpoint at step 2
+            raise KeyboardInterrupt
+        return real(seed, phase, step)
+
+    monkeypatch.setattr(train_mod, "step_generator", failing)
+    with pytest.raises(KeyboardInterrupt):
+        train_pocket(corpus, tmp_path / "b", spec, progress=False)
+    monkeypatch.setattr(train_mod, "step_generator", real)
+    train_pocket(corpus, tmp_path / "b", spec, progress=False)
+    a, b, c = (
+        ControlNetModel.from_pretrained(tmp_path / x / "controlnet").state_dict() for x in "abc"
+    )
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # the schedule is applied
+
+
+def test_controlnet_palette_draws_the_training_and_the_cards_condition_maps(
+    tmp_path, corpus_uri, smoke_models, monkeypatch
+):
+    """``controlnet_palette`` (v9's trial) is the palette the ControlNet is trained on, and
+    ``measure_quality`` draws the card's maps in the palette it is given."""
+    from zodi_core.pocket import measure
+    from zodi_core.pocket import train as train_mod
+
+    def recording(module):
+        calls, real = [], module.render_condition
+
+        def render(label, palette):
+            calls.append(palette)
+            return real(label, palette)
+
+        monkeypatch.setattr(module, "render_condition", render)
+        return calls
+
+    corpus = read_corpus(corpus_uri, "train")
+    calls = recording(train_mod)
+    spec = replace(SMOKE, vae_steps=1, unet_steps=1, controlnet_steps=1)
+    train_pocket(corpus, tmp_path / "a", replace(spec, controlnet_palette="cityscapes"))
+    assert calls == ["cityscapes"] * len(corpus)
+    calls.clear()
+    train_pocket(corpus, tmp_path / "b", spec, progress=False)
+    assert calls == ["ade20k"] * len(corpus)  # the default: SD's ControlNet seg's
+
+    calls = recording(measure)
+    c = load_components(ModelsConfig(base=str(smoke_models[0]), controlnet=None), "cpu")
+    held = read_corpus(corpus_uri, "heldout")
+    small = {"n_per_prompt": 1, "steps": 1, "classifier_steps": 1}
+    measure.measure_quality(c, corpus, held, palette="cityscapes", **small)
+    assert calls and set(calls) == {"cityscapes"}
+
+
+def test_a_training_written_before_a_spec_field_existed_reads_as_its_default(tmp_path, corpus_uri):
+    """A field is added with the default that keeps the old behaviour, so a folder whose
+    training_state.json predates it (the committed v7 weights) is the same training under the
+    default, and another training under any other value."""
+    corpus = read_corpus(corpus_uri, "train")
+    spec = replace(SMOKE, vae_steps=2, unet_steps=2, controlnet_steps=2)
+    train_pocket(corpus, tmp_path, spec, progress=False)
+    path = tmp_path / "training_state.json"
+    state = json.loads(path.read_text())
+    del state["spec"]["controlnet_lr_schedule"]
+    path.write_text(json.dumps(state))
+    assert set(train_pocket(corpus, tmp_path, spec, progress=False)) == set(state["phases"])
+    path.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="other settings"):
+        train_pocket(corpus, tmp_path, replace(spec, controlnet_lr_schedule="cosine"))
 
 
 def test_cli_refuses_a_device_it_cannot_train_on_before_writing_the_corpus(tmp_path, capsys):

@@ -18,10 +18,11 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "and writes MODEL_CARD.md. The full preset takes about an hour on a 2-core CPU.",
         {
             "--out": {"required": True, "help": "output folder (created; resumed if it exists)"},
-            "--preset": {"default": "full", "choices": ("full", "v1", "v2", "v3", "v4", "v5", "v6short", "smoke"),
-                         "help": "full: the committed models (16x32 latents, 56 min on 2 cores); "
+            "--preset": {"default": "full", "choices": ("full", "v1", "v2", "v3", "v4", "v5", "v6short", "v8", "v9", "smoke"),
+                         "help": "full: the committed models (16x32 latents, 57 min on 2 cores); "
                          "v3, v4: full with shorter phases; v1: 8x16 latents; v2: v3 with a "
-                         "shorter UNet; smoke: seconds (tests)"},
+                         "shorter UNet; v8, v9: full with a cosine ControlNet learning rate, with "
+                         "Cityscapes-palette maps (trials); smoke: seconds (tests)"},
             "--seed": {"type": int, "help": "training seed (default: the preset's, 0)"},
             "--threads": {"type": int, "help": "torch CPU threads (default: torch's choice)"},
             "--device": {"default": "cpu", "help": "train on cpu or cuda[:N] (measured on CPU)"},

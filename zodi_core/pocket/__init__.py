@@ -112,7 +112,9 @@ def build_pocket_models(
         t1 = time.perf_counter()
         heldout = read_corpus(str(manifest_uri), "heldout")
         small = {"n_per_prompt": 2, "steps": 2, "classifier_steps": 3} if preset == "smoke" else {}
-        quality = measure_quality(components, train, heldout, seed=spec.seed, **small)
+        quality = measure_quality(
+            components, train, heldout, seed=spec.seed, palette=spec.controlnet_palette, **small
+        )
         (out / "samples.png").write_bytes(encode_png(quality.pop("_samples")))
         card["quality"] = quality
         card["seconds"]["measurement"] = round(time.perf_counter() - t1, 1)

@@ -61,10 +61,12 @@ def generate(
     guidance: float = 3.0,
     height: int = 64,
     width: int = 128,
+    control_scale: float = 1.0,
 ) -> np.ndarray:
     """(N, H, W, 3) uint8 images for ``captions`` from components ``c`` (``conditions``: (N, H, W,
     3) uint8 ControlNet maps, or None): DDIM (eta 0, CFG with the empty caption) by diffusers' SD
-    (ControlNet) pipelines, independent of the ZoDi sampler."""
+    (ControlNet) pipelines, independent of the ZoDi sampler. ``control_scale``: the pipeline's
+    ``controlnet_conditioning_scale`` (the card and ZoDi: 1.0; other values only diagnose)."""
     import copy
 
     import torch
@@ -81,6 +83,7 @@ def generate(
     else:
         pipe = StableDiffusionControlNetPipeline(**parts, controlnet=c.controlnet)
         extra["image"] = torch.from_numpy(conditions).permute(0, 3, 1, 2).float() / 255.0
+        extra["controlnet_conditioning_scale"] = control_scale
     pipe.set_progress_bar_config(disable=True)
     images = pipe(
         list(captions), height=height, width=width, num_inference_steps=steps,
@@ -136,8 +139,10 @@ def measure_quality(
     steps: int = 20,
     guidance: float = 3.0,
     classifier_steps: int = 150,
+    palette: str = "ade20k",
 ) -> dict[str, Any]:
-    """All three measurements; a JSON-able dict (numbers rounded)."""
+    """All three measurements; a JSON-able dict (numbers rounded). ``palette``: of the condition
+    maps, the one the ControlNet was trained on."""
     out: dict[str, Any] = {"sampling": {"steps": steps, "guidance": guidance, "eta": 0.0}}
     out["vae_psnr_db"] = round(vae_psnr(components.vae, heldout.images), 2)
 
@@ -165,7 +170,7 @@ def measure_quality(
     held_clear = np.array([d == "clear" for d in heldout.domains])
     labels = heldout.labels[held_clear][: max(n_per_prompt, 1) * 2]
     images = heldout.images[held_clear][: len(labels)]
-    conds = np.stack([render_condition(lab, "ade20k") for lab in labels])
+    conds = np.stack([render_condition(lab, palette) for lab in labels])
     caps = [caption_for("clear")] * len(labels)
     with_cn = gen(caps, seed=seed + 1000, conditions=conds)
     without = gen(caps, seed=seed + 1000, conditions=None)

@@ -81,8 +81,15 @@ class PocketSpec:
     #: ControlNet conditioning encoder: len - 1 stride-2 convolutions, matching the VAE's factor
     #: (SD 1.5: (16, 32, 96, 256) for factor 8).
     controlnet_cond_channels: tuple[int, ...] = (16, 32, 64, 128)
+    #: Palette of the ControlNet's condition maps (SPEC §2): ``ade20k`` (SD's ControlNet seg was
+    #: trained on it; train drawn as bus, rider as person) or ``cityscapes`` (every class its own).
+    controlnet_palette: str = "ade20k"
     controlnet_steps: int = 1000
     controlnet_lr: float = 5e-4
+    #: Learning-rate schedule of the ControlNet phase, by diffusers' ``get_scheduler`` (its
+    #: ``train_controlnet.py --lr_scheduler``): ``constant`` (SD's and ControlNet's) or ``cosine``
+    #: (to 0 at the last step).
+    controlnet_lr_schedule: str = "constant"
     controlnet_caption_dropout: float = 0.5
     #: ControlNet timestep draw: ``uniform`` (SD's) or ``cubic``, t = 1000 (1 - u³), T2I-Adapter's
     #: bias to the high-noise steps where the layout is decided.
@@ -99,7 +106,8 @@ class PocketSpec:
 #: ``v5`` (v4, UNet 5000: committed before, in the world without a rain and game gap),
 #: ``v6short`` (v4 with VAE 2500, UNet 4500, ControlNet 4500 steps: 50 min, too short for night's
 #: look), ``full`` (v5 with offset noise and an EMA ControlNet: the committed weights, trained as
-#: ``v7``, 57 min on 2 cores), ``smoke``.
+#: ``v7``, 57 min on 2 cores), ``v8`` (full with a cosine ControlNet learning rate) and ``v9``
+#: (full with Cityscapes-palette condition maps): trials on v7's VAE and UNet, ``smoke``.
 #: docs/fidelity.md §1.
 _V2 = PocketSpec(
     vae_channels=(16, 32, 64),
@@ -110,8 +118,11 @@ _V2 = PocketSpec(
     controlnet_steps=3000,
 )
 _V4 = replace(_V2, vae_steps=3000, unet_steps=4000, controlnet_steps=5000, controlnet_lr=1e-3)
+_V7 = replace(_V4, unet_steps=5000, noise_offset=0.1, controlnet_ema=True)
 PRESETS: dict[str, PocketSpec] = {
-    "full": replace(_V4, unet_steps=5000, noise_offset=0.1, controlnet_ema=True),
+    "full": _V7,
+    "v8": replace(_V7, controlnet_lr_schedule="cosine"),
+    "v9": replace(_V7, controlnet_palette="cityscapes"),
     "v5": replace(_V4, unet_steps=5000),
     "v6short": replace(_V4, vae_steps=2500, unet_steps=4500, controlnet_steps=4500),
     "v3": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
@@ -157,19 +168,23 @@ def run_phase(
     weight_decay: float = 0.0,
     ema_decay: float | None = None,
     progress: bool = True,
+    schedule: str = "constant",
 ) -> dict[str, Any]:
-    """Train ``modules`` with AdamW on ``loss_fn(generator)`` (then copy in the EMA weights when
-    ``ema_decay``), resuming from and checkpointing to ``checkpoints/<phase>.pt``; the summary:
+    """Train ``modules`` with AdamW on ``loss_fn(generator)`` at learning rate ``lr`` under
+    diffusers' ``schedule`` (then copy in the EMA weights when ``ema_decay``), resuming from and checkpointing to ``checkpoints/<phase>.pt``; the summary:
     steps, loss on one fixed batch before/after, first/last loss (mean of 50 steps), seconds."""
     import torch
+    from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    ema = EMAModel(params, decay=ema_decay) if ema_decay else None
-    stateful = {**modules, "optimizer": optimizer, **({"ema": ema} if ema else {})}
     total, ckpt = spec.steps(phase), out / "checkpoints" / f"{phase}.pt"
+    lr_scheduler = get_scheduler(schedule, optimizer, num_warmup_steps=0, num_training_steps=total)
+    ema = EMAModel(params, decay=ema_decay) if ema_decay else None
+    stateful = {**modules, "optimizer": optimizer, "lr_scheduler": lr_scheduler}
+    stateful.update({"ema": ema} if ema else {})
 
     def fixed_loss() -> float:  # same images, timesteps and noise every time
         with torch.no_grad():
@@ -191,6 +206,7 @@ def run_phase(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        lr_scheduler.step()
         if ema is not None:
             ema.step(params)
         losses.append(float(loss.detach()))
@@ -290,7 +306,8 @@ def train_pocket(
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     state_path = out / "training_state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"phases": {}}
-    if state.setdefault("spec", _spec_json(spec)) != _spec_json(spec):
+    state["spec"] = stored_spec(state.get("spec", _spec_json(spec)))
+    if state["spec"] != _spec_json(spec):
         raise ValueError(
             f"{out}: holds a training with other settings (training_state.json); "
             "use another --out or delete that folder"
@@ -355,7 +372,7 @@ def train_pocket(
         [*captions, ""], padding="max_length", max_length=77, truncation=True, return_tensors="pt"
     ).input_ids
     scheduler = DDIMScheduler(**SD15_SCHEDULER)
-    maps = np.stack([render_condition(lab, "ade20k") for lab in corpus.labels])  # ControlNet's
+    maps = np.stack([render_condition(lab, spec.controlnet_palette) for lab in corpus.labels])
     cond_all = torch.from_numpy(maps).permute(0, 3, 1, 2).to(dev)  # uint8: [0, 1] per batch
 
     def diffusion_loss(g: Any, controlnet: Any = None) -> Any:
@@ -403,7 +420,7 @@ def train_pocket(
     unet.eval().requires_grad_(False)
     text_encoder.eval().requires_grad_(False)
 
-    # 3. ControlNet on ADE20K-palette condition maps, base frozen.
+    # 3. ControlNet on condition maps in the spec's palette, base frozen.
     if "controlnet" not in done:
         torch.manual_seed(spec.seed + 2)
         controlnet = build_controlnet(unet, spec).to(dev)
@@ -412,6 +429,7 @@ def train_pocket(
             "controlnet", spec, out, {"controlnet": controlnet},
             lambda g: diffusion_loss(g, controlnet), spec.controlnet_lr,
             ema_decay=spec.ema_decay if spec.controlnet_ema else None, progress=progress,
+            schedule=spec.controlnet_lr_schedule,
         )  # fmt: skip
         finish("controlnet", summary, {"controlnet": controlnet})
 
@@ -421,3 +439,9 @@ def train_pocket(
 
 def _spec_json(spec: PocketSpec) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(spec)))
+
+
+def stored_spec(spec_json: dict[str, Any]) -> dict[str, Any]:
+    """A ``training_state.json``'s spec, with the defaults of the fields added since it was
+    written: a field is added with the default that keeps the old behaviour."""
+    return {**_spec_json(PocketSpec()), **spec_json}
