@@ -163,27 +163,33 @@ def test_generate_passes_the_conditioning_scale_to_the_pipeline(smoke_models):
     assert not np.array_equal(by_scale[2.0], by_scale[None])
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path, corpus_uri, monkeypatch):
+def _train_stopped_at(monkeypatch, corpus, out, spec, phase: str, step: int) -> None:
+    """Train ``spec`` into ``out`` as if the process were stopped when ``phase``'s ``step`` is
+    drawn."""
     from zodi_core.pocket import train as train_mod
 
+    real = train_mod.step_generator
+
+    def failing(seed, at_phase, at_step):
+        if (at_phase, at_step) == (phase, step):
+            raise KeyboardInterrupt
+        return real(seed, at_phase, at_step)
+
+    monkeypatch.setattr(train_mod, "step_generator", failing)
+    with pytest.raises(KeyboardInterrupt):
+        train_pocket(corpus, out, spec, progress=False)
+    monkeypatch.setattr(train_mod, "step_generator", real)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, corpus_uri, monkeypatch):
     corpus = read_corpus(corpus_uri, "train")
     spec = replace(SMOKE, vae_steps=6, unet_steps=6, controlnet_steps=4, checkpoint_every=2)
     straight = train_pocket(corpus, tmp_path / "a", spec, progress=False)
 
-    real = train_mod.step_generator
-
-    def failing(seed, phase, step):
-        if phase == "unet" and step == 3:  # after the checkpoint at step 2
-            raise KeyboardInterrupt
-        return real(seed, phase, step)
-
-    monkeypatch.setattr(train_mod, "step_generator", failing)
-    with pytest.raises(KeyboardInterrupt):
-        train_pocket(corpus, tmp_path / "b", spec, progress=False)
+    _train_stopped_at(monkeypatch, corpus, tmp_path / "b", spec, "unet", 3)  # checkpoint: 2
     state = json.loads((tmp_path / "b" / "training_state.json").read_text())
     assert list(state["phases"]) == ["vae"]  # the unet phase did not finish
     assert (tmp_path / "b" / "checkpoints" / "unet.pt").is_file()
-    monkeypatch.setattr(train_mod, "step_generator", real)
     resumed = train_pocket(corpus, tmp_path / "b", spec, progress=False)
     assert resumed["unet"]["steps"] == 6
     for sub in ("unet", "text_encoder", "controlnet"):
@@ -252,8 +258,6 @@ def test_cosine_controlnet_schedule_decays_to_zero_and_resumes_to_the_same_weigh
     last step, and a run interrupted mid-phase resumes the schedule where it was."""
     from diffusers import ControlNetModel
 
-    from zodi_core.pocket import train as train_mod
-
     corpus = read_corpus(corpus_uri, "train")
     spec = replace(SMOKE, vae_steps=2, unet_steps=2, controlnet_steps=6, checkpoint_every=2,
                    controlnet_lr_schedule="cosine")  # fmt: skip
@@ -265,17 +269,8 @@ def test_cosine_controlnet_schedule_decays_to_zero_and_resumes_to_the_same_weigh
     state = torch.load(tmp_path / "c" / "checkpoints" / "controlnet.pt", weights_only=False)
     assert state["parts"]["lr_scheduler"]["_last_lr"] == [spec.controlnet_lr]
 
-    real = train_mod.step_generator
-
-    def failing(seed, phase, step):
-        if phase == "controlnet" and step == 3:  # after the checkpoint at step 2
-            raise KeyboardInterrupt
-        return real(seed, phase, step)
-
-    monkeypatch.setattr(train_mod, "step_generator", failing)
-    with pytest.raises(KeyboardInterrupt):
-        train_pocket(corpus, tmp_path / "b", spec, progress=False)
-    monkeypatch.setattr(train_mod, "step_generator", real)
+    _train_stopped_at(monkeypatch, corpus, tmp_path / "b", spec, "controlnet", 3)  # checkpoint: 2
+    assert (tmp_path / "b" / "checkpoints" / "controlnet.pt").is_file()
     train_pocket(corpus, tmp_path / "b", spec, progress=False)
     a, b, c = (
         ControlNetModel.from_pretrained(tmp_path / x / "controlnet").state_dict() for x in "abc"
