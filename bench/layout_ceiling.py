@@ -26,7 +26,11 @@ has room to learn. Then, to say where 5 loses against 2:
    the right way but it commits to them too little;
 9. 1, 2 and 5 scored on the classes the condition can tell apart: SPEC §2's ADE20K map draws
    train as bus and rider as person, so no ControlNet can know which of the two to draw (maps are
-   drawn in the palette the models' ControlNet was trained on; Cityscapes': nothing merged). ``--vae-steps S ...`` also trains the preset's VAE from scratch for S steps
+   drawn in the palette the models' ControlNet was trained on; Cityscapes': nothing merged);
+10. the training loss (the ControlNet phase's: Min-SNR-weighted ε-MSE, its caption dropout and
+    noise) on the held-out scenes of every look, at each conditioning scale: if it is lowest at
+    1.0, the ControlNet sits at its loss's optimum, and what a larger scale gains in 8 is
+    guidance (sharpening a hedged prediction), not an under-trained ControlNet. ``--vae-steps S ...`` also trains the preset's VAE from scratch for S steps
 (through :func:`zodi_core.pocket.train.train_pocket`, same seed and batches: the committed VAE is
 its first 1000 steps) and scores its reconstructions and PSNR: how far a longer VAE phase lifts 2.
 
@@ -40,6 +44,52 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+
+def heldout_loss(c, heldout, palette: str, spec: dict, scales: list[float]) -> dict:
+    """10.: the ControlNet phase's loss on every held-out scene (one draw of t, noise and caption
+    dropout, seed 0) with the ControlNet's residuals times each of ``scales``."""
+    import numpy as np
+    import torch
+    from diffusers.training_utils import compute_snr
+
+    from zodi_core.conditions import render_condition
+    from zodi_core.pocket.train import training_noise
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.from_numpy(heldout.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    maps = np.stack([render_condition(lab, palette) for lab in heldout.labels])
+    cond = torch.from_numpy(maps).permute(0, 3, 1, 2).float() / 255.0
+    n = len(x)
+    dropped = torch.rand(n, generator=g) < spec["controlnet_caption_dropout"]
+    captions = ["" if d else cap for d, cap in zip(dropped, heldout.captions, strict=True)]
+    with torch.inference_mode():
+        post = c.vae.encode(x).latent_dist
+        z0 = (post.mean + post.std * torch.randn(post.mean.shape, generator=g)) * float(
+            c.vae.config.scaling_factor
+        )
+        ids = c.tokenizer(captions, padding="max_length", max_length=77, truncation=True,
+                          return_tensors="pt").input_ids  # fmt: skip
+        emb = c.text_encoder(ids)[0]
+        t = torch.randint(0, 1000, (n,), generator=g)
+        eps = training_noise(z0.shape, g, spec["noise_offset"])
+        z_t = c.scheduler.add_noise(z0, eps, t)
+        snr = compute_snr(c.scheduler, t)
+        weight = (snr.clamp(max=spec["snr_gamma"]) + 1) / snr
+        losses = {}
+        for k in scales:
+            per = []
+            for i in range(0, n, 48):
+                b = slice(i, i + 48)
+                down, mid = c.controlnet(z_t[b], t[b], encoder_hidden_states=emb[b],
+                                         controlnet_cond=cond[b], conditioning_scale=k,
+                                         return_dict=False)  # fmt: skip
+                pred = c.unet(z_t[b], t[b], encoder_hidden_states=emb[b],
+                              down_block_additional_residuals=down,
+                              mid_block_additional_residual=mid).sample  # fmt: skip
+                per.append(((pred - eps[b]) ** 2).mean(dim=(1, 2, 3)))
+            losses[k] = round(float((torch.cat(per) * weight).mean()), 4)
+    return losses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     for k in args.scales:
         scales[k] = score(generate(c, caps, seed=seed + 1000, conditions=conds, height=h, width=w,
                                    control_scale=k))  # fmt: skip
+    losses = heldout_loss(c, heldout, palette, stored_spec(trained["spec"]),
+                          sorted({0.0, 0.8, 1.0, 1.2, *args.scales}))  # fmt: skip
     committed = trained["phases"]["vae"]["steps"]
     vaes = {committed: {"recon_miou": rows["their VAE reconstructions"],
                           "psnr_db": round(vae_psnr(c.vae, heldout.images), 2)}}  # fmt: skip
@@ -204,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|")
     for k, v in scales.items():
         print(f"| {k} | {v} |")
+    print(f"\n| conditioning scale | training loss, {len(heldout)} held-out scenes of every look |")
+    print("|---|---|")
+    for k, v in losses.items():
+        print(f"| {k} | {v} |")
     seconds = round(time.perf_counter() - t0, 1)
     print(f"\nModels {base}; torch threads {args.threads}, {torch.__version__}; {seconds} s")
     if args.json:
@@ -214,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                     "vaes": vaes,
                     "spread": spread,
                     "scales": scales,
+                    "losses": losses,
                     "merged": {"classes": merged_names, **merged},
                     "per_class": {
                         k: [None if np.isnan(v) else round(float(v), 3) for v in per]
