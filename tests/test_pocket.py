@@ -395,15 +395,43 @@ def test_scheduler_add_noise_is_the_noising_the_committed_weights_were_trained_w
     torch.testing.assert_close(scheduler.add_noise(z0, eps, t), written_out, rtol=0, atol=0)
 
 
+def _bench(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_layout_ceiling_loss_scales_only_what_the_controlnet_adds(smoke_models, corpus_uri):
+    """bench/layout_ceiling.py's held-out loss at each conditioning scale (row 10): a ControlNet
+    whose zero convolutions are zero adds nothing, so every scale gives one loss; one that acts
+    gives a loss per scale."""
+    from zodi_core.pocket.train import _spec_json
+
+    heldout_loss = _bench("layout_ceiling").heldout_loss
+    c = load_components(ModelsConfig(base=str(smoke_models[0]), controlnet=None), "cpu")
+    held = read_corpus(corpus_uri, "heldout")
+    spec = _spec_json(SMOKE)
+    with torch.no_grad():
+        for conv in [*c.controlnet.controlnet_down_blocks, c.controlnet.controlnet_mid_block]:
+            conv.weight.normal_(0, 0.5)
+    acting = heldout_loss(c, held, "ade20k", spec, [0.0, 1.0, 2.0])
+    assert list(acting) == [0.0, 1.0, 2.0] and len(set(acting.values())) == 3
+    with torch.no_grad():
+        for conv in [*c.controlnet.controlnet_down_blocks, c.controlnet.controlnet_mid_block]:
+            conv.weight.zero_()
+            conv.bias.zero_()
+    idle = heldout_loss(c, held, "ade20k", spec, [0.0, 1.0, 2.0])
+    assert len(set(idle.values())) == 1 and idle[0.0] == acting[0.0]  # scale 0: the UNet alone
+
+
 def test_speed_bench_times_each_lever_of_each_phase(tmp_path):
     """bench/pocket_speed.py runs a training step of the UNet and ControlNet phase under each
     lever asked for and writes seconds per step; an unknown lever is refused."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "pocket_speed.py"
-    spec = importlib.util.spec_from_file_location("pocket_speed", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench("pocket_speed")
     out = tmp_path / "speed.json"
     argv = ["--preset", "smoke", "--levers", "eager,bf16", "--warmup", "1", "--steps", "1"]
     assert bench.main([*argv, "--json", str(out)]) == 0
