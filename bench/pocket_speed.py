@@ -15,6 +15,9 @@ ratio to eager, and its warm-up seconds (compilation included). Ratios measured 
 machine; run it idle.
 
     OMP_NUM_THREADS=2 python bench/pocket_speed.py --preset full --threads 2
+
+``--unet-channels 48,96,96`` times the preset with a wider UNet (hence ControlNet, a copy of its
+encoder): what more capacity would cost a step.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps (compilation)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
+    ap.add_argument("--unet-channels", help="comma-separated UNet widths instead of the preset's")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
 
@@ -111,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.preset not in PRESETS:
         ap.error(f"--preset {args.preset!r}: one of {', '.join(PRESETS)}")
     spec = PRESETS[args.preset]
+    if args.unet_channels:
+        from dataclasses import replace
+
+        widths = tuple(int(w) for w in args.unet_channels.split(","))
+        if len(widths) != len(spec.unet_channels) or any(w % spec.unet_norm_groups for w in widths):
+            ap.error(f"--unet-channels: {len(spec.unet_channels)} widths, each a multiple of "
+                     f"{spec.unet_norm_groups} (the GroupNorm groups)")  # fmt: skip
+        spec = replace(spec, unet_channels=widths)
     levers = [m.strip() for m in args.levers.split(",") if m.strip()]
     for m in levers:
         if m not in ("eager", "bf16", "compile"):
@@ -130,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     machine = (
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {spec.batch_size}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {spec.batch_size}, "
+        f"UNet widths {spec.unet_channels}"
     )
     print(f"preset {args.preset}: {machine}")
     if args.json:

@@ -442,3 +442,16 @@ def test_speed_bench_times_each_lever_of_each_phase(tmp_path):
         assert all(r["s_per_step"] > 0 for r in levers.values())
     with pytest.raises(SystemExit):
         bench.main(["--preset", "smoke", "--levers", "fp8"])
+    # a wider UNet (and ControlNet): the widths reach the models it builds
+    built = []
+    real = bench._step_fn
+    bench._step_fn = lambda phase, spec, mode: (
+        built.append(spec.unet_channels) or real(phase, spec, mode)
+    )
+    wide = tmp_path / "wide.json"
+    argv = ["--preset", "smoke", "--levers", "eager", "--warmup", "1", "--steps", "1"]
+    assert bench.main([*argv, "--unet-channels", "96,96", "--json", str(wide)]) == 0
+    assert built == [(96, 96), (96, 96)]  # UNet phase, ControlNet phase
+    assert "UNet widths (96, 96)" in json.loads(wide.read_text())["machine"]
+    with pytest.raises(SystemExit):  # GroupNorm's 8 groups do not divide 36
+        bench.main([*argv, "--unet-channels", "36,64"])
