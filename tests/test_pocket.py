@@ -345,6 +345,16 @@ def test_cli_refuses_a_device_it_cannot_train_on_before_writing_the_corpus(tmp_p
     assert not (tmp_path / "p" / "corpus").exists()
 
 
+def test_cli_names_every_preset_when_refusing_an_unknown_one(tmp_path, capsys):
+    from zodi_cli import main
+
+    code = main(["pocket-models", "--out", str(tmp_path / "p"), "--preset", "v99"])
+    err = capsys.readouterr().err
+    assert code == 2 and "preset: expected one of" in err and "'v99'" in err
+    assert all(f"'{name}'" in err for name in PRESETS)
+    assert not (tmp_path / "p" / "corpus").exists()
+
+
 @pytest.mark.gpu
 def test_training_on_cuda_starts_where_cpu_does_and_loads_on_cpu(tmp_path, corpus_uri):
     """The same initial weights and CPU-drawn batches on either device: the fixed batch's loss

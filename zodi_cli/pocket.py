@@ -18,7 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         "and writes MODEL_CARD.md. The full preset takes about an hour on a 2-core CPU.",
         {
             "--out": {"required": True, "help": "output folder (created; resumed if it exists)"},
-            "--preset": {"default": "full", "choices": ("full", "v1", "v2", "v3", "v4", "v5", "v6short", "v8", "v9", "smoke"),
+            "--preset": {"default": "full",  # the names: zodi_core.pocket.train.PRESETS
                          "help": "full: the committed models (16x32 latents, 57 min on 2 cores); "
                          "v3, v4: full with shorter phases; v1: 8x16 latents; v2: v3 with a "
                          "shorter UNet; v8, v9: full with a cosine ControlNet learning rate, with "

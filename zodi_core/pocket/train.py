@@ -171,8 +171,9 @@ def run_phase(
     schedule: str = "constant",
 ) -> dict[str, Any]:
     """Train ``modules`` with AdamW on ``loss_fn(generator)`` at learning rate ``lr`` under
-    diffusers' ``schedule`` (then copy in the EMA weights when ``ema_decay``), resuming from and checkpointing to ``checkpoints/<phase>.pt``; the summary:
-    steps, loss on one fixed batch before/after, first/last loss (mean of 50 steps), seconds."""
+    diffusers' ``schedule`` (then copy in the EMA weights when ``ema_decay``), resuming from and
+    checkpointing to ``checkpoints/<phase>.pt``; the summary: steps, loss on one fixed batch
+    before/after, first/last loss (mean of 50 steps), seconds."""
     import torch
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
