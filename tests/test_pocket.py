@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -353,6 +354,24 @@ def test_cli_names_every_preset_when_refusing_an_unknown_one(tmp_path, capsys):
     assert code == 2 and "preset: expected one of" in err and "'v99'" in err
     assert all(f"'{name}'" in err for name in PRESETS)
     assert not (tmp_path / "p" / "corpus").exists()
+
+
+def test_every_preset_builds_a_controlnet_as_wide_as_its_unet_and_is_in_the_help(capsys):
+    """Each named size builds (v10: the 1.5x-wide trial), its ControlNet copies the UNet's
+    encoder widths, and ``zodi pocket-models --help`` describes every name PRESETS holds."""
+    from zodi_cli import main
+    from zodi_core.pocket.train import build_controlnet, build_unet
+
+    for name, spec in PRESETS.items():
+        unet = build_unet(spec)
+        controlnet = build_controlnet(unet, spec)
+        assert tuple(unet.config.block_out_channels) == spec.unet_channels, name
+        assert controlnet.config.block_out_channels == unet.config.block_out_channels, name
+    assert PRESETS["v10"].unet_channels == (48, 96, 96)
+    with pytest.raises(SystemExit):
+        main(["pocket-models", "--help"])
+    described = set(re.findall(r"(\w+)[,:]", capsys.readouterr().out))
+    assert set(PRESETS) <= described, set(PRESETS) - described
 
 
 @pytest.mark.gpu

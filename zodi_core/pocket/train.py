@@ -107,7 +107,8 @@ class PocketSpec:
 #: ``v6short`` (v4 with VAE 2500, UNet 4500, ControlNet 4500 steps: 50 min, too short for night's
 #: look), ``full`` (v5 with offset noise and an EMA ControlNet: the committed weights, trained as
 #: ``v7``, 57 min on 2 cores), ``v8`` (full with a cosine ControlNet learning rate) and ``v9``
-#: (full with Cityscapes-palette condition maps): trials on v7's VAE and UNet, ``smoke``.
+#: (full with Cityscapes-palette condition maps): trials on v7's VAE and UNet, ``v10`` (full
+#: with a 1.5x-wide UNet and ControlNet, 4000 steps each, on v7's VAE), ``smoke``.
 #: docs/fidelity.md §1.
 _V2 = PocketSpec(
     vae_channels=(16, 32, 64),
@@ -123,6 +124,7 @@ PRESETS: dict[str, PocketSpec] = {
     "full": _V7,
     "v8": replace(_V7, controlnet_lr_schedule="cosine"),
     "v9": replace(_V7, controlnet_palette="cityscapes"),
+    "v10": replace(_V7, unet_channels=(48, 96, 96), unet_steps=4000, controlnet_steps=4000),
     "v5": replace(_V4, unet_steps=5000),
     "v6short": replace(_V4, vae_steps=2500, unet_steps=4500, controlnet_steps=4500),
     "v3": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
