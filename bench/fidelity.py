@@ -64,12 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--grid", help="folder: write <domain>.png, rows of source | condition map | ZoDi's image"
     )
+    ap.add_argument(
+        "--per-class", action="store_true",
+        help="also print each class's IoU by the all-looks judge (real target, ZoDi, SDEdit)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     import torch
 
     from zodi_core.config import ModelsConfig, TransferConfig
     from zodi_core.datasets.synth import write_synthetic
-    from zodi_core.metrics import mean_iou
+    from zodi_core.metrics import confusion_matrix, iou_metrics, mean_iou
     from zodi_core.pocket import pocket_models_dir
     from zodi_core.pocket.corpus import CORPUS_DOMAINS, read_corpus, write_corpus
     from zodi_core.pocket.measure import predict, train_classifier
@@ -127,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     t_judges = time.perf_counter() - t0
 
     def judge(x: np.ndarray, y: np.ndarray, domain: str) -> dict[str, float]:
-        return {
+        all_looks = predict(seg_all, x)
+        out = {
             "target_look": float(np.mean(predict(clf, x) == CORPUS_DOMAINS.index(domain))),
             "miou_source_only": mean_iou(predict(seg_src, x), y),
-            "miou_all_looks": mean_iou(predict(seg_all, x), y),
+            "miou_all_looks": mean_iou(all_looks, y),
         }
+        if args.per_class:
+            out["class_iou"] = iou_metrics(confusion_matrix(all_looks, y))["IoU"]
+        return out
 
     rows = []
     for domain in domains:
@@ -185,6 +193,27 @@ def _fmt_row(r: dict) -> str:
     )
 
 
+def _per_class_table(rows) -> list[str]:
+    """IoU (percent) per class by the all-looks judge, for the rows ``--per-class`` scored."""
+    from zodi_core.labels import CLASSES
+
+    shown = [r for r in rows if "class_iou" in r and r["method"] in PER_CLASS_METHODS]
+    if not shown:
+        return []
+    head = [f"{r['domain']}: {r['method'].split(' ')[0]}" for r in shown]
+    lines = ["| class (all-looks judge, IoU) | " + " | ".join(head) + " |",
+             "|---" * (len(shown) + 1) + "|"]  # fmt: skip
+    for i, name in enumerate(CLASSES):
+        cells = ["-" if np.isnan(r["class_iou"][i]) else f"{100 * r['class_iou'][i]:.0f}"
+                 for r in shown]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+#: The rows ``--per-class`` tabulates: what the domain looks like, and ZoDi against SDEdit.
+PER_CLASS_METHODS = ("real target (reference)", "zodi", "sdedit")
+
+
 def _markdown(rows, args, argv, n, models, seconds, t_judges) -> str:
     import os
 
@@ -198,6 +227,7 @@ def _markdown(rows, args, argv, n, models, seconds, t_judges) -> str:
         "|---|---|---|---|---|---|",
         *(_fmt_row(r) for r in rows),
         "",
+        *_per_class_table(rows),
         f"Command: `{cmd.strip()}`; {n} source images per domain, 64x128, T={args.steps}, "
         f"default preset (ADE20K palette, consistent timestep, eta 1), CFG "
         f"{args.guidance or 9.0}, negative prompt {args.negative_prompt!r}, models {models}.",

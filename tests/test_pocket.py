@@ -484,3 +484,24 @@ def test_speed_bench_times_each_lever_of_each_phase(tmp_path):
     assert "UNet widths (96, 96)" in json.loads(wide.read_text())["machine"]
     with pytest.raises(SystemExit):  # GroupNorm's 8 groups do not divide 36
         bench.main([*argv, "--unet-channels", "36,64"])
+
+
+def test_fidelity_per_class_table_shows_each_class_for_the_chosen_rows():
+    """bench/fidelity.py --per-class: one row per class, a column per real target / ZoDi /
+    SDEdit row that was scored per class (others left out), IoU in percent, '-' where absent."""
+    from zodi_core.labels import CLASSES
+
+    table = _bench("fidelity")._per_class_table
+    iou = np.full(len(CLASSES), np.nan)
+    iou[0], iou[13] = 0.5, 0.125
+    rows = [
+        {"domain": "rain", "method": "real target (reference)", "class_iou": iou},
+        {"domain": "rain", "method": "zodi", "class_iou": iou * 2},
+        {"domain": "rain", "method": "inst", "class_iou": iou},
+        {"domain": "rain", "method": "sdedit"},  # not scored per class
+    ]
+    lines = table(rows)
+    assert lines[0] == "| class (all-looks judge, IoU) | rain: real | rain: zodi |"
+    assert lines[2] == "| road | 50 | 100 |" and lines[2 + 13] == "| car | 12 | 25 |"
+    assert lines[3] == "| sidewalk | - | - |" and len(lines) == 2 + len(CLASSES) + 1
+    assert table([{"domain": "rain", "method": "zodi"}]) == []
