@@ -21,7 +21,8 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             "--preset": {"default": "full",  # the names: zodi_core.pocket.train.PRESETS
                          "help": "full: the committed models (16x32 latents, 57 min on 2 cores); "
                          "v3, v4: full with shorter phases; v5: v4 with a longer UNet; v6short: "
-                         "v4 with other lengths; v1: 8x16 latents; v2: v3 with a shorter UNet; v8, v9: full with a cosine ControlNet learning rate, with "
+                         "v4 with other lengths; v1: 8x16 latents; v2: v3 with a shorter UNet; "
+                         "v8, v9: full with a cosine ControlNet learning rate, with "
                          "Cityscapes-palette maps; v10: full 1.5x wide; v11, v12: full with "
                          "ControlNet caption dropout 0.1, 0.3 (trials); smoke: seconds (tests)"},
             "--seed": {"type": int, "help": "training seed (default: the preset's, 0)"},
