@@ -68,7 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         "--per-class", action="store_true",
         help="also print each class's IoU by the all-looks judge (real target, ZoDi, SDEdit)",
     )  # fmt: skip
+    ap.add_argument(
+        "--where", metavar="CLASS",
+        help="also print what the all-looks judge predicts on the pixels labelled CLASS (share "
+        "per predicted class; real target, ZoDi, SDEdit), e.g. sidewalk",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    from zodi_core.labels import CLASSES
+
+    if args.where is not None and args.where not in CLASSES:
+        ap.error(f"--where: {args.where!r} is not a class; one of: {', '.join(CLASSES)}")
     import torch
 
     from zodi_core.config import ModelsConfig, TransferConfig
@@ -137,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             "miou_source_only": mean_iou(predict(seg_src, x), y),
             "miou_all_looks": mean_iou(all_looks, y),
         }
-        if args.per_class:
-            out["class_iou"] = iou_metrics(confusion_matrix(all_looks, y))["IoU"]
+        if args.per_class or args.where:
+            cm = confusion_matrix(all_looks, y)
+            out["class_iou"] = iou_metrics(cm)["IoU"]
+            if args.where:
+                row = cm[CLASSES.index(args.where)]
+                out["where"] = (args.where, row / max(int(row.sum()), 1))
         return out
 
     rows = []
@@ -210,6 +223,25 @@ def _per_class_table(rows) -> list[str]:
     return [*lines, ""]
 
 
+def _where_table(rows, min_share: float = 0.01) -> list[str]:
+    """``--where CLASS``: per predicted class (those with at least ``min_share`` in a column),
+    the share of CLASS's labelled pixels the all-looks judge gives it, for the per-class rows."""
+    from zodi_core.labels import CLASSES
+
+    shown = [r for r in rows if "where" in r and r["method"] in PER_CLASS_METHODS]
+    if not shown:
+        return []
+    name = shown[0]["where"][0]
+    head = [f"{r['domain']}: {r['method'].split(' ')[0]}" for r in shown]
+    lines = [f"| {name} pixels predicted as (all-looks judge, %) | " + " | ".join(head) + " |",
+             "|---" * (len(shown) + 1) + "|"]  # fmt: skip
+    for i, cls in enumerate(CLASSES):
+        shares = [r["where"][1][i] for r in shown]
+        if max(shares) >= min_share:
+            lines.append(f"| {cls} | " + " | ".join(f"{100 * v:.0f}" for v in shares) + " |")
+    return [*lines, ""]
+
+
 #: The rows ``--per-class`` tabulates: what the domain looks like, and ZoDi against SDEdit.
 PER_CLASS_METHODS = ("real target (reference)", "zodi", "sdedit")
 
@@ -227,7 +259,8 @@ def _markdown(rows, args, argv, n, models, seconds, t_judges) -> str:
         "|---|---|---|---|---|---|",
         *(_fmt_row(r) for r in rows),
         "",
-        *_per_class_table(rows),
+        *(_per_class_table(rows) if args.per_class else []),
+        *_where_table(rows),
         f"Command: `{cmd.strip()}`; {n} source images per domain, 64x128, T={args.steps}, "
         f"default preset (ADE20K palette, consistent timestep, eta 1), CFG "
         f"{args.guidance or 9.0}, negative prompt {args.negative_prompt!r}, models {models}.",

@@ -505,3 +505,29 @@ def test_fidelity_per_class_table_shows_each_class_for_the_chosen_rows():
     assert lines[2] == "| road | 50 | 100 |" and lines[2 + 13] == "| car | 12 | 25 |"
     assert lines[3] == "| sidewalk | - | - |" and len(lines) == 2 + len(CLASSES) + 1
     assert table([{"domain": "rain", "method": "zodi"}]) == []
+
+
+def test_fidelity_where_table_shows_where_a_class_pixels_go():
+    """bench/fidelity.py --where CLASS: one row per predicted class that takes at least 1% of
+    CLASS's pixels in some column, shares in percent; an unknown class is one line, no run."""
+    from zodi_core.labels import CLASSES
+
+    bench = _bench("fidelity")
+    share = np.zeros(len(CLASSES))
+    share[0], share[1], share[8] = 0.6, 0.39, 0.005  # road, sidewalk, vegetation (under 1%)
+    rows = [
+        {"domain": "rain", "method": "real target (reference)", "where": ("sidewalk", share[::-1])},
+        {"domain": "rain", "method": "zodi", "where": ("sidewalk", share)},
+        {"domain": "rain", "method": "wo_si", "where": ("sidewalk", share)},  # not tabulated
+    ]
+    lines = bench._where_table(rows)
+    assert (
+        lines[0]
+        == "| sidewalk pixels predicted as (all-looks judge, %) | rain: real | rain: zodi |"
+    )
+    assert lines[2:4] == ["| road | 0 | 60 |", "| sidewalk | 0 | 39 |"]
+    assert lines[4].startswith("| motorcycle |") and lines[-2].startswith("| bicycle |")
+    assert len(lines) == 2 + 4 + 1
+    assert bench._where_table([{"domain": "rain", "method": "zodi"}]) == []
+    with pytest.raises(SystemExit):
+        bench.main(["--where", "kerb"])
