@@ -187,6 +187,27 @@ def test_rain_streets_are_wet_and_game_has_its_own_materials_and_sun():
     assert np.mean(shadowed) >= 0.5
 
 
+def test_rain_mirrors_the_asphalt_and_the_paving_keeps_its_colour():
+    """Rain's road mirrors; its sidewalk reflects less and keeps its own colour (issue 19: with
+    every ground class mirrored alike, only a tint told road from sidewalk, and the generations
+    drew the wet sidewalk as road). Measured: the road-sidewalk colour gap of the rain look over
+    the city look's, 0.11 (median of 12 scenes) when the sidewalk mirrored like the road."""
+    ROAD, SIDEWALK = 0, 1
+    ratios = []
+    for i in range(12):
+        scene, _ = _scene(i)
+        road, side = scene.label == ROAD, scene.label == SIDEWALK
+        if side.sum() < 30:
+            continue
+        gap = {}
+        for look in ("city", "rain"):
+            img = render_scene(scene, np.random.default_rng(i), look).astype(np.float32)
+            gap[look] = np.linalg.norm(img[road].mean(0) - img[side].mean(0))
+        ratios.append(gap["rain"] / gap["city"])
+    assert len(ratios) >= 6
+    assert np.median(ratios) > 0.2
+
+
 def test_render_scene_rejects_unknown_style():
     scene, _ = _scene()
     with pytest.raises(ValueError, match=r"style: expected one of .* received 'dusk'"):

@@ -337,11 +337,13 @@ def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") ->
         img = img * (1 - density) + 200 * density
     elif style == "rain":
         img = (grey * 0.3 + img * 0.7) * 0.62
-        # ACDC's wet streets: the ground mirrors what stands above it (facades, sky, cars),
-        # rippled; then the windshield's water blurs the whole frame
+        # ACDC's wet streets: the asphalt mirrors what stands above it (facades, sky, cars),
+        # rippled; rough paving and verges reflect less and keep their own colour; then the
+        # windshield's water blurs the whole frame
         mirror = np.clip(2 * scene.horizon - yy + rng.integers(-1, 2, size=(h, w)), 0, h - 1)
         wet = ground | (label == IGNORE_INDEX)
-        img[wet] = img[wet] * 0.35 + img[mirror[wet], xx[wet]] * 0.75
+        gloss = np.where((label == ROAD) | (label == IGNORE_INDEX), 0.75, 0.15)[wet][:, None]
+        img[wet] = img[wet] * (1.1 - gloss) + img[mirror[wet], xx[wet]] * gloss
         img = (img + np.roll(img, 1, 0) + np.roll(img, 1, 1) + np.roll(img, (1, 1), (0, 1))) / 4
         drops = rng.random((h, w)) < 0.01
         streaks = np.zeros((h, w), dtype=bool)
