@@ -34,6 +34,9 @@ def test_committed_weights_are_the_full_preset_of_the_committed_code():
     assert set(state["phases"]) == {"vae", "unet", "controlnet"}
     card = (WEIGHTS_DIR / "MODEL_CARD.md").read_text()
     assert f"zodi pocket-models --out DIR --preset full --seed {spec['seed']} " in card
+    # The README's "Weights" paragraph gives users the command that reproduces them.
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"zodi pocket-models --out DIR --preset full --seed {spec['seed']} --threads 2" in readme
     size = sum(p.stat().st_size for p in WEIGHTS_DIR.rglob("*") if p.is_file())
     assert size < 20 * 2**20  # the budget for committed weights
 
