@@ -248,3 +248,25 @@ def test_cli_synth_rejects_bad_size(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("zodi synth: error: argument --size")
     assert "expected WIDTHxHEIGHT" in err
+
+
+def test_look_gaps_bench_measures_the_rain_mirror(capsys):
+    """bench/look_gaps.py prints each look's colour distance between two classes: rain's mirrored
+    asphalt sits closer to its sidewalk than the city's does; a bad pair is one line, not a trace."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "look_gaps.py"
+    spec = importlib.util.spec_from_file_location("look_gaps", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--pairs", "road:sidewalk", "--looks", "city,rain", "--n", "6"])
+    row = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| road - sidewalk")
+    ]
+    city, rain, scenes = (float(cell) for cell in row[0].strip("|").split("|")[1:])
+    assert scenes >= 3 and city > 2 * rain > 0
+    with pytest.raises(SystemExit):
+        bench.main(["--pairs", "road:kerb"])
+    assert "'road:kerb' is not CLASS:CLASS" in capsys.readouterr().err
