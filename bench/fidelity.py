@@ -18,6 +18,7 @@ which need the flows' segmentation training.
     OMP_NUM_THREADS=1 python bench/fidelity.py --quick            # night only, 8 images
     OMP_NUM_THREADS=1 python bench/fidelity.py --n 24 --write docs/fidelity.md
     OMP_NUM_THREADS=1 python bench/fidelity.py --n 16 --grid DIR   # + one image grid per domain
+    OMP_NUM_THREADS=1 python bench/fidelity.py --n 16 --domains game --vae-ceiling --per-class
 """
 
 from __future__ import annotations
@@ -72,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         "--where", metavar="CLASS",
         help="also print what the all-looks judge predicts on the pixels labelled CLASS (share "
         "per predicted class; real target, ZoDi, SDEdit), e.g. sidewalk",
+    )  # fmt: skip
+    ap.add_argument(
+        "--vae-ceiling", action="store_true",
+        help="also score the real targets after a round trip through the pocket VAE: what the "
+        "latent can hold of the domain's layout, a ceiling for every method",
     )  # fmt: skip
     args = ap.parse_args(argv)
     from zodi_core.labels import CLASSES
@@ -161,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             {"domain": domain, "method": "real target (reference)", **judge(tx, ty, domain)}
         )
         rows.append({"domain": domain, "method": "source image (no transfer)", **judge(src_x, src_y, domain)})  # fmt: skip
+        if args.vae_ceiling:
+            rows.append({"domain": domain, "method": VAE_CEILING, **judge(vae_round_trip(comps, tx), ty, domain)})  # fmt: skip
         for method in METHODS:
             cfg = TransferConfig.preset(
                 "default", domain=domain, method=method, short_side=64, size_multiple=64,
@@ -184,6 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         Path(args.write).write_text(report)
     return 0
+
+
+def vae_round_trip(components, images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB through the models' VAE, encoder then decoder (the sampler's own
+    ``encode``/``decode``, on the CPU): what the latent keeps of the images."""
+    import torch
+
+    from zodi_core.config import TransferConfig
+    from zodi_core.transfer.sampler import TransferSampler
+
+    cfg = TransferConfig.preset("default", device="cpu", short_side=64, size_multiple=64)
+    sampler = TransferSampler(components, cfg)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.inference_mode():
+        y = sampler.decode(sampler.encode(x))
+    return ((y + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
 def _write_grid(path: Path, images, labels, generated) -> None:
@@ -213,7 +237,7 @@ def _per_class_table(rows) -> list[str]:
     shown = [r for r in rows if "class_iou" in r and r["method"] in PER_CLASS_METHODS]
     if not shown:
         return []
-    head = [f"{r['domain']}: {r['method'].split(' ')[0]}" for r in shown]
+    head = [f"{r['domain']}: {_SHORT.get(r['method'], r['method'])}" for r in shown]
     lines = ["| class (all-looks judge, IoU) | " + " | ".join(head) + " |",
              "|---" * (len(shown) + 1) + "|"]  # fmt: skip
     for i, name in enumerate(CLASSES):
@@ -232,7 +256,7 @@ def _where_table(rows, min_share: float = 0.01) -> list[str]:
     if not shown:
         return []
     name = shown[0]["where"][0]
-    head = [f"{r['domain']}: {r['method'].split(' ')[0]}" for r in shown]
+    head = [f"{r['domain']}: {_SHORT.get(r['method'], r['method'])}" for r in shown]
     lines = [f"| {name} pixels predicted as (all-looks judge, %) | " + " | ".join(head) + " |",
              "|---" * (len(shown) + 1) + "|"]  # fmt: skip
     for i, cls in enumerate(CLASSES):
@@ -243,7 +267,10 @@ def _where_table(rows, min_share: float = 0.01) -> list[str]:
 
 
 #: The rows ``--per-class`` tabulates: what the domain looks like, and ZoDi against SDEdit.
-PER_CLASS_METHODS = ("real target (reference)", "zodi", "sdedit")
+PER_CLASS_METHODS = ("real target (reference)", "real target through the VAE", "zodi", "sdedit")
+#: ``--vae-ceiling``'s row: the real targets after the pocket VAE's round trip.
+VAE_CEILING = PER_CLASS_METHODS[1]
+_SHORT = {PER_CLASS_METHODS[0]: "real", VAE_CEILING: "real via VAE"}
 
 
 def _markdown(rows, args, argv, n, models, seconds, t_judges) -> str:
