@@ -45,6 +45,8 @@ _GAME_RGB = {
     ROAD: (150, 140, 128), SIDEWALK: (196, 158, 120), VEGETATION: (120, 160, 30),
     TERRAIN: (186, 150, 84), SKY: (96, 200, 236), WALL: (150, 120, 150),
 }  # fmt: skip
+#: The game sun's shadow on a pixel: colour * [0] + [1] (blue-grey, a game's ambient light).
+_GAME_SHADE = (0.45, (10, 20, 45))
 #: Classes whose instances get their own colour jitter (cars are not all the same colour).
 _JITTERED = (BUILDING, PERSON, RIDER, CAR, TRUCK, BUS, TRAIN)
 _GROUND = (ROAD, SIDEWALK, TERRAIN)
@@ -316,7 +318,7 @@ def render_scene(scene: Scene, rng: np.random.Generator, style: str = "city") ->
         )
         img = grey + 1.7 * (img - grey)  # saturated
         img *= (1.12, 1.0, 0.8)
-        img[shadow] = img[shadow] * 0.45 + (10, 20, 45)
+        img[shadow] = img[shadow] * _GAME_SHADE[0] + _GAME_SHADE[1]
         img = np.round(img / 24) * 24  # flat, posterised shading
     elif style == "night":
         # ACDC's night: low beams light the road ahead, lamps pools of street, a third of windows
