@@ -253,12 +253,9 @@ def test_cli_synth_rejects_bad_size(tmp_path, capsys):
 def test_look_gaps_bench_measures_the_rain_mirror(capsys):
     """bench/look_gaps.py prints each look's colour distance between two classes: rain's mirrored
     asphalt sits closer to its sidewalk than the city's does; a bad pair is one line, not a trace."""
-    import importlib.util
+    from test_pocket import _bench
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "look_gaps.py"
-    spec = importlib.util.spec_from_file_location("look_gaps", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench("look_gaps")
     bench.main(["--pairs", "road:sidewalk", "--looks", "city,rain", "--n", "6"])
     row = [
         line
