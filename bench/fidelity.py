@@ -19,6 +19,7 @@ which need the flows' segmentation training.
     OMP_NUM_THREADS=1 python bench/fidelity.py --n 24 --write docs/fidelity.md
     OMP_NUM_THREADS=1 python bench/fidelity.py --n 16 --grid DIR   # + one image grid per domain
     OMP_NUM_THREADS=1 python bench/fidelity.py --n 16 --domains game --vae-ceiling --per-class
+    OMP_NUM_THREADS=1 python bench/fidelity.py --n 16 --guidance 3        # CFG's share of the loss
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         "--vae-ceiling", action="store_true",
         help="also score the real targets after a round trip through the pocket VAE: what the "
         "latent can hold of the domain's layout, a ceiling for every method",
+    )  # fmt: skip
+    ap.add_argument(
+        "--controlnet-caption", choices=("branch", "prompt"), default="branch",
+        help="what the ControlNet reads in CFG's two branches: each branch's own caption "
+        "(branch, SPEC's method) or the target prompt in both (prompt: a diagnosis of how much "
+        "CFG multiplies the ControlNet's residual's dependence on the caption)",
     )  # fmt: skip
     args = ap.parse_args(argv)
     from zodi_core.labels import CLASSES
@@ -177,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                 **({"guidance_scale": args.guidance} if args.guidance is not None else {}),
             )  # fmt: skip
             t1 = time.perf_counter()
+            sampler = TransferSampler(comps, cfg)
+            if args.controlnet_caption == "prompt":
+                sampler.controlnet = PromptCaptionControlNet(sampler.controlnet)
             with torch.inference_mode():
-                outs = TransferSampler(comps, cfg)(list(src_x), list(src_y), src_ids)
+                outs = sampler(list(src_x), list(src_y), src_ids)
             gen = np.stack([o.image for o in outs])
             if args.grid and method == "zodi":
                 _write_grid(Path(args.grid) / f"{domain}.png", src_x[:4], src_y[:4], gen[:4])
@@ -192,6 +202,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         Path(args.write).write_text(report)
     return 0
+
+
+class PromptCaptionControlNet:
+    """``--controlnet-caption prompt`` (a diagnosis, not the method): the ControlNet reads the
+    target prompt in both CFG branches while the UNet reads each branch's own caption, so the
+    ControlNet's residual is the same in both and CFG (uncond + w (cond - uncond)) adds it once,
+    where SPEC's method adds ``w C(prompt) - (w - 1) C(empty)``. The sampler stacks the branches
+    [negative, positive] and the inversion step passes the prompt alone, so the batch's last
+    caption is the prompt in every call."""
+
+    def __init__(self, controlnet) -> None:
+        self.inner = controlnet
+
+    def __call__(self, x, t, *, encoder_hidden_states, **kwargs):
+        prompt = encoder_hidden_states[-1:].expand_as(encoder_hidden_states)
+        return self.inner(x, t, encoder_hidden_states=prompt, **kwargs)
 
 
 def vae_round_trip(components, images: np.ndarray) -> np.ndarray:
@@ -290,7 +316,8 @@ def _markdown(rows, args, argv, n, models, seconds, t_judges) -> str:
         *_where_table(rows),
         f"Command: `{cmd.strip()}`; {n} source images per domain, 64x128, T={args.steps}, "
         f"default preset (ADE20K palette, consistent timestep, eta 1), CFG "
-        f"{args.guidance or 9.0}, negative prompt {args.negative_prompt!r}, models {models}.",
+        f"{9.0 if args.guidance is None else args.guidance}, negative prompt "
+        f"{args.negative_prompt!r}, ControlNet caption {args.controlnet_caption}, models {models}.",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores visible, torch threads "
         f"{torch.get_num_threads()}; wall time {seconds:.0f} s (judges {t_judges:.0f} s).",
     ]

@@ -196,3 +196,37 @@ def test_vae_round_trip_keeps_the_scene_but_not_every_pixel(pocket, tmp_path: Pa
         "| class (all-looks judge, IoU) | game: real | game: real via VAE | game: zodi | "
         "game: sdedit |"
     )
+
+
+def test_controlnet_caption_prompt_changes_only_the_guided_branch(pocket):
+    """bench/fidelity.py --controlnet-caption prompt: the ControlNet reads the target prompt in
+    both CFG branches. At CFG 1 the unconditional branch drops out of the update, so ZoDi's images
+    are the method's to the bit; at CFG 9 they differ (the ControlNet's residual depends on its
+    caption, and CFG multiplies the difference)."""
+    import torch
+    from test_pocket import _bench
+
+    from zodi_core.config import TransferConfig
+    from zodi_core.datasets.synth import generate_scene, render_scene
+    from zodi_core.transfer.sampler import TransferSampler
+
+    bench = _bench("fidelity")
+    scenes = [generate_scene(np.random.default_rng(s), size=(128, 64)) for s in (21, 22)]
+    images = [render_scene(sc, np.random.default_rng(1), "city") for sc in scenes]
+    labels = [sc.label for sc in scenes]
+
+    def transfer(guidance: float, wrap: bool) -> np.ndarray:
+        cfg = TransferConfig.preset(
+            "default", domain="game", method="zodi", short_side=64, size_multiple=64,
+            num_inference_steps=8, device="cpu", batch_size=2, guidance_scale=guidance,
+            negative_prompt="",
+        )  # fmt: skip
+        sampler = TransferSampler(pocket[0], cfg)
+        if wrap:
+            sampler.controlnet = bench.PromptCaptionControlNet(sampler.controlnet)
+        with torch.inference_mode():
+            outs = sampler(images, labels, ["a", "b"])
+        return np.stack([o.image for o in outs]).astype(np.float32)
+
+    assert np.array_equal(transfer(1.0, wrap=False), transfer(1.0, wrap=True))
+    assert np.abs(transfer(9.0, wrap=False) - transfer(9.0, wrap=True)).mean() > 1.0
