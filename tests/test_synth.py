@@ -187,6 +187,30 @@ def test_rain_streets_are_wet_and_game_has_its_own_materials_and_sun():
     assert np.mean(shadowed) >= 0.5
 
 
+def test_game_shadow_keeps_each_class_its_own_colour(monkeypatch):
+    """The game sun's shadow falls where the labels do not say (a random side and reach), so in
+    the shade every class must still look like itself: the mean shaded colours of road and wall,
+    sidewalk and terrain (alike at x0.45 + blue: 1 and 8 apart) stay more than 20 apart."""
+    from zodi_core.datasets import synth
+
+    ROAD, SIDEWALK, WALL, TERRAIN = 0, 1, 3, 9
+    shaded = {c: [] for c in (ROAD, SIDEWALK, WALL, TERRAIN)}
+    for i in range(12):
+        scene, _ = _scene(i)
+        sunlit = synth._GAME_SHADE
+        monkeypatch.setattr(synth, "_GAME_SHADE", (1.0, (0, 0, 0)))  # the same scene, no shadow
+        bare = render_scene(scene, np.random.default_rng(i), "game").astype(np.float32)
+        monkeypatch.setattr(synth, "_GAME_SHADE", sunlit)
+        game = render_scene(scene, np.random.default_rng(i), "game").astype(np.float32)
+        shade = np.abs(game - bare).sum(-1) > 0
+        for c, out in shaded.items():
+            out.append(game[shade & (scene.label == c)])
+    mean = {c: np.concatenate(v).mean(0) for c, v in shaded.items()}
+    assert all(len(np.concatenate(v)) > 500 for v in shaded.values())  # the shadow is there
+    assert np.linalg.norm(mean[ROAD] - mean[WALL]) > 20
+    assert np.linalg.norm(mean[SIDEWALK] - mean[TERRAIN]) > 20
+
+
 def test_rain_mirrors_the_asphalt_and_the_paving_keeps_its_colour():
     """Rain's road mirrors; its sidewalk reflects less and keeps its own colour (issue 19: with
     every ground class mirrored alike, only a tint told road from sidewalk, and the generations

@@ -46,7 +46,7 @@ _GAME_RGB = {
     TERRAIN: (186, 150, 84), SKY: (96, 200, 236), WALL: (150, 120, 150),
 }  # fmt: skip
 #: The game sun's shadow on a pixel: colour * [0] + [1] (blue-grey, a game's ambient light).
-_GAME_SHADE = (0.45, (10, 20, 45))
+_GAME_SHADE = (0.7, (6, 12, 28))
 #: Classes whose instances get their own colour jitter (cars are not all the same colour).
 _JITTERED = (BUILDING, PERSON, RIDER, CAR, TRUCK, BUS, TRAIN)
 _GROUND = (ROAD, SIDEWALK, TERRAIN)
