@@ -20,12 +20,13 @@ def add_parsers(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
             "--out": {"required": True, "help": "output folder (created; resumed if it exists)"},
             "--preset": {"default": "full",  # the names: zodi_core.pocket.train.PRESETS
                          "help": "full: the committed models (16x32 latents, ControlNet caption "
-                         "dropout 0.1, 48-57 min on 2 cores); v7: full with ControlNet's "
-                         "dropout 0.5 (committed before); v5: v7 without offset noise and EMA; "
+                         "dropout 0.3, 43-57 min on 2 cores); v11: full with dropout 0.1, v7: "
+                         "full with ControlNet's dropout 0.5 (both committed before); v5: v7 "
+                         "without offset noise and EMA; "
                          "v3, v4: v5 with shorter phases; v6short: v4 with other lengths; v1: "
                          "8x16 latents; v2: v3 with a shorter UNet; v8, v9: v7 with a cosine "
                          "ControlNet learning rate, with Cityscapes-palette maps; v10: v7 1.5x "
-                         "wide; v12: v7 with dropout 0.3 (trials); smoke: seconds (tests)"},
+                         "wide (trials); smoke: seconds (tests)"},
             "--seed": {"type": int, "help": "training seed (default: the preset's, 0)"},
             "--threads": {"type": int, "help": "torch CPU threads (default: torch's choice)"},
             "--device": {"default": "cpu", "help": "train on cpu or cuda[:N] (measured on CPU)"},

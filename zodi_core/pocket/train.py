@@ -110,11 +110,11 @@ class PocketSpec:
 #: ``v5`` (v4, UNet 5000: committed before, in the world without a rain and game gap),
 #: ``v6short`` (v4 with VAE 2500, UNet 4500, ControlNet 4500 steps: 50 min, too short for night's
 #: look), ``v7`` (v5 with offset noise and an EMA ControlNet, 57 min on 2 cores: committed before),
-#: ``full`` (v7 with ControlNet caption dropout 0.1: the committed weights, trained as the ``v11``
-#: trial, 57 min), ``v8`` (v7 with a cosine ControlNet learning rate) and ``v9`` (v7 with
-#: Cityscapes-palette condition maps): trials on v7's VAE and UNet, ``v10`` (v7 with a 1.5x-wide
-#: UNet and ControlNet, 4000 steps each, on v7's VAE), ``v12`` (v7 with caption dropout 0.3, on
-#: v7's VAE and UNet), ``smoke``.
+#: ``v11`` (v7 with ControlNet caption dropout 0.1: committed before, 57 min), ``full`` (v7 with
+#: caption dropout 0.3: the committed weights, trained as the ``v12`` trial in the world with the
+#: gentler game shade, 43 min), ``v8`` (v7 with a cosine ControlNet learning rate) and ``v9`` (v7
+#: with Cityscapes-palette condition maps): trials on v7's VAE and UNet, ``v10`` (v7 with a
+#: 1.5x-wide UNet and ControlNet, 4000 steps each, on v7's VAE), ``smoke``.
 #: docs/fidelity.md §1.
 _V2 = PocketSpec(
     vae_channels=(16, 32, 64),
@@ -127,12 +127,12 @@ _V2 = PocketSpec(
 _V4 = replace(_V2, vae_steps=3000, unet_steps=4000, controlnet_steps=5000, controlnet_lr=1e-3)
 _V7 = replace(_V4, unet_steps=5000, noise_offset=0.1, controlnet_ema=True)
 PRESETS: dict[str, PocketSpec] = {
-    "full": replace(_V7, controlnet_caption_dropout=0.1),
+    "full": replace(_V7, controlnet_caption_dropout=0.3),
+    "v11": replace(_V7, controlnet_caption_dropout=0.1),
     "v7": _V7,
     "v8": replace(_V7, controlnet_lr_schedule="cosine"),
     "v9": replace(_V7, controlnet_palette="cityscapes"),
     "v10": replace(_V7, unet_channels=(48, 96, 96), unet_steps=4000, controlnet_steps=4000),
-    "v12": replace(_V7, controlnet_caption_dropout=0.3),
     "v5": replace(_V4, unet_steps=5000),
     "v6short": replace(_V4, vae_steps=2500, unet_steps=4500, controlnet_steps=4500),
     "v3": replace(_V2, unet_steps=4000, controlnet_steps=2000, controlnet_lr=1e-3),
