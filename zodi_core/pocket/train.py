@@ -93,7 +93,8 @@ class PocketSpec:
     #: Share of the ControlNet's training captions replaced by the empty one (ControlNet's 0.5,
     #: so it reads the map's semantics alone). Under the empty caption the look is unknown, and
     #: the ControlNet hedges across the six (0.1 lifts the layout 33.3 -> 37.8: docs/fidelity.md
-    #: §1, v11 trial).
+    #: §1, v11 trial); but a ControlNet that leans on its caption loses layout under CFG 9, which
+    #: multiplies the caption's effect (0.3, ``full``: §2).
     controlnet_caption_dropout: float = 0.5
     #: ControlNet timestep draw: ``uniform`` (SD's) or ``cubic``, t = 1000 (1 - u³), T2I-Adapter's
     #: bias to the high-noise steps where the layout is decided.
